@@ -1,0 +1,60 @@
+#include <gtest/gtest.h>
+
+#include "common/lsn.h"
+#include "common/os.h"
+#include "common/process.h"
+#include "common/status.h"
+
+namespace pgshift {
+namespace {
+
+TEST(Lsn, ParsesAndFormats) {
+  auto l = Lsn::Parse("16/B374D848");
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->value, (0x16ull << 32) | 0xB374D848ull);
+  EXPECT_EQ(l->ToString(), "16/B374D848");
+  EXPECT_FALSE(Lsn::Parse("nonsense").ok());
+  EXPECT_FALSE(Lsn::Parse("1/2x").ok());
+  EXPECT_EQ(LsnDiff(Lsn{10}, Lsn{4}), 6u);
+  EXPECT_EQ(LsnDiff(Lsn{4}, Lsn{10}), 0u);
+}
+
+TEST(Status, WrapKeepsCode) {
+  Status s = Unavailable("down");
+  EXPECT_EQ(s.Wrap("source").message(), "source: down");
+  EXPECT_EQ(s.Wrap("source").code(), Code::kUnavailable);
+  EXPECT_TRUE(Status::OK().Wrap("x").ok());
+}
+
+TEST(Process, RunsAndCapturesOutputAndExitCode) {
+  auto r = DefaultRunner().Run({.argv = {"sh", "-c", "echo hi; echo err >&2; exit 3"}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 3);
+  EXPECT_NE(r->output.find("hi"), std::string::npos);
+  EXPECT_NE(r->output.find("err"), std::string::npos);
+  auto checked = RunChecked(DefaultRunner(), {.argv = {"false"}});
+  EXPECT_FALSE(checked.ok());
+}
+
+TEST(Process, TimesOut) {
+  auto r = DefaultRunner().Run({.argv = {"sleep", "5"}, .timeout_ms = 200});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->timed_out);
+}
+
+TEST(Process, DropsToUnprivilegedUserWhenRoot) {
+  if (!RunningAsRoot()) GTEST_SKIP() << "only meaningful as root (CI runs as root)";
+  auto r = RunChecked(DefaultRunner(), {.argv = {"id", "-un"}, .run_as = "postgres"});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "postgres\n");
+}
+
+TEST(Os, FreePortIsBindable) {
+  auto p = FreePort();
+  ASSERT_TRUE(p.ok());
+  EXPECT_GT(*p, 1024);
+  EXPECT_FALSE(PortOpen("127.0.0.1", *p));
+}
+
+}  // namespace
+}  // namespace pgshift

@@ -1,0 +1,173 @@
+#include "common/os.h"
+
+#include <arpa/inet.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace pgshift {
+
+Result<OsUser> LookupOsUser(const std::string& name) {
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) {
+    return NotFound("OS user '" + name +
+                    "' does not exist; create it (e.g. the Debian postgresql package creates "
+                    "'postgres') or choose another with --os-user");
+  }
+  OsUser u;
+  u.name = name;
+  u.uid = pw.pw_uid;
+  u.gid = pw.pw_gid;
+  u.home = pw.pw_dir ? pw.pw_dir : "/";
+  int ngroups = 64;
+  std::vector<gid_t> groups(ngroups);
+  if (getgrouplist(name.c_str(), u.gid, groups.data(), &ngroups) < 0) {
+    groups.resize(ngroups);
+    getgrouplist(name.c_str(), u.gid, groups.data(), &ngroups);
+  }
+  groups.resize(ngroups);
+  u.groups = groups;
+  return u;
+}
+
+bool RunningAsRoot() { return geteuid() == 0; }
+
+Status MakeDirOwnedBy(const std::string& path, const std::string& owner, int mode) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) return Internal("cannot create directory " + path + ": " + ec.message());
+  if (chmod(path.c_str(), mode) != 0) {
+    return Internal("cannot chmod " + path + ": " + strerror(errno));
+  }
+  if (!owner.empty() && RunningAsRoot()) {
+    PGSHIFT_ASSIGN_OR_RETURN(OsUser u, LookupOsUser(owner));
+    if (chown(path.c_str(), u.uid, u.gid) != 0) {
+      return Internal("cannot chown " + path + ": " + strerror(errno));
+    }
+  }
+  return Status::OK();
+}
+
+Status ChownRecursive(const std::string& path, const std::string& owner) {
+  if (owner.empty() || !RunningAsRoot()) return Status::OK();
+  PGSHIFT_ASSIGN_OR_RETURN(OsUser u, LookupOsUser(owner));
+  if (lchown(path.c_str(), u.uid, u.gid) != 0) {
+    return Internal("cannot chown " + path + ": " + strerror(errno));
+  }
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return Status::OK();
+  for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    if (lchown(it->path().c_str(), u.uid, u.gid) != 0) {
+      return Internal("cannot chown " + it->path().string() + ": " + strerror(errno));
+    }
+  }
+  return Status::OK();
+}
+
+Result<std::string> MakeTempDir(const std::string& prefix) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "-XXXXXX";
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) return Internal("mkdtemp " + templ + ": " + strerror(errno));
+  return std::string(buf.data());
+}
+
+Status RemoveTree(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) return Internal("cannot remove " + path + ": " + ec.message());
+  return Status::OK();
+}
+
+Result<int> FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return Internal(std::string("socket: ") + strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return Internal(std::string("bind: ") + strerror(errno));
+  }
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+bool PortOpen(const std::string& host, int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &addr.sin_addr) != 1) {
+    close(fd);
+    return false;
+  }
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound("cannot read " + path + ": " + strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Status WriteFileAtomic(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".pgshift-tmp";
+  struct stat st {};
+  bool existed = stat(path.c_str(), &st) == 0;
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return Internal("cannot write " + tmp + ": " + strerror(errno));
+    out << content;
+    out.flush();
+    if (!out) return Internal("cannot write " + tmp + ": " + strerror(errno));
+  }
+  if (existed) {
+    (void)!chown(tmp.c_str(), st.st_uid, st.st_gid);
+    chmod(tmp.c_str(), st.st_mode & 07777);
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return Internal("cannot rename " + tmp + " to " + path + ": " + strerror(errno));
+  }
+  return Status::OK();
+}
+
+bool PathExists(const std::string& path) {
+  std::error_code ec;
+  return fs::exists(path, ec);
+}
+
+std::string DefaultPgBinDir() {
+  if (const char* env = std::getenv("PGSHIFT_PG_BINDIR"); env && *env) return env;
+  for (const char* dir : {"/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
+                          "/usr/lib/postgresql/17/bin", "/usr/local/pgsql/bin"}) {
+    if (PathExists(std::string(dir) + "/postgres")) return dir;
+  }
+  return "/usr/lib/postgresql/15/bin";
+}
+
+}  // namespace pgshift

@@ -1,0 +1,47 @@
+// Small host helpers: OS users, file ownership, free TCP ports, files.
+// All functions are thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pgshift {
+
+struct OsUser {
+  std::string name;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string home;
+  std::vector<gid_t> groups;
+};
+
+Result<OsUser> LookupOsUser(const std::string& name);
+bool RunningAsRoot();
+
+// Creates `path` (and parents) and, when root, hands it to `owner`.
+Status MakeDirOwnedBy(const std::string& path, const std::string& owner, int mode = 0700);
+// chown -R when root; no-op otherwise.
+Status ChownRecursive(const std::string& path, const std::string& owner);
+// A fresh directory under $TMPDIR (or /tmp) named prefix-XXXXXX.
+Result<std::string> MakeTempDir(const std::string& prefix);
+Status RemoveTree(const std::string& path);
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+Result<int> FreePort();
+// True when something accepts TCP connections on host:port.
+bool PortOpen(const std::string& host, int port);
+
+Result<std::string> ReadFile(const std::string& path);
+// Writes via a temporary file and rename, so readers never see half a file;
+// keeps the owner and mode of an existing file.
+Status WriteFileAtomic(const std::string& path, const std::string& content);
+bool PathExists(const std::string& path);
+
+// The PostgreSQL server binaries directory (pg_config --bindir, or the Debian path).
+std::string DefaultPgBinDir();
+
+}  // namespace pgshift

@@ -1,0 +1,169 @@
+#include "pg/conn.h"
+
+#include <cstdlib>
+
+namespace pgshift {
+
+Rows::Rows(const PGresult* res) {
+  int nf = PQnfields(res);
+  int nt = PQntuples(res);
+  columns_.reserve(nf);
+  for (int c = 0; c < nf; ++c) columns_.emplace_back(PQfname(res, c));
+  rows_.resize(nt);
+  for (int r = 0; r < nt; ++r) {
+    rows_[r].reserve(nf);
+    for (int c = 0; c < nf; ++c) {
+      if (PQgetisnull(res, r, c)) {
+        rows_[r].emplace_back(std::nullopt);
+      } else {
+        rows_[r].emplace_back(std::string(PQgetvalue(res, r, c), PQgetlength(res, r, c)));
+      }
+    }
+  }
+}
+
+const std::optional<std::string>& Rows::Get(size_t row, const std::string& column) const {
+  static const std::optional<std::string> kNull;
+  if (row >= rows_.size()) return kNull;
+  for (size_t c = 0; c < columns_.size(); ++c) {
+    if (columns_[c] == column) return rows_[row][c];
+  }
+  return kNull;
+}
+
+std::string Rows::Str(size_t row, const std::string& column, const std::string& fallback) const {
+  const auto& v = Get(row, column);
+  return v ? *v : fallback;
+}
+
+int64_t Rows::Int(size_t row, const std::string& column, int64_t fallback) const {
+  const auto& v = Get(row, column);
+  return v ? std::strtoll(v->c_str(), nullptr, 10) : fallback;
+}
+
+double Rows::Double(size_t row, const std::string& column, double fallback) const {
+  const auto& v = Get(row, column);
+  return v ? std::strtod(v->c_str(), nullptr) : fallback;
+}
+
+bool Rows::Bool(size_t row, const std::string& column) const {
+  const auto& v = Get(row, column);
+  return v && (*v == "t" || *v == "true" || *v == "on");
+}
+
+namespace {
+
+std::string Endpoint(PGconn* c) {
+  const char* host = PQhost(c);
+  const char* port = PQport(c);
+  return std::string(host ? host : "?") + ":" + (port ? port : "?");
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& conninfo,
+                                                int connect_timeout_s) {
+  PGSHIFT_RETURN_IF_ERROR(ParseConninfo(conninfo).status());
+  auto with_timeout = WithConninfo(
+      conninfo, {{"connect_timeout", std::to_string(connect_timeout_s)}});
+  PgConnPtr c(PQconnectdb(with_timeout.ok() ? with_timeout->c_str() : conninfo.c_str()));
+  if (!c) return Internal("libpq could not allocate a connection");
+  if (PQstatus(c.get()) != CONNECTION_OK) {
+    return Unavailable("cannot connect to PostgreSQL at " + Endpoint(c.get()) + ": " +
+                       Trim(PQerrorMessage(c.get())));
+  }
+  return std::unique_ptr<PgConn>(new PgConn(std::move(c)));
+}
+
+Result<Rows> PgConn::Query(const std::string& sql, const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p.c_str());
+  PgResultPtr res(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
+                               values.data(), nullptr, nullptr, 0));
+  if (!res) {
+    return Unavailable("connection to " + Endpoint(conn_.get()) +
+                       " failed: " + Trim(PQerrorMessage(conn_.get())));
+  }
+  ExecStatusType st = PQresultStatus(res.get());
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return Rows(res.get());
+  const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
+  std::string msg = Trim(PQresultErrorMessage(res.get()));
+  if (PQstatus(conn_.get()) != CONNECTION_OK) {
+    return Unavailable("connection to " + Endpoint(conn_.get()) + " lost: " + msg);
+  }
+  return Status(Code::kFailedPrecondition,
+                "SQL error" + std::string(state ? " " + std::string(state) : "") + ": " + msg);
+}
+
+Status PgConn::Exec(const std::string& sql, const std::vector<std::string>& params) {
+  return Query(sql, params).status();
+}
+
+bool PgConn::Healthy() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+
+int PgConn::BackendPid() const { return PQbackendPID(conn_.get()); }
+
+Result<std::map<std::string, std::string>> ParseConninfo(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (!opts) {
+    std::string msg = err ? Trim(err) : "unparseable";
+    if (err) PQfreemem(err);
+    return InvalidArgument("bad connection string '" + conninfo + "': " + msg +
+                           " (expected like \"host=127.0.0.1 port=5432 dbname=app user=postgres\" "
+                           "or postgresql://user@host:port/db)");
+  }
+  std::map<std::string, std::string> kv;
+  for (PQconninfoOption* o = opts; o->keyword; ++o) {
+    if (o->val && *o->val) kv[o->keyword] = o->val;
+  }
+  PQconninfoFree(opts);
+  return kv;
+}
+
+std::string BuildConninfo(const std::map<std::string, std::string>& kv) {
+  std::string s;
+  for (const auto& [k, v] : kv) {
+    if (!s.empty()) s += ' ';
+    s += k + "='";
+    for (char ch : v) {
+      if (ch == '\'' || ch == '\\') s += '\\';
+      s += ch;
+    }
+    s += "'";
+  }
+  return s;
+}
+
+Result<std::string> WithConninfo(const std::string& base,
+                                 const std::map<std::string, std::string>& overrides) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(base));
+  for (const auto& [k, v] : overrides) kv[k] = v;
+  return BuildConninfo(kv);
+}
+
+std::string QuoteLiteral(const std::string& s) {
+  std::string out = "'";
+  for (char ch : s) {
+    if (ch == '\'') out += '\'';
+    out += ch;
+  }
+  return out + "'";
+}
+
+std::string QuoteIdent(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"') out += '"';
+    out += ch;
+  }
+  return out + "\"";
+}
+
+}  // namespace pgshift

@@ -1,0 +1,81 @@
+// PgConn: an RAII libpq connection with errors as values, plus conninfo
+// helpers. One PgConn is used by one thread at a time (libpq's rule).
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pgshift {
+
+struct PgResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResultPtr = std::unique_ptr<PGresult, PgResultDeleter>;
+
+struct PgConnDeleter {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
+
+// A materialised result set (text format).
+class Rows {
+ public:
+  Rows() = default;
+  explicit Rows(const PGresult* res);
+
+  size_t size() const { return rows_.size(); }
+  bool empty() const { return rows_.empty(); }
+  const std::vector<std::string>& columns() const { return columns_; }
+  // The value at (row, column name), or nullopt for SQL NULL.
+  const std::optional<std::string>& Get(size_t row, const std::string& column) const;
+  const std::optional<std::string>& At(size_t row, size_t col) const { return rows_[row][col]; }
+  // Convenience: the value or `fallback` for NULL.
+  std::string Str(size_t row, const std::string& column, const std::string& fallback = "") const;
+  int64_t Int(size_t row, const std::string& column, int64_t fallback = 0) const;
+  double Double(size_t row, const std::string& column, double fallback = 0) const;
+  bool Bool(size_t row, const std::string& column) const;  // 't' / 'f'
+
+ private:
+  std::vector<std::string> columns_;
+  std::vector<std::vector<std::optional<std::string>>> rows_;
+};
+
+class PgConn {
+ public:
+  // Connects with a bounded wait. The error names the endpoint and libpq's reason.
+  static Result<std::unique_ptr<PgConn>> Connect(const std::string& conninfo,
+                                                 int connect_timeout_s = 10);
+
+  // Runs one statement; $1.. parameters are text. SQL errors become Status
+  // messages with the SQLSTATE.
+  Result<Rows> Query(const std::string& sql, const std::vector<std::string>& params = {});
+  Status Exec(const std::string& sql, const std::vector<std::string>& params = {});
+
+  bool Healthy() const;
+  int BackendPid() const;
+  PGconn* raw() const { return conn_.get(); }
+
+ private:
+  explicit PgConn(PgConnPtr c) : conn_(std::move(c)) {}
+  PgConnPtr conn_;
+};
+
+// Parses a libpq connection string (key=value or URI); errors say what is wrong.
+Result<std::map<std::string, std::string>> ParseConninfo(const std::string& conninfo);
+// key='value' pairs, quoted for libpq.
+std::string BuildConninfo(const std::map<std::string, std::string>& kv);
+// `base` with the given keys replaced.
+Result<std::string> WithConninfo(const std::string& base,
+                                 const std::map<std::string, std::string>& overrides);
+
+std::string QuoteLiteral(const std::string& s);
+std::string QuoteIdent(const std::string& s);
+
+}  // namespace pgshift

@@ -1,0 +1,116 @@
+#include "provider/local_cluster.h"
+
+#include <filesystem>
+
+#include "common/os.h"
+
+namespace pgshift {
+
+LocalCluster::LocalCluster(ClusterSpec spec, ProcessRunner& runner)
+    : spec_(std::move(spec)), runner_(runner) {
+  if (spec_.bin_dir.empty()) spec_.bin_dir = DefaultPgBinDir();
+}
+
+std::string LocalCluster::Bin(const std::string& tool) const { return spec_.bin_dir + "/" + tool; }
+
+std::string LocalCluster::LogFile() const { return spec_.data_dir + ".log"; }
+
+bool LocalCluster::Exists() const { return PathExists(spec_.data_dir + "/PG_VERSION"); }
+
+Status LocalCluster::InitDb() {
+  if (spec_.data_dir.empty() || spec_.data_dir[0] != '/') {
+    return InvalidArgument("cluster data_dir must be an absolute path, got '" + spec_.data_dir + "'");
+  }
+  if (spec_.port <= 0) return InvalidArgument("cluster port must be set");
+  if (Exists()) return AlreadyExists("a cluster already exists in " + spec_.data_dir);
+  std::string parent = std::filesystem::path(spec_.data_dir).parent_path();
+  PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(parent, spec_.os_user, 0755));
+  PGSHIFT_RETURN_IF_ERROR(
+      RunChecked(runner_, {.argv = {Bin("initdb"), "-D", spec_.data_dir, "-U", spec_.superuser,
+                                    "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"},
+                           .run_as = spec_.os_user,
+                           .timeout_ms = 120000})
+          .status()
+          .Wrap("initdb"));
+  std::map<std::string, std::string> base = {
+      {"listen_addresses", "'127.0.0.1'"},
+      {"port", std::to_string(spec_.port)},
+      {"unix_socket_directories", "'" + parent + "'"},
+      {"wal_level", "logical"},
+      {"max_wal_senders", "10"},
+      {"max_replication_slots", "10"},
+      {"hot_standby", "on"},
+      {"wal_keep_size", "0"},
+      {"fsync", "off"},
+      {"synchronous_commit", "on"},
+      {"shared_buffers", "64MB"},
+      {"logging_collector", "off"},
+      {"log_line_prefix", "'%m [%p] %u@%d '"},
+  };
+  for (const auto& [k, v] : spec_.settings) base[k] = v;
+  PGSHIFT_RETURN_IF_ERROR(AppendSettings(base));
+  // initdb's trust rules cover loopback for databases but replication only
+  // partly; make loopback replication explicit for standbys and CDC.
+  auto hba = ReadFile(spec_.data_dir + "/pg_hba.conf");
+  if (!hba.ok()) return hba.status();
+  return WriteFileAtomic(spec_.data_dir + "/pg_hba.conf",
+                         *hba + "\nhost replication all 127.0.0.1/32 trust\n");
+}
+
+Status LocalCluster::AppendSettings(const std::map<std::string, std::string>& settings) {
+  const std::string conf = spec_.data_dir + "/postgresql.conf";
+  PGSHIFT_ASSIGN_OR_RETURN(std::string text, ReadFile(conf));
+  text += "\n# pgshift\n";
+  for (const auto& [k, v] : settings) text += k + " = " + v + "\n";
+  return WriteFileAtomic(conf, text);
+}
+
+Status LocalCluster::Start(int timeout_s) {
+  if (Running()) return Status::OK();
+  return RunChecked(runner_, {.argv = {Bin("pg_ctl"), "start", "-D", spec_.data_dir, "-l",
+                                       LogFile(), "-w", "-t", std::to_string(timeout_s)},
+                              .run_as = spec_.os_user,
+                              .timeout_ms = (timeout_s + 10) * 1000})
+      .status()
+      .Wrap("starting PostgreSQL in " + spec_.data_dir + " (log: " + LogFile() + ")");
+}
+
+Status LocalCluster::Stop(const std::string& mode, int timeout_s) {
+  if (!Running()) return Status::OK();
+  return RunChecked(runner_, {.argv = {Bin("pg_ctl"), "stop", "-D", spec_.data_dir, "-m", mode,
+                                       "-w", "-t", std::to_string(timeout_s)},
+                              .run_as = spec_.os_user,
+                              .timeout_ms = (timeout_s + 10) * 1000})
+      .status()
+      .Wrap("stopping PostgreSQL in " + spec_.data_dir);
+}
+
+bool LocalCluster::Running() const {
+  if (!Exists()) return false;
+  auto r = runner_.Run({.argv = {Bin("pg_ctl"), "status", "-D", spec_.data_dir},
+                        .run_as = spec_.os_user,
+                        .timeout_ms = 15000});
+  return r.ok() && r->exit_code == 0;
+}
+
+Status LocalCluster::Promote(int timeout_s) {
+  return RunChecked(runner_, {.argv = {Bin("pg_ctl"), "promote", "-D", spec_.data_dir, "-w", "-t",
+                                       std::to_string(timeout_s)},
+                              .run_as = spec_.os_user,
+                              .timeout_ms = (timeout_s + 10) * 1000})
+      .status()
+      .Wrap("promoting " + spec_.data_dir);
+}
+
+std::string LocalCluster::Conninfo(const std::string& dbname, const std::string& user) const {
+  return "host=127.0.0.1 port=" + std::to_string(spec_.port) + " dbname=" + dbname +
+         " user=" + (user.empty() ? spec_.superuser : user);
+}
+
+Result<std::string> LocalCluster::Psql(const std::string& sql, const std::string& dbname) const {
+  return RunChecked(runner_, {.argv = {Bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
+                                       "-d", Conninfo(dbname), "-c", sql},
+                              .timeout_ms = 120000});
+}
+
+}  // namespace pgshift

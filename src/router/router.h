@@ -1,0 +1,62 @@
+// Router: what repoints application traffic from the source to the target.
+//
+// pgshiftd drives a router through hold → repoint → release during a
+// cutover (and the reverse on rollback). Implementations: the PgBouncer
+// adapter (admin console PAUSE / RELOAD / RESUME) and pgshift-proxy's admin
+// API. Each instance controls one route. Implementations must be safe to
+// call from one thread at a time; they keep no state that a restarted
+// pgshiftd would need (the router itself is the source of truth).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace pgshift {
+
+struct Endpoint {
+  std::string host;
+  int port = 0;
+  bool operator==(const Endpoint&) const = default;
+  std::string ToString() const { return host + ":" + std::to_string(port); }
+};
+
+struct RouteStats {
+  int64_t sessions = 0;       // client sessions on the route
+  int64_t held_sessions = 0;  // sessions waiting at a boundary
+  int64_t transactions = 0;
+  int64_t errors = 0;
+};
+
+class Router {
+ public:
+  virtual ~Router() = default;
+  virtual std::string Kind() const = 0;  // "pgbouncer", "proxy", "none"
+
+  // Stops new transactions on the route and returns once no transaction is
+  // in flight upstream. If that does not happen within timeout_ms, the hold
+  // is released again and Timeout is returned: a hold never hangs forever.
+  // Idempotent: holding a held route succeeds.
+  virtual Status Hold(int64_t timeout_ms) = 0;
+  // Lets held sessions go on (to wherever the route points now). Idempotent.
+  virtual Status Release() = 0;
+  // Points the route at `to`; sessions use it from their next transaction.
+  // Called while held. Idempotent.
+  virtual Status Repoint(const Endpoint& to) = 0;
+  // Where the route points now (read from the router, not remembered).
+  virtual Result<Endpoint> Current() = 0;
+  virtual Result<RouteStats> Stats() = 0;
+};
+
+// Builds a router from its JSON config:
+//   {"type":"pgbouncer","admin_conninfo":"host=.. port=.. dbname=pgbouncer user=..",
+//    "config_file":"/path/pgbouncer.ini","route":"app"}
+//   {"type":"proxy","admin_url":"http://127.0.0.1:6433","route":"app"}
+//   {"type":"none"}   (no router: applications connect directly; cutover only fences)
+// Unknown types or fields are InvalidArgument naming the field.
+Result<std::unique_ptr<Router>> MakeRouter(const nlohmann::json& config);
+
+}  // namespace pgshift

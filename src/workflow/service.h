@@ -1,0 +1,45 @@
+// MigrationService: what pgshiftd's REST API exposes, as JSON in and out.
+//
+// The API layer maps Status codes to HTTP: InvalidArgument → 400,
+// NotFound → 404, FailedPrecondition / AlreadyExists → 409,
+// Unavailable → 503, anything else → 500. Implementations are thread-safe.
+//
+// Migration JSON (Get/List/Create):
+//   {"id":"m-1a2b3c","name":"app","phase":"sync","state":"running",
+//    "created_at":"...","updated_at":"...","spec":{...},
+//    "progress":{"basebackup_pct":42,"lag_bytes":0,"lag_seconds":0.0,
+//                "in_sync_ms":1200,"source_wal_bps":0,"replay_bps":0},
+//    "result":{"final_lsn":"0/3000060","timeline":2,"hold_ms":35,...},
+//    "findings":[{finding}], "error":"", "pending_action":""}
+// phase: preflight provision sync validate ready cdc_prepare quiesce drain
+//        promote snapshot cdc_recreate switch verify finalize finalized
+//        rolling_back rolled_back
+// state: running | waiting (for approval) | blocked (findings) | failed |
+//        finalized | rolled_back
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace pgshift {
+
+class MigrationService {
+ public:
+  virtual ~MigrationService() = default;
+  // Validates the spec completely before anything is stored or created.
+  virtual Result<nlohmann::json> Create(const nlohmann::json& spec) = 0;
+  virtual Result<nlohmann::json> Get(const std::string& id) = 0;
+  virtual Result<nlohmann::json> List() = 0;
+  // [{"at":"...","phase":"...","kind":"info|warning|error","message":"..."}]
+  virtual Result<nlohmann::json> Events(const std::string& id) = 0;
+  // action: cutover | rollback | finalize | override
+  //   rollback body: {"discard_target_writes":bool}   (needed after switch)
+  //   override body: {"finding":"id","subject":"...","reason":"..."}
+  virtual Result<nlohmann::json> Act(const std::string& id, const std::string& action,
+                                     const nlohmann::json& body) = 0;
+};
+
+}  // namespace pgshift
