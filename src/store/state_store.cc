@@ -1,0 +1,239 @@
+#include "store/state_store.h"
+
+#include <sqlite3.h>
+
+namespace pgshift {
+namespace {
+
+// RAII for a prepared statement.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const std::string& sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  Status status() const {
+    if (rc_ == SQLITE_OK) return Status::OK();
+    return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
+  }
+  void Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
+  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  Status Run() {
+    int rc = Step();
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return Status::OK();
+    return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
+  }
+  std::string Text(int col) {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    return t ? reinterpret_cast<const char*>(t) : "";
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+nlohmann::json ParseOr(const std::string& text, nlohmann::json fallback) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  return j.is_discarded() ? fallback : j;
+}
+
+const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS migrations (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  state TEXT NOT NULL,
+  progress TEXT NOT NULL,
+  result TEXT NOT NULL,
+  findings TEXT NOT NULL,
+  error TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  pending_action TEXT NOT NULL DEFAULT '',
+  action_body TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  migration_id TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  phase TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_migration ON events(migration_id, seq);
+)sql";
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Unavailable("cannot open state store '" + path + "': " + msg +
+                       " (check the directory exists and is writable)");
+  }
+  sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<SqliteStateStore> store(new SqliteStateStore(db));
+  std::lock_guard<std::mutex> lock(store->mu_);
+  PGSHIFT_RETURN_IF_ERROR(store->ExecLocked("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
+  PGSHIFT_RETURN_IF_ERROR(store->ExecLocked(kSchema));
+  return store;
+}
+
+SqliteStateStore::~SqliteStateStore() { sqlite3_close(db_); }
+
+Status SqliteStateStore::ExecLocked(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return Internal("state store: " + msg);
+  }
+  return Status::OK();
+}
+
+Status SqliteStateStore::Insert(const MigrationRecord& m) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "INSERT INTO migrations (id, name, spec, phase, state, progress, result, findings, "
+         "error, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, m.id);
+  s.Bind(2, m.name);
+  s.Bind(3, m.spec.dump());
+  s.Bind(4, m.phase);
+  s.Bind(5, m.state);
+  s.Bind(6, m.progress.dump());
+  s.Bind(7, m.result.dump());
+  s.Bind(8, m.findings.dump());
+  s.Bind(9, m.error);
+  s.Bind(10, m.created_at_ms);
+  s.Bind(11, m.updated_at_ms);
+  if (s.Step() != SQLITE_DONE) {
+    return AlreadyExists("a migration with id '" + m.id + "' already exists");
+  }
+  return Status::OK();
+}
+
+Status SqliteStateStore::Update(const MigrationRecord& m) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "UPDATE migrations SET name=?2, spec=?3, phase=?4, state=?5, progress=?6, result=?7, "
+         "findings=?8, error=?9, updated_at=?10 WHERE id=?1");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, m.id);
+  s.Bind(2, m.name);
+  s.Bind(3, m.spec.dump());
+  s.Bind(4, m.phase);
+  s.Bind(5, m.state);
+  s.Bind(6, m.progress.dump());
+  s.Bind(7, m.result.dump());
+  s.Bind(8, m.findings.dump());
+  s.Bind(9, m.error);
+  s.Bind(10, m.updated_at_ms);
+  PGSHIFT_RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) return NotFound("no migration with id '" + m.id + "'");
+  return Status::OK();
+}
+
+Result<std::vector<MigrationRecord>> SqliteStateStore::Select(
+    const std::string& where, const std::vector<std::string>& args) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "SELECT id, name, spec, phase, state, progress, result, findings, error, created_at, "
+         "updated_at, pending_action, action_body FROM migrations " +
+             where + " ORDER BY created_at, id");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  for (size_t i = 0; i < args.size(); ++i) s.Bind(static_cast<int>(i + 1), args[i]);
+  std::vector<MigrationRecord> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    MigrationRecord m;
+    m.id = s.Text(0);
+    m.name = s.Text(1);
+    m.spec = ParseOr(s.Text(2), nlohmann::json::object());
+    m.phase = s.Text(3);
+    m.state = s.Text(4);
+    m.progress = ParseOr(s.Text(5), nlohmann::json::object());
+    m.result = ParseOr(s.Text(6), nlohmann::json::object());
+    m.findings = ParseOr(s.Text(7), nlohmann::json::array());
+    m.error = s.Text(8);
+    m.created_at_ms = s.Int(9);
+    m.updated_at_ms = s.Int(10);
+    m.pending_action = s.Text(11);
+    m.action_body = ParseOr(s.Text(12), nlohmann::json::object());
+    out.push_back(std::move(m));
+  }
+  if (rc != SQLITE_DONE) return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
+  return out;
+}
+
+Result<MigrationRecord> SqliteStateStore::Get(const std::string& id) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto rows, Select("WHERE id = ?1", {id}));
+  if (rows.empty()) {
+    return NotFound("no migration with id '" + id + "' (list them with `pgshift migration list`)");
+  }
+  return std::move(rows.front());
+}
+
+Result<std::vector<MigrationRecord>> SqliteStateStore::List() { return Select("", {}); }
+
+Status SqliteStateStore::RequestAction(const std::string& id, const std::string& action,
+                                       const nlohmann::json& body) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, "UPDATE migrations SET pending_action=?2, action_body=?3 WHERE id=?1");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  s.Bind(2, action);
+  s.Bind(3, body.dump());
+  PGSHIFT_RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) return NotFound("no migration with id '" + id + "'");
+  return Status::OK();
+}
+
+Status SqliteStateStore::ClearAction(const std::string& id) {
+  return RequestAction(id, "", nlohmann::json::object());
+}
+
+Status SqliteStateStore::AppendEvent(const std::string& id, const MigrationEvent& e) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "INSERT INTO events (migration_id, at, phase, kind, message) VALUES (?1,?2,?3,?4,?5)");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  s.Bind(2, e.at_ms);
+  s.Bind(3, e.phase);
+  s.Bind(4, e.kind);
+  s.Bind(5, e.message);
+  return s.Run();
+}
+
+Result<std::vector<MigrationEvent>> SqliteStateStore::Events(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "SELECT seq, at, phase, kind, message FROM events WHERE migration_id=?1 ORDER BY seq");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  std::vector<MigrationEvent> out;
+  while (s.Step() == SQLITE_ROW) {
+    out.push_back({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4)});
+  }
+  return out;
+}
+
+}  // namespace pgshift

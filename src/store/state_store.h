@@ -1,0 +1,90 @@
+// StateStore: the durable record of every migration and its event timeline.
+//
+// The workflow engine writes a migration's phase and results before it moves
+// on, so a pgshiftd killed at any instant resumes from here. Operator
+// requests (cutover, rollback, ...) live in their own column, written only by
+// the API and cleared only by the engine, so neither overwrites the other.
+// SqliteStateStore is thread-safe (one connection behind a mutex; WAL mode,
+// synchronous=FULL).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+struct sqlite3;
+
+namespace pgshift {
+
+struct MigrationRecord {
+  std::string id;
+  std::string name;
+  nlohmann::json spec = nlohmann::json::object();
+  std::string phase;
+  std::string state;
+  nlohmann::json progress = nlohmann::json::object();
+  nlohmann::json result = nlohmann::json::object();
+  nlohmann::json findings = nlohmann::json::array();
+  std::string error;
+  int64_t created_at_ms = 0;
+  int64_t updated_at_ms = 0;
+  // Written by the API (RequestAction), cleared by the engine (ClearAction).
+  std::string pending_action;
+  nlohmann::json action_body = nlohmann::json::object();
+};
+
+struct MigrationEvent {
+  int64_t seq = 0;
+  int64_t at_ms = 0;
+  std::string phase;
+  std::string kind;  // info | warning | error
+  std::string message;
+};
+
+class StateStore {
+ public:
+  virtual ~StateStore() = default;
+  virtual Status Insert(const MigrationRecord& m) = 0;
+  // Writes everything but pending_action/action_body.
+  virtual Status Update(const MigrationRecord& m) = 0;
+  virtual Result<MigrationRecord> Get(const std::string& id) = 0;
+  virtual Result<std::vector<MigrationRecord>> List() = 0;
+  virtual Status RequestAction(const std::string& id, const std::string& action,
+                               const nlohmann::json& body) = 0;
+  virtual Status ClearAction(const std::string& id) = 0;
+  virtual Status AppendEvent(const std::string& id, const MigrationEvent& e) = 0;
+  virtual Result<std::vector<MigrationEvent>> Events(const std::string& id) = 0;
+};
+
+class SqliteStateStore : public StateStore {
+ public:
+  // path ":memory:" gives a private in-memory database (unit tests).
+  static Result<std::unique_ptr<SqliteStateStore>> Open(const std::string& path);
+  ~SqliteStateStore() override;
+
+  Status Insert(const MigrationRecord& m) override;
+  Status Update(const MigrationRecord& m) override;
+  Result<MigrationRecord> Get(const std::string& id) override;
+  Result<std::vector<MigrationRecord>> List() override;
+  Status RequestAction(const std::string& id, const std::string& action,
+                       const nlohmann::json& body) override;
+  Status ClearAction(const std::string& id) override;
+  Status AppendEvent(const std::string& id, const MigrationEvent& e) override;
+  Result<std::vector<MigrationEvent>> Events(const std::string& id) override;
+
+ private:
+  explicit SqliteStateStore(sqlite3* db) : db_(db) {}
+  Status ExecLocked(const std::string& sql);
+  Result<std::vector<MigrationRecord>> Select(const std::string& where,
+                                              const std::vector<std::string>& args);
+
+  std::mutex mu_;
+  sqlite3* db_;
+};
+
+}  // namespace pgshift

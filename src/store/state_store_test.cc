@@ -1,0 +1,73 @@
+#include "store/state_store.h"
+
+#include <gtest/gtest.h>
+
+#include "common/os.h"
+
+namespace pgshift {
+namespace {
+
+MigrationRecord Sample(const std::string& id) {
+  MigrationRecord m;
+  m.id = id;
+  m.name = "app";
+  m.spec = {{"name", "app"}};
+  m.phase = "sync";
+  m.state = "running";
+  m.created_at_ms = 1;
+  m.updated_at_ms = 2;
+  return m;
+}
+
+TEST(SqliteStateStore, RoundTripsAndSurvivesReopen) {
+  auto dir = MakeTempDir("pgshift-store");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/state.db";
+  {
+    auto store = SqliteStateStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->Insert(Sample("m-1")).ok());
+    EXPECT_EQ((*store)->Insert(Sample("m-1")).code(), Code::kAlreadyExists);
+    auto m = (*store)->Get("m-1");
+    ASSERT_TRUE(m.ok());
+    m->phase = "quiesce";
+    m->result["final_lsn"] = "0/3000060";
+    ASSERT_TRUE((*store)->Update(*m).ok());
+    ASSERT_TRUE((*store)->AppendEvent("m-1", {0, 5, "quiesce", "info", "held"}).ok());
+  }
+  auto store = SqliteStateStore::Open(path);
+  ASSERT_TRUE(store.ok());
+  auto m = (*store)->Get("m-1");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->phase, "quiesce");
+  EXPECT_EQ(m->result["final_lsn"], "0/3000060");
+  auto ev = (*store)->Events("m-1");
+  ASSERT_TRUE(ev.ok());
+  ASSERT_EQ(ev->size(), 1u);
+  EXPECT_EQ((*ev)[0].message, "held");
+  EXPECT_EQ((*store)->Get("nope").status().code(), Code::kNotFound);
+  (void)RemoveTree(*dir);
+}
+
+TEST(SqliteStateStore, ActionsAreNotOverwrittenByEngineUpdates) {
+  auto store = SqliteStateStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  auto& s = **store;
+  ASSERT_TRUE(s.Insert(Sample("m-2")).ok());
+  auto stale = s.Get("m-2");
+  ASSERT_TRUE(stale.ok());
+  ASSERT_TRUE(s.RequestAction("m-2", "rollback", {{"discard_target_writes", true}}).ok());
+  stale->progress["lag_bytes"] = 10;
+  ASSERT_TRUE(s.Update(*stale).ok());  // engine writes a record read before the request
+  auto now = s.Get("m-2");
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->pending_action, "rollback");
+  EXPECT_EQ(now->action_body["discard_target_writes"], true);
+  EXPECT_EQ(now->progress["lag_bytes"], 10);
+  ASSERT_TRUE(s.ClearAction("m-2").ok());
+  EXPECT_EQ(s.Get("m-2")->pending_action, "");
+  EXPECT_EQ(s.RequestAction("zzz", "cutover", {}).code(), Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace pgshift

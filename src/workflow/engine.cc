@@ -1,0 +1,250 @@
+#include "workflow/engine.h"
+
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "workflow/runner.h"
+
+namespace pgshift {
+
+using json = nlohmann::json;
+
+json RecordToJson(const MigrationRecord& m) {
+  return {{"id", m.id},
+          {"name", m.name},
+          {"phase", m.phase},
+          {"state", m.state},
+          {"created_at", FormatTimeMs(m.created_at_ms)},
+          {"updated_at", FormatTimeMs(m.updated_at_ms)},
+          {"spec", m.spec},
+          {"progress", m.progress},
+          {"result", m.result},
+          {"findings", m.findings},
+          {"error", m.error},
+          {"pending_action", m.pending_action}};
+}
+
+Engine::Engine(StateStore& store, EnvFactory& envs, Clock& clock)
+    : store_(store), envs_(envs), clock_(clock) {}
+
+Engine::~Engine() { Stop(); }
+
+void Engine::Stop() {
+  stopping_ = true;
+  std::map<std::string, std::thread> workers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers.swap(workers_);
+  }
+  for (auto& [id, t] : workers) {
+    if (t.joinable()) t.join();
+  }
+}
+
+std::string Engine::NewId() {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  static const char* kHex = "0123456789abcdef";
+  std::string id = "m-";
+  uint64_t v = rng();
+  for (int i = 0; i < 8; ++i) id += kHex[(v >> (i * 4)) & 0xf];
+  return id;
+}
+
+Status Engine::ResumeAll() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto all, store_.List());
+  for (const auto& m : all) {
+    auto p = ParsePhase(m.phase);
+    if (p && !IsTerminal(*p)) {
+      spdlog::info("resuming migration {} ({}) in phase {}", m.id, m.name, m.phase);
+      Launch(m.id);
+    }
+  }
+  return Status::OK();
+}
+
+void Engine::Launch(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_ || workers_.count(id)) return;
+  workers_[id] = std::thread(&Engine::Work, this, id);
+}
+
+void Engine::Work(std::string id) {
+  std::unique_ptr<MigrationRunner> runner;
+  while (!stopping_) {
+    if (!runner) {
+      auto rec = store_.Get(id);
+      if (!rec.ok()) return;
+      auto spec = MigrationSpec::FromJson(rec->spec);
+      if (!spec.ok()) {
+        spdlog::error("[{}] stored spec is invalid: {}", id, spec.status().ToString());
+        return;
+      }
+      auto env = envs_.Make(id, *spec);
+      if (!env.ok()) {
+        spdlog::warn("[{}] cannot build environment, retrying: {}", id, env.status().ToString());
+        clock_.SleepMs(1000);
+        continue;
+      }
+      runner = std::make_unique<MigrationRunner>(store_, clock_, id, std::move(env).value(),
+                                                 std::move(spec).value());
+    }
+    auto tick = runner->Step();
+    if (tick == MigrationRunner::Tick::kTerminal) return;
+    if (tick == MigrationRunner::Tick::kIdle) {
+      // Sleep in small slices so Stop() is prompt.
+      for (int64_t slept = 0; slept < runner->poll_ms() && !stopping_; slept += 50) {
+        clock_.SleepMs(std::min<int64_t>(50, runner->poll_ms() - slept));
+      }
+    }
+  }
+}
+
+Status Engine::RunUntilSettled(const std::string& id, int max_steps) {
+  PGSHIFT_ASSIGN_OR_RETURN(MigrationRecord rec, store_.Get(id));
+  PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(rec.spec));
+  PGSHIFT_ASSIGN_OR_RETURN(auto env, envs_.Make(id, spec));
+  MigrationRunner runner(store_, clock_, id, std::move(env), spec);
+  for (int i = 0; i < max_steps; ++i) {
+    auto tick = runner.Step();
+    if (tick == MigrationRunner::Tick::kTerminal) return Status::OK();
+    if (tick == MigrationRunner::Tick::kIdle) {
+      if (runner.AwaitingOperator()) return Status::OK();
+      clock_.SleepMs(runner.poll_ms());
+    }
+  }
+  return Timeout("migration " + id + " did not settle within " + std::to_string(max_steps) +
+                 " steps (phase " + runner.record().phase + ")");
+}
+
+Result<json> Engine::Create(const json& body) {
+  PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(body));
+  PGSHIFT_ASSIGN_OR_RETURN(auto all, store_.List());
+  for (const auto& m : all) {
+    auto p = ParsePhase(m.phase);
+    if (p && !IsTerminal(*p) && m.spec["target"].value("data_dir", "") == spec.target.data_dir) {
+      return AlreadyExists("migration " + m.id + " (" + m.name + ") already uses target.data_dir " +
+                           spec.target.data_dir);
+    }
+  }
+  MigrationRecord m;
+  m.id = NewId();
+  // Building the environment validates the router config and the source
+  // conninfo without touching either.
+  PGSHIFT_RETURN_IF_ERROR(envs_.Make(m.id, spec).status());
+  m.name = spec.name;
+  m.spec = spec.ToJson();
+  m.phase = PhaseName(Phase::kPreflight);
+  m.state = state::kRunning;
+  m.created_at_ms = m.updated_at_ms = clock_.NowMs();
+  PGSHIFT_RETURN_IF_ERROR(store_.Insert(m));
+  (void)store_.AppendEvent(m.id, {0, m.created_at_ms, m.phase, "info",
+                                  "migration '" + m.name + "' created"});
+  if (autostart_) Launch(m.id);
+  return RecordToJson(m);
+}
+
+Result<json> Engine::Get(const std::string& id) {
+  PGSHIFT_ASSIGN_OR_RETURN(MigrationRecord m, store_.Get(id));
+  return RecordToJson(m);
+}
+
+Result<json> Engine::List() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto all, store_.List());
+  json arr = json::array();
+  for (const auto& m : all) arr.push_back(RecordToJson(m));
+  return arr;
+}
+
+Result<json> Engine::Events(const std::string& id) {
+  PGSHIFT_RETURN_IF_ERROR(store_.Get(id).status());
+  PGSHIFT_ASSIGN_OR_RETURN(auto events, store_.Events(id));
+  json arr = json::array();
+  for (const auto& e : events) {
+    arr.push_back({{"at", FormatTimeMs(e.at_ms)},
+                   {"at_ms", e.at_ms},
+                   {"phase", e.phase},
+                   {"kind", e.kind},
+                   {"message", e.message}});
+  }
+  return arr;
+}
+
+Result<json> Engine::Act(const std::string& id, const std::string& action, const json& body) {
+  PGSHIFT_ASSIGN_OR_RETURN(MigrationRecord m, store_.Get(id));
+  const Phase p = ParsePhase(m.phase).value_or(Phase::kPreflight);
+  if (IsTerminal(p)) {
+    return FailedPrecondition("migration " + id + " is already " + m.phase +
+                              "; nothing more can be done with it");
+  }
+  if (!body.is_object()) return InvalidArgument("the request body must be a JSON object");
+  auto only = [&](std::initializer_list<const char*> keys) -> Status {
+    for (const auto& [k, v] : body.items()) {
+      bool ok = false;
+      for (const char* a : keys) ok = ok || k == a;
+      if (!ok) return InvalidArgument("unknown field '" + k + "' for " + action);
+    }
+    return Status::OK();
+  };
+  if (action == "cutover") {
+    PGSHIFT_RETURN_IF_ERROR(only({}));
+    if (m.state == state::kFailed || m.state == state::kBlocked) {
+      return FailedPrecondition("migration " + id + " is " + m.state + " in " + m.phase + ": " +
+                                m.error + " — resolve that first (retry / override / rollback)");
+    }
+    if (static_cast<int>(p) > static_cast<int>(Phase::kReady)) {
+      return FailedPrecondition("cutover is already under way or done (phase " + m.phase + ")");
+    }
+  } else if (action == "rollback") {
+    PGSHIFT_RETURN_IF_ERROR(only({"discard_target_writes"}));
+    if (p == Phase::kFinalize) {
+      return FailedPrecondition("migration " + id + " is finalizing; rollback is no longer possible");
+    }
+    if (p == Phase::kRollingBack) {
+      return FailedPrecondition("migration " + id + " is already rolling back");
+    }
+    if (AfterSwitch(p) && !body.value("discard_target_writes", false)) {
+      return FailedPrecondition(
+          "traffic already runs on the target (phase " + m.phase +
+          "); rolling back now discards every write made on the target since the switch. "
+          "Repeat with {\"discard_target_writes\":true} (CLI: --discard-target-writes) to confirm");
+    }
+  } else if (action == "finalize") {
+    PGSHIFT_RETURN_IF_ERROR(only({}));
+    if (p != Phase::kVerify) {
+      return FailedPrecondition("finalize is possible only after the switch, in phase verify "
+                                "(now " + m.phase + ")");
+    }
+  } else if (action == "override") {
+    PGSHIFT_RETURN_IF_ERROR(only({"finding", "subject", "reason"}));
+    if (body.value("finding", "").empty() || body.value("reason", "").empty()) {
+      return InvalidArgument("override needs \"finding\" (the finding id) and a \"reason\"");
+    }
+    bool found = false;
+    for (const auto& f : m.findings) {
+      found = found || (f.value("id", "") == body.value("finding", "") &&
+                        f.value("severity", "") == "blocking" &&
+                        (body.value("subject", "").empty() ||
+                         f.value("subject", "") == body.value("subject", "")));
+    }
+    if (!found) {
+      return NotFound("migration " + id + " has no blocking finding '" +
+                      body.value("finding", "") + "'" +
+                      (body.value("subject", "").empty() ? "" : " for '" + body.value("subject", "") + "'"));
+    }
+  } else if (action == "retry") {
+    PGSHIFT_RETURN_IF_ERROR(only({}));
+    if (m.state != state::kFailed && m.state != state::kBlocked) {
+      return FailedPrecondition("migration " + id + " is " + m.state + ", not failed; nothing to retry");
+    }
+  } else {
+    return InvalidArgument("unknown action '" + action +
+                           "' (expected cutover, rollback, finalize, override or retry)");
+  }
+  PGSHIFT_RETURN_IF_ERROR(store_.RequestAction(id, action, body));
+  (void)store_.AppendEvent(id, {0, clock_.NowMs(), m.phase, "info", action + " requested"});
+  if (autostart_) Launch(id);
+  return Get(id);
+}
+
+}  // namespace pgshift

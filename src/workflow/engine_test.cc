@@ -1,0 +1,367 @@
+// Deterministic tests of the workflow engine against FakeWorld.
+#include "workflow/engine.h"
+
+#include <gtest/gtest.h>
+
+#include "store/state_store.h"
+#include "workflow/fake_env.h"
+
+namespace pgshift {
+namespace {
+
+using json = nlohmann::json;
+
+class FakeClock : public Clock {
+ public:
+  int64_t NowMs() override { return now_; }
+  void SleepMs(int64_t ms) override { now_ += std::max<int64_t>(ms, 1); }
+  int64_t now_ = 1'700'000'000'000;
+};
+
+json Spec(bool auto_cutover = true, bool auto_finalize = true) {
+  return {{"name", "app"},
+          {"source", {{"conninfo", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"}}},
+          {"target", {{"data_dir", "/tmp/pgshift-unit/target"}, {"port", 5433}}},
+          {"router", {{"type", "fake"}}},
+          {"options",
+           {{"auto_cutover", auto_cutover},
+            {"auto_finalize", auto_finalize},
+            {"sustain_seconds", 2},
+            {"verify_seconds", 1},
+            {"lag_threshold_bytes", 1 << 20}}}};
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::move(SqliteStateStore::Open(":memory:")).value();
+    world_ = std::make_shared<FakeWorld>();
+    factory_ = std::make_unique<FakeEnvFactory>(world_);
+    engine_ = NewEngine();
+  }
+  std::unique_ptr<Engine> NewEngine() {
+    auto e = std::make_unique<Engine>(*store_, *factory_, clock_);
+    e->set_autostart(false);
+    return e;
+  }
+  std::string Create(const json& spec) {
+    auto m = engine_->Create(spec);
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    return m.ok() ? (*m)["id"].get<std::string>() : "";
+  }
+  json Get(const std::string& id) { return engine_->Get(id).value(); }
+  void Run(const std::string& id) {
+    Status st = engine_->RunUntilSettled(id, 100000);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  std::vector<std::string> Phases(const std::string& id) {
+    std::vector<std::string> out;
+    json events = engine_->Events(id).value();
+    for (const auto& e : events) {
+      if (out.empty() || out.back() != e["phase"]) out.push_back(e["phase"]);
+    }
+    return out;
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<SqliteStateStore> store_;
+  std::shared_ptr<FakeWorld> world_;
+  std::unique_ptr<FakeEnvFactory> factory_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, AutomaticMigrationRunsEveryPhaseToFinalized) {
+  std::string id = Create(Spec());
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "finalized");
+  EXPECT_EQ(m["state"], "finalized");
+  EXPECT_EQ(Phases(id),
+            (std::vector<std::string>{"preflight", "provision", "sync", "validate", "ready",
+                                      "cdc_prepare", "quiesce", "drain", "promote", "switch",
+                                      "verify", "finalize", "finalized"}));
+  EXPECT_EQ(world_->routed, world_->target_ep);
+  EXPECT_FALSE(world_->held);
+  EXPECT_TRUE(world_->fenced);
+  EXPECT_TRUE(world_->retired);
+  EXPECT_TRUE(world_->promoted);
+  EXPECT_TRUE(world_->slots.empty());
+  EXPECT_EQ(m["result"]["timeline"], 2);
+  EXPECT_GE(m["result"]["hold_ms"].get<int64_t>(), 0);
+  // The target replayed the final LSN before it was promoted.
+  auto final_lsn = Lsn::Parse(m["result"]["final_lsn"]);
+  ASSERT_TRUE(final_lsn.ok());
+  EXPECT_GE(world_->replay_lsn, final_lsn->value);
+}
+
+TEST_F(EngineTest, OrderOfCutoverSideEffects) {
+  std::string id = Create(Spec());
+  Run(id);
+  auto pos = [&](const std::string& call) {
+    auto it = std::find(world_->calls.begin(), world_->calls.end(), call);
+    return it - world_->calls.begin();
+  };
+  EXPECT_LT(pos("Hold"), pos("FenceSource"));
+  EXPECT_LT(pos("FenceSource"), pos("WriteFinalMarker"));
+  EXPECT_LT(pos("WriteFinalMarker"), pos("PromoteTarget"));
+  EXPECT_LT(pos("PromoteTarget"), pos("Repoint"));
+  EXPECT_LT(pos("Repoint"), pos("Release"));
+  EXPECT_LT(pos("Release"), pos("RetireSource"));
+}
+
+TEST_F(EngineTest, LagGateWaitsUntilLagStaysLowForTheWholeWindow) {
+  // The replica replays slower than the source writes at first.
+  world_->wal_per_call = 4 << 20;
+  world_->replay_per_call = 1 << 20;
+  std::string id = Create(Spec(false, false));
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(engine_->RunUntilSettled(id, 20).code() == Code::kTimeout ||
+                Get(id)["phase"] != "sync");
+    if (Get(id)["phase"] == "sync") break;
+  }
+  ASSERT_EQ(Get(id)["phase"], "sync");
+  for (int i = 0; i < 20; ++i) (void)engine_->RunUntilSettled(id, 10);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "sync") << "must not pass the gate while lag grows";
+  EXPECT_GT(m["progress"]["lag_bytes"].get<int64_t>(), 1 << 20);
+  EXPECT_EQ(m["progress"]["in_sync_ms"], 0);
+  // Load drops: the replica catches up, and the gate opens only after the window.
+  world_->wal_per_call = 4096;
+  world_->replay_per_call = 64 << 20;
+  int64_t caught_up_at = 0;
+  while (Get(id)["phase"] == "sync") {
+    (void)engine_->RunUntilSettled(id, 1);
+    if (!caught_up_at && Get(id)["progress"].value("in_sync_ms", -1) == 0 &&
+        Get(id)["progress"].value("in_sync_since_ms", int64_t{0}) > 0) {
+      caught_up_at = Get(id)["progress"]["in_sync_since_ms"];
+    }
+  }
+  Run(id);
+  m = Get(id);
+  EXPECT_EQ(m["phase"], "ready");
+  EXPECT_EQ(m["state"], "waiting");
+  json events = engine_->Events(id).value();
+  int64_t validate_at = 0;
+  for (const auto& e : events) {
+    if (e["phase"] == "validate" && !validate_at) validate_at = e["at_ms"];
+  }
+  ASSERT_GT(caught_up_at, 0);
+  EXPECT_GE(validate_at - caught_up_at, 2000) << "sustain window is 2 s";
+}
+
+TEST_F(EngineTest, WaitsForOperatorAtReadyAndAfterVerify) {
+  std::string id = Create(Spec(false, false));
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "ready");
+  EXPECT_EQ(Get(id)["state"], "waiting");
+  EXPECT_FALSE(world_->held);
+  EXPECT_EQ(engine_->Act(id, "finalize", json::object()).status().code(),
+            Code::kFailedPrecondition);
+  ASSERT_TRUE(engine_->Act(id, "cutover", json::object()).ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "verify");
+  EXPECT_EQ(Get(id)["state"], "waiting");
+  EXPECT_EQ(Get(id)["result"]["verified"], true);
+  EXPECT_EQ(engine_->Act(id, "cutover", json::object()).status().code(),
+            Code::kFailedPrecondition);
+  ASSERT_TRUE(engine_->Act(id, "finalize", json::object()).ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
+  EXPECT_EQ(engine_->Act(id, "rollback", json::object()).status().code(),
+            Code::kFailedPrecondition);
+}
+
+TEST_F(EngineTest, HoldTimeoutAbortsCutoverAndLeavesTrafficOnTheSource) {
+  world_->hold_times_out = true;
+  std::string id = Create(Spec(true, true));
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "ready");
+  EXPECT_EQ(m["state"], "waiting") << "automatic attempts exhausted";
+  EXPECT_NE(m["error"].get<std::string>().find("hold deadline"), std::string::npos);
+  EXPECT_FALSE(world_->fenced);
+  EXPECT_FALSE(world_->held);
+  EXPECT_FALSE(world_->promoted);
+  EXPECT_EQ(world_->routed, world_->source_ep);
+  EXPECT_EQ(m["result"]["cutover_attempts"], 3);
+  // Once the long transaction is gone, an operator's cutover succeeds.
+  world_->hold_times_out = false;
+  ASSERT_TRUE(engine_->Act(id, "cutover", json::object()).ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
+}
+
+TEST_F(EngineTest, DrainTimeoutUnfencesAndReleases) {
+  std::string id = Create(Spec(false, false));
+  Run(id);
+  world_->replay_per_call = 0;  // the replica stops replaying
+  ASSERT_TRUE(engine_->Act(id, "cutover", json::object()).ok());
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "ready");
+  EXPECT_NE(m["error"].get<std::string>().find("replayed only up to"), std::string::npos);
+  EXPECT_FALSE(world_->fenced);
+  EXPECT_FALSE(world_->held);
+  EXPECT_FALSE(world_->promoted);
+}
+
+TEST_F(EngineTest, ResumesAfterACrashInsideEveryStep) {
+  for (const char* where :
+       {"EnsurePhysicalSlot", "CreateReplica", "Lag", "FenceSource", "WriteFinalMarker",
+        "Hold", "PromoteTarget", "Repoint", "Release", "DropSlot", "RetireSource"}) {
+    SCOPED_TRACE(where);
+    SetUp();
+    world_->crash_on = where;
+    std::string id = Create(Spec());
+    bool crashed = false;
+    try {
+      (void)engine_->RunUntilSettled(id);
+    } catch (const SimulatedCrash&) {
+      crashed = true;
+    }
+    ASSERT_TRUE(crashed);
+    EXPECT_NE(Get(id)["phase"], "finalized");
+    engine_ = NewEngine();  // a restarted pgshiftd
+    Run(id);
+    json m = Get(id);
+    EXPECT_EQ(m["phase"], "finalized");
+    EXPECT_EQ(world_->routed, world_->target_ep);
+    EXPECT_FALSE(world_->held);
+    EXPECT_TRUE(world_->retired);
+    EXPECT_TRUE(world_->slots.empty());
+    EXPECT_EQ(world_->timeline, 2) << "promoted exactly once";
+  }
+}
+
+TEST_F(EngineTest, CrashBeforeAnEffectAlsoResumes) {
+  for (const char* where : {"FenceSource", "PromoteTarget", "Repoint", "RetireSource"}) {
+    SCOPED_TRACE(where);
+    SetUp();
+    world_->crash_on = where;
+    world_->crash_after_effect = false;
+    std::string id = Create(Spec());
+    EXPECT_THROW((void)engine_->RunUntilSettled(id), SimulatedCrash);
+    engine_ = NewEngine();
+    Run(id);
+    EXPECT_EQ(Get(id)["phase"], "finalized");
+  }
+}
+
+TEST_F(EngineTest, RollbackAfterSwitchNeedsExplicitDiscardAndRoutesBack) {
+  std::string id = Create(Spec(true, false));
+  Run(id);
+  ASSERT_EQ(Get(id)["phase"], "verify");
+  ASSERT_EQ(world_->routed, world_->target_ep);
+  auto refused = engine_->Act(id, "rollback", json::object());
+  EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("discard_target_writes"), std::string::npos);
+  EXPECT_EQ(engine_->Act(id, "rollback", {{"bogus", 1}}).status().code(), Code::kInvalidArgument);
+  ASSERT_TRUE(engine_->Act(id, "rollback", {{"discard_target_writes", true}}).ok());
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "rolled_back");
+  EXPECT_EQ(world_->routed, world_->source_ep);
+  EXPECT_FALSE(world_->fenced);
+  EXPECT_FALSE(world_->held);
+  EXPECT_FALSE(world_->target_running);
+  EXPECT_FALSE(world_->retired);
+  EXPECT_TRUE(world_->slots.empty());
+}
+
+TEST_F(EngineTest, RollbackBeforeCutoverLeavesTheRouteAlone) {
+  std::string id = Create(Spec(false, false));
+  Run(id);
+  ASSERT_EQ(Get(id)["phase"], "ready");
+  ASSERT_TRUE(engine_->Act(id, "rollback", json::object()).ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "rolled_back");
+  EXPECT_EQ(world_->routed, world_->source_ep);
+  EXPECT_FALSE(world_->fenced);
+  EXPECT_FALSE(world_->promoted);
+  EXPECT_FALSE(world_->target_running);
+  EXPECT_TRUE(world_->slots.empty());
+}
+
+TEST_F(EngineTest, FailedVerifyRoutesTrafficBack) {
+  world_->probe_fails = true;
+  std::string id = Create(Spec(true, true));
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "rolled_back");
+  EXPECT_NE(m["result"]["verify_failure"].get<std::string>().find("refuses writes"),
+            std::string::npos);
+  EXPECT_EQ(world_->routed, world_->source_ep);
+  EXPECT_FALSE(world_->fenced);
+}
+
+TEST_F(EngineTest, BlockingFindingStopsUntilOverriddenWithAReason) {
+  world_->preflight.push_back({.id = "unlogged_tables",
+                               .severity = checks::Severity::kBlocking,
+                               .subject = "public.cache",
+                               .message = "unlogged table with rows"});
+  std::string id = Create(Spec());
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "preflight");
+  EXPECT_EQ(m["state"], "blocked");
+  EXPECT_TRUE(world_->slots.empty()) << "nothing is created while blocked";
+  EXPECT_EQ(engine_->Act(id, "override", {{"finding", "unlogged_tables"}}).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(engine_->Act(id, "override", {{"finding", "nope"}, {"reason", "x"}}).status().code(),
+            Code::kNotFound);
+  EXPECT_EQ(engine_->Act(id, "cutover", json::object()).status().code(),
+            Code::kFailedPrecondition);
+  ASSERT_TRUE(engine_
+                  ->Act(id, "override",
+                        {{"finding", "unlogged_tables"},
+                         {"subject", "public.cache"},
+                         {"reason", "cache is rebuilt on start"}})
+                  .ok());
+  Run(id);
+  m = Get(id);
+  EXPECT_EQ(m["phase"], "finalized");
+  bool recorded = false;
+  for (const auto& f : m["findings"]) {
+    recorded = recorded || (f["id"] == "unlogged_tables" && f["overridden"] == true &&
+                            f["override_reason"] == "cache is rebuilt on start");
+  }
+  EXPECT_TRUE(recorded);
+}
+
+TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {
+  auto expect_bad = [&](json spec, const std::string& needle) {
+    auto r = engine_->Create(spec);
+    ASSERT_FALSE(r.ok()) << spec.dump();
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
+  };
+  json s = Spec();
+  s["colour"] = "blue";
+  expect_bad(s, "spec.colour");
+  s = Spec();
+  s["source"]["conninfo"] = "host=x port=5432 nonsense";
+  expect_bad(s, "source.conninfo");
+  s = Spec();
+  s.erase("target");
+  expect_bad(s, "spec.target");
+  s = Spec();
+  s["target"]["data_dir"] = "relative/dir";
+  expect_bad(s, "absolute");
+  s = Spec();
+  s["options"]["sustain_seconds"] = "long";
+  expect_bad(s, "options.sustain_seconds");
+  expect_bad(json::array(), "JSON object");
+  EXPECT_TRUE(engine_->List().value().empty());
+  EXPECT_EQ(engine_->Get("m-missing").status().code(), Code::kNotFound);
+  EXPECT_EQ(engine_->Act("m-missing", "cutover", json::object()).status().code(), Code::kNotFound);
+}
+
+TEST_F(EngineTest, SecondMigrationOntoTheSameTargetDirIsRefused) {
+  std::string id = Create(Spec(false, false));
+  auto again = engine_->Create(Spec());
+  EXPECT_EQ(again.status().code(), Code::kAlreadyExists);
+  EXPECT_NE(again.status().message().find(id), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgshift

@@ -1,0 +1,105 @@
+// MigrationEnv: everything the workflow engine does to the outside world for
+// one migration — source and target clusters, the fence, the router — behind
+// one interface (LevelDB's Env idea). The local provider implements it with
+// real servers (provider/local_env.h); unit tests drive the engine with an
+// in-memory fake. Every method is idempotent and checks the world instead of
+// trusting memory, so a restarted engine can call it again.
+// An instance is used by one engine worker thread at a time.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/lsn.h"
+#include "checks/finding.h"
+#include "common/status.h"
+#include "router/router.h"
+#include "workflow/migration.h"
+
+namespace pgshift {
+
+struct SourceInfo {
+  int server_version_num = 0;
+  std::string wal_level;
+  int max_wal_senders = 0;
+  int max_replication_slots = 0;
+  int used_replication_slots = 0;
+  bool in_recovery = false;
+};
+
+struct TargetState {
+  bool exists = false;       // a complete data directory is in place
+  bool running = false;
+  bool in_recovery = false;
+  Lsn replay_lsn;
+  int timeline = 0;
+};
+
+struct ReplicationLag {
+  uint64_t bytes = 0;   // source current LSN - target replay LSN
+  double seconds = 0;   // replay_lag reported by the source's walsender (0 when caught up)
+  Lsn source_lsn;
+  Lsn replay_lsn;
+};
+
+struct LogicalSlot {
+  std::string name;
+  std::string plugin;
+  std::string database;
+  std::string confirmed_flush_lsn;
+  std::string restart_lsn;
+  bool active = false;
+};
+
+class MigrationEnv {
+ public:
+  virtual ~MigrationEnv() = default;
+
+  // --- source ---
+  virtual Result<SourceInfo> InspectSource() = 0;
+  // Checks before anything is created (source + the target's plan).
+  virtual Result<std::vector<checks::Finding>> PreflightFindings() = 0;
+  // Checks against the running replica, just before `ready`.
+  virtual Result<std::vector<checks::Finding>> ValidateFindings() = 0;
+  virtual Status EnsurePhysicalSlot(const std::string& slot) = 0;
+  // Absent slot: OK. An active slot's walsender is terminated first.
+  virtual Status DropSlot(const std::string& slot) = 0;
+  virtual Result<std::vector<LogicalSlot>> LogicalSlots() = 0;
+  virtual Result<ReplicationLag> Lag(const std::string& slot) = 0;
+  // Rejects new connections for every role but pgshift's own, terminates the
+  // remaining client sessions and verifies none is left.
+  virtual Status FenceSource() = 0;
+  virtual Status UnfenceSource() = 0;
+  // After the fence: writes a WAL record that follows every committed
+  // transaction, waits for it to be flushed, and returns its end LSN.
+  virtual Result<Lsn> WriteFinalMarker(const std::string& text) = 0;
+  // Stops the (fenced) source for good; its data directory is kept.
+  virtual Status RetireSource() = 0;
+
+  // --- target ---
+  // Base backup from the slot into the target's data directory, configured as
+  // a standby of the source and started. A complete replica already in place
+  // is kept. `progress` gets 0..100.
+  virtual Status CreateReplica(const std::string& slot, std::function<void(int)> progress) = 0;
+  virtual Result<TargetState> InspectTarget() = 0;
+  virtual Status StopTarget() = 0;
+  // Promotes (no-op when already promoted) and returns the new timeline.
+  virtual Result<int> PromoteTarget() = 0;
+  // A committed write on the target.
+  virtual Status ProbeTargetWrite() = 0;
+
+  virtual Endpoint SourceEndpoint() const = 0;
+  virtual Endpoint TargetEndpoint() const = 0;
+  virtual Router& router() = 0;
+};
+
+class EnvFactory {
+ public:
+  virtual ~EnvFactory() = default;
+  virtual Result<std::unique_ptr<MigrationEnv>> Make(const std::string& migration_id,
+                                                     const MigrationSpec& spec) = 0;
+};
+
+}  // namespace pgshift

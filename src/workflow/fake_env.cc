@@ -1,0 +1,175 @@
+#include "workflow/fake_env.h"
+
+namespace pgshift {
+namespace {
+
+class FakeRouter : public Router {
+ public:
+  explicit FakeRouter(FakeWorld& w) : w_(w) {}
+  std::string Kind() const override { return "fake"; }
+  Status Hold(int64_t) override {
+    Note("Hold");
+    if (w_.hold_times_out) return Timeout("fake: a transaction stayed open past the hold deadline");
+    w_.held = true;
+    return Status::OK();
+  }
+  Status Release() override {
+    w_.held = false;
+    Note("Release");
+    return Status::OK();
+  }
+  Status Repoint(const Endpoint& to) override {
+    w_.routed = to;
+    Note("Repoint");
+    return Status::OK();
+  }
+  Result<Endpoint> Current() override { return w_.routed; }
+  Result<RouteStats> Stats() override { return RouteStats{}; }
+
+ private:
+  void Note(const std::string& call) {
+    w_.calls.push_back(call);
+    if (w_.crash_on == call) {
+      w_.crash_on.clear();
+      throw SimulatedCrash{call};
+    }
+  }
+  FakeWorld& w_;
+};
+
+class FakeEnv : public MigrationEnv {
+ public:
+  explicit FakeEnv(std::shared_ptr<FakeWorld> w) : w_(std::move(w)), router_(*w_) {}
+
+  Result<SourceInfo> InspectSource() override {
+    Before("InspectSource");
+    return SourceInfo{150000, "logical", 10, 10, static_cast<int>(w_->slots.size()), false};
+  }
+  Result<std::vector<checks::Finding>> PreflightFindings() override {
+    Before("PreflightFindings");
+    auto f = w_->preflight;
+    f.push_back({.id = "version", .severity = checks::Severity::kOk, .message = "15"});
+    return f;
+  }
+  Result<std::vector<checks::Finding>> ValidateFindings() override {
+    Before("ValidateFindings");
+    return std::vector<checks::Finding>{
+        {.id = "params", .severity = checks::Severity::kOk, .message = "compatible"}};
+  }
+  Status EnsurePhysicalSlot(const std::string& slot) override {
+    Before("EnsurePhysicalSlot");
+    w_->slots.insert(slot);
+    return After("EnsurePhysicalSlot");
+  }
+  Status DropSlot(const std::string& slot) override {
+    Before("DropSlot");
+    w_->slots.erase(slot);
+    return After("DropSlot");
+  }
+  Result<std::vector<LogicalSlot>> LogicalSlots() override { return w_->logical_slots; }
+  Result<ReplicationLag> Lag(const std::string&) override {
+    Before("Lag");
+    Advance();
+    PGSHIFT_RETURN_IF_ERROR(After("Lag"));
+    return ReplicationLag{w_->source_lsn - w_->replay_lsn, 0, Lsn{w_->source_lsn},
+                          Lsn{w_->replay_lsn}};
+  }
+  Status FenceSource() override {
+    Before("FenceSource");
+    w_->fenced = true;
+    return After("FenceSource");
+  }
+  Status UnfenceSource() override {
+    Before("UnfenceSource");
+    w_->fenced = false;
+    return After("UnfenceSource");
+  }
+  Result<Lsn> WriteFinalMarker(const std::string&) override {
+    Before("WriteFinalMarker");
+    if (!w_->fenced) return FailedPrecondition("fake: marker before fence");
+    w_->source_lsn += 64;
+    PGSHIFT_RETURN_IF_ERROR(After("WriteFinalMarker"));
+    return Lsn{w_->source_lsn};
+  }
+  Status RetireSource() override {
+    Before("RetireSource");
+    w_->retired = true;
+    return After("RetireSource");
+  }
+  Status CreateReplica(const std::string& slot, std::function<void(int)> progress) override {
+    Before("CreateReplica");
+    if (!w_->slots.count(slot)) return FailedPrecondition("fake: no slot " + slot);
+    if (!w_->target_exists) {
+      progress(50);
+      w_->target_exists = true;
+      w_->replay_lsn = w_->source_lsn - 4 * w_->wal_per_call;
+    }
+    w_->target_running = true;
+    progress(100);
+    return After("CreateReplica");
+  }
+  Result<TargetState> InspectTarget() override {
+    Before("InspectTarget");
+    Advance();
+    return TargetState{w_->target_exists, w_->target_running, w_->target_running && !w_->promoted,
+                       Lsn{w_->replay_lsn}, w_->timeline};
+  }
+  Status StopTarget() override {
+    Before("StopTarget");
+    w_->target_running = false;
+    return After("StopTarget");
+  }
+  Result<int> PromoteTarget() override {
+    Before("PromoteTarget");
+    if (!w_->promoted) {
+      w_->promoted = true;
+      w_->timeline++;
+    }
+    PGSHIFT_RETURN_IF_ERROR(After("PromoteTarget"));
+    return w_->timeline;
+  }
+  Status ProbeTargetWrite() override {
+    Before("ProbeTargetWrite");
+    if (w_->probe_fails) return Unavailable("fake: target refuses writes");
+    if (!w_->promoted) return FailedPrecondition("fake: target is read-only");
+    return Status::OK();
+  }
+  Endpoint SourceEndpoint() const override { return w_->source_ep; }
+  Endpoint TargetEndpoint() const override { return w_->target_ep; }
+  Router& router() override { return router_; }
+
+ private:
+  // Source keeps writing until fenced; the replica catches up.
+  void Advance() {
+    if (!w_->fenced) w_->source_lsn += w_->wal_per_call;
+    if (w_->target_running && !w_->promoted) {
+      w_->replay_lsn = std::min(w_->source_lsn, w_->replay_lsn + w_->replay_per_call);
+    }
+  }
+  void Before(const std::string& call) {
+    w_->calls.push_back(call);
+    if (w_->crash_on == call && !w_->crash_after_effect) {
+      w_->crash_on.clear();
+      throw SimulatedCrash{call};
+    }
+  }
+  Status After(const std::string& call) {
+    if (w_->crash_on == call) {
+      w_->crash_on.clear();
+      throw SimulatedCrash{call};
+    }
+    return Status::OK();
+  }
+
+  std::shared_ptr<FakeWorld> w_;
+  FakeRouter router_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<MigrationEnv>> FakeEnvFactory::Make(const std::string&,
+                                                           const MigrationSpec&) {
+  return std::unique_ptr<MigrationEnv>(new FakeEnv(world_));
+}
+
+}  // namespace pgshift

@@ -1,0 +1,65 @@
+// FakeWorld / FakeEnv: an in-memory source, target and router for
+// deterministic unit tests of the workflow engine (a test seam; the same
+// engine runs against real servers in the integration tests).
+//
+// The world survives the env (as real servers survive pgshiftd), so a test
+// can "kill" the engine by throwing SimulatedCrash from any env call and
+// resume with a fresh engine. Not thread-safe: the test thread drives it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "workflow/env.h"
+
+namespace pgshift {
+
+struct SimulatedCrash {
+  std::string where;
+};
+
+struct FakeWorld {
+  // source
+  uint64_t source_lsn = 0x3000000;
+  uint64_t wal_per_call = 8192;   // WAL generated per observation while not fenced
+  bool fenced = false;
+  bool retired = false;
+  std::set<std::string> slots;
+  std::vector<LogicalSlot> logical_slots;
+  // target
+  bool target_exists = false;
+  bool target_running = false;
+  bool promoted = false;
+  uint64_t replay_lsn = 0;
+  uint64_t replay_per_call = 1 << 20;  // how far replay catches up per observation
+  int timeline = 1;
+  bool probe_fails = false;
+  // router
+  bool held = false;
+  bool hold_times_out = false;
+  Endpoint routed{"127.0.0.1", 5432};
+  // checks
+  std::vector<checks::Finding> preflight;
+  // faults: the named call throws SimulatedCrash once (after its effect when crash_after_effect).
+  std::string crash_on;
+  bool crash_after_effect = true;
+  std::vector<std::string> calls;
+
+  Endpoint source_ep{"127.0.0.1", 5432};
+  Endpoint target_ep{"127.0.0.1", 5433};
+};
+
+class FakeEnvFactory : public EnvFactory {
+ public:
+  explicit FakeEnvFactory(std::shared_ptr<FakeWorld> w) : world_(std::move(w)) {}
+  Result<std::unique_ptr<MigrationEnv>> Make(const std::string& id,
+                                             const MigrationSpec& spec) override;
+
+ private:
+  std::shared_ptr<FakeWorld> world_;
+};
+
+}  // namespace pgshift

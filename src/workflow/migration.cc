@@ -1,0 +1,180 @@
+#include "workflow/migration.h"
+
+#include <set>
+
+#include "pg/conn.h"
+
+namespace pgshift {
+namespace {
+
+constexpr std::pair<Phase, const char*> kPhaseNames[] = {
+    {Phase::kPreflight, "preflight"},   {Phase::kProvision, "provision"},
+    {Phase::kSync, "sync"},             {Phase::kValidate, "validate"},
+    {Phase::kReady, "ready"},           {Phase::kCdcPrepare, "cdc_prepare"},
+    {Phase::kQuiesce, "quiesce"},       {Phase::kDrain, "drain"},
+    {Phase::kPromote, "promote"},       {Phase::kSwitch, "switch"},
+    {Phase::kVerify, "verify"},         {Phase::kFinalize, "finalize"},
+    {Phase::kFinalized, "finalized"},   {Phase::kRollingBack, "rolling_back"},
+    {Phase::kRolledBack, "rolled_back"},
+};
+
+using json = nlohmann::json;
+
+// Rejects keys of `obj` not in `allowed`, naming the first one.
+Status OnlyKnownKeys(const json& obj, const std::set<std::string>& allowed,
+                     const std::string& where) {
+  if (!obj.is_object()) return InvalidArgument(where + " must be a JSON object");
+  for (const auto& [k, v] : obj.items()) {
+    if (!allowed.count(k)) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      return InvalidArgument("unknown field '" + where + "." + k + "' (allowed: " + list + ")");
+    }
+  }
+  return Status::OK();
+}
+
+template <typename T>
+Status Read(const json& obj, const std::string& key, const std::string& where, T* out) {
+  if (!obj.contains(key)) return Status::OK();
+  const json& v = obj.at(key);
+  try {
+    *out = v.get<T>();
+  } catch (const json::exception&) {
+    return InvalidArgument("field '" + where + "." + key + "' has the wrong type (got " +
+                           v.dump() + ")");
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+const char* PhaseName(Phase p) {
+  for (const auto& [ph, name] : kPhaseNames) {
+    if (ph == p) return name;
+  }
+  return "unknown";
+}
+
+std::optional<Phase> ParsePhase(const std::string& s) {
+  for (const auto& [ph, name] : kPhaseNames) {
+    if (s == name) return ph;
+  }
+  return std::nullopt;
+}
+
+bool IsTerminal(Phase p) { return p == Phase::kFinalized || p == Phase::kRolledBack; }
+
+bool InCutover(Phase p) {
+  return p == Phase::kQuiesce || p == Phase::kDrain || p == Phase::kPromote || p == Phase::kSwitch;
+}
+
+bool AfterSwitch(Phase p) {
+  return p == Phase::kVerify || p == Phase::kFinalize || p == Phase::kFinalized;
+}
+
+std::string SlotNameFor(const std::string& migration_id) {
+  std::string s = "pgshift_";
+  for (char c : migration_id) s += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return s;
+}
+
+Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
+  if (!j.is_object()) return InvalidArgument("the migration spec must be a JSON object");
+  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(j, {"name", "source", "target", "router", "options"}, "spec"));
+  MigrationSpec s;
+  PGSHIFT_RETURN_IF_ERROR(Read(j, "name", "spec", &s.name));
+  if (s.name.empty()) return InvalidArgument("field 'spec.name' is required (a label for the migration)");
+
+  if (!j.contains("source")) return InvalidArgument("field 'spec.source' is required: {\"conninfo\":\"host=... port=... user=...\"}");
+  const json& src = j.at("source");
+  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(src, {"conninfo"}, "source"));
+  PGSHIFT_RETURN_IF_ERROR(Read(src, "conninfo", "source", &s.source_conninfo));
+  if (s.source_conninfo.empty()) return InvalidArgument("field 'source.conninfo' is required");
+  PGSHIFT_RETURN_IF_ERROR(ParseConninfo(s.source_conninfo).status().Wrap("source.conninfo"));
+
+  if (!j.contains("target")) return InvalidArgument("field 'spec.target' is required: {\"data_dir\":\"/abs/path\",\"port\":N}");
+  const json& t = j.at("target");
+  PGSHIFT_RETURN_IF_ERROR(
+      OnlyKnownKeys(t, {"provider", "data_dir", "port", "bin_dir", "os_user", "settings"}, "target"));
+  PGSHIFT_RETURN_IF_ERROR(Read(t, "provider", "target", &s.target.provider));
+  PGSHIFT_RETURN_IF_ERROR(Read(t, "data_dir", "target", &s.target.data_dir));
+  PGSHIFT_RETURN_IF_ERROR(Read(t, "port", "target", &s.target.port));
+  PGSHIFT_RETURN_IF_ERROR(Read(t, "bin_dir", "target", &s.target.bin_dir));
+  PGSHIFT_RETURN_IF_ERROR(Read(t, "os_user", "target", &s.target.os_user));
+  PGSHIFT_RETURN_IF_ERROR(Read(t, "settings", "target", &s.target.settings));
+  if (s.target.provider != "local") {
+    return InvalidArgument("target.provider '" + s.target.provider +
+                           "' is not available in this build (available: local)");
+  }
+  if (s.target.data_dir.empty() || s.target.data_dir[0] != '/') {
+    return InvalidArgument("field 'target.data_dir' must be an absolute path");
+  }
+  if (s.target.port <= 0 || s.target.port > 65535) {
+    return InvalidArgument("field 'target.port' must be a TCP port (1-65535)");
+  }
+
+  if (j.contains("router")) {
+    s.router = j.at("router");
+    if (!s.router.is_object() || !s.router.contains("type")) {
+      return InvalidArgument("field 'spec.router' must be an object with a 'type' (pgbouncer, proxy or none)");
+    }
+  }
+
+  if (j.contains("options")) {
+    const json& o = j.at("options");
+    PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(
+        o,
+        {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
+         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms"},
+        "options"));
+    auto& op = s.options;
+    double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "lag_threshold_bytes", "options", &op.lag_threshold_bytes));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "lag_threshold_seconds", "options", &op.lag_threshold_seconds));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "sustain_seconds", "options", &sustain_s));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "auto_cutover", "options", &op.auto_cutover));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "auto_finalize", "options", &op.auto_finalize));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "verify_seconds", "options", &verify_s));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "hold_timeout_ms", "options", &op.hold_timeout_ms));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "drain_timeout_ms", "options", &op.drain_timeout_ms));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "poll_ms", "options", &op.poll_ms));
+    op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
+    op.verify_ms = static_cast<int64_t>(verify_s * 1000);
+    if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
+        op.verify_ms < 0) {
+      return InvalidArgument("options must not be negative");
+    }
+    if (op.hold_timeout_ms <= 0 || op.drain_timeout_ms <= 0 || op.poll_ms <= 0) {
+      return InvalidArgument("options.hold_timeout_ms, drain_timeout_ms and poll_ms must be > 0");
+    }
+  }
+  return s;
+}
+
+json MigrationSpec::ToJson() const {
+  return {
+      {"name", name},
+      {"source", {{"conninfo", source_conninfo}}},
+      {"target",
+       {{"provider", target.provider},
+        {"data_dir", target.data_dir},
+        {"port", target.port},
+        {"bin_dir", target.bin_dir},
+        {"os_user", target.os_user},
+        {"settings", target.settings}}},
+      {"router", router},
+      {"options",
+       {{"lag_threshold_bytes", options.lag_threshold_bytes},
+        {"lag_threshold_seconds", options.lag_threshold_seconds},
+        {"sustain_seconds", options.sustain_ms / 1000.0},
+        {"auto_cutover", options.auto_cutover},
+        {"auto_finalize", options.auto_finalize},
+        {"verify_seconds", options.verify_ms / 1000.0},
+        {"hold_timeout_ms", options.hold_timeout_ms},
+        {"drain_timeout_ms", options.drain_timeout_ms},
+        {"poll_ms", options.poll_ms}}},
+  };
+}
+
+}  // namespace pgshift

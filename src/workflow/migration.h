@@ -1,0 +1,91 @@
+// The migration model: phases, states, and the validated spec a migration is
+// created from. Plain value types; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace pgshift {
+
+// Phases in workflow order (DESIGN.md §2). Terminal: kFinalized, kRolledBack.
+enum class Phase {
+  kPreflight,
+  kProvision,
+  kSync,
+  kValidate,
+  kReady,
+  kCdcPrepare,
+  kQuiesce,
+  kDrain,
+  kPromote,
+  kSwitch,
+  kVerify,
+  kFinalize,
+  kFinalized,
+  kRollingBack,
+  kRolledBack,
+};
+
+const char* PhaseName(Phase p);
+std::optional<Phase> ParsePhase(const std::string& s);
+bool IsTerminal(Phase p);
+// True from kQuiesce through kSwitch: traffic is held or the source fenced.
+bool InCutover(Phase p);
+// True once traffic may be on the target (kSwitch and later, not rolled back).
+bool AfterSwitch(Phase p);
+
+// What the migration is doing within its phase.
+namespace state {
+inline constexpr const char* kRunning = "running";
+inline constexpr const char* kWaiting = "waiting";    // for an operator (cutover/finalize)
+inline constexpr const char* kBlocked = "blocked";    // blocking findings; override or rollback
+inline constexpr const char* kFailed = "failed";      // retries exhausted; retry or rollback
+inline constexpr const char* kFinalized = "finalized";
+inline constexpr const char* kRolledBack = "rolled_back";
+}  // namespace state
+
+struct TargetSpec {
+  std::string provider = "local";
+  std::string data_dir;   // absolute path; must not exist yet (or hold this migration's replica)
+  int port = 0;
+  std::string bin_dir;    // PostgreSQL installation for the target; "" = default
+  std::string os_user = "postgres";
+  std::map<std::string, std::string> settings;  // postgresql.conf overrides on the target
+};
+
+struct MigrationOptions {
+  int64_t lag_threshold_bytes = 16 * 1024 * 1024;
+  double lag_threshold_seconds = 10;
+  int64_t sustain_ms = 10000;     // lag under threshold this long before `validate`
+  bool auto_cutover = false;      // otherwise wait at `ready` for `cutover`
+  bool auto_finalize = false;     // otherwise wait after `verify` for `finalize`
+  int64_t verify_ms = 5000;       // post-cutover health window
+  int64_t hold_timeout_ms = 10000;
+  int64_t drain_timeout_ms = 60000;
+  int64_t poll_ms = 250;
+  int max_auto_cutover_attempts = 3;
+};
+
+struct MigrationSpec {
+  std::string name;
+  std::string source_conninfo;  // superuser (or replication + fence rights) on the source
+  TargetSpec target;
+  nlohmann::json router = {{"type", "none"}};
+  MigrationOptions options;
+
+  // Strict: unknown fields, wrong types and bad values are InvalidArgument
+  // naming the field. Defaults are filled in.
+  static Result<MigrationSpec> FromJson(const nlohmann::json& j);
+  nlohmann::json ToJson() const;
+};
+
+// The physical slot pgshift creates on the source for a migration.
+std::string SlotNameFor(const std::string& migration_id);
+
+}  // namespace pgshift

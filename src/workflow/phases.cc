@@ -1,0 +1,338 @@
+// The step of each phase. Each is idempotent: it looks at the world, does
+// what is missing, records the outcome and transitions.
+#include "workflow/runner.h"
+
+namespace pgshift {
+namespace {
+
+using json = nlohmann::json;
+
+// New findings replace old ones, keeping an operator's override of the same
+// finding (id + subject).
+json MergeFindings(const json& old_findings, const std::vector<checks::Finding>& fresh) {
+  json out = json::array();
+  for (const auto& f : fresh) {
+    json j = f.ToJson();
+    for (const auto& o : old_findings) {
+      if (o.value("id", "") == f.id && o.value("subject", "") == f.subject &&
+          o.value("overridden", false)) {
+        j["overridden"] = true;
+        j["override_reason"] = o.value("override_reason", "");
+      }
+    }
+    out.push_back(j);
+  }
+  return out;
+}
+
+std::string BlockingSummary(const json& findings) {
+  std::string s;
+  for (const auto& f : findings) {
+    if (f.value("severity", "") == "blocking" && !f.value("overridden", false)) {
+      s += (s.empty() ? "" : "; ") + f.value("id", "") +
+           (f.value("subject", "").empty() ? "" : "(" + f.value("subject", "") + ")") + ": " +
+           f.value("message", "");
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+Status MigrationRunner::Preflight() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto findings, env_->PreflightFindings());
+  m_.findings = MergeFindings(m_.findings, findings);
+  std::string blocking = BlockingSummary(m_.findings);
+  if (!blocking.empty()) {
+    m_.state = state::kBlocked;
+    m_.error = "preflight found blocking problems: " + blocking;
+    Save();
+    Event("error", m_.error + " (fix them, or override one with a reason, or roll back)");
+    idle_ = true;
+    return Status::OK();
+  }
+  Transition(Phase::kProvision, "preflight passed (" + std::to_string(m_.findings.size()) +
+                                    " checks); building the target");
+  return Status::OK();
+}
+
+Status MigrationRunner::Provision() {
+  const std::string slot = SlotNameFor(id_);
+  PGSHIFT_RETURN_IF_ERROR(env_->EnsurePhysicalSlot(slot));
+  if (m_.result.value("slot", "") != slot) {
+    m_.result["slot"] = slot;
+    Save();
+    Event("info", "physical replication slot " + slot + " in place on the source");
+  }
+  int last_pct = -1;
+  PGSHIFT_RETURN_IF_ERROR(env_->CreateReplica(slot, [&](int pct) {
+    if (pct == last_pct) return;
+    last_pct = pct;
+    m_.progress["basebackup_pct"] = pct;
+    Save();
+  }));
+  PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env_->InspectTarget());
+  if (!t.running || !t.in_recovery) {
+    return FailedPrecondition("the target at " + env_->TargetEndpoint().ToString() +
+                              " is not running as a standby after provisioning");
+  }
+  m_.progress["basebackup_pct"] = 100;
+  Transition(Phase::kSync, "target running as a physical replica at " +
+                               env_->TargetEndpoint().ToString());
+  return Status::OK();
+}
+
+Status MigrationRunner::SampleLag() {
+  PGSHIFT_ASSIGN_OR_RETURN(ReplicationLag lag, env_->Lag(SlotNameFor(id_)));
+  const int64_t now = clock_.NowMs();
+  json& p = m_.progress;
+  const int64_t prev_at = p.value("sample_at_ms", int64_t{0});
+  if (prev_at > 0 && now > prev_at) {
+    double dt = (now - prev_at) / 1000.0;
+    auto prev_src = Lsn::Parse(p.value("source_lsn", "0/0"));
+    auto prev_rep = Lsn::Parse(p.value("replay_lsn", "0/0"));
+    if (prev_src.ok() && prev_rep.ok()) {
+      double src_bps = LsnDiff(lag.source_lsn, *prev_src) / dt;
+      double rep_bps = LsnDiff(lag.replay_lsn, *prev_rep) / dt;
+      p["source_wal_bps"] = src_bps;
+      p["replay_bps"] = rep_bps;
+      p["peak_source_wal_bps"] = std::max(p.value("peak_source_wal_bps", 0.0), src_bps);
+      p["peak_replay_bps"] = std::max(p.value("peak_replay_bps", 0.0), rep_bps);
+    }
+  }
+  p["sample_at_ms"] = now;
+  p["source_lsn"] = lag.source_lsn.ToString();
+  p["replay_lsn"] = lag.replay_lsn.ToString();
+  p["lag_bytes"] = lag.bytes;
+  p["lag_seconds"] = lag.seconds;
+  const auto& o = spec_.options;
+  bool under = static_cast<int64_t>(lag.bytes) <= o.lag_threshold_bytes &&
+               lag.seconds <= o.lag_threshold_seconds;
+  int64_t since = p.value("in_sync_since_ms", int64_t{0});
+  if (!under) {
+    p["in_sync_since_ms"] = 0;
+    p["in_sync_ms"] = 0;
+  } else {
+    if (since == 0) since = now;
+    p["in_sync_since_ms"] = since;
+    p["in_sync_ms"] = now - since;
+  }
+  p["sustain_ms"] = o.sustain_ms;
+  Save();
+  return Status::OK();
+}
+
+Status MigrationRunner::Sync() {
+  PGSHIFT_RETURN_IF_ERROR(SampleLag());
+  if (m_.progress.value("in_sync_ms", int64_t{0}) >= spec_.options.sustain_ms) {
+    Transition(Phase::kValidate,
+               "replay lag stayed under " + std::to_string(spec_.options.lag_threshold_bytes) +
+                   " bytes for " + std::to_string(spec_.options.sustain_ms) + " ms");
+    return Status::OK();
+  }
+  idle_ = true;
+  return Status::OK();
+}
+
+Status MigrationRunner::Validate() {
+  PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env_->InspectTarget());
+  if (!t.running || !t.in_recovery) {
+    return FailedPrecondition("the target is not running as a standby (running=" +
+                              std::to_string(t.running) + ")");
+  }
+  PGSHIFT_ASSIGN_OR_RETURN(auto findings, env_->ValidateFindings());
+  json merged = m_.findings;
+  for (const auto& f : MergeFindings(m_.findings, findings)) {
+    bool replaced = false;
+    for (auto& old : merged) {
+      if (old.value("id", "") == f.value("id", "") &&
+          old.value("subject", "") == f.value("subject", "")) {
+        old = f;
+        replaced = true;
+      }
+    }
+    if (!replaced) merged.push_back(f);
+  }
+  m_.findings = merged;
+  std::string blocking = BlockingSummary(m_.findings);
+  if (!blocking.empty()) {
+    m_.state = state::kBlocked;
+    m_.error = "validation found blocking problems: " + blocking;
+    Save();
+    Event("error", m_.error);
+    idle_ = true;
+    return Status::OK();
+  }
+  Transition(Phase::kReady, spec_.options.auto_cutover
+                                ? "validated; cutting over automatically"
+                                : "validated; waiting for `pgshift migration cutover`");
+  return Status::OK();
+}
+
+Status MigrationRunner::Ready() {
+  PGSHIFT_RETURN_IF_ERROR(SampleLag());
+  const bool requested = m_.pending_action == "cutover";
+  const int attempts = m_.result.value("cutover_attempts", 0);
+  const bool automatic =
+      spec_.options.auto_cutover && attempts < spec_.options.max_auto_cutover_attempts &&
+      m_.state != state::kWaiting;
+  if (!requested && !automatic) {
+    SetState(state::kWaiting);
+    idle_ = true;
+    return Status::OK();
+  }
+  if (m_.progress.value("in_sync_ms", int64_t{0}) <= 0) {
+    // Cutting over while far behind would hold traffic for the whole catch-up.
+    idle_ = true;
+    return Status::OK();
+  }
+  if (requested) (void)store_.ClearAction(id_);
+  m_.result["cutover_attempts"] = attempts + 1;
+  Transition(Phase::kCdcPrepare, requested ? "cutover approved by operator" : "automatic cutover");
+  return Status::OK();
+}
+
+Status MigrationRunner::CdcPrepare() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto slots, env_->LogicalSlots());
+  json arr = json::array();
+  for (const auto& s : slots) {
+    arr.push_back({{"name", s.name},
+                   {"plugin", s.plugin},
+                   {"database", s.database},
+                   {"confirmed_flush_lsn", s.confirmed_flush_lsn},
+                   {"restart_lsn", s.restart_lsn},
+                   {"active", s.active}});
+  }
+  m_.result["cdc_slots"] = arr;
+  Transition(Phase::kQuiesce, "recorded " + std::to_string(slots.size()) +
+                                  " logical slot position(s); holding traffic");
+  return Status::OK();
+}
+
+Status MigrationRunner::Quiesce() {
+  if (!m_.result.contains("hold_started_ms")) {
+    m_.result["hold_started_ms"] = clock_.NowMs();
+    Save();
+  }
+  PGSHIFT_RETURN_IF_ERROR(env_->router().Hold(spec_.options.hold_timeout_ms));
+  Event("info", "traffic held at transaction boundaries (" + env_->router().Kind() + ")");
+  PGSHIFT_RETURN_IF_ERROR(env_->FenceSource());
+  Event("info", "source fenced: new connections refused, client sessions terminated");
+  PGSHIFT_ASSIGN_OR_RETURN(Lsn final_lsn, env_->WriteFinalMarker("pgshift final " + id_));
+  m_.result["final_lsn"] = final_lsn.ToString();
+  m_.result["fenced_at_ms"] = clock_.NowMs();
+  Transition(Phase::kDrain, "final source LSN " + final_lsn.ToString());
+  return Status::OK();
+}
+
+Status MigrationRunner::Drain() {
+  if (!m_.result.contains("drain_started_ms")) {
+    m_.result["drain_started_ms"] = clock_.NowMs();
+    Save();
+  }
+  PGSHIFT_ASSIGN_OR_RETURN(Lsn final_lsn, Lsn::Parse(m_.result.value("final_lsn", "")));
+  PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env_->InspectTarget());
+  m_.progress["replay_lsn"] = t.replay_lsn.ToString();
+  if (t.replay_lsn >= final_lsn) {
+    Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() +
+                                    " (at " + t.replay_lsn.ToString() + ")");
+    return Status::OK();
+  }
+  const int64_t waited = clock_.NowMs() - m_.result.value("drain_started_ms", int64_t{0});
+  if (waited > spec_.options.drain_timeout_ms) {
+    return Timeout("the target replayed only up to " + t.replay_lsn.ToString() + " of " +
+                   final_lsn.ToString() + " within " +
+                   std::to_string(spec_.options.drain_timeout_ms) + " ms");
+  }
+  Save();
+  idle_ = true;
+  return Status::OK();
+}
+
+Status MigrationRunner::Promote() {
+  PGSHIFT_ASSIGN_OR_RETURN(int timeline, env_->PromoteTarget());
+  m_.result["timeline"] = timeline;
+  m_.result["promoted_at_ms"] = clock_.NowMs();
+  Transition(Phase::kSwitch, "target promoted, timeline " + std::to_string(timeline));
+  return Status::OK();
+}
+
+Status MigrationRunner::Switch() {
+  PGSHIFT_RETURN_IF_ERROR(env_->router().Repoint(env_->TargetEndpoint()));
+  PGSHIFT_RETURN_IF_ERROR(env_->router().Release());
+  const int64_t now = clock_.NowMs();
+  m_.result["switched_at_ms"] = now;
+  const int64_t hold_ms = now - m_.result.value("hold_started_ms", now);
+  m_.result["hold_ms"] = hold_ms;
+  Transition(Phase::kVerify, "traffic switched to the target " +
+                                 env_->TargetEndpoint().ToString() + " after a " +
+                                 std::to_string(hold_ms) + " ms hold");
+  return Status::OK();
+}
+
+Status MigrationRunner::Verify() {
+  if (!m_.result.value("verified", false)) {
+    if (!m_.result.contains("verify_started_ms")) {
+      m_.result["verify_started_ms"] = clock_.NowMs();
+      Save();
+    }
+    PGSHIFT_RETURN_IF_ERROR(env_->ProbeTargetWrite());
+    if (env_->router().Kind() != "none") {
+      PGSHIFT_ASSIGN_OR_RETURN(Endpoint cur, env_->router().Current());
+      if (!(cur == env_->TargetEndpoint())) {
+        return FailedPrecondition("the route points at " + cur.ToString() + ", not the target " +
+                                  env_->TargetEndpoint().ToString());
+      }
+    }
+    m_.result["verify_probes"] = m_.result.value("verify_probes", 0) + 1;
+    const int64_t elapsed = clock_.NowMs() - m_.result.value("verify_started_ms", int64_t{0});
+    if (elapsed < spec_.options.verify_ms) {
+      Save();
+      idle_ = true;
+      return Status::OK();
+    }
+    m_.result["verified"] = true;
+    Save();
+    Event("info", "post-cutover health window passed (" +
+                      std::to_string(m_.result.value("verify_probes", 0)) + " write probes)");
+  }
+  if (spec_.options.auto_finalize || m_.pending_action == "finalize") {
+    if (m_.pending_action == "finalize") (void)store_.ClearAction(id_);
+    Transition(Phase::kFinalize, "finalizing: dropping the source's slot and retiring it");
+    return Status::OK();
+  }
+  SetState(state::kWaiting);
+  idle_ = true;
+  return Status::OK();
+}
+
+Status MigrationRunner::Finalize() {
+  PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
+  PGSHIFT_RETURN_IF_ERROR(env_->RetireSource());
+  m_.result["finalized_at_ms"] = clock_.NowMs();
+  Transition(Phase::kFinalized, "migration finalized; the source is retired (stopped, fenced)");
+  return Status::OK();
+}
+
+Status MigrationRunner::RollingBack() {
+  Router& router = env_->router();
+  if (router.Kind() != "none") {
+    auto cur = router.Current();
+    if (cur.ok() && *cur == env_->TargetEndpoint()) {
+      Status held = router.Hold(spec_.options.hold_timeout_ms);
+      if (!held.ok()) Event("warning", "could not hold traffic before routing back: " + held.message());
+    }
+    PGSHIFT_RETURN_IF_ERROR(router.Repoint(env_->SourceEndpoint()));
+  }
+  PGSHIFT_RETURN_IF_ERROR(env_->UnfenceSource());
+  PGSHIFT_RETURN_IF_ERROR(router.Release());
+  PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
+  PGSHIFT_RETURN_IF_ERROR(env_->StopTarget());
+  m_.result["rolled_back_at_ms"] = clock_.NowMs();
+  Transition(Phase::kRolledBack,
+             "rolled back: traffic on the source " + env_->SourceEndpoint().ToString() +
+                 ", source unfenced, target stopped (data directory kept)");
+  return Status::OK();
+}
+
+}  // namespace pgshift

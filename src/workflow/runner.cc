@@ -1,0 +1,213 @@
+#include "workflow/runner.h"
+
+#include <spdlog/spdlog.h>
+
+namespace pgshift {
+namespace {
+
+constexpr int kMaxConsecutiveFailures = 8;
+
+}  // namespace
+
+MigrationRunner::MigrationRunner(StateStore& store, Clock& clock, std::string id,
+                                 std::unique_ptr<MigrationEnv> env, MigrationSpec spec)
+    : store_(store), clock_(clock), id_(std::move(id)), env_(std::move(env)),
+      spec_(std::move(spec)) {}
+
+Phase MigrationRunner::phase() const {
+  return ParsePhase(m_.phase).value_or(Phase::kPreflight);
+}
+
+bool MigrationRunner::AwaitingOperator() const {
+  return m_.pending_action.empty() &&
+         (m_.state == state::kWaiting || m_.state == state::kBlocked ||
+          m_.state == state::kFailed);
+}
+
+void MigrationRunner::Event(const std::string& kind, const std::string& message) {
+  if (kind == "error") {
+    spdlog::error("[{}] {}: {}", id_, m_.phase, message);
+  } else if (kind == "warning") {
+    spdlog::warn("[{}] {}: {}", id_, m_.phase, message);
+  } else {
+    spdlog::info("[{}] {}: {}", id_, m_.phase, message);
+  }
+  (void)store_.AppendEvent(id_, {0, clock_.NowMs(), m_.phase, kind, message});
+}
+
+void MigrationRunner::Save() {
+  m_.updated_at_ms = clock_.NowMs();
+  Status st = store_.Update(m_);
+  if (!st.ok()) spdlog::error("[{}] cannot record state: {}", id_, st.ToString());
+}
+
+void MigrationRunner::Transition(Phase next, const std::string& message) {
+  m_.phase = PhaseName(next);
+  m_.error.clear();
+  consecutive_failures_ = 0;
+  if (next == Phase::kFinalized) {
+    m_.state = state::kFinalized;
+  } else if (next == Phase::kRolledBack) {
+    m_.state = state::kRolledBack;
+  } else {
+    m_.state = state::kRunning;
+  }
+  m_.result["phase_started_ms"][m_.phase] = clock_.NowMs();
+  Save();
+  Event("info", message);
+}
+
+void MigrationRunner::SetState(const std::string& s) {
+  if (m_.state == s) return;
+  m_.state = s;
+  Save();
+}
+
+void MigrationRunner::HandleAction() {
+  const std::string action = m_.pending_action;
+  if (action.empty()) return;
+  const Phase p = phase();
+  if (action == "rollback") {
+    (void)store_.ClearAction(id_);
+    m_.pending_action.clear();
+    if (p != Phase::kRollingBack && !IsTerminal(p) && p != Phase::kFinalize) {
+      m_.result["rollback_from"] = m_.phase;
+      Transition(Phase::kRollingBack, "rollback requested by operator (from " +
+                                          std::string(PhaseName(p)) + ")");
+    }
+  } else if (action == "override") {
+    (void)store_.ClearAction(id_);
+    m_.pending_action.clear();
+    const auto& body = m_.action_body;
+    bool found = false;
+    for (auto& f : m_.findings) {
+      if (f.value("id", "") == body.value("finding", "") &&
+          (body.value("subject", "").empty() || f.value("subject", "") == body.value("subject", "")) &&
+          f.value("severity", "") == "blocking") {
+        f["overridden"] = true;
+        f["override_reason"] = body.value("reason", "");
+        found = true;
+      }
+    }
+    if (found) {
+      Event("warning", "finding '" + body.value("finding", "") + "' overridden: " +
+                           body.value("reason", ""));
+      if (m_.state == state::kBlocked) m_.state = state::kRunning;
+      Save();
+    }
+  } else if (action == "retry") {
+    (void)store_.ClearAction(id_);
+    m_.pending_action.clear();
+    if (m_.state == state::kFailed || m_.state == state::kBlocked) {
+      consecutive_failures_ = 0;
+      m_.state = state::kRunning;
+      m_.error.clear();
+      Save();
+      Event("info", "retry requested by operator");
+    }
+  }
+  // cutover and finalize stay pending until the phase that consumes them.
+}
+
+void MigrationRunner::AbortCutover(const std::string& why) {
+  // The source is authoritative until switch: unfence first, then let held
+  // clients go on to it.
+  Status unfence = env_->UnfenceSource();
+  Status release = env_->router().Release();
+  m_.result.erase("final_lsn");
+  m_.result.erase("hold_started_ms");
+  m_.result.erase("drain_started_ms");
+  int attempts = m_.result.value("cutover_attempts", 0);
+  Transition(Phase::kReady, "cutover aborted, traffic released to the source: " + why);
+  m_.error = "cutover aborted: " + why;
+  if (!unfence.ok()) m_.error += "; unfence failed: " + unfence.message();
+  if (!release.ok()) m_.error += "; release failed: " + release.message();
+  if (!unfence.ok() || !release.ok()) {
+    m_.state = state::kFailed;  // an operator must look before traffic is trusted
+  } else if (spec_.options.auto_cutover && attempts >= spec_.options.max_auto_cutover_attempts) {
+    m_.state = state::kWaiting;
+  }
+  Save();
+  Event("error", m_.error);
+}
+
+void MigrationRunner::HandleFailure(const Status& st) {
+  const Phase p = phase();
+  if (InCutover(p)) {
+    auto target = env_->InspectTarget();
+    bool promoted = target.ok() && target->running && !target->in_recovery;
+    if (p == Phase::kSwitch || promoted) {
+      m_.result["rollback_from"] = m_.phase;
+      Transition(Phase::kRollingBack, "cutover failed after promotion, rolling back to the source: " +
+                                          st.message());
+    } else {
+      AbortCutover(st.message());
+    }
+    return;
+  }
+  ++consecutive_failures_;
+  m_.error = st.message();
+  if (p == Phase::kVerify) {
+    m_.result["rollback_from"] = m_.phase;
+    m_.result["verify_failure"] = st.message();
+    Transition(Phase::kRollingBack, "post-cutover health check failed, routing back to the source: " +
+                                        st.message());
+    return;
+  }
+  if (consecutive_failures_ >= kMaxConsecutiveFailures) {
+    m_.state = state::kFailed;
+    Save();
+    Event("error", "giving up after " + std::to_string(consecutive_failures_) +
+                       " attempts: " + st.message() +
+                       " (fix the cause, then `pgshift migration retry` or `rollback`)");
+    return;
+  }
+  Save();
+  Event("warning", "attempt " + std::to_string(consecutive_failures_) + " failed, will retry: " +
+                       st.message());
+  clock_.SleepMs(std::min<int64_t>(200LL << consecutive_failures_, 5000));
+}
+
+MigrationRunner::Tick MigrationRunner::Step() {
+  auto rec = store_.Get(id_);
+  if (!rec.ok()) {
+    spdlog::error("[{}] cannot load: {}", id_, rec.status().ToString());
+    return Tick::kIdle;
+  }
+  m_ = std::move(rec).value();
+  HandleAction();
+  const Phase p = phase();
+  if (IsTerminal(p)) return Tick::kTerminal;
+  if (m_.state == state::kBlocked || m_.state == state::kFailed) return Tick::kIdle;
+
+  static constexpr std::pair<Phase, Fn> kSteps[] = {
+      {Phase::kPreflight, &MigrationRunner::Preflight},
+      {Phase::kProvision, &MigrationRunner::Provision},
+      {Phase::kSync, &MigrationRunner::Sync},
+      {Phase::kValidate, &MigrationRunner::Validate},
+      {Phase::kReady, &MigrationRunner::Ready},
+      {Phase::kCdcPrepare, &MigrationRunner::CdcPrepare},
+      {Phase::kQuiesce, &MigrationRunner::Quiesce},
+      {Phase::kDrain, &MigrationRunner::Drain},
+      {Phase::kPromote, &MigrationRunner::Promote},
+      {Phase::kSwitch, &MigrationRunner::Switch},
+      {Phase::kVerify, &MigrationRunner::Verify},
+      {Phase::kFinalize, &MigrationRunner::Finalize},
+      {Phase::kRollingBack, &MigrationRunner::RollingBack},
+  };
+  idle_ = false;
+  for (const auto& [ph, fn] : kSteps) {
+    if (ph != p) continue;
+    Status st = (this->*fn)();
+    if (!st.ok()) {
+      HandleFailure(st);
+      return Tick::kIdle;
+    }
+    consecutive_failures_ = 0;
+    break;
+  }
+  if (IsTerminal(phase())) return Tick::kTerminal;
+  return idle_ ? Tick::kIdle : Tick::kProgress;
+}
+
+}  // namespace pgshift

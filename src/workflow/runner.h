@@ -1,0 +1,76 @@
+// MigrationRunner: drives one migration through its phases (DESIGN.md §2).
+//
+// Every call to Step() reloads the migration from the StateStore, applies a
+// pending operator action, runs one idempotent step of the current phase and
+// records the outcome before returning, so the runner can be destroyed (or
+// the process killed) between any two steps and a new runner resumes. All
+// transitions go through Transition(). Not thread-safe: one worker owns a
+// runner.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "store/state_store.h"
+#include "workflow/env.h"
+#include "workflow/migration.h"
+
+namespace pgshift {
+
+class MigrationRunner {
+ public:
+  enum class Tick {
+    kProgress,  // moved on; step again at once
+    kIdle,      // polling or waiting for an operator; step again after poll_ms
+    kTerminal,  // finalized or rolled back
+  };
+
+  MigrationRunner(StateStore& store, Clock& clock, std::string id,
+                  std::unique_ptr<MigrationEnv> env, MigrationSpec spec);
+
+  Tick Step();
+  // True when only an operator can move the migration on (waiting, blocked, failed).
+  bool AwaitingOperator() const;
+  const MigrationRecord& record() const { return m_; }
+  int64_t poll_ms() const { return spec_.options.poll_ms; }
+
+ private:
+  using Fn = Status (MigrationRunner::*)();
+
+  Status Preflight();
+  Status Provision();
+  Status Sync();
+  Status Validate();
+  Status Ready();
+  Status CdcPrepare();
+  Status Quiesce();
+  Status Drain();
+  Status Promote();
+  Status Switch();
+  Status Verify();
+  Status Finalize();
+  Status RollingBack();
+
+  Phase phase() const;
+  void Transition(Phase next, const std::string& message);
+  void SetState(const std::string& state);
+  void Event(const std::string& kind, const std::string& message);
+  void Save();
+  void HandleAction();
+  void HandleFailure(const Status& st);
+  // Before switch: release held traffic onto the unfenced source, back to ready.
+  void AbortCutover(const std::string& why);
+  Status SampleLag();
+
+  StateStore& store_;
+  Clock& clock_;
+  std::string id_;
+  std::unique_ptr<MigrationEnv> env_;
+  MigrationSpec spec_;
+  MigrationRecord m_;
+  int consecutive_failures_ = 0;
+  bool idle_ = false;  // set by a phase step that is polling
+};
+
+}  // namespace pgshift
