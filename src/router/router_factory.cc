@@ -1,0 +1,52 @@
+// MakeRouter: builds a Router from its JSON config (see router.h).
+#include <memory>
+
+#include "router/none_router.h"
+#include "router/pgbouncer_router.h"
+#include "router/router.h"
+#ifdef PGSHIFT_HAVE_PROXY_ROUTER
+#include "router/proxy_router.h"
+#endif
+
+namespace pgshift {
+
+Result<std::unique_ptr<Router>> MakeRouter(const nlohmann::json& config) {
+  if (!config.is_object()) {
+    return InvalidArgument("router config must be a JSON object like {\"type\":\"none\"}, got: " +
+                           config.dump());
+  }
+  if (!config.contains("type")) {
+    return InvalidArgument("router config is missing \"type\": add \"type\": \"pgbouncer\", "
+                           "\"proxy\" or \"none\"");
+  }
+  if (!config["type"].is_string()) {
+    return InvalidArgument("router config field \"type\" must be a string: \"pgbouncer\", "
+                           "\"proxy\" or \"none\"");
+  }
+  const std::string type = config["type"].get<std::string>();
+  if (type == "pgbouncer") {
+    PGSHIFT_ASSIGN_OR_RETURN(auto router, PgBouncerRouter::FromJson(config));
+    return std::unique_ptr<Router>(std::move(router));
+  }
+  if (type == "none") {
+    for (const auto& [key, value] : config.items()) {
+      if (key != "type") {
+        return InvalidArgument("router config of type \"none\" has unknown field \"" + key +
+                               "\"; it takes no other fields");
+      }
+    }
+    return std::unique_ptr<Router>(std::make_unique<NoneRouter>());
+  }
+  if (type == "proxy") {
+#ifdef PGSHIFT_HAVE_PROXY_ROUTER
+    return MakeProxyRouter(config);
+#else
+    return InvalidArgument("router type \"proxy\" is not built into this binary "
+                           "(src/router/proxy_router.cc was missing at build time)");
+#endif
+  }
+  return InvalidArgument("router config field \"type\" has unknown value \"" + type +
+                         "\"; use \"pgbouncer\", \"proxy\" or \"none\"");
+}
+
+}  // namespace pgshift
