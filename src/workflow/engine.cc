@@ -215,6 +215,17 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
       return FailedPrecondition("finalize is possible only after the switch, in phase verify "
                                 "(now " + m.phase + ")");
     }
+    std::string blocking;
+    for (const auto& f : m.findings) {
+      if (f.value("severity", "") == "blocking" && !f.value("overridden", false)) {
+        blocking += (blocking.empty() ? "" : "; ") + f.value("id", "") + "(" +
+                    f.value("subject", "") + "): " + f.value("message", "");
+      }
+    }
+    if (!blocking.empty()) {
+      return FailedPrecondition("finalize refused while blocking findings stand: " + blocking +
+                                " — roll back, or override with a reason");
+    }
   } else if (action == "override") {
     PGSHIFT_RETURN_IF_ERROR(only({"finding", "subject", "reason"}));
     if (body.value("finding", "").empty() || body.value("reason", "").empty()) {

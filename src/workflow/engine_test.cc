@@ -78,7 +78,7 @@ TEST_F(EngineTest, AutomaticMigrationRunsEveryPhaseToFinalized) {
   EXPECT_EQ(m["state"], "finalized");
   EXPECT_EQ(Phases(id),
             (std::vector<std::string>{"preflight", "provision", "sync", "validate", "ready",
-                                      "cdc_prepare", "quiesce", "drain", "promote", "switch",
+                                      "cdc_prepare", "quiesce", "drain", "promote", "snapshot", "switch",
                                       "verify", "finalize", "finalized"}));
   EXPECT_EQ(world_->routed, world_->target_ep);
   EXPECT_FALSE(world_->held);
@@ -104,7 +104,8 @@ TEST_F(EngineTest, OrderOfCutoverSideEffects) {
   EXPECT_LT(pos("Hold"), pos("FenceSource"));
   EXPECT_LT(pos("FenceSource"), pos("WriteFinalMarker"));
   EXPECT_LT(pos("WriteFinalMarker"), pos("PromoteTarget"));
-  EXPECT_LT(pos("PromoteTarget"), pos("Repoint"));
+  EXPECT_LT(pos("PromoteTarget"), pos("StartParityCheck"));
+  EXPECT_LT(pos("StartParityCheck"), pos("Repoint")) << "snapshot before any write is let through";
   EXPECT_LT(pos("Repoint"), pos("Release"));
   EXPECT_LT(pos("Release"), pos("RetireSource"));
 }
@@ -326,6 +327,45 @@ TEST_F(EngineTest, BlockingFindingStopsUntilOverriddenWithAReason) {
                             f["override_reason"] == "cache is rebuilt on start");
   }
   EXPECT_TRUE(recorded);
+}
+
+TEST_F(EngineTest, ParityMismatchRefusesFinalizeUntilOverridden) {
+  world_->parity_mismatch = {"public.cache"};
+  std::string id = Create(Spec(true, true));
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "verify");
+  EXPECT_EQ(m["state"], "blocked");
+  EXPECT_NE(m["error"].get<std::string>().find("public.cache"), std::string::npos);
+  EXPECT_FALSE(world_->retired) << "the source must stay intact";
+  auto refused = engine_->Act(id, "finalize", json::object());
+  EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("public.cache"), std::string::npos);
+  ASSERT_TRUE(engine_
+                  ->Act(id, "override",
+                        {{"finding", "data_parity"},
+                         {"subject", "public.cache"},
+                         {"reason", "cache table, rebuilt"}})
+                  .ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
+}
+
+TEST_F(EngineTest, ParityInterruptedByARestartIsAWarningNotASilentPass) {
+  std::string id = Create(Spec(true, false));
+  world_->crash_on = "ProbeTargetWrite";  // in verify, after the check started
+  world_->crash_after_effect = false;
+  EXPECT_THROW((void)engine_->RunUntilSettled(id), SimulatedCrash);
+  world_->parity_started = false;  // the restarted pgshiftd has lost the snapshot
+  engine_ = NewEngine();
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "verify");
+  bool warned = false;
+  for (const auto& f : m["findings"]) {
+    warned = warned || (f["id"] == "data_parity" && f["severity"] == "warning");
+  }
+  EXPECT_TRUE(warned) << m["findings"].dump();
 }
 
 TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {

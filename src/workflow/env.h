@@ -53,6 +53,15 @@ struct LogicalSlot {
   bool active = false;
 };
 
+struct ParityState {
+  bool started = false;  // false also when a restart lost the running check
+  bool done = false;
+  int tables_total = 0;
+  int tables_done = 0;
+  std::string current;
+  std::vector<checks::Finding> findings;  // data_parity, once done
+};
+
 class MigrationEnv {
  public:
   virtual ~MigrationEnv() = default;
@@ -63,6 +72,9 @@ class MigrationEnv {
   virtual Result<std::vector<checks::Finding>> PreflightFindings() = 0;
   // Checks against the running replica, just before `ready`.
   virtual Result<std::vector<checks::Finding>> ValidateFindings() = 0;
+  // What the continuous checks during sync see now (slot health, WAL rate vs
+  // replay rate, sustained lag); fed by the samples Lag() takes.
+  virtual std::vector<checks::Finding> SyncFindings() = 0;
   virtual Status EnsurePhysicalSlot(const std::string& slot) = 0;
   // Absent slot: OK. An active slot's walsender is terminated first.
   virtual Status DropSlot(const std::string& slot) = 0;
@@ -89,6 +101,11 @@ class MigrationEnv {
   virtual Result<int> PromoteTarget() = 0;
   // A committed write on the target.
   virtual Status ProbeTargetWrite() = 0;
+  // Right after promotion, before any write is let through: exports a
+  // snapshot of the target and starts comparing it, in the background, with
+  // the fenced (frozen) source. Idempotent while the check runs.
+  virtual Status StartParityCheck() = 0;
+  virtual ParityState Parity() = 0;
 
   virtual Endpoint SourceEndpoint() const = 0;
   virtual Endpoint TargetEndpoint() const = 0;

@@ -134,6 +134,37 @@ class FakeEnv : public MigrationEnv {
     if (!w_->promoted) return FailedPrecondition("fake: target is read-only");
     return Status::OK();
   }
+  std::vector<checks::Finding> SyncFindings() override {
+    return {{.id = "wal_rate", .severity = checks::Severity::kOk, .message = "replica keeps up"}};
+  }
+  Status StartParityCheck() override {
+    Before("StartParityCheck");
+    if (!w_->promoted) return FailedPrecondition("fake: snapshot before promotion");
+    w_->parity_started = true;
+    return After("StartParityCheck");
+  }
+  ParityState Parity() override {
+    ParityState ps;
+    ps.started = w_->parity_started;
+    ps.tables_total = 3;
+    if (!ps.started) return ps;
+    if (w_->parity_polls_left > 0) {
+      --w_->parity_polls_left;
+      ps.tables_done = 1;
+      return ps;
+    }
+    ps.done = true;
+    ps.tables_done = 3;
+    for (const auto& t : w_->parity_mismatch) {
+      ps.findings.push_back({.id = "data_parity", .severity = checks::Severity::kBlocking,
+                             .subject = t, .message = "row counts differ"});
+    }
+    if (w_->parity_mismatch.empty()) {
+      ps.findings.push_back({.id = "data_parity", .severity = checks::Severity::kOk,
+                             .message = "all tables match"});
+    }
+    return ps;
+  }
   Endpoint SourceEndpoint() const override { return w_->source_ep; }
   Endpoint TargetEndpoint() const override { return w_->target_ep; }
   Router& router() override { return router_; }

@@ -43,6 +43,9 @@ struct FakeWorld {
   Endpoint routed{"127.0.0.1", 5432};
   // checks
   std::vector<checks::Finding> preflight;
+  std::vector<std::string> parity_mismatch;  // tables the parity check reports as different
+  bool parity_started = false;
+  int parity_polls_left = 3;                 // Parity() calls before it reports done
   // faults: the named call throws SimulatedCrash once (after its effect when crash_after_effect).
   std::string crash_on;
   bool crash_after_effect = true;

@@ -12,7 +12,8 @@ constexpr std::pair<Phase, const char*> kPhaseNames[] = {
     {Phase::kSync, "sync"},             {Phase::kValidate, "validate"},
     {Phase::kReady, "ready"},           {Phase::kCdcPrepare, "cdc_prepare"},
     {Phase::kQuiesce, "quiesce"},       {Phase::kDrain, "drain"},
-    {Phase::kPromote, "promote"},       {Phase::kSwitch, "switch"},
+    {Phase::kPromote, "promote"},       {Phase::kSnapshot, "snapshot"},
+    {Phase::kSwitch, "switch"},
     {Phase::kVerify, "verify"},         {Phase::kFinalize, "finalize"},
     {Phase::kFinalized, "finalized"},   {Phase::kRollingBack, "rolling_back"},
     {Phase::kRolledBack, "rolled_back"},
@@ -66,7 +67,8 @@ std::optional<Phase> ParsePhase(const std::string& s) {
 bool IsTerminal(Phase p) { return p == Phase::kFinalized || p == Phase::kRolledBack; }
 
 bool InCutover(Phase p) {
-  return p == Phase::kQuiesce || p == Phase::kDrain || p == Phase::kPromote || p == Phase::kSwitch;
+  return p == Phase::kQuiesce || p == Phase::kDrain || p == Phase::kPromote ||
+         p == Phase::kSnapshot || p == Phase::kSwitch;
 }
 
 bool AfterSwitch(Phase p) {
@@ -126,7 +128,8 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(
         o,
         {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
-         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms"},
+         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
+         "parity"},
         "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
@@ -139,6 +142,7 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(Read(o, "hold_timeout_ms", "options", &op.hold_timeout_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "drain_timeout_ms", "options", &op.drain_timeout_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "poll_ms", "options", &op.poll_ms));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "parity", "options", &op.parity));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -173,7 +177,8 @@ json MigrationSpec::ToJson() const {
         {"verify_seconds", options.verify_ms / 1000.0},
         {"hold_timeout_ms", options.hold_timeout_ms},
         {"drain_timeout_ms", options.drain_timeout_ms},
-        {"poll_ms", options.poll_ms}}},
+        {"poll_ms", options.poll_ms},
+        {"parity", options.parity}}},
   };
 }
 

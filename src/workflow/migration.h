@@ -24,6 +24,7 @@ enum class Phase {
   kQuiesce,
   kDrain,
   kPromote,
+  kSnapshot,
   kSwitch,
   kVerify,
   kFinalize,
@@ -35,7 +36,7 @@ enum class Phase {
 const char* PhaseName(Phase p);
 std::optional<Phase> ParsePhase(const std::string& s);
 bool IsTerminal(Phase p);
-// True from kQuiesce through kSwitch: traffic is held or the source fenced.
+// True from kQuiesce through kSwitch (kSnapshot included): traffic is held or the source fenced.
 bool InCutover(Phase p);
 // True once traffic may be on the target (kSwitch and later, not rolled back).
 bool AfterSwitch(Phase p);
@@ -70,6 +71,7 @@ struct MigrationOptions {
   int64_t drain_timeout_ms = 60000;
   int64_t poll_ms = 250;
   int max_auto_cutover_attempts = 3;
+  bool parity = true;             // compare source and target after promotion, before finalize
 };
 
 struct MigrationSpec {

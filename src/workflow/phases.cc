@@ -7,22 +7,16 @@ namespace {
 
 using json = nlohmann::json;
 
-// New findings replace old ones, keeping an operator's override of the same
-// finding (id + subject).
-json MergeFindings(const json& old_findings, const std::vector<checks::Finding>& fresh) {
-  json out = json::array();
-  for (const auto& f : fresh) {
-    json j = f.ToJson();
-    for (const auto& o : old_findings) {
-      if (o.value("id", "") == f.id && o.value("subject", "") == f.subject &&
-          o.value("overridden", false)) {
-        j["overridden"] = true;
-        j["override_reason"] = o.value("override_reason", "");
-      }
+json WithOverrideOf(const json& old_findings, const checks::Finding& f) {
+  json j = f.ToJson();
+  for (const auto& o : old_findings) {
+    if (o.value("id", "") == f.id && o.value("subject", "") == f.subject &&
+        o.value("overridden", false)) {
+      j["overridden"] = true;
+      j["override_reason"] = o.value("override_reason", "");
     }
-    out.push_back(j);
   }
-  return out;
+  return j;
 }
 
 std::string BlockingSummary(const json& findings) {
@@ -39,9 +33,25 @@ std::string BlockingSummary(const json& findings) {
 
 }  // namespace
 
+void MigrationRunner::MergeFindings(const std::vector<checks::Finding>& fresh) {
+  for (const auto& f : fresh) {
+    json j = WithOverrideOf(m_.findings, f);
+    bool replaced = false;
+    for (auto& old : m_.findings) {
+      if (old.value("id", "") == f.id && old.value("subject", "") == f.subject) {
+        old = j;
+        replaced = true;
+      }
+    }
+    if (!replaced) m_.findings.push_back(j);
+  }
+}
+
 Status MigrationRunner::Preflight() {
   PGSHIFT_ASSIGN_OR_RETURN(auto findings, env_->PreflightFindings());
-  m_.findings = MergeFindings(m_.findings, findings);
+  json previous = m_.findings;
+  m_.findings = json::array();
+  for (const auto& f : findings) m_.findings.push_back(WithOverrideOf(previous, f));
   std::string blocking = BlockingSummary(m_.findings);
   if (!blocking.empty()) {
     m_.state = state::kBlocked;
@@ -124,6 +134,7 @@ Status MigrationRunner::SampleLag() {
 
 Status MigrationRunner::Sync() {
   PGSHIFT_RETURN_IF_ERROR(SampleLag());
+  MergeFindings(env_->SyncFindings());
   if (m_.progress.value("in_sync_ms", int64_t{0}) >= spec_.options.sustain_ms) {
     Transition(Phase::kValidate,
                "replay lag stayed under " + std::to_string(spec_.options.lag_threshold_bytes) +
@@ -141,19 +152,16 @@ Status MigrationRunner::Validate() {
                               std::to_string(t.running) + ")");
   }
   PGSHIFT_ASSIGN_OR_RETURN(auto findings, env_->ValidateFindings());
-  json merged = m_.findings;
-  for (const auto& f : MergeFindings(m_.findings, findings)) {
-    bool replaced = false;
-    for (auto& old : merged) {
-      if (old.value("id", "") == f.value("id", "") &&
-          old.value("subject", "") == f.value("subject", "")) {
-        old = f;
-        replaced = true;
-      }
-    }
-    if (!replaced) merged.push_back(f);
-  }
-  m_.findings = merged;
+  MergeFindings(findings);
+  // The sync gate that let us here is the record of sustained lag.
+  MergeFindings({{.id = "lag_sustained",
+                  .severity = checks::Severity::kOk,
+                  .value = m_.progress.value("in_sync_ms", int64_t{0}),
+                  .threshold = spec_.options.sustain_ms,
+                  .message = "replay lag stayed under " +
+                             std::to_string(spec_.options.lag_threshold_bytes) + " bytes / " +
+                             std::to_string(spec_.options.lag_threshold_seconds) +
+                             " s for the whole window (ms)"}});
   std::string blocking = BlockingSummary(m_.findings);
   if (!blocking.empty()) {
     m_.state = state::kBlocked;
@@ -253,8 +261,71 @@ Status MigrationRunner::Promote() {
   PGSHIFT_ASSIGN_OR_RETURN(int timeline, env_->PromoteTarget());
   m_.result["timeline"] = timeline;
   m_.result["promoted_at_ms"] = clock_.NowMs();
-  Transition(Phase::kSwitch, "target promoted, timeline " + std::to_string(timeline));
+  Transition(Phase::kSnapshot, "target promoted, timeline " + std::to_string(timeline));
   return Status::OK();
+}
+
+Status MigrationRunner::Snapshot() {
+  if (spec_.options.parity) {
+    Status st = env_->StartParityCheck();
+    if (st.ok()) {
+      m_.result["parity_started"] = true;
+      Event("info", "target snapshot exported at the promotion point; data parity check started");
+    } else {
+      // Parity verifies the cutover; it is not worth holding traffic over.
+      MergeFindings({{.id = "data_parity",
+                      .severity = checks::Severity::kWarning,
+                      .message = "could not export a snapshot of the target, so the data parity "
+                                 "check did not run: " + st.message(),
+                      .remedy = "compare the source and target by hand before finalizing"}});
+      Event("warning", "data parity check not started: " + st.message());
+    }
+  }
+  Transition(Phase::kSwitch, "releasing traffic to the target");
+  return Status::OK();
+}
+
+bool MigrationRunner::ParitySettled() {
+  if (!spec_.options.parity || m_.result.value("parity_done", false)) {
+    return !m_.result.value("parity_blocked", false) ||
+           BlockingSummary(m_.findings).empty();
+  }
+  if (!m_.result.value("parity_started", false)) return true;
+  ParityState ps = env_->Parity();
+  if (!ps.started) {
+    MergeFindings({{.id = "data_parity",
+                    .severity = checks::Severity::kWarning,
+                    .message = "the data parity check was interrupted (pgshiftd restarted) and "
+                               "the promotion snapshot is gone",
+                    .remedy = "compare the source and target by hand before finalizing"}});
+    m_.result["parity_done"] = true;
+    Save();
+    return true;
+  }
+  if (!ps.done) {
+    m_.progress["parity"] = {{"tables_total", ps.tables_total},
+                             {"tables_done", ps.tables_done},
+                             {"current", ps.current}};
+    Save();
+    return false;
+  }
+  MergeFindings(ps.findings);
+  m_.result["parity_done"] = true;
+  m_.progress["parity"] = {{"tables_total", ps.tables_total}, {"tables_done", ps.tables_done}};
+  std::string blocking = BlockingSummary(m_.findings);
+  if (!blocking.empty()) {
+    m_.result["parity_blocked"] = true;
+    m_.state = state::kBlocked;
+    m_.error = "finalize refused: " + blocking +
+               " (roll back with discard_target_writes, or override with a reason)";
+    Save();
+    Event("error", m_.error);
+    return false;
+  }
+  Save();
+  Event("info", "data parity: source and target match (" + std::to_string(ps.tables_done) +
+                    " tables)");
+  return true;
 }
 
 Status MigrationRunner::Switch() {
@@ -296,6 +367,10 @@ Status MigrationRunner::Verify() {
     Event("info", "post-cutover health window passed (" +
                       std::to_string(m_.result.value("verify_probes", 0)) + " write probes)");
   }
+  if (!ParitySettled()) {
+    idle_ = true;
+    return Status::OK();
+  }
   if (spec_.options.auto_finalize || m_.pending_action == "finalize") {
     if (m_.pending_action == "finalize") (void)store_.ClearAction(id_);
     Transition(Phase::kFinalize, "finalizing: dropping the source's slot and retiring it");
@@ -326,8 +401,9 @@ Status MigrationRunner::RollingBack() {
   }
   PGSHIFT_RETURN_IF_ERROR(env_->UnfenceSource());
   PGSHIFT_RETURN_IF_ERROR(router.Release());
-  PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
+  // Stop the standby first so it does not reconnect to the slot being dropped.
   PGSHIFT_RETURN_IF_ERROR(env_->StopTarget());
+  PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
   m_.result["rolled_back_at_ms"] = clock_.NowMs();
   Transition(Phase::kRolledBack,
              "rolled back: traffic on the source " + env_->SourceEndpoint().ToString() +

@@ -190,6 +190,7 @@ MigrationRunner::Tick MigrationRunner::Step() {
       {Phase::kQuiesce, &MigrationRunner::Quiesce},
       {Phase::kDrain, &MigrationRunner::Drain},
       {Phase::kPromote, &MigrationRunner::Promote},
+      {Phase::kSnapshot, &MigrationRunner::Snapshot},
       {Phase::kSwitch, &MigrationRunner::Switch},
       {Phase::kVerify, &MigrationRunner::Verify},
       {Phase::kFinalize, &MigrationRunner::Finalize},

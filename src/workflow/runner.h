@@ -47,6 +47,7 @@ class MigrationRunner {
   Status Quiesce();
   Status Drain();
   Status Promote();
+  Status Snapshot();
   Status Switch();
   Status Verify();
   Status Finalize();
@@ -62,6 +63,10 @@ class MigrationRunner {
   // Before switch: release held traffic onto the unfenced source, back to ready.
   void AbortCutover(const std::string& why);
   Status SampleLag();
+  // Replaces findings with the same id and subject, keeps an operator's override.
+  void MergeFindings(const std::vector<checks::Finding>& fresh);
+  // Waits for the background parity check; false while it runs or blocks.
+  bool ParitySettled();
 
   StateStore& store_;
   Clock& clock_;

@@ -12,7 +12,7 @@
 //    "result":{"final_lsn":"0/3000060","timeline":2,"hold_ms":35,...},
 //    "findings":[{finding}], "error":"", "pending_action":""}
 // phase: preflight provision sync validate ready cdc_prepare quiesce drain
-//        promote snapshot cdc_recreate switch verify finalize finalized
+//        promote snapshot switch verify finalize finalized
 //        rolling_back rolled_back
 // state: running | waiting (for approval) | blocked (findings) | failed |
 //        finalized | rolled_back

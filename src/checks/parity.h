@@ -1,0 +1,53 @@
+// Data parity between the fenced source and the promoted target.
+//
+// Per user table (relkind 'r', including partitions; in the database named by
+// the conninfos) both sides compute the row count and an order-independent
+// checksum: sum(hashtextextended(row::text, 0)) over the table. That is one
+// sequential scan per side with no sort and no dependence on keys (so tables
+// without a primary key are covered); the 64-bit hash per row makes a
+// coincidental match negligible. Both sessions pin the settings that shape
+// row text (DateStyle, IntervalStyle, TimeZone, extra_float_digits,
+// bytea_output) so the text is comparable. The target side runs inside
+// REPEATABLE READ with SET TRANSACTION SNAPSHOT <snapshot_id> when given, so
+// it sees the target exactly as it was at promotion while new writes flow.
+// The source side runs in one REPEATABLE READ READ ONLY transaction.
+//
+// Tables are compared one at a time with both sides queried in parallel.
+// Thread-safe: each call uses its own connections.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "checks/finding.h"
+
+namespace pgshift::checks {
+
+struct ParityProgress {
+  int tables_total = 0;
+  int tables_done = 0;
+  std::string current;  // schema.table being compared ("" when done)
+};
+
+struct ParityOptions {
+  // 0 = no limit. When the budget runs out, the remaining tables are not
+  // compared and a warning data_parity finding says how many were skipped
+  // (the quick pre-promotion variant).
+  int64_t time_budget_ms = 0;
+};
+
+// data_parity findings: blocking per table that differs or exists on one side
+// only (value: both counts and checksums); one ok summary when all match.
+// Returns Aborted when *cancel becomes true, Unavailable when a side cannot
+// be reached, FailedPrecondition when the snapshot cannot be imported.
+Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
+                                           const std::string& target_conninfo,
+                                           const std::string& snapshot_id,
+                                           std::function<void(const ParityProgress&)> progress,
+                                           std::atomic<bool>* cancel,
+                                           const ParityOptions& options = {});
+
+}  // namespace pgshift::checks

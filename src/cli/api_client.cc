@@ -1,0 +1,171 @@
+#include "cli/api_client.h"
+
+#include <httplib.h>
+
+#include <cctype>
+#include <regex>
+
+namespace pgshift::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string DescribeTransportError(httplib::Error e) {
+  switch (e) {
+    case httplib::Error::Connection:
+      return "connection refused or host unreachable";
+    case httplib::Error::ConnectionTimeout:
+      return "connection timed out";
+    case httplib::Error::Read:
+      return "no answer (reading the response failed or timed out)";
+    case httplib::Error::Write:
+      return "sending the request failed";
+    case httplib::Error::BindIPAddress:
+      return "cannot bind the local address";
+    case httplib::Error::SSLConnection:
+      return "TLS handshake failed";
+    case httplib::Error::SSLLoadingCerts:
+      return "cannot load TLS CA certificates";
+    case httplib::Error::SSLServerVerification:
+      return "the server's TLS certificate did not verify";
+    default:
+      return "request failed (" + httplib::to_string(e) + ")";
+  }
+}
+
+Code CodeForHttpStatus(int status) {
+  switch (status) {
+    case 400:
+    case 405:
+    case 413:
+      return Code::kInvalidArgument;
+    case 404:
+      return Code::kNotFound;
+    case 409:
+      return Code::kFailedPrecondition;
+    case 503:
+      return Code::kUnavailable;
+    default:
+      return Code::kInternal;
+  }
+}
+
+}  // namespace
+
+Code CodeFromName(const std::string& name) {
+  for (Code c : {Code::kOk, Code::kInvalidArgument, Code::kNotFound, Code::kAlreadyExists,
+                 Code::kFailedPrecondition, Code::kUnavailable, Code::kTimeout, Code::kAborted,
+                 Code::kInternal}) {
+    if (name == CodeName(c)) return c;
+  }
+  return Code::kInternal;
+}
+
+std::string EncodePathSegment(const std::string& s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<ApiClient>> ApiClient::Make(const std::string& base_url,
+                                                   ApiClientOptions options) {
+  static const std::regex kUrl(
+      R"(^(https?)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?$)");
+  if (!std::regex_match(base_url, kUrl)) {
+    return InvalidArgument(
+        "--server '" + base_url +
+        "' is not a pgshiftd URL; use http://HOST:PORT (e.g. http://127.0.0.1:7432)");
+  }
+  std::string url = base_url;
+  if (url.back() == '/') url.pop_back();
+  auto http = std::make_unique<httplib::Client>(url);
+  if (!http->is_valid()) {
+    return InvalidArgument("--server '" + base_url +
+                           "': this build cannot use that URL (https needs TLS support)");
+  }
+  auto to_sec_usec = [](std::chrono::milliseconds ms) {
+    return std::pair<time_t, time_t>(ms.count() / 1000, (ms.count() % 1000) * 1000);
+  };
+  auto [cs, cus] = to_sec_usec(options.connect_timeout);
+  auto [rs, rus] = to_sec_usec(options.read_timeout);
+  http->set_connection_timeout(cs, cus);
+  http->set_read_timeout(rs, rus);
+  http->set_write_timeout(rs, rus);
+  return std::unique_ptr<ApiClient>(new ApiClient(url, std::move(http)));
+}
+
+ApiClient::ApiClient(std::string base_url, std::unique_ptr<httplib::Client> http)
+    : base_url_(std::move(base_url)), http_(std::move(http)) {}
+
+ApiClient::~ApiClient() = default;
+
+Result<json> ApiClient::Request(const std::string& method, const std::string& path,
+                                const json* body) {
+  httplib::Result r = [&] {
+    if (method == "POST") {
+      return http_->Post(path.c_str(), body ? body->dump() : std::string("{}"), "application/json");
+    }
+    return http_->Get(path.c_str());
+  }();
+  if (!r) {
+    return Unavailable("cannot reach pgshiftd at " + base_url_ + ": " +
+                       DescribeTransportError(r.error()) +
+                       " — is it running? start it with `pgshiftd --state FILE`");
+  }
+  json answer;
+  bool is_json = true;
+  try {
+    answer = json::parse(r->body);
+  } catch (const json::parse_error&) {
+    is_json = false;
+  }
+  if (r->status >= 200 && r->status < 300) {
+    if (!is_json) {
+      return Internal("pgshiftd at " + base_url_ + " answered " + method + " " + path +
+                      " with something that is not JSON; is that URL really pgshiftd?");
+    }
+    return answer;
+  }
+  if (is_json && answer.is_object() && answer.contains("error") && answer["error"].is_string()) {
+    Code code = answer.contains("code") && answer["code"].is_string()
+                    ? CodeFromName(answer["code"].get<std::string>())
+                    : CodeForHttpStatus(r->status);
+    if (code == Code::kOk) code = CodeForHttpStatus(r->status);
+    return Status(code, answer["error"].get<std::string>());
+  }
+  std::string snippet = r->body.substr(0, 200);
+  return Status(CodeForHttpStatus(r->status),
+                "pgshiftd at " + base_url_ + " answered HTTP " + std::to_string(r->status) +
+                    " to " + method + " " + path + (snippet.empty() ? "" : ": " + snippet));
+}
+
+Result<json> ApiClient::Health() { return Request("GET", "/healthz", nullptr); }
+
+Result<json> ApiClient::CreateMigration(const json& spec) {
+  return Request("POST", "/v1/migrations", &spec);
+}
+
+Result<json> ApiClient::ListMigrations() { return Request("GET", "/v1/migrations", nullptr); }
+
+Result<json> ApiClient::GetMigration(const std::string& id) {
+  return Request("GET", "/v1/migrations/" + EncodePathSegment(id), nullptr);
+}
+
+Result<json> ApiClient::Events(const std::string& id) {
+  return Request("GET", "/v1/migrations/" + EncodePathSegment(id) + "/events", nullptr);
+}
+
+Result<json> ApiClient::Act(const std::string& id, const std::string& action, const json& body) {
+  return Request("POST", "/v1/migrations/" + EncodePathSegment(id) + "/" + action, &body);
+}
+
+}  // namespace pgshift::cli

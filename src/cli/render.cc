@@ -1,0 +1,315 @@
+#include "cli/render.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+namespace pgshift::cli {
+namespace {
+
+using nlohmann::json;
+
+// Field access that never throws: "" / null for missing or mistyped fields.
+std::string Str(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) return "";
+  const json& v = j[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_null()) return "";
+  return v.dump();
+}
+bool HasNumber(const json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_number();
+}
+double Num(const json& j, const char* key) { return HasNumber(j, key) ? j[key].get<double>() : 0; }
+const json& Obj(const json& j, const char* key) {
+  static const json kEmpty = json::object();
+  if (j.is_object() && j.contains(key) && j[key].is_object()) return j[key];
+  return kEmpty;
+}
+json ArrayOf(const json& j, const char* key) {
+  if (j.is_array()) return j;
+  if (j.is_object() && j.contains(key) && j[key].is_array()) return j[key];
+  return json::array();
+}
+
+std::string Fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+std::string Pad(const std::string& s, size_t width) {
+  return s.size() >= width ? s : s + std::string(width - s.size(), ' ');
+}
+
+// A table with a header row; columns as wide as their widest cell, the last
+// column unpadded.
+std::string Table(const std::vector<std::vector<std::string>>& rows, const std::string& indent) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line = indent;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += (i + 1 == row.size()) ? row[i] : Pad(row[i], widths[i]) + "  ";
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string NextStep(const json& m) {
+  const std::string id = Str(m, "id");
+  const std::string state = Str(m, "state");
+  const std::string pending = Str(m, "pending_action");
+  if (state == "waiting") {
+    if (pending == "finalize") {
+      return "verified; retire the source with `pgshift migration finalize " + id +
+             "` (or roll back with `pgshift migration rollback " + id +
+             " --discard-target-writes`)";
+    }
+    if (pending.empty() || pending == "cutover") {
+      return "ready; approve the cutover with `pgshift migration cutover " + id + "`";
+    }
+    return "waiting for " + pending + ": `pgshift migration " + pending + " " + id + "`";
+  }
+  if (state == "blocked") {
+    return "blocked by findings; fix them, or override one with `pgshift migration override " + id +
+           " --finding ID --reason TEXT`";
+  }
+  if (state == "failed") {
+    return "failed; read the error and events (`pgshift migration events " + id + "`)";
+  }
+  return "";
+}
+
+std::string SeverityCell(const json& f) {
+  std::string sev = Str(f, "severity");
+  if (f.is_object() && f.value("overridden", false) == true) sev += " (overridden)";
+  return sev;
+}
+
+}  // namespace
+
+const std::vector<std::string>& MainPhases() {
+  static const std::vector<std::string> kPhases = {
+      "preflight",    "provision", "sync",   "validate", "ready",
+      "cdc_prepare",  "quiesce",   "drain",  "promote",  "snapshot",
+      "cdc_recreate", "switch",    "verify", "finalize", "finalized"};
+  return kPhases;
+}
+
+bool IsTerminalState(const std::string& state) {
+  return state == "finalized" || state == "rolled_back" || state == "failed";
+}
+
+std::string HumanBytes(double bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  double v = bytes;
+  while (std::abs(v) >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? Fixed(v, 0) + " B" : Fixed(v, 1) + " " + kUnits[u];
+}
+
+std::string HumanMillis(double ms) {
+  if (ms < 1000) return Fixed(ms, 0) + " ms";
+  double s = ms / 1000;
+  if (s < 60) return Fixed(s, 1) + " s";
+  long total = static_cast<long>(std::lround(s));
+  char buf[64];
+  if (total < 3600) {
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", total / 60, total % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", total / 3600, (total % 3600) / 60);
+  }
+  return buf;
+}
+
+std::string ProgressBar(double pct, size_t cells) {
+  pct = std::clamp(pct, 0.0, 100.0);
+  size_t filled = static_cast<size_t>(std::lround(pct / 100.0 * static_cast<double>(cells)));
+  return "[" + std::string(filled, '#') + std::string(cells - filled, '-') + "] " + Fixed(pct, 0) +
+         "%";
+}
+
+std::string RenderPhaseLine(const std::string& phase, const std::string& state, size_t width,
+                            const std::string& indent) {
+  std::vector<std::string> items;
+  if (phase == "rolling_back" || phase == "rolled_back") {
+    bool done = phase == "rolled_back";
+    items = {std::string(done ? "[x]" : (state == "failed" ? "[!]" : "[>]")) + " rolling_back",
+             std::string(done ? "[x]" : "[ ]") + " rolled_back"};
+  } else {
+    const auto& phases = MainPhases();
+    auto cur = std::find(phases.begin(), phases.end(), phase);
+    bool known = cur != phases.end();
+    for (auto it = phases.begin(); it != phases.end(); ++it) {
+      std::string mark = "[ ]";
+      if (known && it < cur) mark = "[x]";
+      if (known && it == cur) {
+        mark = state == "failed" ? "[!]" : (phase == "finalized" ? "[x]" : "[>]");
+      }
+      items.push_back(mark + " " + *it);
+    }
+  }
+  std::string out, line;
+  for (const auto& item : items) {
+    if (!line.empty() && indent.size() + line.size() + 2 + item.size() > width) {
+      out += indent + line + "\n";
+      line.clear();
+    }
+    line += (line.empty() ? "" : "  ") + item;
+  }
+  if (!line.empty()) out += indent + line + "\n";
+  return out;
+}
+
+std::string RenderStatus(const json& m, const json& events_json, const StatusViewOptions& opt) {
+  std::ostringstream out;
+  const std::string id = Str(m, "id");
+  const std::string phase = Str(m, "phase");
+  const std::string state = Str(m, "state");
+  const std::string label_indent = "  ";
+  const std::string value_indent = "  " + std::string(12, ' ');
+
+  out << "Migration " << (Str(m, "name").empty() ? "(unnamed)" : Str(m, "name")) << "  (" << id
+      << ")\n";
+  out << label_indent << Pad("Phase", 12) << (phase.empty() ? "?" : phase) << "\n";
+  out << RenderPhaseLine(phase, state, opt.width, value_indent);
+  out << label_indent << Pad("State", 12) << (state.empty() ? "?" : state);
+  if (!Str(m, "pending_action").empty()) out << " (awaiting " << Str(m, "pending_action") << ")";
+  out << "\n";
+  if (!Str(m, "created_at").empty())
+    out << label_indent << Pad("Created", 12) << Str(m, "created_at") << "\n";
+  if (!Str(m, "updated_at").empty())
+    out << label_indent << Pad("Updated", 12) << Str(m, "updated_at") << "\n";
+
+  const json& p = Obj(m, "progress");
+  const json& options = Obj(Obj(m, "spec"), "options");
+  std::ostringstream prog;
+  if (HasNumber(p, "basebackup_pct")) {
+    prog << label_indent << Pad("Base backup", 14) << ProgressBar(Num(p, "basebackup_pct")) << "\n";
+  }
+  if (HasNumber(p, "lag_bytes") || HasNumber(p, "lag_seconds")) {
+    prog << label_indent << Pad("Lag", 14);
+    if (HasNumber(p, "lag_bytes")) {
+      double b = Num(p, "lag_bytes");
+      prog << HumanBytes(b);
+      if (b >= 1024) prog << " (" << Fixed(b, 0) << " bytes)";
+    }
+    if (HasNumber(p, "lag_seconds")) {
+      prog << (HasNumber(p, "lag_bytes") ? ", " : "") << Fixed(Num(p, "lag_seconds"), 1)
+           << " s behind";
+    }
+    prog << "\n";
+  }
+  if (HasNumber(p, "in_sync_ms")) {
+    prog << label_indent << Pad("In sync", 14) << HumanMillis(Num(p, "in_sync_ms"));
+    if (HasNumber(options, "sustain_seconds")) {
+      double need = Num(options, "sustain_seconds");
+      prog << " of " << HumanMillis(need * 1000) << " required";
+      if (Num(p, "in_sync_ms") >= need * 1000) prog << " (met)";
+    }
+    if (HasNumber(options, "lag_threshold_bytes")) {
+      prog << ", lag threshold " << HumanBytes(Num(options, "lag_threshold_bytes"));
+    }
+    prog << "\n";
+  }
+  if (HasNumber(p, "source_wal_bps") || HasNumber(p, "replay_bps")) {
+    prog << label_indent << Pad("WAL rate", 14) << "source " << HumanBytes(Num(p, "source_wal_bps"))
+         << "/s, replay " << HumanBytes(Num(p, "replay_bps")) << "/s\n";
+  }
+  if (!prog.str().empty()) out << "\nProgress\n" << prog.str();
+
+  json findings =
+      m.is_object() ? ArrayOf(m.value("findings", json::array()), "findings") : json::array();
+  if (!findings.empty()) {
+    out << "\nFindings\n";
+    std::vector<std::vector<std::string>> rows = {{"ID", "SEVERITY", "SUBJECT", "MESSAGE"}};
+    for (const auto& f : findings) {
+      rows.push_back({Str(f, "id"), SeverityCell(f),
+                      Str(f, "subject").empty() ? "-" : Str(f, "subject"), Str(f, "message")});
+    }
+    std::string table = Table(rows, label_indent);
+    // Remedies go under their finding's row, for findings that are not ok.
+    std::istringstream lines(table);
+    std::string line;
+    size_t row = 0;
+    while (std::getline(lines, line)) {
+      out << line << "\n";
+      if (row > 0) {
+        const json& f = findings[row - 1];
+        if (Str(f, "severity") != "ok" && !Str(f, "remedy").empty()) {
+          out << label_indent << "  remedy: " << Str(f, "remedy") << "\n";
+        }
+        if (f.is_object() && f.value("overridden", false) == true &&
+            !Str(f, "override_reason").empty()) {
+          out << label_indent << "  override reason: " << Str(f, "override_reason") << "\n";
+        }
+      }
+      ++row;
+    }
+  }
+
+  if (!events_json.is_null()) {
+    json events = ArrayOf(events_json, "events");
+    if (!events.empty()) {
+      size_t n = std::min(opt.max_events, events.size());
+      out << "\nRecent events (last " << n << " of " << events.size() << ")\n";
+      std::vector<std::vector<std::string>> rows;
+      for (size_t i = events.size() - n; i < events.size(); ++i) {
+        const json& e = events[i];
+        rows.push_back({Str(e, "at"), Str(e, "phase"), Str(e, "kind"), Str(e, "message")});
+      }
+      out << Table(rows, label_indent);
+    }
+  }
+
+  const json& result = Obj(m, "result");
+  if (!result.empty()) {
+    out << "\nResult\n";
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& [k, v] : result.items())
+      rows.push_back({k, v.is_string() ? v.get<std::string>() : v.dump()});
+    out << Table(rows, label_indent);
+  }
+
+  if (!Str(m, "error").empty()) out << "\nError: " << Str(m, "error") << "\n";
+  std::string next = NextStep(m);
+  if (!next.empty()) out << "\nNext: " << next << "\n";
+  return out.str();
+}
+
+std::string RenderList(const json& list) {
+  json ms = ArrayOf(list, "migrations");
+  if (ms.empty()) {
+    return "No migrations. Create one with `pgshift migration create --name NAME --source CONNINFO "
+           "--target-dir DIR --target-port PORT`.\n";
+  }
+  std::vector<std::vector<std::string>> rows = {{"ID", "NAME", "PHASE", "STATE", "UPDATED"}};
+  for (const auto& m : ms) {
+    rows.push_back(
+        {Str(m, "id"), Str(m, "name"), Str(m, "phase"), Str(m, "state"), Str(m, "updated_at")});
+  }
+  return Table(rows, "");
+}
+
+std::string RenderEvents(const json& events_json) {
+  json events = ArrayOf(events_json, "events");
+  if (events.empty()) return "No events yet.\n";
+  std::vector<std::vector<std::string>> rows = {{"AT", "PHASE", "KIND", "MESSAGE"}};
+  for (const auto& e : events) {
+    rows.push_back({Str(e, "at"), Str(e, "phase"), Str(e, "kind"), Str(e, "message")});
+  }
+  return Table(rows, "");
+}
+
+}  // namespace pgshift::cli

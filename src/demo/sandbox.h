@@ -1,0 +1,77 @@
+// Sandbox: a whole local pgshift installation in one temporary directory —
+// a source cluster with an application database, a role `app` and data
+// (pgbench tables + the ledger table), a router in front of it, and a
+// pgshiftd process with its own state file. `pgshift demo` and the
+// end-to-end tests run migrations in it. The destructor stops every process
+// it started (pgshiftd, router, source and target clusters) and removes the
+// directory unless `keep`.
+// Not thread-safe, except Api() which may be called from any thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "provider/local_cluster.h"
+#include "router/pgbouncer_process.h"
+
+namespace pgshift::demo {
+
+struct SandboxOptions {
+  std::string router = "pgbouncer";  // pgbouncer | none
+  std::string pgshiftd_path;         // "" = next to this binary, or $PGSHIFTD
+  int pgbench_scale = 1;
+  bool keep = false;
+  std::string os_user = "postgres";
+};
+
+class Sandbox {
+ public:
+  static Result<std::unique_ptr<Sandbox>> Start(SandboxOptions opts);
+  ~Sandbox();
+
+  const std::string& dir() const { return dir_; }
+  // The application's connection: through the router when there is one.
+  std::string AppConninfo() const;
+  std::string SourceConninfo(const std::string& db = "app", const std::string& user = "app") const;
+  std::string TargetConninfo(const std::string& db = "app", const std::string& user = "app") const;
+  int target_port() const { return target_port_; }
+  std::string target_dir() const { return dir_ + "/target"; }
+  LocalCluster& source() { return *source_; }
+  std::string ApiUrl() const { return "http://127.0.0.1:" + std::to_string(api_port_); }
+
+  // A migration spec for this sandbox; `options` is merged into spec.options.
+  nlohmann::json MigrationSpec(const nlohmann::json& options) const;
+
+  // REST call to pgshiftd: {"status":N,"body":json}.
+  Result<nlohmann::json> Api(const std::string& method, const std::string& path,
+                             const std::string& body = "") const;
+  // Polls GET /v1/migrations/{id} until `pred` holds; Timeout after timeout_ms.
+  Result<nlohmann::json> WaitFor(const std::string& id,
+                                 const std::function<bool(const nlohmann::json&)>& pred,
+                                 int64_t timeout_ms) const;
+
+  Status StartPgshiftd();
+  Status KillPgshiftd(int sig);  // e.g. SIGKILL; waits for the process to end
+  std::string PgshiftdLog() const { return dir_ + "/pgshiftd.log"; }
+
+ private:
+  Sandbox() = default;
+  SandboxOptions opts_;
+  std::string dir_;
+  std::unique_ptr<LocalCluster> source_;
+  std::unique_ptr<PgBouncerProcess> pgbouncer_;
+  int target_port_ = 0;
+  int api_port_ = 0;
+  pid_t pgshiftd_pid_ = -1;
+};
+
+// The pgshiftd binary to use: $PGSHIFTD, else next to /proc/self/exe
+// (build tree layout: ../daemon/pgshiftd), else "pgshiftd" on PATH.
+std::string FindPgshiftd();
+
+}  // namespace pgshift::demo

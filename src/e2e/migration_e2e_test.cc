@@ -1,0 +1,269 @@
+// End-to-end: real PostgreSQL source under real load (pgbench + ledger
+// writers) through a real PgBouncer, a real pgshiftd process driven over its
+// REST API, a real physical replica that is promoted. Every acknowledged
+// write must be on the new primary exactly once.
+#include <signal.h>
+
+#include <atomic>
+
+#include <gtest/gtest.h>
+
+#include "common/os.h"
+#include "demo/sandbox.h"
+#include "pg/conn.h"
+#include "load/ledger.h"
+#include "load/pgbench_load.h"
+
+namespace pgshift {
+namespace {
+
+using json = nlohmann::json;
+using demo::Sandbox;
+
+constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a performance assertion
+
+bool Finalized(const json& m) { return m["phase"] == "finalized"; }
+bool Terminal(const json& m) {
+  return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
+         m["state"] == "blocked";
+}
+
+class MigrationE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto sb = Sandbox::Start({.router = "pgbouncer", .pgshiftd_path = PGSHIFTD_PATH});
+    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+    sb_ = std::move(sb).value();
+  }
+  void TearDown() override {
+    if (HasFailure() && sb_) {
+      auto log = ReadFile(sb_->PgshiftdLog());
+      if (log.ok()) std::cerr << "---- pgshiftd log ----\n" << log->substr(log->size() > 6000 ? log->size() - 6000 : 0);
+    }
+    sb_.reset();
+  }
+  std::string Create(const json& options) {
+    auto r = sb_->Api("POST", "/v1/migrations", sb_->MigrationSpec(options).dump());
+    EXPECT_TRUE(r.ok());
+    EXPECT_EQ((*r)["status"], 201) << (*r)["body"].dump();
+    return (*r)["body"].value("id", "");
+  }
+  void StartLoad() {
+    for (int w = 1; w <= 2; ++w) {
+      writers_.push_back(std::make_unique<load::LedgerWriter>(sb_->AppConninfo(), w));
+      writers_.back()->Start();
+    }
+    pgbench_ = std::make_unique<load::PgbenchLoad>(load::PgbenchOptions{
+        .conninfo = sb_->AppConninfo(), .clients = 4, .threads = 2, .chunk_seconds = 3,
+        .log_dir = sb_->dir() + "/pgbench-logs"});
+    pgbench_->Start();
+  }
+  void StopLoad() {
+    for (auto& w : writers_) w->Stop();
+    if (pgbench_) pgbench_->Stop();
+  }
+  // Every acknowledged ledger row is on `conninfo` exactly once; nothing failed.
+  void ExpectLedgerClean(const std::string& conninfo) {
+    for (auto& w : writers_) {
+      auto st = w->Stats();
+      EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
+      EXPECT_EQ(st.uncertain, 0) << (st.errors.empty() ? "" : st.errors.front());
+      EXPECT_GT(st.committed, 50);
+      auto check = load::CheckLedger(conninfo, w->writer_id(), w->Acknowledged());
+      ASSERT_TRUE(check.ok()) << check.status().ToString();
+      EXPECT_EQ(check->lost, 0);
+      EXPECT_EQ(check->duplicated, 0);
+      EXPECT_EQ(check->found, check->acknowledged);
+    }
+    auto pb = pgbench_->Stats();
+    EXPECT_EQ(pb.failed, 0) << (pb.errors.empty() ? "" : pb.errors.front());
+    EXPECT_EQ(pb.aborted_clients, 0);
+    EXPECT_GT(pb.transactions, 100);
+  }
+
+  std::unique_ptr<Sandbox> sb_;
+  std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
+  std::unique_ptr<load::PgbenchLoad> pgbench_;
+};
+
+TEST_F(MigrationE2E, UnderWriteLoadThroughPgBouncerNothingIsLostOrFails) {
+  StartLoad();
+  // A writer that bypasses the router and talks to the source directly: the
+  // fence must refuse it, or its write must reach the target.
+  load::LedgerWriter direct(sb_->SourceConninfo(), 99);
+  direct.Start();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
+                           {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100}});
+  auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "finalized") << m->dump(2);
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // load keeps running on the target
+  StopLoad();
+  direct.Stop();
+  ExpectLedgerClean(sb_->TargetConninfo());
+
+  auto d = direct.Stats();
+  EXPECT_GT(d.failed + d.uncertain, 0) << "the fence must have cut the direct writer off";
+  auto dcheck = load::CheckLedger(sb_->TargetConninfo(), 99, direct.Acknowledged());
+  ASSERT_TRUE(dcheck.ok());
+  EXPECT_EQ(dcheck->lost, 0) << "a write the source acknowledged is missing on the target";
+  EXPECT_EQ(dcheck->duplicated, 0);
+  EXPECT_GT(dcheck->acknowledged, 0);
+
+  // The target is a writable primary on a new timeline; the source is retired.
+  EXPECT_GE((*m)["result"]["timeline"].get<int>(), 2);
+  EXPECT_FALSE(sb_->source().Running());
+  // The parity check compared the fenced source with the promotion snapshot.
+  EXPECT_EQ((*m)["result"]["parity_done"], true);
+  int parity_ok = 0, parity_bad = 0;
+  for (const auto& f : (*m)["findings"]) {
+    if (f["id"] != "data_parity") continue;
+    (f["severity"] == "ok" ? parity_ok : parity_bad)++;
+  }
+  EXPECT_GT(parity_ok, 0);
+  EXPECT_EQ(parity_bad, 0) << (*m)["findings"].dump(1);
+  auto events = sb_->Api("GET", "/v1/migrations/" + id + "/events");
+  ASSERT_TRUE(events.ok());
+  EXPECT_GE((*events)["body"]["events"].size(), 10u);
+}
+
+TEST_F(MigrationE2E, RollbackAfterSwitchPutsTrafficBackOnTheSource) {
+  StartLoad();
+  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", false},
+                           {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100}});
+  auto m = sb_->WaitFor(id, [](const json& m) { return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m); },
+                        kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
+  // Without the explicit confirmation, rollback after the switch is refused.
+  auto refused = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ((*refused)["status"], 409);
+  EXPECT_NE((*refused)["body"]["error"].get<std::string>().find("discard_target_writes"),
+            std::string::npos);
+  auto ok = sb_->Api("POST", "/v1/migrations/" + id + "/rollback",
+                     R"({"discard_target_writes":true})");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ((*ok)["status"], 202) << (*ok)["body"].dump();
+  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)["phase"], "rolled_back");
+  // Writes go on, through the same router, onto the source.
+  load::LedgerWriter after(sb_->AppConninfo(), 50);
+  after.Start();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  after.Stop();
+  StopLoad();
+  auto st = after.Stats();
+  EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
+  EXPECT_GT(st.committed, 20);
+  auto check = load::CheckLedger(sb_->SourceConninfo(), 50, after.Acknowledged());
+  ASSERT_TRUE(check.ok());
+  EXPECT_EQ(check->lost, 0);
+  EXPECT_TRUE(sb_->source().Running());
+  // The source accepts direct connections again (unfenced) and is no longer replicating.
+  auto slots = sb_->source().Psql("select count(*) from pg_replication_slots");
+  ASSERT_TRUE(slots.ok());
+  EXPECT_EQ(*slots, "0\n");
+  auto pb = pgbench_->Stats();
+  EXPECT_EQ(pb.aborted_clients, 0);
+}
+
+TEST_F(MigrationE2E, SigkillDuringSyncResumes) {
+  StartLoad();
+  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
+                           {"sustain_seconds", 3}, {"verify_seconds", 1}, {"poll_ms", 100}});
+  auto m = sb_->WaitFor(id, [](const json& m) { return m["phase"] == "sync" || Terminal(m); },
+                        kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "sync");
+  ASSERT_TRUE(sb_->KillPgshiftd(SIGKILL).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(sb_->StartPgshiftd().ok());
+  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)["phase"], "finalized") << m->dump(2);
+  StopLoad();
+  ExpectLedgerClean(sb_->TargetConninfo());
+}
+
+TEST_F(MigrationE2E, SigkillDuringQuiesceResumes) {
+  StartLoad();
+  std::string id = Create({{"auto_cutover", false}, {"auto_finalize", true},
+                           {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100},
+                           {"hold_timeout_ms", 20000}});
+  auto m = sb_->WaitFor(id, [](const json& m) { return m["phase"] == "ready" || Terminal(m); },
+                        kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "ready");
+  // A transaction that stays open for 3 s keeps the hold (and so `quiesce`)
+  // going long enough to kill pgshiftd inside it.
+  std::atomic<bool> long_committed{false};
+  std::jthread long_txn([&] {
+    auto c = PgConn::Connect(sb_->AppConninfo());
+    if (!c.ok()) return;
+    Status st = (*c)->Exec("begin");
+    if (st.ok()) st = (*c)->Exec("select pg_sleep(3)");
+    if (st.ok()) st = (*c)->Exec("insert into pgshift_ledger (writer, n) values (77, 1)");
+    if (st.ok()) st = (*c)->Exec("commit");
+    long_committed = st.ok();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto cut = sb_->Api("POST", "/v1/migrations/" + id + "/cutover", "{}");
+  ASSERT_TRUE(cut.ok());
+  ASSERT_EQ((*cut)["status"], 202) << (*cut)["body"].dump();
+  m = sb_->WaitFor(id, [](const json& m) { return m["phase"] != "ready" && m["phase"] != "cdc_prepare"; }, 30000);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "quiesce") << "the long transaction should hold the migration in quiesce";
+  ASSERT_TRUE(sb_->KillPgshiftd(SIGKILL).ok());
+  ASSERT_TRUE(sb_->StartPgshiftd().ok());
+  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)["phase"], "finalized") << m->dump(2);
+  StopLoad();
+  ExpectLedgerClean(sb_->TargetConninfo());
+  long_txn.join();
+  EXPECT_TRUE(long_committed) << "the in-flight transaction must be let finish by the hold";
+  auto long_row = load::CheckLedger(sb_->TargetConninfo(), 77, {1});
+  ASSERT_TRUE(long_row.ok());
+  EXPECT_EQ(long_row->lost, 0) << "the in-flight transaction committed before the fence";
+}
+
+TEST_F(MigrationE2E, BadRequestsGet4xxAndChangeNothing) {
+  struct Case {
+    std::string body;
+    int status;
+    std::string needle;
+  };
+  json unknown = sb_->MigrationSpec({});
+  unknown["surprise"] = true;
+  json bad_conn = sb_->MigrationSpec({});
+  bad_conn["source"]["conninfo"] = "host=127.0.0.1 port=5432 bogus_key=1";
+  json bad_opt = sb_->MigrationSpec({{"sustain_seconds", "soon"}});
+  std::vector<Case> cases = {
+      {"{not json", 400, "JSON"},
+      {"[1,2]", 400, "object"},
+      {unknown.dump(), 400, "surprise"},
+      {bad_conn.dump(), 400, "bogus_key"},
+      {bad_opt.dump(), 400, "sustain_seconds"},
+  };
+  for (const auto& c : cases) {
+    auto r = sb_->Api("POST", "/v1/migrations", c.body);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ((*r)["status"], c.status) << c.body;
+    std::string err = (*r)["body"].value("error", "");
+    EXPECT_NE(err.find(c.needle), std::string::npos) << err;
+  }
+  auto missing = sb_->Api("GET", "/v1/migrations/m-nothere");
+  EXPECT_EQ((*missing)["status"], 404);
+  auto list = sb_->Api("GET", "/v1/migrations");
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE((*list)["body"]["migrations"].empty()) << "nothing may be stored";
+  EXPECT_FALSE(PathExists(sb_->target_dir())) << "nothing may be created";
+  auto slots = sb_->source().Psql("select count(*) from pg_replication_slots");
+  EXPECT_EQ(*slots, "0\n");
+}
+
+}  // namespace
+}  // namespace pgshift

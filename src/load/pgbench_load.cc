@@ -1,0 +1,100 @@
+#include "load/pgbench_load.h"
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "common/os.h"
+#include "common/process.h"
+
+namespace pgshift::load {
+
+void ParsePgbenchOutput(const std::string& out, PgbenchStats& into) {
+  std::smatch m;
+  if (std::regex_search(out, m, std::regex(R"(number of transactions actually processed: (\d+))"))) {
+    into.transactions += std::stoll(m[1]);
+  }
+  if (std::regex_search(out, m, std::regex(R"(number of failed transactions: (\d+))"))) {
+    into.failed += std::stoll(m[1]);
+  }
+  std::regex aborted(R"(client \d+ aborted[^\n]*)");
+  for (std::sregex_iterator it(out.begin(), out.end(), aborted), end; it != end; ++it) {
+    ++into.aborted_clients;
+    ++into.failed;
+    if (into.errors.size() < 5) into.errors.push_back(it->str());
+  }
+  if (out.find("number of transactions actually processed") == std::string::npos &&
+      into.errors.size() < 5) {
+    into.errors.push_back("pgbench produced no summary: " + out.substr(0, 500));
+    ++into.failed;
+  }
+}
+
+double MaxLatencyFromLogsUs(const std::string& dir) {
+  double worst = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::ifstream in(e.path());
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream ls(line);
+      double f[6] = {0};
+      for (double& v : f) ls >> v;
+      worst = std::max(worst, f[5]);
+    }
+  }
+  return worst;
+}
+
+Status InitPgbench(const std::string& conninfo, int scale) {
+  return RunChecked(DefaultRunner(), {.argv = {"pgbench", "-i", "-q", "-s", std::to_string(scale),
+                                               conninfo},
+                                      .timeout_ms = 300000})
+      .status()
+      .Wrap("pgbench -i");
+}
+
+PgbenchLoad::~PgbenchLoad() { Stop(); }
+
+void PgbenchLoad::Start() { thread_ = std::thread(&PgbenchLoad::Run, this); }
+
+void PgbenchLoad::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+PgbenchStats PgbenchLoad::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void PgbenchLoad::Run() {
+  int run = 0;
+  while (!stop_) {
+    const std::string dir = o_.log_dir + "/run" + std::to_string(run++);
+    std::filesystem::create_directories(dir);
+    std::vector<std::string> argv = {"pgbench", "-n", "-c", std::to_string(o_.clients), "-j",
+                                     std::to_string(o_.threads), "-T",
+                                     std::to_string(o_.chunk_seconds), "-M", o_.protocol, "-b",
+                                     o_.script, "-l", "--aggregate-interval=1",
+                                     "--log-prefix=" + dir + "/pgbench_log"};
+    if (o_.rate > 0) {
+      argv.push_back("-R");
+      argv.push_back(std::to_string(o_.rate));
+    }
+    argv.push_back(o_.conninfo);
+    auto r = DefaultRunner().Run({.argv = argv, .timeout_ms = (o_.chunk_seconds + 120) * 1000});
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.runs;
+    if (!r.ok()) {
+      ++stats_.failed;
+      stats_.errors.push_back(r.status().ToString());
+      continue;
+    }
+    ParsePgbenchOutput(r->output, stats_);
+    stats_.max_latency_ms = std::max(stats_.max_latency_ms, MaxLatencyFromLogsUs(dir) / 1000.0);
+  }
+}
+
+}  // namespace pgshift::load

@@ -1,0 +1,140 @@
+#include "provider/fence.h"
+
+#include <sstream>
+#include <thread>
+
+#include "common/clock.h"
+#include "common/os.h"
+
+namespace pgshift {
+namespace {
+
+constexpr const char* kBegin = "# >>> pgshift fence";
+constexpr const char* kEnd = "# <<< pgshift fence";
+
+std::string HbaQuote(const std::string& role) {
+  std::string out = "\"";
+  for (char c : role) out += (c == '"') ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+Result<std::string> HbaPath(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(Rows r, admin.Query("select current_setting('hba_file') as f"));
+  std::string path = r.Str(0, "f");
+  if (!PathExists(path)) {
+    return FailedPrecondition("the source's pg_hba.conf (" + path +
+                              ") is not on this host; the local provider can fence only a source "
+                              "running on the same machine as pgshiftd");
+  }
+  return path;
+}
+
+}  // namespace
+
+std::string LocalFence::WithoutFence(const std::string& hba) {
+  std::istringstream in(hba);
+  std::string line, out;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line.rfind(kBegin, 0) == 0) {
+      inside = true;
+      continue;
+    }
+    if (line.rfind(kEnd, 0) == 0) {
+      inside = false;
+      continue;
+    }
+    if (!inside) out += line + "\n";
+  }
+  return out;
+}
+
+std::string LocalFence::WithFence(const std::string& hba, const std::vector<std::string>& roles,
+                                  const std::string& label) {
+  std::string block = std::string(kBegin) + " (" + label +
+                      "): every login role but pgshift's is rejected; remove with "
+                      "`pgshift migration rollback` or by deleting this block and reloading\n";
+  if (!roles.empty()) {
+    std::string list;
+    for (const auto& r : roles) list += (list.empty() ? "" : ",") + HbaQuote(r);
+    block += "local all " + list + " reject\n";
+    block += "host all " + list + " all reject\n";
+  }
+  block += std::string(kEnd) + "\n";
+  return block + WithoutFence(hba);
+}
+
+Status LocalFence::Reload(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(Rows before, admin.Query("select pg_conf_load_time() as t"));
+  PGSHIFT_RETURN_IF_ERROR(admin.Exec("select pg_reload_conf()"));
+  // A new backend inherits the postmaster's configuration, so its
+  // pg_conf_load_time() moves once the postmaster has re-read pg_hba.conf.
+  const int64_t deadline = MonotonicMs() + 10000;
+  while (MonotonicMs() < deadline) {
+    PGSHIFT_ASSIGN_OR_RETURN(
+        Rows after, admin.Query("select pg_conf_load_time() > $1::timestamptz as reloaded",
+                                {before.Str(0, "t")}));
+    if (after.Bool(0, "reloaded")) return Status::OK();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Our own backend updates its load time only when it processes SIGHUP,
+    // which it does between statements; keep asking.
+  }
+  return Timeout("the source did not reload pg_hba.conf within 10 s");
+}
+
+Status LocalFence::Fence(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(std::string path, HbaPath(admin));
+  PGSHIFT_ASSIGN_OR_RETURN(
+      Rows roles, admin.Query("select rolname from pg_roles where rolcanlogin and "
+                              "rolname <> current_user order by 1"));
+  std::vector<std::string> names;
+  for (size_t i = 0; i < roles.size(); ++i) names.push_back(roles.Str(i, "rolname"));
+  PGSHIFT_ASSIGN_OR_RETURN(std::string hba, ReadFile(path));
+  std::string fenced = WithFence(hba, names, label_);
+  if (fenced != hba) {
+    PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(path, fenced));
+    PGSHIFT_RETURN_IF_ERROR(Reload(admin));
+  }
+  // Sessions that authenticated before the reload may still exist or be
+  // finishing authentication: sweep until two sweeps in a row find none.
+  const char* kOthers =
+      "select pid from pg_stat_activity where backend_type = 'client backend' "
+      "and pid <> pg_backend_pid()";
+  int clean = 0;
+  const int64_t deadline = MonotonicMs() + 15000;
+  while (clean < 2) {
+    if (MonotonicMs() > deadline) {
+      PGSHIFT_ASSIGN_OR_RETURN(Rows left, admin.Query(kOthers));
+      return Timeout("fence: " + std::to_string(left.size()) +
+                     " client session(s) on the source survived termination for 15 s");
+    }
+    PGSHIFT_ASSIGN_OR_RETURN(Rows others, admin.Query(kOthers));
+    if (others.empty()) {
+      ++clean;
+    } else {
+      clean = 0;
+      PGSHIFT_RETURN_IF_ERROR(admin.Exec(
+          "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = "
+          "'client backend' and pid <> pg_backend_pid()"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status::OK();
+}
+
+Status LocalFence::Unfence(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(std::string path, HbaPath(admin));
+  PGSHIFT_ASSIGN_OR_RETURN(std::string hba, ReadFile(path));
+  std::string open = WithoutFence(hba);
+  if (open == hba) return Status::OK();
+  PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(path, open));
+  return Reload(admin);
+}
+
+Result<bool> LocalFence::IsFenced(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(std::string path, HbaPath(admin));
+  PGSHIFT_ASSIGN_OR_RETURN(std::string hba, ReadFile(path));
+  return hba.find(kBegin) != std::string::npos;
+}
+
+}  // namespace pgshift

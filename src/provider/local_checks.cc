@@ -1,0 +1,90 @@
+// The local provider's own preflight and validate checks: the conditions
+// under which it could not build or run the replica at all. The replication
+// validation suite (src/checks) adds the deeper ones.
+#include "checks/checks.h"
+#include "common/os.h"
+#include "provider/local_env.h"
+
+namespace pgshift {
+namespace {
+
+using checks::Finding;
+using checks::Severity;
+
+Finding Ok(const std::string& id, const std::string& subject, nlohmann::json value,
+           const std::string& message) {
+  return {.id = id, .severity = Severity::kOk, .subject = subject, .value = std::move(value),
+          .message = message};
+}
+
+Finding Block(const std::string& id, const std::string& subject, nlohmann::json value,
+              nlohmann::json threshold, const std::string& message, const std::string& remedy) {
+  return {.id = id, .severity = Severity::kBlocking, .subject = subject,
+          .value = std::move(value), .threshold = std::move(threshold), .message = message,
+          .remedy = remedy};
+}
+
+}  // namespace
+
+checks::TargetPlan LocalEnv::Plan() const {
+  return checks::TargetPlan{.bin_dir = target_.spec().bin_dir, .settings = spec_.target.settings};
+}
+
+Result<std::vector<checks::Finding>> LocalEnv::PreflightFindings() {
+  PGSHIFT_ASSIGN_OR_RETURN(PgConn * source, Source());
+  PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> out, checks::RunPreflight(*source, Plan()));
+  PGSHIFT_ASSIGN_OR_RETURN(SourceInfo src, InspectSource());
+  if (src.in_recovery) {
+    out.push_back(Block("source_role", "", "standby", "primary",
+                        "the source is itself a standby",
+                        "point source.conninfo at the primary"));
+  }
+  if (src.max_replication_slots - src.used_replication_slots < 1) {
+    out.push_back(Block("replication_capacity", "max_replication_slots",
+                        src.used_replication_slots, src.max_replication_slots,
+                        "no free replication slot on the source for the replica",
+                        "raise max_replication_slots (restart) or drop an unused slot"));
+  } else {
+    out.push_back(Ok("replication_capacity", "max_replication_slots",
+                     src.max_replication_slots - src.used_replication_slots,
+                     "a replication slot is free"));
+  }
+
+  const std::string& dir = spec_.target.data_dir;
+  if (target_.Exists()) {
+    auto marker = ReadFile(dir + "/pgshift.migration");
+    if (!marker.ok() || *marker != id_) {
+      out.push_back(Block("target_dir", dir, "in use", "empty",
+                          "target.data_dir already holds a PostgreSQL cluster",
+                          "choose an empty or non-existent directory for target.data_dir"));
+    }
+  } else if (PortOpen("127.0.0.1", spec_.target.port)) {
+    out.push_back(Block("target_port", std::to_string(spec_.target.port), "in use", "free",
+                        "something already listens on 127.0.0.1:" +
+                            std::to_string(spec_.target.port),
+                        "choose a free target.port"));
+  }
+  return out;
+}
+
+Result<std::vector<checks::Finding>> LocalEnv::ValidateFindings() {
+  PGSHIFT_ASSIGN_OR_RETURN(PgConn * source, Source());
+  PGSHIFT_ASSIGN_OR_RETURN(PgConn * target, Target());
+  PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> out, checks::RunValidate(*source, *target, Plan()));
+  const std::string slot = SlotNameFor(id_);
+  PGSHIFT_ASSIGN_OR_RETURN(
+      Rows rows, source->Query("select active from pg_replication_slots where slot_name = $1",
+                               {slot}));
+  if (rows.empty() || !rows.Bool(0, "active")) {
+    out.push_back(Block("replica_streaming", slot, rows.empty() ? "missing" : "inactive",
+                        "active", "the replica is not streaming from its slot",
+                        "check the target's log (" + target_.LogFile() + ")"));
+  } else {
+    out.push_back(Ok("replica_streaming", slot, "active", "the replica streams from its slot"));
+  }
+  return out;
+}
+
+std::vector<checks::Finding> LocalEnv::SyncFindings() { return monitor_.Findings(); }
+
+}  // namespace pgshift
