@@ -327,12 +327,13 @@ void AddMigrationCommands(CLI::App& app, CliContext& ctx) {
   e->add_flag("--json", ev->json_out, "Print the server's JSON");
   e->callback([&ctx, ev] { RunEvents(ctx, ev->id, ev->json_out); });
 
-  // cutover / finalize
-  for (const char* action : {"cutover", "finalize"}) {
+  // cutover / finalize / retry
+  for (const auto& [action, help] : std::vector<std::pair<const char*, const char*>>{
+           {"cutover", "Approve the cutover of a ready migration"},
+           {"finalize", "Retire the source after a verified cutover"},
+           {"retry", "Run a failed or blocked step again once its cause is fixed"}}) {
     auto args = std::make_shared<IdJson>();
-    CLI::App* a = mig->add_subcommand(action, std::string(action) == "cutover"
-                                                  ? "Approve the cutover of a ready migration"
-                                                  : "Retire the source after a verified cutover");
+    CLI::App* a = mig->add_subcommand(action, help);
     a->add_option("id", args->id, "Migration id")->required();
     a->add_flag("--json", args->json_out, "Print the server's JSON");
     std::string name = action;

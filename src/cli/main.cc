@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "demo/demo_command.h"
 
 namespace {
 
@@ -29,6 +30,8 @@ int main(int argc, char** argv) {
   using namespace pgshift::cli;
   const std::vector<CommandRegistrar> kCommands = {
       AddMigrationCommands,
+      pgshift::demo::AddDemoCommand,
+      pgshift::demo::AddCheckCommand,
   };
   CliIo io;
   io.out = &std::cout;

@@ -1,0 +1,173 @@
+#include "demo/demo.h"
+
+#include <cstdio>
+#include <ostream>
+#include <thread>
+
+#include "common/clock.h"
+#include "demo/sandbox.h"
+#include "load/ledger.h"
+#include "load/pgbench_load.h"
+
+namespace pgshift::demo {
+
+using json = nlohmann::json;
+
+nlohmann::ordered_json DemoResult(const std::string& state, const std::string& router,
+                                  int64_t committed, int64_t failed, int64_t lost,
+                                  int64_t duplicated, double max_latency_ms, double stall_ms) {
+  auto round1 = [](double v) { return static_cast<double>(static_cast<int64_t>(v * 10 + 0.5)) / 10; };
+  nlohmann::ordered_json r;  // keeps the documented key order
+  r["state"] = state;
+  r["router"] = router;
+  r["committed_txns"] = committed;
+  r["failed_txns"] = failed;
+  r["lost_rows"] = lost;
+  r["duplicated_rows"] = duplicated;
+  r["max_txn_latency_ms"] = round1(max_latency_ms);
+  r["cutover_stall_ms"] = round1(stall_ms);
+  return r;
+}
+
+namespace {
+
+// Prints events not printed yet, with their time since the demo started.
+class Timeline {
+ public:
+  Timeline(const Sandbox& sb, std::ostream& out) : sb_(sb), out_(out), t0_(DefaultClock().NowMs()) {}
+  void Note(const std::string& what) {
+    Line(DefaultClock().NowMs(), "demo", what);
+  }
+  void Poll(const std::string& id) {
+    auto r = sb_.Api("GET", "/v1/migrations/" + id + "/events");
+    if (!r.ok() || (*r)["status"] != 200) return;
+    const json& events = (*r)["body"]["events"];
+    for (size_t i = printed_; i < events.size(); ++i) {
+      const json& e = events[i];
+      Line(e.value("at_ms", int64_t{0}), e.value("phase", ""),
+           (e.value("kind", "") == "info" ? "" : e.value("kind", "") + ": ") + e.value("message", ""));
+    }
+    printed_ = events.size();
+  }
+
+ private:
+  void Line(int64_t at_ms, const std::string& phase, const std::string& msg) {
+    char head[64];
+    std::snprintf(head, sizeof head, "  +%6.2fs  %-13s ", (at_ms - t0_) / 1000.0, phase.c_str());
+    out_ << head << msg << "\n" << std::flush;
+  }
+  const Sandbox& sb_;
+  std::ostream& out_;
+  int64_t t0_;
+  size_t printed_ = 0;
+};
+
+}  // namespace
+
+int RunDemo(const DemoOptions& opts, std::ostream& out, std::ostream& err) {
+  out << "pgshift demo: a live PostgreSQL database under write load moves onto a new cluster\n"
+      << "through " << opts.router << "; every acknowledged write is then looked up on the "
+      << "new primary.\n\n";
+  auto sbr = Sandbox::Start({.router = opts.router, .pgbench_scale = opts.pgbench_scale,
+                             .keep = opts.keep});
+  if (!sbr.ok()) {
+    err << "demo: could not build the sandbox: " << sbr.status().message() << "\n";
+    out << "DEMO RESULT " << DemoResult("error", opts.router, 0, 0, 0, 0, 0, 0).dump() << "\n";
+    return 1;
+  }
+  Sandbox& sb = **sbr;
+  Timeline tl(sb, out);
+  tl.Note("sandbox up in " + sb.dir() + ": source PostgreSQL 15, " + opts.router +
+          ", pgshiftd at " + sb.ApiUrl());
+
+  std::vector<std::unique_ptr<load::LedgerWriter>> writers;
+  for (int w = 1; w <= 2; ++w) {
+    writers.push_back(std::make_unique<load::LedgerWriter>(sb.AppConninfo(), w));
+    writers.back()->Start();
+  }
+  load::PgbenchLoad pgbench({.conninfo = sb.AppConninfo(), .clients = opts.pgbench_clients,
+                             .threads = 2, .chunk_seconds = 3,
+                             .log_dir = sb.dir() + "/pgbench-logs"});
+  pgbench.Start();
+  tl.Note("load started through the router: pgbench tpcb (" +
+          std::to_string(opts.pgbench_clients) + " clients) + 2 ledger writers");
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+
+  json spec = sb.MigrationSpec({{"auto_cutover", true}, {"auto_finalize", true},
+                                {"sustain_seconds", opts.sustain_seconds},
+                                {"verify_seconds", opts.verify_seconds}, {"poll_ms", 100}});
+  auto created = sb.Api("POST", "/v1/migrations", spec.dump());
+  std::string id, state = "error";
+  json final_m;
+  if (!created.ok() || (*created)["status"] != 201) {
+    err << "demo: pgshiftd refused the migration: "
+        << (created.ok() ? (*created)["body"].dump() : created.status().message()) << "\n";
+  } else {
+    id = (*created)["body"]["id"];
+    tl.Note("migration " + id + " created (POST /v1/migrations)");
+    const int64_t deadline = MonotonicMs() + 300000;
+    while (MonotonicMs() < deadline) {
+      tl.Poll(id);
+      auto m = sb.Api("GET", "/v1/migrations/" + id);
+      if (m.ok() && (*m)["status"] == 200) {
+        final_m = (*m)["body"];
+        const std::string phase = final_m.value("phase", "");
+        if (phase == "finalized" || phase == "rolled_back" || final_m.value("state", "") == "failed" ||
+            final_m.value("state", "") == "blocked") {
+          break;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    tl.Poll(id);
+    state = final_m.value("state", "timeout");
+    if (final_m.value("phase", "") != "finalized" && state != "failed") state = final_m.value("phase", state);
+  }
+  // Keep writing for a moment on the new primary, then stop.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  for (auto& w : writers) w->Stop();
+  pgbench.Stop();
+  tl.Note("load stopped");
+
+  int64_t committed = 0, failed = 0, lost = 0, duplicated = 0;
+  double max_latency_ms = 0;
+  const std::string check_on = state == "finalized" ? sb.TargetConninfo() : sb.SourceConninfo();
+  for (auto& w : writers) {
+    auto st = w->Stats();
+    committed += st.committed;
+    failed += st.failed + st.uncertain;
+    max_latency_ms = std::max(max_latency_ms, st.max_latency_us / 1000.0);
+    for (const auto& e : st.errors) err << "ledger writer " << w->writer_id() << ": " << e << "\n";
+    auto check = load::CheckLedger(check_on, w->writer_id(), w->Acknowledged());
+    if (!check.ok()) {
+      err << "demo: ledger check failed: " << check.status().message() << "\n";
+      lost += st.committed;
+      continue;
+    }
+    lost += check->lost;
+    duplicated += check->duplicated;
+  }
+  auto pb = pgbench.Stats();
+  committed += pb.transactions;
+  failed += pb.failed;
+  max_latency_ms = std::max(max_latency_ms, pb.max_latency_ms);
+  for (const auto& e : pb.errors) err << "pgbench: " << e << "\n";
+  const double stall_ms = final_m["result"].value("hold_ms", 0.0);
+
+  out << "\nledger: " << committed << " committed transactions (" << pb.transactions
+      << " pgbench, " << committed - pb.transactions << " ledger rows), " << lost << " lost, "
+      << duplicated << " duplicated, " << failed << " failed\n";
+  if (!final_m.is_null() && final_m.contains("result")) {
+    const json& r = final_m["result"];
+    out << "cutover: final LSN " << r.value("final_lsn", "?") << ", timeline "
+        << r.value("timeline", 0) << ", traffic held " << r.value("hold_ms", 0) << " ms\n";
+  }
+  if (opts.keep) out << "sandbox kept in " << sb.dir() << "\n";
+  auto result = DemoResult(state, opts.router, committed, failed, lost, duplicated,
+                           max_latency_ms, stall_ms);
+  out << "DEMO RESULT " << result.dump() << "\n" << std::flush;
+  const bool ok = state == "finalized" && failed == 0 && lost == 0 && duplicated == 0;
+  return ok ? 0 : 1;
+}
+
+}  // namespace pgshift::demo
