@@ -40,7 +40,7 @@ void UnknownPath(httplib::Response& res, const std::string& path) {
       res, 404, Code::kNotFound,
       "no such endpoint: " + path +
           " (endpoints: /healthz, /v1/migrations, /v1/migrations/{id}, "
-          "/v1/migrations/{id}/events, /v1/migrations/{id}/{cutover|rollback|finalize|override|retry})");
+          "/v1/migrations/{id}/events, /v1/migrations/{id}/{cutover|rollback|finalize|override|retry|drop_slot})");
 }
 
 bool IsBlank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
@@ -92,7 +92,7 @@ std::vector<std::string> SplitPath(std::string_view path) {
 
 bool IsAction(const std::string& s) {
   return s == "cutover" || s == "rollback" || s == "finalize" || s == "override" ||
-         s == "retry";
+         s == "retry" || s == "drop_slot";
 }
 
 }  // namespace
@@ -290,7 +290,7 @@ void ApiServer::HandleMigrations(const httplib::Request& req, httplib::Response&
   if (parts.size() == 4) {
     return WriteError(res, 404, Code::kNotFound,
                       "unknown migration action '" + parts[3] +
-                          "'; actions: events (GET), cutover, rollback, finalize, override, retry (POST)");
+                          "'; actions: events (GET), cutover, rollback, finalize, override, retry, drop_slot (POST)");
   }
   UnknownPath(res, path);
 }

@@ -378,6 +378,23 @@ void AddMigrationCommands(CLI::App& app, CliContext& ctx) {
     if (subject->count()) body["subject"] = ov->subject;
     RunAction(ctx, ov->id, "override", body, ov->json_out);
   });
+
+  // drop-slot
+  struct DropSlotArgs {
+    std::string id, slot, reason;
+    bool json_out = false;
+  };
+  auto ds = std::make_shared<DropSlotArgs>();
+  CLI::App* d = mig->add_subcommand(
+      "drop-slot", "Drop an inactive replication slot on the source that slot_health named");
+  d->add_option("id", ds->id, "Migration id")->required();
+  d->add_option("--slot", ds->slot, "Slot name")->required();
+  d->add_option("--reason", ds->reason, "Why the slot can go (recorded)")->required();
+  d->add_flag("--json", ds->json_out, "Print the server's JSON");
+  d->callback([&ctx, ds] {
+    RunAction(ctx, ds->id, "drop_slot", {{"slot", ds->slot}, {"reason", ds->reason}},
+              ds->json_out);
+  });
 }
 
 int RunCli(const std::vector<std::string>& args, CliIo io,

@@ -230,6 +230,39 @@ TEST_F(MigrationE2E, SigkillDuringQuiesceResumes) {
   EXPECT_EQ(long_row->lost, 0) << "the in-flight transaction committed before the fence";
 }
 
+TEST_F(MigrationE2E, InactiveSlotIsNamedAndDroppedOnlyOnRequest) {
+  ASSERT_TRUE(sb_->source()
+                  .Psql("select pg_create_logical_replication_slot('abandoned_etl', 'test_decoding')",
+                        "app")
+                  .ok());
+  std::string id = Create({{"auto_cutover", false}, {"sustain_seconds", 1}, {"poll_ms", 100}});
+  auto m = sb_->WaitFor(id, [](const json& m) { return m["phase"] == "ready" || Terminal(m); },
+                        kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  bool named = false;
+  for (const auto& f : (*m)["findings"]) {
+    named = named || (f["id"] == "slot_health" && f["subject"] == "abandoned_etl" &&
+                      f["remedy"].get<std::string>().find("pg_drop_replication_slot") !=
+                          std::string::npos);
+  }
+  EXPECT_TRUE(named) << (*m)["findings"].dump(1);
+  EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots where slot_name = 'abandoned_etl'"),
+            "1\n") << "pgshift must not drop a slot on its own";
+  auto own = sb_->Api("POST", "/v1/migrations/" + id + "/drop_slot",
+                      json{{"slot", "pgshift_" + id.substr(0, 1) + "_" + id.substr(2)}, {"reason", "x"}}.dump());
+  EXPECT_EQ((*own)["status"], 409);
+  auto drop = sb_->Api("POST", "/v1/migrations/" + id + "/drop_slot",
+                       R"({"slot":"abandoned_etl","reason":"the ETL job was retired"})");
+  ASSERT_TRUE(drop.ok());
+  EXPECT_EQ((*drop)["status"], 202) << (*drop)["body"].dump();
+  std::string left = "1\n";
+  for (int i = 0; i < 100 && left != "0\n"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    left = *sb_->source().Psql("select count(*) from pg_replication_slots where slot_name = 'abandoned_etl'");
+  }
+  EXPECT_EQ(left, "0\n");
+}
+
 TEST_F(MigrationE2E, BadRequestsGet4xxAndChangeNothing) {
   struct Case {
     std::string body;
@@ -241,7 +274,11 @@ TEST_F(MigrationE2E, BadRequestsGet4xxAndChangeNothing) {
   json bad_conn = sb_->MigrationSpec({});
   bad_conn["source"]["conninfo"] = "host=127.0.0.1 port=5432 bogus_key=1";
   json bad_opt = sb_->MigrationSpec({{"sustain_seconds", "soon"}});
+  json unreachable = sb_->MigrationSpec({});
+  unreachable["source"]["conninfo"] =
+      "host=127.0.0.1 port=" + std::to_string(FreePort().value()) + " user=postgres dbname=postgres";
   std::vector<Case> cases = {
+      {unreachable.dump(), 400, "cannot reach the source"},
       {"{not json", 400, "JSON"},
       {"[1,2]", 400, "object"},
       {unknown.dump(), 400, "surprise"},

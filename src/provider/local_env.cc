@@ -160,6 +160,21 @@ Result<std::vector<LogicalSlot>> LocalEnv::LogicalSlots() {
   });
 }
 
+Status LocalEnv::DropInactiveSlot(const std::string& slot) {
+  return OnSource<bool>([&](PgConn& c) -> Result<bool> {
+           PGSHIFT_ASSIGN_OR_RETURN(
+               Rows r, c.Query("select active from pg_replication_slots where slot_name = $1",
+                               {slot}));
+           if (r.empty()) return NotFound("no replication slot '" + slot + "' on the source");
+           if (r.Bool(0, "active")) {
+             return FailedPrecondition("slot '" + slot + "' is in use by a consumer; stop it first");
+           }
+           PGSHIFT_RETURN_IF_ERROR(c.Exec("select pg_drop_replication_slot($1)", {slot}));
+           return true;
+         })
+      .status();
+}
+
 Result<ReplicationLag> LocalEnv::Lag(const std::string& slot) {
   auto src = OnSource<Rows>([&](PgConn& c) {
     return c.Query(

@@ -37,6 +37,7 @@ class LocalEnv : public MigrationEnv {
   Status EnsurePhysicalSlot(const std::string& slot) override;
   Status DropSlot(const std::string& slot) override;
   Result<std::vector<LogicalSlot>> LogicalSlots() override;
+  Status DropInactiveSlot(const std::string& slot) override;
   Result<ReplicationLag> Lag(const std::string& slot) override;
   Status FenceSource() override;
   Status UnfenceSource() override;

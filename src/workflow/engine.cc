@@ -129,9 +129,14 @@ Result<json> Engine::Create(const json& body) {
   }
   MigrationRecord m;
   m.id = NewId();
-  // Building the environment validates the router config and the source
-  // conninfo without touching either.
-  PGSHIFT_RETURN_IF_ERROR(envs_.Make(m.id, spec).status());
+  // Building the environment validates the router config; a source that
+  // cannot be reached now is a mistake in the request, not a job to retry.
+  PGSHIFT_ASSIGN_OR_RETURN(auto env, envs_.Make(m.id, spec));
+  if (auto info = env->InspectSource(); !info.ok()) {
+    return InvalidArgument("cannot reach the source with source.conninfo: " +
+                           info.status().message());
+  }
+  env.reset();
   m.name = spec.name;
   m.spec = spec.ToJson();
   m.phase = PhaseName(Phase::kPreflight);
@@ -243,6 +248,15 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
                       body.value("finding", "") + "'" +
                       (body.value("subject", "").empty() ? "" : " for '" + body.value("subject", "") + "'"));
     }
+  } else if (action == "drop_slot") {
+    PGSHIFT_RETURN_IF_ERROR(only({"slot", "reason"}));
+    if (body.value("slot", "").empty() || body.value("reason", "").empty()) {
+      return InvalidArgument("drop_slot needs \"slot\" (its name) and a \"reason\" (recorded)");
+    }
+    if (body.value("slot", "") == SlotNameFor(id)) {
+      return FailedPrecondition("slot " + body.value("slot", "") +
+                                " is this migration's own replica slot; roll back instead");
+    }
   } else if (action == "retry") {
     PGSHIFT_RETURN_IF_ERROR(only({}));
     if (m.state != state::kFailed && m.state != state::kBlocked) {
@@ -250,7 +264,7 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
     }
   } else {
     return InvalidArgument("unknown action '" + action +
-                           "' (expected cutover, rollback, finalize, override or retry)");
+                           "' (expected cutover, rollback, finalize, override, drop_slot or retry)");
   }
   PGSHIFT_RETURN_IF_ERROR(store_.RequestAction(id, action, body));
   (void)store_.AppendEvent(id, {0, clock_.NowMs(), m.phase, "info", action + " requested"});

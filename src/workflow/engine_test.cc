@@ -396,6 +396,36 @@ TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {
   EXPECT_EQ(engine_->Act("m-missing", "cutover", json::object()).status().code(), Code::kNotFound);
 }
 
+TEST_F(EngineTest, UnreachableSourceIsRefusedAtCreate) {
+  world_->source_down = true;
+  auto r = engine_->Create(Spec());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("cannot reach the source"), std::string::npos);
+  EXPECT_TRUE(engine_->List().value().empty());
+}
+
+TEST_F(EngineTest, InactiveSlotIsDroppedOnlyOnExplicitRequest) {
+  world_->logical_slots = {{.name = "old_etl", .plugin = "test_decoding", .active = false},
+                           {.name = "live_cdc", .plugin = "test_decoding", .active = true}};
+  world_->preflight.push_back({.id = "slot_health", .severity = checks::Severity::kBlocking,
+                               .subject = "old_etl", .message = "inactive, retains WAL"});
+  std::string id = Create(Spec(false, false));
+  Run(id);
+  ASSERT_EQ(Get(id)["state"], "blocked");
+  EXPECT_EQ(world_->logical_slots.size(), 2u) << "never dropped without a request";
+  EXPECT_EQ(engine_->Act(id, "drop_slot", {{"slot", "old_etl"}}).status().code(),
+            Code::kInvalidArgument);
+  ASSERT_TRUE(engine_->Act(id, "drop_slot", {{"slot", "live_cdc"}, {"reason", "x"}}).ok());
+  Run(id);
+  EXPECT_EQ(world_->logical_slots.size(), 2u) << "an active slot is refused";
+  world_->preflight.clear();  // the check no longer sees the slot once it is gone
+  ASSERT_TRUE(engine_->Act(id, "drop_slot", {{"slot", "old_etl"}, {"reason", "ETL retired"}}).ok());
+  Run(id);
+  ASSERT_EQ(world_->logical_slots.size(), 1u);
+  EXPECT_EQ(world_->logical_slots[0].name, "live_cdc");
+  EXPECT_EQ(Get(id)["phase"], "ready");
+}
+
 TEST_F(EngineTest, SecondMigrationOntoTheSameTargetDirIsRefused) {
   std::string id = Create(Spec(false, false));
   auto again = engine_->Create(Spec());

@@ -79,6 +79,9 @@ class MigrationEnv {
   // Absent slot: OK. An active slot's walsender is terminated first.
   virtual Status DropSlot(const std::string& slot) = 0;
   virtual Result<std::vector<LogicalSlot>> LogicalSlots() = 0;
+  // An operator's explicit request: drops a slot that no consumer is using.
+  // Refuses an active slot (FailedPrecondition) and an unknown one (NotFound).
+  virtual Status DropInactiveSlot(const std::string& slot) = 0;
   virtual Result<ReplicationLag> Lag(const std::string& slot) = 0;
   // Rejects new connections for every role but pgshift's own, terminates the
   // remaining client sessions and verifies none is left.

@@ -43,6 +43,7 @@ class FakeEnv : public MigrationEnv {
 
   Result<SourceInfo> InspectSource() override {
     Before("InspectSource");
+    if (w_->source_down) return Unavailable("fake: connection refused");
     return SourceInfo{150000, "logical", 10, 10, static_cast<int>(w_->slots.size()), false};
   }
   Result<std::vector<checks::Finding>> PreflightFindings() override {
@@ -67,6 +68,16 @@ class FakeEnv : public MigrationEnv {
     return After("DropSlot");
   }
   Result<std::vector<LogicalSlot>> LogicalSlots() override { return w_->logical_slots; }
+  Status DropInactiveSlot(const std::string& slot) override {
+    Before("DropInactiveSlot");
+    for (auto it = w_->logical_slots.begin(); it != w_->logical_slots.end(); ++it) {
+      if (it->name != slot) continue;
+      if (it->active) return FailedPrecondition("fake: slot " + slot + " is active");
+      w_->logical_slots.erase(it);
+      return Status::OK();
+    }
+    return NotFound("fake: no slot " + slot);
+  }
   Result<ReplicationLag> Lag(const std::string&) override {
     Before("Lag");
     Advance();

@@ -29,6 +29,7 @@ struct FakeWorld {
   bool retired = false;
   std::set<std::string> slots;
   std::vector<LogicalSlot> logical_slots;
+  bool source_down = false;
   // target
   bool target_exists = false;
   bool target_running = false;

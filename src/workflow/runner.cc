@@ -95,6 +95,22 @@ void MigrationRunner::HandleAction() {
       if (m_.state == state::kBlocked) m_.state = state::kRunning;
       Save();
     }
+  } else if (action == "drop_slot") {
+    (void)store_.ClearAction(id_);
+    m_.pending_action.clear();
+    const std::string slot = m_.action_body.value("slot", "");
+    Status st = slot == SlotNameFor(id_)
+                    ? FailedPrecondition("slot " + slot + " is this migration's own replica slot")
+                    : env_->DropInactiveSlot(slot);
+    if (st.ok()) {
+      Event("warning", "replication slot " + slot + " dropped on operator request: " +
+                           m_.action_body.value("reason", ""));
+      // Re-run the checks that saw it.
+      if (m_.state == state::kBlocked) m_.state = state::kRunning;
+      Save();
+    } else {
+      Event("error", "could not drop slot " + slot + ": " + st.message());
+    }
   } else if (action == "retry") {
     (void)store_.ClearAction(id_);
     m_.pending_action.clear();

@@ -35,9 +35,10 @@ class MigrationService {
   virtual Result<nlohmann::json> List() = 0;
   // [{"at":"...","phase":"...","kind":"info|warning|error","message":"..."}]
   virtual Result<nlohmann::json> Events(const std::string& id) = 0;
-  // action: cutover | rollback | finalize | override
-  //   rollback body: {"discard_target_writes":bool}   (needed after switch)
-  //   override body: {"finding":"id","subject":"...","reason":"..."}
+  // action: cutover | rollback | finalize | override | drop_slot | retry
+  //   rollback body:  {"discard_target_writes":bool}   (needed after switch)
+  //   override body:  {"finding":"id","subject":"...","reason":"..."}
+  //   drop_slot body: {"slot":"name","reason":"..."}   (an inactive slot on the source)
   virtual Result<nlohmann::json> Act(const std::string& id, const std::string& action,
                                      const nlohmann::json& body) = 0;
 };
