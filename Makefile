@@ -17,6 +17,12 @@ demo: build
 check: build
 	@bash scripts/check.sh $(BUILD)
 
+bench-cutover: build
+	@$(BUILD)/bench/cutover/cutover_bench
+
+bench-proxy: build
+	@bash bench/proxy/run.sh $(BUILD)
+
 unit: build
 	@cd $(BUILD) && ctest -L unit --output-on-failure
 

@@ -107,12 +107,10 @@ Status SqliteStateStore::ExecLocked(const std::string& sql) {
   return Status::OK();
 }
 
-Status SqliteStateStore::Insert(const MigrationRecord& m) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_,
-         "INSERT INTO migrations (id, name, spec, phase, state, progress, result, findings, "
-         "error, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
-  PGSHIFT_RETURN_IF_ERROR(s.status());
+namespace {
+
+// Insert and Update share one parameter numbering.
+void BindRecord(Stmt& s, const MigrationRecord& m) {
   s.Bind(1, m.id);
   s.Bind(2, m.name);
   s.Bind(3, m.spec.dump());
@@ -124,6 +122,17 @@ Status SqliteStateStore::Insert(const MigrationRecord& m) {
   s.Bind(9, m.error);
   s.Bind(10, m.created_at_ms);
   s.Bind(11, m.updated_at_ms);
+}
+
+}  // namespace
+
+Status SqliteStateStore::Insert(const MigrationRecord& m) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "INSERT INTO migrations (id, name, spec, phase, state, progress, result, findings, "
+         "error, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  BindRecord(s, m);
   if (s.Step() != SQLITE_DONE) {
     return AlreadyExists("a migration with id '" + m.id + "' already exists");
   }
@@ -132,20 +141,12 @@ Status SqliteStateStore::Insert(const MigrationRecord& m) {
 
 Status SqliteStateStore::Update(const MigrationRecord& m) {
   std::lock_guard<std::mutex> lock(mu_);
+  // created_at (?10) never changes.
   Stmt s(db_,
          "UPDATE migrations SET name=?2, spec=?3, phase=?4, state=?5, progress=?6, result=?7, "
-         "findings=?8, error=?9, updated_at=?10 WHERE id=?1");
+         "findings=?8, error=?9, updated_at=?11 WHERE id=?1 AND created_at=?10");
   PGSHIFT_RETURN_IF_ERROR(s.status());
-  s.Bind(1, m.id);
-  s.Bind(2, m.name);
-  s.Bind(3, m.spec.dump());
-  s.Bind(4, m.phase);
-  s.Bind(5, m.state);
-  s.Bind(6, m.progress.dump());
-  s.Bind(7, m.result.dump());
-  s.Bind(8, m.findings.dump());
-  s.Bind(9, m.error);
-  s.Bind(10, m.updated_at_ms);
+  BindRecord(s, m);
   PGSHIFT_RETURN_IF_ERROR(s.Run());
   if (sqlite3_changes(db_) == 0) return NotFound("no migration with id '" + m.id + "'");
   return Status::OK();

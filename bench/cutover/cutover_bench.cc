@@ -1,0 +1,113 @@
+// bench-cutover: the client-visible cost of a cutover. For each router, a
+// fresh sandbox runs pgbench tpcb through the router at a fixed rate while
+// pgshiftd migrates the database; we report the worst transaction latency
+// and the failed transactions, from the same run for every router.
+//
+// Last line:
+//   BENCH cutover {"proxy_max_latency_ms":X,"pgbouncer_max_latency_ms":X,
+//                  "proxy_failed_txns":N,"pgbouncer_failed_txns":N,"prepared_failed_txns":N}
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "common/clock.h"
+#include "demo/sandbox.h"
+#include "load/pgbench_load.h"
+
+namespace pgshift {
+namespace {
+
+using json = nlohmann::json;
+
+struct RunResult {
+  bool finalized = false;
+  double max_latency_ms = 0;
+  int64_t failed = 0;
+  int64_t transactions = 0;
+  int64_t hold_ms = 0;
+};
+
+RunResult RunOne(const std::string& router, const std::string& protocol, int rate, int clients) {
+  RunResult out;
+  auto sb = demo::Sandbox::Start({.router = router, .pgshiftd_path = PGSHIFTD_PATH, .pgbench_scale = 4});
+  if (!sb.ok()) {
+    std::cerr << router << ": sandbox failed: " << sb.status().message() << "\n";
+    out.failed = -1;
+    return out;
+  }
+  load::PgbenchLoad pgbench({.conninfo = (*sb)->AppConninfo(), .clients = clients, .threads = 2,
+                             .chunk_seconds = 5, .protocol = protocol, .rate = rate,
+                             .log_dir = (*sb)->dir() + "/pgbench-logs"});
+  pgbench.Start();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  auto created = (*sb)->Api("POST", "/v1/migrations",
+                            (*sb)->MigrationSpec({{"auto_cutover", true}, {"auto_finalize", true},
+                                                  {"sustain_seconds", 3}, {"verify_seconds", 2},
+                                                  {"poll_ms", 50}})
+                                .dump());
+  if (created.ok() && (*created)["status"] == 201) {
+    std::string id = (*created)["body"]["id"];
+    auto m = (*sb)->WaitFor(
+        id, [](const json& m) { return m["phase"] == "finalized" || m["phase"] == "rolled_back" ||
+                                       m["state"] == "failed" || m["state"] == "blocked"; },
+        300000);
+    if (m.ok()) {
+      out.finalized = (*m)["phase"] == "finalized";
+      out.hold_ms = (*m)["result"].value("hold_ms", 0);
+    }
+  } else {
+    std::cerr << router << ": create failed: "
+              << (created.ok() ? (*created)["body"].dump() : created.status().message()) << "\n";
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  pgbench.Stop();
+  auto st = pgbench.Stats();
+  out.max_latency_ms = st.max_latency_ms;
+  out.failed = st.failed;
+  out.transactions = st.transactions;
+  for (const auto& e : st.errors) std::cerr << router << "/" << protocol << ": " << e << "\n";
+  std::printf("%-10s -M %-9s finalized=%s txns=%lld failed=%lld max_latency=%.1f ms hold=%lld ms\n",
+              router.c_str(), protocol.c_str(), out.finalized ? "yes" : "NO",
+              static_cast<long long>(out.transactions), static_cast<long long>(out.failed),
+              out.max_latency_ms, static_cast<long long>(out.hold_ms));
+  std::fflush(stdout);
+  return out;
+}
+
+}  // namespace
+}  // namespace pgshift
+
+int main(int argc, char** argv) {
+  CLI::App app{"pgshift cutover benchmark"};
+  int rate = 2000, clients = 8;
+  std::vector<std::string> routers = {"proxy", "pgbouncer"};
+  app.add_option("--rate", rate, "pgbench -R target tps");
+  app.add_option("--clients", clients, "pgbench clients");
+  app.add_option("--routers", routers, "routers to compare");
+  CLI11_PARSE(app, argc, argv);
+
+  nlohmann::ordered_json line;
+  bool ok = true;
+  for (const auto& router : routers) {
+    auto r = pgshift::RunOne(router, "simple", rate, clients);
+    ok = ok && r.finalized;
+    line[router + "_max_latency_ms"] = r.max_latency_ms;
+    line[router + "_failed_txns"] = r.failed;
+  }
+  for (const auto& router : routers) {
+    if (router != "proxy") continue;  // PgBouncer's transaction pooling cannot carry -M prepared
+    auto r = pgshift::RunOne(router, "prepared", rate, clients);
+    ok = ok && r.finalized;
+    line["prepared_failed_txns"] = r.failed;
+    line["prepared_max_latency_ms"] = r.max_latency_ms;
+  }
+  nlohmann::ordered_json ordered;
+  for (const char* k : {"proxy_max_latency_ms", "pgbouncer_max_latency_ms", "proxy_failed_txns",
+                        "pgbouncer_failed_txns", "prepared_failed_txns", "prepared_max_latency_ms"}) {
+    if (line.contains(k)) ordered[k] = line[k];
+  }
+  std::printf("BENCH cutover %s\n", ordered.dump().c_str());
+  return ok ? 0 : 1;
+}
