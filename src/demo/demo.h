@@ -15,7 +15,7 @@
 namespace pgshift::demo {
 
 struct DemoOptions {
-  std::string router = "pgbouncer";
+  std::string router = "proxy";
   bool keep = false;           // keep the sandbox directory (and print where)
   int pgbench_clients = 4;
   int pgbench_scale = 2;

@@ -10,7 +10,7 @@ void AddDemoCommand(CLI::App& app, cli::CliContext& ctx) {
   CLI::App* d = app.add_subcommand(
       "demo", "Start a local sandbox (source, router, pgshiftd, load) and run a whole migration");
   d->add_option("--router", opts->router, "Router in front of the source")
-      ->check(CLI::IsMember({"pgbouncer"}));
+      ->check(CLI::IsMember({"proxy", "pgbouncer"}));
   d->add_flag("--keep", opts->keep, "Keep the sandbox directory afterwards");
   d->add_option("--clients", opts->pgbench_clients, "pgbench clients")->check(CLI::Range(1, 64));
   d->add_option("--scale", opts->pgbench_scale, "pgbench scale factor")->check(CLI::Range(1, 1000));

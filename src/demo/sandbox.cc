@@ -14,22 +14,24 @@
 #include "common/os.h"
 #include "load/ledger.h"
 #include "load/pgbench_load.h"
+#include "proxy/dev_certs.h"
 
 namespace pgshift::demo {
 
 using json = nlohmann::json;
 
-std::string FindPgshiftd() {
-  if (const char* env = std::getenv("PGSHIFTD"); env && *env) return env;
+std::string FindBinary(const std::string& name, const std::string& env,
+                       const std::string& build_rel) {
+  if (const char* v = std::getenv(env.c_str()); v && *v) return v;
   std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    for (const char* rel : {"pgshiftd", "../daemon/pgshiftd", "../src/daemon/pgshiftd"}) {
+    for (const std::string& rel : {name, "../" + build_rel, "../../src/" + build_rel}) {
       auto p = self.parent_path() / rel;
       if (std::filesystem::exists(p, ec)) return std::filesystem::canonical(p, ec).string();
     }
   }
-  return "pgshiftd";
+  return name;
 }
 
 Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
@@ -48,7 +50,20 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
   PGSHIFT_RETURN_IF_ERROR(load::InitPgbench(sb->SourceConninfo(), opts.pgbench_scale));
   PGSHIFT_RETURN_IF_ERROR(load::CreateLedgerTable(sb->SourceConninfo()));
 
-  if (opts.router == "pgbouncer") {
+  if (opts.router == "proxy") {
+    // Applications will not know this password: only the proxy holds it.
+    sb->app_password_ = "app-secret";
+    PGSHIFT_RETURN_IF_ERROR(
+        sb->source_->Psql("set password_encryption = 'scram-sha-256'; alter role app password '" +
+                          sb->app_password_ + "'")
+            .status());
+    const std::string hba = sb->dir_ + "/source/pg_hba.conf";
+    PGSHIFT_ASSIGN_OR_RETURN(std::string text, ReadFile(hba));
+    PGSHIFT_RETURN_IF_ERROR(
+        WriteFileAtomic(hba, "host all app 127.0.0.1/32 scram-sha-256\n" + text));
+    PGSHIFT_RETURN_IF_ERROR(sb->source_->Psql("select pg_reload_conf()").status());
+    PGSHIFT_RETURN_IF_ERROR(sb->StartProxy(source_port));
+  } else if (opts.router == "pgbouncer") {
     PgBouncerProcess::Options po;
     po.dir = sb->dir_ + "/pgbouncer";
     po.databases = {{"app", Endpoint{"127.0.0.1", source_port}, "app", ""}};
@@ -56,7 +71,8 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
     po.os_user = opts.os_user;
     PGSHIFT_ASSIGN_OR_RETURN(sb->pgbouncer_, PgBouncerProcess::Start(po));
   } else if (opts.router != "none") {
-    return InvalidArgument("unknown sandbox router '" + opts.router + "' (pgbouncer or none)");
+    return InvalidArgument("unknown sandbox router '" + opts.router +
+                           "' (proxy, pgbouncer or none)");
   }
   PGSHIFT_RETURN_IF_ERROR(sb->StartPgshiftd());
   return sb;
@@ -65,6 +81,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
 Sandbox::~Sandbox() {
   (void)KillPgshiftd(SIGTERM);
   if (pgbouncer_) (void)pgbouncer_->Stop();
+  (void)StopChild(proxy_pid_, SIGTERM);
   LocalCluster target(ClusterSpec{.data_dir = target_dir(), .port = target_port_,
                                   .os_user = opts_.os_user});
   if (target.Exists()) (void)target.Stop("immediate");
@@ -74,15 +91,61 @@ Sandbox::~Sandbox() {
 
 std::string Sandbox::AppConninfo() const {
   if (pgbouncer_) return pgbouncer_->ClientConninfo("app", "app");
+  if (proxy_pid_ > 0) {
+    const std::string c = dir_ + "/certs/";
+    return "host=127.0.0.1 port=" + std::to_string(proxy_port_) +
+           " dbname=app user=app sslmode=verify-full sslrootcert=" + c + "ca.crt sslcert=" + c +
+           "app-client.crt sslkey=" + c + "app-client.key";
+  }
   return SourceConninfo();
 }
 
 std::string Sandbox::SourceConninfo(const std::string& db, const std::string& user) const {
-  return source_->Conninfo(db, user);
+  return source_->Conninfo(db, user) +
+         (user == "app" && !app_password_.empty() ? " password=" + app_password_ : "");
 }
 
 std::string Sandbox::TargetConninfo(const std::string& db, const std::string& user) const {
-  return "host=127.0.0.1 port=" + std::to_string(target_port_) + " dbname=" + db + " user=" + user;
+  return "host=127.0.0.1 port=" + std::to_string(target_port_) + " dbname=" + db + " user=" + user +
+         (user == "app" && !app_password_.empty() ? " password=" + app_password_ : "");
+}
+
+Status Sandbox::StartProxy(int source_port) {
+  const std::string certs = dir_ + "/certs";
+  PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(certs, "", 0700));
+  PGSHIFT_RETURN_IF_ERROR(proxy::MakeDevCerts(certs));
+  PGSHIFT_ASSIGN_OR_RETURN(proxy_port_, FreePort());
+  PGSHIFT_ASSIGN_OR_RETURN(proxy_admin_port_, FreePort());
+  json cfg = {
+      {"listen", "127.0.0.1:" + std::to_string(proxy_port_)},
+      {"admin_listen", "127.0.0.1:" + std::to_string(proxy_admin_port_)},
+      {"threads", 2},
+      {"tls", {{"cert", certs + "/server.crt"}, {"key", certs + "/server.key"},
+               {"client_ca", certs + "/ca.crt"}}},
+      {"routes", {{{"name", "app"}, {"database", "app"},
+                   {"upstream", {{"host", "127.0.0.1"}, {"port", source_port}}},
+                   {"hold_timeout_ms", 10000}}}},
+      {"policy", {{{"identity", "app-client"}, {"databases", {"app"}}, {"roles", {"app"}}}}},
+      {"credentials", {{{"role", "app"}, {"password", app_password_}}}},
+  };
+  const std::string path = dir_ + "/proxy.json";
+  PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(path, cfg.dump(2)));
+  const std::string bin = opts_.proxy_path.empty()
+                              ? FindBinary("pgshift-proxy", "PGSHIFT_PROXY", "proxy/pgshift-proxy")
+                              : opts_.proxy_path;
+  PGSHIFT_ASSIGN_OR_RETURN(proxy_pid_, DefaultRunner().Spawn({.argv = {bin, "--config", path},
+                                                              .output_file = dir_ + "/proxy.log"}));
+  const int64_t deadline = MonotonicMs() + 15000;
+  while (!PortOpen("127.0.0.1", proxy_admin_port_) || !PortOpen("127.0.0.1", proxy_port_)) {
+    int status = 0;
+    if (waitpid(proxy_pid_, &status, WNOHANG) == proxy_pid_) {
+      proxy_pid_ = -1;
+      return Unavailable("pgshift-proxy (" + bin + ") exited at start; see " + dir_ + "/proxy.log");
+    }
+    if (MonotonicMs() > deadline) return Timeout("pgshift-proxy did not start within 15 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status::OK();
 }
 
 json Sandbox::MigrationSpec(const json& options) const {
@@ -90,16 +153,28 @@ json Sandbox::MigrationSpec(const json& options) const {
                {"source", {{"conninfo", SourceConninfo("postgres", "postgres")}}},
                {"target", {{"data_dir", target_dir()}, {"port", target_port_},
                            {"os_user", opts_.os_user}}},
-               {"router", pgbouncer_ ? pgbouncer_->RouterConfig("app") : json{{"type", "none"}}},
+               {"router", RouterConfig()},
                {"options", json::object()}};
   for (const auto& [k, v] : options.items()) spec["options"][k] = v;
   return spec;
 }
 
+json Sandbox::RouterConfig() const {
+  if (pgbouncer_) return pgbouncer_->RouterConfig("app");
+  if (proxy_pid_ > 0) {
+    return {{"type", "proxy"},
+            {"admin_url", "http://127.0.0.1:" + std::to_string(proxy_admin_port_)},
+            {"route", "app"}};
+  }
+  return {{"type", "none"}};
+}
+
 Status Sandbox::StartPgshiftd() {
   if (pgshiftd_pid_ > 0) return Status::OK();
   PGSHIFT_ASSIGN_OR_RETURN(api_port_, FreePort());
-  const std::string bin = opts_.pgshiftd_path.empty() ? FindPgshiftd() : opts_.pgshiftd_path;
+  const std::string bin = opts_.pgshiftd_path.empty()
+                              ? FindBinary("pgshiftd", "PGSHIFTD", "daemon/pgshiftd")
+                              : opts_.pgshiftd_path;
   PGSHIFT_ASSIGN_OR_RETURN(
       pgshiftd_pid_,
       DefaultRunner().Spawn({.argv = {bin, "--state", dir_ + "/state.db", "--listen",
@@ -119,20 +194,22 @@ Status Sandbox::StartPgshiftd() {
   return Timeout("pgshiftd did not answer on " + ApiUrl() + " within 15 s; see " + PgshiftdLog());
 }
 
-Status Sandbox::KillPgshiftd(int sig) {
-  if (pgshiftd_pid_ <= 0) return Status::OK();
-  kill(pgshiftd_pid_, sig);
+Status Sandbox::KillPgshiftd(int sig) { return StopChild(pgshiftd_pid_, sig); }
+
+Status Sandbox::StopChild(pid_t& pid, int sig) {
+  if (pid <= 0) return Status::OK();
+  kill(pid, sig);
   const int64_t deadline = MonotonicMs() + 10000;
   int status = 0;
-  while (waitpid(pgshiftd_pid_, &status, WNOHANG) == 0) {
+  while (waitpid(pid, &status, WNOHANG) == 0) {
     if (MonotonicMs() > deadline) {
-      kill(pgshiftd_pid_, SIGKILL);
-      waitpid(pgshiftd_pid_, &status, 0);
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  pgshiftd_pid_ = -1;
+  pid = -1;
   return Status::OK();
 }
 

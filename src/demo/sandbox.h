@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,8 +23,9 @@
 namespace pgshift::demo {
 
 struct SandboxOptions {
-  std::string router = "pgbouncer";  // pgbouncer | none
+  std::string router = "proxy";      // proxy | pgbouncer | none
   std::string pgshiftd_path;         // "" = next to this binary, or $PGSHIFTD
+  std::string proxy_path;            // "" = next to this binary, or $PGSHIFT_PROXY
   int pgbench_scale = 1;
   bool keep = false;
   std::string os_user = "postgres";
@@ -46,6 +48,7 @@ class Sandbox {
 
   // A migration spec for this sandbox; `options` is merged into spec.options.
   nlohmann::json MigrationSpec(const nlohmann::json& options) const;
+  nlohmann::json RouterConfig() const;
 
   // REST call to pgshiftd: {"status":N,"body":json}.
   Result<nlohmann::json> Api(const std::string& method, const std::string& path,
@@ -54,6 +57,11 @@ class Sandbox {
   Result<nlohmann::json> WaitFor(const std::string& id,
                                  const std::function<bool(const nlohmann::json&)>& pred,
                                  int64_t timeout_ms) const;
+
+  // The role `app` authenticates with SCRAM when the proxy fronts the source:
+  // the proxy holds the password and applications present only a certificate.
+  const std::string& app_password() const { return app_password_; }
+  const std::string& router() const { return opts_.router; }
 
   Status StartPgshiftd();
   Status KillPgshiftd(int sig);  // e.g. SIGKILL; waits for the process to end
@@ -65,13 +73,19 @@ class Sandbox {
   std::string dir_;
   std::unique_ptr<LocalCluster> source_;
   std::unique_ptr<PgBouncerProcess> pgbouncer_;
+  Status StartProxy(int source_port);
+  Status StopChild(pid_t& pid, int sig);
+  pid_t proxy_pid_ = -1;
+  int proxy_port_ = 0;
+  int proxy_admin_port_ = 0;
+  std::string app_password_;
   int target_port_ = 0;
   int api_port_ = 0;
   pid_t pgshiftd_pid_ = -1;
 };
 
-// The pgshiftd binary to use: $PGSHIFTD, else next to /proc/self/exe
-// (build tree layout: ../daemon/pgshiftd), else "pgshiftd" on PATH.
-std::string FindPgshiftd();
+// A sibling binary: $`env`, else next to /proc/self/exe in the install or
+// build-tree layout (`build_rel`, e.g. "daemon/pgshiftd"), else `name` on PATH.
+std::string FindBinary(const std::string& name, const std::string& env, const std::string& build_rel);
 
 }  // namespace pgshift::demo
