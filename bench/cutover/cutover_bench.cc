@@ -24,14 +24,20 @@ using json = nlohmann::json;
 struct RunResult {
   bool finalized = false;
   double max_latency_ms = 0;
+  double max_service_ms = 0;
   int64_t failed = 0;
   int64_t transactions = 0;
   int64_t hold_ms = 0;
 };
 
-RunResult RunOne(const std::string& router, const std::string& protocol, int rate, int clients) {
+RunResult RunOne(const std::string& router, const std::string& protocol, int rate, int clients,
+                 bool keep, bool parity) {
   RunResult out;
-  auto sb = demo::Sandbox::Start({.router = router, .pgshiftd_path = PGSHIFTD_PATH, .pgbench_scale = 4});
+  auto sb = demo::Sandbox::Start({.router = router,
+                                  .pgshiftd_path = PGSHIFTD_PATH,
+                                  .proxy_path = PGSHIFT_PROXY_PATH,
+                                  .pgbench_scale = 4,
+                                  .keep = keep});
   if (!sb.ok()) {
     std::cerr << router << ": sandbox failed: " << sb.status().message() << "\n";
     out.failed = -1;
@@ -39,13 +45,14 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
   }
   load::PgbenchLoad pgbench({.conninfo = (*sb)->AppConninfo(), .clients = clients, .threads = 2,
                              .chunk_seconds = 5, .protocol = protocol, .rate = rate,
-                             .log_dir = (*sb)->dir() + "/pgbench-logs"});
+                             .log_dir = (*sb)->dir() + "/pgbench-logs",
+                             .per_transaction_log = true});
   pgbench.Start();
   std::this_thread::sleep_for(std::chrono::seconds(3));
   auto created = (*sb)->Api("POST", "/v1/migrations",
                             (*sb)->MigrationSpec({{"auto_cutover", true}, {"auto_finalize", true},
                                                   {"sustain_seconds", 3}, {"verify_seconds", 2},
-                                                  {"poll_ms", 50}})
+                                                  {"poll_ms", 50}, {"parity", parity}})
                                 .dump());
   if (created.ok() && (*created)["status"] == 201) {
     std::string id = (*created)["body"]["id"];
@@ -65,13 +72,16 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
   pgbench.Stop();
   auto st = pgbench.Stats();
   out.max_latency_ms = st.max_latency_ms;
+  out.max_service_ms = st.max_service_latency_ms;
   out.failed = st.failed;
   out.transactions = st.transactions;
   for (const auto& e : st.errors) std::cerr << router << "/" << protocol << ": " << e << "\n";
-  std::printf("%-10s -M %-9s finalized=%s txns=%lld failed=%lld max_latency=%.1f ms hold=%lld ms\n",
-              router.c_str(), protocol.c_str(), out.finalized ? "yes" : "NO",
-              static_cast<long long>(out.transactions), static_cast<long long>(out.failed),
-              out.max_latency_ms, static_cast<long long>(out.hold_ms));
+  std::printf(
+      "%-10s -M %-9s finalized=%s txns=%lld failed=%lld max_latency=%.1f ms (incl. -R schedule "
+      "lag) max_service=%.1f ms hold=%lld ms\n",
+      router.c_str(), protocol.c_str(), out.finalized ? "yes" : "NO",
+      static_cast<long long>(out.transactions), static_cast<long long>(out.failed),
+      out.max_latency_ms, out.max_service_ms, static_cast<long long>(out.hold_ms));
   std::fflush(stdout);
   return out;
 }
@@ -82,30 +92,39 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
 int main(int argc, char** argv) {
   CLI::App app{"pgshift cutover benchmark"};
   int rate = 2000, clients = 8;
+  bool keep = false;
+  bool parity = true;
   std::vector<std::string> routers = {"proxy", "pgbouncer"};
   app.add_option("--rate", rate, "pgbench -R target tps");
   app.add_option("--clients", clients, "pgbench clients");
   app.add_option("--routers", routers, "routers to compare");
+  app.add_option("--parity", parity, "run the post-promotion data parity check (default true)");
+  app.add_flag("--keep", keep, "keep each sandbox (pgbench logs, pgshiftd log) for inspection");
   CLI11_PARSE(app, argc, argv);
 
   nlohmann::ordered_json line;
   bool ok = true;
   for (const auto& router : routers) {
-    auto r = pgshift::RunOne(router, "simple", rate, clients);
+    auto r = pgshift::RunOne(router, "simple", rate, clients, keep, parity);
     ok = ok && r.finalized;
     line[router + "_max_latency_ms"] = r.max_latency_ms;
     line[router + "_failed_txns"] = r.failed;
+    line[router + "_max_service_ms"] = r.max_service_ms;
+    line[router + "_hold_ms"] = r.hold_ms;
   }
   for (const auto& router : routers) {
     if (router != "proxy") continue;  // PgBouncer's transaction pooling cannot carry -M prepared
-    auto r = pgshift::RunOne(router, "prepared", rate, clients);
+    auto r = pgshift::RunOne(router, "prepared", rate, clients, keep, parity);
     ok = ok && r.finalized;
     line["prepared_failed_txns"] = r.failed;
     line["prepared_max_latency_ms"] = r.max_latency_ms;
   }
+  line["rate_tps"] = rate;
   nlohmann::ordered_json ordered;
   for (const char* k : {"proxy_max_latency_ms", "pgbouncer_max_latency_ms", "proxy_failed_txns",
-                        "pgbouncer_failed_txns", "prepared_failed_txns", "prepared_max_latency_ms"}) {
+                        "pgbouncer_failed_txns", "prepared_failed_txns", "prepared_max_latency_ms",
+                        "proxy_max_service_ms", "pgbouncer_max_service_ms", "proxy_hold_ms",
+                        "pgbouncer_hold_ms", "rate_tps"}) {
     if (line.contains(k)) ordered[k] = line[k];
   }
   std::printf("BENCH cutover %s\n", ordered.dump().c_str());

@@ -123,6 +123,7 @@ ApiServer::~ApiServer() { Stop(); }
 Status ApiServer::Start() {
   if (server_) return FailedPrecondition("the API server is already started");
   auto server = std::make_unique<httplib::Server>();
+  server->set_tcp_nodelay(true);
   server->set_payload_max_length(kMaxRequestBodyBytes);
   server->set_read_timeout(30);
   // httplib's default also sets SO_REUSEPORT, which would let a second

@@ -22,7 +22,6 @@ using demo::Sandbox;
 
 constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a performance assertion
 
-bool Finalized(const json& m) { return m["phase"] == "finalized"; }
 bool Terminal(const json& m) {
   return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
          m["state"] == "blocked";
@@ -30,8 +29,11 @@ bool Terminal(const json& m) {
 
 class MigrationE2E : public ::testing::Test {
  protected:
+  virtual std::string Router() const { return "pgbouncer"; }
   void SetUp() override {
-    auto sb = Sandbox::Start({.router = "pgbouncer", .pgshiftd_path = PGSHIFTD_PATH});
+    auto sb = Sandbox::Start({.router = Router(),
+                              .pgshiftd_path = PGSHIFTD_PATH,
+                              .proxy_path = PGSHIFT_PROXY_PATH});
     ASSERT_TRUE(sb.ok()) << sb.status().ToString();
     sb_ = std::move(sb).value();
   }
@@ -39,6 +41,8 @@ class MigrationE2E : public ::testing::Test {
     if (HasFailure() && sb_) {
       auto log = ReadFile(sb_->PgshiftdLog());
       if (log.ok()) std::cerr << "---- pgshiftd log ----\n" << log->substr(log->size() > 6000 ? log->size() - 6000 : 0);
+      auto plog = ReadFile(sb_->dir() + "/proxy.log");
+      if (plog.ok()) std::cerr << "---- proxy log ----\n" << plog->substr(plog->size() > 4000 ? plog->size() - 4000 : 0);
     }
     sb_.reset();
   }
@@ -48,14 +52,14 @@ class MigrationE2E : public ::testing::Test {
     EXPECT_EQ((*r)["status"], 201) << (*r)["body"].dump();
     return (*r)["body"].value("id", "");
   }
-  void StartLoad() {
+  void StartLoad(const std::string& protocol = "simple") {
     for (int w = 1; w <= 2; ++w) {
       writers_.push_back(std::make_unique<load::LedgerWriter>(sb_->AppConninfo(), w));
       writers_.back()->Start();
     }
     pgbench_ = std::make_unique<load::PgbenchLoad>(load::PgbenchOptions{
         .conninfo = sb_->AppConninfo(), .clients = 4, .threads = 2, .chunk_seconds = 3,
-        .log_dir = sb_->dir() + "/pgbench-logs"});
+        .protocol = protocol, .log_dir = sb_->dir() + "/pgbench-logs"});
     pgbench_->Start();
   }
   void StopLoad() {
@@ -300,6 +304,58 @@ TEST_F(MigrationE2E, BadRequestsGet4xxAndChangeNothing) {
   EXPECT_FALSE(PathExists(sb_->target_dir())) << "nothing may be created";
   auto slots = sb_->source().Psql("select count(*) from pg_replication_slots");
   EXPECT_EQ(*slots, "0\n");
+}
+
+// The same migration through pgshift-proxy: clients hold only a certificate,
+// the proxy holds the role's SCRAM password, sessions move at their boundary.
+class ProxyMigrationE2E : public MigrationE2E {
+ protected:
+  std::string Router() const override { return "proxy"; }
+  void MigrateUnderLoad(const std::string& protocol) {
+    StartLoad(protocol);
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
+                             {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100}});
+    auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    ASSERT_EQ((*m)["phase"], "finalized") << m->dump(2);
+    EXPECT_EQ((*m)["spec"]["router"]["type"], "proxy");
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    StopLoad();
+    ExpectLedgerClean(sb_->TargetConninfo());
+    EXPECT_FALSE(sb_->source().Running());
+  }
+};
+
+TEST_F(ProxyMigrationE2E, SimpleProtocolNothingIsLostOrFails) { MigrateUnderLoad("simple"); }
+
+TEST_F(ProxyMigrationE2E, PreparedStatementsSurviveTheSwitch) { MigrateUnderLoad("prepared"); }
+
+TEST_F(ProxyMigrationE2E, RollbackAfterSwitchThroughTheProxy) {
+  StartLoad();
+  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", false},
+                           {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100}});
+  auto m = sb_->WaitFor(
+      id, [](const json& m) { return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m); },
+      kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "verify");
+  auto ok = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", R"({"discard_target_writes":true})");
+  ASSERT_TRUE(ok.ok());
+  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)["phase"], "rolled_back");
+  load::LedgerWriter after(sb_->AppConninfo(), 50);
+  after.Start();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  after.Stop();
+  StopLoad();
+  EXPECT_EQ(after.Stats().failed, 0);
+  auto check = load::CheckLedger(sb_->SourceConninfo(), 50, after.Acknowledged());
+  ASSERT_TRUE(check.ok());
+  EXPECT_GT(check->acknowledged, 20);
+  EXPECT_EQ(check->lost, 0) << "after rollback the proxy must route writes to the source";
+  EXPECT_EQ(pgbench_->Stats().aborted_clients, 0);
 }
 
 }  // namespace

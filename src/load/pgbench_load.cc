@@ -47,6 +47,24 @@ double MaxLatencyFromLogsUs(const std::string& dir) {
   return worst;
 }
 
+std::pair<double, double> MaxLatencyFromTxnLogsUs(const std::string& dir) {
+  double worst = 0, worst_service = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::ifstream in(e.path());
+    std::string line;
+    // client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+    while (std::getline(in, line)) {
+      std::istringstream ls(line);
+      double f[7] = {0};
+      for (double& v : f) ls >> v;
+      worst = std::max(worst, f[2]);
+      worst_service = std::max(worst_service, f[2] - f[6]);
+    }
+  }
+  return {worst, worst_service};
+}
+
 Status InitPgbench(const std::string& conninfo, int scale) {
   return RunChecked(DefaultRunner(), {.argv = {"pgbench", "-i", "-q", "-s", std::to_string(scale),
                                                conninfo},
@@ -77,8 +95,8 @@ void PgbenchLoad::Run() {
     std::vector<std::string> argv = {"pgbench", "-n", "-c", std::to_string(o_.clients), "-j",
                                      std::to_string(o_.threads), "-T",
                                      std::to_string(o_.chunk_seconds), "-M", o_.protocol, "-b",
-                                     o_.script, "-l", "--aggregate-interval=1",
-                                     "--log-prefix=" + dir + "/pgbench_log"};
+                                     o_.script, "-l", "--log-prefix=" + dir + "/pgbench_log"};
+    if (!o_.per_transaction_log) argv.push_back("--aggregate-interval=1");
     if (o_.rate > 0) {
       argv.push_back("-R");
       argv.push_back(std::to_string(o_.rate));
@@ -93,7 +111,13 @@ void PgbenchLoad::Run() {
       continue;
     }
     ParsePgbenchOutput(r->output, stats_);
-    stats_.max_latency_ms = std::max(stats_.max_latency_ms, MaxLatencyFromLogsUs(dir) / 1000.0);
+    if (o_.per_transaction_log) {
+      auto [lat, service] = MaxLatencyFromTxnLogsUs(dir);
+      stats_.max_latency_ms = std::max(stats_.max_latency_ms, lat / 1000.0);
+      stats_.max_service_latency_ms = std::max(stats_.max_service_latency_ms, service / 1000.0);
+    } else {
+      stats_.max_latency_ms = std::max(stats_.max_latency_ms, MaxLatencyFromLogsUs(dir) / 1000.0);
+    }
   }
 }
 

@@ -23,7 +23,10 @@ struct PgbenchOptions {
   std::string protocol = "simple";  // simple | extended | prepared
   std::string script = "tpcb-like"; // -b builtin
   int rate = 0;                     // -R tps (0 = as fast as possible)
-  std::string log_dir;              // for the aggregated logs (required)
+  std::string log_dir;              // for pgbench's logs (required)
+  // Per-transaction logs instead of 1 s aggregates: also yields the service
+  // latency (without -R schedule lag) of the slowest transaction.
+  bool per_transaction_log = false;
 };
 
 struct PgbenchStats {
@@ -31,7 +34,8 @@ struct PgbenchStats {
   int64_t failed = 0;           // failed transactions + transactions of aborted clients
   int64_t aborted_clients = 0;
   int64_t runs = 0;
-  double max_latency_ms = 0;
+  double max_latency_ms = 0;          // as pgbench defines it (includes -R schedule lag)
+  double max_service_latency_ms = 0;  // start to end of the slowest transaction (per-txn logs)
   std::vector<std::string> errors;
 };
 
@@ -39,6 +43,8 @@ struct PgbenchStats {
 void ParsePgbenchOutput(const std::string& out, PgbenchStats& into);
 // Largest max_latency (µs) in pgbench --aggregate-interval logs under `dir`.
 double MaxLatencyFromLogsUs(const std::string& dir);
+// {max latency, max latency minus schedule lag} (µs) from per-transaction logs.
+std::pair<double, double> MaxLatencyFromTxnLogsUs(const std::string& dir);
 
 class PgbenchLoad {
  public:

@@ -75,7 +75,7 @@ Status LocalFence::Reload(PgConn& admin) {
         Rows after, admin.Query("select pg_conf_load_time() > $1::timestamptz as reloaded",
                                 {before.Str(0, "t")}));
     if (after.Bool(0, "reloaded")) return Status::OK();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
     // Our own backend updates its load time only when it processes SIGHUP,
     // which it does between statements; keep asking.
   }
@@ -113,11 +113,13 @@ Status LocalFence::Fence(PgConn& admin) {
       ++clean;
     } else {
       clean = 0;
+      // Not pg_terminate_backend(pid, timeout): it checks every 100 ms per
+      // backend, and traffic is held while we wait.
       PGSHIFT_RETURN_IF_ERROR(admin.Exec(
           "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = "
           "'client backend' and pid <> pg_backend_pid()"));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
   }
   return Status::OK();
 }

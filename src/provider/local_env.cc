@@ -222,8 +222,12 @@ Status LocalEnv::UnfenceSource() {
 
 Result<Lsn> LocalEnv::WriteFinalMarker(const std::string& text) {
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
+  // A transactional message commits, and a synchronous commit flushes the WAL
+  // at once instead of at the WAL writer's next cycle (up to 200 ms of held
+  // traffic). Its end LSN follows every transaction committed before the fence.
+  PGSHIFT_RETURN_IF_ERROR(c->Exec("set synchronous_commit = on"));
   PGSHIFT_ASSIGN_OR_RETURN(
-      Rows r, c->Query("select pg_logical_emit_message(false, 'pgshift', $1)::text as lsn", {text}));
+      Rows r, c->Query("select pg_logical_emit_message(true, 'pgshift', $1)::text as lsn", {text}));
   PGSHIFT_ASSIGN_OR_RETURN(Lsn lsn, Lsn::Parse(r.Str(0, "lsn")));
   const int64_t deadline = MonotonicMs() + 10000;
   while (true) {
@@ -232,7 +236,7 @@ Result<Lsn> LocalEnv::WriteFinalMarker(const std::string& text) {
                          {lsn.ToString()}));
     if (f.Bool(0, "flushed")) return lsn;
     if (MonotonicMs() > deadline) return Timeout("the source did not flush its final WAL record");
-    SleepMs(10);
+    SleepMs(1);
   }
 }
 
@@ -338,11 +342,18 @@ Result<int> LocalEnv::PromoteTarget() {
   PGSHIFT_ASSIGN_OR_RETURN(TargetState t, InspectTarget());
   if (!t.running) return FailedPrecondition("the target is not running; it cannot be promoted");
   if (t.in_recovery) {
+    // pg_promote(wait => true) checks only every 100 ms; traffic is held, so
+    // ask without waiting and watch for the end of recovery ourselves.
     PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Target());
-    PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query("select pg_promote(true, 60) as ok"));
-    if (!r.Bool(0, "ok")) return Timeout("the target did not finish promotion within 60 s");
+    PGSHIFT_RETURN_IF_ERROR(c->Exec("select pg_promote(false)"));
+    const int64_t deadline = MonotonicMs() + 60000;
+    while (true) {
+      PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query("select pg_is_in_recovery() as rec"));
+      if (!r.Bool(0, "rec")) break;
+      if (MonotonicMs() > deadline) return Timeout("the target did not finish promotion within 60 s");
+      SleepMs(2);
+    }
     PGSHIFT_ASSIGN_OR_RETURN(t, InspectTarget());
-    if (t.in_recovery) return Internal("the target is still in recovery after pg_promote");
   }
   return t.timeline;
 }

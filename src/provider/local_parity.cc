@@ -1,7 +1,8 @@
 // Data parity after promotion (DESIGN.md §2 `snapshot`): one REPEATABLE READ
 // session per database on the target exports a snapshot at the promotion
-// point; a background thread compares each database with the fenced source
-// through those snapshots while traffic already runs on the target.
+// point; after the verify window a background thread compares each database
+// with the fenced source through those snapshots while traffic runs on the
+// target.
 #include "checks/parity.h"
 #include "checks/server_scan.h"
 #include "provider/local_env.h"
@@ -33,7 +34,13 @@ Status LocalEnv::StartParityCheck() {
   ParityJob* j = job.get();
   const std::string source_ci = spec_.source_conninfo;
   const std::string target_ci = TargetConninfo();
-  job->thread = std::thread([j, work, source_ci, target_ci] {
+  // The snapshots are taken now; the scans wait until the post-cutover
+  // health window has passed, so they do not compete with the switch.
+  const int64_t delay_ms = spec_.options.verify_ms;
+  job->thread = std::thread([j, work, source_ci, target_ci, delay_ms] {
+    for (int64_t waited = 0; waited < delay_ms && !j->cancel; waited += 50) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     std::vector<checks::Finding> all;
     int done_before = 0;
     for (const auto& [db, snapshot] : work) {

@@ -239,7 +239,15 @@ Status MigrationRunner::Drain() {
     Save();
   }
   PGSHIFT_ASSIGN_OR_RETURN(Lsn final_lsn, Lsn::Parse(m_.result.value("final_lsn", "")));
-  PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env_->InspectTarget());
+  // Traffic is held: look again every few ms for a short while rather than
+  // at the engine's poll interval.
+  TargetState t;
+  const int64_t spin_until = clock_.NowMs() + 1000;
+  do {
+    PGSHIFT_ASSIGN_OR_RETURN(t, env_->InspectTarget());
+    if (t.replay_lsn >= final_lsn) break;
+    clock_.SleepMs(2);
+  } while (clock_.NowMs() < spin_until);
   m_.progress["replay_lsn"] = t.replay_lsn.ToString();
   if (t.replay_lsn >= final_lsn) {
     Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() +

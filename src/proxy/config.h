@@ -1,0 +1,80 @@
+// pgshift-proxy configuration: the JSON file that names listeners, TLS
+// material, routes, the identity policy and upstream credentials.
+//
+// Parsing is strict: an unknown key anywhere is an error naming the key and
+// where it was found. Relative file paths are resolved against the config
+// file's directory; ToJson writes them back as they were given. Plain values;
+// thread-compatible.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace pgshift::proxy {
+
+struct UpstreamConfig {
+  std::string host;
+  int port = 5432;
+  bool tls = false;     // SSLRequest to the server; without `ca` the server is not verified
+  std::string ca;       // optional CA file to verify the upstream's certificate
+  bool operator==(const UpstreamConfig&) const = default;
+};
+
+struct RouteConfig {
+  std::string name;
+  std::string database;          // the client's requested database selects the route
+  UpstreamConfig upstream;
+  bool allow_plaintext = false;  // accept clients without TLS (no identity, no policy)
+  int64_t hold_timeout_ms = 5000;
+};
+
+struct PolicyRule {
+  std::string identity;               // certificate CN or SAN entry; "*" matches any verified cert
+  std::vector<std::string> databases; // "*" matches any
+  std::vector<std::string> roles;     // "*" matches any
+};
+
+struct Credential {
+  std::string role;
+  std::string password;  // empty: the proxy expects trust for this role
+};
+
+struct TlsConfig {
+  std::string cert, key, client_ca;                    // as given in the file
+  std::string cert_path, key_path, client_ca_path;     // resolved
+};
+
+struct ProxyConfig {
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 6432;
+  std::string admin_host = "127.0.0.1";
+  int admin_port = 6433;
+  int threads = 2;
+  bool has_tls = false;
+  TlsConfig tls;
+  std::vector<RouteConfig> routes;
+  std::vector<PolicyRule> policy;
+  std::vector<Credential> credentials;
+  std::string path;  // the file it came from ("" when built in memory)
+
+  const Credential* FindCredential(const std::string& role) const;
+};
+
+// base_dir resolves relative TLS paths ("" = as given).
+Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string& base_dir = "");
+Result<ProxyConfig> LoadProxyConfig(const std::string& path);
+nlohmann::json ToJson(const ProxyConfig& c);
+nlohmann::json ToJson(const UpstreamConfig& u);
+// Parses {"host":..,"port":..,"tls":..,"ca":..}; `where` prefixes error messages.
+Result<UpstreamConfig> ParseUpstream(const nlohmann::json& j, const std::string& where);
+// Writes ToJson(c) to c.path atomically.
+Status SaveProxyConfig(const ProxyConfig& c);
+
+// "host:port" → parts; errors name `what`.
+Status ParseHostPort(const std::string& s, const std::string& what, std::string* host, int* port);
+
+}  // namespace pgshift::proxy

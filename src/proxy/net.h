@@ -1,0 +1,103 @@
+// Asio plumbing shared by the proxy's client and upstream sides: a stream
+// that is plain TCP or TLS after a switch-over (PostgreSQL's SSLRequest
+// upgrades a connection in place), and an outbox that lets two coroutines of
+// one session write to the same socket without interleaving partial writes.
+// Everything here is used from one io_context thread per session.
+#pragma once
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ssl.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <tuple>
+
+namespace pgshift::proxy {
+
+using tcp = asio::ip::tcp;
+using GenericSocket = asio::generic::stream_protocol::socket;  // TCP or Unix-domain
+inline constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+template <typename Socket>
+class BasicStream {
+ public:
+  BasicStream(Socket s, asio::ssl::context& ctx) : s_(std::move(s), ctx) {}
+
+  asio::awaitable<std::tuple<asio::error_code, size_t>> ReadSome(char* p, size_t n) {
+    if (tls_) co_return co_await s_.async_read_some(asio::buffer(p, n), kNoThrow);
+    co_return co_await s_.next_layer().async_read_some(asio::buffer(p, n), kNoThrow);
+  }
+  asio::awaitable<asio::error_code> WriteAll(std::string_view d) {
+    if (tls_) {
+      auto [ec, n] = co_await asio::async_write(s_, asio::buffer(d.data(), d.size()), kNoThrow);
+      co_return ec;
+    }
+    auto [ec, n] =
+        co_await asio::async_write(s_.next_layer(), asio::buffer(d.data(), d.size()), kNoThrow);
+    co_return ec;
+  }
+  void Close() {
+    asio::error_code ec;
+    s_.next_layer().shutdown(Socket::shutdown_both, ec);
+    s_.next_layer().close(ec);
+  }
+  asio::ssl::stream<Socket>& tls_stream() { return s_; }
+  Socket& socket() { return s_.next_layer(); }
+  bool tls() const { return tls_; }
+  void set_tls(bool on) { tls_ = on; }
+
+ private:
+  asio::ssl::stream<Socket> s_;
+  bool tls_ = false;
+};
+
+using Stream = BasicStream<tcp::socket>;             // client side
+using UpstreamStream = BasicStream<GenericSocket>;  // server side (TCP or Unix socket)
+
+// Queued writes to one Stream. Append, then Flush: if another coroutine is
+// already flushing, it picks the data up; the caller waits only while the
+// queue is above `kHighWater` (back-pressure for large COPY / results).
+class Outbox {
+ public:
+  static constexpr size_t kHighWater = 1 << 20;
+  explicit Outbox(asio::any_io_executor ex) : drained_(ex) {}
+
+  void Append(std::string_view d) { queued_.append(d); }
+  bool empty() const { return queued_.empty(); }
+  bool failed() const { return failed_; }
+
+  // Returns false when the stream failed.
+  template <typename S>
+  asio::awaitable<bool> Flush(S& s) {
+    if (writing_) {
+      while (writing_ && queued_.size() > kHighWater && !failed_) {
+        drained_.expires_after(std::chrono::milliseconds(5));
+        waiters_++;
+        co_await drained_.async_wait(kNoThrow);
+        waiters_--;
+      }
+      co_return !failed_;
+    }
+    writing_ = true;
+    while (!queued_.empty() && !failed_) {
+      inflight_.clear();
+      inflight_.swap(queued_);
+      asio::error_code ec = co_await s.WriteAll(inflight_);
+      if (ec) failed_ = true;
+    }
+    writing_ = false;
+    if (waiters_ > 0) drained_.cancel();
+    co_return !failed_;
+  }
+
+ private:
+  std::string queued_, inflight_;
+  bool writing_ = false;
+  bool failed_ = false;
+  int waiters_ = 0;
+  asio::steady_timer drained_;
+};
+
+}  // namespace pgshift::proxy

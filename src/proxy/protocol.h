@@ -1,0 +1,103 @@
+// PostgreSQL frontend/backend protocol (v3) framing for pgshift-proxy.
+//
+// The decoder never throws and never reads past the buffer it is given:
+// incomplete input is NeedMoreData, malformed input is an Error with a
+// message fit for an ErrorResponse. Encoders build the few messages the
+// proxy writes itself. All functions are pure and thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace pgshift::proxy {
+
+inline constexpr int32_t kProtocolV3 = 196608;        // 3.0
+inline constexpr int32_t kSslRequestCode = 80877103;
+inline constexpr int32_t kGssEncRequestCode = 80877104;
+inline constexpr int32_t kCancelRequestCode = 80877102;
+inline constexpr size_t kMaxStartupPacket = 10000;    // as the server's MAX_STARTUP_PACKET_LENGTH
+inline constexpr size_t kMaxMessage = 1u << 30;       // 1 GiB, the server's own bound
+
+enum class DecodeStatus { kOk, kNeedMoreData, kError };
+
+// One typed message: type byte, then an int32 length that counts itself.
+struct MessageHeader {
+  char type = 0;
+  uint32_t length = 0;  // as on the wire (includes the 4 length bytes)
+  size_t total() const { return 1 + static_cast<size_t>(length); }
+};
+
+// Reads the 5-byte header at the start of `buf`.
+DecodeStatus DecodeHeader(std::string_view buf, MessageHeader* out, std::string* error);
+
+struct Message {
+  char type = 0;
+  std::string_view body;  // without type and length
+  size_t total = 0;       // bytes consumed from the buffer
+};
+// Decodes one complete message at the start of `buf`.
+DecodeStatus DecodeMessage(std::string_view buf, Message* out, std::string* error);
+
+struct StartupPacket {
+  enum class Kind { kStartup, kSslRequest, kGssEncRequest, kCancel };
+  Kind kind = Kind::kStartup;
+  int32_t protocol = 0;
+  std::vector<std::pair<std::string, std::string>> params;  // in wire order
+  uint32_t cancel_pid = 0;
+  uint32_t cancel_key = 0;
+  size_t total = 0;
+  // The value of `key`, or "" when absent.
+  std::string Param(const std::string& key) const;
+};
+// Decodes the untyped first packet of a connection.
+DecodeStatus DecodeStartup(std::string_view buf, StartupPacket* out, std::string* error);
+
+// Bounds-checked reader over a message body.
+class BodyReader {
+ public:
+  explicit BodyReader(std::string_view body) : body_(body) {}
+  bool ReadInt32(int32_t* v);
+  bool ReadInt16(int16_t* v);
+  bool ReadByte(char* v);
+  bool ReadCString(std::string_view* v);
+  bool ReadBytes(size_t n, std::string_view* v);
+  std::string_view Rest() const { return body_.substr(pos_); }
+  bool AtEnd() const { return pos_ == body_.size(); }
+
+ private:
+  std::string_view body_;
+  size_t pos_ = 0;
+};
+
+// Fields of the client messages the proxy inspects. Each returns false on a
+// malformed body.
+bool ParseStatementName(std::string_view parse_body, std::string* name);               // 'P'
+bool ParseBindStatement(std::string_view bind_body, std::string* statement);           // 'B'
+bool ParseDescribeOrClose(std::string_view body, char* kind, std::string* name);       // 'D' / 'C'
+// ErrorResponse / NoticeResponse fields by code ('S','C','M',...).
+bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields);
+
+// Encoders.
+void AppendInt32(std::string* out, int32_t v);
+void AppendInt16(std::string* out, int16_t v);
+std::string EncodeMessage(char type, std::string_view body);
+std::string ErrorResponse(std::string_view severity, std::string_view sqlstate,
+                          std::string_view message, std::string_view detail = "");
+std::string AuthenticationOk();
+std::string ParameterStatus(std::string_view name, std::string_view value);
+std::string BackendKeyData(uint32_t pid, uint32_t key);
+std::string ReadyForQuery(char status);
+std::string QueryMessage(std::string_view sql);
+std::string TerminateMessage();
+std::string StartupMessage(const std::vector<std::pair<std::string, std::string>>& params);
+std::string SslRequest();
+std::string CancelRequest(uint32_t pid, uint32_t key);
+std::string PasswordMessage(std::string_view password);  // cleartext or md5 string
+std::string SaslInitialResponse(std::string_view mechanism, std::string_view data);
+std::string SaslResponse(std::string_view data);
+
+}  // namespace pgshift::proxy

@@ -1,0 +1,335 @@
+#include "proxy/proxy.h"
+
+#include <httplib.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
+#include "proxy/session.h"
+
+namespace pgshift::proxy {
+
+std::pair<uint32_t, uint32_t> CancelRegistry::Register(std::shared_ptr<CancelTarget> t) {
+  std::lock_guard<std::mutex> l(mu_);
+  while (true) {
+    uint32_t v[2];
+    RAND_bytes(reinterpret_cast<unsigned char*>(v), sizeof(v));
+    v[0] &= 0x7fffffff;  // a positive "pid", as clients print it
+    if (v[0] == 0) continue;
+    uint64_t id = (uint64_t{v[0]} << 32) | v[1];
+    if (targets_.emplace(id, t).second) return {v[0], v[1]};
+  }
+}
+
+void CancelRegistry::Unregister(uint32_t pid, uint32_t key) {
+  std::lock_guard<std::mutex> l(mu_);
+  targets_.erase((uint64_t{pid} << 32) | key);
+}
+
+std::shared_ptr<CancelTarget> CancelRegistry::Find(uint32_t pid, uint32_t key) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = targets_.find((uint64_t{pid} << 32) | key);
+  return it == targets_.end() ? nullptr : it->second;
+}
+
+namespace {
+
+asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
+                                 std::vector<std::unique_ptr<asio::io_context>>& contexts,
+                                 ProxyShared& shared) {
+  size_t next = 0;
+  while (acceptor.is_open()) {
+    asio::io_context& ctx = *contexts[next++ % contexts.size()];
+    auto [ec, sock] = co_await acceptor.async_accept(ctx, kNoThrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      spdlog::warn("pgshift-proxy: accept failed: {}", ec.message());
+      continue;
+    }
+    auto session = std::make_shared<Session>(std::move(sock), shared);
+    asio::co_spawn(ctx, [session]() -> asio::awaitable<void> { co_await session->Run(); },
+                   asio::detached);
+  }
+}
+
+void JsonReply(httplib::Response& res, int status, const nlohmann::json& j) {
+  res.status = status;
+  res.set_content(j.dump(), "application/json");
+}
+
+void ErrorReply(httplib::Response& res, int status, const std::string& msg) {
+  JsonReply(res, status, {{"error", msg}});
+}
+
+int HttpStatus(const Status& st) {
+  switch (st.code()) {
+    case Code::kInvalidArgument: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists:
+    case Code::kFailedPrecondition:
+    case Code::kAborted: return 409;
+    case Code::kTimeout: return 504;
+    case Code::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+Result<nlohmann::json> Body(const httplib::Request& req) {
+  if (req.body.empty()) return nlohmann::json::object();
+  try {
+    auto j = nlohmann::json::parse(req.body);
+    if (!j.is_object()) return InvalidArgument("request body must be a JSON object");
+    return j;
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("request body is not valid JSON: ") + e.what());
+  }
+}
+
+}  // namespace
+
+Proxy::Proxy(ProxyConfig config) : shared_(std::make_unique<ProxyShared>()) {
+  shared_->config = std::move(config);
+}
+
+Proxy::~Proxy() { Stop(); }
+
+Status Proxy::Start() {
+  ProxyShared& sh = *shared_;
+  for (const auto& rc : sh.config.routes) sh.routes.Add(std::make_shared<Route>(rc));
+  try {
+    if (sh.config.has_tls) {
+      auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+      SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+      ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
+      ctx->use_certificate_chain_file(sh.config.tls.cert_path);
+      ctx->use_private_key_file(sh.config.tls.key_path, asio::ssl::context::pem);
+      ctx->load_verify_file(sh.config.tls.client_ca_path);
+      SSL_CTX_set_client_CA_list(ctx->native_handle(),
+                                 SSL_load_client_CA_file(sh.config.tls.client_ca_path.c_str()));
+      // The certificate is checked after the handshake so a client without one (or with
+      // one from another CA) gets a PostgreSQL error instead of a bare TLS alert.
+      ctx->set_verify_mode(asio::ssl::verify_peer);
+      sh.server_tls = std::move(ctx);
+    }
+    SSL_CTX_set_min_proto_version(sh.upstream_tls.native_handle(), TLS1_2_VERSION);
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("cannot load TLS files of the proxy config: ") + e.what());
+  }
+  for (int i = 0; i < sh.config.threads; i++) {
+    contexts_.push_back(std::make_unique<asio::io_context>(1));
+    guards_.push_back(std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+        contexts_.back()->get_executor()));
+  }
+  try {
+    acceptor_ = std::make_unique<tcp::acceptor>(*contexts_[0]);
+    tcp::endpoint ep(asio::ip::make_address(sh.config.listen_host),
+                     static_cast<unsigned short>(sh.config.listen_port));
+    acceptor_->open(ep.protocol());
+    acceptor_->set_option(tcp::acceptor::reuse_address(true));
+    acceptor_->bind(ep);
+    acceptor_->listen(1024);
+    port_ = acceptor_->local_endpoint().port();
+  } catch (const std::exception& e) {
+    return Unavailable("cannot listen on " + sh.config.listen_host + ":" +
+                       std::to_string(sh.config.listen_port) + ": " + e.what());
+  }
+  PGSHIFT_RETURN_IF_ERROR(StartAdmin());
+  asio::co_spawn(*contexts_[0], AcceptLoop(*acceptor_, contexts_, sh), asio::detached);
+  for (auto& ctx : contexts_) threads_.emplace_back([c = ctx.get()] { c->run(); });
+  started_ = true;
+  spdlog::info("pgshift-proxy listening on {}:{} (admin {}:{}, {} threads)", sh.config.listen_host,
+               port_, sh.config.admin_host, admin_port_, sh.config.threads);
+  return Status::OK();
+}
+
+void Proxy::Stop() {
+  if (admin_) admin_->stop();
+  if (admin_thread_.joinable()) admin_thread_.join();
+  if (acceptor_ && !contexts_.empty()) {
+    asio::post(*contexts_[0], [a = acceptor_.get()] {
+      asio::error_code ec;
+      a->close(ec);
+    });
+  }
+  guards_.clear();
+  for (auto& ctx : contexts_) ctx->stop();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+  acceptor_.reset();
+  contexts_.clear();  // destroys the sessions' coroutines, closing their sockets
+  started_ = false;
+}
+
+Status Proxy::SaveRoutes() {
+  std::lock_guard<std::mutex> l(save_mu_);
+  ProxyConfig c = shared_->config;
+  c.routes.clear();
+  for (const auto& r : shared_->routes.List()) c.routes.push_back(r->config());
+  Status st = SaveProxyConfig(c);
+  if (!st.ok()) return st.Wrap("route changed but not saved to " + c.path);
+  return st;
+}
+
+Status Proxy::RepointRoute(const std::string& name, const UpstreamConfig& upstream) {
+  auto r = shared_->routes.Find(name);
+  if (!r) return NotFound("no route named \"" + name + "\"");
+  if (r->Repoint(upstream))
+    spdlog::info("pgshift-proxy: route {} now points at {}:{}", name, upstream.host, upstream.port);
+  return SaveRoutes();
+}
+
+Status Proxy::AddRoute(const RouteConfig& route) {
+  if (shared_->routes.Find(route.name)) return AlreadyExists("route \"" + route.name + "\" exists");
+  if (shared_->routes.FindByDatabase(route.database))
+    return AlreadyExists("database \"" + route.database + "\" is already served by a route");
+  shared_->routes.Add(std::make_shared<Route>(route));
+  return SaveRoutes();
+}
+
+std::string Proxy::MetricsText() const {
+  std::ostringstream o;
+  auto routes = shared_->routes.List();
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+    for (const auto& r : routes) o << name << "{route=\"" << r->name() << "\"} " << value(*r) << "\n";
+  };
+  metric("pgshift_proxy_sessions", "gauge", "Client sessions on the route.",
+         [](const Route& r) { return r.sessions.load(); });
+  metric("pgshift_proxy_held_sessions", "gauge", "Sessions waiting at a boundary for a release.",
+         [](const Route& r) { return r.held_sessions.load(); });
+  metric("pgshift_proxy_in_transaction", "gauge", "Sessions inside a transaction.",
+         [](const Route& r) { return r.in_transaction.load(); });
+  metric("pgshift_proxy_route_held", "gauge", "1 while the route is held.",
+         [](const Route& r) { return r.held() ? 1 : 0; });
+  metric("pgshift_proxy_transactions_total", "counter", "Transactions finished.",
+         [](const Route& r) { return r.transactions.load(); });
+  metric("pgshift_proxy_errors_total", "counter", "ErrorResponses seen or sent.",
+         [](const Route& r) { return r.errors.load(); });
+  metric("pgshift_proxy_client_bytes_total", "counter", "Bytes read from clients.",
+         [](const Route& r) { return r.bytes_from_clients.load(); });
+  metric("pgshift_proxy_server_bytes_total", "counter", "Bytes sent to clients.",
+         [](const Route& r) { return r.bytes_to_clients.load(); });
+  metric("pgshift_proxy_session_switches_total", "counter", "Sessions moved to a new endpoint.",
+         [](const Route& r) { return r.switches.load(); });
+  o << "# HELP pgshift_proxy_refused_total Connections refused (TLS, policy, route).\n"
+    << "# TYPE pgshift_proxy_refused_total counter\npgshift_proxy_refused_total "
+    << shared_->refused.load() << "\n";
+  o << "# HELP pgshift_proxy_cancels_total Cancel requests forwarded.\n"
+    << "# TYPE pgshift_proxy_cancels_total counter\npgshift_proxy_cancels_total "
+    << shared_->cancels_sent.load() << "\n";
+  o << "# HELP pgshift_proxy_protocol_errors_total Malformed client messages.\n"
+    << "# TYPE pgshift_proxy_protocol_errors_total counter\npgshift_proxy_protocol_errors_total "
+    << shared_->protocol_errors.load() << "\n";
+  return o.str();
+}
+
+Status Proxy::StartAdmin() {
+  admin_ = std::make_unique<httplib::Server>();
+  auto& srv = *admin_;
+  // Admin calls sit on the cutover's critical path: no Nagle / delayed-ACK stalls.
+  srv.set_tcp_nodelay(true);
+  ProxyShared& sh = *shared_;
+  auto find = [&sh](const httplib::Request& req, httplib::Response& res) -> std::shared_ptr<Route> {
+    auto r = sh.routes.Find(req.matches[1]);
+    if (!r) ErrorReply(res, 404, "no route named \"" + std::string(req.matches[1]) + "\"");
+    return r;
+  };
+  srv.Get("/health", [&sh](const httplib::Request&, httplib::Response& res) {
+    JsonReply(res, 200, {{"status", "ok"}, {"routes", sh.routes.List().size()}});
+  });
+  srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(MetricsText(), "text/plain; version=0.0.4");
+  });
+  srv.Get("/routes", [&sh](const httplib::Request&, httplib::Response& res) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& r : sh.routes.List()) j.push_back(r->ToJson());
+    JsonReply(res, 200, j);
+  });
+  srv.Get(R"(/routes/([^/]+))", [find](const httplib::Request& req, httplib::Response& res) {
+    if (auto r = find(req, res)) JsonReply(res, 200, r->ToJson());
+  });
+  srv.Get(R"(/routes/([^/]+)/stats)", [find](const httplib::Request& req, httplib::Response& res) {
+    if (auto r = find(req, res)) JsonReply(res, 200, r->StatsJson());
+  });
+  srv.Put(R"(/routes/([^/]+))", [this, &sh](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req);
+    if (!body.ok()) return ErrorReply(res, 400, body.status().message());
+    std::string name = req.matches[1];
+    for (const auto& [k, v] : body->items())
+      if (k != "upstream" && k != "database" && k != "allow_plaintext" && k != "hold_timeout_ms")
+        return ErrorReply(res, 400, "unknown field \"" + k + "\" in route body");
+    if (!body->contains("upstream")) return ErrorReply(res, 400, "body needs \"upstream\"");
+    auto up = ParseUpstream((*body)["upstream"], "upstream");
+    if (!up.ok()) return ErrorReply(res, 400, up.status().message());
+    Status st;
+    if (sh.routes.Find(name)) {
+      st = RepointRoute(name, *up);
+    } else {
+      RouteConfig rc{.name = name, .upstream = *up};
+      rc.database = body->value("database", std::string());
+      rc.allow_plaintext = body->value("allow_plaintext", false);
+      rc.hold_timeout_ms = body->value("hold_timeout_ms", int64_t{5000});
+      if (rc.database.empty())
+        return ErrorReply(res, 404, "no route named \"" + name +
+                                        "\" (to create one, give \"database\" too)");
+      st = AddRoute(rc);
+    }
+    if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
+    JsonReply(res, 200, sh.routes.Find(name)->ToJson());
+  });
+  srv.Post(R"(/routes/([^/]+)/hold)", [find](const httplib::Request& req, httplib::Response& res) {
+    auto r = find(req, res);
+    if (!r) return;
+    auto body = Body(req);
+    if (!body.ok()) return ErrorReply(res, 400, body.status().message());
+    int64_t timeout = r->hold_timeout_ms();
+    if (body->contains("timeout_ms")) {
+      if (!(*body)["timeout_ms"].is_number_integer() || (*body)["timeout_ms"].get<int64_t>() <= 0)
+        return ErrorReply(res, 400, "timeout_ms must be a positive integer");
+      timeout = (*body)["timeout_ms"].get<int64_t>();
+    }
+    Status st = r->Hold(timeout);
+    if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
+    JsonReply(res, 200, r->ToJson());
+  });
+  srv.Post(R"(/routes/([^/]+)/release)", [find](const httplib::Request& req, httplib::Response& res) {
+    auto r = find(req, res);
+    if (!r) return;
+    r->Release();
+    JsonReply(res, 200, r->ToJson());
+  });
+  srv.Post(R"(/routes/([^/]+)/switch)", [this, find](const httplib::Request& req,
+                                                     httplib::Response& res) {
+    auto r = find(req, res);
+    if (!r) return;
+    auto body = Body(req);
+    if (!body.ok()) return ErrorReply(res, 400, body.status().message());
+    if (!body->contains("upstream")) return ErrorReply(res, 400, "body needs \"upstream\"");
+    auto up = ParseUpstream((*body)["upstream"], "upstream");
+    if (!up.ok()) return ErrorReply(res, 400, up.status().message());
+    Status st = RepointRoute(r->name(), *up);
+    r->Release();
+    if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
+    JsonReply(res, 200, r->ToJson());
+  });
+  srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) ErrorReply(res, res.status, "no such admin endpoint");
+  });
+  if (sh.config.admin_port == 0) {
+    admin_port_ = srv.bind_to_any_port(sh.config.admin_host);
+    if (admin_port_ < 0) return Unavailable("cannot bind the admin API on " + sh.config.admin_host);
+  } else {
+    if (!srv.bind_to_port(sh.config.admin_host, sh.config.admin_port))
+      return Unavailable("cannot bind the admin API on " + sh.config.admin_host + ":" +
+                         std::to_string(sh.config.admin_port));
+    admin_port_ = sh.config.admin_port;
+  }
+  admin_thread_ = std::thread([&srv] { srv.listen_after_bind(); });
+  return Status::OK();
+}
+
+}  // namespace pgshift::proxy

@@ -1,0 +1,121 @@
+#include "proxy/proxy_test_util.h"
+
+#include "proxy/dev_certs.h"
+
+#include <httplib.h>
+
+#include <regex>
+
+#include "common/os.h"
+
+namespace pgshift::proxy::testing {
+Status MakeCerts(const std::string& dir) { return MakeDevCerts(dir); }
+
+Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow_plaintext) {
+  auto env = std::make_unique<ProxyEnv>();
+  std::vector<pgshift::testing::TestCluster*> clusters;
+  PGSHIFT_ASSIGN_OR_RETURN(env->a, pgshift::testing::TestCluster::Create({.name = "src"}));
+  clusters.push_back(env->a.get());
+  if (two_clusters) {
+    PGSHIFT_ASSIGN_OR_RETURN(env->b, pgshift::testing::TestCluster::Create({.name = "dst"}));
+    clusters.push_back(env->b.get());
+  }
+  for (auto* c : clusters) {
+    PGSHIFT_RETURN_IF_ERROR(
+        c->Psql("SET password_encryption = 'scram-sha-256'; "
+                "CREATE ROLE app LOGIN PASSWORD 'secret'; CREATE ROLE md5user LOGIN; "
+                "SET password_encryption = 'md5'; ALTER ROLE md5user PASSWORD 'md5secret'")
+            .status());
+    PGSHIFT_RETURN_IF_ERROR(c->Psql("CREATE DATABASE app OWNER app").status());
+    PGSHIFT_RETURN_IF_ERROR(c->Psql("GRANT CONNECT ON DATABASE app TO md5user").status());
+    // Password logins for app and md5user, ahead of initdb's trust rules.
+    std::string hba_path = c->cluster().spec().data_dir + "/pg_hba.conf";
+    PGSHIFT_ASSIGN_OR_RETURN(std::string hba, ReadFile(hba_path));
+    PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(
+        hba_path, "host all app 127.0.0.1/32 scram-sha-256\nhost all md5user 127.0.0.1/32 md5\n" + hba));
+    PGSHIFT_RETURN_IF_ERROR(c->Psql("SELECT pg_reload_conf()").status());
+    PGSHIFT_RETURN_IF_ERROR(
+        RunChecked(DefaultRunner(),
+                   {.argv = {DefaultPgBinDir() + "/pgbench", "-i", "-s", "1", "-q", "-h",
+                             "127.0.0.1", "-p", std::to_string(c->port()), "-U", "app", "app"},
+                    .extra_env = {"PGPASSWORD=secret"},
+                    .timeout_ms = 120000})
+            .status());
+  }
+  PGSHIFT_ASSIGN_OR_RETURN(env->certs, MakeTempDir("pgshift-proxy-certs"));
+  PGSHIFT_RETURN_IF_ERROR(MakeCerts(env->certs));
+  nlohmann::json cfg = {
+      {"listen", "127.0.0.1:0"},
+      {"admin_listen", "127.0.0.1:0"},
+      {"threads", 2},
+      {"tls", {{"cert", "server.crt"}, {"key", "server.key"}, {"client_ca", "ca.crt"}}},
+      {"routes",
+       {{{"name", "app"},
+         {"database", "app"},
+         {"upstream", {{"host", "127.0.0.1"}, {"port", env->a->port()}}},
+         {"allow_plaintext", allow_plaintext},
+         {"hold_timeout_ms", 5000}}}},
+      {"policy",
+       {{{"identity", "app-client"}, {"databases", {"app"}}, {"roles", {"app", "md5user"}}},
+        {{"identity", "other-client"}, {"databases", {"postgres"}}, {"roles", {"app"}}}}},
+      {"credentials", {{{"role", "app"}, {"password", "secret"}},
+                       {{"role", "md5user"}, {"password", "md5secret"}}}}};
+  PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(env->certs + "/proxy.json", cfg.dump(2)));
+  PGSHIFT_ASSIGN_OR_RETURN(env->config, LoadProxyConfig(env->certs + "/proxy.json"));
+  env->proxy = std::make_unique<Proxy>(env->config);
+  PGSHIFT_RETURN_IF_ERROR(env->proxy->Start());
+  return env;
+}
+
+ProxyEnv::~ProxyEnv() {
+  if (proxy) proxy->Stop();
+  proxy.reset();
+  if (!certs.empty()) (void)RemoveTree(certs);
+}
+
+std::string ProxyEnv::Conninfo(const std::string& client, const std::string& db,
+                               const std::string& user) const {
+  std::string s = "host=127.0.0.1 port=" + std::to_string(proxy->port()) + " dbname=" + db +
+                  " user=" + user + " connect_timeout=10";
+  if (client.empty()) return s + " sslmode=disable";
+  std::string ca = client == "evil-client" ? "ca.crt" : "ca.crt";
+  return s + " sslmode=verify-full sslrootcert=" + certs + "/" + ca + " sslcert=" + certs + "/" +
+         client + ".crt sslkey=" + certs + "/" + client + ".key";
+}
+
+Result<ProcessResult> Psql(const std::string& conninfo, const std::string& sql) {
+  return DefaultRunner().Run({.argv = {DefaultPgBinDir() + "/psql", "-X", "-At", "-v",
+                                       "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql},
+                              .timeout_ms = 60000});
+}
+
+PgbenchSummary ParsePgbench(const ProcessResult& r) {
+  PgbenchSummary s;
+  s.exit_code = r.exit_code;
+  s.output = r.output;
+  std::smatch m;
+  if (std::regex_search(r.output, m, std::regex(R"(actually processed: (\d+))")))
+    s.processed = std::stoll(m[1]);
+  if (std::regex_search(r.output, m, std::regex(R"(number of failed transactions: (\d+))")))
+    s.failed = std::stoll(m[1]);
+  else
+    s.failed = -1;  // not reported: treat as unknown, never as zero
+  if (std::regex_search(r.output, m, std::regex(R"(tps = ([0-9.]+))"))) s.tps = std::stod(m[1]);
+  if (std::regex_search(r.output, m, std::regex(R"(latency average = ([0-9.]+) ms)")))
+    s.latency_ms = std::stod(m[1]);
+  s.aborted = r.output.find("aborted") != std::string::npos || r.exit_code != 0;
+  return s;
+}
+
+std::pair<int, std::string> Admin(const std::string& url, const std::string& method,
+                                  const std::string& path, const std::string& body) {
+  httplib::Client cli(url);
+  cli.set_read_timeout(std::chrono::seconds(60));
+  auto res = method == "GET"    ? cli.Get(path.c_str())
+             : method == "POST" ? cli.Post(path.c_str(), body, "application/json")
+                                : cli.Put(path.c_str(), body, "application/json");
+  if (!res) return {-1, httplib::to_string(res.error())};
+  return {res->status, res->body};
+}
+
+}  // namespace pgshift::proxy::testing

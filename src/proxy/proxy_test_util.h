@@ -1,0 +1,62 @@
+// Test helpers for pgshift-proxy: certificates made with the openssl CLI, two
+// real PostgreSQL clusters with the same schema (pgbench -i on both) and a
+// SCRAM-authenticated role, and an in-process proxy in front of them.
+// Not thread-safe; one test owns one ProxyEnv.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/process.h"
+#include "common/status.h"
+#include "proxy/config.h"
+#include "proxy/proxy.h"
+#include "testing/pg_harness.h"
+
+namespace pgshift::proxy::testing {
+
+// CA "ca" signs server (SAN IP:127.0.0.1, DNS:localhost), "app-client" and
+// "other-client"; a second CA "evil-ca" signs "evil-client" (CN app-client).
+Status MakeCerts(const std::string& dir);
+
+struct ProxyEnv {
+  std::unique_ptr<pgshift::testing::TestCluster> a, b;  // b only when two clusters were asked
+  std::string certs;  // directory with the certificates
+  ProxyConfig config;
+  std::unique_ptr<Proxy> proxy;
+
+  // Clusters with role "app" (SCRAM password "secret", forced by pg_hba) owning
+  // database "app" initialised by pgbench -i; a proxy route "app" → a.
+  static Result<std::unique_ptr<ProxyEnv>> Create(bool two_clusters, bool allow_plaintext = false);
+  ~ProxyEnv();
+
+  // libpq conninfo through the proxy with the client certificate `client` ("" = none).
+  std::string Conninfo(const std::string& client = "app-client", const std::string& db = "app",
+                       const std::string& user = "app") const;
+  std::string AdminUrl() const { return "http://127.0.0.1:" + std::to_string(proxy->admin_port()); }
+  UpstreamConfig Upstream(pgshift::testing::TestCluster& c) const {
+    return UpstreamConfig{.host = "127.0.0.1", .port = c.port()};
+  }
+};
+
+// Runs psql -X -At -c sql with `conninfo`; returns exit code and output.
+Result<ProcessResult> Psql(const std::string& conninfo, const std::string& sql);
+
+struct PgbenchSummary {
+  int exit_code = -1;
+  int64_t processed = 0;
+  int64_t failed = 0;
+  bool aborted = false;
+  double tps = 0;
+  double latency_ms = 0;
+  std::string output;
+};
+PgbenchSummary ParsePgbench(const ProcessResult& r);
+
+// An HTTP call to the admin API; returns status and body.
+std::pair<int, std::string> Admin(const std::string& url, const std::string& method,
+                                  const std::string& path, const std::string& body = "");
+
+}  // namespace pgshift::proxy::testing

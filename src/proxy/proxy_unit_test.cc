@@ -1,0 +1,212 @@
+// Unit tests of pgshift-proxy's pure parts: protocol decoder, SCRAM/md5,
+// config parsing, the session state machine and the route hold logic.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "proxy/config.h"
+#include "proxy/protocol.h"
+#include "proxy/route.h"
+#include "proxy/scram.h"
+#include "proxy/session_state.h"
+
+namespace pgshift::proxy {
+namespace {
+
+TEST(Protocol, DecodesMessagesAndAsksForMoreData) {
+  std::string q = QueryMessage("select 1");
+  Message m;
+  std::string err;
+  for (size_t cut = 0; cut < q.size(); cut++)
+    EXPECT_EQ(DecodeMessage(std::string_view(q).substr(0, cut), &m, &err),
+              DecodeStatus::kNeedMoreData);
+  std::string with_more = q + "trailing";
+  ASSERT_EQ(DecodeMessage(with_more, &m, &err), DecodeStatus::kOk);
+  EXPECT_EQ(m.type, 'Q');
+  EXPECT_EQ(m.body, std::string_view("select 1\0", 9));
+  EXPECT_EQ(m.total, q.size());
+}
+
+TEST(Protocol, RejectsImpossibleLengths) {
+  Message m;
+  std::string err;
+  EXPECT_EQ(DecodeMessage(std::string("Q\0\0\0\3", 5), &m, &err), DecodeStatus::kError);
+  EXPECT_NE(err.find("invalid message length 3"), std::string::npos);
+  EXPECT_EQ(DecodeMessage(std::string("Q\x7f\xff\xff\xff", 5), &m, &err), DecodeStatus::kError);
+  EXPECT_NE(err.find("1 GiB"), std::string::npos);
+}
+
+TEST(Protocol, DecodesStartupSslAndCancelPackets) {
+  StartupPacket p;
+  std::string err;
+  std::string s = StartupMessage({{"user", "app"}, {"database", "db"}, {"replication", "database"}});
+  ASSERT_EQ(DecodeStartup(s, &p, &err), DecodeStatus::kOk) << err;
+  EXPECT_EQ(p.kind, StartupPacket::Kind::kStartup);
+  EXPECT_EQ(p.Param("user"), "app");
+  EXPECT_EQ(p.Param("replication"), "database");
+  EXPECT_EQ(p.Param("missing"), "");
+  ASSERT_EQ(DecodeStartup(SslRequest(), &p, &err), DecodeStatus::kOk);
+  EXPECT_EQ(p.kind, StartupPacket::Kind::kSslRequest);
+  ASSERT_EQ(DecodeStartup(CancelRequest(7, 99), &p, &err), DecodeStatus::kOk);
+  EXPECT_EQ(p.kind, StartupPacket::Kind::kCancel);
+  EXPECT_EQ(p.cancel_pid, 7u);
+  EXPECT_EQ(p.cancel_key, 99u);
+  // Unterminated parameter list.
+  std::string bad = s.substr(0, s.size() - 1);
+  bad[3] = static_cast<char>(bad.size());
+  EXPECT_EQ(DecodeStartup(bad, &p, &err), DecodeStatus::kError);
+  // Oversized.
+  std::string big("\x00\x01\x00\x00\x00\x03\x00\x00", 8);
+  EXPECT_EQ(DecodeStartup(big, &p, &err), DecodeStatus::kError);
+  // Protocol 2.
+  std::string v2("\x00\x00\x00\x08\x00\x02\x00\x00", 8);
+  EXPECT_EQ(DecodeStartup(v2, &p, &err), DecodeStatus::kError);
+  EXPECT_NE(err.find("protocol 2.0"), std::string::npos);
+}
+
+TEST(Protocol, ParsesNamesOfExtendedQueryMessages) {
+  std::string body = std::string("stmt1\0select $1\0", 16);
+  AppendInt16(&body, 1);
+  AppendInt32(&body, 23);
+  std::string name;
+  ASSERT_TRUE(ParseStatementName(body, &name));
+  EXPECT_EQ(name, "stmt1");
+  EXPECT_FALSE(ParseStatementName(body.substr(0, body.size() - 2), &name));  // truncated types
+  std::string bind = std::string("portal\0stmt1\0", 13);
+  ASSERT_TRUE(ParseBindStatement(bind, &name));
+  EXPECT_EQ(name, "stmt1");
+  char kind;
+  ASSERT_TRUE(ParseDescribeOrClose(std::string("Sabc\0", 5), &kind, &name));
+  EXPECT_EQ(kind, 'S');
+  EXPECT_EQ(name, "abc");
+  EXPECT_FALSE(ParseDescribeOrClose(std::string("Xabc\0", 5), &kind, &name));
+  std::map<char, std::string> f;
+  std::string e = ErrorResponse("FATAL", "28000", "no");
+  ASSERT_TRUE(ParseErrorFields(std::string_view(e).substr(5), &f));
+  EXPECT_EQ(f['C'], "28000");
+  EXPECT_EQ(f['M'], "no");
+}
+
+TEST(Scram, MatchesTheRfc7677TestVector) {
+  ScramClient c("pencil", "rOprNGfwEbeRWgbNEkqO", "user");
+  EXPECT_EQ(c.ClientFirst(), "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+  auto fin = c.ClientFinal(
+      "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
+  ASSERT_TRUE(fin.ok()) << fin.status().ToString();
+  EXPECT_EQ(*fin,
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+            "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+  EXPECT_TRUE(c.VerifyServerFinal("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").ok());
+  EXPECT_FALSE(c.VerifyServerFinal("v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").ok());
+}
+
+TEST(Scram, RejectsAServerNonceThatDoesNotExtendOurs) {
+  ScramClient c("pencil", "abc");
+  c.ClientFirst();
+  EXPECT_FALSE(c.ClientFinal("r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096").ok());
+  EXPECT_FALSE(c.ClientFinal("garbage").ok());
+}
+
+TEST(Md5, HashesLikeTheServerExpects) {
+  EXPECT_EQ(Md5PasswordHash("app", "secret", std::string("\x01\x02\x03\x04", 4)),
+            "md5911f527656472583a006e7727877b33e");
+}
+
+nlohmann::json GoodConfig() {
+  return nlohmann::json::parse(R"({"listen":"127.0.0.1:6432","admin_listen":"127.0.0.1:6433","threads":2,
+   "tls":{"cert":"server.crt","key":"server.key","client_ca":"ca.crt"},
+   "routes":[{"name":"app","database":"app","upstream":{"host":"127.0.0.1","port":5432,"tls":false},
+              "allow_plaintext":false,"hold_timeout_ms":5000}],
+   "policy":[{"identity":"app-client","databases":["app"],"roles":["app"]}],
+   "credentials":[{"role":"app","password":"secret"}]})");
+}
+
+TEST(Config, ParsesTheDocumentedExampleAndResolvesPaths) {
+  auto c = ParseProxyConfig(GoodConfig(), "/etc/pgshift");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->listen_port, 6432);
+  EXPECT_EQ(c->tls.cert_path, "/etc/pgshift/server.crt");
+  EXPECT_EQ(c->routes[0].upstream.port, 5432);
+  ASSERT_NE(c->FindCredential("app"), nullptr);
+  // Round trip keeps the paths as given.
+  auto again = ParseProxyConfig(ToJson(*c), "/x");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->tls.cert, "server.crt");
+}
+
+TEST(Config, UnknownKeysAreErrorsNamingTheKey) {
+  auto j = GoodConfig();
+  j["routes"][0]["upstream"]["hots"] = "x";
+  auto c = ParseProxyConfig(j);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("unknown key \"hots\" in routes[0].upstream"), std::string::npos)
+      << c.status().message();
+  j = GoodConfig();
+  j["thread"] = 3;
+  EXPECT_NE(ParseProxyConfig(j).status().message().find("\"thread\""), std::string::npos);
+  j = GoodConfig();
+  j["routes"].push_back(j["routes"][0]);
+  EXPECT_NE(ParseProxyConfig(j).status().message().find("appears twice"), std::string::npos);
+  j = GoodConfig();
+  j["listen"] = "nohostport";
+  EXPECT_FALSE(ParseProxyConfig(j).ok());
+  j = GoodConfig();
+  j["threads"] = "two";
+  EXPECT_NE(ParseProxyConfig(j).status().message().find("wrong type"), std::string::npos);
+}
+
+TEST(SessionStateMachine, AllowsTheDocumentedPathsOnly) {
+  using S = SessionState;
+  using E = SessionEvent;
+  EXPECT_EQ(Transition(S::kStartup, E::kLoginStarted), S::kAuthenticating);
+  EXPECT_EQ(Transition(S::kAuthenticating, E::kLoggedIn), S::kIdle);
+  EXPECT_EQ(Transition(S::kIdle, E::kClientBegins), S::kActive);
+  EXPECT_EQ(Transition(S::kActive, E::kBoundaryReached), S::kIdle);
+  EXPECT_EQ(Transition(S::kIdle, E::kHoldWait), S::kHeld);
+  EXPECT_EQ(Transition(S::kHeld, E::kHoldReleased), S::kIdle);
+  EXPECT_EQ(Transition(S::kIdle, E::kMigrateBegin), S::kMigrating);
+  EXPECT_EQ(Transition(S::kMigrating, E::kMigrateDone), S::kIdle);
+  EXPECT_EQ(Transition(S::kActive, E::kCopyBothStarted), S::kStreaming);
+  EXPECT_EQ(Transition(S::kStreaming, E::kBoundaryReached), S::kIdle);
+  // Never migrate or hold in the middle of a transaction.
+  EXPECT_EQ(Transition(S::kActive, E::kMigrateBegin), std::nullopt);
+  EXPECT_EQ(Transition(S::kActive, E::kHoldWait), std::nullopt);
+  EXPECT_EQ(Transition(S::kStreaming, E::kMigrateBegin), std::nullopt);
+  EXPECT_EQ(Transition(S::kStartup, E::kClientBegins), std::nullopt);
+  EXPECT_EQ(Transition(S::kHeld, E::kClientBegins), std::nullopt);
+  for (S s : {S::kStartup, S::kIdle, S::kActive, S::kHeld, S::kStreaming})
+    EXPECT_EQ(Transition(s, E::kClose), S::kClosed);
+}
+
+TEST(RouteHold, ReturnsOnceNoTransactionIsOpenAndReleasesAtTheDeadline) {
+  RouteConfig rc{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}};
+  Route r(rc);
+  EXPECT_TRUE(r.Hold(100).ok());
+  EXPECT_TRUE(r.held());
+  r.Release();
+  EXPECT_FALSE(r.held());
+  r.in_transaction = 2;
+  Status st = r.Hold(50);
+  EXPECT_EQ(st.code(), Code::kTimeout);
+  EXPECT_NE(st.message().find("2 session(s) still in a transaction"), std::string::npos);
+  EXPECT_FALSE(r.held());
+  // A transaction that ends before the deadline lets the hold succeed.
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    r.in_transaction = 0;
+  });
+  EXPECT_TRUE(r.Hold(5000).ok());
+  t.join();
+  int woken = 0;
+  uint64_t id = r.AddWaiter([&] { woken++; });
+  r.Release();
+  r.RemoveWaiter(id);
+  r.Release();
+  EXPECT_EQ(woken, 1);
+  EXPECT_TRUE(r.Repoint({.host = "h2", .port = 2}));
+  EXPECT_FALSE(r.Repoint({.host = "h2", .port = 2}));
+  EXPECT_EQ(r.generation(), 1u);
+}
+
+}  // namespace
+}  // namespace pgshift::proxy

@@ -1,0 +1,92 @@
+// Runtime route table of pgshift-proxy: where each route points, whether it
+// is held, and its counters.
+//
+// Thread-safe: session threads read targets and bump counters; the admin
+// thread repoints, holds and releases. The hold protocol relies on
+// sequentially consistent atomics: a session marks itself in a transaction
+// before it checks `held`, and Hold sets `held` before it counts sessions in
+// a transaction, so one of the two always sees the other.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "proxy/config.h"
+
+namespace pgshift::proxy {
+
+class Route {
+ public:
+  explicit Route(RouteConfig cfg);
+
+  const std::string& name() const { return cfg_.name; }
+  const std::string& database() const { return cfg_.database; }
+  bool allow_plaintext() const { return cfg_.allow_plaintext; }
+  int64_t hold_timeout_ms() const { return cfg_.hold_timeout_ms; }
+
+  struct Target {
+    UpstreamConfig upstream;
+    uint64_t generation = 0;  // bumped by every repoint that changes the upstream
+  };
+  Target target() const;
+  uint64_t generation() const { return generation_.load(); }
+  // Returns true when the upstream changed.
+  bool Repoint(const UpstreamConfig& upstream);
+  RouteConfig config() const;  // with the current upstream
+
+  bool held() const { return held_.load(); }
+  // Sets the hold, then waits until no session of the route is inside a
+  // transaction. Past `timeout_ms` the hold is released and Timeout says how
+  // many sessions were still in a transaction. Blocks the calling thread.
+  Status Hold(int64_t timeout_ms);
+  void Release();
+
+  // Wakers of sessions waiting at a boundary, called on Release.
+  uint64_t AddWaiter(std::function<void()> wake);
+  void RemoveWaiter(uint64_t id);
+
+  // Counters (sessions and held_sessions and in_transaction are gauges).
+  std::atomic<int64_t> sessions{0};
+  std::atomic<int64_t> held_sessions{0};
+  std::atomic<int64_t> in_transaction{0};
+  std::atomic<int64_t> transactions{0};
+  std::atomic<int64_t> errors{0};
+  std::atomic<int64_t> bytes_from_clients{0};
+  std::atomic<int64_t> bytes_to_clients{0};
+  std::atomic<int64_t> switches{0};  // sessions moved to a new endpoint
+
+  nlohmann::json StatsJson() const;
+  nlohmann::json ToJson() const;  // {"name","database","upstream","held","stats"}
+
+ private:
+  RouteConfig cfg_;
+  mutable std::mutex mu_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> held_{false};
+  std::mutex waiters_mu_;
+  uint64_t next_waiter_ = 1;
+  std::map<uint64_t, std::function<void()>> waiters_;
+};
+
+class RouteTable {
+ public:
+  void Add(std::shared_ptr<Route> r);
+  std::shared_ptr<Route> Find(const std::string& name) const;
+  std::shared_ptr<Route> FindByDatabase(const std::string& database) const;
+  std::vector<std::shared_ptr<Route>> List() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Route>> routes_;
+};
+
+}  // namespace pgshift::proxy

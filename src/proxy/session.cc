@@ -1,0 +1,814 @@
+#include "proxy/session.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <random>
+
+namespace pgshift::proxy {
+namespace {
+
+constexpr size_t kReadChunk = 16384;
+constexpr int kLoginTimeoutSeconds = 60;
+
+// The settings this session changed, plus the role when SET ROLE is active
+// (role is not listed in pg_settings).
+constexpr const char* kCaptureSql =
+    "SELECT name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session' "
+    "UNION ALL SELECT 'role', current_user::text WHERE current_user <> session_user";
+
+std::string Literal(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+// The statement name of a lone "DEALLOCATE [PREPARE] name" query, or "" (ALL is
+// handled from its CommandComplete tag).
+std::string DeallocatedName(std::string_view sql) {
+  auto skip_space = [&](size_t i) {
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) i++;
+    return i;
+  };
+  auto word = [&](size_t& i) {
+    i = skip_space(i);
+    std::string w;
+    if (i < sql.size() && sql[i] == '"') {
+      size_t end = sql.find('"', i + 1);
+      if (end == std::string_view::npos) return std::string();
+      w = std::string(sql.substr(i + 1, end - i - 1));
+      i = end + 1;
+      return w;
+    }
+    while (i < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_'))
+      w += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
+    return w;
+  };
+  size_t i = 0;
+  if (word(i) != "deallocate") return "";
+  std::string name = word(i);
+  if (name == "prepare") name = word(i);
+  i = skip_space(i);
+  if (i < sql.size() && sql[i] == ';') i = skip_space(i + 1);
+  if (i < sql.size() && sql[i] != '\0') return "";  // more statements: not a lone DEALLOCATE
+  return name == "all" ? "" : name;
+}
+
+// True when the SQL text calls set_config(): a session setting may change without
+// a SET tag or a ParameterStatus report.
+bool MentionsSetConfig(std::string_view sql) {
+  static constexpr std::string_view kNeedle = "set_config";
+  auto it = std::search(sql.begin(), sql.end(), kNeedle.begin(), kNeedle.end(), [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) == b;
+  });
+  return it != sql.end();
+}
+
+bool Matches(const std::vector<std::string>& allowed, const std::string& v) {
+  for (const auto& a : allowed)
+    if (a == "*" || a == v) return true;
+  return false;
+}
+
+std::vector<std::string> CertIdentities(X509* cert) {
+  std::vector<std::string> ids;
+  char cn[256];
+  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+  if (n > 0) ids.emplace_back(cn, static_cast<size_t>(n));
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+      const ASN1_IA5STRING* s = nullptr;
+      if (gn->type == GEN_DNS) s = gn->d.dNSName;
+      else if (gn->type == GEN_EMAIL) s = gn->d.rfc822Name;
+      else if (gn->type == GEN_URI) s = gn->d.uniformResourceIdentifier;
+      if (s)
+        ids.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                         static_cast<size_t>(ASN1_STRING_length(s)));
+    }
+    GENERAL_NAMES_free(names);
+  }
+  return ids;
+}
+
+}  // namespace
+
+Session::Session(tcp::socket client, ProxyShared& shared)
+    : shared_(shared),
+      client_(std::move(client), shared.server_tls ? *shared.server_tls : shared.plain_ctx),
+      client_out_(client_.socket().get_executor()) {
+  wake_ = std::make_shared<asio::steady_timer>(client_.socket().get_executor());
+}
+
+Session::~Session() { Close(); }
+
+std::string Session::Tag() const {
+  return "session " + std::to_string(cancel_pid_) + " (" + user_ + "@" + database_ + ")";
+}
+
+void Session::Advance(SessionEvent e) {
+  auto next = Transition(state_, e);
+  if (!next) {
+    spdlog::error("pgshift-proxy: {}: event {} is not allowed in state {}; closing", Tag(),
+                  EventName(e), StateName(state_));
+    next = SessionState::kClosed;
+    closed_ = true;
+  }
+  if (route_) {
+    if (state_ == SessionState::kActive && *next != SessionState::kActive) route_->in_transaction--;
+    if (state_ != SessionState::kActive && *next == SessionState::kActive) route_->in_transaction++;
+    if (state_ == SessionState::kHeld && *next != SessionState::kHeld) route_->held_sessions--;
+    if (state_ != SessionState::kHeld && *next == SessionState::kHeld) route_->held_sessions++;
+    if (*next == SessionState::kIdle && state_ == SessionState::kAuthenticating) route_->sessions++;
+    if (*next == SessionState::kClosed && state_ != SessionState::kClosed &&
+        state_ != SessionState::kStartup && state_ != SessionState::kAuthenticating)
+      route_->sessions--;
+  }
+  state_ = *next;
+}
+
+void Session::Close() {
+  if (state_ != SessionState::kClosed) Advance(SessionEvent::kClose);
+  closed_ = true;
+  if (server_) server_->stream.Close();
+  client_.Close();
+  if (cancel_target_) {
+    shared_.cancels.Unregister(cancel_pid_, cancel_key_);
+    cancel_target_.reset();
+  }
+  if (wake_) wake_->cancel();
+}
+
+asio::awaitable<void> Session::Run() {
+  auto self = shared_from_this();
+  asio::error_code ig;
+  client_.socket().set_option(tcp::no_delay(true), ig);
+  // Like the server's authentication_timeout: a client that never finishes its
+  // startup (TLS, startup packet, upstream login) does not hold a session forever.
+  auto login_deadline = std::make_shared<asio::steady_timer>(client_.socket().get_executor());
+  login_deadline->expires_after(std::chrono::seconds(kLoginTimeoutSeconds));
+  std::weak_ptr<Session> weak = self;
+  login_deadline->async_wait([weak](asio::error_code ec) {
+    auto s = weak.lock();
+    if (ec || !s) return;
+    if (s->state_ == SessionState::kStartup || s->state_ == SessionState::kAuthenticating) {
+      spdlog::info("pgshift-proxy: closing a client that did not finish its startup in {} s",
+                   kLoginTimeoutSeconds);
+      s->client_.Close();
+    }
+  });
+  bool started = co_await Startup();
+  login_deadline->cancel();
+  if (started) {
+    auto ex = co_await asio::this_coro::executor;
+    auto sc = server_;
+    asio::co_spawn(ex, [self, sc]() -> asio::awaitable<void> { co_await self->ServerPump(sc); },
+                   asio::detached);
+    co_await ClientPump();
+  }
+  Close();
+}
+
+asio::awaitable<bool> Session::FlushClient() { co_return co_await client_out_.Flush(client_); }
+
+asio::awaitable<bool> Session::FlushServer() {
+  auto sc = server_;
+  if (!sc) co_return false;
+  co_return co_await sc->outbox.Flush(sc->stream);
+}
+
+asio::awaitable<void> Session::Refuse(std::string_view sqlstate, const std::string& message) {
+  spdlog::info("pgshift-proxy: refused {}: {}", Tag(), message);
+  if (route_ && state_ != SessionState::kStartup) route_->errors++;
+  shared_.refused++;
+  client_out_.Append(ErrorResponse("FATAL", sqlstate, message));
+  co_await FlushClient();
+}
+
+asio::awaitable<void> Session::WaitWake(int ms) {
+  wake_->expires_after(std::chrono::milliseconds(ms));
+  co_await wake_->async_wait(kNoThrow);
+}
+
+asio::awaitable<bool> Session::Startup() {
+  std::string buf;
+  StartupPacket p;
+  char tmp[1024];
+  while (true) {
+    std::string err;
+    DecodeStatus st = DecodeStartup(buf, &p, &err);
+    if (st == DecodeStatus::kNeedMoreData) {
+      auto [ec, n] = co_await client_.ReadSome(tmp, sizeof(tmp));
+      if (ec) co_return false;
+      buf.append(tmp, n);
+      continue;
+    }
+    if (st == DecodeStatus::kError) {
+      shared_.protocol_errors++;
+      co_await Refuse("08P01", "pgshift-proxy: invalid startup packet: " + err);
+      co_return false;
+    }
+    buf.erase(0, p.total);
+    if (p.kind == StartupPacket::Kind::kSslRequest) {
+      if (client_.tls() || !buf.empty()) {
+        co_await Refuse("08P01", "pgshift-proxy: unexpected data around the SSL request");
+        co_return false;
+      }
+      if (!shared_.server_tls) {
+        if (co_await client_.WriteAll("N")) co_return false;
+        continue;
+      }
+      if (co_await client_.WriteAll("S")) co_return false;
+      client_.tls_stream().set_verify_callback(
+          [this](bool preverified, asio::ssl::verify_context& ctx) {
+            if (!preverified && verify_error_ == 0)
+              verify_error_ = X509_STORE_CTX_get_error(ctx.native_handle());
+            return true;  // decided after the handshake, so the client gets a clear error
+          });
+      auto [hec] = co_await client_.tls_stream().async_handshake(asio::ssl::stream_base::server,
+                                                                 kNoThrow);
+      if (hec) {
+        spdlog::info("pgshift-proxy: TLS handshake with client failed: {}", hec.message());
+        shared_.refused++;
+        co_return false;
+      }
+      client_.set_tls(true);
+      continue;
+    }
+    if (p.kind == StartupPacket::Kind::kGssEncRequest) {
+      if (co_await client_.WriteAll("N")) co_return false;
+      continue;
+    }
+    if (p.kind == StartupPacket::Kind::kCancel) {
+      co_await HandleCancel(p);
+      co_return false;
+    }
+    break;
+  }
+  startup_params_ = p.params;
+  user_ = p.Param("user");
+  database_ = p.Param("database");
+  if (user_.empty()) {
+    co_await Refuse("28000", "pgshift-proxy: the startup packet names no user");
+    co_return false;
+  }
+  if (database_.empty()) database_ = user_;
+  std::string repl = p.Param("replication");
+  if (repl == "database") {
+    replication_ = true;
+  } else if (!repl.empty() && repl != "false" && repl != "off" && repl != "0" && repl != "no") {
+    co_await Refuse("0A000",
+                    "pgshift-proxy: physical replication connections are not supported; "
+                    "use replication=database");
+    co_return false;
+  }
+  route_ = shared_.routes.FindByDatabase(database_);
+  if (!route_) {
+    co_await Refuse("3D000", "pgshift-proxy: no route serves database \"" + database_ +
+                                 "\" (check the database name or add a route)");
+    co_return false;
+  }
+  if (!co_await CheckIdentity(user_, database_)) co_return false;
+  if (const Credential* c = shared_.config.FindCredential(user_)) credential_ = *c;
+  Advance(SessionEvent::kLoginStarted);
+
+  Route::Target target = route_->target();
+  generation_ = target.generation;
+  // A named argument: GCC 12 mishandles brace-initialised temporaries in co_await.
+  UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
+  LoginOutcome lo = co_await ConnectUpstream(login);
+  if (!lo.conn) {
+    route_->errors++;
+    if (!lo.server_error.empty()) {
+      client_out_.Append(lo.server_error);
+      co_await FlushClient();
+    } else {
+      co_await Refuse("08006", "pgshift-proxy: cannot log in to the upstream of route \"" +
+                                   route_->name() + "\": " + lo.status.message());
+    }
+    co_return false;
+  }
+  server_ = lo.conn;
+  cancel_target_ = std::make_shared<CancelTarget>();
+  cancel_target_->upstream = server_->upstream;
+  cancel_target_->pid = server_->backend_pid;
+  cancel_target_->key = server_->backend_key;
+  std::tie(cancel_pid_, cancel_key_) = shared_.cancels.Register(cancel_target_);
+
+  std::string hello = AuthenticationOk();
+  for (const auto& [k, v] : server_->parameters) hello += ParameterStatus(k, v);
+  hello += BackendKeyData(cancel_pid_, cancel_key_);
+  hello += ReadyForQuery('I');
+  client_out_.Append(hello);
+  Advance(SessionEvent::kLoggedIn);
+  co_return co_await FlushClient();
+}
+
+asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std::string& database) {
+  if (!client_.tls()) {
+    if (route_->allow_plaintext()) co_return true;
+    co_await Refuse("28000", "pgshift-proxy: route \"" + route_->name() + "\" (database \"" +
+                                 database + "\") requires TLS with a client certificate; "
+                                 "plaintext connections are refused (connect with "
+                                 "sslmode=verify-full, sslcert and sslkey)");
+    co_return false;
+  }
+  SSL* ssl = client_.tls_stream().native_handle();
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (!cert) {
+    if (route_->allow_plaintext()) co_return true;
+    co_await Refuse("28000", "pgshift-proxy: a client certificate is required for database \"" +
+                                 database + "\" (connect with sslcert and sslkey; the "
+                                 "certificate must be signed by the proxy's client CA)");
+    co_return false;
+  }
+  std::unique_ptr<X509, decltype(&X509_free)> cert_owner(cert, X509_free);
+  long result = SSL_get_verify_result(ssl);
+  int err = verify_error_ != 0 ? verify_error_ : static_cast<int>(result);
+  if (err != X509_V_OK) {
+    co_await Refuse("28000", std::string("pgshift-proxy: client certificate rejected: ") +
+                                 X509_verify_cert_error_string(err) +
+                                 " (it must be signed by the CA in the proxy's tls.client_ca)");
+    co_return false;
+  }
+  std::vector<std::string> ids = CertIdentities(cert);
+  for (const auto& rule : shared_.config.policy) {
+    for (const auto& id : ids) {
+      if ((rule.identity == "*" || rule.identity == id) && Matches(rule.databases, database) &&
+          Matches(rule.roles, user)) {
+        identity_ = id;
+        co_return true;
+      }
+    }
+  }
+  std::string shown = ids.empty() ? std::string("(none)") : ids.front();
+  co_await Refuse("28000", "pgshift-proxy: certificate identity \"" + shown +
+                               "\" is not allowed to use database \"" + database +
+                               "\" as role \"" + user + "\" (no policy entry allows it)");
+  co_return false;
+}
+
+asio::awaitable<void> Session::HandleCancel(const StartupPacket& p) {
+  auto t = shared_.cancels.Find(p.cancel_pid, p.cancel_key);
+  if (!t) co_return;  // like the server: unknown keys are ignored silently
+  UpstreamConfig up;
+  uint32_t pid, key;
+  {
+    std::lock_guard<std::mutex> l(t->mu);
+    up = t->upstream;
+    pid = t->pid;
+    key = t->key;
+  }
+  co_await SendCancel(up, pid, key);
+  shared_.cancels_sent++;
+}
+
+asio::awaitable<void> Session::ClientPump() {
+  std::string in;
+  size_t skip = 0;  // bytes of a streamed CopyData message still to forward
+  char tmp[kReadChunk];
+  while (!closed_) {
+    auto [ec, n] = co_await client_.ReadSome(tmp, sizeof(tmp));
+    if (ec || closed_) break;
+    route_->bytes_from_clients += static_cast<int64_t>(n);
+    in.append(tmp, n);
+    size_t pos = 0;
+    bool stop = false;
+    while (pos < in.size() && !stop) {
+      if (skip > 0) {
+        size_t take = std::min(skip, in.size() - pos);
+        server_->outbox.Append(std::string_view(in).substr(pos, take));
+        pos += take;
+        skip -= take;
+        continue;
+      }
+      MessageHeader h;
+      std::string err;
+      DecodeStatus st = DecodeHeader(std::string_view(in).substr(pos), &h, &err);
+      if (st == DecodeStatus::kNeedMoreData) break;
+      if (st == DecodeStatus::kError) {
+        shared_.protocol_errors++;
+        co_await Refuse("08P01", "pgshift-proxy: invalid message from client: " + err);
+        stop = true;
+        break;
+      }
+      if (h.type == 'X') {
+        server_->outbox.Append(TerminateMessage());
+        stop = true;
+        break;
+      }
+      if (state_ == SessionState::kIdle) {
+        if (!co_await FlushServer() || !co_await EnterTransaction()) {
+          stop = true;
+          break;
+        }
+      }
+      if (h.type == 'd') {  // CopyData: stream it through without buffering it whole
+        size_t take = std::min(h.total(), in.size() - pos);
+        server_->outbox.Append(std::string_view(in).substr(pos, take));
+        skip = h.total() - take;
+        pos += take;
+        continue;
+      }
+      if (in.size() - pos < h.total()) break;
+      Message m{h.type, std::string_view(in).substr(pos + 5, h.length - 4), h.total()};
+      if (!OnClientMessage(m)) {
+        shared_.protocol_errors++;
+        co_await Refuse("08P01", std::string("pgshift-proxy: malformed '") + h.type +
+                                     "' message from client");
+        stop = true;
+        break;
+      }
+      pos += h.total();
+    }
+    in.erase(0, pos);
+    if (server_ && !co_await FlushServer()) break;
+    if (stop) break;
+  }
+  Close();
+}
+
+bool Session::OnClientMessage(const Message& m) {
+  std::string_view raw(m.body.data() - 5, m.total);
+  auto ensure_prepared = [&](const std::string& name) {
+    if (name.empty() || prepared_upstream_.count(name)) return;
+    auto it = statements_.find(name);
+    if (it == statements_.end()) return;  // unknown to us: the server answers for it
+    server_->outbox.Append(it->second);
+    parse_expect_.push_back({syncs_sent_, true});
+    prepared_upstream_.insert(name);
+  };
+  switch (m.type) {
+    case 'Q': {
+      pending_++;
+      syncs_sent_++;
+      // SQL DEALLOCATE of a protocol-level statement: forget it, so a later Bind is
+      // not answered by re-preparing it on a new server.
+      std::string gone = DeallocatedName(m.body);
+      if (!gone.empty()) {
+        statements_.erase(gone);
+        prepared_upstream_.erase(gone);
+      }
+      if (MentionsSetConfig(m.body)) settings_dirty_ = true;
+      break;
+    }
+    case 'F':
+      pending_++;
+      syncs_sent_++;
+      break;
+    case 'S':
+      pending_++;
+      syncs_sent_++;
+      batch_open_ = false;
+      break;
+    case 'P': {
+      std::string name;
+      if (!ParseStatementName(m.body, &name)) return false;
+      BodyReader pr(m.body);
+      std::string_view pname, ptext;
+      if (pr.ReadCString(&pname) && pr.ReadCString(&ptext) && MentionsSetConfig(ptext))
+        settings_dirty_ = true;  // re-read at the next boundary
+      if (!name.empty()) {
+        statements_[name] = std::string(raw);
+        prepared_upstream_.insert(name);
+      } else {
+        BodyReader r(m.body);
+        std::string_view n, query;
+        if (r.ReadCString(&n) && r.ReadCString(&query)) {
+          // Erased when parsed: should it then fail, the client only loses the re-prepare.
+          std::string gone = DeallocatedName(query);
+          if (!gone.empty()) {
+            statements_.erase(gone);
+            prepared_upstream_.erase(gone);
+          }
+        }
+      }
+      parse_expect_.push_back({syncs_sent_, false});
+      batch_open_ = true;
+      break;
+    }
+    case 'B': {
+      std::string stmt;
+      if (!ParseBindStatement(m.body, &stmt)) return false;
+      ensure_prepared(stmt);
+      batch_open_ = true;
+      break;
+    }
+    case 'D':
+    case 'C': {
+      char kind = 0;
+      std::string name;
+      if (!ParseDescribeOrClose(m.body, &kind, &name)) return false;
+      if (kind == 'S') {
+        if (m.type == 'D') {
+          ensure_prepared(name);
+        } else {
+          statements_.erase(name);
+          prepared_upstream_.erase(name);
+        }
+      }
+      batch_open_ = true;
+      break;
+    }
+    case 'E':
+      batch_open_ = true;
+      break;
+    default:
+      break;
+  }
+  server_->outbox.Append(raw);
+  return true;
+}
+
+asio::awaitable<bool> Session::EnterTransaction() {
+  while (!closed_) {
+    // Mark first, then look at the hold: Route::Hold does the reverse.
+    Advance(SessionEvent::kClientBegins);
+    bool held = route_->held();
+    bool moved = route_->generation() != generation_;
+    if (!held && !moved && !server_lost_) co_return true;
+    Advance(SessionEvent::kBoundaryReached);
+    if (held) {
+      Advance(SessionEvent::kHoldWait);
+      auto ex = co_await asio::this_coro::executor;
+      std::weak_ptr<asio::steady_timer> weak = wake_;
+      uint64_t id = route_->AddWaiter([ex, weak] {
+        asio::post(ex, [weak] {
+          if (auto t = weak.lock()) t->cancel();
+        });
+      });
+      while (route_->held() && !closed_) co_await WaitWake(100);
+      route_->RemoveWaiter(id);
+      if (closed_) co_return false;
+      Advance(SessionEvent::kHoldReleased);
+      continue;
+    }
+    Advance(SessionEvent::kMigrateBegin);
+    bool ok = co_await Migrate();
+    if (!ok || closed_) co_return false;
+    Advance(SessionEvent::kMigrateDone);
+  }
+  co_return false;
+}
+
+asio::awaitable<bool> Session::Migrate() {
+  Route::Target target = route_->target();
+  std::string dest = target.upstream.host + ":" + std::to_string(target.upstream.port);
+  while (capture_inflight_ && !server_lost_ && !closed_) co_await WaitWake(50);
+  if (settings_dirty_ && !replication_ && !server_lost_ && !closed_) {
+    StartCapture();
+    co_await FlushServer();
+    while (capture_inflight_ && !server_lost_ && !closed_) co_await WaitWake(50);
+  }
+  if (closed_) co_return false;
+  if (settings_dirty_ && !replication_) {
+    co_await Refuse("08006", "pgshift-proxy: cannot move this session to " + dest +
+                                 ": the session settings it changed could not be read from "
+                                 "its previous server; reconnect to continue");
+    co_return false;
+  }
+  UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
+  LoginOutcome lo = co_await ConnectUpstream(login);
+  if (!lo.conn) {
+    co_await Refuse("08006", "pgshift-proxy: cannot move this session to " + dest + ": " +
+                                 lo.status.message());
+    co_return false;
+  }
+  if (!settings_.empty()) {
+    std::string sql = "SELECT ";
+    for (size_t i = 0; i < settings_.size(); i++) {
+      if (i) sql += ", ";
+      sql += "pg_catalog.set_config(" + Literal(settings_[i].first) + ", " +
+             Literal(settings_[i].second) + ", false)";
+    }
+    auto r = co_await SimpleQuery(*lo.conn, sql);
+    if (!r.ok()) {
+      lo.conn->stream.Close();
+      co_await Refuse("08006", "pgshift-proxy: cannot move this session to " + dest +
+                                   ": re-applying its settings failed: " + r.status().message());
+      co_return false;
+    }
+  }
+  auto old = server_;
+  server_ = lo.conn;
+  generation_ = target.generation;
+  server_lost_ = false;
+  prepared_upstream_.clear();
+  parse_expect_.clear();
+  rfq_seen_ = syncs_sent_;  // nothing is outstanding at a boundary (a lost capture included)
+  txn_status_ = 'I';
+  {
+    std::lock_guard<std::mutex> l(cancel_target_->mu);
+    cancel_target_->upstream = server_->upstream;
+    cancel_target_->pid = server_->backend_pid;
+    cancel_target_->key = server_->backend_key;
+  }
+  route_->switches++;
+  if (old) {
+    old->outbox.Append(TerminateMessage());
+    co_await old->outbox.Flush(old->stream);
+    old->stream.Close();
+  }
+  auto self = shared_from_this();
+  auto sc = server_;
+  auto ex = co_await asio::this_coro::executor;
+  asio::co_spawn(ex, [self, sc]() -> asio::awaitable<void> { co_await self->ServerPump(sc); },
+                 asio::detached);
+  spdlog::info("pgshift-proxy: {} moved to {}", Tag(), dest);
+  co_return true;
+}
+
+void Session::StartCapture() {
+  capture_inflight_ = true;
+  capture_failed_ = false;
+  capture_rows_.clear();
+  syncs_sent_++;
+  server_->outbox.Append(QueryMessage(kCaptureSql));
+}
+
+void Session::OnReadyForQuery(char status) {
+  rfq_seen_++;
+  if (pending_ > 0) pending_--;
+  txn_status_ = status;
+  while (!parse_expect_.empty() && parse_expect_.front().sync_index < rfq_seen_)
+    parse_expect_.pop_front();
+  if (AtBoundary() && (state_ == SessionState::kActive || state_ == SessionState::kStreaming)) {
+    route_->transactions++;
+    Advance(SessionEvent::kBoundaryReached);
+  }
+}
+
+bool Session::OnServerMessage(const Message& m) {
+  if (capture_inflight_) {
+    BodyReader r(m.body);
+    if (m.type == 'D') {
+      int16_t n = 0;
+      std::vector<std::string> cols;
+      r.ReadInt16(&n);
+      for (int i = 0; i < n; i++) {
+        int32_t len = 0;
+        std::string_view v;
+        if (!r.ReadInt32(&len) || len < 0 || !r.ReadBytes(static_cast<size_t>(len), &v)) break;
+        cols.emplace_back(v);
+      }
+      if (cols.size() == 2) capture_rows_.emplace_back(cols[0], cols[1]);
+      else capture_failed_ = true;
+    } else if (m.type == 'E') {
+      capture_failed_ = true;
+    } else if (m.type == 'Z') {
+      rfq_seen_++;
+      while (!parse_expect_.empty() && parse_expect_.front().sync_index < rfq_seen_)
+        parse_expect_.pop_front();
+      capture_inflight_ = false;
+      if (!capture_failed_) {
+        settings_ = capture_rows_;
+        settings_dirty_ = false;
+      }
+      wake_->cancel();
+    }
+    return false;
+  }
+  switch (m.type) {
+    case 'Z':
+      if (m.body.size() != 1) return true;
+      OnReadyForQuery(m.body[0]);
+      return true;
+    case '1':
+      if (!parse_expect_.empty()) {
+        bool injected = parse_expect_.front().injected;
+        parse_expect_.pop_front();
+        if (injected) return false;
+      }
+      return true;
+    case 'S':
+      settings_dirty_ = true;
+      capture_failed_ = false;
+      return true;
+    case 'E':
+      route_->errors++;
+      return true;
+    case 'C': {
+      std::string_view tag = m.body;
+      if (!tag.empty() && tag.back() == '\0') tag.remove_suffix(1);
+      if (tag == "SET" || tag == "RESET" || tag == "DISCARD ALL") {
+        settings_dirty_ = true;
+        capture_failed_ = false;
+      }
+      if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
+        statements_.clear();
+        prepared_upstream_.clear();
+      }
+      return true;
+    }
+    case 'W':
+      if (state_ == SessionState::kActive) Advance(SessionEvent::kCopyBothStarted);
+      return true;
+    default:
+      return true;
+  }
+}
+
+asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
+  std::string in = std::move(sc->leftover);
+  sc->leftover.clear();
+  size_t skip = 0;
+  bool skip_forward = true;
+  std::string out;
+  char tmp[kReadChunk];
+  bool fatal_at_boundary = false;
+  while (true) {
+    size_t pos = 0;
+    bool capture_was = capture_inflight_;
+    while (pos < in.size()) {
+      if (skip > 0) {
+        size_t take = std::min(skip, in.size() - pos);
+        if (skip_forward) out.append(in, pos, take);
+        pos += take;
+        skip -= take;
+        continue;
+      }
+      MessageHeader h;
+      std::string err;
+      DecodeStatus st = DecodeHeader(std::string_view(in).substr(pos), &h, &err);
+      if (st == DecodeStatus::kNeedMoreData) break;
+      if (st == DecodeStatus::kError) {
+        spdlog::error("pgshift-proxy: {}: malformed message from upstream: {}", Tag(), err);
+        Close();
+        co_return;
+      }
+      bool inspect = capture_inflight_ || h.type == 'Z' || h.type == '1' || h.type == 'S' ||
+                     h.type == 'E' || h.type == 'C' || h.type == 'W';
+      if (!inspect) {
+        size_t take = std::min(h.total(), in.size() - pos);
+        out.append(in, pos, take);
+        skip = h.total() - take;
+        skip_forward = true;
+        pos += take;
+        continue;
+      }
+      if (in.size() - pos < h.total()) break;
+      Message m{h.type, std::string_view(in).substr(pos + 5, h.length - 4), h.total()};
+      bool forward = true;
+      if (h.type == 'E' && !capture_inflight_ && state_ != SessionState::kActive &&
+          state_ != SessionState::kStreaming) {
+        // The server ends an idle session (e.g. a fence terminating backends): keep the
+        // client, it reconnects at its next transaction.
+        std::map<char, std::string> f;
+        ParseErrorFields(m.body, &f);
+        std::string sev = f.count('V') ? f['V'] : f['S'];
+        if (sev == "FATAL" || sev == "PANIC") {
+          forward = false;
+          fatal_at_boundary = true;
+        }
+      }
+      if (forward) forward = OnServerMessage(m);
+      if (forward) out.append(in, pos, h.total());
+      pos += h.total();
+    }
+    in.erase(0, pos);
+    if (!out.empty() && sc == server_) {
+      route_->bytes_to_clients += static_cast<int64_t>(out.size());
+      client_out_.Append(out);
+      out.clear();
+      if (!co_await FlushClient()) {
+        Close();
+        co_return;
+      }
+    }
+    out.clear();
+    if (sc != server_ || closed_) co_return;
+    if (!capture_was && capture_inflight_) co_await FlushServer();
+    if (state_ == SessionState::kIdle && settings_dirty_ && !capture_inflight_ && !replication_ &&
+        !capture_failed_ && !fatal_at_boundary) {
+      StartCapture();
+      co_await FlushServer();
+    }
+    auto [ec, n] = co_await sc->stream.ReadSome(tmp, sizeof(tmp));
+    if (sc != server_ || closed_) co_return;
+    if (ec) break;
+    in.append(tmp, n);
+  }
+  // The upstream connection ended.
+  if (state_ == SessionState::kIdle || state_ == SessionState::kHeld ||
+      state_ == SessionState::kMigrating) {
+    server_lost_ = true;
+    capture_inflight_ = false;
+    sc->stream.Close();
+    wake_->cancel();
+    spdlog::info("pgshift-proxy: {}: upstream closed at a transaction boundary; the session "
+                 "reconnects at its next transaction",
+                 Tag());
+    co_return;
+  }
+  Close();
+}
+
+}  // namespace pgshift::proxy

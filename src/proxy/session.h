@@ -1,0 +1,99 @@
+// One client session of pgshift-proxy: TLS and policy checks, the upstream
+// login, then two coroutines that forward bytes (client → server and
+// server → client) while tracking the transaction state, named prepared
+// statements and session settings, so the session can be held at a
+// transaction boundary and moved to another endpoint.
+//
+// A session lives on one io_context thread; all its members are touched only
+// from that thread (no locks). Shared state goes through ProxyShared.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "proxy/protocol.h"
+#include "proxy/session_state.h"
+#include "proxy/shared.h"
+#include "proxy/upstream.h"
+
+namespace pgshift::proxy {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket client, ProxyShared& shared);
+  ~Session();
+  asio::awaitable<void> Run();
+
+ private:
+  asio::awaitable<bool> Startup();
+  asio::awaitable<bool> CheckIdentity(const std::string& user, const std::string& database);
+  asio::awaitable<void> HandleCancel(const StartupPacket& p);
+  asio::awaitable<void> Refuse(std::string_view sqlstate, const std::string& message);
+  asio::awaitable<void> ClientPump();
+  asio::awaitable<void> ServerPump(std::shared_ptr<ServerConn> sc);
+  // Before the first message of a new transaction: hold, move. False: close.
+  asio::awaitable<bool> EnterTransaction();
+  asio::awaitable<bool> Migrate();
+  asio::awaitable<void> WaitWake(int ms);
+  asio::awaitable<bool> FlushClient();
+  asio::awaitable<bool> FlushServer();
+
+  // Client message handlers; append to the upstream outbox. False: protocol error.
+  bool OnClientMessage(const Message& m);
+  // Server message handler: true when the message goes on to the client.
+  bool OnServerMessage(const Message& m);
+  void OnReadyForQuery(char status);
+  void StartCapture();
+  void Advance(SessionEvent e);
+  void Close();
+  bool AtBoundary() const { return pending_ == 0 && !batch_open_ && txn_status_ == 'I'; }
+  std::string Tag() const;
+
+  ProxyShared& shared_;
+  Stream client_;
+  Outbox client_out_;
+  SessionState state_ = SessionState::kStartup;
+  bool closed_ = false;
+  std::shared_ptr<Route> route_;
+  std::vector<std::pair<std::string, std::string>> startup_params_;
+  std::string user_, database_, identity_;
+  std::optional<Credential> credential_;
+  bool replication_ = false;
+
+  std::shared_ptr<ServerConn> server_;
+  uint64_t generation_ = 0;
+  bool server_lost_ = false;
+  int verify_error_ = 0;  // X509 error seen by the TLS verify callback
+
+  // Transaction tracking.
+  char txn_status_ = 'I';
+  int64_t pending_ = 0;       // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
+  bool batch_open_ = false;   // extended-protocol messages sent since the last Sync
+  uint64_t syncs_sent_ = 0;   // sync points sent upstream (ours included)
+  uint64_t rfq_seen_ = 0;
+  struct ParseExpect {
+    uint64_t sync_index;
+    bool injected;  // ours: swallow its ParseComplete
+  };
+  std::deque<ParseExpect> parse_expect_;
+  std::unordered_map<std::string, std::string> statements_;  // name → raw Parse message
+  std::unordered_set<std::string> prepared_upstream_;        // prepared on the current server
+
+  // Session settings: captured from the server at a boundary after the client changed any.
+  bool settings_dirty_ = false;
+  bool capture_inflight_ = false;
+  bool capture_failed_ = false;
+  std::vector<std::pair<std::string, std::string>> settings_;
+  std::vector<std::pair<std::string, std::string>> capture_rows_;
+
+  std::shared_ptr<CancelTarget> cancel_target_;
+  uint32_t cancel_pid_ = 0, cancel_key_ = 0;
+  std::shared_ptr<asio::steady_timer> wake_;
+};
+
+}  // namespace pgshift::proxy

@@ -1,0 +1,52 @@
+// State shared by all sessions of one pgshift-proxy: the configuration, the
+// route table, TLS contexts and the cancel-key registry.
+//
+// Thread-safe: the config's non-route parts are immutable after Start; routes
+// and the cancel registry lock internally.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "proxy/config.h"
+#include "proxy/net.h"
+#include "proxy/route.h"
+
+namespace pgshift::proxy {
+
+// Where a client's cancel key leads now; updated when the session moves.
+struct CancelTarget {
+  std::mutex mu;
+  UpstreamConfig upstream;
+  uint32_t pid = 0;
+  uint32_t key = 0;
+};
+
+class CancelRegistry {
+ public:
+  // Registers a fresh random (pid, key) pair for a session.
+  std::pair<uint32_t, uint32_t> Register(std::shared_ptr<CancelTarget> t);
+  void Unregister(uint32_t pid, uint32_t key);
+  std::shared_ptr<CancelTarget> Find(uint32_t pid, uint32_t key) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<CancelTarget>> targets_;
+};
+
+struct ProxyShared {
+  ProxyConfig config;
+  RouteTable routes;
+  std::unique_ptr<asio::ssl::context> server_tls;  // null: TLS not configured
+  asio::ssl::context plain_ctx{asio::ssl::context::tls};  // unused TLS side of plain streams
+  asio::ssl::context upstream_tls{asio::ssl::context::tls_client};
+  CancelRegistry cancels;
+  std::atomic<int64_t> refused{0};       // connections refused (TLS, policy, route)
+  std::atomic<int64_t> cancels_sent{0};
+  std::atomic<int64_t> protocol_errors{0};
+};
+
+}  // namespace pgshift::proxy

@@ -1,0 +1,63 @@
+// Upstream logins of pgshift-proxy: connect to a PostgreSQL server, upgrade
+// to TLS when the route asks for it, send the client's startup parameters
+// and authenticate with the credentials the proxy holds (SCRAM-SHA-256, md5,
+// cleartext or trust). Coroutines on the session's executor.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "proxy/config.h"
+#include "proxy/net.h"
+
+namespace pgshift::proxy {
+
+struct ServerConn {
+  ServerConn(GenericSocket s, std::shared_ptr<asio::ssl::context> ctx, asio::ssl::context& fallback)
+      : tls_context(std::move(ctx)),
+        stream(std::move(s), tls_context ? *tls_context : fallback),
+        outbox(stream.socket().get_executor()) {}
+  std::shared_ptr<asio::ssl::context> tls_context;  // own context when verifying with upstream.ca
+  UpstreamStream stream;
+  Outbox outbox;
+  UpstreamConfig upstream;
+  std::vector<std::pair<std::string, std::string>> parameters;  // ParameterStatus at login
+  uint32_t backend_pid = 0;
+  uint32_t backend_key = 0;
+  std::string leftover;  // bytes read after the login's ReadyForQuery
+};
+
+// Where to connect: host "/dir" is a Unix-domain socket directory (libpq's rule:
+// the socket is /dir/.s.PGSQL.<port>); anything else is resolved for TCP.
+asio::awaitable<Result<GenericSocket>> ConnectSocket(const UpstreamConfig& upstream,
+                                                     int timeout_ms);
+
+struct UpstreamLogin {
+  UpstreamConfig upstream;
+  std::vector<std::pair<std::string, std::string>> startup_params;
+  std::optional<Credential> credential;
+  asio::ssl::context* tls_context = nullptr;  // client context for upstream TLS without a CA
+  int timeout_ms = 10000;
+};
+
+struct LoginOutcome {
+  std::shared_ptr<ServerConn> conn;  // null on failure
+  Status status;
+  std::string server_error;  // the server's raw ErrorResponse, to relay to the client
+};
+
+asio::awaitable<LoginOutcome> ConnectUpstream(UpstreamLogin login);
+
+// Runs one simple query on a logged-in connection, reading until
+// ReadyForQuery. Rows come back as text. An ErrorResponse is an error Status.
+asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(ServerConn& c,
+                                                                            std::string sql);
+
+// Sends a CancelRequest for (pid, key) to `upstream` and closes.
+asio::awaitable<void> SendCancel(UpstreamConfig upstream, uint32_t pid, uint32_t key);
+
+}  // namespace pgshift::proxy

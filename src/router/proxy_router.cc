@@ -1,0 +1,115 @@
+#include "router/proxy_router.h"
+
+#include <httplib.h>
+
+namespace pgshift {
+namespace {
+
+Status FromHttp(int status, const std::string& body, const std::string& what) {
+  std::string msg = body;
+  try {
+    auto j = nlohmann::json::parse(body);
+    if (j.is_object() && j.contains("error")) msg = j["error"].get<std::string>();
+  } catch (...) {
+  }
+  msg = what + ": " + msg;
+  switch (status) {
+    case 400: return InvalidArgument(msg);
+    case 404: return NotFound(msg);
+    case 409: return FailedPrecondition(msg);
+    case 503: return Unavailable(msg);
+    case 504: return Timeout(msg);
+    default: return Internal(msg + " (HTTP " + std::to_string(status) + ")");
+  }
+}
+
+}  // namespace
+
+Result<nlohmann::json> ProxyRouter::Call(const std::string& method, const std::string& path,
+                                         const nlohmann::json& body, int64_t timeout_ms) {
+  httplib::Client cli(config_.admin_url);
+  if (!cli.is_valid()) return InvalidArgument("invalid proxy admin_url \"" + config_.admin_url + "\"");
+  cli.set_tcp_nodelay(true);  // a 40 ms Nagle stall per call would lengthen the hold
+  cli.set_connection_timeout(std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 10000)));
+  cli.set_read_timeout(std::chrono::milliseconds(timeout_ms));
+  cli.set_write_timeout(std::chrono::milliseconds(timeout_ms));
+  std::string what = method + " " + config_.admin_url + path;
+  httplib::Result res = method == "GET"    ? cli.Get(path.c_str())
+                       : method == "POST" ? cli.Post(path.c_str(), body.dump(), "application/json")
+                                          : cli.Put(path.c_str(), body.dump(), "application/json");
+  if (!res)
+    return Unavailable(what + " failed: " + httplib::to_string(res.error()) +
+                       " (is pgshift-proxy running and its admin_listen reachable?)");
+  if (res->status != 200) return FromHttp(res->status, res->body, what);
+  try {
+    return nlohmann::json::parse(res->body);
+  } catch (const std::exception& e) {
+    return Internal(what + " returned invalid JSON: " + e.what());
+  }
+}
+
+Status ProxyRouter::Hold(int64_t timeout_ms) {
+  auto r = Call("POST", "/routes/" + config_.route + "/hold", {{"timeout_ms", timeout_ms}},
+                timeout_ms + config_.admin_timeout_ms);
+  return r.ok() ? Status::OK() : r.status();
+}
+
+Status ProxyRouter::Release() {
+  auto r = Call("POST", "/routes/" + config_.route + "/release", nlohmann::json::object(),
+                config_.admin_timeout_ms);
+  return r.ok() ? Status::OK() : r.status();
+}
+
+Status ProxyRouter::Repoint(const Endpoint& to) {
+  if (to.host.empty() || to.port <= 0) return InvalidArgument("repoint target needs host and port");
+  auto r = Call("PUT", "/routes/" + config_.route, {{"upstream", {{"host", to.host}, {"port", to.port}}}},
+                config_.admin_timeout_ms);
+  return r.ok() ? Status::OK() : r.status();
+}
+
+Result<Endpoint> ProxyRouter::Current() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("GET", "/routes/" + config_.route, nullptr,
+                                        config_.admin_timeout_ms));
+  try {
+    return Endpoint{j.at("upstream").at("host").get<std::string>(),
+                    j.at("upstream").at("port").get<int>()};
+  } catch (const std::exception& e) {
+    return Internal(std::string("unexpected route JSON from the proxy: ") + e.what());
+  }
+}
+
+Result<RouteStats> ProxyRouter::Stats() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("GET", "/routes/" + config_.route + "/stats", nullptr,
+                                        config_.admin_timeout_ms));
+  RouteStats s;
+  s.sessions = j.value("sessions", int64_t{0});
+  s.held_sessions = j.value("held_sessions", int64_t{0});
+  s.transactions = j.value("transactions", int64_t{0});
+  s.errors = j.value("errors", int64_t{0});
+  return s;
+}
+
+Result<std::unique_ptr<Router>> MakeProxyRouter(const nlohmann::json& cfg) {
+  if (!cfg.is_object()) return InvalidArgument("proxy router config must be a JSON object");
+  ProxyRouterConfig c;
+  for (const auto& [k, v] : cfg.items()) {
+    if (k == "type") continue;
+    if (k == "admin_url" && v.is_string()) c.admin_url = v.get<std::string>();
+    else if (k == "route" && v.is_string()) c.route = v.get<std::string>();
+    else if (k == "admin_timeout_ms" && v.is_number_integer()) c.admin_timeout_ms = v.get<int64_t>();
+    else if (k == "admin_url" || k == "route" || k == "admin_timeout_ms")
+      return InvalidArgument("proxy router field \"" + k + "\" has the wrong type");
+    else return InvalidArgument("unknown field \"" + k + "\" in proxy router config");
+  }
+  if (cfg.contains("type") && cfg["type"] != "proxy")
+    return InvalidArgument("proxy router config has type " + cfg["type"].dump());
+  if (c.admin_url.empty()) return InvalidArgument("proxy router config needs \"admin_url\"");
+  if (c.route.empty()) return InvalidArgument("proxy router config needs \"route\"");
+  if (c.admin_url.rfind("http://", 0) != 0 && c.admin_url.rfind("https://", 0) != 0)
+    return InvalidArgument("proxy router admin_url must start with http:// or https://, got \"" +
+                           c.admin_url + "\"");
+  if (c.admin_timeout_ms <= 0) return InvalidArgument("proxy router admin_timeout_ms must be > 0");
+  return std::unique_ptr<Router>(std::make_unique<ProxyRouter>(std::move(c)));
+}
+
+}  // namespace pgshift

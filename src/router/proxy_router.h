@@ -1,0 +1,51 @@
+// ProxyRouter: the Router for pgshift-proxy, driving one route through the
+// proxy's admin HTTP API:
+//   Hold(t)    → POST /routes/{route}/hold {"timeout_ms": t}  (200, or 504 after release)
+//   Release    → POST /routes/{route}/release
+//   Repoint(e) → PUT  /routes/{route} {"upstream": {"host","port"}}
+//   Current    → GET  /routes/{route}
+//   Stats      → GET  /routes/{route}/stats
+// The proxy is the source of truth; nothing is cached here. Each call opens
+// its own HTTP client, so one instance is safe from one thread at a time
+// (Router's rule) and keeps no connection across pgshiftd restarts.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "router/router.h"
+
+namespace pgshift {
+
+struct ProxyRouterConfig {
+  std::string admin_url;  // http://127.0.0.1:6433
+  std::string route;
+  // Bound for admin calls other than Hold (Hold waits timeout_ms plus this).
+  int64_t admin_timeout_ms = 10000;
+};
+
+class ProxyRouter : public Router {
+ public:
+  explicit ProxyRouter(ProxyRouterConfig config) : config_(std::move(config)) {}
+
+  std::string Kind() const override { return "proxy"; }
+  Status Hold(int64_t timeout_ms) override;
+  Status Release() override;
+  Status Repoint(const Endpoint& to) override;
+  Result<Endpoint> Current() override;
+  Result<RouteStats> Stats() override;
+
+ private:
+  Result<nlohmann::json> Call(const std::string& method, const std::string& path,
+                              const nlohmann::json& body, int64_t timeout_ms);
+  ProxyRouterConfig config_;
+};
+
+// {"type":"proxy","admin_url":"http://127.0.0.1:6433","route":"app"}
+// (optional "admin_timeout_ms"); unknown or missing fields are InvalidArgument naming them.
+Result<std::unique_ptr<Router>> MakeProxyRouter(const nlohmann::json& cfg);
+
+}  // namespace pgshift
