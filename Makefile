@@ -21,7 +21,7 @@ bench-cutover: build
 	@$(BUILD)/bench/cutover/cutover_bench
 
 bench-proxy: build
-	@bash bench/proxy/run.sh $(BUILD)
+	@BUILD=$(abspath $(BUILD)) bash bench/proxy/run.sh
 
 unit: build
 	@cd $(BUILD) && ctest -L unit --output-on-failure
