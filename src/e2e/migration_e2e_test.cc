@@ -85,6 +85,49 @@ class MigrationE2E : public ::testing::Test {
     EXPECT_GT(pb.transactions, 100);
   }
 
+  // Cut over under load, roll back from `verify`, and show writes go on
+  // through the same router onto the (unfenced) source.
+  void RollbackAfterSwitch() {
+    StartLoad();
+    std::string id = Create({{"auto_cutover", true}, {"auto_finalize", false},
+                             {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100}});
+    auto m = sb_->WaitFor(
+        id,
+        [](const json& m) { return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m); },
+        kMigrationBoundMs);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
+    // Without the explicit confirmation, rollback after the switch is refused.
+    auto refused = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
+    ASSERT_TRUE(refused.ok());
+    EXPECT_EQ((*refused)["status"], 409);
+    EXPECT_NE((*refused)["body"]["error"].get<std::string>().find("discard_target_writes"),
+              std::string::npos);
+    auto ok = sb_->Api("POST", "/v1/migrations/" + id + "/rollback",
+                       R"({"discard_target_writes":true})");
+    ASSERT_TRUE(ok.ok());
+    EXPECT_EQ((*ok)["status"], 202) << (*ok)["body"].dump();
+    m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ((*m)["phase"], "rolled_back");
+    load::LedgerWriter after(sb_->AppConninfo(), 50);
+    after.Start();
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    after.Stop();
+    StopLoad();
+    auto st = after.Stats();
+    EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
+    EXPECT_GT(st.committed, 20);
+    auto check = load::CheckLedger(sb_->SourceConninfo(), 50, after.Acknowledged());
+    ASSERT_TRUE(check.ok());
+    EXPECT_EQ(check->lost, 0) << "after rollback the router must send writes to the source";
+    EXPECT_TRUE(sb_->source().Running());
+    auto slots = sb_->source().Psql("select count(*) from pg_replication_slots");
+    ASSERT_TRUE(slots.ok());
+    EXPECT_EQ(*slots, "0\n");
+    EXPECT_EQ(pgbench_->Stats().aborted_clients, 0);
+  }
+
   std::unique_ptr<Sandbox> sb_;
   std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
   std::unique_ptr<load::PgbenchLoad> pgbench_;
@@ -132,47 +175,7 @@ TEST_F(MigrationE2E, UnderWriteLoadThroughPgBouncerNothingIsLostOrFails) {
   EXPECT_GE((*events)["body"]["events"].size(), 10u);
 }
 
-TEST_F(MigrationE2E, RollbackAfterSwitchPutsTrafficBackOnTheSource) {
-  StartLoad();
-  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", false},
-                           {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100}});
-  auto m = sb_->WaitFor(id, [](const json& m) { return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m); },
-                        kMigrationBoundMs);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
-  // Without the explicit confirmation, rollback after the switch is refused.
-  auto refused = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
-  ASSERT_TRUE(refused.ok());
-  EXPECT_EQ((*refused)["status"], 409);
-  EXPECT_NE((*refused)["body"]["error"].get<std::string>().find("discard_target_writes"),
-            std::string::npos);
-  auto ok = sb_->Api("POST", "/v1/migrations/" + id + "/rollback",
-                     R"({"discard_target_writes":true})");
-  ASSERT_TRUE(ok.ok());
-  EXPECT_EQ((*ok)["status"], 202) << (*ok)["body"].dump();
-  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  EXPECT_EQ((*m)["phase"], "rolled_back");
-  // Writes go on, through the same router, onto the source.
-  load::LedgerWriter after(sb_->AppConninfo(), 50);
-  after.Start();
-  std::this_thread::sleep_for(std::chrono::seconds(2));
-  after.Stop();
-  StopLoad();
-  auto st = after.Stats();
-  EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
-  EXPECT_GT(st.committed, 20);
-  auto check = load::CheckLedger(sb_->SourceConninfo(), 50, after.Acknowledged());
-  ASSERT_TRUE(check.ok());
-  EXPECT_EQ(check->lost, 0);
-  EXPECT_TRUE(sb_->source().Running());
-  // The source accepts direct connections again (unfenced) and is no longer replicating.
-  auto slots = sb_->source().Psql("select count(*) from pg_replication_slots");
-  ASSERT_TRUE(slots.ok());
-  EXPECT_EQ(*slots, "0\n");
-  auto pb = pgbench_->Stats();
-  EXPECT_EQ(pb.aborted_clients, 0);
-}
+TEST_F(MigrationE2E, RollbackAfterSwitchPutsTrafficBackOnTheSource) { RollbackAfterSwitch(); }
 
 TEST_F(MigrationE2E, SigkillDuringSyncResumes) {
   StartLoad();
@@ -331,32 +334,7 @@ TEST_F(ProxyMigrationE2E, SimpleProtocolNothingIsLostOrFails) { MigrateUnderLoad
 
 TEST_F(ProxyMigrationE2E, PreparedStatementsSurviveTheSwitch) { MigrateUnderLoad("prepared"); }
 
-TEST_F(ProxyMigrationE2E, RollbackAfterSwitchThroughTheProxy) {
-  StartLoad();
-  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", false},
-                           {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100}});
-  auto m = sb_->WaitFor(
-      id, [](const json& m) { return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m); },
-      kMigrationBoundMs);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  ASSERT_EQ((*m)["phase"], "verify");
-  auto ok = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", R"({"discard_target_writes":true})");
-  ASSERT_TRUE(ok.ok());
-  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  EXPECT_EQ((*m)["phase"], "rolled_back");
-  load::LedgerWriter after(sb_->AppConninfo(), 50);
-  after.Start();
-  std::this_thread::sleep_for(std::chrono::seconds(2));
-  after.Stop();
-  StopLoad();
-  EXPECT_EQ(after.Stats().failed, 0);
-  auto check = load::CheckLedger(sb_->SourceConninfo(), 50, after.Acknowledged());
-  ASSERT_TRUE(check.ok());
-  EXPECT_GT(check->acknowledged, 20);
-  EXPECT_EQ(check->lost, 0) << "after rollback the proxy must route writes to the source";
-  EXPECT_EQ(pgbench_->Stats().aborted_clients, 0);
-}
+TEST_F(ProxyMigrationE2E, RollbackAfterSwitchThroughTheProxy) { RollbackAfterSwitch(); }
 
 }  // namespace
 }  // namespace pgshift

@@ -31,37 +31,40 @@ void ParsePgbenchOutput(const std::string& out, PgbenchStats& into) {
   }
 }
 
-double MaxLatencyFromLogsUs(const std::string& dir) {
-  double worst = 0;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    std::ifstream in(e.path());
-    std::string line;
-    while (std::getline(in, line)) {
-      std::istringstream ls(line);
-      double f[6] = {0};
-      for (double& v : f) ls >> v;
-      worst = std::max(worst, f[5]);
-    }
-  }
-  return worst;
-}
+namespace {
 
-std::pair<double, double> MaxLatencyFromTxnLogsUs(const std::string& dir) {
-  double worst = 0, worst_service = 0;
+// Calls `fn` with the first 7 numeric fields of every line of every log in `dir`.
+template <typename Fn>
+void ForEachLogLine(const std::string& dir, Fn fn) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
     std::ifstream in(e.path());
     std::string line;
-    // client_id transaction_no time script_no time_epoch time_us [schedule_lag]
     while (std::getline(in, line)) {
       std::istringstream ls(line);
       double f[7] = {0};
       for (double& v : f) ls >> v;
-      worst = std::max(worst, f[2]);
-      worst_service = std::max(worst_service, f[2] - f[6]);
+      fn(f);
     }
   }
+}
+
+}  // namespace
+
+double MaxLatencyFromLogsUs(const std::string& dir) {
+  // interval_start num_transactions sum_latency sum_latency_2 min_latency max_latency ...
+  double worst = 0;
+  ForEachLogLine(dir, [&](const double* f) { worst = std::max(worst, f[5]); });
+  return worst;
+}
+
+std::pair<double, double> MaxLatencyFromTxnLogsUs(const std::string& dir) {
+  // client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+  double worst = 0, worst_service = 0;
+  ForEachLogLine(dir, [&](const double* f) {
+    worst = std::max(worst, f[2]);
+    worst_service = std::max(worst_service, f[2] - f[6]);
+  });
   return {worst, worst_service};
 }
 

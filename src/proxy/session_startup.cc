@@ -1,0 +1,228 @@
+// Session, part two: the client's way in — SSLRequest/TLS, the startup
+// packet, certificate identity against the policy, the proxy's own
+// authentication answer, cancel requests, and refusals. Same thread-safety
+// as session.h: one session runs on one strand.
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <random>
+
+#include "proxy/session.h"
+
+namespace pgshift::proxy {
+namespace {
+
+bool Matches(const std::vector<std::string>& allowed, const std::string& v) {
+  for (const auto& a : allowed)
+    if (a == "*" || a == v) return true;
+  return false;
+}
+
+std::vector<std::string> CertIdentities(X509* cert) {
+  std::vector<std::string> ids;
+  char cn[256];
+  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+  if (n > 0) ids.emplace_back(cn, static_cast<size_t>(n));
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+      const ASN1_IA5STRING* s = nullptr;
+      if (gn->type == GEN_DNS) s = gn->d.dNSName;
+      else if (gn->type == GEN_EMAIL) s = gn->d.rfc822Name;
+      else if (gn->type == GEN_URI) s = gn->d.uniformResourceIdentifier;
+      if (s)
+        ids.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                         static_cast<size_t>(ASN1_STRING_length(s)));
+    }
+    GENERAL_NAMES_free(names);
+  }
+  return ids;
+}
+
+}  // namespace
+
+asio::awaitable<void> Session::Refuse(std::string_view sqlstate, const std::string& message) {
+  spdlog::info("pgshift-proxy: refused {}: {}", Tag(), message);
+  if (route_ && state_ != SessionState::kStartup) route_->errors++;
+  shared_.refused++;
+  client_out_.Append(ErrorResponse("FATAL", sqlstate, message));
+  co_await FlushClient();
+}
+asio::awaitable<bool> Session::Startup() {
+  std::string buf;
+  StartupPacket p;
+  char tmp[1024];
+  while (true) {
+    std::string err;
+    DecodeStatus st = DecodeStartup(buf, &p, &err);
+    if (st == DecodeStatus::kNeedMoreData) {
+      auto [ec, n] = co_await client_.ReadSome(tmp, sizeof(tmp));
+      if (ec) co_return false;
+      buf.append(tmp, n);
+      continue;
+    }
+    if (st == DecodeStatus::kError) {
+      shared_.protocol_errors++;
+      co_await Refuse("08P01", "pgshift-proxy: invalid startup packet: " + err);
+      co_return false;
+    }
+    buf.erase(0, p.total);
+    if (p.kind == StartupPacket::Kind::kSslRequest) {
+      if (client_.tls() || !buf.empty()) {
+        co_await Refuse("08P01", "pgshift-proxy: unexpected data around the SSL request");
+        co_return false;
+      }
+      if (!shared_.server_tls) {
+        if (co_await client_.WriteAll("N")) co_return false;
+        continue;
+      }
+      if (co_await client_.WriteAll("S")) co_return false;
+      client_.tls_stream().set_verify_callback(
+          [this](bool preverified, asio::ssl::verify_context& ctx) {
+            if (!preverified && verify_error_ == 0)
+              verify_error_ = X509_STORE_CTX_get_error(ctx.native_handle());
+            return true;  // decided after the handshake, so the client gets a clear error
+          });
+      auto [hec] = co_await client_.tls_stream().async_handshake(asio::ssl::stream_base::server,
+                                                                 kNoThrow);
+      if (hec) {
+        spdlog::info("pgshift-proxy: TLS handshake with client failed: {}", hec.message());
+        shared_.refused++;
+        co_return false;
+      }
+      client_.set_tls(true);
+      continue;
+    }
+    if (p.kind == StartupPacket::Kind::kGssEncRequest) {
+      if (co_await client_.WriteAll("N")) co_return false;
+      continue;
+    }
+    if (p.kind == StartupPacket::Kind::kCancel) {
+      co_await HandleCancel(p);
+      co_return false;
+    }
+    break;
+  }
+  startup_params_ = p.params;
+  user_ = p.Param("user");
+  database_ = p.Param("database");
+  if (user_.empty()) {
+    co_await Refuse("28000", "pgshift-proxy: the startup packet names no user");
+    co_return false;
+  }
+  if (database_.empty()) database_ = user_;
+  std::string repl = p.Param("replication");
+  if (repl == "database") {
+    replication_ = true;
+  } else if (!repl.empty() && repl != "false" && repl != "off" && repl != "0" && repl != "no") {
+    co_await Refuse("0A000",
+                    "pgshift-proxy: physical replication connections are not supported; "
+                    "use replication=database");
+    co_return false;
+  }
+  route_ = shared_.routes.FindByDatabase(database_);
+  if (!route_) {
+    co_await Refuse("3D000", "pgshift-proxy: no route serves database \"" + database_ +
+                                 "\" (check the database name or add a route)");
+    co_return false;
+  }
+  if (!co_await CheckIdentity(user_, database_)) co_return false;
+  if (const Credential* c = shared_.config.FindCredential(user_)) credential_ = *c;
+  Advance(SessionEvent::kLoginStarted);
+
+  Route::Target target = route_->target();
+  generation_ = target.generation;
+  // A named argument: GCC 12 mishandles brace-initialised temporaries in co_await.
+  UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
+  LoginOutcome lo = co_await ConnectUpstream(login);
+  if (!lo.conn) {
+    route_->errors++;
+    if (!lo.server_error.empty()) {
+      client_out_.Append(lo.server_error);
+      co_await FlushClient();
+    } else {
+      co_await Refuse("08006", "pgshift-proxy: cannot log in to the upstream of route \"" +
+                                   route_->name() + "\": " + lo.status.message());
+    }
+    co_return false;
+  }
+  server_ = lo.conn;
+  cancel_target_ = std::make_shared<CancelTarget>();
+  cancel_target_->upstream = server_->upstream;
+  cancel_target_->pid = server_->backend_pid;
+  cancel_target_->key = server_->backend_key;
+  std::tie(cancel_pid_, cancel_key_) = shared_.cancels.Register(cancel_target_);
+
+  std::string hello = AuthenticationOk();
+  for (const auto& [k, v] : server_->parameters) hello += ParameterStatus(k, v);
+  hello += BackendKeyData(cancel_pid_, cancel_key_);
+  hello += ReadyForQuery('I');
+  client_out_.Append(hello);
+  Advance(SessionEvent::kLoggedIn);
+  co_return co_await FlushClient();
+}
+
+asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std::string& database) {
+  if (!client_.tls()) {
+    if (route_->allow_plaintext()) co_return true;
+    co_await Refuse("28000", "pgshift-proxy: route \"" + route_->name() + "\" (database \"" +
+                                 database + "\") requires TLS with a client certificate; "
+                                 "plaintext connections are refused (connect with "
+                                 "sslmode=verify-full, sslcert and sslkey)");
+    co_return false;
+  }
+  SSL* ssl = client_.tls_stream().native_handle();
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (!cert) {
+    if (route_->allow_plaintext()) co_return true;
+    co_await Refuse("28000", "pgshift-proxy: a client certificate is required for database \"" +
+                                 database + "\" (connect with sslcert and sslkey; the "
+                                 "certificate must be signed by the proxy's client CA)");
+    co_return false;
+  }
+  std::unique_ptr<X509, decltype(&X509_free)> cert_owner(cert, X509_free);
+  long result = SSL_get_verify_result(ssl);
+  int err = verify_error_ != 0 ? verify_error_ : static_cast<int>(result);
+  if (err != X509_V_OK) {
+    co_await Refuse("28000", std::string("pgshift-proxy: client certificate rejected: ") +
+                                 X509_verify_cert_error_string(err) +
+                                 " (it must be signed by the CA in the proxy's tls.client_ca)");
+    co_return false;
+  }
+  std::vector<std::string> ids = CertIdentities(cert);
+  for (const auto& rule : shared_.config.policy) {
+    for (const auto& id : ids) {
+      if ((rule.identity == "*" || rule.identity == id) && Matches(rule.databases, database) &&
+          Matches(rule.roles, user)) {
+        identity_ = id;
+        co_return true;
+      }
+    }
+  }
+  std::string shown = ids.empty() ? std::string("(none)") : ids.front();
+  co_await Refuse("28000", "pgshift-proxy: certificate identity \"" + shown +
+                               "\" is not allowed to use database \"" + database +
+                               "\" as role \"" + user + "\" (no policy entry allows it)");
+  co_return false;
+}
+
+asio::awaitable<void> Session::HandleCancel(const StartupPacket& p) {
+  auto t = shared_.cancels.Find(p.cancel_pid, p.cancel_key);
+  if (!t) co_return;  // like the server: unknown keys are ignored silently
+  UpstreamConfig up;
+  uint32_t pid, key;
+  {
+    std::lock_guard<std::mutex> l(t->mu);
+    up = t->upstream;
+    pid = t->pid;
+    key = t->key;
+  }
+  co_await SendCancel(up, pid, key);
+  shared_.cancels_sent++;
+}
+
+}  // namespace pgshift::proxy
