@@ -193,7 +193,7 @@ class FakeMigrationService : public MigrationService {
     static const std::vector<std::string> kOrder = {
         "preflight",    "provision", "sync",   "validate", "ready",
         "cdc_prepare",  "quiesce",   "drain",  "promote",  "snapshot",
-        "cdc_recreate", "switch",    "verify", "finalize", "finalized"};
+        "switch",       "verify",    "finalize", "finalized"};
     auto pos = [&](const std::string& p) {
       for (size_t i = 0; i < kOrder.size(); ++i)
         if (kOrder[i] == p) return static_cast<int>(i);
