@@ -49,6 +49,7 @@ class LocalEnv : public MigrationEnv {
   Status StopTarget() override;
   Result<int> PromoteTarget() override;
   Status ProbeTargetWrite() override;
+  void PrepareCutover() override;
   Status StartParityCheck() override;
   ParityState Parity() override;
 
@@ -88,6 +89,9 @@ class LocalEnv : public MigrationEnv {
     std::thread thread;
   };
   std::unique_ptr<ParityJob> parity_;
+  // Sessions on the standby, one per database, opened by PrepareCutover and
+  // used after promotion to export the parity snapshots.
+  std::vector<std::pair<std::string, std::unique_ptr<PgConn>>> standby_sessions_;
 };
 
 // Builds LocalEnvs with routers from each spec's router config.

@@ -16,15 +16,37 @@ LocalEnv::~LocalEnv() {
   }
 }
 
+void LocalEnv::PrepareCutover() {
+  standby_sessions_.clear();
+  auto target = Target();
+  if (!target.ok()) return;
+  auto dbs = checks::ListDatabases(**target);
+  if (!dbs.ok()) return;
+  for (const auto& db : *dbs) {
+    auto ci = WithConninfo(TargetConninfo(), {{"dbname", db}});
+    if (!ci.ok()) return;
+    auto session = PgConn::Connect(*ci);
+    if (session.ok()) standby_sessions_.emplace_back(db, std::move(session).value());
+  }
+}
+
 Status LocalEnv::StartParityCheck() {
   if (parity_) return Status::OK();
-  PGSHIFT_ASSIGN_OR_RETURN(PgConn * target, Target());
-  PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> dbs, checks::ListDatabases(*target));
+  // Sessions opened before the hold survive promotion; open any missing one now.
+  std::vector<std::pair<std::string, std::unique_ptr<PgConn>>> sessions;
+  sessions.swap(standby_sessions_);
+  if (sessions.empty()) {
+    PGSHIFT_ASSIGN_OR_RETURN(PgConn * target, Target());
+    PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> dbs, checks::ListDatabases(*target));
+    for (const auto& db : dbs) sessions.emplace_back(db, nullptr);
+  }
   auto job = std::make_unique<ParityJob>();
   std::vector<std::pair<std::string, std::string>> work;  // database, snapshot id
-  for (const auto& db : dbs) {
-    PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithConninfo(TargetConninfo(), {{"dbname", db}}));
-    PGSHIFT_ASSIGN_OR_RETURN(auto session, PgConn::Connect(ci));
+  for (auto& [db, session] : sessions) {
+    if (!session || !session->Healthy()) {
+      PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithConninfo(TargetConninfo(), {{"dbname", db}}));
+      PGSHIFT_ASSIGN_OR_RETURN(session, PgConn::Connect(ci));
+    }
     PGSHIFT_RETURN_IF_ERROR(session->Exec("begin isolation level repeatable read read only"));
     PGSHIFT_ASSIGN_OR_RETURN(Rows r, session->Query("select pg_export_snapshot() as s"));
     work.emplace_back(db, r.Str(0, "s"));

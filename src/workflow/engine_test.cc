@@ -101,6 +101,7 @@ TEST_F(EngineTest, OrderOfCutoverSideEffects) {
     auto it = std::find(world_->calls.begin(), world_->calls.end(), call);
     return it - world_->calls.begin();
   };
+  EXPECT_LT(pos("PrepareCutover"), pos("Hold")) << "warm-up happens before clients wait";
   EXPECT_LT(pos("Hold"), pos("FenceSource"));
   EXPECT_LT(pos("FenceSource"), pos("WriteFinalMarker"));
   EXPECT_LT(pos("WriteFinalMarker"), pos("PromoteTarget"));

@@ -148,6 +148,7 @@ class FakeEnv : public MigrationEnv {
   std::vector<checks::Finding> SyncFindings() override {
     return {{.id = "wal_rate", .severity = checks::Severity::kOk, .message = "replica keeps up"}};
   }
+  void PrepareCutover() override { w_->calls.push_back("PrepareCutover"); }
   Status StartParityCheck() override {
     Before("StartParityCheck");
     if (!w_->promoted) return FailedPrecondition("fake: snapshot before promotion");

@@ -212,6 +212,7 @@ Status MigrationRunner::CdcPrepare() {
                    {"active", s.active}});
   }
   m_.result["cdc_slots"] = arr;
+  env_->PrepareCutover();
   Transition(Phase::kQuiesce, "recorded " + std::to_string(slots.size()) +
                                   " logical slot position(s); holding traffic");
   return Status::OK();
