@@ -85,6 +85,16 @@ class MigrationE2E : public ::testing::Test {
     EXPECT_GT(pb.transactions, 100);
   }
 
+  // An automatic migration (cutover and finalize) run to its end.
+  json RunToFinalized(std::string* id_out = nullptr) {
+    std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
+                             {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100}});
+    if (id_out) *id_out = id;
+    auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    return m.ok() ? *m : json{{"phase", "timeout"}};
+  }
+
   // Cut over under load, roll back from `verify`, and show writes go on
   // through the same router onto the (unfenced) source.
   void RollbackAfterSwitch() {
@@ -140,11 +150,9 @@ TEST_F(MigrationE2E, UnderWriteLoadThroughPgBouncerNothingIsLostOrFails) {
   load::LedgerWriter direct(sb_->SourceConninfo(), 99);
   direct.Start();
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
-                           {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100}});
-  auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  ASSERT_EQ((*m)["phase"], "finalized") << m->dump(2);
+  std::string id;
+  json m = RunToFinalized(&id);
+  ASSERT_EQ(m["phase"], "finalized") << m.dump(2);
   std::this_thread::sleep_for(std::chrono::seconds(1));  // load keeps running on the target
   StopLoad();
   direct.Stop();
@@ -159,17 +167,17 @@ TEST_F(MigrationE2E, UnderWriteLoadThroughPgBouncerNothingIsLostOrFails) {
   EXPECT_GT(dcheck->acknowledged, 0);
 
   // The target is a writable primary on a new timeline; the source is retired.
-  EXPECT_GE((*m)["result"]["timeline"].get<int>(), 2);
+  EXPECT_GE(m["result"]["timeline"].get<int>(), 2);
   EXPECT_FALSE(sb_->source().Running());
   // The parity check compared the fenced source with the promotion snapshot.
-  EXPECT_EQ((*m)["result"]["parity_done"], true);
+  EXPECT_EQ(m["result"]["parity_done"], true);
   int parity_ok = 0, parity_bad = 0;
-  for (const auto& f : (*m)["findings"]) {
+  for (const auto& f : m["findings"]) {
     if (f["id"] != "data_parity") continue;
     (f["severity"] == "ok" ? parity_ok : parity_bad)++;
   }
   EXPECT_GT(parity_ok, 0);
-  EXPECT_EQ(parity_bad, 0) << (*m)["findings"].dump(1);
+  EXPECT_EQ(parity_bad, 0) << m["findings"].dump(1);
   auto events = sb_->Api("GET", "/v1/migrations/" + id + "/events");
   ASSERT_TRUE(events.ok());
   EXPECT_GE((*events)["body"]["events"].size(), 10u);
@@ -317,12 +325,9 @@ class ProxyMigrationE2E : public MigrationE2E {
   void MigrateUnderLoad(const std::string& protocol) {
     StartLoad(protocol);
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
-                             {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100}});
-    auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
-    ASSERT_TRUE(m.ok()) << m.status().ToString();
-    ASSERT_EQ((*m)["phase"], "finalized") << m->dump(2);
-    EXPECT_EQ((*m)["spec"]["router"]["type"], "proxy");
+    json m = RunToFinalized();
+    ASSERT_EQ(m["phase"], "finalized") << m.dump(2);
+    EXPECT_EQ(m["spec"]["router"]["type"], "proxy");
     std::this_thread::sleep_for(std::chrono::seconds(1));
     StopLoad();
     ExpectLedgerClean(sb_->TargetConninfo());
