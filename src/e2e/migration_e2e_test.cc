@@ -278,6 +278,40 @@ TEST_F(MigrationE2E, InactiveSlotIsNamedAndDroppedOnlyOnRequest) {
   EXPECT_EQ(left, "0\n");
 }
 
+TEST_F(MigrationE2E, UnloggedTableOverriddenAtPreflightIsCaughtByParityBeforePromotion) {
+  ASSERT_TRUE(sb_->source()
+                  .Psql("create unlogged table cache (k int primary key); "
+                        "insert into cache select generate_series(1, 500)",
+                        "app")
+                  .ok());
+  std::string id = Create({{"auto_cutover", true}, {"sustain_seconds", 1}, {"poll_ms", 100},
+                           {"parity_before_promote_ms", 10000}});
+  auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["state"], "blocked") << "an unlogged table with rows blocks at preflight";
+  ASSERT_EQ((*m)["phase"], "preflight");
+  auto ov = sb_->Api("POST", "/v1/migrations/" + id + "/override",
+                     R"({"finding":"unlogged_tables","reason":"testing the parity proof"})");
+  ASSERT_EQ((*ov)["status"], 200) << (*ov)["body"].dump();
+  m = sb_->WaitFor(
+      id, [](const json& m) { return m["phase"] == "ready" && m["state"] == "waiting"; },
+      kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const std::string error = (*m)["error"];
+  EXPECT_NE(error.find("cache"), std::string::npos) << error;
+  EXPECT_NE(error.find("not promoting"), std::string::npos) << error;
+  // The source stayed authoritative: unfenced, serving through the router.
+  load::LedgerWriter w(sb_->AppConninfo(), 60);
+  w.Start();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  w.Stop();
+  EXPECT_EQ(w.Stats().failed, 0);
+  auto check = load::CheckLedger(sb_->SourceConninfo(), 60, w.Acknowledged());
+  ASSERT_TRUE(check.ok());
+  EXPECT_GT(check->acknowledged, 10);
+  EXPECT_EQ(check->lost, 0);
+}
+
 TEST_F(MigrationE2E, BadRequestsGet4xxAndChangeNothing) {
   struct Case {
     std::string body;

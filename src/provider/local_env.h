@@ -50,6 +50,7 @@ class LocalEnv : public MigrationEnv {
   Result<int> PromoteTarget() override;
   Status ProbeTargetWrite() override;
   void PrepareCutover() override;
+  Result<std::vector<checks::Finding>> QuickParity(int64_t budget_ms) override;
   Status StartParityCheck() override;
   ParityState Parity() override;
 

@@ -5,6 +5,7 @@
 // target.
 #include "checks/parity.h"
 #include "checks/server_scan.h"
+#include "common/clock.h"
 #include "provider/local_env.h"
 
 namespace pgshift {
@@ -101,6 +102,28 @@ Status LocalEnv::StartParityCheck() {
   });
   parity_ = std::move(job);
   return Status::OK();
+}
+
+Result<std::vector<checks::Finding>> LocalEnv::QuickParity(int64_t budget_ms) {
+  // The standby has replayed the final LSN of a fenced source: both are
+  // frozen, so plain reads compare the same state.
+  PGSHIFT_ASSIGN_OR_RETURN(PgConn * target, Target());
+  PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> dbs, checks::ListDatabases(*target));
+  std::vector<checks::Finding> all;
+  const int64_t deadline = MonotonicMs() + budget_ms;
+  for (const auto& db : dbs) {
+    PGSHIFT_ASSIGN_OR_RETURN(std::string s, WithConninfo(spec_.source_conninfo, {{"dbname", db}}));
+    PGSHIFT_ASSIGN_OR_RETURN(std::string t, WithConninfo(TargetConninfo(), {{"dbname", db}}));
+    const int64_t left = deadline - MonotonicMs();
+    PGSHIFT_ASSIGN_OR_RETURN(
+        auto found, checks::RunDataParity(s, t, "", nullptr, nullptr,
+                                          checks::ParityOptions{.time_budget_ms = std::max<int64_t>(left, 1)}));
+    for (auto& f : found) {
+      if (!f.subject.empty()) f.subject = db + ":" + f.subject;
+      all.push_back(std::move(f));
+    }
+  }
+  return all;
 }
 
 ParityState LocalEnv::Parity() {

@@ -352,6 +352,21 @@ TEST_F(EngineTest, ParityMismatchRefusesFinalizeUntilOverridden) {
   EXPECT_EQ(Get(id)["phase"], "finalized");
 }
 
+TEST_F(EngineTest, PrePromotionParityMismatchAbortsWhileTheSourceIsAuthoritative) {
+  world_->parity_mismatch = {"public.cache"};
+  json spec = Spec(true, true);
+  spec["options"]["parity_before_promote_ms"] = 2000;
+  std::string id = Create(spec);
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "ready");
+  EXPECT_NE(m["error"].get<std::string>().find("public.cache"), std::string::npos);
+  EXPECT_FALSE(world_->promoted);
+  EXPECT_FALSE(world_->fenced);
+  EXPECT_FALSE(world_->held);
+  EXPECT_EQ(world_->routed, world_->source_ep);
+}
+
 TEST_F(EngineTest, ParityInterruptedByARestartIsAWarningNotASilentPass) {
   std::string id = Create(Spec(true, false));
   world_->crash_on = "ProbeTargetWrite";  // in verify, after the check started

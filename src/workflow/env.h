@@ -113,6 +113,9 @@ class MigrationEnv {
   // the fenced (frozen) source. Idempotent while the check runs.
   virtual Status StartParityCheck() = 0;
   virtual ParityState Parity() = 0;
+  // Compares the fenced source with the caught-up, not yet promoted standby
+  // within `budget_ms`; data_parity findings (a warning when out of time).
+  virtual Result<std::vector<checks::Finding>> QuickParity(int64_t budget_ms) = 0;
 
   virtual Endpoint SourceEndpoint() const = 0;
   virtual Endpoint TargetEndpoint() const = 0;

@@ -148,6 +148,15 @@ class FakeEnv : public MigrationEnv {
   std::vector<checks::Finding> SyncFindings() override {
     return {{.id = "wal_rate", .severity = checks::Severity::kOk, .message = "replica keeps up"}};
   }
+  Result<std::vector<checks::Finding>> QuickParity(int64_t) override {
+    Before("QuickParity");
+    std::vector<checks::Finding> out;
+    for (const auto& t : w_->parity_mismatch) {
+      out.push_back({.id = "data_parity", .severity = checks::Severity::kBlocking, .subject = t,
+                     .message = "row counts differ"});
+    }
+    return out;
+  }
   void PrepareCutover() override { w_->calls.push_back("PrepareCutover"); }
   Status StartParityCheck() override {
     Before("StartParityCheck");

@@ -129,7 +129,7 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
         o,
         {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
          "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
-         "parity"},
+         "parity", "parity_before_promote_ms"},
         "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
@@ -143,6 +143,8 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(Read(o, "drain_timeout_ms", "options", &op.drain_timeout_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "poll_ms", "options", &op.poll_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "parity", "options", &op.parity));
+    PGSHIFT_RETURN_IF_ERROR(
+        Read(o, "parity_before_promote_ms", "options", &op.parity_before_promote_ms));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -178,7 +180,8 @@ json MigrationSpec::ToJson() const {
         {"hold_timeout_ms", options.hold_timeout_ms},
         {"drain_timeout_ms", options.drain_timeout_ms},
         {"poll_ms", options.poll_ms},
-        {"parity", options.parity}}},
+        {"parity", options.parity},
+        {"parity_before_promote_ms", options.parity_before_promote_ms}}},
   };
 }
 

@@ -72,6 +72,10 @@ struct MigrationOptions {
   int64_t poll_ms = 250;
   int max_auto_cutover_attempts = 3;
   bool parity = true;             // compare source and target after promotion, before finalize
+  // > 0: also compare the frozen source with the caught-up standby before
+  // promotion, inside the hold, within this budget (small databases). A
+  // difference aborts the cutover while the source is still authoritative.
+  int64_t parity_before_promote_ms = 0;
 };
 
 struct MigrationSpec {

@@ -251,6 +251,18 @@ Status MigrationRunner::Drain() {
   } while (clock_.NowMs() < spin_until);
   m_.progress["replay_lsn"] = t.replay_lsn.ToString();
   if (t.replay_lsn >= final_lsn) {
+    if (spec_.options.parity_before_promote_ms > 0) {
+      PGSHIFT_ASSIGN_OR_RETURN(auto found, env_->QuickParity(spec_.options.parity_before_promote_ms));
+      MergeFindings(found);
+      std::string differ;
+      for (const auto& f : found) {
+        if (f.Blocks()) differ += (differ.empty() ? "" : ", ") + f.subject;
+      }
+      if (!differ.empty()) {
+        return FailedPrecondition("pre-promotion parity: the standby differs from the fenced "
+                                  "source in " + differ + "; not promoting");
+      }
+    }
     Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() +
                                     " (at " + t.replay_lsn.ToString() + ")");
     return Status::OK();
