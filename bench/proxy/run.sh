@@ -35,6 +35,7 @@ WORK="$(mktemp -d /tmp/pgshift-bench-proxy-XXXXXX)"
 chown postgres: "$WORK"
 PIDS=()
 cleanup() {
+  # Best effort on exit: any of these may already have stopped on its own.
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
