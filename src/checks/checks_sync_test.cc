@@ -54,7 +54,9 @@ TEST(SyncMonitorLive, IdleCaughtUpReplicaReportsZeroLagSecondsNotTimeSinceLastCo
   ASSERT_TRUE(since_commit->Get(0, "s").has_value());
   EXPECT_GT(since_commit->Double(0, "s"), 2.0);
   EXPECT_LE(m.LagSeconds(), 1.0);
-  if (m.LagBytes() == 0) EXPECT_EQ(m.LagSeconds(), 0);
+  if (m.LagBytes() == 0) {
+    EXPECT_EQ(m.LagSeconds(), 0);
+  }
   auto fs = m.Findings();
   EXPECT_EQ(Find(fs, "lag_sustained")->severity, Severity::kOk);
   const Finding* slot = Find(fs, "slot_health");

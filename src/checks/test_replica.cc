@@ -40,8 +40,7 @@ Result<std::unique_ptr<TestReplica>> TestReplica::Create(pgshift::testing::TestC
 
 TestReplica::~TestReplica() {
   if (cluster_) (void)cluster_->Stop("immediate");
-  const char* keep = std::getenv("PGSHIFT_KEEP_TEST_DIRS");
-  if (!(keep && *keep == '1') && !dir_.empty()) (void)RemoveTree(dir_);
+  if (!KeepTestDirs() && !dir_.empty()) (void)RemoveTree(dir_);
 }
 
 Status TestReplica::WaitCaughtUp(const std::string& primary_conninfo, int timeout_s) {

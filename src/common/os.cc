@@ -161,6 +161,11 @@ bool PathExists(const std::string& path) {
   return fs::exists(path, ec);
 }
 
+bool KeepTestDirs() {
+  const char* keep = std::getenv("PGSHIFT_KEEP_TEST_DIRS");
+  return keep && *keep == '1';
+}
+
 std::string DefaultPgBinDir() {
   if (const char* env = std::getenv("PGSHIFT_PG_BINDIR"); env && *env) return env;
   for (const char* dir : {"/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",

@@ -41,6 +41,9 @@ Result<std::string> ReadFile(const std::string& path);
 Status WriteFileAtomic(const std::string& path, const std::string& content);
 bool PathExists(const std::string& path);
 
+// PGSHIFT_KEEP_TEST_DIRS=1: tests and sandboxes leave their directories for debugging.
+bool KeepTestDirs();
+
 // The PostgreSQL server binaries directory (pg_config --bindir, or the Debian path).
 std::string DefaultPgBinDir();
 

@@ -167,6 +167,26 @@ Result<pid_t> SubprocessRunner::Spawn(const ProcessSpec& spec) {
   return pid;
 }
 
+bool ChildExited(pid_t pid) {
+  int status = 0;
+  pid_t r = waitpid(pid, &status, WNOHANG);
+  return r == pid || (r < 0 && errno == ECHILD);
+}
+
+bool StopChild(pid_t pid, int sig, int64_t grace_ms) {
+  kill(pid, sig);
+  const int64_t deadline = MonotonicMs() + grace_ms;
+  while (!ChildExited(pid)) {
+    if (MonotonicMs() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      return false;
+    }
+    usleep(20000);
+  }
+  return true;
+}
+
 ProcessRunner& DefaultRunner() {
   static SubprocessRunner runner;
   return runner;

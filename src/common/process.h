@@ -52,6 +52,12 @@ class SubprocessRunner : public ProcessRunner {
 
 ProcessRunner& DefaultRunner();
 
+// Whether a child started with Spawn has exited; reaps it if so.
+bool ChildExited(pid_t pid);
+// Sends `sig` to a child started with Spawn and waits up to `grace_ms` for it
+// to exit; then SIGKILLs and reaps it. False when it had to be killed.
+bool StopChild(pid_t pid, int sig, int64_t grace_ms);
+
 // Convenience: Run and turn a non-zero exit into an error naming the command
 // and quoting the tail of its output.
 Result<std::string> RunChecked(ProcessRunner& runner, const ProcessSpec& spec);

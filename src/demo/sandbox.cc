@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/os.h"
+#include "common/process.h"
 #include "load/ledger.h"
 #include "load/pgbench_load.h"
 #include "proxy/dev_certs.h"
@@ -81,7 +82,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
 Sandbox::~Sandbox() {
   (void)KillPgshiftd(SIGTERM);
   if (pgbouncer_) (void)pgbouncer_->Stop();
-  (void)StopChild(proxy_pid_, SIGTERM);
+  (void)Stop(proxy_pid_, SIGTERM);
   LocalCluster target(ClusterSpec{.data_dir = target_dir(), .port = target_port_,
                                   .os_user = opts_.os_user});
   if (target.Exists()) (void)target.Stop("immediate");
@@ -137,8 +138,7 @@ Status Sandbox::StartProxy(int source_port) {
                                                               .output_file = dir_ + "/proxy.log"}));
   const int64_t deadline = MonotonicMs() + 15000;
   while (!PortOpen("127.0.0.1", proxy_admin_port_) || !PortOpen("127.0.0.1", proxy_port_)) {
-    int status = 0;
-    if (waitpid(proxy_pid_, &status, WNOHANG) == proxy_pid_) {
+    if (ChildExited(proxy_pid_)) {
       proxy_pid_ = -1;
       return Unavailable("pgshift-proxy (" + bin + ") exited at start; see " + dir_ + "/proxy.log");
     }
@@ -184,8 +184,7 @@ Status Sandbox::StartPgshiftd() {
   while (MonotonicMs() < deadline) {
     auto r = Api("GET", "/healthz");
     if (r.ok() && (*r)["status"] == 200) return Status::OK();
-    int status = 0;
-    if (waitpid(pgshiftd_pid_, &status, WNOHANG) == pgshiftd_pid_) {
+    if (ChildExited(pgshiftd_pid_)) {
       pgshiftd_pid_ = -1;
       return Unavailable("pgshiftd (" + bin + ") exited at start; see " + PgshiftdLog());
     }
@@ -194,21 +193,11 @@ Status Sandbox::StartPgshiftd() {
   return Timeout("pgshiftd did not answer on " + ApiUrl() + " within 15 s; see " + PgshiftdLog());
 }
 
-Status Sandbox::KillPgshiftd(int sig) { return StopChild(pgshiftd_pid_, sig); }
+Status Sandbox::KillPgshiftd(int sig) { return Stop(pgshiftd_pid_, sig); }
 
-Status Sandbox::StopChild(pid_t& pid, int sig) {
+Status Sandbox::Stop(pid_t& pid, int sig) {
   if (pid <= 0) return Status::OK();
-  kill(pid, sig);
-  const int64_t deadline = MonotonicMs() + 10000;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (MonotonicMs() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  (void)StopChild(pid, sig, 10000);
   pid = -1;
   return Status::OK();
 }

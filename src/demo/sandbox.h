@@ -74,7 +74,8 @@ class Sandbox {
   std::unique_ptr<LocalCluster> source_;
   std::unique_ptr<PgBouncerProcess> pgbouncer_;
   Status StartProxy(int source_port);
-  Status StopChild(pid_t& pid, int sig);
+  // Stops one of our child processes and forgets its pid.
+  Status Stop(pid_t& pid, int sig);
   pid_t proxy_pid_ = -1;
   int proxy_port_ = 0;
   int proxy_admin_port_ = 0;

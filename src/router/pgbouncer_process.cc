@@ -19,17 +19,6 @@ std::string Tail(const std::string& path, size_t max = 1500) {
   return text->size() > max ? text->substr(text->size() - max) : *text;
 }
 
-bool KeepDirs() {
-  const char* keep = std::getenv("PGSHIFT_KEEP_TEST_DIRS");
-  return keep && *keep == '1';
-}
-
-// Reaps `pid` if it has exited; true when it is gone.
-bool Reaped(pid_t pid) {
-  int status = 0;
-  pid_t r = waitpid(pid, &status, WNOHANG);
-  return r == pid || (r < 0 && errno == ECHILD);
-}
 
 }  // namespace
 
@@ -96,7 +85,7 @@ Result<std::unique_ptr<PgBouncerProcess>> PgBouncerProcess::Start(Options opts,
                                                              .output_file = out}));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts.start_timeout_ms);
   while (!PortOpen("127.0.0.1", p->port_)) {
-    if (Reaped(p->pid_)) {
+    if (ChildExited(p->pid_)) {
       p->pid_ = -1;
       return Unavailable("pgbouncer exited during start (config " + p->ConfigFile() + "): " +
                          Tail(out) + Tail(p->LogFile()));
@@ -114,21 +103,13 @@ Result<std::unique_ptr<PgBouncerProcess>> PgBouncerProcess::Start(Options opts,
 Status PgBouncerProcess::Stop() {
   Status result;
   if (pid_ > 0) {
-    kill(pid_, SIGTERM);  // immediate shutdown
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!Reaped(pid_)) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, nullptr, 0);
-        result = Timeout("pgbouncer (pid " + std::to_string(pid_) +
-                         ") ignored SIGTERM for 10 s and was killed");
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!StopChild(pid_, SIGTERM /* immediate shutdown */, 10000)) {
+      result = Timeout("pgbouncer (pid " + std::to_string(pid_) +
+                       ") ignored SIGTERM for 10 s and was killed");
     }
     pid_ = -1;
   }
-  if (own_dir_ && !dir_.empty() && !KeepDirs()) {
+  if (own_dir_ && !dir_.empty() && !KeepTestDirs()) {
     Status removed = RemoveTree(dir_);
     if (result.ok()) result = removed;
     own_dir_ = false;

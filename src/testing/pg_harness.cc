@@ -28,8 +28,7 @@ Result<std::unique_ptr<TestCluster>> TestCluster::Create(Options opts) {
 
 TestCluster::~TestCluster() {
   if (cluster_) (void)cluster_->Stop("immediate");
-  const char* keep = std::getenv("PGSHIFT_KEEP_TEST_DIRS");
-  if (!(keep && *keep == '1') && !dir_.empty()) (void)RemoveTree(dir_);
+  if (!KeepTestDirs() && !dir_.empty()) (void)RemoveTree(dir_);
 }
 
 }  // namespace pgshift::testing

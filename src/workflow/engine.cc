@@ -220,14 +220,7 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
       return FailedPrecondition("finalize is possible only after the switch, in phase verify "
                                 "(now " + m.phase + ")");
     }
-    std::string blocking;
-    for (const auto& f : m.findings) {
-      if (f.value("severity", "") == "blocking" && !f.value("overridden", false)) {
-        blocking += (blocking.empty() ? "" : "; ") + f.value("id", "") + "(" +
-                    f.value("subject", "") + "): " + f.value("message", "");
-      }
-    }
-    if (!blocking.empty()) {
+    if (std::string blocking = BlockingSummary(m.findings); !blocking.empty()) {
       return FailedPrecondition("finalize refused while blocking findings stand: " + blocking +
                                 " — roll back, or override with a reason");
     }
@@ -237,12 +230,7 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
       return InvalidArgument("override needs \"finding\" (the finding id) and a \"reason\"");
     }
     bool found = false;
-    for (const auto& f : m.findings) {
-      found = found || (f.value("id", "") == body.value("finding", "") &&
-                        f.value("severity", "") == "blocking" &&
-                        (body.value("subject", "").empty() ||
-                         f.value("subject", "") == body.value("subject", "")));
-    }
+    for (const auto& f : m.findings) found = found || OverrideNames(body, f);
     if (!found) {
       return NotFound("migration " + id + " has no blocking finding '" +
                       body.value("finding", "") + "'" +

@@ -81,6 +81,25 @@ std::string SlotNameFor(const std::string& migration_id) {
   return s;
 }
 
+std::string BlockingSummary(const json& findings) {
+  std::string s;
+  for (const auto& f : findings) {
+    if (f.value("severity", "") == "blocking" && !f.value("overridden", false)) {
+      s += (s.empty() ? "" : "; ") + f.value("id", "") +
+           (f.value("subject", "").empty() ? "" : "(" + f.value("subject", "") + ")") + ": " +
+           f.value("message", "");
+    }
+  }
+  return s;
+}
+
+bool OverrideNames(const json& request, const json& finding) {
+  const std::string subject = request.value("subject", "");
+  return finding.value("severity", "") == "blocking" &&
+         finding.value("id", "") == request.value("finding", "") &&
+         (subject.empty() || finding.value("subject", "") == subject);
+}
+
 Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
   if (!j.is_object()) return InvalidArgument("the migration spec must be a JSON object");
   PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(j, {"name", "source", "target", "router", "options"}, "spec"));

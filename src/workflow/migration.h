@@ -94,4 +94,11 @@ struct MigrationSpec {
 // The physical slot pgshift creates on the source for a migration.
 std::string SlotNameFor(const std::string& migration_id);
 
+// "id(subject): message; ..." for every blocking finding (JSON, as stored)
+// that is not overridden; "" when none stands.
+std::string BlockingSummary(const nlohmann::json& findings);
+// True when `finding` is blocking and an override request
+// {"finding":id,"subject":s} names it (no subject: any subject).
+bool OverrideNames(const nlohmann::json& request, const nlohmann::json& finding);
+
 }  // namespace pgshift

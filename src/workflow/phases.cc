@@ -19,17 +19,6 @@ json WithOverrideOf(const json& old_findings, const checks::Finding& f) {
   return j;
 }
 
-std::string BlockingSummary(const json& findings) {
-  std::string s;
-  for (const auto& f : findings) {
-    if (f.value("severity", "") == "blocking" && !f.value("overridden", false)) {
-      s += (s.empty() ? "" : "; ") + f.value("id", "") +
-           (f.value("subject", "").empty() ? "" : "(" + f.value("subject", "") + ")") + ": " +
-           f.value("message", "");
-    }
-  }
-  return s;
-}
 
 }  // namespace
 

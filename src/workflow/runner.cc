@@ -81,9 +81,7 @@ void MigrationRunner::HandleAction() {
     const auto& body = m_.action_body;
     bool found = false;
     for (auto& f : m_.findings) {
-      if (f.value("id", "") == body.value("finding", "") &&
-          (body.value("subject", "").empty() || f.value("subject", "") == body.value("subject", "")) &&
-          f.value("severity", "") == "blocking") {
+      if (OverrideNames(body, f)) {
         f["overridden"] = true;
         f["override_reason"] = body.value("reason", "");
         found = true;
