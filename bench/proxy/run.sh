@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
 # Benchmark of pgshift-proxy (not a test): pgbench -S and tpcb-like, 8 clients,
 # direct vs pgshift-proxy vs PgBouncer (transaction mode) vs HAProxy (TCP mode)
-# in one run, plus mTLS vs plaintext through the proxy. Self-contained: starts
-# its own PostgreSQL cluster, PgBouncer and HAProxy as user postgres, cleans up.
+# vs a minimal C forwarder (forwarder.c) in one run, plus mTLS vs plaintext
+# through the proxy. Self-contained: starts its own PostgreSQL cluster,
+# PgBouncer and HAProxy as user postgres, cleans up.
 #
-#   bash bench/proxy/run.sh            (DURATION=10 seconds per phase, CLIENTS=8)
-# Ratios are tps ratios of pgbench -S with CLIENTS clients; p50_overhead_us is
-# the median latency added by the proxy with a single client (no queueing).
-#   PROXY_BIN=/path/pgshift-proxy bash bench/proxy/run.sh
-# The last line is: BENCH proxy {"proxy_vs_direct":R,...}
+#   bash bench/proxy/run.sh     (ROUNDS=6 x SELECT_DURATION=3 s of -S per target,
+#                                DURATION=8 s per tpcb / single-client phase, CLIENTS=8)
+# -S ratios are the MEDIAN over ROUNDS of per-round tps ratios: each round runs
+# every target once, back to back, so a ratio compares runs seconds apart (on
+# a shared VM direct tps alone drifts by 2x within minutes). forwarder_vs_direct
+# is the ceiling of any user-space proxy on this host: forwarder.c copies bytes
+# with nothing else to do. p50_overhead_us is the median latency added by the
+# proxy with a single client (no queueing). The proxy's CPU time per phase goes
+# to stderr (us per transaction), so a busy-poll trade-off is visible.
+#   PROXY_BIN=/path/pgshift-proxy BUSY_POLL_US=0 bash bench/proxy/run.sh
+# The last line is: BENCH proxy {"proxy_vs_direct":R,...,"forwarder_vs_direct":R}
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-DURATION="${DURATION:-10}"
+DURATION="${DURATION:-8}"
+SELECT_DURATION="${SELECT_DURATION:-3}"
 CLIENTS="${CLIENTS:-8}"
 SCALE="${SCALE:-8}"
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${ROUNDS:-6}"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 BUILD="${BUILD:-$ROOT/build}"
 PROXY_BIN="${PROXY_BIN:-$BUILD/src/proxy/pgshift-proxy}"
 PROXY_THREADS="${PROXY_THREADS:-1}"
+BUSY_POLL_US="${BUSY_POLL_US:-}"  # "" = the proxy's default
 # How the three middlemen reach PostgreSQL: unix (its socket directory) or tcp.
 UPSTREAM="${UPSTREAM:-unix}"
 
@@ -38,6 +47,8 @@ cleanup() {
   # Best effort on exit: any of these may already have stopped on its own.
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # runuser does not pass the signal on: stop PgBouncer and HAProxy by their config paths.
+  pkill -f -- "$WORK/(pgbouncer.ini|haproxy.cfg)" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -59,7 +70,7 @@ wait_port() {
 }
 
 PGPORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
-BOUNCER_PORT=$(free_port); HAPROXY_PORT=$(free_port)
+BOUNCER_PORT=$(free_port); HAPROXY_PORT=$(free_port); FORWARDER_PORT=$(free_port)
 
 echo "bench: initdb + pgbench -i -s $SCALE" >&2
 as_pg "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
@@ -89,8 +100,9 @@ as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
   chmod 600 ./*.key
 )
 
+BUSY_POLL_KEY=""; [ -n "$BUSY_POLL_US" ] && BUSY_POLL_KEY="\"busy_poll_us\":$BUSY_POLL_US,"
 cat > "$WORK/proxy.json" <<CONF
-{"listen":"127.0.0.1:$PROXY_PORT","admin_listen":"127.0.0.1:$ADMIN_PORT","threads":$PROXY_THREADS,
+{"listen":"127.0.0.1:$PROXY_PORT","admin_listen":"127.0.0.1:$ADMIN_PORT","threads":$PROXY_THREADS,$BUSY_POLL_KEY
  "tls":{"cert":"server.crt","key":"server.key","client_ca":"ca.crt"},
  "routes":[{"name":"bench","database":"bench","upstream":{"host":"$UP_HOST","port":$PGPORT},
             "allow_plaintext":true}],
@@ -98,6 +110,12 @@ cat > "$WORK/proxy.json" <<CONF
  "credentials":[]}
 CONF
 "$PROXY_BIN" --config "$WORK/proxy.json" > "$WORK/proxy.log" 2>&1 &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+
+cc -O2 -o "$WORK/forwarder" "$ROOT/bench/proxy/forwarder.c"
+if [ "$UPSTREAM" = unix ]; then FWD_UP="$WORK/.s.PGSQL.$PGPORT"; else FWD_UP="$PGPORT"; fi
+"$WORK/forwarder" "$FORWARDER_PORT" "$FWD_UP" > "$WORK/forwarder.log" 2>&1 &
 PIDS+=($!)
 
 cat > "$WORK/pgbouncer.ini" <<CONF
@@ -135,67 +153,89 @@ chown postgres: "$WORK/haproxy.cfg"
 as_pg haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 
-wait_port "$PROXY_PORT"; wait_port "$BOUNCER_PORT"; wait_port "$HAPROXY_PORT"
+wait_port "$PROXY_PORT"; wait_port "$BOUNCER_PORT"; wait_port "$HAPROXY_PORT"; wait_port "$FORWARDER_PORT"
+echo "bench: $(grep -o 'listening.*' "$WORK/proxy.log" | head -1)" >&2
 
-# run NAME PORT MODE(select|tpcb) [mtls] [clients] → prints "tps p50_us"
+proxy_cpu_ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
+TICKS=$(getconf CLK_TCK)
+
+# run NAME PORT MODE(select|tpcb) SECONDS [mtls] [clients] → prints "tps p50_us proxy_cpu_us_per_txn"
 run() {
-  local name=$1 port=$2 mode=$3 tls=${4:-} clients=${5:-$CLIENTS}
+  local name=$1 port=$2 mode=$3 seconds=$4 tls=${5:-} clients=${6:-$CLIENTS}
   local dir="$WORK/log-$name-$mode-$clients"; mkdir -p "$dir"
   local threads=2; [ "$clients" -lt 2 ] && threads=1
-  local args=(-n -c "$clients" -j "$threads" -T "$DURATION" -h 127.0.0.1 -p "$port" -U postgres -l --log-prefix "$dir/tx")
+  local args=(-n -c "$clients" -j "$threads" -T "$seconds" -h 127.0.0.1 -p "$port" -U postgres -l --log-prefix "$dir/tx")
   [ "$mode" = select ] && args+=(-S)
   local env=(PGSSLMODE=disable)
   [ -n "$tls" ] && env=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK/ca.crt" PGSSLCERT="$WORK/client.crt" PGSSLKEY="$WORK/client.key")
-  local out
+  local out c0 c1
+  c0=$(proxy_cpu_ticks)
   out=$(env "${env[@]}" "$PGBIN/pgbench" "${args[@]}" bench 2>&1) || { echo "bench: pgbench $name $mode failed:" >&2; echo "$out" >&2; return 1; }
+  c1=$(proxy_cpu_ticks)
   local tps; tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   local p50; p50=$(cat "$dir"/tx* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "$tps $p50"
+  local cpu; cpu=$(python3 -c "print(round(($c1 - $c0) / $TICKS * 1e6 / ($tps * $seconds), 1))")
+  echo "$tps $p50 $cpu"
 }
 
-declare -A TPS P50
+declare -A TPS P50 SEL
 TARGETS=("direct:$PGPORT" "proxy:$PROXY_PORT" "pgbouncer:$BOUNCER_PORT" "haproxy:$HAPROXY_PORT")
-# -S: ROUNDS round-robin passes over the targets (and the proxy with mTLS), best
-# tps of each, so a burst of load from elsewhere on the host does not decide a
-# ratio alone.
+SELECT_TARGETS=("${TARGETS[@]:0:2}" "forwarder:$FORWARDER_PORT" "${TARGETS[@]:2}" "proxy-mtls:$PROXY_PORT")
+# -S: ROUNDS round-robin passes over the targets; SEL[name] collects each
+# round's tps, and the ratios below are medians of per-round ratios.
+phase_cpu() {  # stderr: the proxy's CPU per transaction, for phases through it
+  case $1 in proxy*) printf ' proxy_cpu=%5.1f us/txn' "$2" >&2 ;; esac
+  echo >&2
+}
 for round in $(seq 1 "$ROUNDS"); do
-  for spec in "${TARGETS[@]}" "proxy-mtls:$PROXY_PORT"; do
+  for spec in "${SELECT_TARGETS[@]}"; do
     name=${spec%%:*}; port=${spec##*:}
     tls=""; [ "$name" = proxy-mtls ] && tls=mtls
-    read -r t p < <(run "$name-r$round" "$port" select "$tls")
-    printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us (round %d)\n' "$name" select "$t" "$p" "$round" >&2
-    if [ -z "${TPS[$name-select]:-}" ] || python3 -c "import sys; sys.exit(0 if $t > ${TPS[$name-select]} else 1)"; then
-      TPS[$name-select]=$t; P50[$name-select]=$p
-    fi
+    read -r t p c < <(run "$name-r$round" "$port" select "$SELECT_DURATION" "$tls")
+    printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us (round %d)' "$name" select "$t" "$p" "$round" >&2
+    phase_cpu "$name" "$c"
+    SEL[$name]="${SEL[$name]:-} $t"
   done
 done
 for spec in "${TARGETS[@]}"; do
   name=${spec%%:*}; port=${spec##*:}
-  read -r t p < <(run "$name" "$port" tpcb)
+  read -r t p c < <(run "$name" "$port" tpcb "$DURATION")
   TPS[$name-tpcb]=$t; P50[$name-tpcb]=$p
-  printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us\n' "$name" tpcb "$t" "$p" >&2
+  printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us' "$name" tpcb "$t" "$p" >&2
+  phase_cpu "$name" "$c"
 done
 # Per-hop latency without queueing: one client, -S, direct vs proxy.
 for spec in "direct:$PGPORT" "proxy:$PROXY_PORT"; do
   name=${spec%%:*}; port=${spec##*:}
-  read -r t p < <(run "$name" "$port" select "" 1)
+  read -r t p c < <(run "$name" "$port" select "$DURATION" "" 1)
   P50[$name-single]=$p
-  printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us (1 client)\n' "$name" select "$t" "$p" >&2
+  printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us (1 client)' "$name" select "$t" "$p" >&2
+  phase_cpu "$name" "$c"
 done
 
-python3 - "${TPS[direct-select]}" "${TPS[proxy-select]}" "${TPS[pgbouncer-select]}" \
-  "${TPS[haproxy-select]}" "${P50[direct-single]}" "${P50[proxy-single]}" \
-  "${TPS[proxy-mtls-select]}" "${TPS[direct-tpcb]}" "${TPS[proxy-tpcb]}" \
-  "${TPS[pgbouncer-tpcb]}" "${TPS[haproxy-tpcb]}" <<'PY'
-import json, sys
-d, p, b, h, p50d, p50p, m, dt, pt, bt, ht = map(float, sys.argv[1:])
+python3 - "${SEL[direct]}" "${SEL[proxy]}" "${SEL[pgbouncer]}" "${SEL[haproxy]}" \
+  "${SEL[proxy-mtls]}" "${SEL[forwarder]}" "${P50[direct-single]}" "${P50[proxy-single]}" \
+  "${TPS[direct-tpcb]}" "${TPS[proxy-tpcb]}" "${TPS[pgbouncer-tpcb]}" "${TPS[haproxy-tpcb]}" <<'PY'
+import json, statistics, sys
+d, p, b, h, m, f = ([float(x) for x in a.split()] for a in sys.argv[1:7])
+p50d, p50p, dt, pt, bt, ht = map(float, sys.argv[7:])
+def med(num, den):  # median over rounds of the per-round ratio
+    return round(statistics.median(x / y for x, y in zip(num, den)), 3)
+def show(name, num, den):
+    rs = " ".join(f"{x / y:.3f}" for x, y in zip(num, den))
+    print(f"bench: -S {name}: median {med(num, den)} of rounds [{rs}]", file=sys.stderr)
+show("proxy/direct", p, d)
+show("forwarder/direct", f, d)
+show("proxy/forwarder", p, f)
 print(f"bench: tpcb ratios: proxy/direct={pt/dt:.3f} proxy/pgbouncer={pt/bt:.3f} proxy/haproxy={pt/ht:.3f}",
       file=sys.stderr)
 print("BENCH proxy " + json.dumps({
-    "proxy_vs_direct": round(p / d, 3),
-    "proxy_vs_pgbouncer": round(p / b, 3),
-    "proxy_vs_haproxy": round(p / h, 3),
+    "proxy_vs_direct": med(p, d),
+    "proxy_vs_pgbouncer": med(p, b),
+    "proxy_vs_haproxy": med(p, h),
     "p50_overhead_us": round(p50p - p50d, 1),
-    "mtls_vs_plain": round(m / p, 3),
+    "mtls_vs_plain": med(m, p),
+    "forwarder_vs_direct": med(f, d),
+    "proxy_vs_forwarder": med(p, f),
 }, separators=(",", ":")))
 PY

@@ -73,7 +73,8 @@ Result<UpstreamConfig> ParseUpstream(const nlohmann::json& j, const std::string&
 Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string& base_dir) {
   PGSHIFT_RETURN_IF_ERROR(CheckKeys(
       j, "the top level",
-      {"listen", "admin_listen", "threads", "tls", "routes", "policy", "credentials"}));
+      {"listen", "admin_listen", "threads", "busy_poll_us", "tls", "routes", "policy",
+       "credentials"}));
   ProxyConfig c;
   std::string listen = "127.0.0.1:6432", admin = "127.0.0.1:6433";
   PGSHIFT_RETURN_IF_ERROR(Get(j, "listen", "config", &listen, false));
@@ -82,6 +83,13 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
   PGSHIFT_RETURN_IF_ERROR(ParseHostPort(admin, "admin_listen", &c.admin_host, &c.admin_port));
   PGSHIFT_RETURN_IF_ERROR(Get(j, "threads", "config", &c.threads, false));
   if (c.threads < 1 || c.threads > 64) return InvalidArgument("threads must be between 1 and 64");
+  if (j.contains("busy_poll_us")) {
+    const auto& b = j["busy_poll_us"];
+    if (!b.is_number_integer() || b.get<int64_t>() < 0 || b.get<int64_t>() > kMaxBusyPollUs)
+      return InvalidArgument("busy_poll_us must be an integer number of microseconds from 0 (off) "
+                             "to " + std::to_string(kMaxBusyPollUs) + ", got " + b.dump());
+    c.busy_poll_us = b.get<int>();
+  }
   if (j.contains("tls")) {
     const auto& t = j["tls"];
     PGSHIFT_RETURN_IF_ERROR(CheckKeys(t, "tls", {"cert", "key", "client_ca"}));
@@ -174,6 +182,7 @@ nlohmann::json ToJson(const ProxyConfig& c) {
   j["listen"] = c.listen_host + ":" + std::to_string(c.listen_port);
   j["admin_listen"] = c.admin_host + ":" + std::to_string(c.admin_port);
   j["threads"] = c.threads;
+  j["busy_poll_us"] = c.busy_poll_us;
   if (c.has_tls) j["tls"] = {{"cert", c.tls.cert}, {"key", c.tls.key}, {"client_ca", c.tls.client_ca}};
   j["routes"] = nlohmann::json::array();
   for (const auto& r : c.routes)

@@ -25,18 +25,56 @@ class BasicStream {
  public:
   BasicStream(Socket s, asio::ssl::context& ctx) : s_(std::move(s), ctx) {}
 
+  // Plain streams wait for readability and then read what is there, instead of
+  // Asio's speculative read, a recv that fails with EAGAIN after every message.
+  // Asio re-arms the wait with an epoll_ctl, so the syscall count is the same;
+  // the wait only avoids reading a socket known to be empty. A read that
+  // filled the buffer may have left more behind: the next one tries at once.
   asio::awaitable<std::tuple<asio::error_code, size_t>> ReadSome(char* p, size_t n) {
     if (tls_) co_return co_await s_.async_read_some(asio::buffer(p, n), kNoThrow);
-    co_return co_await s_.next_layer().async_read_some(asio::buffer(p, n), kNoThrow);
+    while (true) {
+      if (!drained_) {
+        asio::error_code ec;
+        size_t got = TryRead(p, n, ec);
+        if (ec != asio::error::would_block) {
+          drained_ = got < n;
+          co_return std::tuple{ec, got};
+        }
+        drained_ = true;
+      }
+      auto [ec] = co_await socket().async_wait(Socket::wait_read, kNoThrow);
+      if (ec) co_return std::tuple{ec, size_t{0}};
+      drained_ = false;
+    }
+  }
+  // Plain streams: reads what the socket holds now; would_block when it is empty.
+  size_t TryRead(char* p, size_t n, asio::error_code& ec) {
+    if (!nonblocking_) SetNonBlocking(ec);
+    if (ec) return 0;
+    size_t got = socket().read_some(asio::buffer(p, n), ec);
+    if (ec == asio::error::interrupted) ec = asio::error::would_block;
+    return got;
+  }
+  // Plain streams: writes what the socket takes now, without waiting.
+  size_t TryWrite(std::string_view d, asio::error_code& ec) {
+    if (!nonblocking_) SetNonBlocking(ec);
+    if (ec) return 0;
+    size_t done = 0;
+    while (done < d.size() && !ec) done += socket().write_some(asio::buffer(d.substr(done)), ec);
+    if (ec == asio::error::interrupted) ec = asio::error::would_block;
+    return done;
   }
   asio::awaitable<asio::error_code> WriteAll(std::string_view d) {
     if (tls_) {
       auto [ec, n] = co_await asio::async_write(s_, asio::buffer(d.data(), d.size()), kNoThrow);
       co_return ec;
     }
-    auto [ec, n] =
-        co_await asio::async_write(s_.next_layer(), asio::buffer(d.data(), d.size()), kNoThrow);
-    co_return ec;
+    asio::error_code ec;
+    size_t done = TryWrite(d, ec);
+    if (ec != asio::error::would_block) co_return ec;
+    auto [wec, n] = co_await asio::async_write(s_.next_layer(), asio::buffer(d.substr(done)),
+                                               kNoThrow);
+    co_return wec;
   }
   void Close() {
     asio::error_code ec;
@@ -49,8 +87,15 @@ class BasicStream {
   void set_tls(bool on) { tls_ = on; }
 
  private:
+  void SetNonBlocking(asio::error_code& ec) {
+    socket().non_blocking(true, ec);
+    nonblocking_ = !ec;
+  }
+
   asio::ssl::stream<Socket> s_;
   bool tls_ = false;
+  bool nonblocking_ = false;  // plain reads and writes never block the thread
+  bool drained_ = false;      // the last read emptied the socket
 };
 
 using Stream = BasicStream<tcp::socket>;             // client side
@@ -68,9 +113,23 @@ class Outbox {
   bool empty() const { return queued_.empty(); }
   bool failed() const { return failed_; }
 
+  // Writes the queue now when a plain socket takes all of it: true when nothing
+  // is left to wait for. The hot path of forwarding: no coroutine suspends.
+  template <typename S>
+  bool WriteNow(S& s) {
+    if (queued_.empty()) return !failed_;
+    if (writing_ || failed_ || s.tls()) return false;
+    asio::error_code ec;
+    size_t done = s.TryWrite(queued_, ec);
+    queued_.erase(0, done);
+    if (ec && ec != asio::error::would_block) failed_ = true;
+    return queued_.empty() && !failed_;
+  }
+
   // Returns false when the stream failed.
   template <typename S>
   asio::awaitable<bool> Flush(S& s) {
+    if (WriteNow(s)) co_return true;
     if (writing_) {
       while (writing_ && queued_.size() > kHighWater && !failed_) {
         drained_.expires_after(std::chrono::milliseconds(5));

@@ -5,6 +5,9 @@
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
+#include <sched.h>
+
+#include <chrono>
 #include <sstream>
 
 #include "proxy/session.h"
@@ -51,6 +54,31 @@ asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
     auto session = std::make_shared<Session>(std::move(sock), shared);
     asio::co_spawn(ctx, [session]() -> asio::awaitable<void> { co_await session->Run(); },
                    asio::detached);
+  }
+}
+
+// Runs one event-loop thread. Most of the proxy's CPU goes to the kernel
+// putting this thread to sleep in epoll and waking it again (in a VM a
+// wakeup of an idle CPU is an IPI and a HLT exit), once per message at
+// moderate load. With busy_poll_us the thread keeps polling for that long
+// after its last handler, calling sched_yield between polls so that clients
+// and servers sharing its CPU still run: senders then find it awake.
+void RunContext(asio::io_context& ctx, int busy_poll_us) {
+  if (busy_poll_us <= 0) {
+    ctx.run();
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto window = std::chrono::microseconds(busy_poll_us);
+  auto last_work = Clock::now();
+  while (!ctx.stopped()) {
+    if (ctx.poll() > 0) {
+      last_work = Clock::now();
+    } else if (Clock::now() - last_work < window) {
+      sched_yield();
+    } else if (ctx.run_one() > 0) {
+      last_work = Clock::now();
+    }
   }
 }
 
@@ -138,10 +166,12 @@ Status Proxy::Start() {
   }
   PGSHIFT_RETURN_IF_ERROR(StartAdmin());
   asio::co_spawn(*contexts_[0], AcceptLoop(*acceptor_, contexts_, sh), asio::detached);
-  for (auto& ctx : contexts_) threads_.emplace_back([c = ctx.get()] { c->run(); });
+  for (auto& ctx : contexts_)
+    threads_.emplace_back([c = ctx.get(), us = sh.config.busy_poll_us] { RunContext(*c, us); });
   started_ = true;
-  spdlog::info("pgshift-proxy listening on {}:{} (admin {}:{}, {} threads)", sh.config.listen_host,
-               port_, sh.config.admin_host, admin_port_, sh.config.threads);
+  spdlog::info("pgshift-proxy listening on {}:{} (admin {}:{}, {} threads, busy poll {} us)",
+               sh.config.listen_host, port_, sh.config.admin_host, admin_port_, sh.config.threads,
+               sh.config.busy_poll_us);
   return Status::OK();
 }
 

@@ -28,8 +28,8 @@ std::string One(PgConn& c, const std::string& sql) {
   return r->At(0, 0).value_or("");
 }
 
-std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext = false) {
-  auto env = ProxyEnv::Create(two, plaintext);
+std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext = false, int busy_poll_us = 0) {
+  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us);
   EXPECT_TRUE(env.ok()) << env.status().ToString();
   return env.ok() ? std::move(*env) : nullptr;
 }
@@ -225,6 +225,40 @@ TEST_P(ProxySwitchUnderLoad, PgbenchSeesNoFailedTransactions) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, ProxySwitchUnderLoad,
                          ::testing::Values("simple", "extended", "prepared"));
+
+// Busy polling changes only how the event loops wait: TLS and plaintext
+// traffic, transaction tracking and a hold + switch behave as without it.
+TEST(ProxyBusyPoll, TrafficHoldAndSwitchWorkWhileTheLoopsPoll) {
+  auto env = MustEnv(true, /*plaintext=*/true, /*busy_poll_us=*/200);
+  ASSERT_TRUE(env);
+  EXPECT_EQ(env->proxy->shared().config.busy_poll_us, 200);
+  auto r = Psql(env->Conninfo(""), "select 40 + 2");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->output, "42\n");
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  auto bench = std::async(std::launch::async, [&] {
+    return DefaultRunner().Run(PgbenchSpec(*env, "prepared", 6));
+  });
+  std::this_thread::sleep_for(2s);
+  Status held = router->Hold(5000);
+  ASSERT_TRUE(held.ok()) << held.ToString();
+  Endpoint to{"127.0.0.1", env->b->port()};
+  ASSERT_TRUE(router->Repoint(to).ok());
+  ASSERT_TRUE(router->Release().ok());
+  auto run = bench.get();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  PgbenchSummary sum = ParsePgbench(*run);
+  EXPECT_EQ(sum.exit_code, 0) << sum.output;
+  EXPECT_EQ(sum.failed, 0) << sum.output;
+  EXPECT_GT(sum.processed, 0);
+  EXPECT_GT(Count(*env->b, "select count(*) from pgbench_history"), 0);
+  auto route = env->proxy->shared().routes.Find("app");
+  EXPECT_GE(route->transactions.load(), sum.processed);
+  EXPECT_GE(route->switches.load(), 4);
+  EXPECT_EQ(route->in_transaction.load(), 0);
+  EXPECT_EQ(route->held_sessions.load(), 0);
+}
 
 TEST(ProxySwitch, SessionSettingsAndPreparedStatementsSurviveTheSwitch) {
   auto env = MustEnv(true);

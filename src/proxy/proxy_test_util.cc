@@ -11,7 +11,8 @@
 namespace pgshift::proxy::testing {
 Status MakeCerts(const std::string& dir) { return MakeDevCerts(dir); }
 
-Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow_plaintext) {
+Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow_plaintext,
+                                                   int busy_poll_us) {
   auto env = std::make_unique<ProxyEnv>();
   std::vector<pgshift::testing::TestCluster*> clusters;
   PGSHIFT_ASSIGN_OR_RETURN(env->a, pgshift::testing::TestCluster::Create({.name = "src"}));
@@ -48,6 +49,7 @@ Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow
       {"listen", "127.0.0.1:0"},
       {"admin_listen", "127.0.0.1:0"},
       {"threads", 2},
+      {"busy_poll_us", busy_poll_us},
       {"tls", {{"cert", "server.crt"}, {"key", "server.key"}, {"client_ca", "ca.crt"}}},
       {"routes",
        {{{"name", "app"},

@@ -29,7 +29,8 @@ struct ProxyEnv {
 
   // Clusters with role "app" (SCRAM password "secret", forced by pg_hba) owning
   // database "app" initialised by pgbench -i; a proxy route "app" → a.
-  static Result<std::unique_ptr<ProxyEnv>> Create(bool two_clusters, bool allow_plaintext = false);
+  static Result<std::unique_ptr<ProxyEnv>> Create(bool two_clusters, bool allow_plaintext = false,
+                                                  int busy_poll_us = 0);
   ~ProxyEnv();
 
   // libpq conninfo through the proxy with the client certificate `client` ("" = none).

@@ -100,6 +100,31 @@ TEST(Scram, MatchesTheRfc7677TestVector) {
   EXPECT_FALSE(c.VerifyServerFinal("v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").ok());
 }
 
+TEST(Scram, RemembersTheSaltedPasswordPerPasswordSaltAndCount) {
+  const std::string first =
+      "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+  const std::string v = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+  for (int round = 0; round < 2; ++round) {  // the second login is served from the cache
+    ScramClient c("pencil", "rOprNGfwEbeRWgbNEkqO", "user");
+    c.ClientFirst();
+    auto fin = c.ClientFinal(first);
+    ASSERT_TRUE(fin.ok()) << fin.status().ToString();
+    EXPECT_NE(fin->find("p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="), std::string::npos);
+    EXPECT_TRUE(c.VerifyServerFinal(v).ok());
+  }
+  // Another password, or the same one with another count, is not mistaken for it.
+  ScramClient other("crayon", "rOprNGfwEbeRWgbNEkqO", "user");
+  other.ClientFirst();
+  ASSERT_TRUE(other.ClientFinal(first).ok());
+  EXPECT_FALSE(other.VerifyServerFinal(v).ok());
+  ScramClient fewer("pencil", "rOprNGfwEbeRWgbNEkqO", "user");
+  fewer.ClientFirst();
+  auto fin = fewer.ClientFinal(
+      "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4095");
+  ASSERT_TRUE(fin.ok());
+  EXPECT_EQ(fin->find("p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="), std::string::npos);
+}
+
 TEST(Scram, RejectsAServerNonceThatDoesNotExtendOurs) {
   ScramClient c("pencil", "abc");
   c.ClientFirst();
@@ -153,6 +178,30 @@ TEST(Config, UnknownKeysAreErrorsNamingTheKey) {
   j = GoodConfig();
   j["threads"] = "two";
   EXPECT_NE(ParseProxyConfig(j).status().message().find("wrong type"), std::string::npos);
+}
+
+TEST(Config, BusyPollUsIsOptionalBoundedAndKeptOnSave) {
+  auto c = ParseProxyConfig(GoodConfig());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->busy_poll_us, kDefaultBusyPollUs);
+  auto j = GoodConfig();
+  j["busy_poll_us"] = 250;
+  c = ParseProxyConfig(j);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->busy_poll_us, 250);
+  auto again = ParseProxyConfig(ToJson(*c));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->busy_poll_us, 250);
+  for (nlohmann::json bad : {nlohmann::json(-1), nlohmann::json(kMaxBusyPollUs + 1),
+                             nlohmann::json("50"), nlohmann::json(2.5), nlohmann::json(nullptr)}) {
+    j["busy_poll_us"] = bad;
+    auto st = ParseProxyConfig(j).status();
+    EXPECT_FALSE(st.ok()) << bad.dump();
+    EXPECT_NE(st.message().find("busy_poll_us must be an integer number of microseconds from 0 "
+                                "(off) to 10000, got " + bad.dump()),
+              std::string::npos)
+        << st.message();
+  }
 }
 
 TEST(SessionStateMachine, AllowsTheDocumentedPathsOnly) {

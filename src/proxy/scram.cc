@@ -6,6 +6,8 @@
 #include <openssl/sha.h>
 
 #include <cstdio>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace pgshift::proxy {
@@ -17,6 +19,34 @@ std::string Hmac(std::string_view key, std::string_view data) {
   HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
        reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
   return std::string(reinterpret_cast<char*>(out), len);
+}
+
+// PBKDF2 with PostgreSQL's 4096 iterations costs about a millisecond of the
+// event loop per login; a switch logs every session in again with the same
+// password, salt and count (a physical replica keeps pg_authid), so the
+// result is remembered. The key includes the password, which the proxy holds
+// in memory anyway. Shared by all threads of the proxy.
+std::string SaltedPassword(const std::string& password, const std::string& salt, int iterations) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::string> cache;
+  constexpr size_t kMaxEntries = 4096;
+  std::string key = std::to_string(iterations) + ":" + std::to_string(salt.size()) + ":" + salt +
+                    password;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  unsigned char salted[32];
+  PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
+                    reinterpret_cast<const unsigned char*>(salt.data()),
+                    static_cast<int>(salt.size()), iterations, EVP_sha256(), sizeof(salted),
+                    salted);
+  std::string out(reinterpret_cast<char*>(salted), sizeof(salted));
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= kMaxEntries) cache.clear();
+  cache.emplace(std::move(key), out);
+  return out;
 }
 
 std::string Sha256(std::string_view data) {
@@ -110,12 +140,7 @@ Result<std::string> ScramClient::ClientFinal(std::string_view server_first) {
     return Internal("SCRAM iteration count is not a number");
   }
   if (iterations < 1 || iterations > 10'000'000) return Internal("SCRAM iteration count out of range");
-  unsigned char salted[32];
-  PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
-                    reinterpret_cast<const unsigned char*>(salt.data()),
-                    static_cast<int>(salt.size()), iterations, EVP_sha256(), sizeof(salted),
-                    salted);
-  salted_password_.assign(reinterpret_cast<char*>(salted), sizeof(salted));
+  salted_password_ = SaltedPassword(password_, salt, iterations);
   std::string client_key = Hmac(salted_password_, "Client Key");
   std::string stored_key = Sha256(client_key);
   std::string final_without_proof = "c=biws,r=" + nonce;  // biws = base64("n,,")

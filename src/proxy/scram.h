@@ -1,6 +1,7 @@
 // Client side of PostgreSQL password authentication for the proxy's upstream
 // logins: SCRAM-SHA-256 (RFC 5802 / RFC 7677, without channel binding) and
-// the md5 scheme. One ScramClient serves one login; not thread-safe.
+// the md5 scheme. One ScramClient serves one login; not thread-safe (the
+// salted-password cache behind it is).
 #pragma once
 
 #include <string>

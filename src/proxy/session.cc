@@ -41,7 +41,8 @@ std::string DeallocatedName(std::string_view sql) {
       w += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
     return w;
   };
-  size_t i = 0;
+  size_t i = skip_space(0);
+  if (i == sql.size() || (sql[i] != 'd' && sql[i] != 'D')) return "";  // cheap exit per query
   if (word(i) != "deallocate") return "";
   std::string name = word(i);
   if (name == "prepare") name = word(i);
@@ -55,8 +56,9 @@ std::string DeallocatedName(std::string_view sql) {
 // a SET tag or a ParameterStatus report.
 bool MentionsSetConfig(std::string_view sql) {
   static constexpr std::string_view kNeedle = "set_config";
+  // ASCII folding, not std::tolower: this runs on every query's text.
   auto it = std::search(sql.begin(), sql.end(), kNeedle.begin(), kNeedle.end(), [](char a, char b) {
-    return std::tolower(static_cast<unsigned char>(a)) == b;
+    return (a >= 'A' && a <= 'Z' ? static_cast<char>(a + ('a' - 'A')) : a) == b;
   });
   return it != sql.end();
 }
@@ -187,7 +189,8 @@ asio::awaitable<void> Session::ClientPump() {
         break;
       }
       if (state_ == SessionState::kIdle) {
-        if (!co_await FlushServer() || !co_await EnterTransaction()) {
+        if ((!server_->outbox.WriteNow(server_->stream) && !co_await FlushServer()) ||
+            (!BeginTransactionNow() && !co_await EnterTransaction())) {
           stop = true;
           break;
         }
@@ -211,7 +214,7 @@ asio::awaitable<void> Session::ClientPump() {
       pos += h.total();
     }
     in.erase(0, pos);
-    if (server_ && !co_await FlushServer()) break;
+    if (server_ && !server_->outbox.WriteNow(server_->stream) && !co_await FlushServer()) break;
     if (stop) break;
   }
   Close();
@@ -461,7 +464,7 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       route_->bytes_to_clients += static_cast<int64_t>(out.size());
       client_out_.Append(out);
       out.clear();
-      if (!co_await FlushClient()) {
+      if (!client_out_.WriteNow(client_) && !co_await FlushClient()) {
         Close();
         co_return;
       }

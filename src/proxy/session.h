@@ -38,6 +38,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> ServerPump(std::shared_ptr<ServerConn> sc);
   // Before the first message of a new transaction: hold, move. False: close.
   asio::awaitable<bool> EnterTransaction();
+  // Its fast path without a coroutine: true when the session may go on now
+  // (then it is active); false leaves it idle for EnterTransaction.
+  bool BeginTransactionNow();
   asio::awaitable<bool> Migrate();
   asio::awaitable<void> WaitWake(int ms);
   asio::awaitable<bool> FlushClient();

@@ -20,6 +20,13 @@ std::string Literal(const std::string& s) {
 
 }  // namespace
 
+bool Session::BeginTransactionNow() {
+  Advance(SessionEvent::kClientBegins);
+  if (!route_->held() && route_->generation() == generation_ && !server_lost_) return true;
+  Advance(SessionEvent::kBoundaryReached);
+  return false;
+}
+
 asio::awaitable<bool> Session::EnterTransaction() {
   while (!closed_) {
     // Mark first, then look at the hold: Route::Hold does the reverse.
