@@ -6,7 +6,9 @@
 // Last line:
 //   BENCH cutover {"proxy_max_latency_ms":X,"pgbouncer_max_latency_ms":X,
 //                  "proxy_failed_txns":N,"pgbouncer_failed_txns":N,"prepared_failed_txns":N}
+#include <algorithm>
 #include <cstdio>
+#include <map>
 #include <iostream>
 #include <thread>
 
@@ -30,8 +32,41 @@ struct RunResult {
   int64_t hold_ms = 0;
 };
 
+// The worst latency of the transactions scheduled to start in each phase,
+// so a number says where it came from ("-" before the migration began).
+std::string WorstByPhase(const std::vector<load::TxnRecord>& txns, const json& events) {
+  std::vector<std::pair<double, std::string>> starts;  // phase entered at (epoch ms)
+  for (const auto& e : events) starts.emplace_back(e.value("at_ms", 0.0), e.value("phase", ""));
+  std::vector<std::string> order;
+  std::map<std::string, double> worst;
+  for (const auto& t : txns) {
+    const double start = t.end_epoch_ms - t.latency_ms;
+    std::string phase = "-";
+    for (const auto& [at, p] : starts) {
+      if (at <= start) phase = p;
+    }
+    if (!worst.count(phase)) order.push_back(phase);
+    worst[phase] = std::max(worst[phase], t.latency_ms);
+  }
+  std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
+    auto first = [&](const std::string& p) {
+      for (size_t i = 0; i < starts.size(); ++i)
+        if (starts[i].second == p) return static_cast<int>(i);
+      return -1;
+    };
+    return first(a) < first(b);
+  });
+  std::string out;
+  for (const auto& p : order) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s%s=%.0f", out.empty() ? "" : " ", p.c_str(), worst[p]);
+    out += buf;
+  }
+  return out;
+}
+
 RunResult RunOne(const std::string& router, const std::string& protocol, int rate, int clients,
-                 bool keep, bool parity) {
+                 int chunk_seconds, int64_t basebackup_kbps, bool keep, bool parity) {
   RunResult out;
   auto sb = demo::Sandbox::Start({.router = router,
                                   .pgshiftd_path = PGSHIFTD_PATH,
@@ -44,7 +79,7 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
     return out;
   }
   load::PgbenchLoad pgbench({.conninfo = (*sb)->AppConninfo(), .clients = clients, .threads = 2,
-                             .chunk_seconds = 5, .protocol = protocol, .rate = rate,
+                             .chunk_seconds = chunk_seconds, .protocol = protocol, .rate = rate,
                              .log_dir = (*sb)->dir() + "/pgbench-logs",
                              .per_transaction_log = true});
   pgbench.Start();
@@ -52,10 +87,12 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
   auto created = (*sb)->Api("POST", "/v1/migrations",
                             (*sb)->MigrationSpec({{"auto_cutover", true}, {"auto_finalize", true},
                                                   {"sustain_seconds", 3}, {"verify_seconds", 2},
-                                                  {"poll_ms", 50}, {"parity", parity}})
+                                                  {"poll_ms", 50}, {"parity", parity},
+                                                  {"basebackup_max_rate_kbps", basebackup_kbps}})
                                 .dump());
+  std::string id;
   if (created.ok() && (*created)["status"] == 201) {
-    std::string id = (*created)["body"]["id"];
+    id = (*created)["body"]["id"];
     auto m = (*sb)->WaitFor(
         id, [](const json& m) { return m["phase"] == "finalized" || m["phase"] == "rolled_back" ||
                                        m["state"] == "failed" || m["state"] == "blocked"; },
@@ -76,6 +113,16 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
   out.failed = st.failed;
   out.transactions = st.transactions;
   for (const auto& e : st.errors) std::cerr << router << "/" << protocol << ": " << e << "\n";
+  if (!id.empty()) {
+    auto events = (*sb)->Api("GET", "/v1/migrations/" + id + "/events", "");
+    if (events.ok() && (*events)["status"] == 200) {
+      std::printf("%-10s -M %-9s worst latency (ms) by phase of scheduled start: %s\n",
+                  router.c_str(), protocol.c_str(),
+                  WorstByPhase(load::ReadTxnLogs((*sb)->dir() + "/pgbench-logs"),
+                               (*events)["body"]["events"])
+                      .c_str());
+    }
+  }
   std::printf(
       "%-10s -M %-9s finalized=%s txns=%lld failed=%lld max_latency=%.1f ms (incl. -R schedule "
       "lag) max_service=%.1f ms hold=%lld ms\n",
@@ -91,13 +138,18 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
 
 int main(int argc, char** argv) {
   CLI::App app{"pgshift cutover benchmark"};
-  int rate = 2000, clients = 8;
+  int rate = 2000, clients = 8, chunk_seconds = 5;
+  int64_t basebackup_kbps = 0;
   bool keep = false;
   bool parity = true;
   std::vector<std::string> routers = {"proxy", "pgbouncer"};
   app.add_option("--rate", rate, "pgbench -R target tps");
   app.add_option("--clients", clients, "pgbench clients");
+  app.add_option("--chunk-seconds", chunk_seconds,
+                 "length of each pgbench run (its clients reconnect between runs)");
   app.add_option("--routers", routers, "routers to compare");
+  app.add_option("--basebackup-max-rate-kbps", basebackup_kbps,
+                 "the migration's basebackup_max_rate_kbps (0 = no limit)");
   app.add_option("--parity", parity, "run the post-promotion data parity check (default true)");
   app.add_flag("--keep", keep, "keep each sandbox (pgbench logs, pgshiftd log) for inspection");
   CLI11_PARSE(app, argc, argv);
@@ -105,7 +157,7 @@ int main(int argc, char** argv) {
   nlohmann::ordered_json line;
   bool ok = true;
   for (const auto& router : routers) {
-    auto r = pgshift::RunOne(router, "simple", rate, clients, keep, parity);
+    auto r = pgshift::RunOne(router, "simple", rate, clients, chunk_seconds, basebackup_kbps, keep, parity);
     ok = ok && r.finalized;
     line[router + "_max_latency_ms"] = r.max_latency_ms;
     line[router + "_failed_txns"] = r.failed;
@@ -114,7 +166,7 @@ int main(int argc, char** argv) {
   }
   for (const auto& router : routers) {
     if (router != "proxy") continue;  // PgBouncer's transaction pooling cannot carry -M prepared
-    auto r = pgshift::RunOne(router, "prepared", rate, clients, keep, parity);
+    auto r = pgshift::RunOne(router, "prepared", rate, clients, chunk_seconds, basebackup_kbps, keep, parity);
     ok = ok && r.finalized;
     line["prepared_failed_txns"] = r.failed;
     line["prepared_max_latency_ms"] = r.max_latency_ms;

@@ -13,6 +13,11 @@
 // The source side runs in one REPEATABLE READ READ ONLY transaction.
 //
 // Tables are compared one at a time with both sides queried in parallel.
+// On PostgreSQL 14+ each table is read in ranges of `chunk_pages` pages (TID
+// range scans) and the per-range sums are added, so the scan can pause
+// between ranges: with `load_pct` < 100 it sleeps after each range so that it
+// works at most that share of the wall time, which keeps a parity check of a
+// live target from starving production traffic.
 // Thread-safe: each call uses its own connections.
 #pragma once
 
@@ -37,6 +42,9 @@ struct ParityOptions {
   // compared and a warning data_parity finding says how many were skipped
   // (the quick pre-promotion variant).
   int64_t time_budget_ms = 0;
+  // Share of wall time each side may spend scanning (1-100); 100 = no pauses.
+  int load_pct = 100;
+  int64_t chunk_pages = 1024;
 };
 
 // data_parity findings: blocking per table that differs or exists on one side

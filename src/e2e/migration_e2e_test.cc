@@ -87,8 +87,10 @@ class MigrationE2E : public ::testing::Test {
 
   // An automatic migration (cutover and finalize) run to its end.
   json RunToFinalized(std::string* id_out = nullptr) {
+    // A rate-limited base backup: pg_basebackup must accept the limit we pass.
     std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
-                             {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100}});
+                             {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100},
+                             {"basebackup_max_rate_kbps", 65536}});
     if (id_out) *id_out = id;
     auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
     EXPECT_TRUE(m.ok()) << m.status().ToString();

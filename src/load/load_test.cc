@@ -1,4 +1,9 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 #include "load/ledger.h"
 #include "load/pgbench_load.h"
@@ -23,6 +28,26 @@ TEST(PgbenchOutput, CountsTransactionsFailuresAndAbortedClients) {
   PgbenchStats none;
   ParsePgbenchOutput("pgbench: error: connection refused", none);
   EXPECT_EQ(none.failed, 1) << "a run without a summary is a failure";
+}
+
+TEST(PgbenchLogs, ReadsEveryTransactionOfEveryRun) {
+  const std::string dir = ::testing::TempDir() + "/pgbench-logs-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir + "/run0");
+  std::filesystem::create_directories(dir + "/run1");
+  // client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+  std::ofstream(dir + "/run0/pgbench_log.1") << "0 0 1500 0 1700000000 250000 500\n"
+                                                 "1 0 2000 0 1700000001 0 0\n";
+  std::ofstream(dir + "/run1/pgbench_log.2") << "0 0 99000 0 1700000002 1000 98000\n";
+  auto txns = ReadTxnLogs(dir);
+  ASSERT_EQ(txns.size(), 3u);
+  std::sort(txns.begin(), txns.end(),
+            [](const TxnRecord& a, const TxnRecord& b) { return a.end_epoch_ms < b.end_epoch_ms; });
+  EXPECT_DOUBLE_EQ(txns[0].end_epoch_ms, 1700000000250.0);
+  EXPECT_DOUBLE_EQ(txns[0].latency_ms, 1.5);
+  EXPECT_DOUBLE_EQ(txns[0].lag_ms, 0.5);
+  EXPECT_DOUBLE_EQ(txns[2].latency_ms, 99.0);
+  EXPECT_DOUBLE_EQ(txns[2].lag_ms, 98.0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Ledger, CountsLostAndDuplicatedRowsOnARealServer) {

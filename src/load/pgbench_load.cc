@@ -68,6 +68,24 @@ std::pair<double, double> MaxLatencyFromTxnLogsUs(const std::string& dir) {
   return {worst, worst_service};
 }
 
+std::vector<TxnRecord> ReadTxnLogs(const std::string& dir) {
+  std::vector<TxnRecord> out;
+  std::vector<std::string> dirs = {dir};
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (e.is_directory()) dirs.push_back(e.path().string());
+  }
+  for (const auto& d : dirs) {
+    ForEachLogLine(d, [&](const double* f) {
+      if (f[4] <= 0) return;  // not a transaction line
+      out.push_back({.end_epoch_ms = f[4] * 1000 + f[5] / 1000,
+                     .latency_ms = f[2] / 1000,
+                     .lag_ms = f[6] / 1000});
+    });
+  }
+  return out;
+}
+
 Status InitPgbench(const std::string& conninfo, int scale) {
   return RunChecked(DefaultRunner(), {.argv = {"pgbench", "-i", "-q", "-s", std::to_string(scale),
                                                conninfo},

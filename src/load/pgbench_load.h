@@ -46,6 +46,16 @@ double MaxLatencyFromLogsUs(const std::string& dir);
 // {max latency, max latency minus schedule lag} (µs) from per-transaction logs.
 std::pair<double, double> MaxLatencyFromTxnLogsUs(const std::string& dir);
 
+// One line of a per-transaction log.
+struct TxnRecord {
+  double end_epoch_ms = 0;  // when the transaction ended
+  double latency_ms = 0;    // from its scheduled start (includes -R schedule lag)
+  double lag_ms = 0;        // -R schedule lag
+};
+// Every transaction of the per-transaction logs under `dir` and its
+// subdirectories (one per pgbench run), in no particular order.
+std::vector<TxnRecord> ReadTxnLogs(const std::string& dir);
+
 class PgbenchLoad {
  public:
   explicit PgbenchLoad(PgbenchOptions o) : o_(std::move(o)) {}

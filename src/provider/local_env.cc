@@ -283,10 +283,14 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
     if (pct >= 0) progress(pct);
     if (carry.size() > 256) carry.erase(0, carry.size() - 64);
   };
+  std::vector<std::string> argv = {target_.Bin("pg_basebackup"), "-D", partial, "-d",
+                                   spec_.source_conninfo, "-X", "stream", "-S", slot, "-R", "-P",
+                                   "-c", "fast"};
+  if (spec_.options.basebackup_max_rate_kbps > 0) {
+    argv.push_back("--max-rate=" + std::to_string(spec_.options.basebackup_max_rate_kbps) + "k");
+  }
   PGSHIFT_RETURN_IF_ERROR(
-      RunChecked(runner_, {.argv = {target_.Bin("pg_basebackup"), "-D", partial, "-d",
-                                    spec_.source_conninfo, "-X", "stream", "-S", slot, "-R", "-P",
-                                    "-c", "fast"},
+      RunChecked(runner_, {.argv = argv,
                            .run_as = spec_.target.os_user,
                            .on_output = on_output})
           .status()

@@ -60,7 +60,8 @@ Status LocalEnv::StartParityCheck() {
   // The snapshots are taken now; the scans wait until the post-cutover
   // health window has passed, so they do not compete with the switch.
   const int64_t delay_ms = spec_.options.verify_ms;
-  job->thread = std::thread([j, work, source_ci, target_ci, delay_ms] {
+  const checks::ParityOptions scan{.load_pct = spec_.options.parity_load_pct};
+  job->thread = std::thread([j, work, source_ci, target_ci, delay_ms, scan] {
     for (int64_t waited = 0; waited < delay_ms && !j->cancel; waited += 50) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -77,7 +78,7 @@ Status LocalEnv::StartParityCheck() {
             j->state.tables_done = done_before + p.tables_done;
             j->state.current = p.current.empty() ? "" : db + ":" + p.current;
           },
-          &j->cancel);
+          &j->cancel, scan);
       if (!found.ok()) {
         all.push_back({.id = "data_parity",
                        .severity = checks::Severity::kBlocking,

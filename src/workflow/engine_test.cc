@@ -406,6 +406,12 @@ TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {
   s = Spec();
   s["options"]["sustain_seconds"] = "long";
   expect_bad(s, "options.sustain_seconds");
+  s = Spec();
+  s["options"]["parity_load_pct"] = 0;
+  expect_bad(s, "options.parity_load_pct");
+  s = Spec();
+  s["options"]["basebackup_max_rate_kbps"] = 5;
+  expect_bad(s, "options.basebackup_max_rate_kbps");
   expect_bad(json::array(), "JSON object");
   EXPECT_TRUE(engine_->List().value().empty());
   EXPECT_EQ(engine_->Get("m-missing").status().code(), Code::kNotFound);

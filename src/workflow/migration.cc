@@ -148,7 +148,7 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
         o,
         {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
          "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
-         "parity", "parity_before_promote_ms"},
+         "parity", "parity_before_promote_ms", "parity_load_pct", "basebackup_max_rate_kbps"},
         "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
@@ -164,6 +164,9 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(Read(o, "parity", "options", &op.parity));
     PGSHIFT_RETURN_IF_ERROR(
         Read(o, "parity_before_promote_ms", "options", &op.parity_before_promote_ms));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "parity_load_pct", "options", &op.parity_load_pct));
+    PGSHIFT_RETURN_IF_ERROR(
+        Read(o, "basebackup_max_rate_kbps", "options", &op.basebackup_max_rate_kbps));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -172,6 +175,16 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     }
     if (op.hold_timeout_ms <= 0 || op.drain_timeout_ms <= 0 || op.poll_ms <= 0) {
       return InvalidArgument("options.hold_timeout_ms, drain_timeout_ms and poll_ms must be > 0");
+    }
+    if (op.parity_load_pct < 1 || op.parity_load_pct > 100) {
+      return InvalidArgument("options.parity_load_pct must be a percentage from 1 to 100 (100 = "
+                             "scan without pauses)");
+    }
+    // pg_basebackup accepts 32 kB/s to 1 GB/s.
+    if (op.basebackup_max_rate_kbps != 0 &&
+        (op.basebackup_max_rate_kbps < 32 || op.basebackup_max_rate_kbps > 1024 * 1024)) {
+      return InvalidArgument("options.basebackup_max_rate_kbps must be 0 (no limit) or from 32 "
+                             "to 1048576 kB/s");
     }
   }
   return s;
@@ -200,7 +213,9 @@ json MigrationSpec::ToJson() const {
         {"drain_timeout_ms", options.drain_timeout_ms},
         {"poll_ms", options.poll_ms},
         {"parity", options.parity},
-        {"parity_before_promote_ms", options.parity_before_promote_ms}}},
+        {"parity_before_promote_ms", options.parity_before_promote_ms},
+        {"parity_load_pct", options.parity_load_pct},
+        {"basebackup_max_rate_kbps", options.basebackup_max_rate_kbps}}},
   };
 }
 

@@ -76,6 +76,13 @@ struct MigrationOptions {
   // promotion, inside the hold, within this budget (small databases). A
   // difference aborts the cutover while the source is still authoritative.
   int64_t parity_before_promote_ms = 0;
+  // Share of wall time (1-100) the post-promotion parity scan may work on
+  // each side; it pauses between page ranges so the live target keeps its
+  // headroom for production traffic.
+  int parity_load_pct = 50;
+  // > 0: the base backup reads the source at most this many kB/s
+  // (pg_basebackup --max-rate), sparing the source's production traffic.
+  int64_t basebackup_max_rate_kbps = 0;
 };
 
 struct MigrationSpec {
