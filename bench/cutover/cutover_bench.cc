@@ -1,7 +1,10 @@
 // bench-cutover: the client-visible cost of a cutover. For each router, a
 // fresh sandbox runs pgbench tpcb through the router at a fixed rate while
 // pgshiftd migrates the database; we report the worst transaction latency
-// and the failed transactions, from the same run for every router.
+// and the failed transactions, from the same run for every router. The
+// routers are compared with the same client transport (plain text, as the
+// PgBouncer sandbox has); one more run shows the proxy with mutual TLS.
+// Each run also prints the worst latency by migration phase.
 //
 // Last line:
 //   BENCH cutover {"proxy_max_latency_ms":X,"pgbouncer_max_latency_ms":X,
@@ -66,12 +69,14 @@ std::string WorstByPhase(const std::vector<load::TxnRecord>& txns, const json& e
 }
 
 RunResult RunOne(const std::string& router, const std::string& protocol, int rate, int clients,
-                 int chunk_seconds, int64_t basebackup_kbps, bool keep, bool parity) {
+                 int chunk_seconds, int64_t basebackup_kbps, bool client_tls, bool keep,
+                 bool parity) {
   RunResult out;
   auto sb = demo::Sandbox::Start({.router = router,
                                   .pgshiftd_path = PGSHIFTD_PATH,
                                   .proxy_path = PGSHIFT_PROXY_PATH,
                                   .pgbench_scale = 4,
+                                  .client_tls = client_tls,
                                   .keep = keep});
   if (!sb.ok()) {
     std::cerr << router << ": sandbox failed: " << sb.status().message() << "\n";
@@ -112,12 +117,13 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
   out.max_service_ms = st.max_service_latency_ms;
   out.failed = st.failed;
   out.transactions = st.transactions;
-  for (const auto& e : st.errors) std::cerr << router << "/" << protocol << ": " << e << "\n";
+  const std::string label = router + (router == "proxy" && client_tls ? "+mTLS" : "");
+  for (const auto& e : st.errors) std::cerr << label << "/" << protocol << ": " << e << "\n";
   if (!id.empty()) {
     auto events = (*sb)->Api("GET", "/v1/migrations/" + id + "/events", "");
     if (events.ok() && (*events)["status"] == 200) {
       std::printf("%-10s -M %-9s worst latency (ms) by phase of scheduled start: %s\n",
-                  router.c_str(), protocol.c_str(),
+                  label.c_str(), protocol.c_str(),
                   WorstByPhase(load::ReadTxnLogs((*sb)->dir() + "/pgbench-logs"),
                                (*events)["body"]["events"])
                       .c_str());
@@ -126,7 +132,7 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
   std::printf(
       "%-10s -M %-9s finalized=%s txns=%lld failed=%lld max_latency=%.1f ms (incl. -R schedule "
       "lag) max_service=%.1f ms hold=%lld ms\n",
-      router.c_str(), protocol.c_str(), out.finalized ? "yes" : "NO",
+      label.c_str(), protocol.c_str(), out.finalized ? "yes" : "NO",
       static_cast<long long>(out.transactions), static_cast<long long>(out.failed),
       out.max_latency_ms, out.max_service_ms, static_cast<long long>(out.hold_ms));
   std::fflush(stdout);
@@ -139,9 +145,13 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
 int main(int argc, char** argv) {
   CLI::App app{"pgshift cutover benchmark"};
   int rate = 2000, clients = 8, chunk_seconds = 5;
-  int64_t basebackup_kbps = 0;
+  // The base backup shares this 2-core host with the 2000 tps it must not
+  // disturb: unthrottled it takes ~1 core for a second or two and pgbench
+  // falls behind its schedule (see the per-phase line).
+  int64_t basebackup_kbps = 8192;
   bool keep = false;
   bool parity = true;
+  bool mtls = true;
   std::vector<std::string> routers = {"proxy", "pgbouncer"};
   app.add_option("--rate", rate, "pgbench -R target tps");
   app.add_option("--clients", clients, "pgbench clients");
@@ -151,13 +161,17 @@ int main(int argc, char** argv) {
   app.add_option("--basebackup-max-rate-kbps", basebackup_kbps,
                  "the migration's basebackup_max_rate_kbps (0 = no limit)");
   app.add_option("--parity", parity, "run the post-promotion data parity check (default true)");
+  app.add_option("--mtls", mtls,
+                 "also run the proxy with mutual TLS clients (default true); the comparison "
+                 "runs use plain-text clients on both routers");
   app.add_flag("--keep", keep, "keep each sandbox (pgbench logs, pgshiftd log) for inspection");
   CLI11_PARSE(app, argc, argv);
 
   nlohmann::ordered_json line;
   bool ok = true;
   for (const auto& router : routers) {
-    auto r = pgshift::RunOne(router, "simple", rate, clients, chunk_seconds, basebackup_kbps, keep, parity);
+    auto r = pgshift::RunOne(router, "simple", rate, clients, chunk_seconds, basebackup_kbps,
+                             /*client_tls=*/false, keep, parity);
     ok = ok && r.finalized;
     line[router + "_max_latency_ms"] = r.max_latency_ms;
     line[router + "_failed_txns"] = r.failed;
@@ -166,17 +180,27 @@ int main(int argc, char** argv) {
   }
   for (const auto& router : routers) {
     if (router != "proxy") continue;  // PgBouncer's transaction pooling cannot carry -M prepared
-    auto r = pgshift::RunOne(router, "prepared", rate, clients, chunk_seconds, basebackup_kbps, keep, parity);
+    auto r = pgshift::RunOne(router, "prepared", rate, clients, chunk_seconds, basebackup_kbps,
+                             /*client_tls=*/false, keep, parity);
     ok = ok && r.finalized;
     line["prepared_failed_txns"] = r.failed;
     line["prepared_max_latency_ms"] = r.max_latency_ms;
+    if (!mtls) continue;
+    // The product's default posture: clients with certificates, SCRAM upstream.
+    r = pgshift::RunOne(router, "simple", rate, clients, chunk_seconds, basebackup_kbps,
+                        /*client_tls=*/true, keep, parity);
+    ok = ok && r.finalized;
+    line["proxy_mtls_max_latency_ms"] = r.max_latency_ms;
+    line["proxy_mtls_failed_txns"] = r.failed;
   }
   line["rate_tps"] = rate;
+  line["basebackup_max_rate_kbps"] = basebackup_kbps;
   nlohmann::ordered_json ordered;
   for (const char* k : {"proxy_max_latency_ms", "pgbouncer_max_latency_ms", "proxy_failed_txns",
                         "pgbouncer_failed_txns", "prepared_failed_txns", "prepared_max_latency_ms",
                         "proxy_max_service_ms", "pgbouncer_max_service_ms", "proxy_hold_ms",
-                        "pgbouncer_hold_ms", "rate_tps"}) {
+                        "pgbouncer_hold_ms", "proxy_mtls_max_latency_ms", "proxy_mtls_failed_txns",
+                        "rate_tps", "basebackup_max_rate_kbps"}) {
     if (line.contains(k)) ordered[k] = line[k];
   }
   std::printf("BENCH cutover %s\n", ordered.dump().c_str());

@@ -44,7 +44,7 @@ struct ParityOptions {
   int64_t time_budget_ms = 0;
   // Share of wall time each side may spend scanning (1-100); 100 = no pauses.
   int load_pct = 100;
-  int64_t chunk_pages = 1024;
+  int64_t chunk_pages = 128;  // 1 MB: short bursts of work between pauses
 };
 
 // data_parity findings: blocking per table that differs or exists on one side

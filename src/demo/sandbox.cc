@@ -94,6 +94,10 @@ std::string Sandbox::AppConninfo() const {
   if (pgbouncer_) return pgbouncer_->ClientConninfo("app", "app");
   if (proxy_pid_ > 0) {
     const std::string c = dir_ + "/certs/";
+    if (!opts_.client_tls) {
+      return "host=127.0.0.1 port=" + std::to_string(proxy_port_) +
+             " dbname=app user=app sslmode=disable";
+    }
     return "host=127.0.0.1 port=" + std::to_string(proxy_port_) +
            " dbname=app user=app sslmode=verify-full sslrootcert=" + c + "ca.crt sslcert=" + c +
            "app-client.crt sslkey=" + c + "app-client.key";
@@ -125,7 +129,7 @@ Status Sandbox::StartProxy(int source_port) {
                {"client_ca", certs + "/ca.crt"}}},
       {"routes", {{{"name", "app"}, {"database", "app"},
                    {"upstream", {{"host", "127.0.0.1"}, {"port", source_port}}},
-                   {"hold_timeout_ms", 10000}}}},
+                   {"hold_timeout_ms", 10000}, {"allow_plaintext", !opts_.client_tls}}}},
       {"policy", {{{"identity", "app-client"}, {"databases", {"app"}}, {"roles", {"app"}}}}},
       {"credentials", {{{"role", "app"}, {"password", app_password_}}}},
   };

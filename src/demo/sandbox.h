@@ -27,6 +27,9 @@ struct SandboxOptions {
   std::string pgshiftd_path;         // "" = next to this binary, or $PGSHIFTD
   std::string proxy_path;            // "" = next to this binary, or $PGSHIFT_PROXY
   int pgbench_scale = 1;
+  // proxy router: clients use mutual TLS (the default) or, when false, plain
+  // text on a route that allows it (to compare with a plain-text PgBouncer).
+  bool client_tls = true;
   bool keep = false;
   std::string os_user = "postgres";
 };

@@ -340,6 +340,34 @@ TEST(ProxySwitch, SessionSettingsAndPreparedStatementsSurviveTheSwitch) {
   EXPECT_EQ(One(c, "show work_mem"), "7MB");
 }
 
+TEST(ProxySwitch, ClientConnectingDuringTheHoldLogsInAfterTheReleaseOnTheNewServer) {
+  auto env = MustEnv(true);
+  ASSERT_TRUE(env);
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router->Hold(5000).ok());
+  auto route = env->proxy->shared().routes.Find("app");
+  ASSERT_TRUE(route);
+  // The old server is fenced while traffic is held: a login reaching it now would fail.
+  auto late = std::async(std::launch::async, [&] {
+    return PgConn::Connect(env->Conninfo() + " application_name=late");
+  });
+  for (int i = 0; i < 100 && route->held_sessions.load() == 0; ++i)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(route->held_sessions.load(), 1) << "the new session waits for the release";
+  EXPECT_EQ(late.wait_for(0ms), std::future_status::timeout);
+  auto on_a = env->a->Psql("select count(*) from pg_stat_activity where application_name = 'late'");
+  ASSERT_TRUE(on_a.ok());
+  EXPECT_EQ(on_a->substr(0, on_a->find_first_of("\n ")), "0")
+      << "no login reached the held server";
+  ASSERT_TRUE(router->Repoint({"127.0.0.1", env->b->port()}).ok());
+  ASSERT_TRUE(router->Release().ok());
+  auto conn = late.get();
+  ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+  EXPECT_EQ(One(**conn, "select inet_server_port()"), std::to_string(env->b->port()));
+  EXPECT_EQ(route->held_sessions.load(), 0);
+  EXPECT_EQ(route->in_transaction.load(), 0);
+}
+
 TEST(ProxySwitch, LongTransactionOutlivingTheHoldDeadlineIsReportedAndFinishesOnTheOldServer) {
   auto env = MustEnv(true);
   ASSERT_TRUE(env);

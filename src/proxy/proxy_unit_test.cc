@@ -209,6 +209,10 @@ TEST(SessionStateMachine, AllowsTheDocumentedPathsOnly) {
   using E = SessionEvent;
   EXPECT_EQ(Transition(S::kStartup, E::kLoginStarted), S::kAuthenticating);
   EXPECT_EQ(Transition(S::kAuthenticating, E::kLoggedIn), S::kIdle);
+  // A new session during a hold waits before its upstream login, then starts over.
+  EXPECT_EQ(Transition(S::kAuthenticating, E::kHoldWait), S::kLoginHeld);
+  EXPECT_EQ(Transition(S::kLoginHeld, E::kHoldReleased), S::kStartup);
+  EXPECT_EQ(Transition(S::kLoginHeld, E::kLoggedIn), std::nullopt);
   EXPECT_EQ(Transition(S::kIdle, E::kClientBegins), S::kActive);
   EXPECT_EQ(Transition(S::kActive, E::kBoundaryReached), S::kIdle);
   EXPECT_EQ(Transition(S::kIdle, E::kHoldWait), S::kHeld);
@@ -223,7 +227,7 @@ TEST(SessionStateMachine, AllowsTheDocumentedPathsOnly) {
   EXPECT_EQ(Transition(S::kStreaming, E::kMigrateBegin), std::nullopt);
   EXPECT_EQ(Transition(S::kStartup, E::kClientBegins), std::nullopt);
   EXPECT_EQ(Transition(S::kHeld, E::kClientBegins), std::nullopt);
-  for (S s : {S::kStartup, S::kIdle, S::kActive, S::kHeld, S::kStreaming})
+  for (S s : {S::kStartup, S::kLoginHeld, S::kIdle, S::kActive, S::kHeld, S::kStreaming})
     EXPECT_EQ(Transition(s, E::kClose), S::kClosed);
 }
 

@@ -87,13 +87,24 @@ void Session::Advance(SessionEvent e) {
     closed_ = true;
   }
   if (route_) {
-    if (state_ == SessionState::kActive && *next != SessionState::kActive) route_->in_transaction--;
-    if (state_ != SessionState::kActive && *next == SessionState::kActive) route_->in_transaction++;
-    if (state_ == SessionState::kHeld && *next != SessionState::kHeld) route_->held_sessions--;
-    if (state_ != SessionState::kHeld && *next == SessionState::kHeld) route_->held_sessions++;
+    // An upstream login counts as work in flight: a hold waits for it, so no
+    // login reaches the old server once the hold is in place (and the fence).
+    auto busy = [](SessionState s) {
+      return s == SessionState::kActive || s == SessionState::kAuthenticating;
+    };
+    auto waiting = [](SessionState s) {
+      return s == SessionState::kHeld || s == SessionState::kLoginHeld;
+    };
+    auto pre_login = [](SessionState s) {
+      return s == SessionState::kStartup || s == SessionState::kAuthenticating ||
+             s == SessionState::kLoginHeld;
+    };
+    if (busy(state_) && !busy(*next)) route_->in_transaction--;
+    if (!busy(state_) && busy(*next)) route_->in_transaction++;
+    if (waiting(state_) && !waiting(*next)) route_->held_sessions--;
+    if (!waiting(state_) && waiting(*next)) route_->held_sessions++;
     if (*next == SessionState::kIdle && state_ == SessionState::kAuthenticating) route_->sessions++;
-    if (*next == SessionState::kClosed && state_ != SessionState::kClosed &&
-        state_ != SessionState::kStartup && state_ != SessionState::kAuthenticating)
+    if (*next == SessionState::kClosed && state_ != SessionState::kClosed && !pre_login(state_))
       route_->sessions--;
   }
   state_ = *next;

@@ -43,6 +43,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool BeginTransactionNow();
   asio::awaitable<bool> Migrate();
   asio::awaitable<void> WaitWake(int ms);
+  // Until the route's hold is released (or the session closes).
+  asio::awaitable<void> WaitForRelease();
   asio::awaitable<bool> FlushClient();
   asio::awaitable<bool> FlushServer();
 

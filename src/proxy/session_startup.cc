@@ -132,7 +132,17 @@ asio::awaitable<bool> Session::Startup() {
   }
   if (!co_await CheckIdentity(user_, database_)) co_return false;
   if (const Credential* c = shared_.config.FindCredential(user_)) credential_ = *c;
-  Advance(SessionEvent::kLoginStarted);
+  // A new session logs in only when the route is not held: during a cutover
+  // it waits like a transaction at its boundary and then logs in wherever the
+  // route points. Mark first, then look at the hold (as EnterTransaction).
+  while (true) {
+    Advance(SessionEvent::kLoginStarted);
+    if (!route_->held()) break;
+    Advance(SessionEvent::kHoldWait);
+    co_await WaitForRelease();
+    if (closed_) co_return false;
+    Advance(SessionEvent::kHoldReleased);
+  }
 
   Route::Target target = route_->target();
   generation_ = target.generation;

@@ -6,6 +6,7 @@ const char* StateName(SessionState s) {
   switch (s) {
     case SessionState::kStartup: return "startup";
     case SessionState::kAuthenticating: return "authenticating";
+    case SessionState::kLoginHeld: return "login_held";
     case SessionState::kIdle: return "idle";
     case SessionState::kActive: return "active";
     case SessionState::kHeld: return "held";
@@ -42,6 +43,10 @@ std::optional<SessionState> Transition(SessionState s, SessionEvent e) {
       break;
     case S::kAuthenticating:
       if (e == E::kLoggedIn) return S::kIdle;
+      if (e == E::kHoldWait) return S::kLoginHeld;
+      break;
+    case S::kLoginHeld:
+      if (e == E::kHoldReleased) return S::kStartup;
       break;
     case S::kIdle:
       if (e == E::kClientBegins) return S::kActive;

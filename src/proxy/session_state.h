@@ -11,6 +11,7 @@ namespace pgshift::proxy {
 enum class SessionState {
   kStartup,         // reading SSLRequest / StartupMessage, TLS handshake, policy
   kAuthenticating,  // logging in upstream with the proxy's credentials
+  kLoginHeld,       // a new session waits for a release before it logs in upstream
   kIdle,            // at a transaction boundary: ReadyForQuery 'I', nothing pending
   kActive,          // a transaction or statement is in flight upstream
   kHeld,            // at a boundary, the client's next message waits for a release

@@ -27,6 +27,18 @@ bool Session::BeginTransactionNow() {
   return false;
 }
 
+asio::awaitable<void> Session::WaitForRelease() {
+  auto ex = co_await asio::this_coro::executor;
+  std::weak_ptr<asio::steady_timer> weak = wake_;
+  uint64_t id = route_->AddWaiter([ex, weak] {
+    asio::post(ex, [weak] {
+      if (auto t = weak.lock()) t->cancel();
+    });
+  });
+  while (route_->held() && !closed_) co_await WaitWake(100);
+  route_->RemoveWaiter(id);
+}
+
 asio::awaitable<bool> Session::EnterTransaction() {
   while (!closed_) {
     // Mark first, then look at the hold: Route::Hold does the reverse.
@@ -37,15 +49,7 @@ asio::awaitable<bool> Session::EnterTransaction() {
     Advance(SessionEvent::kBoundaryReached);
     if (held) {
       Advance(SessionEvent::kHoldWait);
-      auto ex = co_await asio::this_coro::executor;
-      std::weak_ptr<asio::steady_timer> weak = wake_;
-      uint64_t id = route_->AddWaiter([ex, weak] {
-        asio::post(ex, [weak] {
-          if (auto t = weak.lock()) t->cancel();
-        });
-      });
-      while (route_->held() && !closed_) co_await WaitWake(100);
-      route_->RemoveWaiter(id);
+      co_await WaitForRelease();
       if (closed_) co_return false;
       Advance(SessionEvent::kHoldReleased);
       continue;

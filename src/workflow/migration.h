@@ -79,7 +79,7 @@ struct MigrationOptions {
   // Share of wall time (1-100) the post-promotion parity scan may work on
   // each side; it pauses between page ranges so the live target keeps its
   // headroom for production traffic.
-  int parity_load_pct = 50;
+  int parity_load_pct = 25;
   // > 0: the base backup reads the source at most this many kB/s
   // (pg_basebackup --max-rate), sparing the source's production traffic.
   int64_t basebackup_max_rate_kbps = 0;
