@@ -144,7 +144,9 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
 
 int main(int argc, char** argv) {
   CLI::App app{"pgshift cutover benchmark"};
-  int rate = 2000, clients = 8, chunk_seconds = 5;
+  // One pgbench run spans the whole migration: no reconnects in between, and
+  // no backlog of late transactions dropped at the end of a short run.
+  int rate = 2000, clients = 8, chunk_seconds = 45;
   // The base backup shares this 2-core host with the 2000 tps it must not
   // disturb: unthrottled it takes ~1 core for a second or two and pgbench
   // falls behind its schedule (see the per-phase line).
