@@ -231,7 +231,8 @@ std::string Proxy::MetricsText() const {
          [](const Route& r) { return r.sessions.load(); });
   metric("pgshift_proxy_held_sessions", "gauge", "Sessions waiting at a boundary for a release.",
          [](const Route& r) { return r.held_sessions.load(); });
-  metric("pgshift_proxy_in_transaction", "gauge", "Sessions inside a transaction.",
+  metric("pgshift_proxy_in_transaction", "gauge",
+         "Sessions inside a transaction or an upstream login (a hold waits for these).",
          [](const Route& r) { return r.in_transaction.load(); });
   metric("pgshift_proxy_route_held", "gauge", "1 while the route is held.",
          [](const Route& r) { return r.held() ? 1 : 0; });
