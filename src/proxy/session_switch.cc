@@ -21,6 +21,7 @@ std::string Literal(const std::string& s) {
 }  // namespace
 
 bool Session::BeginTransactionNow() {
+  // Mark first, then look at the hold: Route::Hold does the reverse.
   Advance(SessionEvent::kClientBegins);
   if (!route_->held() && route_->generation() == generation_ && !server_lost_) return true;
   Advance(SessionEvent::kBoundaryReached);
@@ -41,19 +42,16 @@ asio::awaitable<void> Session::WaitForRelease() {
 
 asio::awaitable<bool> Session::EnterTransaction() {
   while (!closed_) {
-    // Mark first, then look at the hold: Route::Hold does the reverse.
-    Advance(SessionEvent::kClientBegins);
-    bool held = route_->held();
-    bool moved = route_->generation() != generation_;
-    if (!held && !moved && !server_lost_) co_return true;
-    Advance(SessionEvent::kBoundaryReached);
-    if (held) {
+    if (BeginTransactionNow()) co_return true;
+    if (route_->held()) {
       Advance(SessionEvent::kHoldWait);
       co_await WaitForRelease();
       if (closed_) co_return false;
       Advance(SessionEvent::kHoldReleased);
       continue;
     }
+    // The hold may have ended since the check above: look again.
+    if (route_->generation() == generation_ && !server_lost_) continue;
     Advance(SessionEvent::kMigrateBegin);
     bool ok = co_await Migrate();
     if (!ok || closed_) co_return false;
