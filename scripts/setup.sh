@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config clang libclang-rt-14-dev
+  build-essential cmake pkg-config clang libclang-rt-14-dev libbpf-dev
   libpq-dev libssl-dev openssl libsqlite3-dev sqlite3
   nlohmann-json3-dev libcli11-dev libasio-dev libspdlog-dev libfmt-dev
   libcpp-httplib-dev libgtest-dev libgmock-dev googletest

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark of pgshift-proxy (not a test): pgbench -S and tpcb-like, 8 clients,
 # direct vs pgshift-proxy vs PgBouncer (transaction mode) vs HAProxy (TCP mode)
-# vs a minimal C forwarder (forwarder.c) in one run, plus mTLS vs plaintext
-# through the proxy. Self-contained: starts its own PostgreSQL cluster,
+# vs a minimal C forwarder (forwarder.c) and the same forwarder with the
+# proxy's kernel splice (splice_forwarder.cc, src/proxy/splice) in one run,
+# plus mTLS vs plaintext through the proxy. Self-contained: starts its own PostgreSQL cluster,
 # PgBouncer and HAProxy as user postgres, cleans up.
 #
 #   bash bench/proxy/run.sh     (ROUNDS=6 x SELECT_DURATION=3 s of -S per target,
@@ -15,7 +16,8 @@
 # proxy with a single client (no queueing). The proxy's CPU time per phase goes
 # to stderr (us per transaction), so a busy-poll trade-off is visible.
 #   PROXY_BIN=/path/pgshift-proxy BUSY_POLL_US=0 bash bench/proxy/run.sh
-# The last line is: BENCH proxy {"proxy_vs_direct":R,...,"forwarder_vs_direct":R}
+# splice_vs_direct is the kernel splice's ratio (null when it cannot load: not root).
+# The last line is: BENCH proxy {"proxy_vs_direct":R,...,"splice_vs_direct":R}
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DURATION="${DURATION:-8}"
@@ -71,6 +73,8 @@ wait_port() {
 
 PGPORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
 BOUNCER_PORT=$(free_port); HAPROXY_PORT=$(free_port); FORWARDER_PORT=$(free_port)
+SPLICE_PORT=$(free_port)
+SPLICE_BIN="${SPLICE_BIN:-$BUILD/bench/proxy/splice_forwarder}"
 
 echo "bench: initdb + pgbench -i -s $SCALE" >&2
 as_pg "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
@@ -117,6 +121,15 @@ cc -O2 -o "$WORK/forwarder" "$ROOT/bench/proxy/forwarder.c"
 if [ "$UPSTREAM" = unix ]; then FWD_UP="$WORK/.s.PGSQL.$PGPORT"; else FWD_UP="$PGPORT"; fi
 "$WORK/forwarder" "$FORWARDER_PORT" "$FWD_UP" > "$WORK/forwarder.log" 2>&1 &
 PIDS+=($!)
+# The kernel splice works on TCP sockets only: it reaches PostgreSQL over TCP.
+SPLICE_TARGET=()
+if [ -x "$SPLICE_BIN" ]; then
+  "$SPLICE_BIN" "$SPLICE_PORT" "$PGPORT" > "$WORK/splice.log" 2>&1 &
+  PIDS+=($!)
+  sleep 0.3
+  if kill -0 "${PIDS[-1]}" 2>/dev/null; then SPLICE_TARGET=("splice:$SPLICE_PORT")
+  else echo "bench: no kernel splice: $(cat "$WORK/splice.log")" >&2; fi
+fi
 
 cat > "$WORK/pgbouncer.ini" <<CONF
 [databases]
@@ -180,7 +193,8 @@ run() {
 
 declare -A TPS P50 SEL
 TARGETS=("direct:$PGPORT" "proxy:$PROXY_PORT" "pgbouncer:$BOUNCER_PORT" "haproxy:$HAPROXY_PORT")
-SELECT_TARGETS=("${TARGETS[@]:0:2}" "forwarder:$FORWARDER_PORT" "${TARGETS[@]:2}" "proxy-mtls:$PROXY_PORT")
+SELECT_TARGETS=("${TARGETS[@]:0:2}" "forwarder:$FORWARDER_PORT" "${SPLICE_TARGET[@]}"
+                "${TARGETS[@]:2}" "proxy-mtls:$PROXY_PORT")
 # -S: ROUNDS round-robin passes over the targets; SEL[name] collects each
 # round's tps, and the ratios below are medians of per-round ratios.
 phase_cpu() {  # stderr: the proxy's CPU per transaction, for phases through it
@@ -215,10 +229,12 @@ done
 
 python3 - "${SEL[direct]}" "${SEL[proxy]}" "${SEL[pgbouncer]}" "${SEL[haproxy]}" \
   "${SEL[proxy-mtls]}" "${SEL[forwarder]}" "${P50[direct-single]}" "${P50[proxy-single]}" \
-  "${TPS[direct-tpcb]}" "${TPS[proxy-tpcb]}" "${TPS[pgbouncer-tpcb]}" "${TPS[haproxy-tpcb]}" <<'PY'
+  "${TPS[direct-tpcb]}" "${TPS[proxy-tpcb]}" "${TPS[pgbouncer-tpcb]}" "${TPS[haproxy-tpcb]}" \
+  "${SEL[splice]:-}" <<'PY'
 import json, statistics, sys
 d, p, b, h, m, f = ([float(x) for x in a.split()] for a in sys.argv[1:7])
-p50d, p50p, dt, pt, bt, ht = map(float, sys.argv[7:])
+p50d, p50p, dt, pt, bt, ht = map(float, sys.argv[7:13])
+sp = [float(x) for x in sys.argv[13].split()]
 def med(num, den):  # median over rounds of the per-round ratio
     return round(statistics.median(x / y for x, y in zip(num, den)), 3)
 def show(name, num, den):
@@ -227,6 +243,8 @@ def show(name, num, den):
 show("proxy/direct", p, d)
 show("forwarder/direct", f, d)
 show("proxy/forwarder", p, f)
+if sp:
+    show("splice/direct", sp, d)
 print(f"bench: tpcb ratios: proxy/direct={pt/dt:.3f} proxy/pgbouncer={pt/bt:.3f} proxy/haproxy={pt/ht:.3f}",
       file=sys.stderr)
 print("BENCH proxy " + json.dumps({
@@ -237,5 +255,6 @@ print("BENCH proxy " + json.dumps({
     "mtls_vs_plain": med(m, p),
     "forwarder_vs_direct": med(f, d),
     "proxy_vs_forwarder": med(p, f),
+    "splice_vs_direct": med(sp, d) if sp else None,
 }, separators=(",", ":")))
 PY
