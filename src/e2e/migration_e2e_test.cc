@@ -2,17 +2,17 @@
 // writers) through a real PgBouncer, a real pgshiftd process driven over its
 // REST API, a real physical replica that is promoted. Every acknowledged
 // write must be on the new primary exactly once.
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <atomic>
 
-#include <gtest/gtest.h>
-
 #include "common/os.h"
 #include "demo/sandbox.h"
-#include "pg/conn.h"
 #include "load/ledger.h"
 #include "load/pgbench_load.h"
+#include "pg/conn.h"
+#include "router/router.h"
 
 namespace pgshift {
 namespace {
@@ -31,18 +31,21 @@ class MigrationE2E : public ::testing::Test {
  protected:
   virtual std::string Router() const { return "pgbouncer"; }
   void SetUp() override {
-    auto sb = Sandbox::Start({.router = Router(),
-                              .pgshiftd_path = PGSHIFTD_PATH,
-                              .proxy_path = PGSHIFT_PROXY_PATH});
+    auto sb = Sandbox::Start(
+        {.router = Router(), .pgshiftd_path = PGSHIFTD_PATH, .proxy_path = PGSHIFT_PROXY_PATH});
     ASSERT_TRUE(sb.ok()) << sb.status().ToString();
     sb_ = std::move(sb).value();
   }
   void TearDown() override {
     if (HasFailure() && sb_) {
       auto log = ReadFile(sb_->PgshiftdLog());
-      if (log.ok()) std::cerr << "---- pgshiftd log ----\n" << log->substr(log->size() > 6000 ? log->size() - 6000 : 0);
+      if (log.ok())
+        std::cerr << "---- pgshiftd log ----\n"
+                  << log->substr(log->size() > 6000 ? log->size() - 6000 : 0);
       auto plog = ReadFile(sb_->dir() + "/proxy.log");
-      if (plog.ok()) std::cerr << "---- proxy log ----\n" << plog->substr(plog->size() > 4000 ? plog->size() - 4000 : 0);
+      if (plog.ok())
+        std::cerr << "---- proxy log ----\n"
+                  << plog->substr(plog->size() > 4000 ? plog->size() - 4000 : 0);
     }
     sb_.reset();
   }
@@ -57,9 +60,13 @@ class MigrationE2E : public ::testing::Test {
       writers_.push_back(std::make_unique<load::LedgerWriter>(sb_->AppConninfo(), w));
       writers_.back()->Start();
     }
-    pgbench_ = std::make_unique<load::PgbenchLoad>(load::PgbenchOptions{
-        .conninfo = sb_->AppConninfo(), .clients = 4, .threads = 2, .chunk_seconds = 3,
-        .protocol = protocol, .log_dir = sb_->dir() + "/pgbench-logs"});
+    pgbench_ = std::make_unique<load::PgbenchLoad>(
+        load::PgbenchOptions{.conninfo = sb_->AppConninfo(),
+                             .clients = 4,
+                             .threads = 2,
+                             .chunk_seconds = 3,
+                             .protocol = protocol,
+                             .log_dir = sb_->dir() + "/pgbench-logs"});
     pgbench_->Start();
   }
   void StopLoad() {
@@ -88,8 +95,11 @@ class MigrationE2E : public ::testing::Test {
   // An automatic migration (cutover and finalize) run to its end.
   json RunToFinalized(std::string* id_out = nullptr) {
     // A rate-limited base backup: pg_basebackup must accept the limit we pass.
-    std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
-                             {"sustain_seconds", 2}, {"verify_seconds", 1}, {"poll_ms", 100},
+    std::string id = Create({{"auto_cutover", true},
+                             {"auto_finalize", true},
+                             {"sustain_seconds", 2},
+                             {"verify_seconds", 1},
+                             {"poll_ms", 100},
                              {"basebackup_max_rate_kbps", 65536}});
     if (id_out) *id_out = id;
     auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
@@ -101,11 +111,16 @@ class MigrationE2E : public ::testing::Test {
   // through the same router onto the (unfenced) source.
   void RollbackAfterSwitch() {
     StartLoad();
-    std::string id = Create({{"auto_cutover", true}, {"auto_finalize", false},
-                             {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100}});
+    std::string id = Create({{"auto_cutover", true},
+                             {"auto_finalize", false},
+                             {"sustain_seconds", 1},
+                             {"verify_seconds", 1},
+                             {"poll_ms", 100}});
     auto m = sb_->WaitFor(
         id,
-        [](const json& m) { return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m); },
+        [](const json& m) {
+          return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m);
+        },
         kMigrationBoundMs);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
@@ -115,8 +130,8 @@ class MigrationE2E : public ::testing::Test {
     EXPECT_EQ((*refused)["status"], 409);
     EXPECT_NE((*refused)["body"]["error"].get<std::string>().find("discard_target_writes"),
               std::string::npos);
-    auto ok = sb_->Api("POST", "/v1/migrations/" + id + "/rollback",
-                       R"({"discard_target_writes":true})");
+    auto ok =
+        sb_->Api("POST", "/v1/migrations/" + id + "/rollback", R"({"discard_target_writes":true})");
     ASSERT_TRUE(ok.ok());
     EXPECT_EQ((*ok)["status"], 202) << (*ok)["body"].dump();
     m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
@@ -189,10 +204,13 @@ TEST_F(MigrationE2E, RollbackAfterSwitchPutsTrafficBackOnTheSource) { RollbackAf
 
 TEST_F(MigrationE2E, SigkillDuringSyncResumes) {
   StartLoad();
-  std::string id = Create({{"auto_cutover", true}, {"auto_finalize", true},
-                           {"sustain_seconds", 3}, {"verify_seconds", 1}, {"poll_ms", 100}});
-  auto m = sb_->WaitFor(id, [](const json& m) { return m["phase"] == "sync" || Terminal(m); },
-                        kMigrationBoundMs);
+  std::string id = Create({{"auto_cutover", true},
+                           {"auto_finalize", true},
+                           {"sustain_seconds", 3},
+                           {"verify_seconds", 1},
+                           {"poll_ms", 100}});
+  auto m = sb_->WaitFor(
+      id, [](const json& m) { return m["phase"] == "sync" || Terminal(m); }, kMigrationBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   ASSERT_EQ((*m)["phase"], "sync");
   ASSERT_TRUE(sb_->KillPgshiftd(SIGKILL).ok());
@@ -207,11 +225,14 @@ TEST_F(MigrationE2E, SigkillDuringSyncResumes) {
 
 TEST_F(MigrationE2E, SigkillDuringQuiesceResumes) {
   StartLoad();
-  std::string id = Create({{"auto_cutover", false}, {"auto_finalize", true},
-                           {"sustain_seconds", 1}, {"verify_seconds", 1}, {"poll_ms", 100},
+  std::string id = Create({{"auto_cutover", false},
+                           {"auto_finalize", true},
+                           {"sustain_seconds", 1},
+                           {"verify_seconds", 1},
+                           {"poll_ms", 100},
                            {"hold_timeout_ms", 20000}});
-  auto m = sb_->WaitFor(id, [](const json& m) { return m["phase"] == "ready" || Terminal(m); },
-                        kMigrationBoundMs);
+  auto m = sb_->WaitFor(
+      id, [](const json& m) { return m["phase"] == "ready" || Terminal(m); }, kMigrationBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   ASSERT_EQ((*m)["phase"], "ready");
   // A transaction that stays open for 3 s keeps the hold (and so `quiesce`)
@@ -230,9 +251,12 @@ TEST_F(MigrationE2E, SigkillDuringQuiesceResumes) {
   auto cut = sb_->Api("POST", "/v1/migrations/" + id + "/cutover", "{}");
   ASSERT_TRUE(cut.ok());
   ASSERT_EQ((*cut)["status"], 202) << (*cut)["body"].dump();
-  m = sb_->WaitFor(id, [](const json& m) { return m["phase"] != "ready" && m["phase"] != "cdc_prepare"; }, 30000);
+  m = sb_->WaitFor(
+      id, [](const json& m) { return m["phase"] != "ready" && m["phase"] != "cdc_prepare"; },
+      30000);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  ASSERT_EQ((*m)["phase"], "quiesce") << "the long transaction should hold the migration in quiesce";
+  ASSERT_EQ((*m)["phase"], "quiesce")
+      << "the long transaction should hold the migration in quiesce";
   ASSERT_TRUE(sb_->KillPgshiftd(SIGKILL).ok());
   ASSERT_TRUE(sb_->StartPgshiftd().ok());
   m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
@@ -248,25 +272,29 @@ TEST_F(MigrationE2E, SigkillDuringQuiesceResumes) {
 }
 
 TEST_F(MigrationE2E, InactiveSlotIsNamedAndDroppedOnlyOnRequest) {
-  ASSERT_TRUE(sb_->source()
-                  .Psql("select pg_create_logical_replication_slot('abandoned_etl', 'test_decoding')",
-                        "app")
-                  .ok());
+  ASSERT_TRUE(
+      sb_->source()
+          .Psql("select pg_create_logical_replication_slot('abandoned_etl', 'test_decoding')",
+                "app")
+          .ok());
   std::string id = Create({{"auto_cutover", false}, {"sustain_seconds", 1}, {"poll_ms", 100}});
-  auto m = sb_->WaitFor(id, [](const json& m) { return m["phase"] == "ready" || Terminal(m); },
-                        kMigrationBoundMs);
+  auto m = sb_->WaitFor(
+      id, [](const json& m) { return m["phase"] == "ready" || Terminal(m); }, kMigrationBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   bool named = false;
   for (const auto& f : (*m)["findings"]) {
-    named = named || (f["id"] == "slot_health" && f["subject"] == "abandoned_etl" &&
-                      f["remedy"].get<std::string>().find("pg_drop_replication_slot") !=
-                          std::string::npos);
+    named = named ||
+            (f["id"] == "slot_health" && f["subject"] == "abandoned_etl" &&
+             f["remedy"].get<std::string>().find("pg_drop_replication_slot") != std::string::npos);
   }
   EXPECT_TRUE(named) << (*m)["findings"].dump(1);
-  EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots where slot_name = 'abandoned_etl'"),
-            "1\n") << "pgshift must not drop a slot on its own";
-  auto own = sb_->Api("POST", "/v1/migrations/" + id + "/drop_slot",
-                      json{{"slot", "pgshift_" + id.substr(0, 1) + "_" + id.substr(2)}, {"reason", "x"}}.dump());
+  EXPECT_EQ(*sb_->source().Psql(
+                "select count(*) from pg_replication_slots where slot_name = 'abandoned_etl'"),
+            "1\n")
+      << "pgshift must not drop a slot on its own";
+  auto own = sb_->Api(
+      "POST", "/v1/migrations/" + id + "/drop_slot",
+      json{{"slot", "pgshift_" + id.substr(0, 1) + "_" + id.substr(2)}, {"reason", "x"}}.dump());
   EXPECT_EQ((*own)["status"], 409);
   auto drop = sb_->Api("POST", "/v1/migrations/" + id + "/drop_slot",
                        R"({"slot":"abandoned_etl","reason":"the ETL job was retired"})");
@@ -275,7 +303,8 @@ TEST_F(MigrationE2E, InactiveSlotIsNamedAndDroppedOnlyOnRequest) {
   std::string left = "1\n";
   for (int i = 0; i < 100 && left != "0\n"; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    left = *sb_->source().Psql("select count(*) from pg_replication_slots where slot_name = 'abandoned_etl'");
+    left = *sb_->source().Psql(
+        "select count(*) from pg_replication_slots where slot_name = 'abandoned_etl'");
   }
   EXPECT_EQ(left, "0\n");
 }
@@ -286,7 +315,9 @@ TEST_F(MigrationE2E, UnloggedTableOverriddenAtPreflightIsCaughtByParityBeforePro
                         "insert into cache select generate_series(1, 500)",
                         "app")
                   .ok());
-  std::string id = Create({{"auto_cutover", true}, {"sustain_seconds", 1}, {"poll_ms", 100},
+  std::string id = Create({{"auto_cutover", true},
+                           {"sustain_seconds", 1},
+                           {"poll_ms", 100},
                            {"parity_before_promote_ms", 10000}});
   auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -326,8 +357,8 @@ TEST_F(MigrationE2E, BadRequestsGet4xxAndChangeNothing) {
   bad_conn["source"]["conninfo"] = "host=127.0.0.1 port=5432 bogus_key=1";
   json bad_opt = sb_->MigrationSpec({{"sustain_seconds", "soon"}});
   json unreachable = sb_->MigrationSpec({});
-  unreachable["source"]["conninfo"] =
-      "host=127.0.0.1 port=" + std::to_string(FreePort().value()) + " user=postgres dbname=postgres";
+  unreachable["source"]["conninfo"] = "host=127.0.0.1 port=" + std::to_string(FreePort().value()) +
+                                      " user=postgres dbname=postgres";
   std::vector<Case> cases = {
       {unreachable.dump(), 400, "cannot reach the source"},
       {"{not json", 400, "JSON"},
@@ -376,6 +407,77 @@ TEST_F(ProxyMigrationE2E, SimpleProtocolNothingIsLostOrFails) { MigrateUnderLoad
 TEST_F(ProxyMigrationE2E, PreparedStatementsSurviveTheSwitch) { MigrateUnderLoad("prepared"); }
 
 TEST_F(ProxyMigrationE2E, RollbackAfterSwitchThroughTheProxy) { RollbackAfterSwitch(); }
+
+// The fence leaves alone the source backends of the sessions the proxy holds
+// (no terminate-and-wait inside the hold); those sessions still move to the
+// target at their next statement, and nothing fails.
+TEST_F(ProxyMigrationE2E, FenceSparesHeldIdleSessionsAndTheyStillMoveToTheTarget) {
+  StartLoad();
+  // Idle sessions, as an application's connection pool keeps them.
+  std::vector<std::unique_ptr<PgConn>> idle;
+  std::string pids;
+  for (int i = 0; i < 5; ++i) {
+    auto c = PgConn::Connect(sb_->AppConninfo());
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    auto r = (*c)->Query("select pg_backend_pid() as pid");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    pids += (pids.empty() ? "" : ",") + r->Str(0, "pid");
+    idle.push_back(std::move(*c));
+  }
+  std::string id = Create({{"auto_cutover", true},
+                           {"auto_finalize", false},
+                           {"sustain_seconds", 1},
+                           {"verify_seconds", 1},
+                           {"poll_ms", 100}});
+  auto m = sb_->WaitFor(
+      id,
+      [](const json& m) {
+        return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m);
+      },
+      kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
+  const json& result = (*m)["result"];
+  ASSERT_TRUE(result.contains("fence_exempted")) << result.dump(1);
+  EXPECT_GE(result["fence_exempted"].get<int>(), 5) << result.dump(1);
+  // Traffic moved on, but the idle sessions' source backends were never terminated.
+  EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_stat_activity where pid in (" + pids +
+                                ") and state = 'idle'"),
+            "5\n");
+  bool logged = false;
+  auto events = sb_->Api("GET", "/v1/migrations/" + id + "/events");
+  ASSERT_TRUE(events.ok());
+  for (const auto& e : (*events)["body"]["events"]) {
+    logged = logged || e["message"].get<std::string>().find(
+                           "idle session(s) held by the router left alone") != std::string::npos;
+  }
+  EXPECT_TRUE(logged);
+  // At their next statement they run on the target, without an error.
+  for (auto& c : idle) {
+    auto r = c->Query("select inet_server_port() as port");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->Str(0, "port"), std::to_string(sb_->target_port()));
+  }
+  std::string left;
+  for (int i = 0; i < 100 && left != "0\n"; ++i) {
+    if (i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    left = *sb_->source().Psql("select count(*) from pg_stat_activity where pid in (" + pids + ")");
+  }
+  EXPECT_EQ(left, "0\n") << "a moved session ends its source backend";
+  auto router = MakeRouter(sb_->RouterConfig());
+  ASSERT_TRUE(router.ok()) << router.status().ToString();
+  auto stats = (*router)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->errors, 0);
+  auto fin = sb_->Api("POST", "/v1/migrations/" + id + "/finalize", "{}");
+  ASSERT_TRUE(fin.ok());
+  EXPECT_EQ((*fin)["status"], 202) << (*fin)["body"].dump();
+  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)["phase"], "finalized") << m->dump(2);
+  StopLoad();
+  ExpectLedgerClean(sb_->TargetConninfo());
+}
 
 }  // namespace
 }  // namespace pgshift

@@ -1,5 +1,6 @@
 #include "provider/fence.h"
 
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -71,9 +72,9 @@ Status LocalFence::Reload(PgConn& admin) {
   // pg_conf_load_time() moves once the postmaster has re-read pg_hba.conf.
   const int64_t deadline = MonotonicMs() + 10000;
   while (MonotonicMs() < deadline) {
-    PGSHIFT_ASSIGN_OR_RETURN(
-        Rows after, admin.Query("select pg_conf_load_time() > $1::timestamptz as reloaded",
-                                {before.Str(0, "t")}));
+    PGSHIFT_ASSIGN_OR_RETURN(Rows after,
+                             admin.Query("select pg_conf_load_time() > $1::timestamptz as reloaded",
+                                         {before.Str(0, "t")}));
     if (after.Bool(0, "reloaded")) return Status::OK();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     // Our own backend updates its load time only when it processes SIGHUP,
@@ -82,11 +83,11 @@ Status LocalFence::Reload(PgConn& admin) {
   return Timeout("the source did not reload pg_hba.conf within 10 s");
 }
 
-Status LocalFence::Fence(PgConn& admin) {
+Result<FenceOutcome> LocalFence::Fence(PgConn& admin, const FenceExemption& exempt) {
   PGSHIFT_ASSIGN_OR_RETURN(std::string path, HbaPath(admin));
-  PGSHIFT_ASSIGN_OR_RETURN(
-      Rows roles, admin.Query("select rolname from pg_roles where rolcanlogin and "
-                              "rolname <> current_user order by 1"));
+  PGSHIFT_ASSIGN_OR_RETURN(Rows roles,
+                           admin.Query("select rolname from pg_roles where rolcanlogin and "
+                                       "rolname <> current_user order by 1"));
   std::vector<std::string> names;
   for (size_t i = 0; i < roles.size(); ++i) names.push_back(roles.Str(i, "rolname"));
   PGSHIFT_ASSIGN_OR_RETURN(std::string hba, ReadFile(path));
@@ -95,33 +96,47 @@ Status LocalFence::Fence(PgConn& admin) {
     PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(path, fenced));
     PGSHIFT_RETURN_IF_ERROR(Reload(admin));
   }
+  std::string pids = "{";
+  for (size_t i = 0; i < exempt.pids.size(); ++i)
+    pids += (i ? "," : "") + std::to_string(exempt.pids[i]);
+  pids += "}";
   // Sessions that authenticated before the reload may still exist or be
-  // finishing authentication: sweep until two sweeps in a row find none.
-  const char* kOthers =
-      "select pid from pg_stat_activity where backend_type = 'client backend' "
-      "and pid <> pg_backend_pid()";
+  // finishing authentication: sweep until two sweeps in a row find none but
+  // the spared. Each sweep decides and terminates in one statement (one view
+  // of pg_stat_activity), and decides again every time, so an exempt backend
+  // that starts working is terminated too. Not pg_terminate_backend(pid,
+  // timeout): it checks every 100 ms per backend, and traffic is held while
+  // we wait.
+  const char* kSweep =
+      "select pid, spared, case when not spared then pg_terminate_backend(pid) end as signalled "
+      "from (select pid, coalesce(datname = $1 and pid = any($2::int[]) and state = 'idle' "
+      "and backend_xid is null and xact_start is null, false) as spared "
+      "from pg_stat_activity where backend_type = 'client backend' "
+      "and pid <> pg_backend_pid()) s";
+  std::set<std::string> terminated;
   int clean = 0;
+  int spared = 0;
   const int64_t deadline = MonotonicMs() + 15000;
   while (clean < 2) {
-    if (MonotonicMs() > deadline) {
-      PGSHIFT_ASSIGN_OR_RETURN(Rows left, admin.Query(kOthers));
-      return Timeout("fence: " + std::to_string(left.size()) +
+    PGSHIFT_ASSIGN_OR_RETURN(Rows rows, admin.Query(kSweep, {exempt.database, pids}));
+    int left = 0;
+    spared = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows.Bool(i, "spared")) {
+        ++spared;
+      } else {
+        ++left;
+        terminated.insert(rows.Str(i, "pid"));
+      }
+    }
+    clean = left == 0 ? clean + 1 : 0;
+    if (clean < 2 && MonotonicMs() > deadline) {
+      return Timeout("fence: " + std::to_string(left) +
                      " client session(s) on the source survived termination for 15 s");
     }
-    PGSHIFT_ASSIGN_OR_RETURN(Rows others, admin.Query(kOthers));
-    if (others.empty()) {
-      ++clean;
-    } else {
-      clean = 0;
-      // Not pg_terminate_backend(pid, timeout): it checks every 100 ms per
-      // backend, and traffic is held while we wait.
-      PGSHIFT_RETURN_IF_ERROR(admin.Exec(
-          "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = "
-          "'client backend' and pid <> pg_backend_pid()"));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    if (clean < 2) std::this_thread::sleep_for(std::chrono::milliseconds(3));
   }
-  return Status::OK();
+  return FenceOutcome{.terminated = static_cast<int>(terminated.size()), .exempted = spared};
 }
 
 Status LocalFence::Unfence(PgConn& admin) {

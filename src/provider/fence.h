@@ -5,26 +5,43 @@
 // How: a marked block at the top of pg_hba.conf rejects every other login
 // role (host and local), the configuration is reloaded and the reload
 // confirmed, then every other client backend is terminated and the absence
-// of any is verified twice in a row. Physical replication connections are
-// not affected (hba's "all" does not match them), so the standby keeps
-// streaming. Unfence() removes the block. Both are idempotent and find the
-// fence in the file itself, so a restarted pgshiftd knows where it stands.
-// A cloud provider would fence with a security group instead.
-// Not thread-safe: uses the caller's connection.
+// of any is verified twice in a row. Backends that a router holds at a
+// transaction boundary may be exempted (FenceExemption): they cannot write
+// while held and never run a client statement again, and terminating them
+// and waiting for their exit is most of the fence's time inside the hold.
+// Physical replication connections are not affected (hba's "all" does not
+// match them), so the standby keeps streaming. Unfence() removes the block. Both are idempotent and
+// find the fence in the file itself, so a restarted pgshiftd knows where it stands. A cloud
+// provider would fence with a security group instead. Not thread-safe: uses the caller's
+// connection.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "pg/conn.h"
 
 namespace pgshift {
 
+// Backends the fence may leave alive. Each is spared only while the server
+// shows it connected to `database`, idle, with no transaction open and no
+// transaction id; otherwise (or once it stops being so) it is terminated.
+struct FenceExemption {
+  std::string database;
+  std::vector<int> pids;
+};
+
+struct FenceOutcome {
+  int terminated = 0;  // client backends this call terminated
+  int exempted = 0;    // exempt backends left alive
+};
+
 class LocalFence {
  public:
   explicit LocalFence(std::string label) : label_(std::move(label)) {}
 
-  Status Fence(PgConn& admin);
+  Result<FenceOutcome> Fence(PgConn& admin, const FenceExemption& exempt = {});
   Status Unfence(PgConn& admin);
   Result<bool> IsFenced(PgConn& admin);
 

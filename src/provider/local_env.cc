@@ -59,8 +59,8 @@ std::string LocalEnv::TargetConninfo() const {
 Result<PgConn*> LocalEnv::Source() {
   if (!source_ || !source_->Healthy()) {
     source_.reset();
-    PGSHIFT_ASSIGN_OR_RETURN(std::string ci,
-                             WithConninfo(spec_.source_conninfo, {{"application_name", "pgshiftd"}}));
+    PGSHIFT_ASSIGN_OR_RETURN(
+        std::string ci, WithConninfo(spec_.source_conninfo, {{"application_name", "pgshiftd"}}));
     auto c = PgConn::Connect(ci);
     if (!c.ok()) return c.status().Wrap("source");
     source_ = std::move(c).value();
@@ -88,15 +88,15 @@ Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
 
 Result<SourceInfo> LocalEnv::InspectSource() {
   return OnSource<SourceInfo>([](PgConn& c) -> Result<SourceInfo> {
-    PGSHIFT_ASSIGN_OR_RETURN(
-        Rows r, c.Query("select current_setting('server_version_num')::int as v, "
-                        "current_setting('wal_level') as wl, "
-                        "current_setting('max_wal_senders')::int as mws, "
-                        "current_setting('max_replication_slots')::int as mrs, "
-                        "(select count(*) from pg_replication_slots) as used, "
-                        "pg_is_in_recovery() as rec"));
-    return SourceInfo{static_cast<int>(r.Int(0, "v")), r.Str(0, "wl"),
-                      static_cast<int>(r.Int(0, "mws")), static_cast<int>(r.Int(0, "mrs")),
+    PGSHIFT_ASSIGN_OR_RETURN(Rows r,
+                             c.Query("select current_setting('server_version_num')::int as v, "
+                                     "current_setting('wal_level') as wl, "
+                                     "current_setting('max_wal_senders')::int as mws, "
+                                     "current_setting('max_replication_slots')::int as mrs, "
+                                     "(select count(*) from pg_replication_slots) as used, "
+                                     "pg_is_in_recovery() as rec"));
+    return SourceInfo{static_cast<int>(r.Int(0, "v")),    r.Str(0, "wl"),
+                      static_cast<int>(r.Int(0, "mws")),  static_cast<int>(r.Int(0, "mrs")),
                       static_cast<int>(r.Int(0, "used")), r.Bool(0, "rec")};
   });
 }
@@ -104,11 +104,12 @@ Result<SourceInfo> LocalEnv::InspectSource() {
 Status LocalEnv::EnsurePhysicalSlot(const std::string& slot) {
   return OnSource<bool>([&](PgConn& c) -> Result<bool> {
            PGSHIFT_ASSIGN_OR_RETURN(
-               Rows r, c.Query("select slot_type from pg_replication_slots where slot_name = $1",
-                               {slot}));
+               Rows r,
+               c.Query("select slot_type from pg_replication_slots where slot_name = $1", {slot}));
            if (!r.empty()) {
              if (r.Str(0, "slot_type") != "physical") {
-               return FailedPrecondition("slot " + slot + " exists on the source but is not physical");
+               return FailedPrecondition("slot " + slot +
+                                         " exists on the source but is not physical");
              }
              return true;
            }
@@ -132,8 +133,8 @@ Status LocalEnv::DropSlot(const std::string& slot) {
     PGSHIFT_RETURN_IF_ERROR(r.status());
     if (r->empty()) return Status::OK();
     if (r->Get(0, "active_pid")) {
-      PGSHIFT_RETURN_IF_ERROR(source_->Exec("select pg_terminate_backend($1::int)",
-                                            {r->Str(0, "active_pid")}));
+      PGSHIFT_RETURN_IF_ERROR(
+          source_->Exec("select pg_terminate_backend($1::int)", {r->Str(0, "active_pid")}));
     } else {
       Status st = source_->Exec("select pg_drop_replication_slot($1)", {slot});
       if (st.ok()) return st;
@@ -163,11 +164,12 @@ Result<std::vector<LogicalSlot>> LocalEnv::LogicalSlots() {
 Status LocalEnv::DropInactiveSlot(const std::string& slot) {
   return OnSource<bool>([&](PgConn& c) -> Result<bool> {
            PGSHIFT_ASSIGN_OR_RETURN(
-               Rows r, c.Query("select active from pg_replication_slots where slot_name = $1",
-                               {slot}));
+               Rows r,
+               c.Query("select active from pg_replication_slots where slot_name = $1", {slot}));
            if (r.empty()) return NotFound("no replication slot '" + slot + "' on the source");
            if (r.Bool(0, "active")) {
-             return FailedPrecondition("slot '" + slot + "' is in use by a consumer; stop it first");
+             return FailedPrecondition("slot '" + slot +
+                                       "' is in use by a consumer; stop it first");
            }
            PGSHIFT_RETURN_IF_ERROR(c.Exec("select pg_drop_replication_slot($1)", {slot}));
            return true;
@@ -206,9 +208,12 @@ Result<ReplicationLag> LocalEnv::Lag(const std::string& slot) {
   return lag;
 }
 
-Status LocalEnv::FenceSource() {
+Result<FenceResult> LocalEnv::FenceSource(const HeldBackends& held) {
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  return fence_.Fence(*c);
+  FenceExemption exempt;
+  if (held.server == source_ep_) exempt = {.database = held.database, .pids = held.pids};
+  PGSHIFT_ASSIGN_OR_RETURN(FenceOutcome out, fence_.Fence(*c, exempt));
+  return FenceResult{.terminated = out.terminated, .exempted = out.exempted};
 }
 
 Status LocalEnv::UnfenceSource() {
@@ -232,8 +237,8 @@ Result<Lsn> LocalEnv::WriteFinalMarker(const std::string& text) {
   const int64_t deadline = MonotonicMs() + 10000;
   while (true) {
     PGSHIFT_ASSIGN_OR_RETURN(
-        Rows f, c->Query("select pg_current_wal_flush_lsn() >= $1::pg_lsn as flushed",
-                         {lsn.ToString()}));
+        Rows f,
+        c->Query("select pg_current_wal_flush_lsn() >= $1::pg_lsn as flushed", {lsn.ToString()}));
     if (f.Bool(0, "flushed")) return lsn;
     if (MonotonicMs() > deadline) return Timeout("the source did not flush its final WAL record");
     SleepMs(1);
@@ -252,8 +257,8 @@ Status LocalEnv::RetireSource() {
   }
   source_.reset();
   std::string owner = spec_.target.os_user;
-  ClusterSpec cs{.data_dir = dir, .port = source_ep_.port, .bin_dir = spec_.target.bin_dir,
-                 .os_user = owner};
+  ClusterSpec cs{
+      .data_dir = dir, .port = source_ep_.port, .bin_dir = spec_.target.bin_dir, .os_user = owner};
   return LocalCluster(cs, runner_).Stop("fast");
 }
 
@@ -270,8 +275,8 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   }
   const std::string partial = dir + ".partial";
   PGSHIFT_RETURN_IF_ERROR(RemoveTree(partial));
-  PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(std::filesystem::path(dir).parent_path(),
-                                         spec_.target.os_user, 0755));
+  PGSHIFT_RETURN_IF_ERROR(
+      MakeDirOwnedBy(std::filesystem::path(dir).parent_path(), spec_.target.os_user, 0755));
   static const std::regex kPct(R"(\((\d+)%\))");
   std::string carry;
   auto on_output = [&](const std::string& chunk) {
@@ -283,16 +288,24 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
     if (pct >= 0) progress(pct);
     if (carry.size() > 256) carry.erase(0, carry.size() - 64);
   };
-  std::vector<std::string> argv = {target_.Bin("pg_basebackup"), "-D", partial, "-d",
-                                   spec_.source_conninfo, "-X", "stream", "-S", slot, "-R", "-P",
-                                   "-c", "fast"};
+  std::vector<std::string> argv = {target_.Bin("pg_basebackup"),
+                                   "-D",
+                                   partial,
+                                   "-d",
+                                   spec_.source_conninfo,
+                                   "-X",
+                                   "stream",
+                                   "-S",
+                                   slot,
+                                   "-R",
+                                   "-P",
+                                   "-c",
+                                   "fast"};
   if (spec_.options.basebackup_max_rate_kbps > 0) {
     argv.push_back("--max-rate=" + std::to_string(spec_.options.basebackup_max_rate_kbps) + "k");
   }
   PGSHIFT_RETURN_IF_ERROR(
-      RunChecked(runner_, {.argv = argv,
-                           .run_as = spec_.target.os_user,
-                           .on_output = on_output})
+      RunChecked(runner_, {.argv = argv, .run_as = spec_.target.os_user, .on_output = on_output})
           .status()
           .Wrap("base backup from the source"));
   std::string auto_conf = partial + "/postgresql.auto.conf";
@@ -354,7 +367,8 @@ Result<int> LocalEnv::PromoteTarget() {
     while (true) {
       PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query("select pg_is_in_recovery() as rec"));
       if (!r.Bool(0, "rec")) break;
-      if (MonotonicMs() > deadline) return Timeout("the target did not finish promotion within 60 s");
+      if (MonotonicMs() > deadline)
+        return Timeout("the target did not finish promotion within 60 s");
       SleepMs(2);
     }
     PGSHIFT_ASSIGN_OR_RETURN(t, InspectTarget());
@@ -372,8 +386,7 @@ Status LocalEnv::ProbeTargetWrite() {
 Result<std::unique_ptr<MigrationEnv>> LocalEnvFactory::Make(const std::string& migration_id,
                                                             const MigrationSpec& spec) {
   PGSHIFT_ASSIGN_OR_RETURN(auto router, MakeRouter(spec.router));
-  return std::unique_ptr<MigrationEnv>(
-      new LocalEnv(migration_id, spec, std::move(router)));
+  return std::unique_ptr<MigrationEnv>(new LocalEnv(migration_id, spec, std::move(router)));
 }
 
 }  // namespace pgshift

@@ -39,7 +39,7 @@ class LocalEnv : public MigrationEnv {
   Result<std::vector<LogicalSlot>> LogicalSlots() override;
   Status DropInactiveSlot(const std::string& slot) override;
   Result<ReplicationLag> Lag(const std::string& slot) override;
-  Status FenceSource() override;
+  Result<FenceResult> FenceSource(const HeldBackends& held) override;
   Status UnfenceSource() override;
   Result<Lsn> WriteFinalMarker(const std::string& text) override;
   Status RetireSource() override;

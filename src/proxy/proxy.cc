@@ -3,9 +3,8 @@
 #include <httplib.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
-#include <spdlog/spdlog.h>
-
 #include <sched.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <sstream>
@@ -37,6 +36,17 @@ std::shared_ptr<CancelTarget> CancelRegistry::Find(uint32_t pid, uint32_t key) c
   return it == targets_.end() ? nullptr : it->second;
 }
 
+std::vector<uint32_t> CancelRegistry::UpstreamPidsOn(const std::string& host, int port) const {
+  std::vector<uint32_t> pids;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [id, t] : targets_) {
+    // Lock order: registry, then target (sessions take only the latter).
+    std::lock_guard<std::mutex> tl(t->mu);
+    if (t->upstream.host == host && t->upstream.port == port && t->pid != 0) pids.push_back(t->pid);
+  }
+  return pids;
+}
+
 namespace {
 
 asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
@@ -52,8 +62,8 @@ asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
       continue;
     }
     auto session = std::make_shared<Session>(std::move(sock), shared);
-    asio::co_spawn(ctx, [session]() -> asio::awaitable<void> { co_await session->Run(); },
-                   asio::detached);
+    asio::co_spawn(
+        ctx, [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
   }
 }
 
@@ -93,14 +103,20 @@ void ErrorReply(httplib::Response& res, int status, const std::string& msg) {
 
 int HttpStatus(const Status& st) {
   switch (st.code()) {
-    case Code::kInvalidArgument: return 400;
-    case Code::kNotFound: return 404;
+    case Code::kInvalidArgument:
+      return 400;
+    case Code::kNotFound:
+      return 404;
     case Code::kAlreadyExists:
     case Code::kFailedPrecondition:
-    case Code::kAborted: return 409;
-    case Code::kTimeout: return 504;
-    case Code::kUnavailable: return 503;
-    default: return 500;
+    case Code::kAborted:
+      return 409;
+    case Code::kTimeout:
+      return 504;
+    case Code::kUnavailable:
+      return 503;
+    default:
+      return 500;
   }
 }
 
@@ -225,7 +241,8 @@ std::string Proxy::MetricsText() const {
   auto routes = shared_->routes.List();
   auto metric = [&](const char* name, const char* type, const char* help, auto value) {
     o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
-    for (const auto& r : routes) o << name << "{route=\"" << r->name() << "\"} " << value(*r) << "\n";
+    for (const auto& r : routes)
+      o << name << "{route=\"" << r->name() << "\"} " << value(*r) << "\n";
   };
   metric("pgshift_proxy_sessions", "gauge", "Client sessions on the route.",
          [](const Route& r) { return r.sessions.load(); });
@@ -286,6 +303,33 @@ Status Proxy::StartAdmin() {
   srv.Get(R"(/routes/([^/]+)/stats)", [find](const httplib::Request& req, httplib::Response& res) {
     if (auto r = find(req, res)) JsonReply(res, 200, r->StatsJson());
   });
+  // For a fence that leaves the held sessions' backends alive. The proxy does
+  // not know which route a session's cancel target belongs to, so it lists
+  // every backend of its sessions on that server; the route's own are those
+  // connected to its database (one route per database), which the fence
+  // checks on the server. Pins the hold (Route::PinBackends).
+  srv.Get(R"(/routes/([^/]+)/backends)", [&sh, find](const httplib::Request& req,
+                                                     httplib::Response& res) {
+    auto r = find(req, res);
+    if (!r) return;
+    UpstreamConfig on = r->target().upstream;
+    if (req.has_param("upstream")) {
+      Status st = ParseHostPort(req.get_param_value("upstream"), "upstream", &on.host, &on.port);
+      if (!st.ok()) return ErrorReply(res, 400, st.message());
+    }
+    if (!r->PinBackends()) {
+      return ErrorReply(res, 409,
+                        "route \"" + r->name() +
+                            "\" is not held (or its hold has not drained): its "
+                            "sessions may be inside a transaction");
+    }
+    std::vector<uint32_t> pids = sh.cancels.UpstreamPidsOn(on.host, on.port);
+    JsonReply(res, 200,
+              {{"route", r->name()},
+               {"database", r->database()},
+               {"upstream", on.host + ":" + std::to_string(on.port)},
+               {"backend_pids", pids}});
+  });
   srv.Put(R"(/routes/([^/]+))", [this, &sh](const httplib::Request& req, httplib::Response& res) {
     auto body = Body(req);
     if (!body.ok()) return ErrorReply(res, 400, body.status().message());
@@ -305,8 +349,8 @@ Status Proxy::StartAdmin() {
       rc.allow_plaintext = body->value("allow_plaintext", false);
       rc.hold_timeout_ms = body->value("hold_timeout_ms", int64_t{5000});
       if (rc.database.empty())
-        return ErrorReply(res, 404, "no route named \"" + name +
-                                        "\" (to create one, give \"database\" too)");
+        return ErrorReply(res, 404,
+                          "no route named \"" + name + "\" (to create one, give \"database\" too)");
       st = AddRoute(rc);
     }
     if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
@@ -327,26 +371,28 @@ Status Proxy::StartAdmin() {
     if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
     JsonReply(res, 200, r->ToJson());
   });
-  srv.Post(R"(/routes/([^/]+)/release)", [find](const httplib::Request& req, httplib::Response& res) {
-    auto r = find(req, res);
-    if (!r) return;
-    r->Release();
-    JsonReply(res, 200, r->ToJson());
-  });
-  srv.Post(R"(/routes/([^/]+)/switch)", [this, find](const httplib::Request& req,
-                                                     httplib::Response& res) {
-    auto r = find(req, res);
-    if (!r) return;
-    auto body = Body(req);
-    if (!body.ok()) return ErrorReply(res, 400, body.status().message());
-    if (!body->contains("upstream")) return ErrorReply(res, 400, "body needs \"upstream\"");
-    auto up = ParseUpstream((*body)["upstream"], "upstream");
-    if (!up.ok()) return ErrorReply(res, 400, up.status().message());
-    Status st = RepointRoute(r->name(), *up);
-    r->Release();
-    if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
-    JsonReply(res, 200, r->ToJson());
-  });
+  srv.Post(R"(/routes/([^/]+)/release)",
+           [find](const httplib::Request& req, httplib::Response& res) {
+             auto r = find(req, res);
+             if (!r) return;
+             r->Release();
+             JsonReply(res, 200, r->ToJson());
+           });
+  srv.Post(R"(/routes/([^/]+)/switch)",
+           [this, find](const httplib::Request& req, httplib::Response& res) {
+             auto r = find(req, res);
+             if (!r) return;
+             auto body = Body(req);
+             if (!body.ok()) return ErrorReply(res, 400, body.status().message());
+             if (!body->contains("upstream"))
+               return ErrorReply(res, 400, "body needs \"upstream\"");
+             auto up = ParseUpstream((*body)["upstream"], "upstream");
+             if (!up.ok()) return ErrorReply(res, 400, up.status().message());
+             Status st = RepointRoute(r->name(), *up);
+             r->Release();
+             if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
+             JsonReply(res, 200, r->ToJson());
+           });
   srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) ErrorReply(res, res.status, "no such admin endpoint");
   });

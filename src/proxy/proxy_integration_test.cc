@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -41,7 +42,8 @@ TEST(ProxyTls, RefusesWithoutCertificateWrongCaOrPolicyAndAllowsValidIdentity) {
   auto plain = Psql(env->Conninfo(""), "select 1");
   ASSERT_TRUE(plain.ok());
   EXPECT_NE(plain->exit_code, 0);
-  EXPECT_NE(plain->output.find("plaintext connections are refused"), std::string::npos) << plain->output;
+  EXPECT_NE(plain->output.find("plaintext connections are refused"), std::string::npos)
+      << plain->output;
   // TLS without a client certificate.
   std::string no_cert = "host=127.0.0.1 port=" + std::to_string(env->proxy->port()) +
                         " dbname=app user=app sslmode=verify-full sslrootcert=" + env->certs +
@@ -144,7 +146,6 @@ TEST(ProxyCancel, CancelRequestThroughTheProxyCancelsPgSleep) {
   EXPECT_EQ(env->proxy->shared().cancels_sent.load(), 1);
 }
 
-
 std::unique_ptr<Router> MakeRouterFor(ProxyEnv& env) {
   auto r = MakeProxyRouter({{"type", "proxy"}, {"admin_url", env.AdminUrl()}, {"route", "app"}});
   EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -180,9 +181,8 @@ TEST_P(ProxySwitchUnderLoad, PgbenchSeesNoFailedTransactions) {
   ASSERT_TRUE(side.ok()) << side.status().ToString();
   ASSERT_TRUE((*side)->Exec("SET work_mem = '3MB'").ok());
   ASSERT_TRUE((*side)->Exec("SET lock_timeout = '4s'").ok());
-  auto bench = std::async(std::launch::async, [&] {
-    return DefaultRunner().Run(PgbenchSpec(*env, GetParam(), 8));
-  });
+  auto bench = std::async(std::launch::async,
+                          [&] { return DefaultRunner().Run(PgbenchSpec(*env, GetParam(), 8)); });
   std::this_thread::sleep_for(3s);
   Status held = router->Hold(5000);
   ASSERT_TRUE(held.ok()) << held.ToString();
@@ -237,9 +237,8 @@ TEST(ProxyBusyPoll, TrafficHoldAndSwitchWorkWhileTheLoopsPoll) {
   EXPECT_EQ(r->output, "42\n");
   auto router = MakeRouterFor(*env);
   ASSERT_TRUE(router);
-  auto bench = std::async(std::launch::async, [&] {
-    return DefaultRunner().Run(PgbenchSpec(*env, "prepared", 6));
-  });
+  auto bench = std::async(std::launch::async,
+                          [&] { return DefaultRunner().Run(PgbenchSpec(*env, "prepared", 6)); });
   std::this_thread::sleep_for(2s);
   Status held = router->Hold(5000);
   ASSERT_TRUE(held.ok()) << held.ToString();
@@ -357,8 +356,7 @@ TEST(ProxySwitch, ClientConnectingDuringTheHoldLogsInAfterTheReleaseOnTheNewServ
   EXPECT_EQ(late.wait_for(0ms), std::future_status::timeout);
   auto on_a = env->a->Psql("select count(*) from pg_stat_activity where application_name = 'late'");
   ASSERT_TRUE(on_a.ok());
-  EXPECT_EQ(on_a->substr(0, on_a->find_first_of("\n ")), "0")
-      << "no login reached the held server";
+  EXPECT_EQ(on_a->substr(0, on_a->find_first_of("\n ")), "0") << "no login reached the held server";
   ASSERT_TRUE(router->Repoint({"127.0.0.1", env->b->port()}).ok());
   ASSERT_TRUE(router->Release().ok());
   auto conn = late.get();
@@ -393,9 +391,9 @@ TEST(ProxySwitch, LongTransactionOutlivingTheHoldDeadlineIsReportedAndFinishesOn
   EXPECT_EQ(code, 200);
   EXPECT_FALSE(nlohmann::json::parse(body)["held"].get<bool>());
   // Switch while the transaction is open: it finishes on the old server, then moves.
-  auto [scode, sbody] = Admin(env->AdminUrl(), "POST", "/routes/app/switch",
-                              R"({"upstream":{"host":"127.0.0.1","port":)" +
-                                  std::to_string(env->b->port()) + "}}");
+  auto [scode, sbody] =
+      Admin(env->AdminUrl(), "POST", "/routes/app/switch",
+            R"({"upstream":{"host":"127.0.0.1","port":)" + std::to_string(env->b->port()) + "}}");
   ASSERT_EQ(scode, 200) << sbody;
   EXPECT_EQ(One(**long_txn, "select inet_server_port()"), std::to_string(env->a->port()));
   ASSERT_TRUE((*long_txn)->Exec("COMMIT").ok());
@@ -454,11 +452,11 @@ TEST(ProxyAdmin, RoutesStatsMetricsAndErrors) {
   auto [uc, ub] = Admin(env->AdminUrl(), "PUT", "/routes/app", R"({"upstrem":{}})");
   EXPECT_EQ(uc, 400);
   EXPECT_NE(ub.find("upstrem"), std::string::npos);
-  EXPECT_FALSE(MakeProxyRouter({{"type", "proxy"}, {"admin_url", "http://x"}, {"route", "a"},
-                                {"colour", 1}})
-                   .ok());
-  auto bad = MakeProxyRouter({{"type", "proxy"}, {"admin_url", "http://x"}, {"route", "a"},
-                              {"colour", 1}});
+  EXPECT_FALSE(
+      MakeProxyRouter({{"type", "proxy"}, {"admin_url", "http://x"}, {"route", "a"}, {"colour", 1}})
+          .ok());
+  auto bad = MakeProxyRouter(
+      {{"type", "proxy"}, {"admin_url", "http://x"}, {"route", "a"}, {"colour", 1}});
   EXPECT_NE(bad.status().message().find("colour"), std::string::npos);
   auto router = MakeRouterFor(*env);
   auto st = router->Stats();
@@ -480,6 +478,63 @@ TEST(ProxyAdmin, RoutesStatsMetricsAndErrors) {
   EXPECT_FALSE(router->Current().ok());  // the admin API is gone too
 }
 
+// The cutover's fence may spare the source backends of the sessions the proxy
+// holds: the proxy lists them only while a hold has drained, and after that
+// hold's release every session logs in again before its next statement (even
+// without a repoint), so a spared backend never runs another client statement.
+TEST(ProxyAdmin, HeldSessionsBackendsAreListedAndNotUsedAfterTheRelease) {
+  auto env = MustEnv(true);
+  ASSERT_TRUE(env);
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  std::vector<std::unique_ptr<PgConn>> sessions;
+  std::vector<int> backends;
+  for (int i = 0; i < 3; ++i) {
+    auto c = PgConn::Connect(env->Conninfo());
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    sessions.push_back(std::move(*c));
+    backends.push_back(std::stoi(One(*sessions.back(), "select pg_backend_pid()")));
+  }
+  std::sort(backends.begin(), backends.end());
+  const Endpoint a{"127.0.0.1", env->a->port()};
+  auto not_held = router->HeldBackendPids(a);
+  EXPECT_EQ(not_held.status().code(), Code::kFailedPrecondition) << not_held.status().ToString();
+  ASSERT_TRUE(router->Hold(5000).ok());
+  auto held = router->HeldBackendPids(a);
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  EXPECT_EQ(held->server, a);
+  EXPECT_EQ(held->database, "app");
+  std::sort(held->pids.begin(), held->pids.end());
+  EXPECT_EQ(held->pids, backends);
+  auto on_b = router->HeldBackendPids({"127.0.0.1", env->b->port()});
+  ASSERT_TRUE(on_b.ok()) << on_b.status().ToString();
+  EXPECT_TRUE(on_b->pids.empty()) << "no session has a backend on b";
+  auto [bad, bad_body] = Admin(env->AdminUrl(), "GET", "/routes/app/backends?upstream=nohost");
+  EXPECT_EQ(bad, 400) << bad_body;
+  ASSERT_TRUE(router->Release().ok());
+  // Same upstream, but each session is on a new backend, and the listed ones end.
+  for (auto& s : sessions) {
+    int pid = std::stoi(One(*s, "select pg_backend_pid()"));
+    EXPECT_FALSE(std::binary_search(backends.begin(), backends.end(), pid));
+    EXPECT_EQ(One(*s, "select inet_server_port()"), std::to_string(env->a->port()));
+  }
+  std::string left;
+  for (int i = 0; i < 100; ++i) {
+    left = *env->a->Psql("select count(*) from pg_stat_activity where pid in (" +
+                         std::to_string(backends[0]) + "," + std::to_string(backends[1]) + "," +
+                         std::to_string(backends[2]) + ")");
+    if (left == "0\n") break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(left, "0\n");
+  EXPECT_EQ(env->proxy->shared().routes.Find("app")->switches.load(), 3);
+  // A plain hold and release (nothing listed) leaves the sessions where they are.
+  int before = std::stoi(One(*sessions[0], "select pg_backend_pid()"));
+  ASSERT_TRUE(router->Hold(5000).ok());
+  ASSERT_TRUE(router->Release().ok());
+  EXPECT_EQ(std::stoi(One(*sessions[0], "select pg_backend_pid()")), before);
+}
+
 TEST(ProxyExecutable, RunsFromItsConfigFileAndKeepsRouteChanges) {
   auto env = MustEnv(true);
   ASSERT_TRUE(env);
@@ -495,14 +550,14 @@ TEST(ProxyExecutable, RunsFromItsConfigFileAndKeepsRouteChanges) {
   nlohmann::json bad = cfg;
   bad["routes"][0]["databse"] = "app";
   ASSERT_TRUE(WriteFileAtomic(env->certs + "/bad.json", bad.dump()).ok());
-  auto refused = DefaultRunner().Run({.argv = {PGSHIFT_PROXY_BIN, "--config", env->certs + "/bad.json"},
-                                      .timeout_ms = 10000});
+  auto refused = DefaultRunner().Run(
+      {.argv = {PGSHIFT_PROXY_BIN, "--config", env->certs + "/bad.json"}, .timeout_ms = 10000});
   ASSERT_TRUE(refused.ok());
   EXPECT_EQ(refused->exit_code, 2);
   EXPECT_NE(refused->output.find("unknown key \"databse\""), std::string::npos) << refused->output;
 
-  auto pid = DefaultRunner().Spawn({.argv = {PGSHIFT_PROXY_BIN, "--config", path},
-                                    .output_file = env->certs + "/exe.log"});
+  auto pid = DefaultRunner().Spawn(
+      {.argv = {PGSHIFT_PROXY_BIN, "--config", path}, .output_file = env->certs + "/exe.log"});
   ASSERT_TRUE(pid.ok());
   struct Reaper {
     pid_t pid;
@@ -519,9 +574,9 @@ TEST(ProxyExecutable, RunsFromItsConfigFileAndKeepsRouteChanges) {
   auto r = Psql(conninfo, "select inet_server_port()");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->output, std::to_string(env->a->port()) + "\n") << r->output;
-  auto [code, body] = Admin("http://127.0.0.1:" + std::to_string(*admin), "PUT", "/routes/app",
-                            R"({"upstream":{"host":"127.0.0.1","port":)" +
-                                std::to_string(env->b->port()) + "}}");
+  auto [code, body] =
+      Admin("http://127.0.0.1:" + std::to_string(*admin), "PUT", "/routes/app",
+            R"({"upstream":{"host":"127.0.0.1","port":)" + std::to_string(env->b->port()) + "}}");
   ASSERT_EQ(code, 200) << body;
   auto r2 = Psql(conninfo, "select inet_server_port()");
   EXPECT_EQ(r2->output, std::to_string(env->b->port()) + "\n");
@@ -529,7 +584,6 @@ TEST(ProxyExecutable, RunsFromItsConfigFileAndKeepsRouteChanges) {
   ASSERT_TRUE(saved.ok()) << saved.status().ToString();
   EXPECT_EQ(saved->routes[0].upstream.port, env->b->port());
 }
-
 
 TEST(ProxyUpstream, TlsToTheServerIsVerifiedAndLargeResultsAndCopyStreamThrough) {
   auto env = MustEnv(false);
@@ -542,10 +596,13 @@ TEST(ProxyUpstream, TlsToTheServerIsVerifiedAndLargeResultsAndCopyStreamThrough)
   }
   ASSERT_TRUE(ChownRecursive(env->a->dir() + "/server.key", "postgres").ok());
   ASSERT_TRUE(ChownRecursive(env->a->dir() + "/server.crt", "postgres").ok());
-  std::filesystem::permissions(env->a->dir() + "/server.key", std::filesystem::perms::owner_read |
-                                                                  std::filesystem::perms::owner_write);
-  ASSERT_TRUE(env->a->Psql("ALTER SYSTEM SET ssl_cert_file = '" + env->a->dir() + "/server.crt'").ok());
-  ASSERT_TRUE(env->a->Psql("ALTER SYSTEM SET ssl_key_file = '" + env->a->dir() + "/server.key'").ok());
+  std::filesystem::permissions(
+      env->a->dir() + "/server.key",
+      std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  ASSERT_TRUE(
+      env->a->Psql("ALTER SYSTEM SET ssl_cert_file = '" + env->a->dir() + "/server.crt'").ok());
+  ASSERT_TRUE(
+      env->a->Psql("ALTER SYSTEM SET ssl_key_file = '" + env->a->dir() + "/server.key'").ok());
   ASSERT_TRUE(env->a->Psql("ALTER SYSTEM SET ssl = on").ok());
   ASSERT_TRUE(env->a->Psql("SELECT pg_reload_conf()").ok());
   std::this_thread::sleep_for(300ms);
@@ -564,24 +621,27 @@ TEST(ProxyUpstream, TlsToTheServerIsVerifiedAndLargeResultsAndCopyStreamThrough)
   auto refused = Psql(env->Conninfo(), "select 1");
   ASSERT_TRUE(refused.ok());
   EXPECT_NE(refused->exit_code, 0);
-  EXPECT_NE(refused->output.find("TLS handshake with upstream"), std::string::npos) << refused->output;
+  EXPECT_NE(refused->output.find("TLS handshake with upstream"), std::string::npos)
+      << refused->output;
   ASSERT_EQ(Admin(env->AdminUrl(), "PUT", "/routes/app", up).first, 200);
 
   // 40 MB of result rows and a COPY FROM STDIN of 20 MB pass through.
-  auto big = Psql(env->Conninfo(), "select sum(length(x)) from (select repeat('x', 1000000) as x "
-                                   "from generate_series(1, 40)) s");
+  auto big = Psql(env->Conninfo(),
+                  "select sum(length(x)) from (select repeat('x', 1000000) as x "
+                  "from generate_series(1, 40)) s");
   ASSERT_TRUE(big.ok());
   EXPECT_EQ(big->output, "40000000\n");
-  auto rows = Psql(env->Conninfo(), "select length(string_agg(repeat('y', 100000), '')) "
-                                    "from generate_series(1, 200)");
+  auto rows = Psql(env->Conninfo(),
+                   "select length(string_agg(repeat('y', 100000), '')) "
+                   "from generate_series(1, 200)");
   EXPECT_EQ(rows->output, "20000000\n");
   ASSERT_EQ(Psql(env->Conninfo(), "create table blob(t text)")->exit_code, 0);
   auto all = DefaultRunner().Run(
       {.argv = {"/bin/sh", "-c",
                 DefaultPgBinDir() + "/psql -X -q -At -v ON_ERROR_STOP=1 -d '" + env->Conninfo() +
                     "' -c \"copy (select repeat('z', 100000) from "
-                    "generate_series(1, 200)) to stdout\" | " + DefaultPgBinDir() +
-                    "/psql -X -At -v ON_ERROR_STOP=1 -d '" + env->Conninfo() +
+                    "generate_series(1, 200)) to stdout\" | " +
+                    DefaultPgBinDir() + "/psql -X -At -v ON_ERROR_STOP=1 -d '" + env->Conninfo() +
                     "' -c 'copy blob from stdin' -c 'select count(*), sum(length(t)) from blob'"},
        .timeout_ms = 120000});
   ASSERT_TRUE(all.ok());

@@ -39,7 +39,8 @@ TEST(Protocol, RejectsImpossibleLengths) {
 TEST(Protocol, DecodesStartupSslAndCancelPackets) {
   StartupPacket p;
   std::string err;
-  std::string s = StartupMessage({{"user", "app"}, {"database", "db"}, {"replication", "database"}});
+  std::string s =
+      StartupMessage({{"user", "app"}, {"database", "db"}, {"replication", "database"}});
   ASSERT_EQ(DecodeStartup(s, &p, &err), DecodeStatus::kOk) << err;
   EXPECT_EQ(p.kind, StartupPacket::Kind::kStartup);
   EXPECT_EQ(p.Param("user"), "app");
@@ -138,7 +139,8 @@ TEST(Md5, HashesLikeTheServerExpects) {
 }
 
 nlohmann::json GoodConfig() {
-  return nlohmann::json::parse(R"({"listen":"127.0.0.1:6432","admin_listen":"127.0.0.1:6433","threads":2,
+  return nlohmann::json::parse(
+      R"({"listen":"127.0.0.1:6432","admin_listen":"127.0.0.1:6433","threads":2,
    "tls":{"cert":"server.crt","key":"server.key","client_ca":"ca.crt"},
    "routes":[{"name":"app","database":"app","upstream":{"host":"127.0.0.1","port":5432,"tls":false},
               "allow_plaintext":false,"hold_timeout_ms":5000}],
@@ -164,7 +166,8 @@ TEST(Config, UnknownKeysAreErrorsNamingTheKey) {
   j["routes"][0]["upstream"]["hots"] = "x";
   auto c = ParseProxyConfig(j);
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.status().message().find("unknown key \"hots\" in routes[0].upstream"), std::string::npos)
+  EXPECT_NE(c.status().message().find("unknown key \"hots\" in routes[0].upstream"),
+            std::string::npos)
       << c.status().message();
   j = GoodConfig();
   j["thread"] = 3;
@@ -198,7 +201,8 @@ TEST(Config, BusyPollUsIsOptionalBoundedAndKeptOnSave) {
     auto st = ParseProxyConfig(j).status();
     EXPECT_FALSE(st.ok()) << bad.dump();
     EXPECT_NE(st.message().find("busy_poll_us must be an integer number of microseconds from 0 "
-                                "(off) to 10000, got " + bad.dump()),
+                                "(off) to 10000, got " +
+                                bad.dump()),
               std::string::npos)
         << st.message();
   }
@@ -259,6 +263,38 @@ TEST(RouteHold, ReturnsOnceNoTransactionIsOpenAndReleasesAtTheDeadline) {
   EXPECT_TRUE(r.Repoint({.host = "h2", .port = 2}));
   EXPECT_FALSE(r.Repoint({.host = "h2", .port = 2}));
   EXPECT_EQ(r.generation(), 1u);
+}
+
+TEST(RouteHold, PinningTheBackendsOfADrainedHoldMovesEverySessionAtTheRelease) {
+  Route r(RouteConfig{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}});
+  EXPECT_FALSE(r.PinBackends()) << "not held";
+  r.in_transaction = 1;
+  EXPECT_EQ(r.Hold(20).code(), Code::kTimeout);
+  EXPECT_FALSE(r.PinBackends()) << "a hold that did not drain";
+  r.in_transaction = 0;
+  // A plain hold and release leaves the sessions on their backends.
+  ASSERT_TRUE(r.Hold(100).ok());
+  EXPECT_TRUE(r.drained());
+  r.Release();
+  EXPECT_FALSE(r.drained());
+  EXPECT_EQ(r.generation(), 0u);
+  // Pinned: the release moves the generation although the upstream is the same.
+  ASSERT_TRUE(r.Hold(100).ok());
+  EXPECT_TRUE(r.PinBackends());
+  ASSERT_TRUE(r.Hold(100).ok()) << "holding a held route keeps it drained and pinned";
+  EXPECT_TRUE(r.drained());
+  r.Release();
+  EXPECT_FALSE(r.held());
+  EXPECT_EQ(r.generation(), 1u);
+  r.Release();
+  EXPECT_EQ(r.generation(), 1u) << "the pin ends with its hold";
+  // A switch (repoint + release) after a pin: sessions move once, to the new upstream.
+  ASSERT_TRUE(r.Hold(100).ok());
+  EXPECT_TRUE(r.PinBackends());
+  EXPECT_TRUE(r.Repoint({.host = "h2", .port = 2}));
+  r.Release();
+  EXPECT_EQ(r.target().upstream.host, "h2");
+  EXPECT_GT(r.generation(), 1u);
 }
 
 }  // namespace

@@ -26,11 +26,20 @@ RouteConfig Route::config() const {
 }
 
 Status Route::Hold(int64_t timeout_ms) {
-  held_.store(true);
+  uint64_t releases;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    releases = releases_;
+    held_.store(true);
+  }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (true) {
     int64_t open = in_transaction.load();
-    if (open <= 0) return Status::OK();
+    if (open <= 0) {
+      std::lock_guard<std::mutex> l(mu_);
+      drained_ = releases_ == releases;  // not when a concurrent Release ended this hold
+      return Status::OK();
+    }
     if (std::chrono::steady_clock::now() >= deadline) {
       Release();
       return Timeout("hold on route \"" + name() + "\" released after " +
@@ -43,13 +52,33 @@ Status Route::Hold(int64_t timeout_ms) {
 }
 
 void Route::Release() {
-  held_.store(false);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // The generation moves before the hold ends: a session that sees the
+    // route unheld also sees the new generation (both sequentially consistent).
+    if (pinned_) generation_++;
+    pinned_ = false;
+    drained_ = false;
+    releases_++;
+    held_.store(false);
+  }
   std::vector<std::function<void()>> wake;
   {
     std::lock_guard<std::mutex> l(waiters_mu_);
     for (auto& [id, fn] : waiters_) wake.push_back(fn);
   }
   for (auto& fn : wake) fn();
+}
+
+bool Route::drained() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return drained_;
+}
+
+bool Route::PinBackends() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (drained_) pinned_ = true;
+  return drained_;
 }
 
 uint64_t Route::AddWaiter(std::function<void()> wake) {

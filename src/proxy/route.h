@@ -14,10 +14,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "proxy/config.h"
@@ -49,6 +48,17 @@ class Route {
   // many sessions were still in a transaction. Blocks the calling thread.
   Status Hold(int64_t timeout_ms);
   void Release();
+  // True while a hold is in place that has drained (Hold returned OK, no
+  // Release since): every session of the route is at a boundary and stays
+  // there until the release.
+  bool drained() const;
+  // For a fence that leaves the backends of held sessions alive: when the
+  // drained hold ends, the generation moves even without a repoint, so every
+  // session logs in again before its next transaction and a backend left
+  // alive never runs another client statement (not even after a release
+  // that nobody followed with a repoint). False, and no pin, when the route
+  // has no drained hold.
+  bool PinBackends();
 
   // Wakers of sessions waiting at a boundary, called on Release.
   uint64_t AddWaiter(std::function<void()> wake);
@@ -72,6 +82,9 @@ class Route {
   mutable std::mutex mu_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> held_{false};
+  bool drained_ = false;   // guarded by mu_
+  bool pinned_ = false;    // guarded by mu_
+  uint64_t releases_ = 0;  // guarded by mu_; tells Hold that its hold ended meanwhile
   std::mutex waiters_mu_;
   uint64_t next_waiter_ = 1;
   std::map<uint64_t, std::function<void()>> waiters_;

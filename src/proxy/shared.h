@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "proxy/config.h"
 #include "proxy/net.h"
@@ -31,6 +32,9 @@ class CancelRegistry {
   std::pair<uint32_t, uint32_t> Register(std::shared_ptr<CancelTarget> t);
   void Unregister(uint32_t pid, uint32_t key);
   std::shared_ptr<CancelTarget> Find(uint32_t pid, uint32_t key) const;
+  // The server backend pids of every logged-in session whose upstream
+  // connection is to host:port now (each session's target follows its moves).
+  std::vector<uint32_t> UpstreamPidsOn(const std::string& host, int port) const;
 
  private:
   mutable std::mutex mu_;
@@ -40,11 +44,11 @@ class CancelRegistry {
 struct ProxyShared {
   ProxyConfig config;
   RouteTable routes;
-  std::unique_ptr<asio::ssl::context> server_tls;  // null: TLS not configured
+  std::unique_ptr<asio::ssl::context> server_tls;         // null: TLS not configured
   asio::ssl::context plain_ctx{asio::ssl::context::tls};  // unused TLS side of plain streams
   asio::ssl::context upstream_tls{asio::ssl::context::tls_client};
   CancelRegistry cancels;
-  std::atomic<int64_t> refused{0};       // connections refused (TLS, policy, route)
+  std::atomic<int64_t> refused{0};  // connections refused (TLS, policy, route)
   std::atomic<int64_t> cancels_sent{0};
   std::atomic<int64_t> protocol_errors{0};
 };

@@ -14,12 +14,18 @@ Status FromHttp(int status, const std::string& body, const std::string& what) {
   }
   msg = what + ": " + msg;
   switch (status) {
-    case 400: return InvalidArgument(msg);
-    case 404: return NotFound(msg);
-    case 409: return FailedPrecondition(msg);
-    case 503: return Unavailable(msg);
-    case 504: return Timeout(msg);
-    default: return Internal(msg + " (HTTP " + std::to_string(status) + ")");
+    case 400:
+      return InvalidArgument(msg);
+    case 404:
+      return NotFound(msg);
+    case 409:
+      return FailedPrecondition(msg);
+    case 503:
+      return Unavailable(msg);
+    case 504:
+      return Timeout(msg);
+    default:
+      return Internal(msg + " (HTTP " + std::to_string(status) + ")");
   }
 }
 
@@ -28,15 +34,16 @@ Status FromHttp(int status, const std::string& body, const std::string& what) {
 Result<nlohmann::json> ProxyRouter::Call(const std::string& method, const std::string& path,
                                          const nlohmann::json& body, int64_t timeout_ms) {
   httplib::Client cli(config_.admin_url);
-  if (!cli.is_valid()) return InvalidArgument("invalid proxy admin_url \"" + config_.admin_url + "\"");
+  if (!cli.is_valid())
+    return InvalidArgument("invalid proxy admin_url \"" + config_.admin_url + "\"");
   cli.set_tcp_nodelay(true);  // a 40 ms Nagle stall per call would lengthen the hold
   cli.set_connection_timeout(std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 10000)));
   cli.set_read_timeout(std::chrono::milliseconds(timeout_ms));
   cli.set_write_timeout(std::chrono::milliseconds(timeout_ms));
   std::string what = method + " " + config_.admin_url + path;
   httplib::Result res = method == "GET"    ? cli.Get(path.c_str())
-                       : method == "POST" ? cli.Post(path.c_str(), body.dump(), "application/json")
-                                          : cli.Put(path.c_str(), body.dump(), "application/json");
+                        : method == "POST" ? cli.Post(path.c_str(), body.dump(), "application/json")
+                                           : cli.Put(path.c_str(), body.dump(), "application/json");
   if (!res)
     return Unavailable(what + " failed: " + httplib::to_string(res.error()) +
                        " (is pgshift-proxy running and its admin_listen reachable?)");
@@ -62,14 +69,14 @@ Status ProxyRouter::Release() {
 
 Status ProxyRouter::Repoint(const Endpoint& to) {
   if (to.host.empty() || to.port <= 0) return InvalidArgument("repoint target needs host and port");
-  auto r = Call("PUT", "/routes/" + config_.route, {{"upstream", {{"host", to.host}, {"port", to.port}}}},
-                config_.admin_timeout_ms);
+  auto r = Call("PUT", "/routes/" + config_.route,
+                {{"upstream", {{"host", to.host}, {"port", to.port}}}}, config_.admin_timeout_ms);
   return r.ok() ? Status::OK() : r.status();
 }
 
 Result<Endpoint> ProxyRouter::Current() {
-  PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("GET", "/routes/" + config_.route, nullptr,
-                                        config_.admin_timeout_ms));
+  PGSHIFT_ASSIGN_OR_RETURN(
+      auto j, Call("GET", "/routes/" + config_.route, nullptr, config_.admin_timeout_ms));
   try {
     return Endpoint{j.at("upstream").at("host").get<std::string>(),
                     j.at("upstream").at("port").get<int>()};
@@ -89,17 +96,42 @@ Result<RouteStats> ProxyRouter::Stats() {
   return s;
 }
 
+Result<HeldBackends> ProxyRouter::HeldBackendPids(const Endpoint& on) {
+  if (on.host.empty() || on.port <= 0)
+    return InvalidArgument("held backends: endpoint needs host and port");
+  PGSHIFT_ASSIGN_OR_RETURN(
+      auto j, Call("GET", "/routes/" + config_.route + "/backends?upstream=" + on.ToString(),
+                   nullptr, config_.admin_timeout_ms));
+  HeldBackends held{.server = on};
+  try {
+    // The proxy answers for the server it was asked about; anything else is not ours to spare.
+    if (j.at("upstream").get<std::string>() != on.ToString()) {
+      return Internal("the proxy listed backends on " + j.at("upstream").get<std::string>() +
+                      ", not on " + on.ToString());
+    }
+    held.database = j.at("database").get<std::string>();
+    for (const auto& p : j.at("backend_pids")) held.pids.push_back(p.get<int>());
+  } catch (const std::exception& e) {
+    return Internal(std::string("unexpected backends JSON from the proxy: ") + e.what());
+  }
+  return held;
+}
+
 Result<std::unique_ptr<Router>> MakeProxyRouter(const nlohmann::json& cfg) {
   if (!cfg.is_object()) return InvalidArgument("proxy router config must be a JSON object");
   ProxyRouterConfig c;
   for (const auto& [k, v] : cfg.items()) {
     if (k == "type") continue;
-    if (k == "admin_url" && v.is_string()) c.admin_url = v.get<std::string>();
-    else if (k == "route" && v.is_string()) c.route = v.get<std::string>();
-    else if (k == "admin_timeout_ms" && v.is_number_integer()) c.admin_timeout_ms = v.get<int64_t>();
+    if (k == "admin_url" && v.is_string())
+      c.admin_url = v.get<std::string>();
+    else if (k == "route" && v.is_string())
+      c.route = v.get<std::string>();
+    else if (k == "admin_timeout_ms" && v.is_number_integer())
+      c.admin_timeout_ms = v.get<int64_t>();
     else if (k == "admin_url" || k == "route" || k == "admin_timeout_ms")
       return InvalidArgument("proxy router field \"" + k + "\" has the wrong type");
-    else return InvalidArgument("unknown field \"" + k + "\" in proxy router config");
+    else
+      return InvalidArgument("unknown field \"" + k + "\" in proxy router config");
   }
   if (cfg.contains("type") && cfg["type"] != "proxy")
     return InvalidArgument("proxy router config has type " + cfg["type"].dump());

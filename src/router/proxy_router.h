@@ -5,15 +5,16 @@
 //   Repoint(e) → PUT  /routes/{route} {"upstream": {"host","port"}}
 //   Current    → GET  /routes/{route}
 //   Stats      → GET  /routes/{route}/stats
+//   HeldBackendPids(e) → GET /routes/{route}/backends?upstream=host:port (409 unless the
+//                hold has drained; it also makes the release move every session)
 // The proxy is the source of truth; nothing is cached here. Each call opens
 // its own HTTP client, so one instance is safe from one thread at a time
 // (Router's rule) and keeps no connection across pgshiftd restarts.
 #pragma once
 
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/status.h"
 #include "router/router.h"
@@ -37,6 +38,7 @@ class ProxyRouter : public Router {
   Status Repoint(const Endpoint& to) override;
   Result<Endpoint> Current() override;
   Result<RouteStats> Stats() override;
+  Result<HeldBackends> HeldBackendPids(const Endpoint& on) override;
 
  private:
   Result<nlohmann::json> Call(const std::string& method, const std::string& path,

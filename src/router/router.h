@@ -9,9 +9,9 @@
 #pragma once
 
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -22,6 +22,19 @@ struct Endpoint {
   int port = 0;
   bool operator==(const Endpoint&) const = default;
   std::string ToString() const { return host + ":" + std::to_string(port); }
+};
+
+// Backends on one server that belong to sessions a router holds at a
+// transaction boundary: they run no client statement while the hold lasts,
+// and (for a router that reports any) none after it either — each session
+// logs in again before its next transaction. A fence may leave them alive.
+struct HeldBackends {
+  Endpoint server;
+  // The route's database. `pids` may include backends of the router's other
+  // sessions on the server; the route's own are those connected to this
+  // database, and only those may be spared (the fence checks it on the server).
+  std::string database;
+  std::vector<int> pids;
 };
 
 struct RouteStats {
@@ -49,6 +62,14 @@ class Router {
   // Where the route points now (read from the router, not remembered).
   virtual Result<Endpoint> Current() = 0;
   virtual Result<RouteStats> Stats() = 0;
+  // Called while held (after Hold succeeded): the backends on `on` that the
+  // hold keeps at a boundary (see HeldBackends). The default is none, which
+  // is always safe: the fence then terminates every client backend. PgBouncer
+  // has nothing to report (PAUSE closes the route's server connections, and a
+  // pooled one is not tied to a client), nor has the none router.
+  virtual Result<HeldBackends> HeldBackendPids(const Endpoint& on) {
+    return HeldBackends{.server = on};
+  }
 };
 
 // Builds a router from its JSON config:

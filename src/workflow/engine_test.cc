@@ -78,8 +78,8 @@ TEST_F(EngineTest, AutomaticMigrationRunsEveryPhaseToFinalized) {
   EXPECT_EQ(m["state"], "finalized");
   EXPECT_EQ(Phases(id),
             (std::vector<std::string>{"preflight", "provision", "sync", "validate", "ready",
-                                      "cdc_prepare", "quiesce", "drain", "promote", "snapshot", "switch",
-                                      "verify", "finalize", "finalized"}));
+                                      "cdc_prepare", "quiesce", "drain", "promote", "snapshot",
+                                      "switch", "verify", "finalize", "finalized"}));
   EXPECT_EQ(world_->routed, world_->target_ep);
   EXPECT_FALSE(world_->held);
   EXPECT_TRUE(world_->fenced);
@@ -109,6 +109,57 @@ TEST_F(EngineTest, OrderOfCutoverSideEffects) {
   EXPECT_LT(pos("StartParityCheck"), pos("Repoint")) << "snapshot before any write is let through";
   EXPECT_LT(pos("Repoint"), pos("Release"));
   EXPECT_LT(pos("Release"), pos("RetireSource"));
+}
+
+TEST_F(EngineTest, FenceSparesTheIdleBackendsTheRouterHoldsAndLogsTheCounts) {
+  world_->source_backends = {11, 12, 13, 20};
+  world_->held_backend_pids = {11, 12, 13};
+  world_->busy_backends = {13};  // in a transaction: terminated although the router lists it
+  std::string id = Create(Spec());
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "finalized");
+  EXPECT_EQ(world_->last_fence_exemption.server, world_->source_ep);
+  EXPECT_EQ(world_->last_fence_exemption.database, "app");
+  EXPECT_EQ(world_->last_fence_exemption.pids, (std::vector<int>{11, 12, 13}));
+  EXPECT_EQ(world_->source_backends, (std::set<int>{11, 12}));
+  EXPECT_EQ(m["result"]["fence_exempted"], 2);
+  EXPECT_EQ(m["result"]["fence_terminated"], 2);
+  EXPECT_GE(m["result"]["fence_ms"].get<int64_t>(), 0);
+  bool logged = false;
+  const json events = engine_->Events(id).value();
+  for (const auto& e : events) {
+    logged = logged || e["message"] ==
+                           "source fenced: new connections refused, 2 client session(s) "
+                           "terminated, 2 idle session(s) held by the router left alone";
+  }
+  EXPECT_TRUE(logged);
+  auto pos = [&](const std::string& call) {
+    return std::find(world_->calls.begin(), world_->calls.end(), call) - world_->calls.begin();
+  };
+  EXPECT_LT(pos("Hold"), pos("HeldBackendPids"));
+  EXPECT_LT(pos("HeldBackendPids"), pos("FenceSource"));
+}
+
+TEST_F(EngineTest, WithoutTheRoutersListTheFenceTerminatesEverySession) {
+  world_->source_backends = {11, 12};
+  world_->held_backend_pids = {11, 12};
+  world_->held_backends_fail = true;
+  std::string id = Create(Spec());
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "finalized") << "the list is an optimisation, not a condition";
+  EXPECT_TRUE(world_->last_fence_exemption.pids.empty());
+  EXPECT_TRUE(world_->source_backends.empty());
+  EXPECT_EQ(m["result"]["fence_exempted"], 0);
+  EXPECT_EQ(m["result"]["fence_terminated"], 2);
+  bool warned = false;
+  const json events = engine_->Events(id).value();
+  for (const auto& e : events) {
+    warned = warned || (e["kind"] == "warning" && e["message"].get<std::string>().find(
+                                                      "terminates them all") != std::string::npos);
+  }
+  EXPECT_TRUE(warned);
 }
 
 TEST_F(EngineTest, LagGateWaitsUntilLagStaysLowForTheWholeWindow) {
@@ -164,8 +215,7 @@ TEST_F(EngineTest, WaitsForOperatorAtReadyAndAfterVerify) {
   EXPECT_EQ(Get(id)["phase"], "verify");
   EXPECT_EQ(Get(id)["state"], "waiting");
   EXPECT_EQ(Get(id)["result"]["verified"], true);
-  EXPECT_EQ(engine_->Act(id, "cutover", json::object()).status().code(),
-            Code::kFailedPrecondition);
+  EXPECT_EQ(engine_->Act(id, "cutover", json::object()).status().code(), Code::kFailedPrecondition);
   ASSERT_TRUE(engine_->Act(id, "finalize", json::object()).ok());
   Run(id);
   EXPECT_EQ(Get(id)["phase"], "finalized");
@@ -209,8 +259,8 @@ TEST_F(EngineTest, DrainTimeoutUnfencesAndReleases) {
 
 TEST_F(EngineTest, ResumesAfterACrashInsideEveryStep) {
   for (const char* where :
-       {"EnsurePhysicalSlot", "CreateReplica", "Lag", "FenceSource", "WriteFinalMarker",
-        "Hold", "PromoteTarget", "Repoint", "Release", "DropSlot", "RetireSource"}) {
+       {"EnsurePhysicalSlot", "CreateReplica", "Lag", "FenceSource", "WriteFinalMarker", "Hold",
+        "PromoteTarget", "Repoint", "Release", "DropSlot", "RetireSource"}) {
     SCOPED_TRACE(where);
     SetUp();
     world_->crash_on = where;
@@ -311,8 +361,7 @@ TEST_F(EngineTest, BlockingFindingStopsUntilOverriddenWithAReason) {
             Code::kInvalidArgument);
   EXPECT_EQ(engine_->Act(id, "override", {{"finding", "nope"}, {"reason", "x"}}).status().code(),
             Code::kNotFound);
-  EXPECT_EQ(engine_->Act(id, "cutover", json::object()).status().code(),
-            Code::kFailedPrecondition);
+  EXPECT_EQ(engine_->Act(id, "cutover", json::object()).status().code(), Code::kFailedPrecondition);
   ASSERT_TRUE(engine_
                   ->Act(id, "override",
                         {{"finding", "unlogged_tables"},
@@ -429,8 +478,10 @@ TEST_F(EngineTest, UnreachableSourceIsRefusedAtCreate) {
 TEST_F(EngineTest, InactiveSlotIsDroppedOnlyOnExplicitRequest) {
   world_->logical_slots = {{.name = "old_etl", .plugin = "test_decoding", .active = false},
                            {.name = "live_cdc", .plugin = "test_decoding", .active = true}};
-  world_->preflight.push_back({.id = "slot_health", .severity = checks::Severity::kBlocking,
-                               .subject = "old_etl", .message = "inactive, retains WAL"});
+  world_->preflight.push_back({.id = "slot_health",
+                               .severity = checks::Severity::kBlocking,
+                               .subject = "old_etl",
+                               .message = "inactive, retains WAL"});
   std::string id = Create(Spec(false, false));
   Run(id);
   ASSERT_EQ(Get(id)["state"], "blocked");

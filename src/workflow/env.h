@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "common/lsn.h"
 #include "checks/finding.h"
+#include "common/lsn.h"
 #include "common/status.h"
 #include "router/router.h"
 #include "workflow/migration.h"
@@ -30,7 +30,7 @@ struct SourceInfo {
 };
 
 struct TargetState {
-  bool exists = false;       // a complete data directory is in place
+  bool exists = false;  // a complete data directory is in place
   bool running = false;
   bool in_recovery = false;
   Lsn replay_lsn;
@@ -38,8 +38,8 @@ struct TargetState {
 };
 
 struct ReplicationLag {
-  uint64_t bytes = 0;   // source current LSN - target replay LSN
-  double seconds = 0;   // replay_lag reported by the source's walsender (0 when caught up)
+  uint64_t bytes = 0;  // source current LSN - target replay LSN
+  double seconds = 0;  // replay_lag reported by the source's walsender (0 when caught up)
   Lsn source_lsn;
   Lsn replay_lsn;
 };
@@ -60,6 +60,11 @@ struct ParityState {
   int tables_done = 0;
   std::string current;
   std::vector<checks::Finding> findings;  // data_parity, once done
+};
+
+struct FenceResult {
+  int terminated = 0;  // client sessions on the source terminated
+  int exempted = 0;    // sessions the router holds, left alive (idle, no transaction)
 };
 
 class MigrationEnv {
@@ -84,8 +89,11 @@ class MigrationEnv {
   virtual Status DropInactiveSlot(const std::string& slot) = 0;
   virtual Result<ReplicationLag> Lag(const std::string& slot) = 0;
   // Rejects new connections for every role but pgshift's own, terminates the
-  // remaining client sessions and verifies none is left.
-  virtual Status FenceSource() = 0;
+  // remaining client sessions and verifies none is left — except those of
+  // `held` (the router's sessions held at a boundary) that the source shows
+  // idle outside any transaction, on held.database; only when held.server
+  // is the source.
+  virtual Result<FenceResult> FenceSource(const HeldBackends& held) = 0;
   virtual Status UnfenceSource() = 0;
   // After the fence: writes a WAL record that follows every committed
   // transaction, waits for it to be flushed, and returns its end LSN.

@@ -1,5 +1,7 @@
 #include "workflow/fake_env.h"
 
+#include <algorithm>
+
 namespace pgshift {
 namespace {
 
@@ -25,6 +27,12 @@ class FakeRouter : public Router {
   }
   Result<Endpoint> Current() override { return w_.routed; }
   Result<RouteStats> Stats() override { return RouteStats{}; }
+  Result<HeldBackends> HeldBackendPids(const Endpoint& on) override {
+    Note("HeldBackendPids");
+    if (w_.held_backends_fail) return Unavailable("fake: the router does not answer");
+    if (!w_.held) return FailedPrecondition("fake: not held");
+    return HeldBackends{.server = on, .database = "app", .pids = w_.held_backend_pids};
+  }
 
  private:
   void Note(const std::string& call) {
@@ -85,10 +93,26 @@ class FakeEnv : public MigrationEnv {
     return ReplicationLag{w_->source_lsn - w_->replay_lsn, 0, Lsn{w_->source_lsn},
                           Lsn{w_->replay_lsn}};
   }
-  Status FenceSource() override {
+  Result<FenceResult> FenceSource(const HeldBackends& held) override {
     Before("FenceSource");
     w_->fenced = true;
-    return After("FenceSource");
+    w_->last_fence_exemption = held;
+    // As the local fence: an exempt backend survives only when it is idle.
+    FenceResult r;
+    std::set<int> left;
+    for (int pid : w_->source_backends) {
+      bool exempt =
+          held.server == w_->source_ep && std::count(held.pids.begin(), held.pids.end(), pid) > 0;
+      if (exempt && !w_->busy_backends.count(pid)) {
+        left.insert(pid);
+        r.exempted++;
+      } else {
+        r.terminated++;
+      }
+    }
+    w_->source_backends = left;
+    PGSHIFT_RETURN_IF_ERROR(After("FenceSource"));
+    return r;
   }
   Status UnfenceSource() override {
     Before("UnfenceSource");
@@ -152,7 +176,9 @@ class FakeEnv : public MigrationEnv {
     Before("QuickParity");
     std::vector<checks::Finding> out;
     for (const auto& t : w_->parity_mismatch) {
-      out.push_back({.id = "data_parity", .severity = checks::Severity::kBlocking, .subject = t,
+      out.push_back({.id = "data_parity",
+                     .severity = checks::Severity::kBlocking,
+                     .subject = t,
                      .message = "row counts differ"});
     }
     return out;
@@ -177,12 +203,14 @@ class FakeEnv : public MigrationEnv {
     ps.done = true;
     ps.tables_done = 3;
     for (const auto& t : w_->parity_mismatch) {
-      ps.findings.push_back({.id = "data_parity", .severity = checks::Severity::kBlocking,
-                             .subject = t, .message = "row counts differ"});
+      ps.findings.push_back({.id = "data_parity",
+                             .severity = checks::Severity::kBlocking,
+                             .subject = t,
+                             .message = "row counts differ"});
     }
     if (w_->parity_mismatch.empty()) {
-      ps.findings.push_back({.id = "data_parity", .severity = checks::Severity::kOk,
-                             .message = "all tables match"});
+      ps.findings.push_back(
+          {.id = "data_parity", .severity = checks::Severity::kOk, .message = "all tables match"});
     }
     return ps;
   }

@@ -24,7 +24,7 @@ struct SimulatedCrash {
 struct FakeWorld {
   // source
   uint64_t source_lsn = 0x3000000;
-  uint64_t wal_per_call = 8192;   // WAL generated per observation while not fenced
+  uint64_t wal_per_call = 8192;  // WAL generated per observation while not fenced
   bool fenced = false;
   bool retired = false;
   std::set<std::string> slots;
@@ -38,15 +38,21 @@ struct FakeWorld {
   uint64_t replay_per_call = 1 << 20;  // how far replay catches up per observation
   int timeline = 1;
   bool probe_fails = false;
+  // Client backends on the source, and those of them inside a transaction.
+  std::set<int> source_backends;
+  std::set<int> busy_backends;
   // router
   bool held = false;
   bool hold_times_out = false;
+  std::vector<int> held_backend_pids;  // what the router reports while held
+  bool held_backends_fail = false;
+  HeldBackends last_fence_exemption;  // what the last FenceSource was given
   Endpoint routed{"127.0.0.1", 5432};
   // checks
   std::vector<checks::Finding> preflight;
   std::vector<std::string> parity_mismatch;  // tables the parity check reports as different
   bool parity_started = false;
-  int parity_polls_left = 3;                 // Parity() calls before it reports done
+  int parity_polls_left = 3;  // Parity() calls before it reports done
   // faults: the named call throws SimulatedCrash once (after its effect when crash_after_effect).
   std::string crash_on;
   bool crash_after_effect = true;

@@ -19,7 +19,6 @@ json WithOverrideOf(const json& old_findings, const checks::Finding& f) {
   return j;
 }
 
-
 }  // namespace
 
 void MigrationRunner::MergeFindings(const std::vector<checks::Finding>& fresh) {
@@ -76,8 +75,8 @@ Status MigrationRunner::Provision() {
                               " is not running as a standby after provisioning");
   }
   m_.progress["basebackup_pct"] = 100;
-  Transition(Phase::kSync, "target running as a physical replica at " +
-                               env_->TargetEndpoint().ToString());
+  Transition(Phase::kSync,
+             "target running as a physical replica at " + env_->TargetEndpoint().ToString());
   return Status::OK();
 }
 
@@ -137,20 +136,20 @@ Status MigrationRunner::Sync() {
 Status MigrationRunner::Validate() {
   PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env_->InspectTarget());
   if (!t.running || !t.in_recovery) {
-    return FailedPrecondition("the target is not running as a standby (running=" +
-                              std::to_string(t.running) + ")");
+    return FailedPrecondition(
+        "the target is not running as a standby (running=" + std::to_string(t.running) + ")");
   }
   PGSHIFT_ASSIGN_OR_RETURN(auto findings, env_->ValidateFindings());
   MergeFindings(findings);
   // The sync gate that let us here is the record of sustained lag.
-  MergeFindings({{.id = "lag_sustained",
-                  .severity = checks::Severity::kOk,
-                  .value = m_.progress.value("in_sync_ms", int64_t{0}),
-                  .threshold = spec_.options.sustain_ms,
-                  .message = "replay lag stayed under " +
-                             std::to_string(spec_.options.lag_threshold_bytes) + " bytes / " +
-                             std::to_string(spec_.options.lag_threshold_seconds) +
-                             " s for the whole window (ms)"}});
+  MergeFindings(
+      {{.id = "lag_sustained",
+        .severity = checks::Severity::kOk,
+        .value = m_.progress.value("in_sync_ms", int64_t{0}),
+        .threshold = spec_.options.sustain_ms,
+        .message = "replay lag stayed under " + std::to_string(spec_.options.lag_threshold_bytes) +
+                   " bytes / " + std::to_string(spec_.options.lag_threshold_seconds) +
+                   " s for the whole window (ms)"}});
   std::string blocking = BlockingSummary(m_.findings);
   if (!blocking.empty()) {
     m_.state = state::kBlocked;
@@ -170,9 +169,9 @@ Status MigrationRunner::Ready() {
   PGSHIFT_RETURN_IF_ERROR(SampleLag());
   const bool requested = m_.pending_action == "cutover";
   const int attempts = m_.result.value("cutover_attempts", 0);
-  const bool automatic =
-      spec_.options.auto_cutover && attempts < spec_.options.max_auto_cutover_attempts &&
-      m_.state != state::kWaiting;
+  const bool automatic = spec_.options.auto_cutover &&
+                         attempts < spec_.options.max_auto_cutover_attempts &&
+                         m_.state != state::kWaiting;
   if (!requested && !automatic) {
     SetState(state::kWaiting);
     idle_ = true;
@@ -214,8 +213,27 @@ Status MigrationRunner::Quiesce() {
   }
   PGSHIFT_RETURN_IF_ERROR(env_->router().Hold(spec_.options.hold_timeout_ms));
   Event("info", "traffic held at transaction boundaries (" + env_->router().Kind() + ")");
-  PGSHIFT_RETURN_IF_ERROR(env_->FenceSource());
-  Event("info", "source fenced: new connections refused, client sessions terminated");
+  // The router's held sessions cannot write and never use their source
+  // backend again: the fence may leave those alive instead of terminating
+  // them and waiting for their exit inside the hold. Only an optimisation:
+  // without the list the fence terminates every client session.
+  const Endpoint source = env_->SourceEndpoint();
+  auto held = env_->router().HeldBackendPids(source);
+  if (!held.ok()) {
+    Event("warning",
+          "the router did not list its held sessions' backends, so the fence "
+          "terminates them all: " +
+              held.status().message());
+  }
+  const int64_t fence_started = clock_.NowMs();
+  PGSHIFT_ASSIGN_OR_RETURN(FenceResult fenced,
+                           env_->FenceSource(held.ok() ? *held : HeldBackends{.server = source}));
+  m_.result["fence_ms"] = clock_.NowMs() - fence_started;
+  m_.result["fence_terminated"] = fenced.terminated;
+  m_.result["fence_exempted"] = fenced.exempted;
+  Event("info", "source fenced: new connections refused, " + std::to_string(fenced.terminated) +
+                    " client session(s) terminated, " + std::to_string(fenced.exempted) +
+                    " idle session(s) held by the router left alone");
   PGSHIFT_ASSIGN_OR_RETURN(Lsn final_lsn, env_->WriteFinalMarker("pgshift final " + id_));
   m_.result["final_lsn"] = final_lsn.ToString();
   m_.result["fenced_at_ms"] = clock_.NowMs();
@@ -241,19 +259,22 @@ Status MigrationRunner::Drain() {
   m_.progress["replay_lsn"] = t.replay_lsn.ToString();
   if (t.replay_lsn >= final_lsn) {
     if (spec_.options.parity_before_promote_ms > 0) {
-      PGSHIFT_ASSIGN_OR_RETURN(auto found, env_->QuickParity(spec_.options.parity_before_promote_ms));
+      PGSHIFT_ASSIGN_OR_RETURN(auto found,
+                               env_->QuickParity(spec_.options.parity_before_promote_ms));
       MergeFindings(found);
       std::string differ;
       for (const auto& f : found) {
         if (f.Blocks()) differ += (differ.empty() ? "" : ", ") + f.subject;
       }
       if (!differ.empty()) {
-        return FailedPrecondition("pre-promotion parity: the standby differs from the fenced "
-                                  "source in " + differ + "; not promoting");
+        return FailedPrecondition(
+            "pre-promotion parity: the standby differs from the fenced "
+            "source in " +
+            differ + "; not promoting");
       }
     }
-    Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() +
-                                    " (at " + t.replay_lsn.ToString() + ")");
+    Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() + " (at " +
+                                    t.replay_lsn.ToString() + ")");
     return Status::OK();
   }
   const int64_t waited = clock_.NowMs() - m_.result.value("drain_started_ms", int64_t{0});
@@ -286,7 +307,8 @@ Status MigrationRunner::Snapshot() {
       MergeFindings({{.id = "data_parity",
                       .severity = checks::Severity::kWarning,
                       .message = "could not export a snapshot of the target, so the data parity "
-                                 "check did not run: " + st.message(),
+                                 "check did not run: " +
+                                 st.message(),
                       .remedy = "compare the source and target by hand before finalizing"}});
       Event("warning", "data parity check not started: " + st.message());
     }
@@ -297,8 +319,7 @@ Status MigrationRunner::Snapshot() {
 
 bool MigrationRunner::ParitySettled() {
   if (!spec_.options.parity || m_.result.value("parity_done", false)) {
-    return !m_.result.value("parity_blocked", false) ||
-           BlockingSummary(m_.findings).empty();
+    return !m_.result.value("parity_blocked", false) || BlockingSummary(m_.findings).empty();
   }
   if (!m_.result.value("parity_started", false)) return true;
   ParityState ps = env_->Parity();
@@ -333,8 +354,8 @@ bool MigrationRunner::ParitySettled() {
     return false;
   }
   Save();
-  Event("info", "data parity: source and target match (" + std::to_string(ps.tables_done) +
-                    " tables)");
+  Event("info",
+        "data parity: source and target match (" + std::to_string(ps.tables_done) + " tables)");
   return true;
 }
 
@@ -345,9 +366,8 @@ Status MigrationRunner::Switch() {
   m_.result["switched_at_ms"] = now;
   const int64_t hold_ms = now - m_.result.value("hold_started_ms", now);
   m_.result["hold_ms"] = hold_ms;
-  Transition(Phase::kVerify, "traffic switched to the target " +
-                                 env_->TargetEndpoint().ToString() + " after a " +
-                                 std::to_string(hold_ms) + " ms hold");
+  Transition(Phase::kVerify, "traffic switched to the target " + env_->TargetEndpoint().ToString() +
+                                 " after a " + std::to_string(hold_ms) + " ms hold");
   return Status::OK();
 }
 
@@ -405,7 +425,8 @@ Status MigrationRunner::RollingBack() {
     auto cur = router.Current();
     if (cur.ok() && *cur == env_->TargetEndpoint()) {
       Status held = router.Hold(spec_.options.hold_timeout_ms);
-      if (!held.ok()) Event("warning", "could not hold traffic before routing back: " + held.message());
+      if (!held.ok())
+        Event("warning", "could not hold traffic before routing back: " + held.message());
     }
     PGSHIFT_RETURN_IF_ERROR(router.Repoint(env_->SourceEndpoint()));
   }
@@ -415,9 +436,9 @@ Status MigrationRunner::RollingBack() {
   PGSHIFT_RETURN_IF_ERROR(env_->StopTarget());
   PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
   m_.result["rolled_back_at_ms"] = clock_.NowMs();
-  Transition(Phase::kRolledBack,
-             "rolled back: traffic on the source " + env_->SourceEndpoint().ToString() +
-                 ", source unfenced, target stopped (data directory kept)");
+  Transition(Phase::kRolledBack, "rolled back: traffic on the source " +
+                                     env_->SourceEndpoint().ToString() +
+                                     ", source unfenced, target stopped (data directory kept)");
   return Status::OK();
 }
 

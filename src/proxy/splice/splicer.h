@@ -1,6 +1,6 @@
 // Kernel splice for plain-text sessions of pgshift-proxy: after a session
 // reaches a transaction boundary, its client and server sockets go into a
-// BPF sockmap, and frames of whole PostgreSQL messages that the proxy does
+// BPF sockmap, and segments of whole PostgreSQL messages that the proxy does
 // not need to see go from one socket to the other inside the kernel, without
 // waking the proxy (pg_splice.bpf.c). Anything the proxy must see — a SET
 // result, a named Parse, an error, COPY, Terminate — switches the session back
@@ -12,7 +12,7 @@
 // them Create fails and the proxy forwards in user space.
 //
 // Thread-safety: Create/Attach/Detach may run on any thread (slots are
-// handed out under a lock); the per-slot calls (Enter, TakeBack, Counters)
+// handed out under a lock); the per-slot calls (Enter, InKernel, TakeBack)
 // belong to the one thread that runs the session.
 #pragma once
 
