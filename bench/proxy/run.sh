@@ -30,8 +30,13 @@ BUILD="${BUILD:-$ROOT/build}"
 PROXY_BIN="${PROXY_BIN:-$BUILD/src/proxy/pgshift-proxy}"
 PROXY_THREADS="${PROXY_THREADS:-1}"
 BUSY_POLL_US="${BUSY_POLL_US:-}"  # "" = the proxy's default
-# How the three middlemen reach PostgreSQL: unix (its socket directory) or tcp.
+# How PgBouncer, HAProxy and the C forwarder reach PostgreSQL: unix (its
+# socket directory) or tcp. pgshift-proxy uses TCP (PROXY_UPSTREAM): its
+# kernel splice works on TCP sockets only. KERNEL_SPLICE=false measures the
+# proxy's user-space path alone.
 UPSTREAM="${UPSTREAM:-unix}"
+PROXY_UPSTREAM="${PROXY_UPSTREAM:-tcp}"
+KERNEL_SPLICE="${KERNEL_SPLICE:-true}"
 
 if [ ! -x "$PROXY_BIN" ]; then
   echo "bench: building pgshift-proxy in $BUILD" >&2
@@ -105,10 +110,12 @@ as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
 )
 
 BUSY_POLL_KEY=""; [ -n "$BUSY_POLL_US" ] && BUSY_POLL_KEY="\"busy_poll_us\":$BUSY_POLL_US,"
+PROXY_UP_HOST=127.0.0.1; [ "$PROXY_UPSTREAM" = unix ] && PROXY_UP_HOST="$WORK"
 cat > "$WORK/proxy.json" <<CONF
 {"listen":"127.0.0.1:$PROXY_PORT","admin_listen":"127.0.0.1:$ADMIN_PORT","threads":$PROXY_THREADS,$BUSY_POLL_KEY
+ "kernel_splice":$KERNEL_SPLICE,
  "tls":{"cert":"server.crt","key":"server.key","client_ca":"ca.crt"},
- "routes":[{"name":"bench","database":"bench","upstream":{"host":"$UP_HOST","port":$PGPORT},
+ "routes":[{"name":"bench","database":"bench","upstream":{"host":"$PROXY_UP_HOST","port":$PGPORT},
             "allow_plaintext":true}],
  "policy":[{"identity":"bench-client","databases":["bench"],"roles":["postgres"]}],
  "credentials":[]}
@@ -226,6 +233,11 @@ for spec in "direct:$PGPORT" "proxy:$PROXY_PORT"; do
   printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us (1 client)' "$name" select "$t" "$p" >&2
   phase_cpu "$name" "$c"
 done
+
+# How often the proxy's sessions went to kernel mode (0: user space only).
+SPLICES=$(curl -s "http://127.0.0.1:$ADMIN_PORT/routes/bench/stats" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin).get("splices", 0))' 2>/dev/null || echo 0)
+echo "bench: proxy sessions entered kernel mode $SPLICES times (kernel_splice=$KERNEL_SPLICE)" >&2
 
 python3 - "${SEL[direct]}" "${SEL[proxy]}" "${SEL[pgbouncer]}" "${SEL[haproxy]}" \
   "${SEL[proxy-mtls]}" "${SEL[forwarder]}" "${P50[direct-single]}" "${P50[proxy-single]}" \

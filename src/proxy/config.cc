@@ -71,10 +71,9 @@ Result<UpstreamConfig> ParseUpstream(const nlohmann::json& j, const std::string&
 }
 
 Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string& base_dir) {
-  PGSHIFT_RETURN_IF_ERROR(CheckKeys(
-      j, "the top level",
-      {"listen", "admin_listen", "threads", "busy_poll_us", "tls", "routes", "policy",
-       "credentials"}));
+  PGSHIFT_RETURN_IF_ERROR(CheckKeys(j, "the top level",
+                                    {"listen", "admin_listen", "threads", "busy_poll_us",
+                                     "kernel_splice", "tls", "routes", "policy", "credentials"}));
   ProxyConfig c;
   std::string listen = "127.0.0.1:6432", admin = "127.0.0.1:6433";
   PGSHIFT_RETURN_IF_ERROR(Get(j, "listen", "config", &listen, false));
@@ -86,10 +85,13 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
   if (j.contains("busy_poll_us")) {
     const auto& b = j["busy_poll_us"];
     if (!b.is_number_integer() || b.get<int64_t>() < 0 || b.get<int64_t>() > kMaxBusyPollUs)
-      return InvalidArgument("busy_poll_us must be an integer number of microseconds from 0 (off) "
-                             "to " + std::to_string(kMaxBusyPollUs) + ", got " + b.dump());
+      return InvalidArgument(
+          "busy_poll_us must be an integer number of microseconds from 0 (off) "
+          "to " +
+          std::to_string(kMaxBusyPollUs) + ", got " + b.dump());
     c.busy_poll_us = b.get<int>();
   }
+  PGSHIFT_RETURN_IF_ERROR(Get(j, "kernel_splice", "config", &c.kernel_splice, false));
   if (j.contains("tls")) {
     const auto& t = j["tls"];
     PGSHIFT_RETURN_IF_ERROR(CheckKeys(t, "tls", {"cert", "key", "client_ca"}));
@@ -183,7 +185,9 @@ nlohmann::json ToJson(const ProxyConfig& c) {
   j["admin_listen"] = c.admin_host + ":" + std::to_string(c.admin_port);
   j["threads"] = c.threads;
   j["busy_poll_us"] = c.busy_poll_us;
-  if (c.has_tls) j["tls"] = {{"cert", c.tls.cert}, {"key", c.tls.key}, {"client_ca", c.tls.client_ca}};
+  j["kernel_splice"] = c.kernel_splice;
+  if (c.has_tls)
+    j["tls"] = {{"cert", c.tls.cert}, {"key", c.tls.key}, {"client_ca", c.tls.client_ca}};
   j["routes"] = nlohmann::json::array();
   for (const auto& r : c.routes)
     j["routes"].push_back({{"name", r.name},
@@ -193,7 +197,8 @@ nlohmann::json ToJson(const ProxyConfig& c) {
                            {"hold_timeout_ms", r.hold_timeout_ms}});
   j["policy"] = nlohmann::json::array();
   for (const auto& p : c.policy)
-    j["policy"].push_back({{"identity", p.identity}, {"databases", p.databases}, {"roles", p.roles}});
+    j["policy"].push_back(
+        {{"identity", p.identity}, {"databases", p.databases}, {"roles", p.roles}});
   j["credentials"] = nlohmann::json::array();
   for (const auto& cr : c.credentials)
     j["credentials"].push_back({{"role", cr.role}, {"password", cr.password}});

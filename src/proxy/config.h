@@ -7,10 +7,9 @@
 // thread-compatible.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -19,23 +18,23 @@ namespace pgshift::proxy {
 struct UpstreamConfig {
   std::string host;
   int port = 5432;
-  bool tls = false;     // SSLRequest to the server; without `ca` the server is not verified
-  std::string ca;       // optional CA file to verify the upstream's certificate
+  bool tls = false;  // SSLRequest to the server; without `ca` the server is not verified
+  std::string ca;    // optional CA file to verify the upstream's certificate
   bool operator==(const UpstreamConfig&) const = default;
 };
 
 struct RouteConfig {
   std::string name;
-  std::string database;          // the client's requested database selects the route
+  std::string database;  // the client's requested database selects the route
   UpstreamConfig upstream;
   bool allow_plaintext = false;  // accept clients without TLS (no identity, no policy)
   int64_t hold_timeout_ms = 5000;
 };
 
 struct PolicyRule {
-  std::string identity;               // certificate CN or SAN entry; "*" matches any verified cert
-  std::vector<std::string> databases; // "*" matches any
-  std::vector<std::string> roles;     // "*" matches any
+  std::string identity;                // certificate CN or SAN entry; "*" matches any verified cert
+  std::vector<std::string> databases;  // "*" matches any
+  std::vector<std::string> roles;      // "*" matches any
 };
 
 struct Credential {
@@ -44,8 +43,8 @@ struct Credential {
 };
 
 struct TlsConfig {
-  std::string cert, key, client_ca;                    // as given in the file
-  std::string cert_path, key_path, client_ca_path;     // resolved
+  std::string cert, key, client_ca;                 // as given in the file
+  std::string cert_path, key_path, client_ca_path;  // resolved
 };
 
 // ProxyConfig::busy_poll_us is off by default: on the 2-core benchmark VM,
@@ -67,6 +66,11 @@ struct ProxyConfig {
   // keeps polling (yielding the CPU to other runnable tasks between polls) for
   // up to this many microseconds before it sleeps in epoll. 0 = off.
   int busy_poll_us = kDefaultBusyPollUs;
+  // Kernel splice (splice/): plain-text sessions between transactions leave
+  // their bytes to a BPF sockmap while nothing the proxy must see goes by.
+  // Needs root (CAP_BPF, CAP_NET_ADMIN) and TCP on both sides; where it cannot
+  // load, the proxy says so once and forwards in user space.
+  bool kernel_splice = true;
   bool has_tls = false;
   TlsConfig tls;
   std::vector<RouteConfig> routes;

@@ -8,11 +8,13 @@
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ssl.hpp>
-
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <tuple>
+
+#include "proxy/splice/splicer.h"
 
 namespace pgshift::proxy {
 
@@ -55,10 +57,20 @@ class BasicStream {
     if (ec == asio::error::interrupted) ec = asio::error::would_block;
     return got;
   }
+  // Kernel splice: the kernel redirected bytes onto this socket, and a kernel
+  // worker queues them shortly after. Nothing the proxy writes may overtake
+  // them: writes wait until the socket has queued `bytes` in all (see
+  // Splicer::QueuedBytes). 0 = no fence.
+  void SetWriteFence(uint64_t bytes) { write_fence_ = bytes; }
+  uint64_t write_fence() const { return write_fence_; }
   // Plain streams: writes what the socket takes now, without waiting.
   size_t TryWrite(std::string_view d, asio::error_code& ec) {
     if (!nonblocking_) SetNonBlocking(ec);
     if (ec) return 0;
+    if (!WriteFenceOpen()) {
+      ec = asio::error::would_block;
+      return 0;
+    }
     size_t done = 0;
     while (done < d.size() && !ec) done += socket().write_some(asio::buffer(d.substr(done)), ec);
     if (ec == asio::error::interrupted) ec = asio::error::would_block;
@@ -69,11 +81,15 @@ class BasicStream {
       auto [ec, n] = co_await asio::async_write(s_, asio::buffer(d.data(), d.size()), kNoThrow);
       co_return ec;
     }
+    if (write_fence_ != 0) {
+      asio::error_code fec = co_await WaitWriteFence();
+      if (fec) co_return fec;
+    }
     asio::error_code ec;
     size_t done = TryWrite(d, ec);
     if (ec != asio::error::would_block) co_return ec;
-    auto [wec, n] = co_await asio::async_write(s_.next_layer(), asio::buffer(d.substr(done)),
-                                               kNoThrow);
+    auto [wec, n] =
+        co_await asio::async_write(s_.next_layer(), asio::buffer(d.substr(done)), kNoThrow);
     co_return wec;
   }
   void Close() {
@@ -91,14 +107,34 @@ class BasicStream {
     socket().non_blocking(true, ec);
     nonblocking_ = !ec;
   }
+  bool WriteFenceOpen() {
+    if (write_fence_ == 0) return true;
+    auto q = Splicer::QueuedBytes(socket().native_handle());
+    // A socket that cannot say (closed, reset) fails the write itself.
+    if (!q.ok() || *q >= write_fence_) write_fence_ = 0;
+    return write_fence_ == 0;
+  }
+  // Usually open at once or within microseconds; a peer that stopped reading
+  // can keep the kernel's bytes unqueued, so the wait is bounded.
+  asio::awaitable<asio::error_code> WaitWriteFence() {
+    asio::steady_timer t(socket().get_executor());
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!WriteFenceOpen()) {
+      if (std::chrono::steady_clock::now() > deadline) co_return asio::error::timed_out;
+      t.expires_after(std::chrono::microseconds(200));
+      co_await t.async_wait(kNoThrow);
+    }
+    co_return asio::error_code{};
+  }
 
   asio::ssl::stream<Socket> s_;
   bool tls_ = false;
   bool nonblocking_ = false;  // plain reads and writes never block the thread
   bool drained_ = false;      // the last read emptied the socket
+  uint64_t write_fence_ = 0;
 };
 
-using Stream = BasicStream<tcp::socket>;             // client side
+using Stream = BasicStream<tcp::socket>;            // client side
 using UpstreamStream = BasicStream<GenericSocket>;  // server side (TCP or Unix socket)
 
 // Queued writes to one Stream. Append, then Flush: if another coroutine is
@@ -111,6 +147,7 @@ class Outbox {
 
   void Append(std::string_view d) { queued_.append(d); }
   bool empty() const { return queued_.empty(); }
+  bool idle() const { return queued_.empty() && !writing_; }
   bool failed() const { return failed_; }
 
   // Writes the queue now when a plain socket takes all of it: true when nothing

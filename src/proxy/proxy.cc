@@ -162,6 +162,15 @@ Status Proxy::Start() {
   } catch (const std::exception& e) {
     return InvalidArgument(std::string("cannot load TLS files of the proxy config: ") + e.what());
   }
+  if (sh.config.kernel_splice) {
+    auto splicer = Splicer::Create();
+    if (splicer.ok()) {
+      sh.splicer = std::move(splicer).value();
+    } else {
+      spdlog::warn("pgshift-proxy: no kernel splice, forwarding in user space: {}",
+                   splicer.status().message());
+    }
+  }
   for (int i = 0; i < sh.config.threads; i++) {
     contexts_.push_back(std::make_unique<asio::io_context>(1));
     guards_.push_back(std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
@@ -185,9 +194,11 @@ Status Proxy::Start() {
   for (auto& ctx : contexts_)
     threads_.emplace_back([c = ctx.get(), us = sh.config.busy_poll_us] { RunContext(*c, us); });
   started_ = true;
-  spdlog::info("pgshift-proxy listening on {}:{} (admin {}:{}, {} threads, busy poll {} us)",
-               sh.config.listen_host, port_, sh.config.admin_host, admin_port_, sh.config.threads,
-               sh.config.busy_poll_us);
+  spdlog::info(
+      "pgshift-proxy listening on {}:{} (admin {}:{}, {} threads, busy poll {} us, kernel splice "
+      "{})",
+      sh.config.listen_host, port_, sh.config.admin_host, admin_port_, sh.config.threads,
+      sh.config.busy_poll_us, sh.splicer ? "on" : "off");
   return Status::OK();
 }
 
@@ -254,15 +265,20 @@ std::string Proxy::MetricsText() const {
   metric("pgshift_proxy_route_held", "gauge", "1 while the route is held.",
          [](const Route& r) { return r.held() ? 1 : 0; });
   metric("pgshift_proxy_transactions_total", "counter", "Transactions finished.",
-         [](const Route& r) { return r.transactions.load(); });
+         [](const Route& r) { return r.LiveTotals().transactions; });
   metric("pgshift_proxy_errors_total", "counter", "ErrorResponses seen or sent.",
          [](const Route& r) { return r.errors.load(); });
   metric("pgshift_proxy_client_bytes_total", "counter", "Bytes read from clients.",
-         [](const Route& r) { return r.bytes_from_clients.load(); });
+         [](const Route& r) { return r.LiveTotals().bytes_from_client; });
   metric("pgshift_proxy_server_bytes_total", "counter", "Bytes sent to clients.",
-         [](const Route& r) { return r.bytes_to_clients.load(); });
+         [](const Route& r) { return r.LiveTotals().bytes_to_client; });
   metric("pgshift_proxy_session_switches_total", "counter", "Sessions moved to a new endpoint.",
          [](const Route& r) { return r.switches.load(); });
+  metric("pgshift_proxy_spliced_sessions", "gauge",
+         "Sessions whose bytes the kernel forwards now (between transactions).",
+         [](const Route& r) { return r.spliced_sessions.load(); });
+  metric("pgshift_proxy_splices_total", "counter", "Times a session entered kernel mode.",
+         [](const Route& r) { return r.splices.load(); });
   o << "# HELP pgshift_proxy_refused_total Connections refused (TLS, policy, route).\n"
     << "# TYPE pgshift_proxy_refused_total counter\npgshift_proxy_refused_total "
     << shared_->refused.load() << "\n";

@@ -158,32 +158,49 @@ int64_t Count(pgshift::testing::TestCluster& c, const std::string& sql) {
   return out.ok() ? std::stoll(*out) : -1;
 }
 
-ProcessSpec PgbenchSpec(ProxyEnv& env, const std::string& mode, int seconds) {
+// pgbench through the proxy, with the client certificate or (plaintext) without TLS.
+ProcessSpec PgbenchSpec(ProxyEnv& env, const std::string& mode, int seconds,
+                        bool plaintext = false) {
+  std::vector<std::string> tls = {"PGSSLMODE=verify-full", "PGSSLROOTCERT=" + env.certs + "/ca.crt",
+                                  "PGSSLCERT=" + env.certs + "/app-client.crt",
+                                  "PGSSLKEY=" + env.certs + "/app-client.key"};
   return {.argv = {DefaultPgBinDir() + "/pgbench", "-n", "-c", "4", "-j", "2", "-T",
                    std::to_string(seconds), "-M", mode, "-h", "127.0.0.1", "-p",
                    std::to_string(env.proxy->port()), "-U", "app", "app"},
-          .extra_env = {"PGSSLMODE=verify-full", "PGSSLROOTCERT=" + env.certs + "/ca.crt",
-                        "PGSSLCERT=" + env.certs + "/app-client.crt",
-                        "PGSSLKEY=" + env.certs + "/app-client.key"},
+          .extra_env = plaintext ? std::vector<std::string>{"PGSSLMODE=disable"} : tls,
           .timeout_ms = 120000};
 }
 
-class ProxySwitchUnderLoad : public ::testing::TestWithParam<std::string> {};
+// (query mode, transport): "mtls" forwards in user space; "plain" sessions
+// are spliced into the kernel between transactions (splice/), and the hold
+// must take them back before it can drain.
+class ProxySwitchUnderLoad : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+};
 
 TEST_P(ProxySwitchUnderLoad, PgbenchSeesNoFailedTransactions) {
-  auto env = MustEnv(true);
+  const auto& [mode, transport] = GetParam();
+  const bool plain = transport == "plain";
+  auto env = MustEnv(true, plain);
   ASSERT_TRUE(env);
   auto router = MakeRouterFor(*env);
   ASSERT_TRUE(router);
+  auto route = env->proxy->shared().routes.Find("app");
   int64_t a_before = Count(*env->a, "select count(*) from pgbench_history");
-  // A session with its own settings rides along the switch.
-  auto side = PgConn::Connect(env->Conninfo());
+  // A session with its own settings rides along the switch (spliced, its SET
+  // results still reach the proxy).
+  auto side = PgConn::Connect(env->Conninfo(plain ? "" : "app-client"));
   ASSERT_TRUE(side.ok()) << side.status().ToString();
   ASSERT_TRUE((*side)->Exec("SET work_mem = '3MB'").ok());
   ASSERT_TRUE((*side)->Exec("SET lock_timeout = '4s'").ok());
   auto bench = std::async(std::launch::async,
-                          [&] { return DefaultRunner().Run(PgbenchSpec(*env, GetParam(), 8)); });
+                          [&] { return DefaultRunner().Run(PgbenchSpec(*env, mode, 8, plain)); });
   std::this_thread::sleep_for(3s);
+  if (plain) {
+    ASSERT_NE(env->proxy->shared().splicer, nullptr) << "the kernel splice did not load (root?)";
+    EXPECT_GT(route->splices.load(), 0) << "no session entered kernel mode";
+  } else {
+    EXPECT_EQ(route->splices.load(), 0) << "TLS sessions are never spliced";
+  }
   Status held = router->Hold(5000);
   ASSERT_TRUE(held.ok()) << held.ToString();
   auto stats = router->Stats();
@@ -214,9 +231,10 @@ TEST_P(ProxySwitchUnderLoad, PgbenchSeesNoFailedTransactions) {
   EXPECT_EQ(One(**side, "select inet_server_port()"), std::to_string(env->b->port()));
   EXPECT_EQ(One(**side, "show work_mem"), "3MB");
   EXPECT_EQ(One(**side, "show lock_timeout"), "4s");
-  auto route = env->proxy->shared().routes.Find("app");
   EXPECT_GE(route->switches.load(), 4);
   EXPECT_EQ(route->in_transaction.load(), 0);
+  // Transactions the kernel forwarded are counted too.
+  EXPECT_GE(route->LiveTotals().transactions, sum.processed);
   // The route change was written back to the config file.
   auto saved = LoadProxyConfig(env->certs + "/proxy.json");
   ASSERT_TRUE(saved.ok());
@@ -224,7 +242,11 @@ TEST_P(ProxySwitchUnderLoad, PgbenchSeesNoFailedTransactions) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, ProxySwitchUnderLoad,
-                         ::testing::Values("simple", "extended", "prepared"));
+                         ::testing::Combine(::testing::Values("simple", "extended", "prepared"),
+                                            ::testing::Values("mtls", "plain")),
+                         [](const ::testing::TestParamInfo<ProxySwitchUnderLoad::ParamType>& i) {
+                           return std::get<0>(i.param) + "_" + std::get<1>(i.param);
+                         });
 
 // Busy polling changes only how the event loops wait: TLS and plaintext
 // traffic, transaction tracking and a hold + switch behave as without it.

@@ -2,6 +2,7 @@
 // config parsing, the session state machine and the route hold logic.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "proxy/config.h"
@@ -295,6 +296,65 @@ TEST(RouteHold, PinningTheBackendsOfADrainedHoldMovesEverySessionAtTheRelease) {
   r.Release();
   EXPECT_EQ(r.target().upstream.host, "h2");
   EXPECT_GT(r.generation(), 1u);
+}
+
+}  // namespace
+}  // namespace pgshift::proxy
+
+namespace pgshift::proxy {
+namespace {
+
+// Spliced sessions are invisible to in_transaction: a hold asks each to come
+// back to user space and does not drain before all have; a repoint asks too
+// (the kernel would otherwise carry their next transaction to the old server).
+TEST(RouteSplice, HoldAndRepointTakeSplicedSessionsBackAndTheHoldWaitsForThem) {
+  Route r(RouteConfig{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}});
+  std::atomic<int> asked{0};
+  uint64_t id = 0;
+  id = r.AddSpliced({.take_back = [&] { asked++; },
+                     .peek =
+                         [] {
+                           return Route::SpliceLive{10, 20, 3};
+                         }});
+  EXPECT_EQ(r.spliced_sessions.load(), 1);
+  EXPECT_EQ(r.splices.load(), 1);
+  r.transactions = 5;
+  EXPECT_EQ(r.LiveTotals().transactions, 8) << "the kernel's count is added";
+  EXPECT_EQ(r.StatsJson()["bytes_to_clients"], 20);
+  EXPECT_EQ(r.StatsJson()["spliced_sessions"], 1);
+
+  // Not taken back: the hold times out and says so.
+  Status st = r.Hold(50);
+  EXPECT_EQ(st.code(), Code::kTimeout);
+  EXPECT_NE(st.message().find("1 session(s) still in a transaction"), std::string::npos);
+  EXPECT_EQ(asked.load(), 1);
+
+  // Taken back inside a transaction: counted in in_transaction before it
+  // leaves the spliced set; the hold drains once that transaction ends.
+  std::thread session([&] {
+    while (asked.load() < 2) std::this_thread::yield();
+    r.in_transaction++;
+    r.RemoveSpliced(id);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    r.in_transaction--;
+  });
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(r.Hold(5000).ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(25));
+  session.join();
+  EXPECT_EQ(r.spliced_sessions.load(), 0);
+  r.RemoveSpliced(id);
+  EXPECT_EQ(r.spliced_sessions.load(), 0) << "removing twice is harmless";
+  r.Release();
+
+  int repoint_asks = 0;
+  uint64_t id2 = r.AddSpliced(
+      {.take_back = [&] { repoint_asks++; }, .peek = [] { return Route::SpliceLive{}; }});
+  EXPECT_FALSE(r.Repoint({.host = "h", .port = 1})) << "same upstream";
+  EXPECT_EQ(repoint_asks, 0);
+  EXPECT_TRUE(r.Repoint({.host = "h2", .port = 2}));
+  EXPECT_EQ(repoint_asks, 1);
+  r.RemoveSpliced(id2);
 }
 
 }  // namespace

@@ -13,10 +13,15 @@ Route::Target Route::target() const {
 }
 
 bool Route::Repoint(const UpstreamConfig& upstream) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (cfg_.upstream == upstream) return false;
-  cfg_.upstream = upstream;
-  generation_++;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (cfg_.upstream == upstream) return false;
+    cfg_.upstream = upstream;
+    generation_++;
+  }
+  // A spliced session would not see the new generation before its next
+  // transaction: the kernel would carry that one to the old server.
+  TakeBackSpliced();
   return true;
 }
 
@@ -32,9 +37,13 @@ Status Route::Hold(int64_t timeout_ms) {
     releases = releases_;
     held_.store(true);
   }
+  TakeBackSpliced();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (true) {
-    int64_t open = in_transaction.load();
+    // Spliced first: a session taken back inside a transaction counts itself
+    // in `in_transaction` before it leaves `spliced_sessions`.
+    int64_t spliced = spliced_sessions.load();
+    int64_t open = in_transaction.load() + spliced;
     if (open <= 0) {
       std::lock_guard<std::mutex> l(mu_);
       drained_ = releases_ == releases;  // not when a concurrent Release ended this hold
@@ -93,15 +102,31 @@ void Route::RemoveWaiter(uint64_t id) {
   waiters_.erase(id);
 }
 
+Route::SpliceLive Route::LiveTotals() const {
+  // What spliced sessions did since they were last taken back is still in the kernel's counters.
+  SpliceLive t{bytes_from_clients.load(), bytes_to_clients.load(), transactions.load()};
+  std::lock_guard<std::mutex> l(spliced_mu_);
+  for (const auto& [id, s] : spliced_) {
+    SpliceLive k = s.peek();
+    t.bytes_from_client += k.bytes_from_client;
+    t.bytes_to_client += k.bytes_to_client;
+    t.transactions += k.transactions;
+  }
+  return t;
+}
+
 nlohmann::json Route::StatsJson() const {
+  SpliceLive t = LiveTotals();
   return {{"sessions", sessions.load()},
           {"held_sessions", held_sessions.load()},
           {"in_transaction", in_transaction.load()},
-          {"transactions", transactions.load()},
+          {"transactions", t.transactions},
           {"errors", errors.load()},
-          {"bytes_from_clients", bytes_from_clients.load()},
-          {"bytes_to_clients", bytes_to_clients.load()},
-          {"switched_sessions", switches.load()}};
+          {"bytes_from_clients", t.bytes_from_client},
+          {"bytes_to_clients", t.bytes_to_client},
+          {"switched_sessions", switches.load()},
+          {"spliced_sessions", spliced_sessions.load()},
+          {"splices", splices.load()}};
 }
 
 nlohmann::json Route::ToJson() const {
@@ -113,6 +138,29 @@ nlohmann::json Route::ToJson() const {
           {"allow_plaintext", c.allow_plaintext},
           {"hold_timeout_ms", c.hold_timeout_ms},
           {"stats", StatsJson()}};
+}
+
+uint64_t Route::AddSpliced(Spliced s) {
+  std::lock_guard<std::mutex> l(spliced_mu_);
+  uint64_t id = next_spliced_++;
+  spliced_[id] = std::move(s);
+  spliced_sessions++;
+  splices++;
+  return id;
+}
+
+void Route::RemoveSpliced(uint64_t id) {
+  std::lock_guard<std::mutex> l(spliced_mu_);
+  if (spliced_.erase(id) > 0) spliced_sessions--;
+}
+
+void Route::TakeBackSpliced() {
+  std::vector<std::function<void()>> calls;
+  {
+    std::lock_guard<std::mutex> l(spliced_mu_);
+    for (const auto& [id, s] : spliced_) calls.push_back(s.take_back);
+  }
+  for (auto& fn : calls) fn();
 }
 
 void RouteTable::Add(std::shared_ptr<Route> r) {

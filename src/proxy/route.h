@@ -64,6 +64,25 @@ class Route {
   uint64_t AddWaiter(std::function<void()> wake);
   void RemoveWaiter(uint64_t id);
 
+  // Sessions whose bytes the kernel forwards now (splice/): they sit between
+  // transactions as far as the counters know, but may start one at any time
+  // without the proxy seeing it. A hold and a repoint therefore take them all
+  // back to user space (take_back is posted to the session's thread) and a
+  // hold waits until none is left. A session registers first and then checks
+  // held() and generation() (the reverse of Hold and Repoint), so one of the
+  // two always sees the other. `peek` reads the counters the kernel keeps for
+  // it, for the stats.
+  struct SpliceLive {
+    int64_t bytes_from_client = 0, bytes_to_client = 0, transactions = 0;
+  };
+  struct Spliced {
+    std::function<void()> take_back;
+    std::function<SpliceLive()> peek;
+  };
+  uint64_t AddSpliced(Spliced s);
+  void RemoveSpliced(uint64_t id);
+  void TakeBackSpliced();
+
   // Counters (sessions and held_sessions and in_transaction are gauges).
   std::atomic<int64_t> sessions{0};
   std::atomic<int64_t> held_sessions{0};
@@ -72,8 +91,12 @@ class Route {
   std::atomic<int64_t> errors{0};
   std::atomic<int64_t> bytes_from_clients{0};
   std::atomic<int64_t> bytes_to_clients{0};
-  std::atomic<int64_t> switches{0};  // sessions moved to a new endpoint
+  std::atomic<int64_t> switches{0};          // sessions moved to a new endpoint
+  std::atomic<int64_t> spliced_sessions{0};  // gauge: sessions in kernel mode now
+  std::atomic<int64_t> splices{0};           // times a session entered kernel mode
 
+  // The counters above plus what spliced sessions did that the kernel has not handed back yet.
+  SpliceLive LiveTotals() const;
   nlohmann::json StatsJson() const;
   nlohmann::json ToJson() const;  // {"name","database","upstream","held","stats"}
 
@@ -88,6 +111,9 @@ class Route {
   std::mutex waiters_mu_;
   uint64_t next_waiter_ = 1;
   std::map<uint64_t, std::function<void()>> waiters_;
+  mutable std::mutex spliced_mu_;
+  uint64_t next_spliced_ = 1;
+  std::map<uint64_t, Spliced> spliced_;
 };
 
 class RouteTable {

@@ -111,6 +111,7 @@ void Session::Advance(SessionEvent e) {
 }
 
 void Session::Close() {
+  DetachSplice();  // before the sockets close, with the kernel's counts accounted
   if (state_ != SessionState::kClosed) Advance(SessionEvent::kClose);
   closed_ = true;
   if (server_) server_->stream.Close();
@@ -145,8 +146,9 @@ asio::awaitable<void> Session::Run() {
   if (started) {
     auto ex = co_await asio::this_coro::executor;
     auto sc = server_;
-    asio::co_spawn(ex, [self, sc]() -> asio::awaitable<void> { co_await self->ServerPump(sc); },
-                   asio::detached);
+    asio::co_spawn(
+        ex, [self, sc]() -> asio::awaitable<void> { co_await self->ServerPump(sc); },
+        asio::detached);
     co_await ClientPump();
   }
   Close();
@@ -166,11 +168,12 @@ asio::awaitable<void> Session::WaitWake(int ms) {
 }
 
 asio::awaitable<void> Session::ClientPump() {
-  std::string in;
+  std::string& in = client_in_;
   size_t skip = 0;  // bytes of a streamed CopyData message still to forward
   char tmp[kReadChunk];
   while (!closed_) {
     auto [ec, n] = co_await client_.ReadSome(tmp, sizeof(tmp));
+    LeaveSplice();  // whatever woke us, the kernel's part comes first
     if (ec || closed_) break;
     route_->bytes_from_clients += static_cast<int64_t>(n);
     in.append(tmp, n);
@@ -217,8 +220,8 @@ asio::awaitable<void> Session::ClientPump() {
       Message m{h.type, std::string_view(in).substr(pos + 5, h.length - 4), h.total()};
       if (!OnClientMessage(m)) {
         shared_.protocol_errors++;
-        co_await Refuse("08P01", std::string("pgshift-proxy: malformed '") + h.type +
-                                     "' message from client");
+        co_await Refuse(
+            "08P01", std::string("pgshift-proxy: malformed '") + h.type + "' message from client");
         stop = true;
         break;
       }
@@ -356,8 +359,10 @@ bool Session::OnServerMessage(const Message& m) {
         if (!r.ReadInt32(&len) || len < 0 || !r.ReadBytes(static_cast<size_t>(len), &v)) break;
         cols.emplace_back(v);
       }
-      if (cols.size() == 2) capture_rows_.emplace_back(cols[0], cols[1]);
-      else capture_failed_ = true;
+      if (cols.size() == 2)
+        capture_rows_.emplace_back(cols[0], cols[1]);
+      else
+        capture_failed_ = true;
     } else if (m.type == 'E') {
       capture_failed_ = true;
     } else if (m.type == 'Z') {
@@ -488,8 +493,10 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       StartCapture();
       co_await FlushServer();
     }
+    if (in.empty() && skip == 0 && !fatal_at_boundary && CanSplice()) EnterSplice();
     auto [ec, n] = co_await sc->stream.ReadSome(tmp, sizeof(tmp));
     if (sc != server_ || closed_) co_return;
+    LeaveSplice();
     if (ec) break;
     in.append(tmp, n);
   }
@@ -500,9 +507,10 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
     capture_inflight_ = false;
     sc->stream.Close();
     wake_->cancel();
-    spdlog::info("pgshift-proxy: {}: upstream closed at a transaction boundary; the session "
-                 "reconnects at its next transaction",
-                 Tag());
+    spdlog::info(
+        "pgshift-proxy: {}: upstream closed at a transaction boundary; the session "
+        "reconnects at its next transaction",
+        Tag());
     co_return;
   }
   Close();

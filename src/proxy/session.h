@@ -54,6 +54,15 @@ class Session : public std::enable_shared_from_this<Session> {
   bool OnServerMessage(const Message& m);
   void OnReadyForQuery(char status);
   void StartCapture();
+  // Kernel splice (session_splice.cc). CanSplice: at a boundary with nothing
+  // buffered or owed anywhere; EnterSplice hands the sockets to the kernel;
+  // LeaveSplice takes them back and accounts for what the kernel forwarded
+  // (first thing on any wake-up, and when a hold or repoint asks);
+  // DetachSplice frees the slot (close, move).
+  bool CanSplice() const;
+  void EnterSplice();
+  void LeaveSplice();
+  void DetachSplice();
   void Advance(SessionEvent e);
   void Close();
   bool AtBoundary() const { return pending_ == 0 && !batch_open_ && txn_status_ == 'I'; }
@@ -77,9 +86,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Transaction tracking.
   char txn_status_ = 'I';
-  int64_t pending_ = 0;       // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
-  bool batch_open_ = false;   // extended-protocol messages sent since the last Sync
-  uint64_t syncs_sent_ = 0;   // sync points sent upstream (ours included)
+  int64_t pending_ = 0;      // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
+  bool batch_open_ = false;  // extended-protocol messages sent since the last Sync
+  uint64_t syncs_sent_ = 0;  // sync points sent upstream (ours included)
   uint64_t rfq_seen_ = 0;
   struct ParseExpect {
     uint64_t sync_index;
@@ -95,6 +104,15 @@ class Session : public std::enable_shared_from_this<Session> {
   bool capture_failed_ = false;
   std::vector<std::pair<std::string, std::string>> settings_;
   std::vector<std::pair<std::string, std::string>> capture_rows_;
+
+  // Kernel splice: the slot (-1: none), whether the kernel forwards now, the
+  // route registration, and the bytes each socket had queued at the start.
+  int splice_slot_ = -1;
+  bool spliced_ = false;
+  bool splice_off_ = false;  // attaching failed once: this session stays in user space
+  uint64_t splice_id_ = 0;
+  uint64_t splice_base_client_ = 0, splice_base_server_ = 0;
+  std::string client_in_;  // client bytes read, not yet a whole message
 
   std::shared_ptr<CancelTarget> cancel_target_;
   uint32_t cancel_pid_ = 0, cancel_key_ = 0;

@@ -12,8 +12,10 @@ namespace {
 std::string Literal(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "''";
-    else out += c;
+    if (c == '\'')
+      out += "''";
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -79,8 +81,8 @@ asio::awaitable<bool> Session::Migrate() {
   UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
   LoginOutcome lo = co_await ConnectUpstream(login);
   if (!lo.conn) {
-    co_await Refuse("08006", "pgshift-proxy: cannot move this session to " + dest + ": " +
-                                 lo.status.message());
+    co_await Refuse(
+        "08006", "pgshift-proxy: cannot move this session to " + dest + ": " + lo.status.message());
     co_return false;
   }
   if (!settings_.empty()) {
@@ -98,6 +100,7 @@ asio::awaitable<bool> Session::Migrate() {
       co_return false;
     }
   }
+  DetachSplice();  // the slot holds the old server's socket
   auto old = server_;
   server_ = lo.conn;
   generation_ = target.generation;
@@ -121,8 +124,8 @@ asio::awaitable<bool> Session::Migrate() {
   auto self = shared_from_this();
   auto sc = server_;
   auto ex = co_await asio::this_coro::executor;
-  asio::co_spawn(ex, [self, sc]() -> asio::awaitable<void> { co_await self->ServerPump(sc); },
-                 asio::detached);
+  asio::co_spawn(
+      ex, [self, sc]() -> asio::awaitable<void> { co_await self->ServerPump(sc); }, asio::detached);
   spdlog::info("pgshift-proxy: {} moved to {}", Tag(), dest);
   co_return true;
 }

@@ -15,6 +15,7 @@
 #include "proxy/config.h"
 #include "proxy/net.h"
 #include "proxy/route.h"
+#include "proxy/splice/splicer.h"
 
 namespace pgshift::proxy {
 
@@ -48,7 +49,8 @@ struct ProxyShared {
   asio::ssl::context plain_ctx{asio::ssl::context::tls};  // unused TLS side of plain streams
   asio::ssl::context upstream_tls{asio::ssl::context::tls_client};
   CancelRegistry cancels;
-  std::atomic<int64_t> refused{0};  // connections refused (TLS, policy, route)
+  std::unique_ptr<Splicer> splicer;  // null: kernel splice off or unavailable
+  std::atomic<int64_t> refused{0};   // connections refused (TLS, policy, route)
   std::atomic<int64_t> cancels_sent{0};
   std::atomic<int64_t> protocol_errors{0};
 };

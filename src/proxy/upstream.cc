@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <unistd.h>
 
 #include <asio/experimental/awaitable_operators.hpp>
 
@@ -45,15 +46,18 @@ std::string ErrorText(std::string_view body) {
   return s;
 }
 
-asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login, std::string* server_error) {
+asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login,
+                              std::string* server_error) {
   std::string endpoint = login.upstream.host + ":" + std::to_string(login.upstream.port);
   if (login.upstream.tls) {
-    if (co_await c.stream.WriteAll(SslRequest())) co_return Unavailable("cannot write to upstream " + endpoint);
+    if (co_await c.stream.WriteAll(SslRequest()))
+      co_return Unavailable("cannot write to upstream " + endpoint);
     char answer = 0;
     auto [ec, n] = co_await c.stream.ReadSome(&answer, 1);
     if (ec || n != 1) co_return Unavailable("upstream " + endpoint + " closed during SSLRequest");
     if (answer != 'S')
-      co_return Unavailable("upstream " + endpoint + " does not accept TLS but the route requires it");
+      co_return Unavailable("upstream " + endpoint +
+                            " does not accept TLS but the route requires it");
     auto& ssl = c.stream.tls_stream();
     if (!login.upstream.ca.empty()) {
       ssl.set_verify_mode(asio::ssl::verify_peer);
@@ -63,7 +67,9 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login, std::st
     }
     SSL_set_tlsext_host_name(ssl.native_handle(), login.upstream.host.c_str());
     auto [hec] = co_await ssl.async_handshake(asio::ssl::stream_base::client, kNoThrow);
-    if (hec) co_return Unavailable("TLS handshake with upstream " + endpoint + " failed: " + hec.message());
+    if (hec)
+      co_return Unavailable("TLS handshake with upstream " + endpoint +
+                            " failed: " + hec.message());
     c.stream.set_tls(true);
   }
   if (co_await c.stream.WriteAll(StartupMessage(login.startup_params)))
@@ -75,8 +81,9 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login, std::st
     if (k == "user") user = v;
   auto need_password = [&]() -> Status {
     if (!login.credential || login.credential->password.empty())
-      return FailedPrecondition("upstream " + endpoint + " asks for a password for role \"" + user +
-                                "\" but the proxy holds no credentials for it (add it to credentials)");
+      return FailedPrecondition(
+          "upstream " + endpoint + " asks for a password for role \"" + user +
+          "\" but the proxy holds no credentials for it (add it to credentials)");
     return Status::OK();
   };
   while (true) {
@@ -87,7 +94,8 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login, std::st
     switch (m.type) {
       case 'R': {
         int32_t code = -1;
-        if (!r.ReadInt32(&code)) co_return Internal("malformed authentication request from upstream");
+        if (!r.ReadInt32(&code))
+          co_return Internal("malformed authentication request from upstream");
         if (code == 0) break;
         if (code == 3) {
           if (Status np = need_password(); !np.ok()) co_return np;
@@ -104,7 +112,9 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login, std::st
           std::string_view mech;
           while (r.ReadCString(&mech) && !mech.empty())
             if (mech == "SCRAM-SHA-256") has_scram = true;
-          if (!has_scram) co_return Unavailable("upstream " + endpoint + " offers no SASL mechanism the proxy supports");
+          if (!has_scram)
+            co_return Unavailable("upstream " + endpoint +
+                                  " offers no SASL mechanism the proxy supports");
           scram.emplace(login.credential->password);
           co_await c.stream.WriteAll(SaslInitialResponse("SCRAM-SHA-256", scram->ClientFirst()));
         } else if (code == 11) {
@@ -131,7 +141,8 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login, std::st
       }
       case 'K': {
         int32_t pid = 0, key = 0;
-        if (!r.ReadInt32(&pid) || !r.ReadInt32(&key)) co_return Internal("malformed BackendKeyData");
+        if (!r.ReadInt32(&pid) || !r.ReadInt32(&key))
+          co_return Internal("malformed BackendKeyData");
         c.backend_pid = static_cast<uint32_t>(pid);
         c.backend_key = static_cast<uint32_t>(key);
         break;
@@ -142,7 +153,8 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login, std::st
       case 'N':
         break;
       default:
-        co_return Internal(std::string("unexpected message '") + m.type + "' from upstream during login");
+        co_return Internal(std::string("unexpected message '") + m.type +
+                           "' from upstream during login");
     }
   }
 }
@@ -184,7 +196,20 @@ asio::awaitable<Result<GenericSocket>> ConnectSocket(const UpstreamConfig& upstr
         int one = 1;
         ::setsockopt(s->native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       }
-      co_return std::move(*s);
+      // The connect left the socket registered for EPOLLOUT for good (Asio
+      // never drops it), and every ACK would then wake the event loop: a
+      // fresh registration watches reads only. It matters most for a session
+      // the kernel forwards (splice/), where nothing else should wake us.
+      asio::error_code rec;
+      int fd = s->release(rec);
+      if (rec) co_return Unavailable("upstream " + endpoint + ": " + rec.message());
+      GenericSocket fresh(ex);
+      fresh.assign(ep.protocol(), fd, rec);
+      if (rec) {
+        ::close(fd);
+        co_return Unavailable("upstream " + endpoint + ": " + rec.message());
+      }
+      co_return std::move(fresh);
     }
     last = *expired ? asio::error::timed_out : ec;
   }
@@ -236,8 +261,9 @@ asio::awaitable<LoginOutcome> ConnectUpstream(UpstreamLogin login) {
 }
 
 asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(ServerConn& c,
-                                                                            std::string sql) {
-  if (co_await c.stream.WriteAll(QueryMessage(sql))) co_return Unavailable("cannot write to upstream");
+                                                                           std::string sql) {
+  if (co_await c.stream.WriteAll(QueryMessage(sql)))
+    co_return Unavailable("cannot write to upstream");
   std::vector<std::vector<std::string>> rows;
   Status error;
   std::string buf = std::move(c.leftover), storage;
@@ -255,8 +281,10 @@ asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(Serve
         int32_t len = 0;
         std::string_view v;
         if (!r.ReadInt32(&len)) break;
-        if (len >= 0 && r.ReadBytes(static_cast<size_t>(len), &v)) row.emplace_back(v);
-        else row.emplace_back();
+        if (len >= 0 && r.ReadBytes(static_cast<size_t>(len), &v))
+          row.emplace_back(v);
+        else
+          row.emplace_back();
       }
       rows.push_back(std::move(row));
     } else if (m.type == 'E') {

@@ -184,6 +184,15 @@ SpliceCounters Splicer::TakeBack(int i) {
   return c;
 }
 
+SpliceCounters Splicer::Peek(int i) const {
+  pg_splice_slot* s = slot(i);
+  SpliceCounters c;
+  c.c2s_bytes = Atomic(s->c2s_bytes).load(std::memory_order_relaxed);
+  c.s2c_bytes = Atomic(s->s2c_bytes).load(std::memory_order_relaxed);
+  c.s2c_idle = Atomic(s->s2c_idle).load(std::memory_order_relaxed);
+  return c;
+}
+
 Result<uint64_t> Splicer::QueuedBytes(int fd) {
   tcp_info ti{};
   socklen_t len = sizeof(ti);

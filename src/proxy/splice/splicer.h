@@ -67,6 +67,9 @@ class Splicer {
   // User mode again: waits (microseconds) for running verdicts to finish,
   // then returns and zeroes the counters. Idempotent.
   SpliceCounters TakeBack(int slot);
+  // The counters as they stand, without taking the slot back (for stats; any
+  // thread, may be a moment behind).
+  SpliceCounters Peek(int slot) const;
 
   // Bytes ever queued for sending on a TCP socket, by the proxy or by the
   // kernel's redirects (sent once + not yet sent). Redirected bytes are
