@@ -5,11 +5,15 @@
 // Everything here is used from one io_context thread per session.
 #pragma once
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ssl.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -25,7 +29,8 @@ inline constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitabl
 template <typename Socket>
 class BasicStream {
  public:
-  BasicStream(Socket s, asio::ssl::context& ctx) : s_(std::move(s), ctx) {}
+  BasicStream(Socket s, asio::ssl::context& ctx)
+      : s_(std::move(s), ctx), park_(s_.get_executor()) {}
 
   // Plain streams wait for readability and then read what is there, instead of
   // Asio's speculative read, a recv that fails with EAGAIN after every message.
@@ -35,6 +40,11 @@ class BasicStream {
   asio::awaitable<std::tuple<asio::error_code, size_t>> ReadSome(char* p, size_t n) {
     if (tls_) co_return co_await s_.async_read_some(asio::buffer(p, n), kNoThrow);
     while (true) {
+      if (parked_) {
+        co_await park_.async_wait(kNoThrow);  // until Unpark (or Close)
+        if (closed_) co_return std::tuple{asio::error_code(asio::error::bad_descriptor), size_t{0}};
+        continue;
+      }
       if (!drained_) {
         asio::error_code ec;
         size_t got = TryRead(p, n, ec);
@@ -44,7 +54,9 @@ class BasicStream {
         }
         drained_ = true;
       }
+      const uint64_t parks = parks_;
       auto [ec] = co_await socket().async_wait(Socket::wait_read, kNoThrow);
+      if (ec == asio::error::operation_aborted && parks_ != parks) continue;  // parked meanwhile
       if (ec) co_return std::tuple{ec, size_t{0}};
       drained_ = false;
     }
@@ -93,10 +105,52 @@ class BasicStream {
     co_return wec;
   }
   void Close() {
+    closed_ = true;
+    if (parked_) {
+      ::shutdown(parked_fd_, SHUT_RDWR);
+      ::close(parked_fd_);
+      parked_ = false;
+      park_.cancel();
+      return;
+    }
     asio::error_code ec;
     s_.next_layer().shutdown(Socket::shutdown_both, ec);
     s_.next_layer().close(ec);
   }
+  // Kernel splice: while the kernel forwards this socket's bytes, the socket
+  // leaves the event loop (each segment the kernel redirects would still wake
+  // it), and a pending read waits until Unpark. Plain streams only; nothing
+  // may be written while parked.
+  asio::error_code Park() {
+    asio::error_code ec;
+    auto proto = socket().local_endpoint(ec).protocol();
+    if (ec) return ec;
+    int fd = socket().release(ec);
+    if (ec) return ec;
+    parked_fd_ = fd;
+    parked_proto_ = proto;
+    parked_ = true;
+    parks_++;
+    park_.expires_at(asio::steady_timer::time_point::max());
+    return ec;
+  }
+  // Back into the event loop; false when that failed (the socket is closed then).
+  bool Unpark() {
+    if (!parked_) return true;
+    parked_ = false;
+    asio::error_code ec;
+    socket().assign(*parked_proto_, parked_fd_, ec);
+    if (ec) {
+      ::close(parked_fd_);
+      closed_ = true;
+    }
+    nonblocking_ = false;  // a fresh Asio socket: set it again before the first read
+    drained_ = false;
+    park_.cancel();
+    return !ec;
+  }
+  bool parked() const { return parked_; }
+  int native_fd() { return parked_ ? parked_fd_ : socket().native_handle(); }
   asio::ssl::stream<Socket>& tls_stream() { return s_; }
   Socket& socket() { return s_.next_layer(); }
   bool tls() const { return tls_; }
@@ -132,6 +186,12 @@ class BasicStream {
   bool nonblocking_ = false;  // plain reads and writes never block the thread
   bool drained_ = false;      // the last read emptied the socket
   uint64_t write_fence_ = 0;
+  asio::steady_timer park_;  // a parked read waits on it; Unpark cancels it
+  bool parked_ = false;
+  bool closed_ = false;
+  uint64_t parks_ = 0;
+  int parked_fd_ = -1;
+  std::optional<typename Socket::protocol_type> parked_proto_;
 };
 
 using Stream = BasicStream<tcp::socket>;            // client side

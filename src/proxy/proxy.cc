@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 #include <sched.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <sstream>
@@ -191,6 +192,23 @@ Status Proxy::Start() {
   }
   PGSHIFT_RETURN_IF_ERROR(StartAdmin());
   asio::co_spawn(*contexts_[0], AcceptLoop(*acceptor_, contexts_, sh), asio::detached);
+  if (sh.splicer) {
+    // The kernel splice's announcements (a spliced session needs the proxy)
+    // are read on the first loop and posted to each session's own.
+    auto events = std::make_shared<asio::posix::stream_descriptor>(*contexts_[0],
+                                                                   ::dup(sh.splicer->EventsFd()));
+    asio::co_spawn(
+        *contexts_[0],
+        [events, sp = sh.splicer.get()]() -> asio::awaitable<void> {
+          while (events->is_open()) {
+            auto [ec] =
+                co_await events->async_wait(asio::posix::descriptor_base::wait_read, kNoThrow);
+            if (ec) break;
+            sp->DispatchEvents();
+          }
+        },
+        asio::detached);
+  }
   for (auto& ctx : contexts_)
     threads_.emplace_back([c = ctx.get(), us = sh.config.busy_poll_us] { RunContext(*c, us); });
   started_ = true;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -247,6 +248,94 @@ INSTANTIATE_TEST_SUITE_P(Modes, ProxySwitchUnderLoad,
                          [](const ::testing::TestParamInfo<ProxySwitchUnderLoad::ParamType>& i) {
                            return std::get<0>(i.param) + "_" + std::get<1>(i.param);
                          });
+
+// A plain-text session runs in the kernel splice between transactions and
+// comes back to the proxy for everything the proxy must see: errors, results
+// larger than one segment, COPY, SET (captured for a switch), named
+// statements, a cancel, and a client that goes away while spliced.
+TEST(ProxySplice, PlainSessionsRunSplicedAndComeBackForWhatTheProxyMustSee) {
+  auto env = MustEnv(true, /*plaintext=*/true);
+  ASSERT_TRUE(env);
+  ASSERT_NE(env->proxy->shared().splicer, nullptr) << "the kernel splice did not load (root?)";
+  auto route = env->proxy->shared().routes.Find("app");
+  auto wait_for = [](const std::function<bool()>& done) {
+    for (int i = 0; i < 400 && !done(); i++) std::this_thread::sleep_for(10ms);
+    return done();
+  };
+  auto c = PgConn::Connect(env->Conninfo(""));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  PgConn& s = **c;
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }))
+      << "an idle plain session is spliced";
+  const int64_t splices = route->splices.load();
+  const int64_t txns = route->LiveTotals().transactions;
+  for (int i = 0; i < 20; i++) EXPECT_EQ(One(s, "select " + std::to_string(i)), std::to_string(i));
+  EXPECT_EQ(route->splices.load(), splices) << "plain queries stay in the kernel";
+  EXPECT_GE(route->LiveTotals().transactions, txns + 20) << "the kernel's count shows in stats";
+
+  // An error: handed back, counted, and the session goes on.
+  const int64_t errors = route->errors.load();
+  auto bad = s.Query("select 1/0");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("division by zero"), std::string::npos);
+  EXPECT_EQ(route->errors.load(), errors + 1);
+  EXPECT_EQ(One(s, "select 'after error'"), "after error");
+  // A row larger than a segment, then COPY out.
+  EXPECT_EQ(One(s, "select length(repeat('x', 300000))"), "300000");
+  EXPECT_EQ(One(s, "select length(string_agg(repeat('y', 1000), '')) from generate_series(1, 500)"),
+            "500000");
+  ASSERT_TRUE(s.Exec("create temp table t as select g from generate_series(1, 1000) g").ok());
+  auto copy = Psql(env->Conninfo(""), "copy (select g from generate_series(1, 3) g) to stdout");
+  ASSERT_TRUE(copy.ok());
+  EXPECT_EQ(copy->output, "1\n2\n3\n");
+  // A named statement (the proxy keeps it for a switch), then a SET.
+  PGresult* prep = PQprepare(s.raw(), "q1", "select $1::int + 1", 1, nullptr);
+  EXPECT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK);
+  PQclear(prep);
+  ASSERT_TRUE(s.Exec("set work_mem = '5MB'").ok());
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }));
+  // A cancel reaches the server while the session is spliced.
+  ASSERT_EQ(PQsendQuery(s.raw(), "select pg_sleep(30)"), 1);
+  std::this_thread::sleep_for(300ms);
+  PGcancel* cancel = PQgetCancel(s.raw());
+  char err[256];
+  ASSERT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
+  PQfreeCancel(cancel);
+  PGresult* r = PQgetResult(s.raw());
+  ASSERT_NE(r, nullptr);
+  EXPECT_STREQ(PQresultErrorField(r, PG_DIAG_SQLSTATE), "57014");
+  PQclear(r);
+  while ((r = PQgetResult(s.raw())) != nullptr) PQclear(r);
+
+  // Switch: the SET value and the named statement move along.
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  ASSERT_TRUE(router->Hold(5000).ok());
+  EXPECT_EQ(route->spliced_sessions.load(), 0) << "a drained hold has taken every session back";
+  ASSERT_TRUE(router->Repoint({"127.0.0.1", env->b->port()}).ok());
+  ASSERT_TRUE(router->Release().ok());
+  EXPECT_EQ(One(s, "select inet_server_port()"), std::to_string(env->b->port()));
+  EXPECT_EQ(One(s, "show work_mem"), "5MB");
+  const char* one = "41";
+  PGresult* ex = PQexecPrepared(s.raw(), "q1", 1, &one, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(ex), PGRES_TUPLES_OK) << PQresultErrorMessage(ex);
+  EXPECT_STREQ(PQgetvalue(ex, 0, 0), "42");
+  PQclear(ex);
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }))
+      << "spliced again on the new server once every statement is prepared there";
+
+  // The client goes away while spliced: the proxy notices and ends its backend.
+  const std::string pid = One(s, "select pg_backend_pid()");
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }));
+  c->reset();
+  EXPECT_TRUE(wait_for([&] { return route->sessions.load() == 0; }));
+  EXPECT_EQ(route->spliced_sessions.load(), 0);
+  EXPECT_TRUE(wait_for([&] {
+    auto left = env->b->Psql("select count(*) from pg_stat_activity where pid = " + pid);
+    return left.ok() && *left == "0\n";
+  }));
+  EXPECT_EQ(env->proxy->shared().splicer->slots_in_use(), 0);
+}
 
 // Busy polling changes only how the event loops wait: TLS and plaintext
 // traffic, transaction tracking and a hold + switch behave as without it.

@@ -111,6 +111,7 @@ void Session::Advance(SessionEvent e) {
 }
 
 void Session::Close() {
+  closing_ = true;
   DetachSplice();  // before the sockets close, with the kernel's counts accounted
   if (state_ != SessionState::kClosed) Advance(SessionEvent::kClose);
   closed_ = true;

@@ -63,6 +63,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void EnterSplice();
   void LeaveSplice();
   void DetachSplice();
+  // While spliced: notices a peer that closed (no segment tells the verdict).
+  asio::awaitable<void> SpliceSweep(uint64_t round);
   void Advance(SessionEvent e);
   void Close();
   bool AtBoundary() const { return pending_ == 0 && !batch_open_ && txn_status_ == 'I'; }
@@ -110,7 +112,9 @@ class Session : public std::enable_shared_from_this<Session> {
   int splice_slot_ = -1;
   bool spliced_ = false;
   bool splice_off_ = false;  // attaching failed once: this session stays in user space
+  bool closing_ = false;     // Close is under way: parked sockets are closed, not unparked
   uint64_t splice_id_ = 0;
+  uint64_t splice_round_ = 0;  // entries into kernel mode, for the sweep
   uint64_t splice_base_client_ = 0, splice_base_server_ = 0;
   std::string client_in_;  // client bytes read, not yet a whole message
 

@@ -16,6 +16,9 @@
 namespace pgshift::proxy {
 namespace {
 
+// How often a spliced session checks that its peers are still there.
+constexpr int kSpliceSweepMs = 500;
+
 // Bytes waiting on either socket: they arrived before kernel mode began and
 // sit in the proxy's own queue, so the session goes back to user space.
 bool Unread(int a, int b) {
@@ -52,6 +55,14 @@ void Session::EnterSplice() {
       return;
     }
     splice_slot_ = *slot;
+    // The verdict announces a segment it hands back to us on its event ring.
+    std::weak_ptr<Session> weak = weak_from_this();
+    auto ex = client_.socket().get_executor();
+    sp->SetWaker(splice_slot_, [ex, weak] {
+      asio::post(ex, [weak] {
+        if (auto s = weak.lock()) s->LeaveSplice();
+      });
+    });
   }
   auto qc = Splicer::QueuedBytes(cfd);
   auto qs = Splicer::QueuedBytes(sfd);
@@ -82,13 +93,46 @@ void Session::EnterSplice() {
   });
   spliced_ = true;
   sp->Enter(slot);
-  if (route_->held() || route_->generation() != generation_ || Unread(cfd, sfd)) LeaveSplice();
+  if (route_->held() || route_->generation() != generation_ || Unread(cfd, sfd)) {
+    LeaveSplice();
+    return;
+  }
+  // Out of the event loop until the kernel hands the session back: the ring
+  // (a segment for us), a hold or repoint, or the sweep (a peer closed).
+  if (client_.Park() || server_->stream.Park()) {
+    LeaveSplice();
+    return;
+  }
+  uint64_t round = ++splice_round_;
+  auto self = shared_from_this();
+  asio::co_spawn(
+      ex, [self, round]() -> asio::awaitable<void> { co_await self->SpliceSweep(round); },
+      asio::detached);
+}
+
+asio::awaitable<void> Session::SpliceSweep(uint64_t round) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  while (spliced_ && splice_round_ == round && !closed_) {
+    t.expires_after(std::chrono::milliseconds(kSpliceSweepMs));
+    co_await t.async_wait(kNoThrow);
+    if (!spliced_ || splice_round_ != round || closed_) break;
+    // POLLIN too: should an announcement ever be lost (a full ring), the
+    // segment the verdict handed back still gets read.
+    pollfd p[2] = {{client_.native_fd(), POLLIN | POLLRDHUP, 0},
+                   {server_->stream.native_fd(), POLLIN | POLLRDHUP, 0}};
+    if (poll(p, 2, 0) != 0) LeaveSplice();
+  }
 }
 
 void Session::LeaveSplice() {
   if (!spliced_) return;
   spliced_ = false;
   SpliceCounters c = shared_.splicer->TakeBack(splice_slot_);
+  // Back into the event loop (Close closes parked sockets itself).
+  if (!closing_) {
+    client_.Unpark();
+    server_->stream.Unpark();
+  }
   // What the kernel redirected is queued on the peers shortly: the proxy's
   // next writes there wait for it.
   if (c.s2c_bytes > 0) client_.SetWriteFence(splice_base_client_ + c.s2c_bytes);

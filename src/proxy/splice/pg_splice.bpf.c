@@ -38,6 +38,14 @@ struct {
   __type(value, struct pg_splice_slot);
 } pg_splice_slots SEC(".maps");
 
+// Slots whose session the verdict switched to user mode: the proxy keeps a
+// spliced session's sockets out of its event loop (a redirected segment would
+// still wake it), so this is how it learns that one needs it.
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 64 * 1024);
+} pg_splice_events SEC(".maps");
+
 static __always_inline int header(struct __sk_buff* skb, __u32 off, __u8* type, __u32* len) {
   __u8 h[5];
   if (bpf_skb_load_bytes(skb, off, h, 5)) return -1;
@@ -206,8 +214,10 @@ int pg_splice_verdict(struct __sk_buff* skb) {
   if (!w.why && w.off != w.frame) w.why = w.dir == 0 ? PG_SPLICE_WHY_CLIENT : PG_SPLICE_WHY_SERVER;
   if (w.why) {
     if (__sync_val_compare_and_swap(&slot->mode, PG_SPLICE_KERNEL, PG_SPLICE_USER) ==
-        PG_SPLICE_KERNEL)
+        PG_SPLICE_KERNEL) {
       slot->why = w.why;
+      bpf_ringbuf_output(&pg_splice_events, &idx, sizeof(idx), 0);
+    }
     goto out;
   }
   if (w.dir == 0) {

@@ -84,12 +84,25 @@ Result<std::unique_ptr<Splicer>> Splicer::Create() {
   void* p = mmap(nullptr, s->slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, s->slots_fd_, 0);
   if (p == MAP_FAILED) return Errno("mapping the slot array", errno);
   s->slots_ = static_cast<pg_splice_slot*>(p);
+  int events_fd = map_fd("pg_splice_events");
+  if (events_fd < 0) return Internal("kernel splice: the BPF object lacks its event ring");
+  s->events_ = ring_buffer__new(
+      events_fd,
+      [](void* ctx, void* data, size_t size) -> int {
+        auto* self = static_cast<Splicer*>(ctx);
+        if (size >= sizeof(uint32_t)) self->woken_.push_back(*static_cast<const uint32_t*>(data));
+        return 0;
+      },
+      s.get(), nullptr);
+  if (!s->events_) return Errno("opening the event ring", errno);
+  s->wakers_.resize(PG_SPLICE_MAX_SLOTS);
   for (int i = PG_SPLICE_MAX_SLOTS - 1; i >= 0; i--) s->free_.push_back(i);
   s->cookies_.assign(2 * PG_SPLICE_MAX_SLOTS, 0);
   return s;
 }
 
 Splicer::~Splicer() {
+  if (events_) ring_buffer__free(events_);
   if (slots_) munmap(slots_, slots_bytes_);
   if (obj_) bpf_object__close(obj_);  // the maps go, and with them every splice
 }
@@ -152,7 +165,27 @@ void Splicer::Detach(int i) {
     if (cookie != 0) bpf_map_delete_elem(sockets_fd_, &cookie);
   }
   std::lock_guard lock(mu_);
+  wakers_[i] = nullptr;
   free_.push_back(i);
+}
+
+int Splicer::EventsFd() const { return ring_buffer__epoll_fd(events_); }
+
+void Splicer::SetWaker(int i, std::function<void()> wake) {
+  std::lock_guard lock(mu_);
+  wakers_[i] = std::move(wake);
+}
+
+void Splicer::DispatchEvents() {
+  woken_.clear();
+  ring_buffer__consume(events_);
+  std::vector<std::function<void()>> calls;
+  {
+    std::lock_guard lock(mu_);
+    for (int i : woken_)
+      if (i >= 0 && i < PG_SPLICE_MAX_SLOTS && wakers_[i]) calls.push_back(wakers_[i]);
+  }
+  for (auto& fn : calls) fn();
 }
 
 void Splicer::Enter(int i) {

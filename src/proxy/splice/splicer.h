@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "proxy/splice/pg_splice_abi.h"
 
 struct bpf_object;
+struct ring_buffer;
 
 namespace pgshift::proxy {
 
@@ -80,6 +82,14 @@ class Splicer {
 
   int slots_in_use() const;
 
+  // Kernel mode ended on its own (a segment the proxy must see): the verdict
+  // announces the slot on a ring buffer. EventsFd is readable when there are
+  // announcements; DispatchEvents (one thread at a time) calls each slot's
+  // waker. A waker is set per slot by its session and cleared by Detach.
+  int EventsFd() const;
+  void SetWaker(int slot, std::function<void()> wake);
+  void DispatchEvents();
+
  private:
   Splicer() = default;
   pg_splice_slot* slot(int i) const { return &slots_[i]; }
@@ -92,6 +102,9 @@ class Splicer {
   mutable std::mutex mu_;
   std::vector<int> free_;
   std::vector<uint64_t> cookies_;  // per sockmap index, to remove from the hash
+  ring_buffer* events_ = nullptr;
+  std::vector<std::function<void()>> wakers_;  // per slot, guarded by mu_
+  std::vector<int> woken_;                     // DispatchEvents' scratch
 };
 
 }  // namespace pgshift::proxy
