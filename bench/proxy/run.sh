@@ -16,7 +16,9 @@
 # proxy with a single client (no queueing). The proxy's CPU time per phase goes
 # to stderr (us per transaction), so a busy-poll trade-off is visible.
 #   PROXY_BIN=/path/pgshift-proxy BUSY_POLL_US=0 bash bench/proxy/run.sh
-# splice_vs_direct is the kernel splice's ratio (null when it cannot load: not root).
+# splice_vs_direct: splice_forwarder.cc, the kernel splice with its sockets left in
+# epoll (the kernel then wakes it for every redirected segment), for reference;
+# the proxy itself parks spliced sockets (null when it cannot load: not root).
 # The last line is: BENCH proxy {"proxy_vs_direct":R,...,"splice_vs_direct":R}
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -208,6 +210,8 @@ phase_cpu() {  # stderr: the proxy's CPU per transaction, for phases through it
   case $1 in proxy*) printf ' proxy_cpu=%5.1f us/txn' "$2" >&2 ;; esac
   echo >&2
 }
+# A discarded warm-up, so the first round's direct run does not meet cold caches.
+run warmup "$PGPORT" select 2 > /dev/null
 for round in $(seq 1 "$ROUNDS"); do
   for spec in "${SELECT_TARGETS[@]}"; do
     name=${spec%%:*}; port=${spec##*:}

@@ -109,8 +109,9 @@ class MigrationE2E : public ::testing::Test {
 
   // Cut over under load, roll back from `verify`, and show writes go on
   // through the same router onto the (unfenced) source.
-  void RollbackAfterSwitch() {
-    StartLoad();
+  // An automatic cutover that stops in `verify`, waiting for finalize or
+  // rollback: its id and the migration as it stands there.
+  std::pair<std::string, Result<json>> CutOverToVerify() {
     std::string id = Create({{"auto_cutover", true},
                              {"auto_finalize", false},
                              {"sustain_seconds", 1},
@@ -122,6 +123,12 @@ class MigrationE2E : public ::testing::Test {
           return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m);
         },
         kMigrationBoundMs);
+    return {id, m};
+  }
+
+  void RollbackAfterSwitch() {
+    StartLoad();
+    auto [id, m] = CutOverToVerify();
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
     // Without the explicit confirmation, rollback after the switch is refused.
@@ -424,17 +431,7 @@ TEST_F(ProxyMigrationE2E, FenceSparesHeldIdleSessionsAndTheyStillMoveToTheTarget
     pids += (pids.empty() ? "" : ",") + r->Str(0, "pid");
     idle.push_back(std::move(*c));
   }
-  std::string id = Create({{"auto_cutover", true},
-                           {"auto_finalize", false},
-                           {"sustain_seconds", 1},
-                           {"verify_seconds", 1},
-                           {"poll_ms", 100}});
-  auto m = sb_->WaitFor(
-      id,
-      [](const json& m) {
-        return (m["phase"] == "verify" && m["state"] == "waiting") || Terminal(m);
-      },
-      kMigrationBoundMs);
+  auto [id, m] = CutOverToVerify();
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
   const json& result = (*m)["result"];

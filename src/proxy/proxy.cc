@@ -163,7 +163,7 @@ Status Proxy::Start() {
   } catch (const std::exception& e) {
     return InvalidArgument(std::string("cannot load TLS files of the proxy config: ") + e.what());
   }
-  if (sh.config.kernel_splice) {
+  if (sh.config.kernel_splice && !sh.splicer) {
     auto splicer = Splicer::Create();
     if (splicer.ok()) {
       sh.splicer = std::move(splicer).value();

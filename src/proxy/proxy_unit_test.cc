@@ -209,6 +209,24 @@ TEST(Config, BusyPollUsIsOptionalBoundedAndKeptOnSave) {
   }
 }
 
+TEST(Config, KernelSpliceIsOnByDefaultAndKeptOnSave) {
+  auto c = ParseProxyConfig(GoodConfig());
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->kernel_splice);
+  auto j = GoodConfig();
+  j["kernel_splice"] = false;
+  c = ParseProxyConfig(j);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->kernel_splice);
+  auto again = ParseProxyConfig(ToJson(*c));
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->kernel_splice);
+  j["kernel_splice"] = "no";
+  auto st = ParseProxyConfig(j).status();
+  EXPECT_NE(st.message().find("kernel_splice has the wrong type"), std::string::npos)
+      << st.message();
+}
+
 TEST(SessionStateMachine, AllowsTheDocumentedPathsOnly) {
   using S = SessionState;
   using E = SessionEvent;
