@@ -1,12 +1,13 @@
 #include "proxy/proxy_test_util.h"
 
-#include "proxy/dev_certs.h"
-
+#include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <regex>
 
 #include "common/os.h"
+#include "proxy/dev_certs.h"
+#include "router/proxy_router.h"
 
 namespace pgshift::proxy::testing {
 Status MakeCerts(const std::string& dir) { return MakeDevCerts(dir); }
@@ -33,7 +34,8 @@ Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow
     std::string hba_path = c->cluster().spec().data_dir + "/pg_hba.conf";
     PGSHIFT_ASSIGN_OR_RETURN(std::string hba, ReadFile(hba_path));
     PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(
-        hba_path, "host all app 127.0.0.1/32 scram-sha-256\nhost all md5user 127.0.0.1/32 md5\n" + hba));
+        hba_path,
+        "host all app 127.0.0.1/32 scram-sha-256\nhost all md5user 127.0.0.1/32 md5\n" + hba));
     PGSHIFT_RETURN_IF_ERROR(c->Psql("SELECT pg_reload_conf()").status());
     PGSHIFT_RETURN_IF_ERROR(
         RunChecked(DefaultRunner(),
@@ -60,8 +62,9 @@ Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow
       {"policy",
        {{{"identity", "app-client"}, {"databases", {"app"}}, {"roles", {"app", "md5user"}}},
         {{"identity", "other-client"}, {"databases", {"postgres"}}, {"roles", {"app"}}}}},
-      {"credentials", {{{"role", "app"}, {"password", "secret"}},
-                       {{"role", "md5user"}, {"password", "md5secret"}}}}};
+      {"credentials",
+       {{{"role", "app"}, {"password", "secret"}},
+        {{"role", "md5user"}, {"password", "md5secret"}}}}};
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(env->certs + "/proxy.json", cfg.dump(2)));
   PGSHIFT_ASSIGN_OR_RETURN(env->config, LoadProxyConfig(env->certs + "/proxy.json"));
   env->proxy = std::make_unique<Proxy>(env->config);
@@ -118,6 +121,42 @@ std::pair<int, std::string> Admin(const std::string& url, const std::string& met
                                 : cli.Put(path.c_str(), body, "application/json");
   if (!res) return {-1, httplib::to_string(res.error())};
   return {res->status, res->body};
+}
+
+std::string One(PgConn& c, const std::string& sql) {
+  auto r = c.Query(sql);
+  EXPECT_TRUE(r.ok()) << sql << ": " << r.status().ToString();
+  if (!r.ok() || r->empty()) return "";
+  return r->At(0, 0).value_or("");
+}
+
+std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext, int busy_poll_us) {
+  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us);
+  EXPECT_TRUE(env.ok()) << env.status().ToString();
+  return env.ok() ? std::move(*env) : nullptr;
+}
+
+std::unique_ptr<Router> MakeRouterFor(ProxyEnv& env) {
+  auto r = MakeProxyRouter({{"type", "proxy"}, {"admin_url", env.AdminUrl()}, {"route", "app"}});
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(*r) : nullptr;
+}
+
+int64_t Count(pgshift::testing::TestCluster& c, const std::string& sql) {
+  auto out = c.Psql(sql, "app");
+  EXPECT_TRUE(out.ok()) << out.status().ToString();
+  return out.ok() ? std::stoll(*out) : -1;
+}
+
+ProcessSpec PgbenchSpec(ProxyEnv& env, const std::string& mode, int seconds, bool plaintext) {
+  std::vector<std::string> tls = {"PGSSLMODE=verify-full", "PGSSLROOTCERT=" + env.certs + "/ca.crt",
+                                  "PGSSLCERT=" + env.certs + "/app-client.crt",
+                                  "PGSSLKEY=" + env.certs + "/app-client.key"};
+  return {.argv = {DefaultPgBinDir() + "/pgbench", "-n", "-c", "4", "-j", "2", "-T",
+                   std::to_string(seconds), "-M", mode, "-h", "127.0.0.1", "-p",
+                   std::to_string(env.proxy->port()), "-U", "app", "app"},
+          .extra_env = plaintext ? std::vector<std::string>{"PGSSLMODE=disable"} : tls,
+          .timeout_ms = 120000};
 }
 
 }  // namespace pgshift::proxy::testing

@@ -11,8 +11,10 @@
 
 #include "common/process.h"
 #include "common/status.h"
+#include "pg/conn.h"
 #include "proxy/config.h"
 #include "proxy/proxy.h"
+#include "router/router.h"
 #include "testing/pg_harness.h"
 
 namespace pgshift::proxy::testing {
@@ -23,7 +25,7 @@ Status MakeCerts(const std::string& dir);
 
 struct ProxyEnv {
   std::unique_ptr<pgshift::testing::TestCluster> a, b;  // b only when two clusters were asked
-  std::string certs;  // directory with the certificates
+  std::string certs;                                    // directory with the certificates
   ProxyConfig config;
   std::unique_ptr<Proxy> proxy;
 
@@ -55,6 +57,19 @@ struct PgbenchSummary {
   std::string output;
 };
 PgbenchSummary ParsePgbench(const ProcessResult& r);
+
+// Test conveniences; each records a gtest failure when its step fails.
+// The first column of the first row of `sql` ("" on error).
+std::string One(PgConn& c, const std::string& sql);
+std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext = false, int busy_poll_us = 0);
+// A ProxyRouter for the env's route "app".
+std::unique_ptr<Router> MakeRouterFor(ProxyEnv& env);
+// A count(*) query on database "app" of `c`; -1 on error.
+int64_t Count(pgshift::testing::TestCluster& c, const std::string& sql);
+// pgbench through the proxy (4 clients, -M mode), with the client certificate
+// or (plaintext) without TLS.
+ProcessSpec PgbenchSpec(ProxyEnv& env, const std::string& mode, int seconds,
+                        bool plaintext = false);
 
 // An HTTP call to the admin API; returns status and body.
 std::pair<int, std::string> Admin(const std::string& url, const std::string& method,

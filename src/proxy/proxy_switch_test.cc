@@ -1,0 +1,392 @@
+// pgshift-proxy integration tests, part two: moving sessions — hold, repoint
+// and release under pgbench in every query mode, over mTLS (user-space
+// forwarding) and plain text (kernel splice), what a spliced session hands
+// back to the proxy, settings and prepared statements across a switch,
+// logins during a hold, the hold deadline, replication connections.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <thread>
+
+#include "common/os.h"
+#include "pg/conn.h"
+#include "proxy/protocol.h"
+#include "proxy/proxy_test_util.h"
+#include "router/proxy_router.h"
+
+namespace pgshift::proxy::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// (query mode, transport): "mtls" forwards in user space; "plain" sessions
+// are spliced into the kernel between transactions (splice/), and the hold
+// must take them back before it can drain.
+class ProxySwitchUnderLoad : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+};
+
+TEST_P(ProxySwitchUnderLoad, PgbenchSeesNoFailedTransactions) {
+  const auto& [mode, transport] = GetParam();
+  const bool plain = transport == "plain";
+  auto env = MustEnv(true, plain);
+  ASSERT_TRUE(env);
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  auto route = env->proxy->shared().routes.Find("app");
+  int64_t a_before = Count(*env->a, "select count(*) from pgbench_history");
+  // A session with its own settings rides along the switch (spliced, its SET
+  // results still reach the proxy).
+  auto side = PgConn::Connect(env->Conninfo(plain ? "" : "app-client"));
+  ASSERT_TRUE(side.ok()) << side.status().ToString();
+  ASSERT_TRUE((*side)->Exec("SET work_mem = '3MB'").ok());
+  ASSERT_TRUE((*side)->Exec("SET lock_timeout = '4s'").ok());
+  auto bench = std::async(std::launch::async,
+                          [&] { return DefaultRunner().Run(PgbenchSpec(*env, mode, 8, plain)); });
+  std::this_thread::sleep_for(3s);
+  if (plain) {
+    ASSERT_NE(env->proxy->shared().splicer, nullptr) << "the kernel splice did not load (root?)";
+    EXPECT_GT(route->splices.load(), 0) << "no session entered kernel mode";
+  } else {
+    EXPECT_EQ(route->splices.load(), 0) << "TLS sessions are never spliced";
+  }
+  Status held = router->Hold(5000);
+  ASSERT_TRUE(held.ok()) << held.ToString();
+  auto stats = router->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->sessions, 5);
+  // Fence the source as the cutover does: its backends are terminated while the
+  // sessions wait at their boundary. The clients must not notice.
+  auto fenced = env->a->Psql(
+      "select count(pg_terminate_backend(pid)) from pg_stat_activity where usename = 'app'");
+  ASSERT_TRUE(fenced.ok()) << fenced.status().ToString();
+  EXPECT_EQ(*fenced, "5\n");
+  Endpoint to{"127.0.0.1", env->b->port()};
+  ASSERT_TRUE(router->Repoint(to).ok());
+  ASSERT_TRUE(router->Release().ok());
+  auto cur = router->Current();
+  ASSERT_TRUE(cur.ok());
+  EXPECT_EQ(*cur, to);
+  auto run = bench.get();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  PgbenchSummary sum = ParsePgbench(*run);
+  EXPECT_EQ(sum.exit_code, 0) << sum.output;
+  EXPECT_EQ(sum.failed, 0) << sum.output;
+  EXPECT_FALSE(sum.aborted) << sum.output;
+  EXPECT_GT(sum.processed, 0);
+  // Transactions ran on both servers, and every client moved.
+  EXPECT_GT(Count(*env->a, "select count(*) from pgbench_history"), a_before);
+  EXPECT_GT(Count(*env->b, "select count(*) from pgbench_history"), 0);
+  EXPECT_EQ(One(**side, "select inet_server_port()"), std::to_string(env->b->port()));
+  EXPECT_EQ(One(**side, "show work_mem"), "3MB");
+  EXPECT_EQ(One(**side, "show lock_timeout"), "4s");
+  EXPECT_GE(route->switches.load(), 4);
+  EXPECT_EQ(route->in_transaction.load(), 0);
+  // Transactions the kernel forwarded are counted too.
+  EXPECT_GE(route->LiveTotals().transactions, sum.processed);
+  // The route change was written back to the config file.
+  auto saved = LoadProxyConfig(env->certs + "/proxy.json");
+  ASSERT_TRUE(saved.ok());
+  EXPECT_EQ(saved->routes[0].upstream.port, env->b->port());
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ProxySwitchUnderLoad,
+                         ::testing::Combine(::testing::Values("simple", "extended", "prepared"),
+                                            ::testing::Values("mtls", "plain")),
+                         [](const ::testing::TestParamInfo<ProxySwitchUnderLoad::ParamType>& i) {
+                           return std::get<0>(i.param) + "_" + std::get<1>(i.param);
+                         });
+
+// A plain-text session runs in the kernel splice between transactions and
+// comes back to the proxy for everything the proxy must see: errors, results
+// larger than one segment, COPY, SET (captured for a switch), named
+// statements, a cancel, and a client that goes away while spliced.
+TEST(ProxySplice, PlainSessionsRunSplicedAndComeBackForWhatTheProxyMustSee) {
+  auto env = MustEnv(true, /*plaintext=*/true);
+  ASSERT_TRUE(env);
+  ASSERT_NE(env->proxy->shared().splicer, nullptr) << "the kernel splice did not load (root?)";
+  auto route = env->proxy->shared().routes.Find("app");
+  auto wait_for = [](const std::function<bool()>& done) {
+    for (int i = 0; i < 400 && !done(); i++) std::this_thread::sleep_for(10ms);
+    return done();
+  };
+  auto c = PgConn::Connect(env->Conninfo(""));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  PgConn& s = **c;
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }))
+      << "an idle plain session is spliced";
+  const int64_t splices = route->splices.load();
+  const int64_t txns = route->LiveTotals().transactions;
+  for (int i = 0; i < 20; i++) EXPECT_EQ(One(s, "select " + std::to_string(i)), std::to_string(i));
+  EXPECT_EQ(route->splices.load(), splices) << "plain queries stay in the kernel";
+  EXPECT_GE(route->LiveTotals().transactions, txns + 20) << "the kernel's count shows in stats";
+
+  // An error: handed back, counted, and the session goes on.
+  const int64_t errors = route->errors.load();
+  auto bad = s.Query("select 1/0");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("division by zero"), std::string::npos);
+  EXPECT_EQ(route->errors.load(), errors + 1);
+  EXPECT_EQ(One(s, "select 'after error'"), "after error");
+  // A row larger than a segment, then COPY out.
+  EXPECT_EQ(One(s, "select length(repeat('x', 300000))"), "300000");
+  EXPECT_EQ(One(s, "select length(string_agg(repeat('y', 1000), '')) from generate_series(1, 500)"),
+            "500000");
+  ASSERT_TRUE(s.Exec("create temp table t as select g from generate_series(1, 1000) g").ok());
+  auto copy = Psql(env->Conninfo(""), "copy (select g from generate_series(1, 3) g) to stdout");
+  ASSERT_TRUE(copy.ok());
+  EXPECT_EQ(copy->output, "1\n2\n3\n");
+  // A named statement (the proxy keeps it for a switch), then a SET.
+  PGresult* prep = PQprepare(s.raw(), "q1", "select $1::int + 1", 1, nullptr);
+  EXPECT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK);
+  PQclear(prep);
+  ASSERT_TRUE(s.Exec("set work_mem = '5MB'").ok());
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }));
+  // A cancel reaches the server while the session is spliced.
+  ASSERT_EQ(PQsendQuery(s.raw(), "select pg_sleep(30)"), 1);
+  std::this_thread::sleep_for(300ms);
+  PGcancel* cancel = PQgetCancel(s.raw());
+  char err[256];
+  ASSERT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
+  PQfreeCancel(cancel);
+  PGresult* r = PQgetResult(s.raw());
+  ASSERT_NE(r, nullptr);
+  EXPECT_STREQ(PQresultErrorField(r, PG_DIAG_SQLSTATE), "57014");
+  PQclear(r);
+  while ((r = PQgetResult(s.raw())) != nullptr) PQclear(r);
+
+  // Switch: the SET value and the named statement move along.
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  ASSERT_TRUE(router->Hold(5000).ok());
+  EXPECT_EQ(route->spliced_sessions.load(), 0) << "a drained hold has taken every session back";
+  ASSERT_TRUE(router->Repoint({"127.0.0.1", env->b->port()}).ok());
+  ASSERT_TRUE(router->Release().ok());
+  EXPECT_EQ(One(s, "select inet_server_port()"), std::to_string(env->b->port()));
+  EXPECT_EQ(One(s, "show work_mem"), "5MB");
+  const char* one = "41";
+  PGresult* ex = PQexecPrepared(s.raw(), "q1", 1, &one, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(ex), PGRES_TUPLES_OK) << PQresultErrorMessage(ex);
+  EXPECT_STREQ(PQgetvalue(ex, 0, 0), "42");
+  PQclear(ex);
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }))
+      << "spliced again on the new server once every statement is prepared there";
+
+  // The client goes away while spliced: the proxy notices and ends its backend.
+  const std::string pid = One(s, "select pg_backend_pid()");
+  EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }));
+  c->reset();
+  EXPECT_TRUE(wait_for([&] { return route->sessions.load() == 0; }));
+  EXPECT_EQ(route->spliced_sessions.load(), 0);
+  EXPECT_TRUE(wait_for([&] {
+    auto left = env->b->Psql("select count(*) from pg_stat_activity where pid = " + pid);
+    return left.ok() && *left == "0\n";
+  }));
+  EXPECT_EQ(env->proxy->shared().splicer->slots_in_use(), 0);
+}
+
+// Busy polling changes only how the event loops wait: TLS and plaintext
+// traffic, transaction tracking and a hold + switch behave as without it.
+TEST(ProxyBusyPoll, TrafficHoldAndSwitchWorkWhileTheLoopsPoll) {
+  auto env = MustEnv(true, /*plaintext=*/true, /*busy_poll_us=*/200);
+  ASSERT_TRUE(env);
+  EXPECT_EQ(env->proxy->shared().config.busy_poll_us, 200);
+  auto r = Psql(env->Conninfo(""), "select 40 + 2");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->output, "42\n");
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  auto bench = std::async(std::launch::async,
+                          [&] { return DefaultRunner().Run(PgbenchSpec(*env, "prepared", 6)); });
+  std::this_thread::sleep_for(2s);
+  Status held = router->Hold(5000);
+  ASSERT_TRUE(held.ok()) << held.ToString();
+  Endpoint to{"127.0.0.1", env->b->port()};
+  ASSERT_TRUE(router->Repoint(to).ok());
+  ASSERT_TRUE(router->Release().ok());
+  auto run = bench.get();
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  PgbenchSummary sum = ParsePgbench(*run);
+  EXPECT_EQ(sum.exit_code, 0) << sum.output;
+  EXPECT_EQ(sum.failed, 0) << sum.output;
+  EXPECT_GT(sum.processed, 0);
+  EXPECT_GT(Count(*env->b, "select count(*) from pgbench_history"), 0);
+  auto route = env->proxy->shared().routes.Find("app");
+  EXPECT_GE(route->transactions.load(), sum.processed);
+  EXPECT_GE(route->switches.load(), 4);
+  EXPECT_EQ(route->in_transaction.load(), 0);
+  EXPECT_EQ(route->held_sessions.load(), 0);
+}
+
+TEST(ProxySwitch, SessionSettingsAndPreparedStatementsSurviveTheSwitch) {
+  auto env = MustEnv(true);
+  ASSERT_TRUE(env);
+  for (auto* cl : {env->a.get(), env->b.get()})
+    ASSERT_TRUE(cl->Psql("CREATE ROLE reader; GRANT reader TO app").ok());
+  auto conn = PgConn::Connect(env->Conninfo() + " application_name=before");
+  ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+  PgConn& c = **conn;
+  ASSERT_TRUE(c.Exec("SET ROLE reader").ok());
+  ASSERT_TRUE(c.Exec("SET work_mem = '7MB'").ok());
+  ASSERT_TRUE(c.Exec("SET search_path TO pg_catalog, public").ok());
+  ASSERT_TRUE(c.Exec("SET application_name = 'after-set'").ok());
+  ASSERT_TRUE(c.Exec("BEGIN").ok());
+  ASSERT_TRUE(c.Exec("SET LOCAL statement_timeout = '3s'").ok());
+  ASSERT_TRUE(c.Exec("COMMIT").ok());
+  PGresult* prep = PQprepare(c.raw(), "plus_one", "select $1::int + 1", 1, nullptr);
+  ASSERT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK) << PQerrorMessage(c.raw());
+  PQclear(prep);
+  prep = PQprepare(c.raw(), "Dropped", "select 1", 0, nullptr);
+  ASSERT_EQ(PQresultStatus(prep), PGRES_COMMAND_OK) << PQerrorMessage(c.raw());
+  PQclear(prep);
+  ASSERT_TRUE(c.Exec("DEALLOCATE \"Dropped\"").ok());
+  // Last change, with no SET tag or ParameterStatus to reveal it.
+  ASSERT_TRUE(c.Exec("SELECT SET_CONFIG('lock_timeout', '9s', false)").ok());
+  EXPECT_EQ(One(c, "select inet_server_port()"), std::to_string(env->a->port()));
+
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router->Hold(5000).ok());
+  ASSERT_TRUE(router->Repoint({"127.0.0.1", env->b->port()}).ok());
+  ASSERT_TRUE(router->Release().ok());
+
+  EXPECT_EQ(One(c, "select inet_server_port()"), std::to_string(env->b->port()));
+  EXPECT_EQ(One(c, "show work_mem"), "7MB");
+  EXPECT_EQ(One(c, "select current_user || '/' || session_user"), "reader/app");
+  EXPECT_EQ(One(c, "show search_path"), "pg_catalog, public");
+  EXPECT_EQ(One(c, "show application_name"), "after-set");
+  EXPECT_EQ(One(c, "show lock_timeout"), "9s");
+  EXPECT_EQ(One(c, "show statement_timeout"), "0");  // SET LOCAL ended with its transaction
+  const char* params[1] = {"41"};
+  PGresult* r = PQexecPrepared(c.raw(), "plus_one", 1, params, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(c.raw());
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "42");
+  PQclear(r);
+  // A statement the client deallocated with SQL is not resurrected on the new server.
+  r = PQexecPrepared(c.raw(), "Dropped", 0, nullptr, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  PQclear(r);
+  // Twice: the re-prepare happens once.
+  r = PQexecPrepared(c.raw(), "plus_one", 1, params, nullptr, nullptr, 0);
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "42");
+  PQclear(r);
+  // DEALLOCATE ALL is tracked: the proxy does not resurrect the statement.
+  ASSERT_TRUE(c.Exec("DEALLOCATE ALL").ok());
+  r = PQexecPrepared(c.raw(), "plus_one", 1, params, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  PQclear(r);
+  EXPECT_EQ(One(c, "select 1"), "1");
+
+  // Cancel still reaches the right server session after the switch.
+  ASSERT_EQ(PQsendQuery(c.raw(), "select pg_sleep(60)"), 1);
+  std::this_thread::sleep_for(300ms);
+  PGcancel* cancel = PQgetCancel(c.raw());
+  char err[256];
+  ASSERT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
+  PQfreeCancel(cancel);
+  PGresult* res = PQgetResult(c.raw());
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014");
+  PQclear(res);
+  while ((res = PQgetResult(c.raw()))) PQclear(res);
+
+  // The server ends the idle session (as a fence does): the next statement runs on a new
+  // server session with the same settings.
+  std::string pid = One(c, "select pg_backend_pid()");
+  ASSERT_TRUE(env->b->Psql("select pg_terminate_backend(" + pid + ")").ok());
+  std::this_thread::sleep_for(200ms);
+  EXPECT_NE(One(c, "select pg_backend_pid()"), pid);
+  EXPECT_EQ(One(c, "show work_mem"), "7MB");
+}
+
+TEST(ProxySwitch, ClientConnectingDuringTheHoldLogsInAfterTheReleaseOnTheNewServer) {
+  auto env = MustEnv(true);
+  ASSERT_TRUE(env);
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router->Hold(5000).ok());
+  auto route = env->proxy->shared().routes.Find("app");
+  ASSERT_TRUE(route);
+  // The old server is fenced while traffic is held: a login reaching it now would fail.
+  auto late = std::async(std::launch::async, [&] {
+    return PgConn::Connect(env->Conninfo() + " application_name=late");
+  });
+  for (int i = 0; i < 100 && route->held_sessions.load() == 0; ++i)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(route->held_sessions.load(), 1) << "the new session waits for the release";
+  EXPECT_EQ(late.wait_for(0ms), std::future_status::timeout);
+  auto on_a = env->a->Psql("select count(*) from pg_stat_activity where application_name = 'late'");
+  ASSERT_TRUE(on_a.ok());
+  EXPECT_EQ(on_a->substr(0, on_a->find_first_of("\n ")), "0") << "no login reached the held server";
+  ASSERT_TRUE(router->Repoint({"127.0.0.1", env->b->port()}).ok());
+  ASSERT_TRUE(router->Release().ok());
+  auto conn = late.get();
+  ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+  EXPECT_EQ(One(**conn, "select inet_server_port()"), std::to_string(env->b->port()));
+  EXPECT_EQ(route->held_sessions.load(), 0);
+  EXPECT_EQ(route->in_transaction.load(), 0);
+}
+
+TEST(ProxySwitch, LongTransactionOutlivingTheHoldDeadlineIsReportedAndFinishesOnTheOldServer) {
+  auto env = MustEnv(true);
+  ASSERT_TRUE(env);
+  auto long_txn = PgConn::Connect(env->Conninfo());
+  ASSERT_TRUE(long_txn.ok()) << long_txn.status().ToString();
+  ASSERT_TRUE((*long_txn)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*long_txn)
+                  ->Exec("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+                         "VALUES (1, 1, 1, 4242, now())")
+                  .ok());
+  auto router = MakeRouterFor(*env);
+  auto t0 = std::chrono::steady_clock::now();
+  Status held = router->Hold(500);
+  EXPECT_EQ(held.code(), Code::kTimeout) << held.ToString();
+  EXPECT_NE(held.message().find("1 session(s) still in a transaction"), std::string::npos)
+      << held.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+  // The hold was released: new transactions are not stuck.
+  auto other = PgConn::Connect(env->Conninfo());
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(One(**other, "select 5"), "5");
+  auto [code, body] = Admin(env->AdminUrl(), "GET", "/routes/app");
+  EXPECT_EQ(code, 200);
+  EXPECT_FALSE(nlohmann::json::parse(body)["held"].get<bool>());
+  // Switch while the transaction is open: it finishes on the old server, then moves.
+  auto [scode, sbody] =
+      Admin(env->AdminUrl(), "POST", "/routes/app/switch",
+            R"({"upstream":{"host":"127.0.0.1","port":)" + std::to_string(env->b->port()) + "}}");
+  ASSERT_EQ(scode, 200) << sbody;
+  EXPECT_EQ(One(**long_txn, "select inet_server_port()"), std::to_string(env->a->port()));
+  ASSERT_TRUE((*long_txn)->Exec("COMMIT").ok());
+  EXPECT_EQ(Count(*env->a, "select count(*) from pgbench_history where delta = 4242"), 1);
+  EXPECT_EQ(Count(*env->b, "select count(*) from pgbench_history where delta = 4242"), 0);
+  EXPECT_EQ(One(**long_txn, "select inet_server_port()"), std::to_string(env->b->port()));
+  EXPECT_EQ(One(**other, "select inet_server_port()"), std::to_string(env->b->port()));
+}
+
+TEST(ProxySwitch, ReplicationConnectionsPassThroughAndMove) {
+  auto env = MustEnv(true);
+  ASSERT_TRUE(env);
+  ASSERT_TRUE(env->a->Psql("ALTER ROLE app REPLICATION").ok());
+  ASSERT_TRUE(env->b->Psql("ALTER ROLE app REPLICATION").ok());
+  PGconn* c = PQconnectdb((env->Conninfo() + " replication=database").c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  auto sysid = [&]() {
+    PGresult* r = PQexec(c, "IDENTIFY_SYSTEM");
+    EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(c);
+    std::string id = PQntuples(r) ? PQgetvalue(r, 0, 0) : "";
+    PQclear(r);
+    return id;
+  };
+  std::string a_id = sysid();
+  EXPECT_EQ(a_id + "\n", *env->a->Psql("select system_identifier from pg_control_system()"));
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router->Repoint({"127.0.0.1", env->b->port()}).ok());
+  std::string b_id = sysid();
+  EXPECT_NE(b_id, a_id);
+  EXPECT_EQ(b_id + "\n", *env->b->Psql("select system_identifier from pg_control_system()"));
+  PQfinish(c);
+}
+
+}  // namespace
+}  // namespace pgshift::proxy::testing
