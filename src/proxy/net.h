@@ -149,7 +149,6 @@ class BasicStream {
     park_.cancel();
     return !ec;
   }
-  bool parked() const { return parked_; }
   int native_fd() { return parked_ ? parked_fd_ : socket().native_handle(); }
   asio::ssl::stream<Socket>& tls_stream() { return s_; }
   Socket& socket() { return s_.next_layer(); }
