@@ -405,6 +405,20 @@ Status Proxy::StartAdmin() {
     if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
     JsonReply(res, 200, r->ToJson());
   });
+  // Logins on the next endpoint opened ahead of a switch (Route::Prewarm).
+  srv.Post(R"(/routes/([^/]+)/prewarm)",
+           [find](const httplib::Request& req, httplib::Response& res) {
+             auto r = find(req, res);
+             if (!r) return;
+             auto body = Body(req);
+             if (!body.ok()) return ErrorReply(res, 400, body.status().message());
+             if (!body->contains("upstream"))
+               return ErrorReply(res, 400, "body needs \"upstream\"");
+             auto up = ParseUpstream((*body)["upstream"], "upstream");
+             if (!up.ok()) return ErrorReply(res, 400, up.status().message());
+             int asked = r->Prewarm(*up);
+             JsonReply(res, 200, {{"route", r->name()}, {"sessions_asked", asked}});
+           });
   srv.Post(R"(/routes/([^/]+)/release)",
            [find](const httplib::Request& req, httplib::Response& res) {
              auto r = find(req, res);

@@ -388,5 +388,61 @@ TEST(ProxySwitch, ReplicationConnectionsPassThroughAndMove) {
   PQfinish(c);
 }
 
+// Logins opened on the next server while traffic is held (as pgshiftd does
+// during the cutover, on the standby it is about to promote): the switch takes
+// them instead of logging in, with the session's settings already applied.
+TEST(ProxySwitch, PrewarmedLoginsAreTakenAtTheSwitch) {
+  auto env = MustEnv(true, /*plaintext=*/true);
+  ASSERT_TRUE(env);
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  auto route = env->proxy->shared().routes.Find("app");
+  std::vector<std::unique_ptr<PgConn>> sessions;
+  for (const char* conninfo : {"", "app-client"}) {
+    auto c = PgConn::Connect(env->Conninfo(conninfo));
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    sessions.push_back(std::move(*c));
+  }
+  ASSERT_TRUE(sessions[0]->Exec("set statement_timeout = '7s'").ok());
+  auto on_b = [&] {
+    auto n = env->b->Psql("select count(*) from pg_stat_activity where usename = 'app'");
+    return n.ok() ? std::stoi(*n) : -1;
+  };
+  ASSERT_EQ(on_b(), 0);
+  ASSERT_TRUE(router->Hold(5000).ok());
+  const Endpoint b{"127.0.0.1", env->b->port()};
+  ASSERT_TRUE(router->Prewarm(b).ok());
+  for (int i = 0; i < 400 && on_b() < 2; i++) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(on_b(), 2) << "each session logged in on b while held";
+  ASSERT_TRUE(router->Repoint(b).ok());
+  ASSERT_TRUE(router->Release().ok());
+  for (auto& s : sessions) EXPECT_EQ(One(*s, "select inet_server_port()"), std::to_string(b.port));
+  EXPECT_EQ(One(*sessions[0], "show statement_timeout"), "7s");
+  EXPECT_EQ(route->prewarmed_switches.load(), 2);
+  EXPECT_EQ(on_b(), 2) << "no second login";
+  // Prewarming where the sessions already are opens nothing.
+  ASSERT_TRUE(router->Prewarm(b).ok());
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(on_b(), 2);
+  // A login opened ahead that no longer matches the session (a setting changed
+  // since) is not taken; the others are.
+  auto on_a = [&] {
+    auto n = env->a->Psql("select count(*) from pg_stat_activity where usename = 'app'");
+    return n.ok() ? std::stoi(*n) : -1;
+  };
+  for (int i = 0; i < 400 && on_a() != 0; i++) std::this_thread::sleep_for(10ms);
+  const Endpoint a{"127.0.0.1", env->a->port()};
+  ASSERT_TRUE(router->Prewarm(a).ok());
+  for (int i = 0; i < 400 && on_a() < 2; i++) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(on_a(), 2);
+  ASSERT_TRUE(sessions[0]->Exec("set statement_timeout = '9s'").ok());
+  ASSERT_TRUE(router->Hold(5000).ok());
+  ASSERT_TRUE(router->Repoint(a).ok());
+  ASSERT_TRUE(router->Release().ok());
+  for (auto& s : sessions) EXPECT_EQ(One(*s, "select inet_server_port()"), std::to_string(a.port));
+  EXPECT_EQ(One(*sessions[0], "show statement_timeout"), "9s");
+  EXPECT_EQ(route->prewarmed_switches.load(), 3);
+}
+
 }  // namespace
 }  // namespace pgshift::proxy::testing

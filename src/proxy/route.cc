@@ -125,6 +125,7 @@ nlohmann::json Route::StatsJson() const {
           {"bytes_from_clients", t.bytes_from_client},
           {"bytes_to_clients", t.bytes_to_client},
           {"switched_sessions", switches.load()},
+          {"prewarmed_switches", prewarmed_switches.load()},
           {"spliced_sessions", spliced_sessions.load()},
           {"splices", splices.load()}};
 }
@@ -161,6 +162,28 @@ void Route::TakeBackSpliced() {
     for (const auto& [id, s] : spliced_) calls.push_back(s.take_back);
   }
   for (auto& fn : calls) fn();
+}
+
+uint64_t Route::AddMember(std::function<void(const UpstreamConfig&)> prewarm) {
+  std::lock_guard<std::mutex> l(members_mu_);
+  uint64_t id = next_member_++;
+  members_[id] = std::move(prewarm);
+  return id;
+}
+
+void Route::RemoveMember(uint64_t id) {
+  std::lock_guard<std::mutex> l(members_mu_);
+  members_.erase(id);
+}
+
+int Route::Prewarm(const UpstreamConfig& to) {
+  std::vector<std::function<void(const UpstreamConfig&)>> calls;
+  {
+    std::lock_guard<std::mutex> l(members_mu_);
+    for (const auto& [id, fn] : members_) calls.push_back(fn);
+  }
+  for (auto& fn : calls) fn(to);
+  return static_cast<int>(calls.size());
 }
 
 void RouteTable::Add(std::shared_ptr<Route> r) {

@@ -83,6 +83,15 @@ class Route {
   void RemoveSpliced(uint64_t id);
   void TakeBackSpliced();
 
+  // Every logged-in session of the route, for Prewarm: asks each to open a
+  // login to `to` now (its startup parameters and settings), to be taken at
+  // its next move there instead of logging in then. Inside a cutover's hold
+  // `to` is the standby about to be promoted: sessions opened during recovery
+  // carry on as read-write sessions after it. Returns how many were asked.
+  uint64_t AddMember(std::function<void(const UpstreamConfig&)> prewarm);
+  void RemoveMember(uint64_t id);
+  int Prewarm(const UpstreamConfig& to);
+
   // Counters (sessions and held_sessions and in_transaction are gauges).
   std::atomic<int64_t> sessions{0};
   std::atomic<int64_t> held_sessions{0};
@@ -91,9 +100,10 @@ class Route {
   std::atomic<int64_t> errors{0};
   std::atomic<int64_t> bytes_from_clients{0};
   std::atomic<int64_t> bytes_to_clients{0};
-  std::atomic<int64_t> switches{0};          // sessions moved to a new endpoint
-  std::atomic<int64_t> spliced_sessions{0};  // gauge: sessions in kernel mode now
-  std::atomic<int64_t> splices{0};           // times a session entered kernel mode
+  std::atomic<int64_t> switches{0};            // sessions moved to a new endpoint
+  std::atomic<int64_t> prewarmed_switches{0};  // ... of them, onto a login opened ahead
+  std::atomic<int64_t> spliced_sessions{0};    // gauge: sessions in kernel mode now
+  std::atomic<int64_t> splices{0};             // times a session entered kernel mode
 
   // The counters above plus what spliced sessions did that the kernel has not handed back yet.
   SpliceLive LiveTotals() const;
@@ -114,6 +124,9 @@ class Route {
   mutable std::mutex spliced_mu_;
   uint64_t next_spliced_ = 1;
   std::map<uint64_t, Spliced> spliced_;
+  std::mutex members_mu_;
+  uint64_t next_member_ = 1;
+  std::map<uint64_t, std::function<void(const UpstreamConfig&)>> members_;
 };
 
 class RouteTable {

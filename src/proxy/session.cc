@@ -121,6 +121,14 @@ void Session::Close() {
     shared_.cancels.Unregister(cancel_pid_, cancel_key_);
     cancel_target_.reset();
   }
+  if (member_id_ != 0) {
+    route_->RemoveMember(member_id_);
+    member_id_ = 0;
+  }
+  if (prewarmed_) {
+    prewarmed_->stream.Close();
+    prewarmed_.reset();
+  }
   if (wake_) wake_->cancel();
 }
 

@@ -42,6 +42,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // (then it is active); false leaves it idle for EnterTransaction.
   bool BeginTransactionNow();
   asio::awaitable<bool> Migrate();
+  // Opens a login to `to` for the next move there (Route::Prewarm).
+  asio::awaitable<void> Prewarm(UpstreamConfig to);
+  // The pre-opened login for `to` when it is still good, else null (and closed).
+  std::shared_ptr<ServerConn> TakePrewarmed(const UpstreamConfig& to);
   asio::awaitable<void> WaitWake(int ms);
   // Until the route's hold is released (or the session closes).
   asio::awaitable<void> WaitForRelease();
@@ -117,6 +121,14 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t splice_round_ = 0;  // entries into kernel mode, for the sweep
   uint64_t splice_base_client_ = 0, splice_base_server_ = 0;
   std::string client_in_;  // client bytes read, not yet a whole message
+
+  // A login opened ahead of a move (Route::Prewarm), on prewarm_to_, with the
+  // settings it was given.
+  uint64_t member_id_ = 0;
+  std::shared_ptr<ServerConn> prewarmed_;
+  UpstreamConfig prewarm_to_;
+  std::vector<std::pair<std::string, std::string>> prewarm_settings_;
+  bool prewarm_inflight_ = false;
 
   std::shared_ptr<CancelTarget> cancel_target_;
   uint32_t cancel_pid_ = 0, cancel_key_ = 0;

@@ -25,15 +25,18 @@ std::vector<std::string> CertIdentities(X509* cert) {
   char cn[256];
   int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
   if (n > 0) ids.emplace_back(cn, static_cast<size_t>(n));
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (names) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
       const ASN1_IA5STRING* s = nullptr;
-      if (gn->type == GEN_DNS) s = gn->d.dNSName;
-      else if (gn->type == GEN_EMAIL) s = gn->d.rfc822Name;
-      else if (gn->type == GEN_URI) s = gn->d.uniformResourceIdentifier;
+      if (gn->type == GEN_DNS)
+        s = gn->d.dNSName;
+      else if (gn->type == GEN_EMAIL)
+        s = gn->d.rfc822Name;
+      else if (gn->type == GEN_URI)
+        s = gn->d.uniformResourceIdentifier;
       if (s)
         ids.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
                          static_cast<size_t>(ASN1_STRING_length(s)));
@@ -87,8 +90,8 @@ asio::awaitable<bool> Session::Startup() {
               verify_error_ = X509_STORE_CTX_get_error(ctx.native_handle());
             return true;  // decided after the handshake, so the client gets a clear error
           });
-      auto [hec] = co_await client_.tls_stream().async_handshake(asio::ssl::stream_base::server,
-                                                                 kNoThrow);
+      auto [hec] =
+          co_await client_.tls_stream().async_handshake(asio::ssl::stream_base::server, kNoThrow);
       if (hec) {
         spdlog::info("pgshift-proxy: TLS handshake with client failed: {}", hec.message());
         shared_.refused++;
@@ -173,6 +176,16 @@ asio::awaitable<bool> Session::Startup() {
   hello += ReadyForQuery('I');
   client_out_.Append(hello);
   Advance(SessionEvent::kLoggedIn);
+  if (!replication_) {
+    std::weak_ptr<Session> weak = weak_from_this();
+    auto ex = client_.socket().get_executor();
+    member_id_ = route_->AddMember([weak, ex](const UpstreamConfig& to) {
+      auto s = weak.lock();
+      if (!s) return;
+      asio::co_spawn(
+          ex, [s, to]() -> asio::awaitable<void> { co_await s->Prewarm(to); }, asio::detached);
+    });
+  }
   co_return co_await FlushClient();
 }
 
@@ -180,7 +193,8 @@ asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std:
   if (!client_.tls()) {
     if (route_->allow_plaintext()) co_return true;
     co_await Refuse("28000", "pgshift-proxy: route \"" + route_->name() + "\" (database \"" +
-                                 database + "\") requires TLS with a client certificate; "
+                                 database +
+                                 "\") requires TLS with a client certificate; "
                                  "plaintext connections are refused (connect with "
                                  "sslmode=verify-full, sslcert and sslkey)");
     co_return false;
@@ -190,7 +204,8 @@ asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std:
   if (!cert) {
     if (route_->allow_plaintext()) co_return true;
     co_await Refuse("28000", "pgshift-proxy: a client certificate is required for database \"" +
-                                 database + "\" (connect with sslcert and sslkey; the "
+                                 database +
+                                 "\" (connect with sslcert and sslkey; the "
                                  "certificate must be signed by the proxy's client CA)");
     co_return false;
   }
@@ -215,8 +230,8 @@ asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std:
   }
   std::string shown = ids.empty() ? std::string("(none)") : ids.front();
   co_await Refuse("28000", "pgshift-proxy: certificate identity \"" + shown +
-                               "\" is not allowed to use database \"" + database +
-                               "\" as role \"" + user + "\" (no policy entry allows it)");
+                               "\" is not allowed to use database \"" + database + "\" as role \"" +
+                               user + "\" (no policy entry allows it)");
   co_return false;
 }
 

@@ -2,6 +2,7 @@
 // a transaction boundary — a new upstream connection with the client's
 // startup parameters, its captured SET values re-applied. Same
 // thread-safety as session.h: one session runs on one strand.
+#include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include "proxy/session.h"
@@ -20,7 +21,61 @@ std::string Literal(const std::string& s) {
   return out + "'";
 }
 
+// SELECT set_config(...) for each setting, or "" when there are none.
+std::string SettingsSql(const std::vector<std::pair<std::string, std::string>>& settings) {
+  if (settings.empty()) return "";
+  std::string sql = "SELECT ";
+  for (size_t i = 0; i < settings.size(); i++) {
+    if (i) sql += ", ";
+    sql += "pg_catalog.set_config(" + Literal(settings[i].first) + ", " +
+           Literal(settings[i].second) + ", false)";
+  }
+  return sql;
+}
+
+// A pre-opened login whose server hung up is not worth taking.
+bool StillGood(ServerConn& c) {
+  pollfd p{c.stream.native_fd(), POLLRDHUP, 0};
+  return poll(&p, 1, 0) == 0;
+}
+
 }  // namespace
+
+asio::awaitable<void> Session::Prewarm(UpstreamConfig to) {
+  if (closed_ || replication_ || prewarm_inflight_) co_return;
+  if ((prewarmed_ && prewarm_to_ == to) || (server_ && server_->upstream == to)) co_return;
+  prewarm_inflight_ = true;
+  auto settings = settings_;
+  UpstreamLogin login{to, startup_params_, credential_, &shared_.upstream_tls};
+  LoginOutcome lo = co_await ConnectUpstream(login);
+  if (std::string sql = SettingsSql(settings); lo.conn && !sql.empty()) {
+    auto r = co_await SimpleQuery(*lo.conn, sql);
+    if (!r.ok()) {
+      lo.conn->stream.Close();
+      lo.conn.reset();
+    }
+  }
+  prewarm_inflight_ = false;
+  wake_->cancel();  // a move may be waiting for this login
+  if (!lo.conn) co_return;
+  if (closed_) {
+    lo.conn->stream.Close();
+    co_return;
+  }
+  if (prewarmed_) prewarmed_->stream.Close();
+  prewarmed_ = lo.conn;
+  prewarm_to_ = to;
+  prewarm_settings_ = settings;
+}
+
+std::shared_ptr<ServerConn> Session::TakePrewarmed(const UpstreamConfig& to) {
+  auto c = std::move(prewarmed_);
+  prewarmed_.reset();
+  if (!c) return nullptr;
+  if (prewarm_to_ == to && prewarm_settings_ == settings_ && StillGood(*c)) return c;
+  c->stream.Close();
+  return nullptr;
+}
 
 bool Session::BeginTransactionNow() {
   // Mark first, then look at the hold: Route::Hold does the reverse.
@@ -78,20 +133,23 @@ asio::awaitable<bool> Session::Migrate() {
                                  "its previous server; reconnect to continue");
     co_return false;
   }
-  UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
-  LoginOutcome lo = co_await ConnectUpstream(login);
+  // A login opened ahead (Prewarm, during the cutover's hold) saves logging in now.
+  for (int waited = 0; prewarm_inflight_ && !closed_ && waited < 10000; waited += 50)
+    co_await WaitWake(50);
+  if (closed_) co_return false;
+  LoginOutcome lo;
+  lo.conn = TakePrewarmed(target.upstream);
+  const bool prewarmed = lo.conn != nullptr;
+  if (!prewarmed) {
+    UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
+    lo = co_await ConnectUpstream(login);
+  }
   if (!lo.conn) {
     co_await Refuse(
         "08006", "pgshift-proxy: cannot move this session to " + dest + ": " + lo.status.message());
     co_return false;
   }
-  if (!settings_.empty()) {
-    std::string sql = "SELECT ";
-    for (size_t i = 0; i < settings_.size(); i++) {
-      if (i) sql += ", ";
-      sql += "pg_catalog.set_config(" + Literal(settings_[i].first) + ", " +
-             Literal(settings_[i].second) + ", false)";
-    }
+  if (std::string sql = SettingsSql(settings_); !prewarmed && !sql.empty()) {
     auto r = co_await SimpleQuery(*lo.conn, sql);
     if (!r.ok()) {
       lo.conn->stream.Close();
@@ -116,6 +174,7 @@ asio::awaitable<bool> Session::Migrate() {
     cancel_target_->key = server_->backend_key;
   }
   route_->switches++;
+  if (prewarmed) route_->prewarmed_switches++;
   if (old) {
     old->outbox.Append(TerminateMessage());
     co_await old->outbox.Flush(old->stream);

@@ -74,6 +74,13 @@ Status ProxyRouter::Repoint(const Endpoint& to) {
   return r.ok() ? Status::OK() : r.status();
 }
 
+Status ProxyRouter::Prewarm(const Endpoint& to) {
+  if (to.host.empty() || to.port <= 0) return InvalidArgument("prewarm target needs host and port");
+  auto r = Call("POST", "/routes/" + config_.route + "/prewarm",
+                {{"upstream", {{"host", to.host}, {"port", to.port}}}}, config_.admin_timeout_ms);
+  return r.ok() ? Status::OK() : r.status();
+}
+
 Result<Endpoint> ProxyRouter::Current() {
   PGSHIFT_ASSIGN_OR_RETURN(
       auto j, Call("GET", "/routes/" + config_.route, nullptr, config_.admin_timeout_ms));

@@ -70,6 +70,11 @@ class Router {
   virtual Result<HeldBackends> HeldBackendPids(const Endpoint& on) {
     return HeldBackends{.server = on};
   }
+  // Called just before the hold that ends in a switch to `to`: a router that
+  // keeps a server session per client may log each in there now, so the
+  // switch does not wait for logins. Only an optimisation; the default does
+  // nothing.
+  virtual Status Prewarm(const Endpoint& to) { return Status::OK(); }
 };
 
 // Builds a router from its JSON config:

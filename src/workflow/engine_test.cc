@@ -102,6 +102,9 @@ TEST_F(EngineTest, OrderOfCutoverSideEffects) {
     return it - world_->calls.begin();
   };
   EXPECT_LT(pos("PrepareCutover"), pos("Hold")) << "warm-up happens before clients wait";
+  ASSERT_LT(pos("Prewarm"), static_cast<long>(world_->calls.size())) << "the router was asked";
+  EXPECT_LT(pos("Prewarm"), pos("Hold")) << "logins ahead are paid for before the hold";
+  EXPECT_EQ(world_->prewarmed_on, world_->target_ep);
   EXPECT_LT(pos("Hold"), pos("FenceSource"));
   EXPECT_LT(pos("FenceSource"), pos("WriteFinalMarker"));
   EXPECT_LT(pos("WriteFinalMarker"), pos("PromoteTarget"));

@@ -27,6 +27,11 @@ class FakeRouter : public Router {
   }
   Result<Endpoint> Current() override { return w_.routed; }
   Result<RouteStats> Stats() override { return RouteStats{}; }
+  Status Prewarm(const Endpoint& to) override {
+    Note("Prewarm");
+    w_.prewarmed_on = to;
+    return Status::OK();
+  }
   Result<HeldBackends> HeldBackendPids(const Endpoint& on) override {
     Note("HeldBackendPids");
     if (w_.held_backends_fail) return Unavailable("fake: the router does not answer");

@@ -47,6 +47,7 @@ struct FakeWorld {
   std::vector<int> held_backend_pids;  // what the router reports while held
   bool held_backends_fail = false;
   HeldBackends last_fence_exemption;  // what the last FenceSource was given
+  Endpoint prewarmed_on;              // what the router was asked to prewarm
   Endpoint routed{"127.0.0.1", 5432};
   // checks
   std::vector<checks::Finding> preflight;

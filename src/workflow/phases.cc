@@ -200,6 +200,15 @@ Status MigrationRunner::CdcPrepare() {
                    {"active", s.active}});
   }
   m_.result["cdc_slots"] = arr;
+  // Sessions log in on the standby now (such sessions stay valid through its
+  // promotion): the switch takes those logins instead of making them, and
+  // their cost is paid here, beside the standby sessions PrepareCutover
+  // opens, not inside the hold. A session that changes a setting meanwhile
+  // logs in again at the switch. Only an optimisation.
+  if (Status pw = env_->router().Prewarm(env_->TargetEndpoint()); !pw.ok()) {
+    Event("warning",
+          "the router did not open logins on the target ahead of the switch: " + pw.message());
+  }
   env_->PrepareCutover();
   Transition(Phase::kQuiesce, "recorded " + std::to_string(slots.size()) +
                                   " logical slot position(s); holding traffic");
