@@ -91,9 +91,15 @@ void Session::EnterSplice() {
                                      static_cast<int64_t>(c.s2c_idle)};
           },
   });
+  // Checked before the kernel may forward anything: a hold that has not seen
+  // this session's registration has therefore already been seen here.
+  if (route_->held() || route_->generation() != generation_) {
+    route_->RemoveSpliced(splice_id_);
+    return;
+  }
   spliced_ = true;
   sp->Enter(slot);
-  if (route_->held() || route_->generation() != generation_ || Unread(cfd, sfd)) {
+  if (Unread(cfd, sfd)) {
     LeaveSplice();
     return;
   }
