@@ -132,6 +132,13 @@ Result<nlohmann::json> Body(const httplib::Request& req) {
   }
 }
 
+// The "upstream" object of a request body ({"upstream":{"host","port",...}}).
+Result<UpstreamConfig> BodyUpstream(const httplib::Request& req) {
+  PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, Body(req));
+  if (!body.contains("upstream")) return InvalidArgument("body needs \"upstream\"");
+  return ParseUpstream(body["upstream"], "upstream");
+}
+
 }  // namespace
 
 Proxy::Proxy(ProxyConfig config) : shared_(std::make_unique<ProxyShared>()) {
@@ -410,11 +417,7 @@ Status Proxy::StartAdmin() {
            [find](const httplib::Request& req, httplib::Response& res) {
              auto r = find(req, res);
              if (!r) return;
-             auto body = Body(req);
-             if (!body.ok()) return ErrorReply(res, 400, body.status().message());
-             if (!body->contains("upstream"))
-               return ErrorReply(res, 400, "body needs \"upstream\"");
-             auto up = ParseUpstream((*body)["upstream"], "upstream");
+             auto up = BodyUpstream(req);
              if (!up.ok()) return ErrorReply(res, 400, up.status().message());
              int asked = r->Prewarm(*up);
              JsonReply(res, 200, {{"route", r->name()}, {"sessions_asked", asked}});
@@ -430,11 +433,7 @@ Status Proxy::StartAdmin() {
            [this, find](const httplib::Request& req, httplib::Response& res) {
              auto r = find(req, res);
              if (!r) return;
-             auto body = Body(req);
-             if (!body.ok()) return ErrorReply(res, 400, body.status().message());
-             if (!body->contains("upstream"))
-               return ErrorReply(res, 400, "body needs \"upstream\"");
-             auto up = ParseUpstream((*body)["upstream"], "upstream");
+             auto up = BodyUpstream(req);
              if (!up.ok()) return ErrorReply(res, 400, up.status().message());
              Status st = RepointRoute(r->name(), *up);
              r->Release();

@@ -71,12 +71,7 @@ void Route::Release() {
     releases_++;
     held_.store(false);
   }
-  std::vector<std::function<void()>> wake;
-  {
-    std::lock_guard<std::mutex> l(waiters_mu_);
-    for (auto& [id, fn] : waiters_) wake.push_back(fn);
-  }
-  for (auto& fn : wake) fn();
+  for (auto& fn : waiters_.Snapshot()) fn();
 }
 
 bool Route::drained() const {
@@ -90,28 +85,20 @@ bool Route::PinBackends() {
   return drained_;
 }
 
-uint64_t Route::AddWaiter(std::function<void()> wake) {
-  std::lock_guard<std::mutex> l(waiters_mu_);
-  uint64_t id = next_waiter_++;
-  waiters_[id] = std::move(wake);
-  return id;
-}
+uint64_t Route::AddWaiter(std::function<void()> wake) { return waiters_.Add(std::move(wake)); }
 
-void Route::RemoveWaiter(uint64_t id) {
-  std::lock_guard<std::mutex> l(waiters_mu_);
-  waiters_.erase(id);
-}
+void Route::RemoveWaiter(uint64_t id) { waiters_.Remove(id); }
 
 Route::SpliceLive Route::LiveTotals() const {
   // What spliced sessions did since they were last taken back is still in the kernel's counters.
   SpliceLive t{bytes_from_clients.load(), bytes_to_clients.load(), transactions.load()};
-  std::lock_guard<std::mutex> l(spliced_mu_);
-  for (const auto& [id, s] : spliced_) {
+  // Under the registry's lock: a session unregisters before it frees its slot.
+  spliced_.ForEach([&t](const Spliced& s) {
     SpliceLive k = s.peek();
     t.bytes_from_client += k.bytes_from_client;
     t.bytes_to_client += k.bytes_to_client;
     t.transactions += k.transactions;
-  }
+  });
   return t;
 }
 
@@ -142,46 +129,28 @@ nlohmann::json Route::ToJson() const {
 }
 
 uint64_t Route::AddSpliced(Spliced s) {
-  std::lock_guard<std::mutex> l(spliced_mu_);
-  uint64_t id = next_spliced_++;
-  spliced_[id] = std::move(s);
+  uint64_t id = spliced_.Add(std::move(s));
   spliced_sessions++;
   splices++;
   return id;
 }
 
 void Route::RemoveSpliced(uint64_t id) {
-  std::lock_guard<std::mutex> l(spliced_mu_);
-  if (spliced_.erase(id) > 0) spliced_sessions--;
+  if (spliced_.Remove(id)) spliced_sessions--;
 }
 
 void Route::TakeBackSpliced() {
-  std::vector<std::function<void()>> calls;
-  {
-    std::lock_guard<std::mutex> l(spliced_mu_);
-    for (const auto& [id, s] : spliced_) calls.push_back(s.take_back);
-  }
-  for (auto& fn : calls) fn();
+  for (auto& s : spliced_.Snapshot()) s.take_back();
 }
 
 uint64_t Route::AddMember(std::function<void(const UpstreamConfig&)> prewarm) {
-  std::lock_guard<std::mutex> l(members_mu_);
-  uint64_t id = next_member_++;
-  members_[id] = std::move(prewarm);
-  return id;
+  return members_.Add(std::move(prewarm));
 }
 
-void Route::RemoveMember(uint64_t id) {
-  std::lock_guard<std::mutex> l(members_mu_);
-  members_.erase(id);
-}
+void Route::RemoveMember(uint64_t id) { members_.Remove(id); }
 
 int Route::Prewarm(const UpstreamConfig& to) {
-  std::vector<std::function<void(const UpstreamConfig&)>> calls;
-  {
-    std::lock_guard<std::mutex> l(members_mu_);
-    for (const auto& [id, fn] : members_) calls.push_back(fn);
-  }
+  auto calls = members_.Snapshot();
   for (auto& fn : calls) fn(to);
   return static_cast<int>(calls.size());
 }

@@ -23,6 +23,40 @@
 
 namespace pgshift::proxy {
 
+// Callbacks that sessions register with their route. Snapshot copies them so
+// the caller runs them outside the lock; ForEach runs `f` under it.
+// Thread-safe.
+template <typename T>
+class Registry {
+ public:
+  uint64_t Add(T v) {
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t id = next_++;
+    items_.emplace(id, std::move(v));
+    return id;
+  }
+  bool Remove(uint64_t id) {
+    std::lock_guard<std::mutex> l(mu_);
+    return items_.erase(id) > 0;
+  }
+  std::vector<T> Snapshot() const {
+    std::lock_guard<std::mutex> l(mu_);
+    std::vector<T> out;
+    for (const auto& [id, v] : items_) out.push_back(v);
+    return out;
+  }
+  template <typename F>
+  void ForEach(F f) const {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [id, v] : items_) f(v);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  uint64_t next_ = 1;
+  std::map<uint64_t, T> items_;
+};
+
 class Route {
  public:
   explicit Route(RouteConfig cfg);
@@ -118,15 +152,9 @@ class Route {
   bool drained_ = false;   // guarded by mu_
   bool pinned_ = false;    // guarded by mu_
   uint64_t releases_ = 0;  // guarded by mu_; tells Hold that its hold ended meanwhile
-  std::mutex waiters_mu_;
-  uint64_t next_waiter_ = 1;
-  std::map<uint64_t, std::function<void()>> waiters_;
-  mutable std::mutex spliced_mu_;
-  uint64_t next_spliced_ = 1;
-  std::map<uint64_t, Spliced> spliced_;
-  std::mutex members_mu_;
-  uint64_t next_member_ = 1;
-  std::map<uint64_t, std::function<void(const UpstreamConfig&)>> members_;
+  Registry<std::function<void()>> waiters_;
+  Registry<Spliced> spliced_;
+  Registry<std::function<void(const UpstreamConfig&)>> members_;
 };
 
 class RouteTable {
