@@ -21,16 +21,21 @@ std::string Literal(const std::string& s) {
   return out + "'";
 }
 
-// SELECT set_config(...) for each setting, or "" when there are none.
-std::string SettingsSql(const std::vector<std::pair<std::string, std::string>>& settings) {
-  if (settings.empty()) return "";
+// Re-applies the settings a session changed on a fresh login (one SELECT of
+// set_config calls); nothing to do when there are none. On failure the
+// connection is closed.
+asio::awaitable<Status> ApplySettings(
+    ServerConn& c, const std::vector<std::pair<std::string, std::string>>& settings) {
+  if (settings.empty()) co_return Status::OK();
   std::string sql = "SELECT ";
   for (size_t i = 0; i < settings.size(); i++) {
     if (i) sql += ", ";
     sql += "pg_catalog.set_config(" + Literal(settings[i].first) + ", " +
            Literal(settings[i].second) + ", false)";
   }
-  return sql;
+  auto r = co_await SimpleQuery(c, sql);
+  if (!r.ok()) c.stream.Close();
+  co_return r.status();
 }
 
 // A pre-opened login whose server hung up is not worth taking.
@@ -48,13 +53,7 @@ asio::awaitable<void> Session::Prewarm(UpstreamConfig to) {
   auto settings = settings_;
   UpstreamLogin login{to, startup_params_, credential_, &shared_.upstream_tls};
   LoginOutcome lo = co_await ConnectUpstream(login);
-  if (std::string sql = SettingsSql(settings); lo.conn && !sql.empty()) {
-    auto r = co_await SimpleQuery(*lo.conn, sql);
-    if (!r.ok()) {
-      lo.conn->stream.Close();
-      lo.conn.reset();
-    }
-  }
+  if (lo.conn && !(co_await ApplySettings(*lo.conn, settings)).ok()) lo.conn.reset();
   prewarm_inflight_ = false;
   wake_->cancel();  // a move may be waiting for this login
   if (!lo.conn) co_return;
@@ -133,7 +132,7 @@ asio::awaitable<bool> Session::Migrate() {
                                  "its previous server; reconnect to continue");
     co_return false;
   }
-  // A login opened ahead (Prewarm, during the cutover's hold) saves logging in now.
+  // A login opened ahead (Prewarm, before the cutover's hold) saves logging in now.
   for (int waited = 0; prewarm_inflight_ && !closed_ && waited < 10000; waited += 50)
     co_await WaitWake(50);
   if (closed_) co_return false;
@@ -149,12 +148,11 @@ asio::awaitable<bool> Session::Migrate() {
         "08006", "pgshift-proxy: cannot move this session to " + dest + ": " + lo.status.message());
     co_return false;
   }
-  if (std::string sql = SettingsSql(settings_); !prewarmed && !sql.empty()) {
-    auto r = co_await SimpleQuery(*lo.conn, sql);
-    if (!r.ok()) {
-      lo.conn->stream.Close();
+  if (!prewarmed) {
+    Status st = co_await ApplySettings(*lo.conn, settings_);
+    if (!st.ok()) {
       co_await Refuse("08006", "pgshift-proxy: cannot move this session to " + dest +
-                                   ": re-applying its settings failed: " + r.status().message());
+                                   ": re-applying its settings failed: " + st.message());
       co_return false;
     }
   }
