@@ -69,8 +69,8 @@ std::string Trim(std::string s) {
 Result<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& conninfo,
                                                 int connect_timeout_s) {
   PGSHIFT_RETURN_IF_ERROR(ParseConninfo(conninfo).status());
-  auto with_timeout = WithConninfo(
-      conninfo, {{"connect_timeout", std::to_string(connect_timeout_s)}});
+  auto with_timeout =
+      WithConninfo(conninfo, {{"connect_timeout", std::to_string(connect_timeout_s)}});
   PgConnPtr c(PQconnectdb(with_timeout.ok() ? with_timeout->c_str() : conninfo.c_str()));
   if (!c) return Internal("libpq could not allocate a connection");
   if (PQstatus(c.get()) != CONNECTION_OK) {
@@ -86,19 +86,42 @@ Result<Rows> PgConn::Query(const std::string& sql, const std::vector<std::string
   for (const auto& p : params) values.push_back(p.c_str());
   PgResultPtr res(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
                                values.data(), nullptr, nullptr, 0));
+  return ToRows(res.get());
+}
+
+Result<Rows> PgConn::ToRows(const PGresult* res) const {
   if (!res) {
     return Unavailable("connection to " + Endpoint(conn_.get()) +
                        " failed: " + Trim(PQerrorMessage(conn_.get())));
   }
-  ExecStatusType st = PQresultStatus(res.get());
-  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return Rows(res.get());
-  const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
-  std::string msg = Trim(PQresultErrorMessage(res.get()));
+  ExecStatusType st = PQresultStatus(res);
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return Rows(res);
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  std::string msg = Trim(PQresultErrorMessage(res));
   if (PQstatus(conn_.get()) != CONNECTION_OK) {
     return Unavailable("connection to " + Endpoint(conn_.get()) + " lost: " + msg);
   }
   return Status(Code::kFailedPrecondition,
                 "SQL error" + std::string(state ? " " + std::string(state) : "") + ": " + msg);
+}
+
+Status PgConn::Send(const std::string& sql) {
+  if (PQsendQuery(conn_.get(), sql.c_str()) == 1) return Status::OK();
+  return Unavailable("connection to " + Endpoint(conn_.get()) +
+                     " failed: " + Trim(PQerrorMessage(conn_.get())));
+}
+
+Result<Rows> PgConn::Collect() {
+  Result<Rows> last = Internal("no query was sent on the connection to " + Endpoint(conn_.get()));
+  bool failed = false;
+  // Read to the end even after an error, so the connection is ready again.
+  while (PgResultPtr res{PQgetResult(conn_.get())}) {
+    if (failed) continue;
+    last = ToRows(res.get());
+    failed = !last.ok();
+  }
+  if (!failed && !Healthy()) return ToRows(nullptr);
+  return last;
 }
 
 Status PgConn::Exec(const std::string& sql, const std::vector<std::string>& params) {

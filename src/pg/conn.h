@@ -58,12 +58,19 @@ class PgConn {
   Result<Rows> Query(const std::string& sql, const std::vector<std::string>& params = {});
   Status Exec(const std::string& sql, const std::vector<std::string>& params = {});
 
+  // Sends one simple-query string (it may hold several statements) without
+  // waiting, so several connections can run theirs at once; Collect then
+  // returns the last statement's rows, or the first error.
+  Status Send(const std::string& sql);
+  Result<Rows> Collect();
+
   bool Healthy() const;
   int BackendPid() const;
   PGconn* raw() const { return conn_.get(); }
 
  private:
   explicit PgConn(PgConnPtr c) : conn_(std::move(c)) {}
+  Result<Rows> ToRows(const PGresult* res) const;
   PgConnPtr conn_;
 };
 

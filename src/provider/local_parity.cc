@@ -17,6 +17,15 @@ LocalEnv::~LocalEnv() {
   }
 }
 
+namespace {
+
+// Opens a session's REPEATABLE READ transaction and exports its snapshot in one
+// round trip.
+constexpr const char* kExportSnapshot =
+    "begin isolation level repeatable read read only; select pg_export_snapshot() as s";
+
+}  // namespace
+
 void LocalEnv::PrepareCutover() {
   standby_sessions_.clear();
   auto target = Target();
@@ -27,7 +36,13 @@ void LocalEnv::PrepareCutover() {
     auto ci = WithConninfo(TargetConninfo(), {{"dbname", db}});
     if (!ci.ok()) return;
     auto session = PgConn::Connect(*ci);
-    if (session.ok()) standby_sessions_.emplace_back(db, std::move(session).value());
+    if (!session.ok()) continue;
+    // A first export here warms the session's caches, so the one inside the
+    // hold costs a round trip and nothing more (a standby exports too).
+    if ((*session)->Send(std::string(kExportSnapshot) + "; rollback").ok()) {
+      (void)(*session)->Collect();
+    }
+    standby_sessions_.emplace_back(db, std::move(session).value());
   }
 }
 
@@ -41,18 +56,28 @@ Status LocalEnv::StartParityCheck() {
     PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> dbs, checks::ListDatabases(*target));
     for (const auto& db : dbs) sessions.emplace_back(db, nullptr);
   }
-  auto job = std::make_unique<ParityJob>();
-  std::vector<std::pair<std::string, std::string>> work;  // database, snapshot id
   for (auto& [db, session] : sessions) {
     if (!session || !session->Healthy()) {
       PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithConninfo(TargetConninfo(), {{"dbname", db}}));
       PGSHIFT_ASSIGN_OR_RETURN(session, PgConn::Connect(ci));
     }
-    PGSHIFT_RETURN_IF_ERROR(session->Exec("begin isolation level repeatable read read only"));
-    PGSHIFT_ASSIGN_OR_RETURN(Rows r, session->Query("select pg_export_snapshot() as s"));
-    work.emplace_back(db, r.Str(0, "s"));
+  }
+  // Traffic is held: every database exports at once, then the answers are read.
+  for (auto& [db, session] : sessions) PGSHIFT_RETURN_IF_ERROR(session->Send(kExportSnapshot));
+  auto job = std::make_unique<ParityJob>();
+  std::vector<std::pair<std::string, std::string>> work;  // database, snapshot id
+  Status first_error;
+  for (auto& [db, session] : sessions) {
+    Result<Rows> r = session->Collect();
+    if (!r.ok() || r->empty()) {
+      if (first_error.ok())
+        first_error = r.ok() ? Internal("no snapshot exported in " + db) : r.status();
+      continue;
+    }
+    work.emplace_back(db, r->Str(0, "s"));
     job->snapshot_sessions.push_back(std::move(session));
   }
+  PGSHIFT_RETURN_IF_ERROR(first_error);
   job->state.started = true;
   ParityJob* j = job.get();
   const std::string source_ci = spec_.source_conninfo;
@@ -117,8 +142,9 @@ Result<std::vector<checks::Finding>> LocalEnv::QuickParity(int64_t budget_ms) {
     PGSHIFT_ASSIGN_OR_RETURN(std::string t, WithConninfo(TargetConninfo(), {{"dbname", db}}));
     const int64_t left = deadline - MonotonicMs();
     PGSHIFT_ASSIGN_OR_RETURN(
-        auto found, checks::RunDataParity(s, t, "", nullptr, nullptr,
-                                          checks::ParityOptions{.time_budget_ms = std::max<int64_t>(left, 1)}));
+        auto found,
+        checks::RunDataParity(s, t, "", nullptr, nullptr,
+                              checks::ParityOptions{.time_budget_ms = std::max<int64_t>(left, 1)}));
     for (auto& f : found) {
       if (!f.subject.empty()) f.subject = db + ":" + f.subject;
       all.push_back(std::move(f));

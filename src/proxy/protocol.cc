@@ -171,6 +171,14 @@ bool ParseDescribeOrClose(std::string_view body, char* kind, std::string* name) 
   return true;
 }
 
+bool ReportsServerState(std::string_view parameter_status_body) {
+  BodyReader r(parameter_status_body);
+  std::string_view name;
+  if (!r.ReadCString(&name)) return false;
+  return name == "in_hot_standby" || name == "server_version" || name == "server_encoding" ||
+         name == "integer_datetimes";
+}
+
 bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields) {
   BodyReader r(body);
   while (true) {

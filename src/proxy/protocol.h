@@ -15,12 +15,12 @@
 
 namespace pgshift::proxy {
 
-inline constexpr int32_t kProtocolV3 = 196608;        // 3.0
+inline constexpr int32_t kProtocolV3 = 196608;  // 3.0
 inline constexpr int32_t kSslRequestCode = 80877103;
 inline constexpr int32_t kGssEncRequestCode = 80877104;
 inline constexpr int32_t kCancelRequestCode = 80877102;
-inline constexpr size_t kMaxStartupPacket = 10000;    // as the server's MAX_STARTUP_PACKET_LENGTH
-inline constexpr size_t kMaxMessage = 1u << 30;       // 1 GiB, the server's own bound
+inline constexpr size_t kMaxStartupPacket = 10000;  // as the server's MAX_STARTUP_PACKET_LENGTH
+inline constexpr size_t kMaxMessage = 1u << 30;     // 1 GiB, the server's own bound
 
 enum class DecodeStatus { kOk, kNeedMoreData, kError };
 
@@ -75,11 +75,15 @@ class BodyReader {
 
 // Fields of the client messages the proxy inspects. Each returns false on a
 // malformed body.
-bool ParseStatementName(std::string_view parse_body, std::string* name);               // 'P'
-bool ParseBindStatement(std::string_view bind_body, std::string* statement);           // 'B'
-bool ParseDescribeOrClose(std::string_view body, char* kind, std::string* name);       // 'D' / 'C'
+bool ParseStatementName(std::string_view parse_body, std::string* name);          // 'P'
+bool ParseBindStatement(std::string_view bind_body, std::string* statement);      // 'B'
+bool ParseDescribeOrClose(std::string_view body, char* kind, std::string* name);  // 'D' / 'C'
 // ErrorResponse / NoticeResponse fields by code ('S','C','M',...).
 bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields);
+// True when a ParameterStatus ('S') body reports the server's state rather than
+// a setting a session can change (in_hot_standby flips on every session of a
+// standby when it is promoted; server_version and the like never change by SET).
+bool ReportsServerState(std::string_view parameter_status_body);
 
 // Encoders.
 void AppendInt32(std::string* out, int32_t v);

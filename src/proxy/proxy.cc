@@ -413,15 +413,25 @@ Status Proxy::StartAdmin() {
     JsonReply(res, 200, r->ToJson());
   });
   // Logins on the next endpoint opened ahead of a switch (Route::Prewarm).
-  srv.Post(R"(/routes/([^/]+)/prewarm)",
-           [find](const httplib::Request& req, httplib::Response& res) {
-             auto r = find(req, res);
-             if (!r) return;
-             auto up = BodyUpstream(req);
-             if (!up.ok()) return ErrorReply(res, 400, up.status().message());
-             int asked = r->Prewarm(*up);
-             JsonReply(res, 200, {{"route", r->name()}, {"sessions_asked", asked}});
-           });
+  srv.Post(R"(/routes/([^/]+)/prewarm)", [find](const httplib::Request& req,
+                                                httplib::Response& res) {
+    auto r = find(req, res);
+    if (!r) return;
+    auto up = BodyUpstream(req);
+    if (!up.ok()) return ErrorReply(res, 400, up.status().message());
+    // "wait_ms": answer once the logins are open (or that time has
+    // passed), so a hold that follows does not start while they are.
+    int64_t wait_ms = 0;
+    if (auto body = Body(req); body.ok() && body->contains("wait_ms")) {
+      const auto& w = (*body)["wait_ms"];
+      if (!w.is_number_integer() || w.get<int64_t>() < 0 || w.get<int64_t>() > 60000)
+        return ErrorReply(res, 400, "wait_ms must be an integer from 0 to 60000");
+      wait_ms = w.get<int64_t>();
+    }
+    int asked = r->Prewarm(*up);
+    int64_t pending = wait_ms > 0 ? r->WaitPrewarmed(wait_ms) : r->prewarms_pending.load();
+    JsonReply(res, 200, {{"route", r->name()}, {"sessions_asked", asked}, {"pending", pending}});
+  });
   srv.Post(R"(/routes/([^/]+)/release)",
            [find](const httplib::Request& req, httplib::Response& res) {
              auto r = find(req, res);

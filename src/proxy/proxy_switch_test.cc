@@ -411,8 +411,8 @@ TEST(ProxySwitch, PrewarmedLoginsAreTakenAtTheSwitch) {
   ASSERT_EQ(on_b(), 0);
   ASSERT_TRUE(router->Hold(5000).ok());
   const Endpoint b{"127.0.0.1", env->b->port()};
-  ASSERT_TRUE(router->Prewarm(b).ok());
-  for (int i = 0; i < 400 && on_b() < 2; i++) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(router->Prewarm(b).ok());  // returns once the logins are open
+  EXPECT_EQ(route->prewarms_pending.load(), 0);
   EXPECT_EQ(on_b(), 2) << "each session logged in on b while held";
   ASSERT_TRUE(router->Repoint(b).ok());
   ASSERT_TRUE(router->Release().ok());
@@ -437,8 +437,11 @@ TEST(ProxySwitch, PrewarmedLoginsAreTakenAtTheSwitch) {
   EXPECT_EQ(on_a(), 2);
   ASSERT_TRUE(sessions[0]->Exec("set statement_timeout = '9s'").ok());
   ASSERT_TRUE(router->Hold(5000).ok());
-  ASSERT_TRUE(router->Repoint(a).ok());
-  ASSERT_TRUE(router->Release().ok());
+  ASSERT_TRUE(router->SwitchTo(a).ok());  // repoint and release in one admin call
+  EXPECT_FALSE(route->held());
+  auto now_at = router->Current();
+  ASSERT_TRUE(now_at.ok());
+  EXPECT_EQ(*now_at, a);
   for (auto& s : sessions) EXPECT_EQ(One(*s, "select inet_server_port()"), std::to_string(a.port));
   EXPECT_EQ(One(*sessions[0], "show statement_timeout"), "9s");
   EXPECT_EQ(route->prewarmed_switches.load(), 3);

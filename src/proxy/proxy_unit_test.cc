@@ -89,6 +89,15 @@ TEST(Protocol, ParsesNamesOfExtendedQueryMessages) {
   EXPECT_EQ(f['M'], "no");
 }
 
+TEST(Protocol, TellsServerStateReportsFromSessionSettings) {
+  auto body = [](std::string_view msg) { return std::string(msg.substr(5)); };
+  EXPECT_TRUE(ReportsServerState(body(ParameterStatus("in_hot_standby", "off"))));
+  EXPECT_TRUE(ReportsServerState(body(ParameterStatus("server_version", "15.18"))));
+  EXPECT_FALSE(ReportsServerState(body(ParameterStatus("TimeZone", "UTC"))));
+  EXPECT_FALSE(ReportsServerState(body(ParameterStatus("application_name", "in_hot_standby"))));
+  EXPECT_FALSE(ReportsServerState("in_hot_standby"));  // no terminator: malformed, not a report
+}
+
 TEST(Scram, MatchesTheRfc7677TestVector) {
   ScramClient c("pencil", "rOprNGfwEbeRWgbNEkqO", "user");
   EXPECT_EQ(c.ClientFirst(), "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");

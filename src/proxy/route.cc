@@ -1,5 +1,6 @@
 #include "proxy/route.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -113,6 +114,7 @@ nlohmann::json Route::StatsJson() const {
           {"bytes_to_clients", t.bytes_to_client},
           {"switched_sessions", switches.load()},
           {"prewarmed_switches", prewarmed_switches.load()},
+          {"prewarms_pending", prewarms_pending.load()},
           {"spliced_sessions", spliced_sessions.load()},
           {"splices", splices.load()}};
 }
@@ -151,8 +153,16 @@ void Route::RemoveMember(uint64_t id) { members_.Remove(id); }
 
 int Route::Prewarm(const UpstreamConfig& to) {
   auto calls = members_.Snapshot();
+  prewarms_pending += static_cast<int64_t>(calls.size());
   for (auto& fn : calls) fn(to);
   return static_cast<int>(calls.size());
+}
+
+int64_t Route::WaitPrewarmed(int64_t timeout_ms) const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (prewarms_pending.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return std::max<int64_t>(prewarms_pending.load(), 0);
 }
 
 void RouteTable::Add(std::shared_ptr<Route> r) {

@@ -122,9 +122,14 @@ class Route {
   // its next move there instead of logging in then. Inside a cutover's hold
   // `to` is the standby about to be promoted: sessions opened during recovery
   // carry on as read-write sessions after it. Returns how many were asked.
+  // Each member's login ends with PrewarmDone(), whether it opened or not.
   uint64_t AddMember(std::function<void(const UpstreamConfig&)> prewarm);
   void RemoveMember(uint64_t id);
   int Prewarm(const UpstreamConfig& to);
+  void PrewarmDone() { prewarms_pending--; }
+  // Waits (sleeping, on the caller's thread) until no login asked by Prewarm
+  // is still being opened, or timeout_ms passed; returns how many still are.
+  int64_t WaitPrewarmed(int64_t timeout_ms) const;
 
   // Counters (sessions and held_sessions and in_transaction are gauges).
   std::atomic<int64_t> sessions{0};
@@ -136,6 +141,7 @@ class Route {
   std::atomic<int64_t> bytes_to_clients{0};
   std::atomic<int64_t> switches{0};            // sessions moved to a new endpoint
   std::atomic<int64_t> prewarmed_switches{0};  // ... of them, onto a login opened ahead
+  std::atomic<int64_t> prewarms_pending{0};    // gauge: logins ahead being opened now
   std::atomic<int64_t> spliced_sessions{0};    // gauge: sessions in kernel mode now
   std::atomic<int64_t> splices{0};             // times a session entered kernel mode
 

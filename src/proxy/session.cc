@@ -400,8 +400,12 @@ bool Session::OnServerMessage(const Message& m) {
       }
       return true;
     case 'S':
-      settings_dirty_ = true;
-      capture_failed_ = false;
+      // A report of the server's own state (a promotion turns in_hot_standby
+      // off on every session) changes nothing the session must carry.
+      if (!ReportsServerState(m.body)) {
+        settings_dirty_ = true;
+        capture_failed_ = false;
+      }
       return true;
     case 'E':
       route_->errors++;

@@ -179,11 +179,20 @@ asio::awaitable<bool> Session::Startup() {
   if (!replication_) {
     std::weak_ptr<Session> weak = weak_from_this();
     auto ex = client_.socket().get_executor();
-    member_id_ = route_->AddMember([weak, ex](const UpstreamConfig& to) {
+    Route* route = route_.get();  // alive while it calls its members
+    member_id_ = route_->AddMember([weak, ex, route](const UpstreamConfig& to) {
       auto s = weak.lock();
-      if (!s) return;
+      if (!s) return route->PrewarmDone();
       asio::co_spawn(
-          ex, [s, to]() -> asio::awaitable<void> { co_await s->Prewarm(to); }, asio::detached);
+          ex,
+          [s, to]() -> asio::awaitable<void> {
+            struct Done {
+              Route* r;
+              ~Done() { r->PrewarmDone(); }
+            } done{s->route_.get()};
+            co_await s->Prewarm(to);
+          },
+          asio::detached);
     });
   }
   co_return co_await FlushClient();

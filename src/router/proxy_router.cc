@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <algorithm>
+
 namespace pgshift {
 namespace {
 
@@ -76,7 +78,24 @@ Status ProxyRouter::Repoint(const Endpoint& to) {
 
 Status ProxyRouter::Prewarm(const Endpoint& to) {
   if (to.host.empty() || to.port <= 0) return InvalidArgument("prewarm target needs host and port");
+  // Waits for the logins: the hold that follows should not start while the
+  // proxy and the standby are still busy opening them.
+  const int64_t wait_ms = std::clamp<int64_t>(config_.admin_timeout_ms / 2, 1, 60000);
   auto r = Call("POST", "/routes/" + config_.route + "/prewarm",
+                {{"upstream", {{"host", to.host}, {"port", to.port}}}, {"wait_ms", wait_ms}},
+                config_.admin_timeout_ms);
+  if (!r.ok()) return r.status();
+  const int64_t pending = r->value("pending", int64_t{0});
+  if (pending > 0) {
+    return Timeout(std::to_string(pending) + " login(s) on " + to.ToString() +
+                   " were still being opened after " + std::to_string(wait_ms) + " ms");
+  }
+  return Status::OK();
+}
+
+Status ProxyRouter::SwitchTo(const Endpoint& to) {
+  if (to.host.empty() || to.port <= 0) return InvalidArgument("switch target needs host and port");
+  auto r = Call("POST", "/routes/" + config_.route + "/switch",
                 {{"upstream", {{"host", to.host}, {"port", to.port}}}}, config_.admin_timeout_ms);
   return r.ok() ? Status::OK() : r.status();
 }

@@ -6,6 +6,7 @@
 //   Current    → GET  /routes/{route}
 //   Stats      → GET  /routes/{route}/stats
 //   Prewarm(e) → POST /routes/{route}/prewarm {"upstream": {"host","port"}}
+//   SwitchTo(e) → POST /routes/{route}/switch {"upstream": {"host","port"}}
 //   HeldBackendPids(e) → GET /routes/{route}/backends?upstream=host:port (409 unless the
 //                hold has drained; it also makes the release move every session)
 // The proxy is the source of truth; nothing is cached here. Each call opens
@@ -41,6 +42,7 @@ class ProxyRouter : public Router {
   Result<RouteStats> Stats() override;
   Result<HeldBackends> HeldBackendPids(const Endpoint& on) override;
   Status Prewarm(const Endpoint& to) override;
+  Status SwitchTo(const Endpoint& to) override;
 
  private:
   Result<nlohmann::json> Call(const std::string& method, const std::string& path,

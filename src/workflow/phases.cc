@@ -200,16 +200,22 @@ Status MigrationRunner::CdcPrepare() {
                    {"active", s.active}});
   }
   m_.result["cdc_slots"] = arr;
-  // Sessions log in on the standby now (such sessions stay valid through its
-  // promotion): the switch takes those logins instead of making them, and
-  // their cost is paid here, beside the standby sessions PrepareCutover
-  // opens, not inside the hold. A session that changes a setting meanwhile
+  // pgshiftd's own standby sessions (the parity snapshot's) first, then the
+  // router's: sessions log in on the standby now (such sessions stay valid
+  // through its promotion), and the switch takes those logins instead of
+  // making them. Their cost is paid here, not inside the hold, and the router
+  // answers once its logins are open, so the hold does not start while the
+  // standby is busy with them. A session that changes a setting meanwhile
   // logs in again at the switch. Only an optimisation.
+  const int64_t prepare_started = clock_.NowMs();
+  env_->PrepareCutover();
+  const int64_t prewarm_started = clock_.NowMs();
   if (Status pw = env_->router().Prewarm(env_->TargetEndpoint()); !pw.ok()) {
     Event("warning",
           "the router did not open logins on the target ahead of the switch: " + pw.message());
   }
-  env_->PrepareCutover();
+  m_.result["prepare_ms"] = prewarm_started - prepare_started;
+  m_.result["prewarm_ms"] = clock_.NowMs() - prewarm_started;
   Transition(Phase::kQuiesce, "recorded " + std::to_string(slots.size()) +
                                   " logical slot position(s); holding traffic");
   return Status::OK();
@@ -369,8 +375,7 @@ bool MigrationRunner::ParitySettled() {
 }
 
 Status MigrationRunner::Switch() {
-  PGSHIFT_RETURN_IF_ERROR(env_->router().Repoint(env_->TargetEndpoint()));
-  PGSHIFT_RETURN_IF_ERROR(env_->router().Release());
+  PGSHIFT_RETURN_IF_ERROR(env_->router().SwitchTo(env_->TargetEndpoint()));
   const int64_t now = clock_.NowMs();
   m_.result["switched_at_ms"] = now;
   const int64_t hold_ms = now - m_.result.value("hold_started_ms", now);
