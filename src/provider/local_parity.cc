@@ -3,6 +3,8 @@
 // point; after the verify window a background thread compares each database
 // with the fenced source through those snapshots while traffic runs on the
 // target.
+#include <algorithm>
+
 #include "checks/parity.h"
 #include "checks/server_scan.h"
 #include "common/clock.h"
@@ -27,12 +29,21 @@ constexpr const char* kExportSnapshot =
 }  // namespace
 
 void LocalEnv::PrepareCutover() {
-  standby_sessions_.clear();
   auto target = Target();
   if (!target.ok()) return;
   auto dbs = checks::ListDatabases(**target);
   if (!dbs.ok()) return;
+  std::vector<std::pair<std::string, std::unique_ptr<PgConn>>> kept;
+  kept.swap(standby_sessions_);
   for (const auto& db : *dbs) {
+    // Kept if the server still answers (it may have closed an idle session).
+    auto open = std::find_if(kept.begin(), kept.end(), [&](const auto& s) {
+      return s.first == db && s.second && s.second->Exec("select 1").ok();
+    });
+    if (open != kept.end()) {
+      standby_sessions_.push_back(std::move(*open));
+      continue;
+    }
     auto ci = WithConninfo(TargetConninfo(), {{"dbname", db}});
     if (!ci.ok()) return;
     auto session = PgConn::Connect(*ci);

@@ -48,7 +48,11 @@ bool StillGood(ServerConn& c) {
 
 asio::awaitable<void> Session::Prewarm(UpstreamConfig to) {
   if (closed_ || replication_ || prewarm_inflight_) co_return;
-  if ((prewarmed_ && prewarm_to_ == to) || (server_ && server_->upstream == to)) co_return;
+  // A login opened ahead that still fits is kept; one whose settings the
+  // session has changed since is replaced.
+  if ((prewarmed_ && prewarm_to_ == to && prewarm_settings_ == settings_) ||
+      (server_ && server_->upstream == to))
+    co_return;
   prewarm_inflight_ = true;
   auto settings = settings_;
   UpstreamLogin login{to, startup_params_, credential_, &shared_.upstream_tls};

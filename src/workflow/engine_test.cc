@@ -102,6 +102,14 @@ TEST_F(EngineTest, OrderOfCutoverSideEffects) {
     return it - world_->calls.begin();
   };
   EXPECT_LT(pos("PrepareCutover"), pos("Hold")) << "warm-up happens before clients wait";
+  // First while the standby is in sync (its cost inside the sustained-lag
+  // window), then topped up just before the hold.
+  EXPECT_LT(pos("PrepareCutover"), pos("ValidateFindings"));
+  EXPECT_LT(pos("Prewarm"), pos("ValidateFindings"));
+  EXPECT_EQ(std::count(world_->calls.begin(), world_->calls.end(), "Prewarm"), 2);
+  auto last_prewarm = std::find(world_->calls.rbegin(), world_->calls.rend(), "Prewarm");
+  EXPECT_LT(world_->calls.rend() - last_prewarm - 1, pos("Hold"));
+  EXPECT_GT(world_->calls.rend() - last_prewarm - 1, pos("ValidateFindings"));
   ASSERT_LT(pos("Prewarm"), static_cast<long>(world_->calls.size())) << "the router was asked";
   EXPECT_LT(pos("Prewarm"), pos("Hold")) << "logins ahead are paid for before the hold";
   EXPECT_EQ(world_->prewarmed_on, world_->target_ep);

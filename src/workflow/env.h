@@ -112,9 +112,11 @@ class MigrationEnv {
   virtual Result<int> PromoteTarget() = 0;
   // A committed write on the target.
   virtual Status ProbeTargetWrite() = 0;
-  // Just before traffic is held: opens what the held part of the cutover
-  // will need (e.g. sessions on the standby that survive its promotion), so
-  // that work is not paid for while clients wait. Best effort.
+  // Ahead of the hold (once the standby is in sync, and again just before
+  // the hold): opens what the held part of the cutover will need (e.g.
+  // sessions on the standby that survive its promotion), so that work is not
+  // paid for while clients wait. Keeps what is still open from a previous
+  // call. Best effort.
   virtual void PrepareCutover() = 0;
   // Right after promotion, before any write is let through: exports a
   // snapshot of the target and starts comparing it, in the background, with

@@ -123,6 +123,13 @@ Status MigrationRunner::SampleLag() {
 Status MigrationRunner::Sync() {
   PGSHIFT_RETURN_IF_ERROR(SampleLag());
   MergeFindings(env_->SyncFindings());
+  // In sync for the first time: open the cutover's standby sessions and
+  // logins now. Their cost (new backends are dear) then falls inside the
+  // window that must show the lag staying low, not just before the hold.
+  if (m_.progress.value("in_sync_ms", int64_t{0}) > 0 && !prepared_ahead_) {
+    prepared_ahead_ = true;
+    PrepareAhead();
+  }
   if (m_.progress.value("in_sync_ms", int64_t{0}) >= spec_.options.sustain_ms) {
     Transition(Phase::kValidate,
                "replay lag stayed under " + std::to_string(spec_.options.lag_threshold_bytes) +
@@ -200,13 +207,21 @@ Status MigrationRunner::CdcPrepare() {
                    {"active", s.active}});
   }
   m_.result["cdc_slots"] = arr;
-  // pgshiftd's own standby sessions (the parity snapshot's) first, then the
-  // router's: sessions log in on the standby now (such sessions stay valid
-  // through its promotion), and the switch takes those logins instead of
-  // making them. Their cost is paid here, not inside the hold, and the router
-  // answers once its logins are open, so the hold does not start while the
-  // standby is busy with them. A session that changes a setting meanwhile
-  // logs in again at the switch. Only an optimisation.
+  // Tops up what was opened when the standby got in sync (sessions that
+  // arrived since, a database created since); the router answers once its
+  // logins are open, so the hold does not start while they are made.
+  PrepareAhead();
+  Transition(Phase::kQuiesce, "recorded " + std::to_string(slots.size()) +
+                                  " logical slot position(s); holding traffic");
+  return Status::OK();
+}
+
+void MigrationRunner::PrepareAhead() {
+  // pgshiftd's own standby sessions (the parity snapshots'), then the
+  // router's: sessions log in on the standby (such sessions stay valid
+  // through its promotion) and the switch takes those logins instead of
+  // making them. A session that changes a setting afterwards gets a fresh
+  // login here, or logs in again at the switch. Only an optimisation.
   const int64_t prepare_started = clock_.NowMs();
   env_->PrepareCutover();
   const int64_t prewarm_started = clock_.NowMs();
@@ -216,9 +231,6 @@ Status MigrationRunner::CdcPrepare() {
   }
   m_.result["prepare_ms"] = prewarm_started - prepare_started;
   m_.result["prewarm_ms"] = clock_.NowMs() - prewarm_started;
-  Transition(Phase::kQuiesce, "recorded " + std::to_string(slots.size()) +
-                                  " logical slot position(s); holding traffic");
-  return Status::OK();
 }
 
 Status MigrationRunner::Quiesce() {

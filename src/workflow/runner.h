@@ -67,6 +67,10 @@ class MigrationRunner {
   void MergeFindings(const std::vector<checks::Finding>& fresh);
   // Waits for the background parity check; false while it runs or blocks.
   bool ParitySettled();
+  // PrepareCutover and the router's Prewarm: once when the standby gets in
+  // sync (so their cost lands inside the sustained-lag window, well before
+  // the hold) and again in cdc_prepare, where they only top up.
+  void PrepareAhead();
 
   StateStore& store_;
   Clock& clock_;
@@ -76,6 +80,7 @@ class MigrationRunner {
   MigrationRecord m_;
   int consecutive_failures_ = 0;
   bool idle_ = false;  // set by a phase step that is polling
+  bool prepared_ahead_ = false;  // PrepareAhead ran during this sync
 };
 
 }  // namespace pgshift
