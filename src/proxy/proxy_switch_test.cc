@@ -404,6 +404,7 @@ TEST(ProxySwitch, PrewarmedLoginsAreTakenAtTheSwitch) {
     sessions.push_back(std::move(*c));
   }
   ASSERT_TRUE(sessions[0]->Exec("set statement_timeout = '7s'").ok());
+  EXPECT_EQ(One(*sessions[1], "select pg_catalog.txid_current_if_assigned() as warm"), "");
   auto on_b = [&] {
     auto n = env->b->Psql("select count(*) from pg_stat_activity where usename = 'app'");
     return n.ok() ? std::stoi(*n) : -1;
@@ -414,6 +415,15 @@ TEST(ProxySwitch, PrewarmedLoginsAreTakenAtTheSwitch) {
   ASSERT_TRUE(router->Prewarm(b).ok());  // returns once the logins are open
   EXPECT_EQ(route->prewarms_pending.load(), 0);
   EXPECT_EQ(on_b(), 2) << "each session logged in on b while held";
+  // The logins opened ahead parsed (did not run) what their sessions ran in
+  // user space (the TLS one: the plain-text one is forwarded by the kernel).
+  auto on_b_admin = PgConn::Connect(env->b->Conninfo());
+  ASSERT_TRUE(on_b_admin.ok());
+  EXPECT_EQ(One(**on_b_admin,
+                "select count(*) from pg_stat_activity where usename = 'app' and "
+                "query = 'select pg_catalog.txid_current_if_assigned() as warm'"),
+            "1");
+  EXPECT_EQ(Count(*env->b, "select count(*) from pgbench_history"), 0) << "nothing ran on b";
   ASSERT_TRUE(router->Repoint(b).ok());
   ASSERT_TRUE(router->Release().ok());
   for (auto& s : sessions) EXPECT_EQ(One(*s, "select inet_server_port()"), std::to_string(b.port));

@@ -265,6 +265,7 @@ bool Session::OnClientMessage(const Message& m) {
         prepared_upstream_.erase(gone);
       }
       if (MentionsSetConfig(m.body)) settings_dirty_ = true;
+      RememberForWarmUp(m.body);
       break;
     }
     case 'F':
@@ -281,8 +282,10 @@ bool Session::OnClientMessage(const Message& m) {
       if (!ParseStatementName(m.body, &name)) return false;
       BodyReader pr(m.body);
       std::string_view pname, ptext;
-      if (pr.ReadCString(&pname) && pr.ReadCString(&ptext) && MentionsSetConfig(ptext))
-        settings_dirty_ = true;  // re-read at the next boundary
+      if (pr.ReadCString(&pname) && pr.ReadCString(&ptext)) {
+        if (MentionsSetConfig(ptext)) settings_dirty_ = true;  // re-read at the next boundary
+        RememberForWarmUp(ptext);
+      }
       if (!name.empty()) {
         statements_[name] = std::string(raw);
         prepared_upstream_.insert(name);
@@ -341,6 +344,16 @@ void Session::StartCapture() {
   capture_rows_.clear();
   syncs_sent_++;
   server_->outbox.Append(QueryMessage(kCaptureSql));
+}
+
+void Session::RememberForWarmUp(std::string_view text) {
+  constexpr size_t kMaxTexts = 16, kMaxLength = 4096;
+  if (warm_texts_.size() >= kMaxTexts) return;
+  if (!text.empty() && text.back() == '\0') text.remove_suffix(1);
+  if (text.empty() || text.size() > kMaxLength) return;
+  for (const auto& t : warm_texts_)
+    if (t == text) return;
+  warm_texts_.emplace_back(text);
 }
 
 void Session::OnReadyForQuery(char status) {

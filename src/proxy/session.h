@@ -57,6 +57,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Server message handler: true when the message goes on to the client.
   bool OnServerMessage(const Message& m);
   void OnReadyForQuery(char status);
+  void RememberForWarmUp(std::string_view text);
   void StartCapture();
   // Kernel splice (session_splice.cc). CanSplice: at a boundary with nothing
   // buffered or owed anywhere; EnterSplice hands the sockets to the kernel;
@@ -129,6 +130,9 @@ class Session : public std::enable_shared_from_this<Session> {
   UpstreamConfig prewarm_to_;
   std::vector<std::pair<std::string, std::string>> prewarm_settings_;
   bool prewarm_inflight_ = false;
+  // The first distinct statement texts the proxy saw (kernel mode forwards
+  // the rest unseen): a login opened ahead parses them, to warm its caches.
+  std::vector<std::string> warm_texts_;
 
   std::shared_ptr<CancelTarget> cancel_target_;
   uint32_t cancel_pid_ = 0, cancel_key_ = 0;

@@ -58,6 +58,9 @@ asio::awaitable<void> Session::Prewarm(UpstreamConfig to) {
   UpstreamLogin login{to, startup_params_, credential_, &shared_.upstream_tls};
   LoginOutcome lo = co_await ConnectUpstream(login);
   if (lo.conn && !(co_await ApplySettings(*lo.conn, settings)).ok()) lo.conn.reset();
+  // A fresh backend's first statements cost several times the usual while it
+  // loads its caches; pay that now, not at the switch.
+  if (lo.conn && !(co_await ParseOnly(*lo.conn, warm_texts_)).ok()) lo.conn.reset();
   prewarm_inflight_ = false;
   wake_->cancel();  // a move may be waiting for this login
   if (!lo.conn) co_return;

@@ -297,6 +297,31 @@ asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(Serve
   }
 }
 
+asio::awaitable<Status> ParseOnly(ServerConn& c, const std::vector<std::string>& texts) {
+  if (texts.empty()) co_return Status::OK();
+  std::string out;
+  for (const auto& t : texts) {
+    std::string body(1, '\0');  // the unnamed statement
+    body += t;
+    body += '\0';
+    AppendInt16(&body, 0);  // no parameter types: the server infers them
+    out += EncodeMessage('P', body);
+    out += EncodeMessage('S', "");
+  }
+  if (co_await c.stream.WriteAll(out)) co_return Unavailable("cannot write to upstream");
+  std::string buf = std::move(c.leftover), storage;
+  c.leftover.clear();
+  size_t ready = 0;
+  while (ready < texts.size()) {
+    Message m;
+    Status st = co_await ReadMessage(c, buf, storage, &m);
+    if (!st.ok()) co_return st;
+    if (m.type == 'Z') ready++;
+  }
+  c.leftover = buf;
+  co_return Status::OK();
+}
+
 asio::awaitable<void> SendCancel(UpstreamConfig upstream, uint32_t pid, uint32_t key) {
   auto sock = co_await ConnectSocket(upstream, 10000);
   if (!sock.ok()) co_return;

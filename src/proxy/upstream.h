@@ -55,7 +55,14 @@ asio::awaitable<LoginOutcome> ConnectUpstream(UpstreamLogin login);
 // Runs one simple query on a logged-in connection, reading until
 // ReadyForQuery. Rows come back as text. An ErrorResponse is an error Status.
 asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(ServerConn& c,
-                                                                            std::string sql);
+                                                                           std::string sql);
+
+// Parses each text as the unnamed statement, each with its own Sync so a
+// text the server rejects does not stop the rest, and ignores the answers:
+// parse analysis loads the catalog entries a statement uses and executes
+// nothing. Warms a fresh backend for the statements a session runs. An error
+// only when the connection failed.
+asio::awaitable<Status> ParseOnly(ServerConn& c, const std::vector<std::string>& texts);
 
 // Sends a CancelRequest for (pid, key) to `upstream` and closes.
 asio::awaitable<void> SendCancel(UpstreamConfig upstream, uint32_t pid, uint32_t key);
