@@ -297,7 +297,7 @@ asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(Serve
   }
 }
 
-asio::awaitable<Status> ParseOnly(ServerConn& c, const std::vector<std::string>& texts) {
+asio::awaitable<Status> ParseOnly(ServerConn& c, std::vector<std::string> texts) {
   if (texts.empty()) co_return Status::OK();
   std::string out;
   for (const auto& t : texts) {

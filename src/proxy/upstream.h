@@ -62,7 +62,8 @@ asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(Serve
 // parse analysis loads the catalog entries a statement uses and executes
 // nothing. Warms a fresh backend for the statements a session runs. An error
 // only when the connection failed.
-asio::awaitable<Status> ParseOnly(ServerConn& c, const std::vector<std::string>& texts);
+// Takes the texts by value: the caller's list may grow while this waits.
+asio::awaitable<Status> ParseOnly(ServerConn& c, std::vector<std::string> texts);
 
 // Sends a CancelRequest for (pid, key) to `upstream` and closes.
 asio::awaitable<void> SendCancel(UpstreamConfig upstream, uint32_t pid, uint32_t key);
