@@ -22,6 +22,26 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Starts pg_sleep(seconds) on `c`, cancels it through the proxy, and returns
+// the SQLSTATE the sleep ended with ("57014" when the cancel reached it).
+std::string CancelledSleep(PgConn& c, int seconds) {
+  if (PQsendQuery(c.raw(), ("select pg_sleep(" + std::to_string(seconds) + ")").c_str()) != 1)
+    return "not sent";
+  std::this_thread::sleep_for(300ms);
+  PGcancel* cancel = PQgetCancel(c.raw());
+  char err[256];
+  const bool sent = PQcancel(cancel, err, sizeof(err)) == 1;
+  PQfreeCancel(cancel);
+  EXPECT_TRUE(sent) << err;
+  std::string state;
+  while (PGresult* r = PQgetResult(c.raw())) {
+    const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state.empty() && s) state = s;
+    PQclear(r);
+  }
+  return state;
+}
+
 // (query mode, transport): "mtls" forwards in user space; "plain" sessions
 // are spliced into the kernel between transactions (splice/), and the hold
 // must take them back before it can drain.
@@ -145,17 +165,7 @@ TEST(ProxySplice, PlainSessionsRunSplicedAndComeBackForWhatTheProxyMustSee) {
   ASSERT_TRUE(s.Exec("set work_mem = '5MB'").ok());
   EXPECT_TRUE(wait_for([&] { return route->spliced_sessions.load() == 1; }));
   // A cancel reaches the server while the session is spliced.
-  ASSERT_EQ(PQsendQuery(s.raw(), "select pg_sleep(30)"), 1);
-  std::this_thread::sleep_for(300ms);
-  PGcancel* cancel = PQgetCancel(s.raw());
-  char err[256];
-  ASSERT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
-  PQfreeCancel(cancel);
-  PGresult* r = PQgetResult(s.raw());
-  ASSERT_NE(r, nullptr);
-  EXPECT_STREQ(PQresultErrorField(r, PG_DIAG_SQLSTATE), "57014");
-  PQclear(r);
-  while ((r = PQgetResult(s.raw())) != nullptr) PQclear(r);
+  EXPECT_EQ(CancelledSleep(s, 30), "57014");
 
   // Switch: the SET value and the named statement move along.
   auto router = MakeRouterFor(*env);
@@ -279,17 +289,7 @@ TEST(ProxySwitch, SessionSettingsAndPreparedStatementsSurviveTheSwitch) {
   EXPECT_EQ(One(c, "select 1"), "1");
 
   // Cancel still reaches the right server session after the switch.
-  ASSERT_EQ(PQsendQuery(c.raw(), "select pg_sleep(60)"), 1);
-  std::this_thread::sleep_for(300ms);
-  PGcancel* cancel = PQgetCancel(c.raw());
-  char err[256];
-  ASSERT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
-  PQfreeCancel(cancel);
-  PGresult* res = PQgetResult(c.raw());
-  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-  EXPECT_STREQ(state ? state : "", "57014");
-  PQclear(res);
-  while ((res = PQgetResult(c.raw()))) PQclear(res);
+  EXPECT_EQ(CancelledSleep(c, 60), "57014");
 
   // The server ends the idle session (as a fence does): the next statement runs on a new
   // server session with the same settings.

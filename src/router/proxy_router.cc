@@ -31,6 +31,12 @@ Status FromHttp(int status, const std::string& body, const std::string& what) {
   }
 }
 
+// The admin body naming an endpoint; `what` names the call in the error.
+Result<nlohmann::json> UpstreamBody(const Endpoint& to, const std::string& what) {
+  if (to.host.empty() || to.port <= 0) return InvalidArgument(what + " target needs host and port");
+  return nlohmann::json{{"upstream", {{"host", to.host}, {"port", to.port}}}};
+}
+
 }  // namespace
 
 Result<nlohmann::json> ProxyRouter::Call(const std::string& method, const std::string& path,
@@ -70,20 +76,18 @@ Status ProxyRouter::Release() {
 }
 
 Status ProxyRouter::Repoint(const Endpoint& to) {
-  if (to.host.empty() || to.port <= 0) return InvalidArgument("repoint target needs host and port");
-  auto r = Call("PUT", "/routes/" + config_.route,
-                {{"upstream", {{"host", to.host}, {"port", to.port}}}}, config_.admin_timeout_ms);
+  PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, UpstreamBody(to, "repoint"));
+  auto r = Call("PUT", "/routes/" + config_.route, body, config_.admin_timeout_ms);
   return r.ok() ? Status::OK() : r.status();
 }
 
 Status ProxyRouter::Prewarm(const Endpoint& to) {
-  if (to.host.empty() || to.port <= 0) return InvalidArgument("prewarm target needs host and port");
+  PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, UpstreamBody(to, "prewarm"));
   // Waits for the logins: the hold that follows should not start while the
   // proxy and the standby are still busy opening them.
   const int64_t wait_ms = std::clamp<int64_t>(config_.admin_timeout_ms / 2, 1, 60000);
-  auto r = Call("POST", "/routes/" + config_.route + "/prewarm",
-                {{"upstream", {{"host", to.host}, {"port", to.port}}}, {"wait_ms", wait_ms}},
-                config_.admin_timeout_ms);
+  body["wait_ms"] = wait_ms;
+  auto r = Call("POST", "/routes/" + config_.route + "/prewarm", body, config_.admin_timeout_ms);
   if (!r.ok()) return r.status();
   const int64_t pending = r->value("pending", int64_t{0});
   if (pending > 0) {
@@ -94,9 +98,8 @@ Status ProxyRouter::Prewarm(const Endpoint& to) {
 }
 
 Status ProxyRouter::SwitchTo(const Endpoint& to) {
-  if (to.host.empty() || to.port <= 0) return InvalidArgument("switch target needs host and port");
-  auto r = Call("POST", "/routes/" + config_.route + "/switch",
-                {{"upstream", {{"host", to.host}, {"port", to.port}}}}, config_.admin_timeout_ms);
+  PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, UpstreamBody(to, "switch"));
+  auto r = Call("POST", "/routes/" + config_.route + "/switch", body, config_.admin_timeout_ms);
   return r.ok() ? Status::OK() : r.status();
 }
 
