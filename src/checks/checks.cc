@@ -30,7 +30,8 @@ SourceCounts CountSlots(const SlotSnapshot& snap, int active_senders) {
 }
 
 Result<int> ActiveSenders(PgConn& source) {
-  PGSHIFT_ASSIGN_OR_RETURN(Rows rows, source.Query("select count(*) as n from pg_stat_replication"));
+  PGSHIFT_ASSIGN_OR_RETURN(Rows rows,
+                           source.Query("select count(*) as n from pg_stat_replication"));
   return static_cast<int>(rows.Int(0, "n"));
 }
 
@@ -100,7 +101,10 @@ Result<std::vector<Finding>> RunValidate(PgConn& source, PgConn& target, const T
   const SourceCounts counts = CountSlots(slots, 0);
   Append(out, CompareParams(src_settings, tgt_settings, counts.logical_slots));
 
-  PGSHIFT_ASSIGN_OR_RETURN(auto installed, ReadInstalledExtensions(source));
+  PGSHIFT_ASSIGN_OR_RETURN(
+      auto installed,
+      ReadInstalledExtensions(
+          source, options.source_databases ? options.source_databases : NewSessionsLike(source)));
   PGSHIFT_ASSIGN_OR_RETURN(ExtensionCatalog catalog, ReadAvailableExtensions(target));
   Append(out, CompareExtensions(installed, catalog));
 
@@ -130,17 +134,16 @@ std::string RenderFindingsTable(const std::vector<Finding>& findings) {
     if (s.size() < w) s.append(w - s.size(), ' ');
     return s;
   };
-  std::string out = pad("SEVERITY", 10) + pad("ID", w_id + 2) + pad("SUBJECT", w_subject + 2) +
-                    "MESSAGE\n";
+  std::string out =
+      pad("SEVERITY", 10) + pad("ID", w_id + 2) + pad("SUBJECT", w_subject + 2) + "MESSAGE\n";
   int blocking = 0, warnings = 0;
   for (const Finding& f : findings) {
     std::string sev = SeverityName(f.severity);
     if (f.overridden) sev += "*";
     if (f.Blocks()) ++blocking;
     if (f.severity == Severity::kWarning) ++warnings;
-    out += pad(sev, 10) + pad(f.id, w_id + 2) + pad(f.subject.empty() ? "-" : f.subject,
-                                                     w_subject + 2) +
-           f.message + "\n";
+    out += pad(sev, 10) + pad(f.id, w_id + 2) +
+           pad(f.subject.empty() ? "-" : f.subject, w_subject + 2) + f.message + "\n";
     if (f.overridden) out += std::string(10, ' ') + "overridden: " + f.override_reason + "\n";
     if (!f.remedy.empty() && f.severity != Severity::kOk) {
       out += std::string(10, ' ') + "remedy: " + f.remedy + "\n";
@@ -169,12 +172,12 @@ Status ApplyOverride(std::vector<Finding>& findings, const std::string& id,
   std::string known;
   for (const Finding& f : findings) {
     if (f.severity != Severity::kBlocking) continue;
-    known += (known.empty() ? "" : ", ") + f.id + " (" + (f.subject.empty() ? "\"\"" : f.subject) +
-             ")";
+    known +=
+        (known.empty() ? "" : ", ") + f.id + " (" + (f.subject.empty() ? "\"\"" : f.subject) + ")";
   }
-  return NotFound("no blocking finding '" + id + "' with subject '" + subject + "' to override" +
-                  (known.empty() ? "; there are no blocking findings"
-                                 : "; blocking findings are: " + known));
+  return NotFound(
+      "no blocking finding '" + id + "' with subject '" + subject + "' to override" +
+      (known.empty() ? "; there are no blocking findings" : "; blocking findings are: " + known));
 }
 
 bool AnyBlocking(const std::vector<Finding>& findings) {

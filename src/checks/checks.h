@@ -15,14 +15,14 @@
 #pragma once
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "checks/finding.h"
 #include "checks/hazards.h"
 #include "checks/parity.h"
+#include "checks/server_scan.h"
 #include "checks/slots.h"
 #include "checks/sync_monitor.h"
 #include "pg/conn.h"
@@ -41,6 +41,10 @@ struct TargetPlan {
 struct CheckOptions {
   SlotThresholds slots;
   HazardOptions hazards;
+  // Validate: where each source database's pg_extension is read. Empty: a new
+  // connection per database. A hot standby in sync has the same catalogs, so
+  // its sessions may stand in (LocalEnv lends the cutover's standby sessions).
+  DatabaseSessions source_databases;
 };
 
 // Preflight: slot_health, params (standby minimums, post-promotion needs,

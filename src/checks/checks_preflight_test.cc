@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <set>
 #include <thread>
 
 #include "checks/checks.h"
+#include "checks/extensions.h"
 #include "checks/test_replica.h"
 #include "common/lsn.h"
 #include "common/os.h"
@@ -54,8 +56,8 @@ TEST(Preflight, CleanClusterHasNoBlockingFindingsAndListsEveryCheck) {
   EXPECT_FALSE(AnyBlocking(*findings)) << Dump(*findings);
   std::set<std::string> ids;
   for (const Finding& f : *findings) ids.insert(f.id);
-  for (const char* id : {"slot_health", "params", "extensions", "unlogged_tables",
-                         "prepared_xacts", "long_txns", "no_pk_tables", "version"}) {
+  for (const char* id : {"slot_health", "params", "extensions", "unlogged_tables", "prepared_xacts",
+                         "long_txns", "no_pk_tables", "version"}) {
     EXPECT_TRUE(ids.count(id)) << "missing check " << id << "\n" << Dump(*findings);
   }
   const Finding* mc = Find(*findings, "params", "max_connections");
@@ -67,8 +69,8 @@ TEST(Preflight, CleanClusterHasNoBlockingFindingsAndListsEveryCheck) {
   ASSERT_TRUE((*json)["findings"].is_array());
   ASSERT_FALSE((*json)["findings"].empty());
   for (const auto& f : (*json)["findings"]) {
-    for (const char* key : {"id", "severity", "subject", "value", "threshold", "message",
-                            "remedy"}) {
+    for (const char* key :
+         {"id", "severity", "subject", "value", "threshold", "message", "remedy"}) {
       EXPECT_TRUE(f.contains(key)) << f.dump();
     }
     EXPECT_NE(f["severity"], "blocking") << f.dump();
@@ -80,7 +82,8 @@ TEST(Preflight, InactiveLogicalSlotRetainingWalIsNamedWithItsByteCount) {
   auto src = MakeCluster("slot");
   ASSERT_TRUE(src);
   ASSERT_TRUE(src->Psql("select pg_create_logical_replication_slot('stale_cdc', "
-                        "'test_decoding')").ok());
+                        "'test_decoding')")
+                  .ok());
   auto conn = Connect(src->Conninfo());
   ASSERT_TRUE(conn);
   auto before = conn->Query("select restart_lsn::text as l from pg_replication_slots");
@@ -88,7 +91,8 @@ TEST(Preflight, InactiveLogicalSlotRetainingWalIsNamedWithItsByteCount) {
   auto restart = Lsn::Parse(before->Str(0, "l"));
   ASSERT_TRUE(restart.ok());
   ASSERT_TRUE(src->Psql("create table filler as select g, repeat('x', 100) as pad "
-                        "from generate_series(1, 60000) g").ok());
+                        "from generate_series(1, 60000) g")
+                  .ok());
   auto after = conn->Query("select pg_current_wal_lsn()::text as l");
   ASSERT_TRUE(after.ok());
   const uint64_t generated = LsnDiff(*Lsn::Parse(after->Str(0, "l")), *restart);
@@ -126,11 +130,11 @@ TEST(Preflight, TargetInstallationMissingAnExtensionBlocks) {
   auto copy = InstallationCopy::Create({"hstore"});
   ASSERT_TRUE(copy.ok()) << copy.status().ToString();
   // The copy is a working installation that finds its own share dir.
-  auto sharedir = RunChecked(DefaultRunner(), {.argv = {(*copy)->bin_dir() + "/pg_config",
-                                                         "--sharedir"}});
+  auto sharedir =
+      RunChecked(DefaultRunner(), {.argv = {(*copy)->bin_dir() + "/pg_config", "--sharedir"}});
   ASSERT_TRUE(sharedir.ok());
-  EXPECT_EQ(sharedir->rfind((*copy)->bin_dir().substr(0, (*copy)->bin_dir().find("/lib/")), 0),
-            0u) << *sharedir;
+  EXPECT_EQ(sharedir->rfind((*copy)->bin_dir().substr(0, (*copy)->bin_dir().find("/lib/")), 0), 0u)
+      << *sharedir;
 
   auto conn = Connect(src->Conninfo());
   ASSERT_TRUE(conn);
@@ -184,8 +188,8 @@ TEST(Preflight, LowerMaxConnectionsOnTargetBlocksBeforeAnythingIsCreated) {
   EXPECT_EQ(*src->Psql("select count(*) from pg_replication_slots"), "0\n");
 
   // And the check is right: a standby with these settings refuses to start.
-  auto replica = TestReplica::Create(*src, {.settings = {{"max_connections", "20"}},
-                                            .start = false});
+  auto replica =
+      TestReplica::Create(*src, {.settings = {{"max_connections", "20"}}, .start = false});
   ASSERT_TRUE(replica.ok()) << replica.status().ToString();
   Status started = (*replica)->cluster().Start(30);
   EXPECT_FALSE(started.ok());
@@ -198,7 +202,8 @@ TEST(Preflight, UnloggedTableWithRowsBlocksUntilOverridden) {
   auto src = MakeCluster("unlogged");
   ASSERT_TRUE(src);
   ASSERT_TRUE(src->Psql("create unlogged table scratch (id int primary key, v text); "
-                        "insert into scratch select g, 'v' from generate_series(1, 100) g").ok());
+                        "insert into scratch select g, 'v' from generate_series(1, 100) g")
+                  .ok());
   auto conn = Connect(src->Conninfo());
   ASSERT_TRUE(conn);
   auto findings = RunPreflight(*conn, TargetPlan{});
@@ -209,15 +214,16 @@ TEST(Preflight, UnloggedTableWithRowsBlocksUntilOverridden) {
   EXPECT_TRUE(f->value["has_rows"].get<bool>());
   EXPECT_TRUE(AnyBlocking(*findings));
   ASSERT_TRUE(ApplyOverride(*findings, "unlogged_tables", "postgres.public.scratch",
-                            "scratch is a cache, rebuilt on start").ok());
+                            "scratch is a cache, rebuilt on start")
+                  .ok());
   EXPECT_FALSE(AnyBlocking(*findings)) << Dump(*findings);
 }
 
 TEST(Preflight, HazardsArePreparedLongAndKeylessTransactionsAndTables) {
   auto src = MakeCluster("hazards", {{"max_prepared_transactions", "5"}});
   ASSERT_TRUE(src);
-  ASSERT_TRUE(src->Psql("create table nokey (v text); create table keyed (id int primary key)")
-                  .ok());
+  ASSERT_TRUE(
+      src->Psql("create table nokey (v text); create table keyed (id int primary key)").ok());
   ASSERT_TRUE(src->Psql("begin; insert into keyed values (1); prepare transaction 'gx1'").ok());
   auto holder = Connect(src->Conninfo());
   ASSERT_TRUE(holder);
@@ -259,6 +265,49 @@ TEST(Validate, RunningReplicaOfCleanSourceHasNoBlockingFindings) {
   const Finding* slot = Find(*findings, "slot_health", (*replica)->slot_name());
   ASSERT_NE(slot, nullptr) << Dump(*findings);
   EXPECT_TRUE(slot->value["active"].get<bool>());
+}
+
+TEST(Validate, ReadsEachDatabasesExtensionsThroughTheSessionsItIsLent) {
+  auto src = MakeCluster("validate-lent");
+  ASSERT_TRUE(src);
+  ASSERT_TRUE(src->Psql("create database other").ok());
+  ASSERT_TRUE(src->Psql("create extension pg_trgm", "other").ok());
+  auto replica = TestReplica::Create(*src, {});
+  ASSERT_TRUE(replica.ok()) << replica.status().ToString();
+  auto s = Connect(src->Conninfo());
+  auto t = Connect((*replica)->Conninfo());
+  ASSERT_TRUE(s && t);
+  // The replica's sessions stand in for the source's databases: its catalogs
+  // are the source's.
+  std::map<std::string, std::unique_ptr<PgConn>> lent;
+  std::vector<std::string> asked;
+  CheckOptions opts;
+  opts.source_databases = [&](const std::string& db) -> Result<PgConn*> {
+    asked.push_back(db);
+    auto& c = lent[db];
+    if (!c) {
+      auto opened = ConnectSameServer(*t, db);
+      if (!opened.ok()) return opened.status();
+      c = std::move(*opened);
+    }
+    return c.get();
+  };
+  auto findings = RunValidate(*s, *t, TargetPlan{}, opts);
+  ASSERT_TRUE(findings.ok()) << findings.status().ToString();
+  EXPECT_EQ(asked, (std::vector<std::string>{"other", "postgres", "template1"}));
+  EXPECT_FALSE(AnyBlocking(*findings)) << Dump(*findings);
+  const Finding* ext = Find(*findings, "extensions", "");
+  ASSERT_NE(ext, nullptr) << Dump(*findings);
+  EXPECT_NE(ext->message.find("all 2 extension(s)"), std::string::npos) << ext->message;
+  // What the lent sessions report is what the source has.
+  auto direct = ReadInstalledExtensions(*s);
+  auto via_replica = ReadInstalledExtensions(*s, opts.source_databases);
+  ASSERT_TRUE(direct.ok() && via_replica.ok());
+  ASSERT_EQ(direct->size(), via_replica->size());
+  for (size_t i = 0; i < direct->size(); ++i) {
+    EXPECT_EQ((*direct)[i].name, (*via_replica)[i].name);
+    EXPECT_EQ((*direct)[i].databases, (*via_replica)[i].databases);
+  }
 }
 
 }  // namespace

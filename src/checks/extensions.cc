@@ -11,10 +11,15 @@
 namespace pgshift::checks {
 
 Result<std::vector<InstalledExtension>> ReadInstalledExtensions(PgConn& source) {
+  return ReadInstalledExtensions(source, NewSessionsLike(source));
+}
+
+Result<std::vector<InstalledExtension>> ReadInstalledExtensions(
+    PgConn& source, const DatabaseSessions& session_for) {
   PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> dbs, ListDatabases(source));
   std::map<std::pair<std::string, std::string>, InstalledExtension> by_key;
   for (const std::string& db : dbs) {
-    PGSHIFT_ASSIGN_OR_RETURN(auto conn, ConnectSameServer(source, db));
+    PGSHIFT_ASSIGN_OR_RETURN(PgConn * conn, session_for(db));
     PGSHIFT_ASSIGN_OR_RETURN(Rows rows,
                              conn->Query("select extname, extversion from pg_extension"));
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -94,8 +99,8 @@ Result<ExtensionCatalog> ScanInstallation(const Installation& inst) {
 }
 
 Result<ExtensionCatalog> ReadAvailableExtensions(PgConn& target) {
-  PGSHIFT_ASSIGN_OR_RETURN(Rows rows,
-                           target.Query("select name, version from pg_available_extension_versions"));
+  PGSHIFT_ASSIGN_OR_RETURN(
+      Rows rows, target.Query("select name, version from pg_available_extension_versions"));
   ExtensionCatalog cat;
   cat.origin = "server";
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -119,7 +124,8 @@ std::vector<Finding> CompareExtensions(const std::vector<InstalledExtension>& in
     auto it = target.versions.find(e.name);
     if (it == target.versions.end()) {
       f.severity = Severity::kBlocking;
-      f.value = {{"source_version", e.version}, {"target_versions", nlohmann::json::array()},
+      f.value = {{"source_version", e.version},
+                 {"target_versions", nlohmann::json::array()},
                  {"databases", e.databases}};
       f.message = "extension " + e.name + " is " + where + " but not available on the target (" +
                   target.origin + ")";
@@ -127,7 +133,8 @@ std::vector<Finding> CompareExtensions(const std::vector<InstalledExtension>& in
                  ") into the target installation, or point the target at one that has them";
     } else if (!it->second.count(e.version)) {
       f.severity = Severity::kBlocking;
-      f.value = {{"source_version", e.version}, {"target_versions", it->second},
+      f.value = {{"source_version", e.version},
+                 {"target_versions", it->second},
                  {"databases", e.databases}};
       f.message = "extension " + e.name + " is " + where + " but the target offers only " +
                   nlohmann::json(it->second).dump();

@@ -14,6 +14,7 @@
 
 #include "checks/finding.h"
 #include "checks/install.h"
+#include "checks/server_scan.h"
 #include "pg/conn.h"
 
 namespace pgshift::checks {
@@ -24,8 +25,11 @@ struct InstalledExtension {
   std::vector<std::string> databases;  // where it is installed at this version
 };
 
-// pg_extension of every connectable database on the source.
+// pg_extension of every connectable database on the source, each read through
+// `session_for` (default: a new connection per database).
 Result<std::vector<InstalledExtension>> ReadInstalledExtensions(PgConn& source);
+Result<std::vector<InstalledExtension>> ReadInstalledExtensions(
+    PgConn& source, const DatabaseSessions& session_for);
 
 struct ExtensionCatalog {
   std::string origin;  // the directory scanned, or "server" for a running target

@@ -6,9 +6,9 @@
 namespace pgshift::checks {
 
 Result<std::vector<std::string>> ListDatabases(PgConn& conn) {
-  PGSHIFT_ASSIGN_OR_RETURN(
-      Rows rows, conn.Query("select datname from pg_database where datallowconn and "
-                            "datname <> 'template0' order by datname"));
+  PGSHIFT_ASSIGN_OR_RETURN(Rows rows,
+                           conn.Query("select datname from pg_database where datallowconn and "
+                                      "datname <> 'template0' order by datname"));
   std::vector<std::string> out;
   for (size_t i = 0; i < rows.size(); ++i) out.push_back(rows.Str(i, "datname"));
   return out;
@@ -24,6 +24,15 @@ Result<std::unique_ptr<PgConn>> ConnectSameServer(PgConn& conn, const std::strin
   PQconninfoFree(opts);
   kv["dbname"] = dbname;
   return PgConn::Connect(BuildConninfo(kv));
+}
+
+DatabaseSessions NewSessionsLike(PgConn& conn) {
+  auto last = std::make_shared<std::unique_ptr<PgConn>>();
+  return [&conn, last](const std::string& db) -> Result<PgConn*> {
+    last->reset();
+    PGSHIFT_ASSIGN_OR_RETURN(*last, ConnectSameServer(conn, db));
+    return last->get();
+  };
 }
 
 std::string CurrentDatabase(PgConn& conn) {

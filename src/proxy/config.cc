@@ -58,6 +58,18 @@ const Credential* ProxyConfig::FindCredential(const std::string& role) const {
   return nullptr;
 }
 
+// An optional top-level integer from 0 to `max`; `unit` words the error.
+Status GetBounded(const nlohmann::json& j, const char* key, int max, const std::string& unit,
+                  int* out) {
+  if (!j.contains(key)) return Status::OK();
+  const auto& v = j[key];
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > max)
+    return InvalidArgument(std::string(key) + " must be an integer number of " + unit + " to " +
+                           std::to_string(max) + ", got " + v.dump());
+  *out = v.get<int>();
+  return Status::OK();
+}
+
 Result<UpstreamConfig> ParseUpstream(const nlohmann::json& j, const std::string& where) {
   PGSHIFT_RETURN_IF_ERROR(CheckKeys(j, where, {"host", "port", "tls", "ca"}));
   UpstreamConfig u;
@@ -71,9 +83,10 @@ Result<UpstreamConfig> ParseUpstream(const nlohmann::json& j, const std::string&
 }
 
 Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string& base_dir) {
-  PGSHIFT_RETURN_IF_ERROR(CheckKeys(j, "the top level",
-                                    {"listen", "admin_listen", "threads", "busy_poll_us",
-                                     "kernel_splice", "tls", "routes", "policy", "credentials"}));
+  PGSHIFT_RETURN_IF_ERROR(
+      CheckKeys(j, "the top level",
+                {"listen", "admin_listen", "threads", "busy_poll_us", "kernel_splice",
+                 "retire_delay_ms", "tls", "routes", "policy", "credentials"}));
   ProxyConfig c;
   std::string listen = "127.0.0.1:6432", admin = "127.0.0.1:6433";
   PGSHIFT_RETURN_IF_ERROR(Get(j, "listen", "config", &listen, false));
@@ -82,16 +95,11 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
   PGSHIFT_RETURN_IF_ERROR(ParseHostPort(admin, "admin_listen", &c.admin_host, &c.admin_port));
   PGSHIFT_RETURN_IF_ERROR(Get(j, "threads", "config", &c.threads, false));
   if (c.threads < 1 || c.threads > 64) return InvalidArgument("threads must be between 1 and 64");
-  if (j.contains("busy_poll_us")) {
-    const auto& b = j["busy_poll_us"];
-    if (!b.is_number_integer() || b.get<int64_t>() < 0 || b.get<int64_t>() > kMaxBusyPollUs)
-      return InvalidArgument(
-          "busy_poll_us must be an integer number of microseconds from 0 (off) "
-          "to " +
-          std::to_string(kMaxBusyPollUs) + ", got " + b.dump());
-    c.busy_poll_us = b.get<int>();
-  }
+  PGSHIFT_RETURN_IF_ERROR(
+      GetBounded(j, "busy_poll_us", kMaxBusyPollUs, "microseconds from 0 (off)", &c.busy_poll_us));
   PGSHIFT_RETURN_IF_ERROR(Get(j, "kernel_splice", "config", &c.kernel_splice, false));
+  PGSHIFT_RETURN_IF_ERROR(GetBounded(j, "retire_delay_ms", kMaxRetireDelayMs,
+                                     "milliseconds from 0 (close at once)", &c.retire_delay_ms));
   if (j.contains("tls")) {
     const auto& t = j["tls"];
     PGSHIFT_RETURN_IF_ERROR(CheckKeys(t, "tls", {"cert", "key", "client_ca"}));
@@ -186,6 +194,7 @@ nlohmann::json ToJson(const ProxyConfig& c) {
   j["threads"] = c.threads;
   j["busy_poll_us"] = c.busy_poll_us;
   j["kernel_splice"] = c.kernel_splice;
+  j["retire_delay_ms"] = c.retire_delay_ms;
   if (c.has_tls)
     j["tls"] = {{"cert", c.tls.cert}, {"key", c.tls.key}, {"client_ca", c.tls.client_ca}};
   j["routes"] = nlohmann::json::array();

@@ -56,6 +56,12 @@ struct TlsConfig {
 inline constexpr int kDefaultBusyPollUs = 0;
 inline constexpr int kMaxBusyPollUs = 10000;
 
+// A moved session's previous server connection closes retire_delay_ms later,
+// kRetireSpacingMs after the previous one (see RetireSchedule in shared.h).
+inline constexpr int kDefaultRetireDelayMs = 5000;
+inline constexpr int kMaxRetireDelayMs = 600000;
+inline constexpr int kRetireSpacingMs = 10;
+
 struct ProxyConfig {
   std::string listen_host = "127.0.0.1";
   int listen_port = 6432;
@@ -71,6 +77,9 @@ struct ProxyConfig {
   // Needs root (CAP_BPF, CAP_NET_ADMIN) and TCP on both sides; where it cannot
   // load, the proxy says so once and forwards in user space.
   bool kernel_splice = true;
+  // How long a session's previous server connection stays open (idle, outside
+  // any transaction) after the session moved; 0 closes it at once.
+  int retire_delay_ms = kDefaultRetireDelayMs;
   bool has_tls = false;
   TlsConfig tls;
   std::vector<RouteConfig> routes;

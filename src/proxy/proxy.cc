@@ -141,9 +141,7 @@ Result<UpstreamConfig> BodyUpstream(const httplib::Request& req) {
 
 }  // namespace
 
-Proxy::Proxy(ProxyConfig config) : shared_(std::make_unique<ProxyShared>()) {
-  shared_->config = std::move(config);
-}
+Proxy::Proxy(ProxyConfig config) : shared_(std::make_unique<ProxyShared>(std::move(config))) {}
 
 Proxy::~Proxy() { Stop(); }
 
@@ -299,6 +297,9 @@ std::string Proxy::MetricsText() const {
          [](const Route& r) { return r.LiveTotals().bytes_to_client; });
   metric("pgshift_proxy_session_switches_total", "counter", "Sessions moved to a new endpoint.",
          [](const Route& r) { return r.switches.load(); });
+  metric("pgshift_proxy_retiring_connections", "gauge",
+         "Server connections that moved sessions left, waiting to be closed.",
+         [](const Route& r) { return r.retiring.load(); });
   metric("pgshift_proxy_spliced_sessions", "gauge",
          "Sessions whose bytes the kernel forwards now (between transactions).",
          [](const Route& r) { return r.spliced_sessions.load(); });

@@ -52,6 +52,7 @@ Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow
       {"admin_listen", "127.0.0.1:0"},
       {"threads", 2},
       {"busy_poll_us", busy_poll_us},
+      {"retire_delay_ms", kTestRetireDelayMs},
       {"tls", {{"cert", "server.crt"}, {"key", "server.key"}, {"client_ca", "ca.crt"}}},
       {"routes",
        {{{"name", "app"},

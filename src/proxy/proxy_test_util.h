@@ -23,6 +23,9 @@ namespace pgshift::proxy::testing {
 // "other-client"; a second CA "evil-ca" signs "evil-client" (CN app-client).
 Status MakeCerts(const std::string& dir);
 
+// How long the test proxy keeps a moved session's previous server connection.
+inline constexpr int kTestRetireDelayMs = 2000;
+
 struct ProxyEnv {
   std::unique_ptr<pgshift::testing::TestCluster> a, b;  // b only when two clusters were asked
   std::string certs;                                    // directory with the certificates

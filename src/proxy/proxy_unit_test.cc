@@ -10,6 +10,7 @@
 #include "proxy/route.h"
 #include "proxy/scram.h"
 #include "proxy/session_state.h"
+#include "proxy/shared.h"
 
 namespace pgshift::proxy {
 namespace {
@@ -216,6 +217,41 @@ TEST(Config, BusyPollUsIsOptionalBoundedAndKeptOnSave) {
               std::string::npos)
         << st.message();
   }
+}
+
+TEST(Config, RetireDelayMsIsOptionalBoundedAndKeptOnSave) {
+  auto c = ParseProxyConfig(GoodConfig());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->retire_delay_ms, kDefaultRetireDelayMs);
+  auto j = GoodConfig();
+  j["retire_delay_ms"] = 0;
+  c = ParseProxyConfig(j);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->retire_delay_ms, 0);
+  auto again = ParseProxyConfig(ToJson(*c));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->retire_delay_ms, 0);
+  for (nlohmann::json bad : {nlohmann::json(-5), nlohmann::json(kMaxRetireDelayMs + 1),
+                             nlohmann::json("5000"), nlohmann::json(true)}) {
+    j["retire_delay_ms"] = bad;
+    auto st = ParseProxyConfig(j).status();
+    EXPECT_NE(st.message().find("retire_delay_ms must be an integer number of milliseconds from 0 "
+                                "(close at once) to 600000, got " +
+                                bad.dump()),
+              std::string::npos)
+        << st.message();
+  }
+}
+
+TEST(RetireSchedule, WaitsTheDelayAndSpacesOneCloseFromTheNext) {
+  RetireSchedule schedule(std::chrono::milliseconds(200), std::chrono::milliseconds(10));
+  const auto before = RetireSchedule::Clock::now();
+  auto first = schedule.Next();
+  auto second = schedule.Next();
+  auto third = schedule.Next();
+  EXPECT_GE(first, before + std::chrono::milliseconds(200));
+  EXPECT_EQ(second - first, std::chrono::milliseconds(10));
+  EXPECT_EQ(third - second, std::chrono::milliseconds(10));
 }
 
 TEST(Config, KernelSpliceIsOnByDefaultAndKeptOnSave) {

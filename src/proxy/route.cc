@@ -115,6 +115,7 @@ nlohmann::json Route::StatsJson() const {
           {"switched_sessions", switches.load()},
           {"prewarmed_switches", prewarmed_switches.load()},
           {"prewarms_pending", prewarms_pending.load()},
+          {"retiring_connections", retiring.load()},
           {"spliced_sessions", spliced_sessions.load()},
           {"splices", splices.load()}};
 }

@@ -142,6 +142,7 @@ class Route {
   std::atomic<int64_t> switches{0};            // sessions moved to a new endpoint
   std::atomic<int64_t> prewarmed_switches{0};  // ... of them, onto a login opened ahead
   std::atomic<int64_t> prewarms_pending{0};    // gauge: logins ahead being opened now
+  std::atomic<int64_t> retiring{0};            // gauge: replaced server connections not closed yet
   std::atomic<int64_t> spliced_sessions{0};    // gauge: sessions in kernel mode now
   std::atomic<int64_t> splices{0};             // times a session entered kernel mode
 

@@ -38,6 +38,19 @@ asio::awaitable<Status> ApplySettings(
   co_return r.status();
 }
 
+// Ends a server connection a move replaced, at `when` (RetireSchedule). It is
+// idle: the move happened at a transaction boundary.
+asio::awaitable<void> Retire(std::shared_ptr<ServerConn> old,
+                             RetireSchedule::Clock::time_point when, std::shared_ptr<Route> route) {
+  route->retiring++;
+  asio::steady_timer timer(co_await asio::this_coro::executor, when);
+  co_await timer.async_wait(kNoThrow);
+  old->outbox.Append(TerminateMessage());
+  co_await old->outbox.Flush(old->stream);
+  old->stream.Close();
+  route->retiring--;
+}
+
 // A pre-opened login whose server hung up is not worth taking.
 bool StillGood(ServerConn& c) {
   pollfd p{c.stream.native_fd(), POLLRDHUP, 0};
@@ -180,14 +193,10 @@ asio::awaitable<bool> Session::Migrate() {
   }
   route_->switches++;
   if (prewarmed) route_->prewarmed_switches++;
-  if (old) {
-    old->outbox.Append(TerminateMessage());
-    co_await old->outbox.Flush(old->stream);
-    old->stream.Close();
-  }
   auto self = shared_from_this();
   auto sc = server_;
   auto ex = co_await asio::this_coro::executor;
+  if (old) asio::co_spawn(ex, Retire(old, shared_.retire.Next(), route_), asio::detached);
   asio::co_spawn(
       ex, [self, sc]() -> asio::awaitable<void> { co_await self->ServerPump(sc); }, asio::detached);
   spdlog::info("pgshift-proxy: {} moved to {}", Tag(), dest);
