@@ -78,9 +78,9 @@ CREATE INDEX IF NOT EXISTS events_by_migration ON events(migration_id, seq);
 
 Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -141,6 +141,10 @@ Status SqliteStateStore::Insert(const MigrationRecord& m) {
 
 Status SqliteStateStore::Update(const MigrationRecord& m) {
   std::lock_guard<std::mutex> lock(mu_);
+  return UpdateLocked(m);
+}
+
+Status SqliteStateStore::UpdateLocked(const MigrationRecord& m) {
   // created_at (?10) never changes.
   Stmt s(db_,
          "UPDATE migrations SET name=?2, spec=?3, phase=?4, state=?5, progress=?6, result=?7, "
@@ -213,6 +217,23 @@ Status SqliteStateStore::ClearAction(const std::string& id) {
 
 Status SqliteStateStore::AppendEvent(const std::string& id, const MigrationEvent& e) {
   std::lock_guard<std::mutex> lock(mu_);
+  return AppendEventLocked(id, e);
+}
+
+Status SqliteStateStore::UpdateWithEvents(const MigrationRecord& m,
+                                          const std::vector<MigrationEvent>& events) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PGSHIFT_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+  Status st = UpdateLocked(m);
+  for (size_t i = 0; st.ok() && i < events.size(); ++i) st = AppendEventLocked(m.id, events[i]);
+  if (!st.ok()) {
+    (void)ExecLocked("ROLLBACK");
+    return st;
+  }
+  return ExecLocked("COMMIT");
+}
+
+Status SqliteStateStore::AppendEventLocked(const std::string& id, const MigrationEvent& e) {
   Stmt s(db_,
          "INSERT INTO events (migration_id, at, phase, kind, message) VALUES (?1,?2,?3,?4,?5)");
   PGSHIFT_RETURN_IF_ERROR(s.status());

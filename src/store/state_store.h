@@ -10,10 +10,9 @@
 
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -58,6 +57,10 @@ class StateStore {
                                const nlohmann::json& body) = 0;
   virtual Status ClearAction(const std::string& id) = 0;
   virtual Status AppendEvent(const std::string& id, const MigrationEvent& e) = 0;
+  // Update and AppendEvent of each event in one durable commit (a phase
+  // change with its events costs one fsync, not one per row).
+  virtual Status UpdateWithEvents(const MigrationRecord& m,
+                                  const std::vector<MigrationEvent>& events) = 0;
   virtual Result<std::vector<MigrationEvent>> Events(const std::string& id) = 0;
 };
 
@@ -75,9 +78,13 @@ class SqliteStateStore : public StateStore {
                        const nlohmann::json& body) override;
   Status ClearAction(const std::string& id) override;
   Status AppendEvent(const std::string& id, const MigrationEvent& e) override;
+  Status UpdateWithEvents(const MigrationRecord& m,
+                          const std::vector<MigrationEvent>& events) override;
   Result<std::vector<MigrationEvent>> Events(const std::string& id) override;
 
  private:
+  Status UpdateLocked(const MigrationRecord& m);
+  Status AppendEventLocked(const std::string& id, const MigrationEvent& e);
   explicit SqliteStateStore(sqlite3* db) : db_(db) {}
   Status ExecLocked(const std::string& sql);
   Result<std::vector<MigrationRecord>> Select(const std::string& where,

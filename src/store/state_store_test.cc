@@ -69,5 +69,32 @@ TEST(SqliteStateStore, ActionsAreNotOverwrittenByEngineUpdates) {
   EXPECT_EQ(s.RequestAction("zzz", "cutover", {}).code(), Code::kNotFound);
 }
 
+TEST(SqliteStateStore, UpdateWithEventsWritesAllOrNothing) {
+  auto store = SqliteStateStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  auto& s = **store;
+  ASSERT_TRUE(s.Insert(Sample("m-3")).ok());
+  auto m = s.Get("m-3");
+  ASSERT_TRUE(m.ok());
+  m->phase = "drain";
+  ASSERT_TRUE(s.UpdateWithEvents(*m, {{0, 7, "quiesce", "info", "held"},
+                                      {0, 9, "drain", "info", "final source LSN 0/1"}})
+                  .ok());
+  EXPECT_EQ(s.Get("m-3")->phase, "drain");
+  auto ev = s.Events("m-3");
+  ASSERT_TRUE(ev.ok());
+  ASSERT_EQ(ev->size(), 2u);
+  EXPECT_EQ((*ev)[0].message, "held");
+  EXPECT_EQ((*ev)[1].at_ms, 9);
+  // A record that is not there: no event is left behind either.
+  MigrationRecord ghost = Sample("m-ghost");
+  EXPECT_EQ(s.UpdateWithEvents(ghost, {{0, 1, "sync", "info", "lost"}}).code(), Code::kNotFound);
+  EXPECT_TRUE(s.Events("m-ghost")->empty());
+  // The store still takes writes after the rollback.
+  m->phase = "promote";
+  ASSERT_TRUE(s.UpdateWithEvents(*m, {{0, 11, "promote", "info", "replayed"}}).ok());
+  EXPECT_EQ(s.Events("m-3")->size(), 3u);
+}
+
 }  // namespace
 }  // namespace pgshift

@@ -122,6 +122,69 @@ TEST_F(EngineTest, OrderOfCutoverSideEffects) {
   EXPECT_LT(pos("Release"), pos("RetireSource"));
 }
 
+// Delegates to a real store and notes each write among the world's calls.
+class CountingStore : public StateStore {
+ public:
+  CountingStore(StateStore& inner, FakeWorld& world) : inner_(inner), world_(world) {}
+  Status Insert(const MigrationRecord& m) override { return inner_.Insert(m); }
+  Status Update(const MigrationRecord& m) override {
+    world_.calls.push_back("store-write");
+    return inner_.Update(m);
+  }
+  Result<MigrationRecord> Get(const std::string& id) override { return inner_.Get(id); }
+  Result<std::vector<MigrationRecord>> List() override { return inner_.List(); }
+  Status RequestAction(const std::string& id, const std::string& action,
+                       const nlohmann::json& body) override {
+    return inner_.RequestAction(id, action, body);
+  }
+  Status ClearAction(const std::string& id) override { return inner_.ClearAction(id); }
+  Status AppendEvent(const std::string& id, const MigrationEvent& e) override {
+    world_.calls.push_back("store-write");
+    return inner_.AppendEvent(id, e);
+  }
+  Status UpdateWithEvents(const MigrationRecord& m,
+                          const std::vector<MigrationEvent>& events) override {
+    world_.calls.push_back("store-write");
+    return inner_.UpdateWithEvents(m, events);
+  }
+  Result<std::vector<MigrationEvent>> Events(const std::string& id) override {
+    return inner_.Events(id);
+  }
+
+ private:
+  StateStore& inner_;
+  FakeWorld& world_;
+};
+
+TEST_F(EngineTest, InsideTheHoldEachPhaseIsRecordedWithItsEventsInOneCommit) {
+  CountingStore counting(*store_, *world_);
+  Engine engine(counting, *factory_, clock_);
+  engine.set_autostart(false);
+  auto created = engine.Create(Spec());
+  ASSERT_TRUE(created.ok());
+  const std::string id = (*created)["id"];
+  ASSERT_TRUE(engine.RunUntilSettled(id, 100000).ok());
+  const auto& calls = world_->calls;
+  auto hold = std::find(calls.begin(), calls.end(), "Hold");
+  auto repoint = std::find(calls.begin(), calls.end(), "Repoint");
+  ASSERT_LT(hold, repoint);
+  // quiesce, drain, promote and snapshot end while traffic waits: one commit each.
+  EXPECT_EQ(std::count(hold, repoint, "store-write"), 4);
+  // Every event of the hold is there, in order.
+  std::vector<std::string> wanted = {"traffic held",     "source fenced",
+                                     "final source LSN", "target replayed",
+                                     "target promoted",  "data parity check started",
+                                     "releasing traffic"};
+  size_t next = 0;
+  const json events = engine.Events(id).value();
+  for (const auto& e : events) {
+    const std::string msg = e["message"];
+    if (next < wanted.size() && msg.find(wanted[next]) != std::string::npos) ++next;
+  }
+  EXPECT_EQ(next, wanted.size()) << "missing or out of order: "
+                                 << wanted[std::min(next, wanted.size() - 1)];
+}
+
 TEST_F(EngineTest, FenceSparesTheIdleBackendsTheRouterHoldsAndLogsTheCounts) {
   world_->source_backends = {11, 12, 13, 20};
   world_->held_backend_pids = {11, 12, 13};

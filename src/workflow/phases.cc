@@ -269,10 +269,8 @@ Status MigrationRunner::Quiesce() {
 }
 
 Status MigrationRunner::Drain() {
-  if (!m_.result.contains("drain_started_ms")) {
-    m_.result["drain_started_ms"] = clock_.NowMs();
-    Save();
-  }
+  // Recorded with the phase change, or by the Save before polling again.
+  if (!m_.result.contains("drain_started_ms")) m_.result["drain_started_ms"] = clock_.NowMs();
   PGSHIFT_ASSIGN_OR_RETURN(Lsn final_lsn, Lsn::Parse(m_.result.value("final_lsn", "")));
   // Traffic is held: look again every few ms for a short while rather than
   // at the engine's poll interval.

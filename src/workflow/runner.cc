@@ -11,20 +11,20 @@ constexpr int kMaxConsecutiveFailures = 8;
 
 MigrationRunner::MigrationRunner(StateStore& store, Clock& clock, std::string id,
                                  std::unique_ptr<MigrationEnv> env, MigrationSpec spec)
-    : store_(store), clock_(clock), id_(std::move(id)), env_(std::move(env)),
+    : store_(store),
+      clock_(clock),
+      id_(std::move(id)),
+      env_(std::move(env)),
       spec_(std::move(spec)) {}
 
-Phase MigrationRunner::phase() const {
-  return ParsePhase(m_.phase).value_or(Phase::kPreflight);
-}
+Phase MigrationRunner::phase() const { return ParsePhase(m_.phase).value_or(Phase::kPreflight); }
 
 bool MigrationRunner::AwaitingOperator() const {
   return m_.pending_action.empty() &&
-         (m_.state == state::kWaiting || m_.state == state::kBlocked ||
-          m_.state == state::kFailed);
+         (m_.state == state::kWaiting || m_.state == state::kBlocked || m_.state == state::kFailed);
 }
 
-void MigrationRunner::Event(const std::string& kind, const std::string& message) {
+void MigrationRunner::Log(const std::string& kind, const std::string& message) const {
   if (kind == "error") {
     spdlog::error("[{}] {}: {}", id_, m_.phase, message);
   } else if (kind == "warning") {
@@ -32,12 +32,39 @@ void MigrationRunner::Event(const std::string& kind, const std::string& message)
   } else {
     spdlog::info("[{}] {}: {}", id_, m_.phase, message);
   }
-  (void)store_.AppendEvent(id_, {0, clock_.NowMs(), m_.phase, kind, message});
+}
+
+void MigrationRunner::Event(const std::string& kind, const std::string& message) {
+  Log(kind, message);
+  MigrationEvent e{0, clock_.NowMs(), m_.phase, kind, message};
+  if (kind == "info" && InHold()) {
+    unsaved_events_.push_back(std::move(e));
+  } else if (!unsaved_events_.empty()) {
+    unsaved_events_.push_back(std::move(e));  // after those, in order
+    Save();
+  } else {
+    (void)store_.AppendEvent(id_, e);
+  }
+}
+
+bool MigrationRunner::InHold() const {
+  switch (phase()) {
+    case Phase::kQuiesce:
+    case Phase::kDrain:
+    case Phase::kPromote:
+    case Phase::kSnapshot:
+    case Phase::kSwitch:
+      return true;
+    default:
+      return false;
+  }
 }
 
 void MigrationRunner::Save() {
   m_.updated_at_ms = clock_.NowMs();
-  Status st = store_.Update(m_);
+  Status st =
+      unsaved_events_.empty() ? store_.Update(m_) : store_.UpdateWithEvents(m_, unsaved_events_);
+  unsaved_events_.clear();
   if (!st.ok()) spdlog::error("[{}] cannot record state: {}", id_, st.ToString());
 }
 
@@ -53,8 +80,10 @@ void MigrationRunner::Transition(Phase next, const std::string& message) {
     m_.state = state::kRunning;
   }
   m_.result["phase_started_ms"][m_.phase] = clock_.NowMs();
+  // The phase and its events in one commit.
+  Log("info", message);
+  unsaved_events_.push_back({0, clock_.NowMs(), m_.phase, "info", message});
   Save();
-  Event("info", message);
 }
 
 void MigrationRunner::SetState(const std::string& s) {
@@ -72,8 +101,8 @@ void MigrationRunner::HandleAction() {
     m_.pending_action.clear();
     if (p != Phase::kRollingBack && !IsTerminal(p) && p != Phase::kFinalize) {
       m_.result["rollback_from"] = m_.phase;
-      Transition(Phase::kRollingBack, "rollback requested by operator (from " +
-                                          std::string(PhaseName(p)) + ")");
+      Transition(Phase::kRollingBack,
+                 "rollback requested by operator (from " + std::string(PhaseName(p)) + ")");
     }
   } else if (action == "override") {
     (void)store_.ClearAction(id_);
@@ -88,8 +117,8 @@ void MigrationRunner::HandleAction() {
       }
     }
     if (found) {
-      Event("warning", "finding '" + body.value("finding", "") + "' overridden: " +
-                           body.value("reason", ""));
+      Event("warning",
+            "finding '" + body.value("finding", "") + "' overridden: " + body.value("reason", ""));
       if (m_.state == state::kBlocked) m_.state = state::kRunning;
       Save();
     }
@@ -101,8 +130,8 @@ void MigrationRunner::HandleAction() {
                     ? FailedPrecondition("slot " + slot + " is this migration's own replica slot")
                     : env_->DropInactiveSlot(slot);
     if (st.ok()) {
-      Event("warning", "replication slot " + slot + " dropped on operator request: " +
-                           m_.action_body.value("reason", ""));
+      Event("warning", "replication slot " + slot +
+                           " dropped on operator request: " + m_.action_body.value("reason", ""));
       // Re-run the checks that saw it.
       if (m_.state == state::kBlocked) m_.state = state::kRunning;
       Save();
@@ -152,8 +181,8 @@ void MigrationRunner::HandleFailure(const Status& st) {
     bool promoted = target.ok() && target->running && !target->in_recovery;
     if (p == Phase::kSwitch || promoted) {
       m_.result["rollback_from"] = m_.phase;
-      Transition(Phase::kRollingBack, "cutover failed after promotion, rolling back to the source: " +
-                                          st.message());
+      Transition(Phase::kRollingBack,
+                 "cutover failed after promotion, rolling back to the source: " + st.message());
     } else {
       AbortCutover(st.message());
     }
@@ -164,8 +193,8 @@ void MigrationRunner::HandleFailure(const Status& st) {
   if (p == Phase::kVerify) {
     m_.result["rollback_from"] = m_.phase;
     m_.result["verify_failure"] = st.message();
-    Transition(Phase::kRollingBack, "post-cutover health check failed, routing back to the source: " +
-                                        st.message());
+    Transition(Phase::kRollingBack,
+               "post-cutover health check failed, routing back to the source: " + st.message());
     return;
   }
   if (consecutive_failures_ >= kMaxConsecutiveFailures) {
@@ -177,12 +206,20 @@ void MigrationRunner::HandleFailure(const Status& st) {
     return;
   }
   Save();
-  Event("warning", "attempt " + std::to_string(consecutive_failures_) + " failed, will retry: " +
-                       st.message());
+  Event("warning", "attempt " + std::to_string(consecutive_failures_) +
+                       " failed, will retry: " + st.message());
   clock_.SleepMs(std::min<int64_t>(200LL << consecutive_failures_, 5000));
 }
 
 MigrationRunner::Tick MigrationRunner::Step() {
+  Tick t = StepPhase();
+  // An event a step left waiting for a Save that did not come.
+  for (const auto& e : unsaved_events_) (void)store_.AppendEvent(id_, e);
+  unsaved_events_.clear();
+  return t;
+}
+
+MigrationRunner::Tick MigrationRunner::StepPhase() {
   auto rec = store_.Get(id_);
   if (!rec.ok()) {
     spdlog::error("[{}] cannot load: {}", id_, rec.status().ToString());

@@ -56,8 +56,15 @@ class MigrationRunner {
   Phase phase() const;
   void Transition(Phase next, const std::string& message);
   void SetState(const std::string& state);
+  // Logs and records an event. Inside the hold (quiesce to switch) an info
+  // event is recorded with the next Save instead, in the same commit: each
+  // commit is an fsync plus a wake-up on a busy machine, and traffic waits.
   void Event(const std::string& kind, const std::string& message);
+  void Log(const std::string& kind, const std::string& message) const;
+  // Records m_ and the events waiting for it in one commit.
   void Save();
+  bool InHold() const;
+  Tick StepPhase();
   void HandleAction();
   void HandleFailure(const Status& st);
   // Before switch: release held traffic onto the unfenced source, back to ready.
@@ -79,8 +86,9 @@ class MigrationRunner {
   MigrationSpec spec_;
   MigrationRecord m_;
   int consecutive_failures_ = 0;
-  bool idle_ = false;  // set by a phase step that is polling
-  bool prepared_ahead_ = false;  // PrepareAhead ran during this sync
+  bool idle_ = false;                           // set by a phase step that is polling
+  bool prepared_ahead_ = false;                 // PrepareAhead ran during this sync
+  std::vector<MigrationEvent> unsaved_events_;  // Event() in the hold, until Save()
 };
 
 }  // namespace pgshift
