@@ -1,6 +1,11 @@
 #include "provider/local_cluster.h"
 
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "common/os.h"
 
@@ -19,7 +24,8 @@ bool LocalCluster::Exists() const { return PathExists(spec_.data_dir + "/PG_VERS
 
 Status LocalCluster::InitDb() {
   if (spec_.data_dir.empty() || spec_.data_dir[0] != '/') {
-    return InvalidArgument("cluster data_dir must be an absolute path, got '" + spec_.data_dir + "'");
+    return InvalidArgument("cluster data_dir must be an absolute path, got '" + spec_.data_dir +
+                           "'");
   }
   if (spec_.port <= 0) return InvalidArgument("cluster port must be set");
   if (Exists()) return AlreadyExists("a cluster already exists in " + spec_.data_dir);
@@ -100,6 +106,43 @@ Status LocalCluster::Promote(int timeout_s) {
                               .timeout_ms = (timeout_s + 10) * 1000})
       .status()
       .Wrap("promoting " + spec_.data_dir);
+}
+
+Result<int> LocalCluster::LowerPriority(int nice) const {
+  auto pidfile = ReadFile(spec_.data_dir + "/postmaster.pid");
+  if (!pidfile.ok()) return FailedPrecondition("no postmaster.pid in " + spec_.data_dir);
+  const int postmaster = std::atoi(pidfile->c_str());
+  if (postmaster <= 0) return FailedPrecondition("unreadable postmaster.pid in " + spec_.data_dir);
+  std::vector<int> pids = {postmaster};
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    int ppid = 0;
+    char state = 0;
+    if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == postmaster)
+      pids.push_back(std::stoi(name));
+  }
+  int changed = 0;
+  std::string first_error;
+  for (int pid : pids) {
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(pid), nice) == 0) {
+      ++changed;
+    } else if (first_error.empty()) {
+      first_error = "pid " + std::to_string(pid) + ": " + std::strerror(errno);
+    }
+  }
+  if (changed == 0) {
+    return FailedPrecondition("could not lower the priority of the cluster in " + spec_.data_dir +
+                              " (" + first_error + ")");
+  }
+  return changed;
 }
 
 std::string LocalCluster::Conninfo(const std::string& dbname, const std::string& user) const {

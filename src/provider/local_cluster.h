@@ -17,9 +17,9 @@
 namespace pgshift {
 
 struct ClusterSpec {
-  std::string data_dir;            // absolute; its parent must be writable by os_user
+  std::string data_dir;  // absolute; its parent must be writable by os_user
   int port = 0;
-  std::string bin_dir;             // PostgreSQL binaries; empty = DefaultPgBinDir()
+  std::string bin_dir;  // PostgreSQL binaries; empty = DefaultPgBinDir()
   std::string os_user = "postgres";
   std::string superuser = "postgres";
   // postgresql.conf settings written by InitDb (replication-ready defaults are added).
@@ -45,6 +45,13 @@ class LocalCluster {
   bool Running() const;
   bool Exists() const;  // data_dir holds PG_VERSION
   Status Promote(int timeout_s = 60);
+  // Lowers the CPU priority of the running postmaster (postmaster.pid) and of
+  // its children to `nice`; backends it starts later inherit it. Before a
+  // cluster that no longer carries traffic is stopped: its shutdown
+  // checkpoint and every backend's exit then give way to the server that
+  // does, on the same host. Best effort (a process may end meanwhile); returns
+  // how many processes were changed, or an error when none could be.
+  Result<int> LowerPriority(int nice = 19) const;
 
   // libpq conninfo over TCP to this cluster.
   std::string Conninfo(const std::string& dbname = "postgres", const std::string& user = "") const;
