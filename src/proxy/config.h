@@ -57,7 +57,8 @@ inline constexpr int kDefaultBusyPollUs = 0;
 inline constexpr int kMaxBusyPollUs = 10000;
 
 // A moved session's previous server connection closes retire_delay_ms later,
-// kRetireSpacingMs after the previous one (see RetireSchedule in shared.h).
+// kRetireSpacingMs after the previous one (see RetireSchedule in shared.h);
+// with retire_delay_ms 0 each closes at once.
 inline constexpr int kDefaultRetireDelayMs = 5000;
 inline constexpr int kMaxRetireDelayMs = 600000;
 inline constexpr int kRetireSpacingMs = 10;

@@ -74,8 +74,9 @@ struct ProxyShared {
   asio::ssl::context plain_ctx{asio::ssl::context::tls};  // unused TLS side of plain streams
   asio::ssl::context upstream_tls{asio::ssl::context::tls_client};
   CancelRegistry cancels;
-  RetireSchedule retire{std::chrono::milliseconds(config.retire_delay_ms),
-                        std::chrono::milliseconds(kRetireSpacingMs)};
+  RetireSchedule retire{
+      std::chrono::milliseconds(config.retire_delay_ms),
+      std::chrono::milliseconds(config.retire_delay_ms > 0 ? kRetireSpacingMs : 0)};
   std::unique_ptr<Splicer> splicer;  // null: kernel splice off or unavailable
   std::atomic<int64_t> refused{0};   // connections refused (TLS, policy, route)
   std::atomic<int64_t> cancels_sent{0};
