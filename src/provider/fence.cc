@@ -1,5 +1,6 @@
 #include "provider/fence.h"
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -19,14 +20,19 @@ std::string HbaQuote(const std::string& role) {
   return out + "\"";
 }
 
-Result<std::string> HbaPath(PgConn& admin) {
-  PGSHIFT_ASSIGN_OR_RETURN(Rows r, admin.Query("select current_setting('hba_file') as f"));
-  std::string path = r.Str(0, "f");
+Status OnThisHost(const std::string& path) {
   if (!PathExists(path)) {
     return FailedPrecondition("the source's pg_hba.conf (" + path +
                               ") is not on this host; the local provider can fence only a source "
                               "running on the same machine as pgshiftd");
   }
+  return Status::OK();
+}
+
+Result<std::string> HbaPath(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(Rows r, admin.Query("select current_setting('hba_file') as f"));
+  std::string path = r.Str(0, "f");
+  PGSHIFT_RETURN_IF_ERROR(OnThisHost(path));
   return path;
 }
 
@@ -66,15 +72,19 @@ std::string LocalFence::WithFence(const std::string& hba, const std::vector<std:
 }
 
 Status LocalFence::Reload(PgConn& admin) {
-  PGSHIFT_ASSIGN_OR_RETURN(Rows before, admin.Query("select pg_conf_load_time() as t"));
+  PGSHIFT_ASSIGN_OR_RETURN(Rows before, admin.Query("select pg_conf_load_time()::text as t"));
+  return Reload(admin, before.Str(0, "t"));
+}
+
+Status LocalFence::Reload(PgConn& admin, const std::string& loaded_before) {
   PGSHIFT_RETURN_IF_ERROR(admin.Exec("select pg_reload_conf()"));
   // A new backend inherits the postmaster's configuration, so its
   // pg_conf_load_time() moves once the postmaster has re-read pg_hba.conf.
   const int64_t deadline = MonotonicMs() + 10000;
   while (MonotonicMs() < deadline) {
-    PGSHIFT_ASSIGN_OR_RETURN(Rows after,
-                             admin.Query("select pg_conf_load_time() > $1::timestamptz as reloaded",
-                                         {before.Str(0, "t")}));
+    PGSHIFT_ASSIGN_OR_RETURN(
+        Rows after,
+        admin.Query("select pg_conf_load_time() > $1::timestamptz as reloaded", {loaded_before}));
     if (after.Bool(0, "reloaded")) return Status::OK();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     // Our own backend updates its load time only when it processes SIGHUP,
@@ -84,17 +94,23 @@ Status LocalFence::Reload(PgConn& admin) {
 }
 
 Result<FenceOutcome> LocalFence::Fence(PgConn& admin, const FenceExemption& exempt) {
-  PGSHIFT_ASSIGN_OR_RETURN(std::string path, HbaPath(admin));
-  PGSHIFT_ASSIGN_OR_RETURN(Rows roles,
-                           admin.Query("select rolname from pg_roles where rolcanlogin and "
-                                       "rolname <> current_user order by 1"));
+  // Traffic is held: what the fence needs to know comes in one round trip.
+  PGSHIFT_ASSIGN_OR_RETURN(
+      Rows facts,
+      admin.Query("select current_setting('hba_file') as f, pg_conf_load_time()::text as t, "
+                  "coalesce(array_to_json(array(select rolname from pg_roles where rolcanlogin "
+                  "and rolname <> current_user order by 1)), '[]')::text as roles"));
+  const std::string path = facts.Str(0, "f");
+  PGSHIFT_RETURN_IF_ERROR(OnThisHost(path));
   std::vector<std::string> names;
-  for (size_t i = 0; i < roles.size(); ++i) names.push_back(roles.Str(i, "rolname"));
+  const auto roles = nlohmann::json::parse(facts.Str(0, "roles"), nullptr, false);
+  if (!roles.is_array()) return Internal("fence: unreadable role list " + facts.Str(0, "roles"));
+  for (const auto& r : roles) names.push_back(r.get<std::string>());
   PGSHIFT_ASSIGN_OR_RETURN(std::string hba, ReadFile(path));
   std::string fenced = WithFence(hba, names, label_);
   if (fenced != hba) {
     PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(path, fenced));
-    PGSHIFT_RETURN_IF_ERROR(Reload(admin));
+    PGSHIFT_RETURN_IF_ERROR(Reload(admin, facts.Str(0, "t")));
   }
   std::string pids = "{";
   for (size_t i = 0; i < exempt.pids.size(); ++i)

@@ -52,6 +52,8 @@ class LocalFence {
 
  private:
   Status Reload(PgConn& admin);
+  // `loaded_before`: pg_conf_load_time() read before the file changed.
+  Status Reload(PgConn& admin, const std::string& loaded_before);
   std::string label_;
 };
 

@@ -242,9 +242,11 @@ Result<Lsn> LocalEnv::WriteFinalMarker(const std::string& text) {
   // A transactional message commits, and a synchronous commit flushes the WAL
   // at once instead of at the WAL writer's next cycle (up to 200 ms of held
   // traffic). Its end LSN follows every transaction committed before the fence.
-  PGSHIFT_RETURN_IF_ERROR(c->Exec("set synchronous_commit = on"));
+  // One round trip: the setting is in force before the statement commits.
   PGSHIFT_ASSIGN_OR_RETURN(
-      Rows r, c->Query("select pg_logical_emit_message(true, 'pgshift', $1)::text as lsn", {text}));
+      Rows r, c->Query("select pg_logical_emit_message(true, 'pgshift', $1)::text as lsn "
+                       "from (select set_config('synchronous_commit', 'on', false)) s",
+                       {text}));
   PGSHIFT_ASSIGN_OR_RETURN(Lsn lsn, Lsn::Parse(r.Str(0, "lsn")));
   const int64_t deadline = MonotonicMs() + 10000;
   while (true) {
