@@ -194,53 +194,45 @@ TEST(Config, UnknownKeysAreErrorsNamingTheKey) {
   EXPECT_NE(ParseProxyConfig(j).status().message().find("wrong type"), std::string::npos);
 }
 
-TEST(Config, BusyPollUsIsOptionalBoundedAndKeptOnSave) {
+// An optional integer setting: `fallback` when absent, `value` kept through a
+// save, and each of `bad` refused with `error` followed by the value.
+void ExpectBoundedIntSetting(const std::string& key, int ProxyConfig::*field, int fallback,
+                             int value, const std::vector<nlohmann::json>& bad,
+                             const std::string& error) {
   auto c = ParseProxyConfig(GoodConfig());
   ASSERT_TRUE(c.ok());
-  EXPECT_EQ(c->busy_poll_us, kDefaultBusyPollUs);
+  EXPECT_EQ((*c).*field, fallback);
   auto j = GoodConfig();
-  j["busy_poll_us"] = 250;
+  j[key] = value;
   c = ParseProxyConfig(j);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  EXPECT_EQ(c->busy_poll_us, 250);
+  EXPECT_EQ((*c).*field, value);
   auto again = ParseProxyConfig(ToJson(*c));
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->busy_poll_us, 250);
-  for (nlohmann::json bad : {nlohmann::json(-1), nlohmann::json(kMaxBusyPollUs + 1),
-                             nlohmann::json("50"), nlohmann::json(2.5), nlohmann::json(nullptr)}) {
-    j["busy_poll_us"] = bad;
+  EXPECT_EQ((*again).*field, value);
+  for (const nlohmann::json& b : bad) {
+    j[key] = b;
     auto st = ParseProxyConfig(j).status();
-    EXPECT_FALSE(st.ok()) << bad.dump();
-    EXPECT_NE(st.message().find("busy_poll_us must be an integer number of microseconds from 0 "
-                                "(off) to 10000, got " +
-                                bad.dump()),
-              std::string::npos)
-        << st.message();
+    EXPECT_FALSE(st.ok()) << b.dump();
+    EXPECT_NE(st.message().find(error + b.dump()), std::string::npos) << st.message();
   }
 }
 
+TEST(Config, BusyPollUsIsOptionalBoundedAndKeptOnSave) {
+  ExpectBoundedIntSetting(
+      "busy_poll_us", &ProxyConfig::busy_poll_us, kDefaultBusyPollUs, 250,
+      {nlohmann::json(-1), nlohmann::json(kMaxBusyPollUs + 1), nlohmann::json("50"),
+       nlohmann::json(2.5), nlohmann::json(nullptr)},
+      "busy_poll_us must be an integer number of microseconds from 0 (off) to 10000, got ");
+}
+
 TEST(Config, RetireDelayMsIsOptionalBoundedAndKeptOnSave) {
-  auto c = ParseProxyConfig(GoodConfig());
-  ASSERT_TRUE(c.ok());
-  EXPECT_EQ(c->retire_delay_ms, kDefaultRetireDelayMs);
-  auto j = GoodConfig();
-  j["retire_delay_ms"] = 0;
-  c = ParseProxyConfig(j);
-  ASSERT_TRUE(c.ok()) << c.status().ToString();
-  EXPECT_EQ(c->retire_delay_ms, 0);
-  auto again = ParseProxyConfig(ToJson(*c));
-  ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->retire_delay_ms, 0);
-  for (nlohmann::json bad : {nlohmann::json(-5), nlohmann::json(kMaxRetireDelayMs + 1),
-                             nlohmann::json("5000"), nlohmann::json(true)}) {
-    j["retire_delay_ms"] = bad;
-    auto st = ParseProxyConfig(j).status();
-    EXPECT_NE(st.message().find("retire_delay_ms must be an integer number of milliseconds from 0 "
-                                "(close at once) to 600000, got " +
-                                bad.dump()),
-              std::string::npos)
-        << st.message();
-  }
+  ExpectBoundedIntSetting("retire_delay_ms", &ProxyConfig::retire_delay_ms, kDefaultRetireDelayMs,
+                          0,
+                          {nlohmann::json(-5), nlohmann::json(kMaxRetireDelayMs + 1),
+                           nlohmann::json("5000"), nlohmann::json(true)},
+                          "retire_delay_ms must be an integer number of milliseconds from 0 "
+                          "(close at once) to 600000, got ");
 }
 
 TEST(RetireSchedule, WaitsTheDelayAndSpacesOneCloseFromTheNext) {
