@@ -391,13 +391,12 @@ Result<int> LocalEnv::PromoteTarget() {
     PGSHIFT_RETURN_IF_ERROR(c->Exec("select pg_promote(false)"));
     const int64_t deadline = MonotonicMs() + 60000;
     while (true) {
-      PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query("select pg_is_in_recovery() as rec"));
-      if (!r.Bool(0, "rec")) break;
+      PGSHIFT_ASSIGN_OR_RETURN(t, InspectTarget());  // once out of recovery, has the timeline
+      if (!t.in_recovery) break;
       if (MonotonicMs() > deadline)
         return Timeout("the target did not finish promotion within 60 s");
       SleepMs(2);
     }
-    PGSHIFT_ASSIGN_OR_RETURN(t, InspectTarget());
   }
   return t.timeline;
 }

@@ -60,7 +60,12 @@ bool MigrationRunner::InHold() const {
   }
 }
 
+bool MigrationRunner::ChainsInto(Phase next) {
+  return next == Phase::kPromote || next == Phase::kSnapshot;
+}
+
 void MigrationRunner::Save() {
+  unsaved_phase_ = false;
   m_.updated_at_ms = clock_.NowMs();
   Status st =
       unsaved_events_.empty() ? store_.Update(m_) : store_.UpdateWithEvents(m_, unsaved_events_);
@@ -83,6 +88,10 @@ void MigrationRunner::Transition(Phase next, const std::string& message) {
   // The phase and its events in one commit.
   Log("info", message);
   unsaved_events_.push_back({0, clock_.NowMs(), m_.phase, "info", message});
+  if (ChainsInto(next)) {
+    unsaved_phase_ = true;
+    return;
+  }
   Save();
 }
 
@@ -213,6 +222,10 @@ void MigrationRunner::HandleFailure(const Status& st) {
 
 MigrationRunner::Tick MigrationRunner::Step() {
   Tick t = StepPhase();
+  if (unsaved_phase_) {
+    Save();
+    return t;
+  }
   // An event a step left waiting for a Save that did not come.
   for (const auto& e : unsaved_events_) (void)store_.AppendEvent(id_, e);
   unsaved_events_.clear();
@@ -248,15 +261,20 @@ MigrationRunner::Tick MigrationRunner::StepPhase() {
       {Phase::kRollingBack, &MigrationRunner::RollingBack},
   };
   idle_ = false;
-  for (const auto& [ph, fn] : kSteps) {
-    if (ph != p) continue;
+  for (Phase at = p;;) {
+    Fn fn = nullptr;
+    for (const auto& [ph, f] : kSteps) {
+      if (ph == at) fn = f;
+    }
+    if (fn == nullptr) break;
     Status st = (this->*fn)();
     if (!st.ok()) {
       HandleFailure(st);
       return Tick::kIdle;
     }
     consecutive_failures_ = 0;
-    break;
+    if (phase() == at || !ChainsInto(phase())) break;
+    at = phase();
   }
   if (IsTerminal(phase())) return Tick::kTerminal;
   return idle_ ? Tick::kIdle : Tick::kProgress;

@@ -4,8 +4,9 @@
 // pending operator action, runs one idempotent step of the current phase and
 // records the outcome before returning, so the runner can be destroyed (or
 // the process killed) between any two steps and a new runner resumes. All
-// transitions go through Transition(). Not thread-safe: one worker owns a
-// runner.
+// transitions go through Transition(). Inside the hold, promote and snapshot
+// run on in the step that entered them and are committed together with the
+// switch phase (see ChainsInto). Not thread-safe: one worker owns a runner.
 #pragma once
 
 #include <memory>
@@ -55,6 +56,14 @@ class MigrationRunner {
 
   Phase phase() const;
   void Transition(Phase next, const std::string& message);
+  // Phases entered without a commit of their own: the step runs them at once
+  // and the next commit (entering switch, or a failure) records them. A
+  // restart before that commit finds the migration in drain, whose final
+  // LSN the target has replayed, and runs promote (a no-op on a promoted
+  // target) and the snapshot export again; no client has written to the
+  // target yet, because the switch happens only after the switch phase is
+  // committed. Saves two commits while traffic waits.
+  static bool ChainsInto(Phase next);
   void SetState(const std::string& state);
   // Logs and records an event. Inside the hold (quiesce to switch) an info
   // event is recorded with the next Save instead, in the same commit: each
@@ -89,6 +98,7 @@ class MigrationRunner {
   bool idle_ = false;                           // set by a phase step that is polling
   bool prepared_ahead_ = false;                 // PrepareAhead ran during this sync
   std::vector<MigrationEvent> unsaved_events_;  // Event() in the hold, until Save()
+  bool unsaved_phase_ = false;                  // a ChainsInto phase, until Save()
 };
 
 }  // namespace pgshift
