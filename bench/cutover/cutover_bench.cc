@@ -6,16 +6,24 @@
 // PgBouncer sandbox has); one more run shows the proxy with mutual TLS.
 // Each run also prints the worst latency by migration phase.
 //
+// The "direct" run is the floor this machine sets: pgbench connects straight
+// to the source at the same rate while pgshiftd builds and streams the same
+// replica (base backup, WAL streaming, checks), with no router and no
+// cutover; it stops in `ready` and keeps the load on for as long as a
+// cutover and its verify window take. A router's worst latency can only be
+// read against it: schedule lag that the box builds without any router is
+// carried into the cutover.
+//
 // Last line:
 //   BENCH cutover {"proxy_max_latency_ms":X,"pgbouncer_max_latency_ms":X,
 //                  "proxy_failed_txns":N,"pgbouncer_failed_txns":N,"prepared_failed_txns":N}
-#include <algorithm>
-#include <cstdio>
-#include <map>
-#include <iostream>
-#include <thread>
-
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <thread>
 
 #include "common/clock.h"
 #include "demo/sandbox.h"
@@ -72,7 +80,8 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
                  int chunk_seconds, int64_t basebackup_kbps, bool client_tls, bool keep,
                  bool parity) {
   RunResult out;
-  auto sb = demo::Sandbox::Start({.router = router,
+  const bool direct = router == "direct";
+  auto sb = demo::Sandbox::Start({.router = direct ? "none" : router,
                                   .pgshiftd_path = PGSHIFTD_PATH,
                                   .proxy_path = PGSHIFT_PROXY_PATH,
                                   .pgbench_scale = 4,
@@ -83,26 +92,42 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
     out.failed = -1;
     return out;
   }
-  load::PgbenchLoad pgbench({.conninfo = (*sb)->AppConninfo(), .clients = clients, .threads = 2,
-                             .chunk_seconds = chunk_seconds, .protocol = protocol, .rate = rate,
+  load::PgbenchLoad pgbench({.conninfo = (*sb)->AppConninfo(),
+                             .clients = clients,
+                             .threads = 2,
+                             .chunk_seconds = chunk_seconds,
+                             .protocol = protocol,
+                             .rate = rate,
                              .log_dir = (*sb)->dir() + "/pgbench-logs",
                              .per_transaction_log = true});
   pgbench.Start();
   std::this_thread::sleep_for(std::chrono::seconds(3));
   auto created = (*sb)->Api("POST", "/v1/migrations",
-                            (*sb)->MigrationSpec({{"auto_cutover", true}, {"auto_finalize", true},
-                                                  {"sustain_seconds", 3}, {"verify_seconds", 2},
-                                                  {"poll_ms", 50}, {"parity", parity},
-                                                  {"basebackup_max_rate_kbps", basebackup_kbps}})
+                            (*sb)
+                                ->MigrationSpec({{"auto_cutover", !direct},
+                                                 {"auto_finalize", true},
+                                                 {"sustain_seconds", 3},
+                                                 {"verify_seconds", 2},
+                                                 {"poll_ms", 50},
+                                                 {"parity", parity},
+                                                 {"basebackup_max_rate_kbps", basebackup_kbps}})
                                 .dump());
   std::string id;
   if (created.ok() && (*created)["status"] == 201) {
     id = (*created)["body"]["id"];
     auto m = (*sb)->WaitFor(
-        id, [](const json& m) { return m["phase"] == "finalized" || m["phase"] == "rolled_back" ||
-                                       m["state"] == "failed" || m["state"] == "blocked"; },
+        id,
+        [direct](const json& m) {
+          return m["phase"] == "finalized" || m["phase"] == "rolled_back" ||
+                 m["state"] == "failed" || m["state"] == "blocked" ||
+                 (direct && m["phase"] == "ready");
+        },
         300000);
-    if (m.ok()) {
+    if (m.ok() && direct) {
+      out.finalized = (*m)["phase"] == "ready";
+      // About what a cutover, its verify window and finalize take.
+      std::this_thread::sleep_for(std::chrono::seconds(10));
+    } else if (m.ok()) {
       out.finalized = (*m)["phase"] == "finalized";
       out.hold_ms = (*m)["result"].value("hold_ms", 0);
     }
@@ -130,11 +155,12 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
     }
   }
   std::printf(
-      "%-10s -M %-9s finalized=%s txns=%lld failed=%lld max_latency=%.1f ms (incl. -R schedule "
+      "%-10s -M %-9s %s=%s txns=%lld failed=%lld max_latency=%.1f ms (incl. -R schedule "
       "lag) max_service=%.1f ms hold=%lld ms\n",
-      label.c_str(), protocol.c_str(), out.finalized ? "yes" : "NO",
-      static_cast<long long>(out.transactions), static_cast<long long>(out.failed),
-      out.max_latency_ms, out.max_service_ms, static_cast<long long>(out.hold_ms));
+      label.c_str(), protocol.c_str(), direct ? "in_sync" : "finalized",
+      out.finalized ? "yes" : "NO", static_cast<long long>(out.transactions),
+      static_cast<long long>(out.failed), out.max_latency_ms, out.max_service_ms,
+      static_cast<long long>(out.hold_ms));
   std::fflush(stdout);
   return out;
 }
@@ -154,12 +180,13 @@ int main(int argc, char** argv) {
   bool keep = false;
   bool parity = true;
   bool mtls = true;
-  std::vector<std::string> routers = {"proxy", "pgbouncer"};
+  std::vector<std::string> routers = {"direct", "proxy", "pgbouncer"};
   app.add_option("--rate", rate, "pgbench -R target tps");
   app.add_option("--clients", clients, "pgbench clients");
   app.add_option("--chunk-seconds", chunk_seconds,
                  "length of each pgbench run (its clients reconnect between runs)");
-  app.add_option("--routers", routers, "routers to compare");
+  app.add_option("--routers", routers,
+                 "routers to compare; \"direct\" is the no-router, no-cutover baseline");
   app.add_option("--basebackup-max-rate-kbps", basebackup_kbps,
                  "the migration's basebackup_max_rate_kbps (0 = no limit)");
   app.add_option("--parity", parity, "run the post-promotion data parity check (default true)");
@@ -178,10 +205,19 @@ int main(int argc, char** argv) {
     line[router + "_max_latency_ms"] = r.max_latency_ms;
     line[router + "_failed_txns"] = r.failed;
     line[router + "_max_service_ms"] = r.max_service_ms;
-    line[router + "_hold_ms"] = r.hold_ms;
+    if (router != "direct") line[router + "_hold_ms"] = r.hold_ms;
+  }
+  if (line.contains("direct_max_latency_ms") && line["direct_max_latency_ms"].get<double>() > 0) {
+    const double floor = line["direct_max_latency_ms"].get<double>();
+    for (const auto& router : routers) {
+      if (router == "direct") continue;
+      line[router + "_vs_direct_max_latency"] =
+          std::round(line[router + "_max_latency_ms"].get<double>() / floor * 100) / 100;
+    }
   }
   for (const auto& router : routers) {
-    if (router != "proxy") continue;  // PgBouncer's transaction pooling cannot carry -M prepared
+    if (router != "proxy")
+      continue;  // direct has no cutover; PgBouncer's transaction pooling cannot carry -M prepared
     auto r = pgshift::RunOne(router, "prepared", rate, clients, chunk_seconds, basebackup_kbps,
                              /*client_tls=*/false, keep, parity);
     ok = ok && r.finalized;
@@ -198,11 +234,13 @@ int main(int argc, char** argv) {
   line["rate_tps"] = rate;
   line["basebackup_max_rate_kbps"] = basebackup_kbps;
   nlohmann::ordered_json ordered;
-  for (const char* k : {"proxy_max_latency_ms", "pgbouncer_max_latency_ms", "proxy_failed_txns",
-                        "pgbouncer_failed_txns", "prepared_failed_txns", "prepared_max_latency_ms",
-                        "proxy_max_service_ms", "pgbouncer_max_service_ms", "proxy_hold_ms",
-                        "pgbouncer_hold_ms", "proxy_mtls_max_latency_ms", "proxy_mtls_failed_txns",
-                        "rate_tps", "basebackup_max_rate_kbps"}) {
+  for (const char* k :
+       {"proxy_max_latency_ms", "pgbouncer_max_latency_ms", "proxy_failed_txns",
+        "pgbouncer_failed_txns", "prepared_failed_txns", "prepared_max_latency_ms",
+        "direct_max_latency_ms", "direct_failed_txns", "proxy_vs_direct_max_latency",
+        "pgbouncer_vs_direct_max_latency", "proxy_max_service_ms", "pgbouncer_max_service_ms",
+        "proxy_hold_ms", "pgbouncer_hold_ms", "proxy_mtls_max_latency_ms", "proxy_mtls_failed_txns",
+        "rate_tps", "basebackup_max_rate_kbps"}) {
     if (line.contains(k)) ordered[k] = line[k];
   }
   std::printf("BENCH cutover %s\n", ordered.dump().c_str());
