@@ -271,11 +271,12 @@ Status LocalEnv::RetireSource() {
   }
   // Sessions still open on the source (a router's old connections waiting to
   // be closed) end one at a time: a fast shutdown ends them all at once, and
-  // that many backend exits together stall a shared host for ~200 ms.
+  // that many backend exits together stall a shared host for ~200 ms. 100 ms
+  // apart (as pgshift-proxy's retire_interval_ms) for a few, at most ~10 s in all.
   PGSHIFT_ASSIGN_OR_RETURN(
       Rows left, c->Query("select pid from pg_stat_activity where backend_type = 'client backend' "
                           "and pid <> pg_backend_pid()"));
-  const int64_t spacing = left.empty() ? 0 : std::clamp<int64_t>(5000 / left.size(), 2, 25);
+  const int64_t spacing = left.empty() ? 0 : std::clamp<int64_t>(10000 / left.size(), 2, 100);
   for (size_t i = 0; i < left.size(); ++i) {
     (void)c->Query("select pg_terminate_backend($1::int)", {left.Str(i, "pid")});
     SleepMs(spacing);

@@ -83,10 +83,10 @@ Result<UpstreamConfig> ParseUpstream(const nlohmann::json& j, const std::string&
 }
 
 Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string& base_dir) {
-  PGSHIFT_RETURN_IF_ERROR(
-      CheckKeys(j, "the top level",
-                {"listen", "admin_listen", "threads", "busy_poll_us", "kernel_splice",
-                 "retire_delay_ms", "tls", "routes", "policy", "credentials"}));
+  PGSHIFT_RETURN_IF_ERROR(CheckKeys(
+      j, "the top level",
+      {"listen", "admin_listen", "threads", "busy_poll_us", "kernel_splice", "retire_delay_ms",
+       "retire_interval_ms", "tls", "routes", "policy", "credentials"}));
   ProxyConfig c;
   std::string listen = "127.0.0.1:6432", admin = "127.0.0.1:6433";
   PGSHIFT_RETURN_IF_ERROR(Get(j, "listen", "config", &listen, false));
@@ -100,6 +100,8 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
   PGSHIFT_RETURN_IF_ERROR(Get(j, "kernel_splice", "config", &c.kernel_splice, false));
   PGSHIFT_RETURN_IF_ERROR(GetBounded(j, "retire_delay_ms", kMaxRetireDelayMs,
                                      "milliseconds from 0 (close at once)", &c.retire_delay_ms));
+  PGSHIFT_RETURN_IF_ERROR(GetBounded(j, "retire_interval_ms", kMaxRetireIntervalMs,
+                                     "milliseconds from 0 (no spacing)", &c.retire_interval_ms));
   if (j.contains("tls")) {
     const auto& t = j["tls"];
     PGSHIFT_RETURN_IF_ERROR(CheckKeys(t, "tls", {"cert", "key", "client_ca"}));
@@ -195,6 +197,7 @@ nlohmann::json ToJson(const ProxyConfig& c) {
   j["busy_poll_us"] = c.busy_poll_us;
   j["kernel_splice"] = c.kernel_splice;
   j["retire_delay_ms"] = c.retire_delay_ms;
+  j["retire_interval_ms"] = c.retire_interval_ms;
   if (c.has_tls)
     j["tls"] = {{"cert", c.tls.cert}, {"key", c.tls.key}, {"client_ca", c.tls.client_ca}};
   j["routes"] = nlohmann::json::array();

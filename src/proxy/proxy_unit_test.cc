@@ -235,6 +235,15 @@ TEST(Config, RetireDelayMsIsOptionalBoundedAndKeptOnSave) {
                           "(close at once) to 600000, got ");
 }
 
+TEST(Config, RetireIntervalMsIsOptionalBoundedAndKeptOnSave) {
+  ExpectBoundedIntSetting("retire_interval_ms", &ProxyConfig::retire_interval_ms,
+                          kDefaultRetireIntervalMs, 0,
+                          {nlohmann::json(-1), nlohmann::json(kMaxRetireIntervalMs + 1),
+                           nlohmann::json("100"), nlohmann::json(1.5)},
+                          "retire_interval_ms must be an integer number of milliseconds from 0 "
+                          "(no spacing) to 10000, got ");
+}
+
 TEST(RetireSchedule, WaitsTheDelayAndSpacesOneCloseFromTheNext) {
   RetireSchedule schedule(std::chrono::milliseconds(200), std::chrono::milliseconds(10));
   const auto before = RetireSchedule::Clock::now();

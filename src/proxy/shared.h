@@ -47,7 +47,7 @@ class CancelRegistry {
 // When the server connections that sessions' moves replaced may close: each
 // waits `delay` and then closes `spacing` after the one before. A switch moves
 // every session at once, and as many backends exiting on the old server at
-// once take CPU the new server needs for the held transactions (on the
+// once take CPU the new server needs when both share a host (on the
 // benchmark VM a backend's exit costs ~25 ms of CPU).
 class RetireSchedule {
  public:
@@ -76,7 +76,7 @@ struct ProxyShared {
   CancelRegistry cancels;
   RetireSchedule retire{
       std::chrono::milliseconds(config.retire_delay_ms),
-      std::chrono::milliseconds(config.retire_delay_ms > 0 ? kRetireSpacingMs : 0)};
+      std::chrono::milliseconds(config.retire_delay_ms > 0 ? config.retire_interval_ms : 0)};
   std::unique_ptr<Splicer> splicer;  // null: kernel splice off or unavailable
   std::atomic<int64_t> refused{0};   // connections refused (TLS, policy, route)
   std::atomic<int64_t> cancels_sent{0};
