@@ -351,6 +351,15 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   return target_.Start();
 }
 
+namespace {
+
+// The timeline a primary writes on: the first 8 hex digits of its current WAL
+// file's name (an error during recovery, so always behind a recovery check).
+constexpr const char* kPrimaryTimeline =
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int";
+
+}  // namespace
+
 Result<TargetState> LocalEnv::InspectTarget() {
   TargetState t;
   t.exists = target_.Exists();
@@ -363,9 +372,10 @@ Result<TargetState> LocalEnv::InspectTarget() {
   }
   t.running = true;
   auto r = (*conn)->Query(
-      "select pg_is_in_recovery() as rec, coalesce(pg_last_wal_replay_lsn(), '0/0')::text as rep, "
-      "case when pg_is_in_recovery() then (select timeline_id from pg_control_checkpoint()) "
-      "else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end as tli");
+      std::string("select pg_is_in_recovery() as rec, coalesce(pg_last_wal_replay_lsn(), "
+                  "'0/0')::text as rep, case when pg_is_in_recovery() then (select timeline_id "
+                  "from pg_control_checkpoint()) else ") +
+      kPrimaryTimeline + " end as tli");
   if (!r.ok()) {
     target_conn_.reset();
     return r.status().Wrap("target");
@@ -391,9 +401,18 @@ Result<int> LocalEnv::PromoteTarget() {
     PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Target());
     PGSHIFT_RETURN_IF_ERROR(c->Exec("select pg_promote(false)"));
     const int64_t deadline = MonotonicMs() + 60000;
+    // Polled every 2 ms while the target promotes: no pg_control read (as
+    // InspectTarget does in recovery), and the new timeline in the same answer.
+    const std::string poll =
+        std::string("select pg_is_in_recovery() as rec, case when not pg_is_in_recovery() then ") +
+        kPrimaryTimeline + " end as tli";
     while (true) {
-      PGSHIFT_ASSIGN_OR_RETURN(t, InspectTarget());  // once out of recovery, has the timeline
-      if (!t.in_recovery) break;
+      PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query(poll));
+      if (!r.Bool(0, "rec")) {
+        t.in_recovery = false;
+        t.timeline = static_cast<int>(r.Int(0, "tli"));
+        break;
+      }
       if (MonotonicMs() > deadline)
         return Timeout("the target did not finish promotion within 60 s");
       SleepMs(2);
