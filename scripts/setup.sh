@@ -9,7 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libasio-dev libspdlog-dev libfmt-dev
   libcpp-httplib-dev libgtest-dev libgmock-dev googletest
   postgresql-15 postgresql-client-15 postgresql-contrib postgresql-15-wal2json
-  pgbouncer haproxy procps iproute2 curl
+  pgbouncer haproxy procps iproute2 curl ccache
 )
 
 missing=()

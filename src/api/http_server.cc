@@ -36,11 +36,11 @@ void MethodNotAllowed(httplib::Response& res, const std::string& method, const s
 }
 
 void UnknownPath(httplib::Response& res, const std::string& path) {
-  WriteError(
-      res, 404, Code::kNotFound,
-      "no such endpoint: " + path +
-          " (endpoints: /healthz, /v1/migrations, /v1/migrations/{id}, "
-          "/v1/migrations/{id}/events, /v1/migrations/{id}/{cutover|rollback|finalize|override|retry|drop_slot})");
+  WriteError(res, 404, Code::kNotFound,
+             "no such endpoint: " + path +
+                 " (endpoints: /healthz, /v1/migrations, /v1/migrations/{id}, "
+                 "/v1/migrations/{id}/events, "
+                 "/v1/migrations/{id}/{cutover|rollback|finalize|override|retry|drop_slot})");
 }
 
 bool IsBlank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
@@ -91,29 +91,11 @@ std::vector<std::string> SplitPath(std::string_view path) {
 }
 
 bool IsAction(const std::string& s) {
-  return s == "cutover" || s == "rollback" || s == "finalize" || s == "override" ||
-         s == "retry" || s == "drop_slot";
+  return s == "cutover" || s == "rollback" || s == "finalize" || s == "override" || s == "retry" ||
+         s == "drop_slot";
 }
 
 }  // namespace
-
-int HttpStatusFor(Code code) {
-  switch (code) {
-    case Code::kOk:
-      return 200;
-    case Code::kInvalidArgument:
-      return 400;
-    case Code::kNotFound:
-      return 404;
-    case Code::kFailedPrecondition:
-    case Code::kAlreadyExists:
-      return 409;
-    case Code::kUnavailable:
-      return 503;
-    default:
-      return 500;
-  }
-}
 
 ApiServer::ApiServer(MigrationService& svc, std::string host, int port)
     : svc_(svc), host_(std::move(host)), port_(port) {}
@@ -291,7 +273,8 @@ void ApiServer::HandleMigrations(const httplib::Request& req, httplib::Response&
   if (parts.size() == 4) {
     return WriteError(res, 404, Code::kNotFound,
                       "unknown migration action '" + parts[3] +
-                          "'; actions: events (GET), cutover, rollback, finalize, override, retry, drop_slot (POST)");
+                          "'; actions: events (GET), cutover, rollback, finalize, override, retry, "
+                          "drop_slot (POST)");
   }
   UnknownPath(res, path);
 }

@@ -43,8 +43,6 @@ namespace pgshift::api {
 // Largest request body accepted; bigger ones get 413.
 inline constexpr size_t kMaxRequestBodyBytes = 1 << 20;
 
-// The HTTP status for a non-OK Status code.
-int HttpStatusFor(Code code);
 
 class ApiServer {
  public:

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "api/fake_migration_service.h"
+#include "testing/fake_migration_service.h"
 
 namespace pgshift::api {
 namespace {
@@ -189,8 +189,8 @@ TEST_F(ApiServerTest, EveryStatusCodeMapsToItsHttpStatus) {
       {AlreadyExists("dup"), 409, "already_exists"},
       {FailedPrecondition("not now"), 409, "failed_precondition"},
       {Unavailable("source down"), 503, "unavailable"},
-      {Timeout("slow"), 500, "timeout"},
-      {Aborted("released"), 500, "aborted"},
+      {Timeout("slow"), 504, "timeout"},
+      {Aborted("released"), 409, "aborted"},
       {Internal("bug"), 500, "internal"},
   };
   for (const auto& c : cases) {

@@ -9,7 +9,7 @@
 
 #include "checks/checks.h"
 #include "checks/extensions.h"
-#include "checks/test_replica.h"
+#include "testing/test_replica.h"
 #include "common/lsn.h"
 #include "common/os.h"
 #include "common/process.h"

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "checks/sync_monitor.h"
-#include "checks/test_replica.h"
+#include "testing/test_replica.h"
 #include "common/clock.h"
 #include "common/os.h"
 #include "common/process.h"

@@ -33,22 +33,6 @@ std::string DescribeTransportError(httplib::Error e) {
   }
 }
 
-Code CodeForHttpStatus(int status) {
-  switch (status) {
-    case 400:
-    case 405:
-    case 413:
-      return Code::kInvalidArgument;
-    case 404:
-      return Code::kNotFound;
-    case 409:
-      return Code::kFailedPrecondition;
-    case 503:
-      return Code::kUnavailable;
-    default:
-      return Code::kInternal;
-  }
-}
 
 }  // namespace
 

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "api/fake_migration_service.h"
+#include "testing/fake_migration_service.h"
 #include "api/http_server.h"
 #include "cli/commands.h"
 #include "common/os.h"

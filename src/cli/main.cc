@@ -7,7 +7,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "demo/demo_command.h"
+#include "cli/local_commands.h"
 
 namespace {
 
@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
   using namespace pgshift::cli;
   const std::vector<CommandRegistrar> kCommands = {
       AddMigrationCommands,
-      pgshift::demo::AddDemoCommand,
-      pgshift::demo::AddCheckCommand,
+      AddDemoCommand,
+      AddCheckCommand,
   };
   CliIo io;
   io.out = &std::cout;

@@ -14,17 +14,24 @@ namespace pgshift {
 
 enum class Code {
   kOk = 0,
-  kInvalidArgument,    // the caller's input is wrong; retrying the same input fails again
-  kNotFound,           // the named thing does not exist
-  kAlreadyExists,      // the named thing exists and may not be created again
-  kFailedPrecondition, // the system is not in a state that allows this
-  kUnavailable,        // a dependency (server, process) could not be reached; retry may help
-  kTimeout,            // a deadline passed
-  kAborted,            // the operation was abandoned (e.g. a cutover released on timeout)
-  kInternal,           // a bug or an unexpected answer
+  kInvalidArgument,     // the caller's input is wrong; retrying the same input fails again
+  kNotFound,            // the named thing does not exist
+  kAlreadyExists,       // the named thing exists and may not be created again
+  kFailedPrecondition,  // the system is not in a state that allows this
+  kUnavailable,         // a dependency (server, process) could not be reached; retry may help
+  kTimeout,             // a deadline passed
+  kAborted,             // the operation was abandoned (e.g. a cutover released on timeout)
+  kInternal,            // a bug or an unexpected answer
 };
 
 const char* CodeName(Code c);
+
+// The one mapping between codes and HTTP statuses, used by every HTTP API
+// (pgshiftd's, the proxy's admin) and by their clients. Timeout is 504,
+// Aborted 409 (the request conflicted with what the system decided).
+int HttpStatusFor(Code c);
+// The code for an HTTP status a pgshift API answered with (2xx: kOk).
+Code CodeForHttpStatus(int http_status);
 
 class [[nodiscard]] Status {
  public:
@@ -60,7 +67,7 @@ inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; 
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     assert(!std::get<Status>(v_).ok() && "Result built from an OK Status has no value");
   }
@@ -85,18 +92,17 @@ class [[nodiscard]] Result {
 }  // namespace pgshift
 
 // Returns the Status of `expr` from the enclosing function when it is not OK.
-#define PGSHIFT_RETURN_IF_ERROR(expr)            \
-  do {                                           \
-    ::pgshift::Status _st = (expr);              \
-    if (!_st.ok()) return _st;                   \
+#define PGSHIFT_RETURN_IF_ERROR(expr) \
+  do {                                \
+    ::pgshift::Status _st = (expr);   \
+    if (!_st.ok()) return _st;        \
   } while (0)
 
 #define PGSHIFT_CONCAT_INNER(a, b) a##b
 #define PGSHIFT_CONCAT(a, b) PGSHIFT_CONCAT_INNER(a, b)
 
 // PGSHIFT_ASSIGN_OR_RETURN(auto x, ResultExpr()): binds the value or returns the Status.
-#define PGSHIFT_ASSIGN_OR_RETURN(lhs, expr)                                   \
-  auto PGSHIFT_CONCAT(_res_, __LINE__) = (expr);                             \
-  if (!PGSHIFT_CONCAT(_res_, __LINE__).ok())                                 \
-    return PGSHIFT_CONCAT(_res_, __LINE__).status();                         \
+#define PGSHIFT_ASSIGN_OR_RETURN(lhs, expr)                                                   \
+  auto PGSHIFT_CONCAT(_res_, __LINE__) = (expr);                                              \
+  if (!PGSHIFT_CONCAT(_res_, __LINE__).ok()) return PGSHIFT_CONCAT(_res_, __LINE__).status(); \
   lhs = std::move(PGSHIFT_CONCAT(_res_, __LINE__)).value()

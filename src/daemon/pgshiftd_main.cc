@@ -9,7 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "api/http_server.h"
-#include "provider/local_env.h"
+#include "provider/local/local_env.h"
 #include "store/state_store.h"
 #include "workflow/engine.h"
 

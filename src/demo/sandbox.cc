@@ -15,7 +15,7 @@
 #include "common/process.h"
 #include "load/ledger.h"
 #include "load/pgbench_load.h"
-#include "proxy/dev_certs.h"
+#include "common/dev_certs.h"
 
 namespace pgshift::demo {
 
@@ -118,7 +118,7 @@ std::string Sandbox::TargetConninfo(const std::string& db, const std::string& us
 Status Sandbox::StartProxy(int source_port) {
   const std::string certs = dir_ + "/certs";
   PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(certs, "", 0700));
-  PGSHIFT_RETURN_IF_ERROR(proxy::MakeDevCerts(certs));
+  PGSHIFT_RETURN_IF_ERROR(MakeDevCerts(certs));
   PGSHIFT_ASSIGN_OR_RETURN(proxy_port_, FreePort());
   PGSHIFT_ASSIGN_OR_RETURN(proxy_admin_port_, FreePort());
   json cfg = {

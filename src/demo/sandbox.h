@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
-#include "provider/local_cluster.h"
+#include "provider/local/local_cluster.h"
 #include "router/pgbouncer_process.h"
 
 namespace pgshift::demo {

@@ -102,25 +102,6 @@ void ErrorReply(httplib::Response& res, int status, const std::string& msg) {
   JsonReply(res, status, {{"error", msg}});
 }
 
-int HttpStatus(const Status& st) {
-  switch (st.code()) {
-    case Code::kInvalidArgument:
-      return 400;
-    case Code::kNotFound:
-      return 404;
-    case Code::kAlreadyExists:
-    case Code::kFailedPrecondition:
-    case Code::kAborted:
-      return 409;
-    case Code::kTimeout:
-      return 504;
-    case Code::kUnavailable:
-      return 503;
-    default:
-      return 500;
-  }
-}
-
 Result<nlohmann::json> Body(const httplib::Request& req) {
   if (req.body.empty()) return nlohmann::json::object();
   try {
@@ -395,7 +376,7 @@ Status Proxy::StartAdmin() {
                           "no route named \"" + name + "\" (to create one, give \"database\" too)");
       st = AddRoute(rc);
     }
-    if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
+    if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
     JsonReply(res, 200, sh.routes.Find(name)->ToJson());
   });
   srv.Post(R"(/routes/([^/]+)/hold)", [find](const httplib::Request& req, httplib::Response& res) {
@@ -410,7 +391,7 @@ Status Proxy::StartAdmin() {
       timeout = (*body)["timeout_ms"].get<int64_t>();
     }
     Status st = r->Hold(timeout);
-    if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
+    if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
     JsonReply(res, 200, r->ToJson());
   });
   // Logins on the next endpoint opened ahead of a switch (Route::Prewarm).
@@ -448,7 +429,7 @@ Status Proxy::StartAdmin() {
              if (!up.ok()) return ErrorReply(res, 400, up.status().message());
              Status st = RepointRoute(r->name(), *up);
              r->Release();
-             if (!st.ok()) return ErrorReply(res, HttpStatus(st), st.message());
+             if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
              JsonReply(res, 200, r->ToJson());
            });
   srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {

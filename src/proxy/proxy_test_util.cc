@@ -6,7 +6,7 @@
 #include <regex>
 
 #include "common/os.h"
-#include "proxy/dev_certs.h"
+#include "common/dev_certs.h"
 #include "router/proxy_router.h"
 
 namespace pgshift::proxy::testing {

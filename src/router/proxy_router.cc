@@ -15,20 +15,9 @@ Status FromHttp(int status, const std::string& body, const std::string& what) {
   } catch (...) {
   }
   msg = what + ": " + msg;
-  switch (status) {
-    case 400:
-      return InvalidArgument(msg);
-    case 404:
-      return NotFound(msg);
-    case 409:
-      return FailedPrecondition(msg);
-    case 503:
-      return Unavailable(msg);
-    case 504:
-      return Timeout(msg);
-    default:
-      return Internal(msg + " (HTTP " + std::to_string(status) + ")");
-  }
+  const Code code = CodeForHttpStatus(status);
+  if (code == Code::kInternal) return Internal(msg + " (HTTP " + std::to_string(status) + ")");
+  return Status(code, msg);
 }
 
 // The admin body naming an endpoint; `what` names the call in the error.

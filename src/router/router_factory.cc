@@ -3,10 +3,8 @@
 
 #include "router/none_router.h"
 #include "router/pgbouncer_router.h"
-#include "router/router.h"
-#ifdef PGSHIFT_HAVE_PROXY_ROUTER
 #include "router/proxy_router.h"
-#endif
+#include "router/router.h"
 
 namespace pgshift {
 
@@ -16,12 +14,14 @@ Result<std::unique_ptr<Router>> MakeRouter(const nlohmann::json& config) {
                            config.dump());
   }
   if (!config.contains("type")) {
-    return InvalidArgument("router config is missing \"type\": add \"type\": \"pgbouncer\", "
-                           "\"proxy\" or \"none\"");
+    return InvalidArgument(
+        "router config is missing \"type\": add \"type\": \"pgbouncer\", "
+        "\"proxy\" or \"none\"");
   }
   if (!config["type"].is_string()) {
-    return InvalidArgument("router config field \"type\" must be a string: \"pgbouncer\", "
-                           "\"proxy\" or \"none\"");
+    return InvalidArgument(
+        "router config field \"type\" must be a string: \"pgbouncer\", "
+        "\"proxy\" or \"none\"");
   }
   const std::string type = config["type"].get<std::string>();
   if (type == "pgbouncer") {
@@ -38,12 +38,7 @@ Result<std::unique_ptr<Router>> MakeRouter(const nlohmann::json& config) {
     return std::unique_ptr<Router>(std::make_unique<NoneRouter>());
   }
   if (type == "proxy") {
-#ifdef PGSHIFT_HAVE_PROXY_ROUTER
     return MakeProxyRouter(config);
-#else
-    return InvalidArgument("router type \"proxy\" is not built into this binary "
-                           "(src/router/proxy_router.cc was missing at build time)");
-#endif
   }
   return InvalidArgument("router config field \"type\" has unknown value \"" + type +
                          "\"; use \"pgbouncer\", \"proxy\" or \"none\"");

@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "provider/local_cluster.h"
+#include "provider/local/local_cluster.h"
 
 namespace pgshift::testing {
 

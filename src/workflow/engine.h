@@ -17,7 +17,7 @@
 
 #include "common/clock.h"
 #include "store/state_store.h"
-#include "workflow/env.h"
+#include "provider/env.h"
 #include "workflow/service.h"
 
 namespace pgshift {

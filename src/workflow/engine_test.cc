@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "store/state_store.h"
-#include "workflow/fake_env.h"
+#include "testing/fake_env.h"
 
 namespace pgshift {
 namespace {

@@ -14,8 +14,8 @@
 
 #include "common/clock.h"
 #include "store/state_store.h"
-#include "workflow/env.h"
-#include "workflow/migration.h"
+#include "provider/env.h"
+#include "model/migration.h"
 
 namespace pgshift {
 

@@ -1,4 +1,4 @@
-#include "checks/test_replica.h"
+#include "testing/test_replica.h"
 
 #include <chrono>
 #include <cstdlib>

@@ -1,4 +1,4 @@
-#include "provider/fence.h"
+#include "provider/local/fence.h"
 
 #include <nlohmann/json.hpp>
 #include <set>

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "pg/conn.h"
-#include "provider/local_cluster.h"
+#include "provider/local/local_cluster.h"
 #include "testing/pg_harness.h"
 
 namespace pgshift::checks::testing {

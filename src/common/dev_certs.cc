@@ -1,8 +1,8 @@
-#include "proxy/dev_certs.h"
+#include "common/dev_certs.h"
 
 #include "common/process.h"
 
-namespace pgshift::proxy {
+namespace pgshift {
 
 Status MakeDevCerts(const std::string& dir) {
   const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
@@ -23,4 +23,4 @@ Status MakeDevCerts(const std::string& dir) {
       .Wrap("making development certificates in " + dir);
 }
 
-}  // namespace pgshift::proxy
+}  // namespace pgshift

@@ -1,4 +1,4 @@
-#include "workflow/fake_env.h"
+#include "testing/fake_env.h"
 
 #include <algorithm>
 

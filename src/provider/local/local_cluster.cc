@@ -1,4 +1,4 @@
-#include "provider/local_cluster.h"
+#include "provider/local/local_cluster.h"
 
 #include <sys/resource.h>
 

@@ -8,7 +8,7 @@
 #include "checks/parity.h"
 #include "checks/server_scan.h"
 #include "common/clock.h"
-#include "provider/local_env.h"
+#include "provider/local/local_env.h"
 
 namespace pgshift {
 

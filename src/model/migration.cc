@@ -1,4 +1,4 @@
-#include "workflow/migration.h"
+#include "model/migration.h"
 
 #include <set>
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "workflow/env.h"
+#include "provider/env.h"
 
 namespace pgshift {
 

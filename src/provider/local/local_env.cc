@@ -1,4 +1,4 @@
-#include "provider/local_env.h"
+#include "provider/local/local_env.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>

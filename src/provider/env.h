@@ -16,7 +16,7 @@
 #include "common/lsn.h"
 #include "common/status.h"
 #include "router/router.h"
-#include "workflow/migration.h"
+#include "model/migration.h"
 
 namespace pgshift {
 

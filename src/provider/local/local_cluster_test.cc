@@ -1,7 +1,7 @@
 // LocalCluster against a real server: lowering a cluster's CPU priority
 // before it is stopped reaches the postmaster, its children and the backends
 // it starts afterwards.
-#include "provider/local_cluster.h"
+#include "provider/local/local_cluster.h"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>

@@ -6,9 +6,9 @@
 
 #include "cli/commands.h"
 
-namespace pgshift::demo {
+namespace pgshift::cli {
 
-void AddDemoCommand(CLI::App& app, cli::CliContext& ctx);
-void AddCheckCommand(CLI::App& app, cli::CliContext& ctx);
+void AddDemoCommand(CLI::App& app, CliContext& ctx);
+void AddCheckCommand(CLI::App& app, CliContext& ctx);
 
-}  // namespace pgshift::demo
+}  // namespace pgshift::cli

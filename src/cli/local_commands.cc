@@ -1,12 +1,12 @@
-#include "demo/demo_command.h"
+#include "cli/local_commands.h"
 
 #include "checks/checks.h"
 #include "demo/demo.h"
 
-namespace pgshift::demo {
+namespace pgshift::cli {
 
-void AddDemoCommand(CLI::App& app, cli::CliContext& ctx) {
-  auto opts = std::make_shared<DemoOptions>();
+void AddDemoCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<demo::DemoOptions>();
   CLI::App* d = app.add_subcommand(
       "demo", "Start a local sandbox (source, router, pgshiftd, load) and run a whole migration");
   d->add_option("--router", opts->router, "Router in front of the source")
@@ -14,10 +14,10 @@ void AddDemoCommand(CLI::App& app, cli::CliContext& ctx) {
   d->add_flag("--keep", opts->keep, "Keep the sandbox directory afterwards");
   d->add_option("--clients", opts->pgbench_clients, "pgbench clients")->check(CLI::Range(1, 64));
   d->add_option("--scale", opts->pgbench_scale, "pgbench scale factor")->check(CLI::Range(1, 1000));
-  d->callback([&ctx, opts] { ctx.exit_code = RunDemo(*opts, *ctx.io.out, *ctx.io.err); });
+  d->callback([&ctx, opts] { ctx.exit_code = demo::RunDemo(*opts, *ctx.io.out, *ctx.io.err); });
 }
 
-void AddCheckCommand(CLI::App& app, cli::CliContext& ctx) {
+void AddCheckCommand(CLI::App& app, CliContext& ctx) {
   struct Args {
     std::string source, target_install;
     bool json_out = false;
@@ -44,8 +44,8 @@ void AddCheckCommand(CLI::App& app, cli::CliContext& ctx) {
       *ctx.io.out << checks::RenderFindingsTable(findings);
     }
     // Blocking findings make the dry run fail, so scripts can gate on it.
-    if (checks::AnyBlocking(findings)) ctx.exit_code = cli::kExitFailed;
+    if (checks::AnyBlocking(findings)) ctx.exit_code = kExitFailed;
   });
 }
 
-}  // namespace pgshift::demo
+}  // namespace pgshift::cli

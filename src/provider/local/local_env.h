@@ -18,9 +18,9 @@
 #include "checks/checks.h"
 #include "checks/sync_monitor.h"
 #include "pg/conn.h"
-#include "provider/fence.h"
-#include "provider/local_cluster.h"
-#include "workflow/env.h"
+#include "provider/local/fence.h"
+#include "provider/local/local_cluster.h"
+#include "provider/env.h"
 
 namespace pgshift {
 

@@ -1,7 +1,7 @@
 // LocalFence against a real PostgreSQL 15 server: which client backends the
 // fence terminates, which exempt ones it spares, and that new logins are
 // refused either way.
-#include "provider/fence.h"
+#include "provider/local/fence.h"
 
 #include <gtest/gtest.h>
 #include <libpq-fe.h>

@@ -8,8 +8,8 @@
 
 #include "common/status.h"
 
-namespace pgshift::proxy {
+namespace pgshift {
 
 Status MakeDevCerts(const std::string& dir);
 
-}  // namespace pgshift::proxy
+}  // namespace pgshift

@@ -3,7 +3,7 @@
 // validation suite (src/checks) adds the deeper ones.
 #include "checks/checks.h"
 #include "common/os.h"
-#include "provider/local_env.h"
+#include "provider/local/local_env.h"
 
 namespace pgshift {
 namespace {
