@@ -19,7 +19,8 @@
 // may replay from much further back.
 //
 // pg_recvlogical is a client: like pgbench it runs as the calling user.
-// Thread-safety: every method may be called from any thread.
+// Thread-safety: every method may be called from any thread; Start, Stop,
+// Kill and Running wait for one another (Start until the stream is up).
 #pragma once
 
 #include <sys/types.h>
