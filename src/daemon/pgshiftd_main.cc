@@ -60,11 +60,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pgshiftd: %s\n", st.message().c_str());
     return 1;
   }
-  if (!ArmedFaults().empty()) {
+  if (!pgshift::ArmedFaults().empty()) {
     spdlog::warn(
         "TEST FAULTS ARMED (PGSHIFT_FAULTS={}): this pgshiftd will crash or fail on "
         "purpose; never set this outside tests",
-        ArmedFaults());
+        pgshift::ArmedFaults());
   }
   spdlog::info("pgshiftd listening on http://{}:{} (state: {})", host, server.port(), state_path);
   std::printf("pgshiftd listening on http://%s:%d\n", host.c_str(), server.port());
