@@ -266,6 +266,7 @@ class FakeEnv : public MigrationEnv {
   Endpoint SourceEndpoint() const override { return w_->source_ep; }
   Endpoint TargetEndpoint() const override { return w_->target_ep; }
   Router& router() override { return router_; }
+  ProviderCapabilities Capabilities() const override { return w_->capabilities; }
 
  private:
   // Source keeps writing until fenced; the replica catches up.

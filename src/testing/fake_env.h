@@ -68,6 +68,13 @@ struct FakeWorld {
 
   Endpoint source_ep{"127.0.0.1", 5432};
   Endpoint target_ep{"127.0.0.1", 5433};
+  // What the env reports; the local provider's by default.
+  ProviderCapabilities capabilities{.fence_exempts_held_sessions = true,
+                                    .source_host_access = true,
+                                    .basebackup_rate_limit = true,
+                                    .sessions_survive_promotion = true,
+                                    .promotes_within_hold = true,
+                                    .logical_slots_on_target = true};
 };
 
 class FakeEnvFactory : public EnvFactory {
