@@ -7,18 +7,6 @@
 namespace pgshift {
 namespace {
 
-constexpr std::pair<Phase, const char*> kPhaseNames[] = {
-    {Phase::kPreflight, "preflight"},   {Phase::kProvision, "provision"},
-    {Phase::kSync, "sync"},             {Phase::kValidate, "validate"},
-    {Phase::kReady, "ready"},           {Phase::kCdcPrepare, "cdc_prepare"},
-    {Phase::kQuiesce, "quiesce"},       {Phase::kDrain, "drain"},
-    {Phase::kPromote, "promote"},       {Phase::kSnapshot, "snapshot"},
-    {Phase::kSwitch, "switch"},
-    {Phase::kVerify, "verify"},         {Phase::kFinalize, "finalize"},
-    {Phase::kFinalized, "finalized"},   {Phase::kRollingBack, "rolling_back"},
-    {Phase::kRolledBack, "rolled_back"},
-};
-
 using json = nlohmann::json;
 
 // Rejects keys of `obj` not in `allowed`, naming the first one.
@@ -42,38 +30,13 @@ Status Read(const json& obj, const std::string& key, const std::string& where, T
   try {
     *out = v.get<T>();
   } catch (const json::exception&) {
-    return InvalidArgument("field '" + where + "." + key + "' has the wrong type (got " +
-                           v.dump() + ")");
+    return InvalidArgument("field '" + where + "." + key + "' has the wrong type (got " + v.dump() +
+                           ")");
   }
   return Status::OK();
 }
 
 }  // namespace
-
-const char* PhaseName(Phase p) {
-  for (const auto& [ph, name] : kPhaseNames) {
-    if (ph == p) return name;
-  }
-  return "unknown";
-}
-
-std::optional<Phase> ParsePhase(const std::string& s) {
-  for (const auto& [ph, name] : kPhaseNames) {
-    if (s == name) return ph;
-  }
-  return std::nullopt;
-}
-
-bool IsTerminal(Phase p) { return p == Phase::kFinalized || p == Phase::kRolledBack; }
-
-bool InCutover(Phase p) {
-  return p == Phase::kQuiesce || p == Phase::kDrain || p == Phase::kPromote ||
-         p == Phase::kSnapshot || p == Phase::kSwitch;
-}
-
-bool AfterSwitch(Phase p) {
-  return p == Phase::kVerify || p == Phase::kFinalize || p == Phase::kFinalized;
-}
 
 std::string SlotNameFor(const std::string& migration_id) {
   std::string s = "pgshift_";
@@ -102,22 +65,28 @@ bool OverrideNames(const json& request, const json& finding) {
 
 Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
   if (!j.is_object()) return InvalidArgument("the migration spec must be a JSON object");
-  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(j, {"name", "source", "target", "router", "options"}, "spec"));
+  PGSHIFT_RETURN_IF_ERROR(
+      OnlyKnownKeys(j, {"name", "source", "target", "router", "options"}, "spec"));
   MigrationSpec s;
   PGSHIFT_RETURN_IF_ERROR(Read(j, "name", "spec", &s.name));
-  if (s.name.empty()) return InvalidArgument("field 'spec.name' is required (a label for the migration)");
+  if (s.name.empty())
+    return InvalidArgument("field 'spec.name' is required (a label for the migration)");
 
-  if (!j.contains("source")) return InvalidArgument("field 'spec.source' is required: {\"conninfo\":\"host=... port=... user=...\"}");
+  if (!j.contains("source"))
+    return InvalidArgument(
+        "field 'spec.source' is required: {\"conninfo\":\"host=... port=... user=...\"}");
   const json& src = j.at("source");
   PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(src, {"conninfo"}, "source"));
   PGSHIFT_RETURN_IF_ERROR(Read(src, "conninfo", "source", &s.source_conninfo));
   if (s.source_conninfo.empty()) return InvalidArgument("field 'source.conninfo' is required");
   PGSHIFT_RETURN_IF_ERROR(ParseConninfo(s.source_conninfo).status().Wrap("source.conninfo"));
 
-  if (!j.contains("target")) return InvalidArgument("field 'spec.target' is required: {\"data_dir\":\"/abs/path\",\"port\":N}");
+  if (!j.contains("target"))
+    return InvalidArgument(
+        "field 'spec.target' is required: {\"data_dir\":\"/abs/path\",\"port\":N}");
   const json& t = j.at("target");
-  PGSHIFT_RETURN_IF_ERROR(
-      OnlyKnownKeys(t, {"provider", "data_dir", "port", "bin_dir", "os_user", "settings"}, "target"));
+  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(
+      t, {"provider", "data_dir", "port", "bin_dir", "os_user", "settings"}, "target"));
   PGSHIFT_RETURN_IF_ERROR(Read(t, "provider", "target", &s.target.provider));
   PGSHIFT_RETURN_IF_ERROR(Read(t, "data_dir", "target", &s.target.data_dir));
   PGSHIFT_RETURN_IF_ERROR(Read(t, "port", "target", &s.target.port));
@@ -138,7 +107,8 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
   if (j.contains("router")) {
     s.router = j.at("router");
     if (!s.router.is_object() || !s.router.contains("type")) {
-      return InvalidArgument("field 'spec.router' must be an object with a 'type' (pgbouncer, proxy or none)");
+      return InvalidArgument(
+          "field 'spec.router' must be an object with a 'type' (pgbouncer, proxy or none)");
     }
   }
 
@@ -148,7 +118,8 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
         o,
         {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
          "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
-         "parity", "parity_before_promote_ms", "parity_load_pct", "basebackup_max_rate_kbps"},
+         "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
+         "parity_load_pct", "basebackup_max_rate_kbps"},
         "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
@@ -161,6 +132,9 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(Read(o, "hold_timeout_ms", "options", &op.hold_timeout_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "drain_timeout_ms", "options", &op.drain_timeout_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "poll_ms", "options", &op.poll_ms));
+    PGSHIFT_RETURN_IF_ERROR(
+        Read(o, "max_auto_cutover_attempts", "options", &op.max_auto_cutover_attempts));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "max_step_attempts", "options", &op.max_step_attempts));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "parity", "options", &op.parity));
     PGSHIFT_RETURN_IF_ERROR(
         Read(o, "parity_before_promote_ms", "options", &op.parity_before_promote_ms));
@@ -176,15 +150,21 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     if (op.hold_timeout_ms <= 0 || op.drain_timeout_ms <= 0 || op.poll_ms <= 0) {
       return InvalidArgument("options.hold_timeout_ms, drain_timeout_ms and poll_ms must be > 0");
     }
+    if (op.max_auto_cutover_attempts < 1 || op.max_step_attempts < 1) {
+      return InvalidArgument(
+          "options.max_auto_cutover_attempts and max_step_attempts must be >= 1");
+    }
     if (op.parity_load_pct < 1 || op.parity_load_pct > 100) {
-      return InvalidArgument("options.parity_load_pct must be a percentage from 1 to 100 (100 = "
-                             "scan without pauses)");
+      return InvalidArgument(
+          "options.parity_load_pct must be a percentage from 1 to 100 (100 = "
+          "scan without pauses)");
     }
     // pg_basebackup accepts 32 kB/s to 1 GB/s.
     if (op.basebackup_max_rate_kbps != 0 &&
         (op.basebackup_max_rate_kbps < 32 || op.basebackup_max_rate_kbps > 1024 * 1024)) {
-      return InvalidArgument("options.basebackup_max_rate_kbps must be 0 (no limit) or from 32 "
-                             "to 1048576 kB/s");
+      return InvalidArgument(
+          "options.basebackup_max_rate_kbps must be 0 (no limit) or from 32 "
+          "to 1048576 kB/s");
     }
   }
   return s;
@@ -212,6 +192,8 @@ json MigrationSpec::ToJson() const {
         {"hold_timeout_ms", options.hold_timeout_ms},
         {"drain_timeout_ms", options.drain_timeout_ms},
         {"poll_ms", options.poll_ms},
+        {"max_auto_cutover_attempts", options.max_auto_cutover_attempts},
+        {"max_step_attempts", options.max_step_attempts},
         {"parity", options.parity},
         {"parity_before_promote_ms", options.parity_before_promote_ms},
         {"parity_load_pct", options.parity_load_pct},

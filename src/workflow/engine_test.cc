@@ -579,6 +579,49 @@ TEST_F(EngineTest, InactiveSlotIsDroppedOnlyOnExplicitRequest) {
   EXPECT_EQ(Get(id)["phase"], "ready");
 }
 
+TEST_F(EngineTest, AStepThatKeepsFailingBacksOffThenStopsForAnOperator) {
+  world_->fail_on = "EnsurePhysicalSlot";
+  json spec = Spec();
+  spec["options"]["max_step_attempts"] = 3;
+  std::string id = Create(spec);
+  const int64_t started = clock_.now_;
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "provision");
+  EXPECT_EQ(m["state"], "failed");
+  EXPECT_NE(m["error"].get<std::string>().find("EnsurePhysicalSlot failed"), std::string::npos);
+  int retries = 0;
+  bool gave_up = false;
+  const json events = engine_->Events(id).value();
+  for (const auto& e : events) {
+    const std::string msg = e["message"];
+    retries += msg.find("will retry") != std::string::npos;
+    gave_up = gave_up || msg.find("giving up after 3 attempts") != std::string::npos;
+  }
+  EXPECT_EQ(retries, 2);
+  EXPECT_TRUE(gave_up);
+  EXPECT_GE(clock_.now_ - started, 400 + 800) << "backs off 200 ms << attempt";
+  world_->fail_on.clear();
+  ASSERT_TRUE(engine_->Act(id, "retry", json::object()).ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
+}
+
+TEST_F(EngineTest, KeysAnotherVersionStoredSurviveTheRunner) {
+  std::string id = Create(Spec(false, false));
+  auto rec = store_->Get(id);
+  ASSERT_TRUE(rec.ok());
+  rec->result["reverse_replication"] = {{"slot", "pgshift_rev"}};
+  rec->progress["cdc_lag_bytes"] = 12;
+  ASSERT_TRUE(store_->Update(*rec).ok());
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "ready");
+  EXPECT_EQ(m["result"]["reverse_replication"], (json{{"slot", "pgshift_rev"}}));
+  EXPECT_EQ(m["progress"]["cdc_lag_bytes"], 12);
+  EXPECT_TRUE(m["progress"].contains("lag_bytes")) << "and the runner's own keys beside them";
+}
+
 TEST_F(EngineTest, SecondMigrationOntoTheSameTargetDirIsRefused) {
   std::string id = Create(Spec(false, false));
   auto again = engine_->Create(Spec());

@@ -1,0 +1,19 @@
+// Finalize: the migration is done and the source retired.
+//
+//   finalize  drops the migration's physical slot on the source and retires
+//             the source (stopped, still fenced); no rollback is possible
+//             from here. Leaves result.finalized_at_ms and the phase
+//             finalized (state finalized).
+#include "workflow/runner.h"
+
+namespace pgshift {
+
+Status MigrationRunner::Finalize() {
+  PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
+  PGSHIFT_RETURN_IF_ERROR(env_->RetireSource());
+  result_.finalized_at_ms = clock_.NowMs();
+  Transition(Phase::kFinalized, "migration finalized; the source is retired (stopped, fenced)");
+  return Status::OK();
+}
+
+}  // namespace pgshift
