@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "model/json_fields.h"
 #include "pg/conn.h"
 
 namespace pgshift {
@@ -26,13 +27,8 @@ Status OnlyKnownKeys(const json& obj, const std::set<std::string>& allowed,
 template <typename T>
 Status Read(const json& obj, const std::string& key, const std::string& where, T* out) {
   if (!obj.contains(key)) return Status::OK();
-  const json& v = obj.at(key);
-  try {
-    *out = v.get<T>();
-  } catch (const json::exception&) {
-    return InvalidArgument("field '" + where + "." + key + "' has the wrong type (got " + v.dump() +
-                           ")");
-  }
+  Status st = json_fields::FromValue(obj.at(key), out);
+  if (!st.ok()) return InvalidArgument("field '" + where + "." + key + "' " + st.message());
   return Status::OK();
 }
 

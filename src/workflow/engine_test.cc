@@ -541,6 +541,12 @@ TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {
   s = Spec();
   s["options"]["basebackup_max_rate_kbps"] = 5;
   expect_bad(s, "options.basebackup_max_rate_kbps");
+  s = Spec();
+  s["options"]["max_step_attempts"] = 0;
+  expect_bad(s, "max_step_attempts");
+  s = Spec();
+  s["options"]["max_auto_cutover_attempts"] = "three";
+  expect_bad(s, "options.max_auto_cutover_attempts");
   expect_bad(json::array(), "JSON object");
   EXPECT_TRUE(engine_->List().value().empty());
   EXPECT_EQ(engine_->Get("m-missing").status().code(), Code::kNotFound);
