@@ -288,6 +288,7 @@ class FakeEnv : public MigrationEnv {
       w_->crash_on.clear();
       throw SimulatedCrash{call};
     }
+    if (w_->fail_on == call) return Unavailable("fake: " + call + " failed");
     return Status::OK();
   }
 

@@ -64,6 +64,8 @@ struct FakeWorld {
   // faults: the named call throws SimulatedCrash once (after its effect when crash_after_effect).
   std::string crash_on;
   bool crash_after_effect = true;
+  // The named call fails (Unavailable, after its effect) every time until cleared.
+  std::string fail_on;
   std::vector<std::string> calls;
 
   Endpoint source_ep{"127.0.0.1", 5432};
