@@ -37,6 +37,8 @@ struct HeldBackends {
   std::vector<int> pids;
 };
 
+// A router's traffic counters. ProxyRouter reads each from the proxy's stat
+// of the same name (proxy/stats.h); PgBouncerRouter from SHOW POOLS / STATS.
 struct RouteStats {
   int64_t sessions = 0;       // client sessions on the route
   int64_t held_sessions = 0;  // sessions waiting at a boundary
