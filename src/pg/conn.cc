@@ -59,6 +59,9 @@ std::string Endpoint(PGconn* c) {
   return std::string(host ? host : "?") + ":" + (port ? port : "?");
 }
 
+constexpr const char* kLockNotAvailable = "55P03";
+constexpr const char* kQueryCanceled = "57014";
+
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
@@ -101,8 +104,14 @@ Result<Rows> PgConn::ToRows(const PGresult* res) const {
   if (PQstatus(conn_.get()) != CONNECTION_OK) {
     return Unavailable("connection to " + Endpoint(conn_.get()) + " lost: " + msg);
   }
-  return Status(Code::kFailedPrecondition,
-                "SQL error" + std::string(state ? " " + std::string(state) : "") + ": " + msg);
+  const std::string sqlstate = state ? state : "";
+  // lock_not_available (lock_timeout, NOWAIT) and query_canceled by
+  // statement_timeout: the server gave up waiting, a retry may succeed.
+  const bool timed_out =
+      sqlstate == kLockNotAvailable ||
+      (sqlstate == kQueryCanceled && msg.find("statement timeout") != std::string::npos);
+  return Status(timed_out ? Code::kTimeout : Code::kFailedPrecondition,
+                "SQL error" + (sqlstate.empty() ? "" : " " + sqlstate) + ": " + msg);
 }
 
 Status PgConn::Send(const std::string& sql) {
@@ -168,6 +177,19 @@ Result<std::string> WithConninfo(const std::string& base,
                                  const std::map<std::string, std::string>& overrides) {
   PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(base));
   for (const auto& [k, v] : overrides) kv[k] = v;
+  return BuildConninfo(kv);
+}
+
+Result<std::string> WithSessionTimeouts(const std::string& conninfo, const SessionTimeouts& t) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(conninfo));
+  std::string options = kv.count("options") ? kv["options"] : "";
+  auto add = [&](const char* name, int64_t ms) {
+    if (ms <= 0) return;
+    options += (options.empty() ? "" : " ") + std::string("-c ") + name + "=" + std::to_string(ms);
+  };
+  add("statement_timeout", t.statement_timeout_ms);
+  add("lock_timeout", t.lock_timeout_ms);
+  if (!options.empty()) kv["options"] = options;
   return BuildConninfo(kv);
 }
 

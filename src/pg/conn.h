@@ -54,7 +54,8 @@ class PgConn {
                                                  int connect_timeout_s = 10);
 
   // Runs one statement; $1.. parameters are text. SQL errors become Status
-  // messages with the SQLSTATE.
+  // messages with the SQLSTATE; a statement ended by lock_timeout or
+  // statement_timeout is Code::kTimeout.
   Result<Rows> Query(const std::string& sql, const std::vector<std::string>& params = {});
   Status Exec(const std::string& sql, const std::vector<std::string>& params = {});
 
@@ -81,6 +82,17 @@ std::string BuildConninfo(const std::map<std::string, std::string>& kv);
 // `base` with the given keys replaced.
 Result<std::string> WithConninfo(const std::string& base,
                                  const std::map<std::string, std::string>& overrides);
+
+// Bounds on every statement of a session (0: the server's setting, which
+// defaults to none).
+struct SessionTimeouts {
+  int64_t statement_timeout_ms = 0;
+  int64_t lock_timeout_ms = 0;
+};
+// `conninfo` with the timeouts set at login (libpq's `options`, appended to
+// any the conninfo has): in force from the first statement, at no round trip,
+// and carried by sessions opened from a connection's parameters.
+Result<std::string> WithSessionTimeouts(const std::string& conninfo, const SessionTimeouts& t);
 
 std::string QuoteLiteral(const std::string& s);
 std::string QuoteIdent(const std::string& s);

@@ -27,7 +27,7 @@ void LocalEnv::PrepareCutover() {
     }
     auto ci = TargetConninfo(db);
     if (!ci.ok()) return;
-    auto session = PgConn::Connect(*ci);
+    auto session = OpenSession(*ci);
     if (!session.ok()) continue;
     // A first export here warms the session's caches, so the one inside the
     // hold costs a round trip and nothing more (a standby exports too).

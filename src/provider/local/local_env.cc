@@ -103,13 +103,18 @@ bool LocalEnv::SourceUp() const {
   return probe.ok() && PQping(probe->c_str()) == PQPING_OK;
 }
 
+Result<std::unique_ptr<PgConn>> LocalEnv::OpenSession(const std::string& conninfo) const {
+  PGSHIFT_ASSIGN_OR_RETURN(std::string named,
+                           WithConninfo(conninfo, {{"application_name", "pgshiftd"}}));
+  PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithSessionTimeouts(named, options_.session));
+  return PgConn::Connect(ci, options_.connect_timeout_s);
+}
+
 Result<PgConn*> LocalEnv::Source() {
   if (!source_ || !source_->Healthy()) {
     source_.reset();
-    PGSHIFT_ASSIGN_OR_RETURN(std::string base, SourceConninfo());
-    PGSHIFT_ASSIGN_OR_RETURN(std::string ci,
-                             WithConninfo(base, {{"application_name", "pgshiftd"}}));
-    auto c = PgConn::Connect(ci);
+    PGSHIFT_ASSIGN_OR_RETURN(std::string ci, SourceConninfo());
+    auto c = OpenSession(ci);
     if (!c.ok()) return c.status().Wrap("source");
     source_ = std::move(c).value();
   }
@@ -120,7 +125,7 @@ Result<PgConn*> LocalEnv::Target() {
   if (!target_conn_ || !target_conn_->Healthy()) {
     target_conn_.reset();
     PGSHIFT_ASSIGN_OR_RETURN(std::string ci, TargetConninfo());
-    auto c = PgConn::Connect(ci, options_.connect_timeout_s);
+    auto c = OpenSession(ci);
     if (!c.ok()) return c.status().Wrap("target");
     target_conn_ = std::move(c).value();
   }

@@ -36,8 +36,16 @@ inline constexpr const char* kLocalProvider = "local";
 
 // LocalEnv's own waits (the fence's and the clusters' are in their options).
 struct LocalEnvOptions {
-  // libpq connect_timeout for the target and for "is the source up" probes.
+  // libpq connect_timeout of pgshiftd's sessions and "is the source up" probes.
   int connect_timeout_s = 5;
+  // Every session pgshiftd opens on the source and the target runs with
+  // these: a statement stuck behind a lock (an ALTER TABLE, a VACUUM FULL of
+  // a catalog) or a server that stalls fails with Code::kTimeout and the step
+  // retries, instead of hanging pgshiftd. Exempt: the parity scans (they run
+  // long by design, pace themselves and are cancelled by the env; a parity
+  // session sets statement_timeout = 0) and pg_basebackup (a replication
+  // connection, stopped by RequestStop).
+  SessionTimeouts session = {.statement_timeout_ms = 30000, .lock_timeout_ms = 5000};
   // DropSlot: how long a slot may stay in use after its walsender is
   // terminated (a standby reconnects), and the pause between attempts.
   int64_t slot_release_timeout_ms = 15000;
@@ -124,6 +132,9 @@ class LocalEnv : public MigrationEnv {
       "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int";
 
   checks::TargetPlan Plan() const;
+  // A session of pgshiftd's own on `conninfo` (either side): named pgshiftd,
+  // with options_.session's timeouts.
+  Result<std::unique_ptr<PgConn>> OpenSession(const std::string& conninfo) const;
   Result<PgConn*> Source();
   Result<PgConn*> Target();
   template <typename T>
