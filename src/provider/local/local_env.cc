@@ -40,7 +40,8 @@ Status StopGivingWay(LocalCluster& cluster) {
 }  // namespace
 
 LocalEnv::LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr<Router> router,
-                   ProcessRunner& runner, LocalEnvOptions options)
+                   ProcessRunner& runner, LocalEnvOptions options,
+                   std::shared_ptr<const std::atomic<bool>> stop)
     : id_(std::move(migration_id)),
       spec_(std::move(spec)),
       router_(std::move(router)),
@@ -52,7 +53,8 @@ LocalEnv::LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr
       monitor_(checks::SyncMonitor::Options{
           .lag_threshold_bytes = static_cast<uint64_t>(spec_.options.lag_threshold_bytes),
           .lag_threshold_seconds = spec_.options.lag_threshold_seconds,
-          .sustain_ms = spec_.options.sustain_ms}) {
+          .sustain_ms = spec_.options.sustain_ms}),
+      factory_stop_(std::move(stop)) {
   auto kv = ParseConninfo(spec_.source_conninfo);
   if (kv.ok()) {
     source_ep_.host = kv->count("host") ? kv->at("host") : kDefaultHost;
@@ -61,6 +63,7 @@ LocalEnv::LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr
 }
 
 LocalEnv::~LocalEnv() {
+  RequestStop();
   if (parity_) {
     parity_->cancel = true;
     if (parity_->thread.joinable()) parity_->thread.join();
@@ -108,6 +111,10 @@ Result<std::unique_ptr<PgConn>> LocalEnv::OpenSession(const std::string& conninf
                            WithConninfo(conninfo, {{"application_name", "pgshiftd"}}));
   PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithSessionTimeouts(named, options_.session));
   return PgConn::Connect(ci, options_.connect_timeout_s);
+}
+
+bool LocalEnv::StopRequested() const {
+  return stop_requested_ || (factory_stop_ && *factory_stop_);
 }
 
 Result<PgConn*> LocalEnv::Source() {
@@ -284,6 +291,7 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
     }
     return target_.Start();
   }
+  if (StopRequested()) return Aborted("not building the replica: pgshiftd is stopping");
   const std::string partial = dir + ".partial";
   PGSHIFT_RETURN_IF_ERROR(RemoveTree(partial));
   PGSHIFT_RETURN_IF_ERROR(
@@ -316,10 +324,14 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   if (spec_.options.basebackup_max_rate_kbps > 0) {
     argv.push_back("--max-rate=" + std::to_string(spec_.options.basebackup_max_rate_kbps) + "k");
   }
-  PGSHIFT_RETURN_IF_ERROR(
-      RunChecked(runner_, {.argv = argv, .run_as = spec_.target.os_user, .on_output = on_output})
-          .status()
-          .Wrap("base backup from the source"));
+  // pg_basebackup has no deadline (a large or rate-limited copy takes hours):
+  // a stop request kills it instead, and the next attempt discards `partial`.
+  PGSHIFT_RETURN_IF_ERROR(RunChecked(runner_, {.argv = argv,
+                                               .run_as = spec_.target.os_user,
+                                               .on_output = on_output,
+                                               .stop = [this] { return StopRequested(); }})
+                              .status()
+                              .Wrap("base backup from the source into " + partial));
   std::string auto_conf = partial + "/postgresql.auto.conf";
   PGSHIFT_ASSIGN_OR_RETURN(std::string conf, ReadFile(auto_conf));
   conf += "\n# pgshift target settings\nport = " + std::to_string(spec_.target.port) +
@@ -372,7 +384,7 @@ Result<std::unique_ptr<MigrationEnv>> LocalEnvFactory::Make(const std::string& m
                                                             const MigrationSpec& spec) {
   PGSHIFT_ASSIGN_OR_RETURN(auto router, MakeRouter(spec.router));
   return std::unique_ptr<MigrationEnv>(
-      new LocalEnv(migration_id, spec, std::move(router), DefaultRunner(), options_));
+      new LocalEnv(migration_id, spec, std::move(router), DefaultRunner(), options_, stop_));
 }
 
 }  // namespace pgshift

@@ -74,8 +74,11 @@ struct LocalEnvOptions {
 
 class LocalEnv : public MigrationEnv {
  public:
+  // `stop`, when given, is a flag shared with the factory: set, it stops
+  // this env as RequestStop does.
   LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr<Router> router,
-           ProcessRunner& runner = DefaultRunner(), LocalEnvOptions options = {});
+           ProcessRunner& runner = DefaultRunner(), LocalEnvOptions options = {},
+           std::shared_ptr<const std::atomic<bool>> stop = nullptr);
   ~LocalEnv() override;
 
   Result<SourceInfo> InspectSource() override;
@@ -109,6 +112,9 @@ class LocalEnv : public MigrationEnv {
   Endpoint TargetEndpoint() const override { return {kTargetHost, spec_.target.port}; }
   Router& router() override { return *router_; }
   ProviderCapabilities Capabilities() const override;
+  // Kills a running base backup (its partial copy is discarded by the next
+  // attempt); CreateReplica refuses afterwards.
+  void RequestStop() override { stop_requested_ = true; }
 
   // The conninfo pgshift uses on each side, with the credentials applied;
   // `dbname` "" keeps the source conninfo's (source) or "postgres" (target).
@@ -142,6 +148,7 @@ class LocalEnv : public MigrationEnv {
   // The source accepts connections (libpq's ping, so a DNS name or a socket
   // directory works as well as an IP literal).
   bool SourceUp() const;
+  bool StopRequested() const;
 
   std::string id_;
   MigrationSpec spec_;
@@ -155,6 +162,8 @@ class LocalEnv : public MigrationEnv {
   std::unique_ptr<PgConn> source_;
   std::unique_ptr<PgConn> target_conn_;
   checks::SyncMonitor monitor_;
+  std::atomic<bool> stop_requested_{false};
+  std::shared_ptr<const std::atomic<bool>> factory_stop_;
 
   // The background parity check (local_parity.cc): snapshot-holding target
   // sessions stay open until it ends.
@@ -181,16 +190,19 @@ Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
   return r;
 }
 
-// Builds LocalEnvs with routers from each spec's router config. Stateless,
-// so Make is thread-safe.
+// Builds LocalEnvs with routers from each spec's router config. Make and
+// RequestStop are thread-safe (the only state is the atomic stop flag).
 class LocalEnvFactory : public EnvFactory {
  public:
   explicit LocalEnvFactory(LocalEnvOptions options = {}) : options_(options) {}
   Result<std::unique_ptr<MigrationEnv>> Make(const std::string& migration_id,
                                              const MigrationSpec& spec) override;
+  void RequestStop() override { *stop_ = true; }
 
  private:
   LocalEnvOptions options_;
+  // Shared with every env made, which watches it.
+  std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace pgshift
