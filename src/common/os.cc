@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -63,6 +64,34 @@ Result<OsUser> LookupOsUser(const std::string& name) {
   groups.resize(ngroups);
   u.groups = groups;
   return u;
+}
+
+Result<std::string> OwnerName(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return NotFound("cannot stat " + path + ": " + strerror(errno));
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (getpwuid_r(st.st_uid, &pw, buf.data(), buf.size(), &found) != 0 || !found) {
+    return NotFound(path + " is owned by uid " + std::to_string(st.st_uid) +
+                    ", which has no user name");
+  }
+  return std::string(pw.pw_name);
+}
+
+Result<int> ParentPid(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return NotFound("no process " + std::to_string(pid));
+  // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+  const size_t close = line.rfind(')');
+  int ppid = 0;
+  char state = 0;
+  if (close == std::string::npos ||
+      std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) {
+    return Internal("unreadable /proc/" + std::to_string(pid) + "/stat");
+  }
+  return ppid;
 }
 
 bool RunningAsRoot() { return geteuid() == 0; }

@@ -20,6 +20,10 @@ struct OsUser {
 };
 
 Result<OsUser> LookupOsUser(const std::string& name);
+// The name of the OS user owning `path`.
+Result<std::string> OwnerName(const std::string& path);
+// The parent of process `pid` (from /proc), or NotFound when it does not exist.
+Result<int> ParentPid(int pid);
 bool RunningAsRoot();
 
 // Creates `path` (and parents) and, when root, hands it to `owner`.

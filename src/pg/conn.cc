@@ -1,5 +1,7 @@
 #include "pg/conn.h"
 
+#include <pg_config_manual.h>  // DEFAULT_PGSOCKET_DIR, libpq's default host
+
 #include <cstdlib>
 
 namespace pgshift {
@@ -60,6 +62,8 @@ std::string Endpoint(PGconn* c) {
 }
 
 constexpr const char* kLockNotAvailable = "55P03";
+// libpq's compiled-in port (DEF_PGPORT), should PQconndefaults not report it.
+constexpr int kLibpqDefaultPort = 5432;
 constexpr const char* kQueryCanceled = "57014";
 
 std::string Trim(std::string s) {
@@ -157,6 +161,59 @@ Result<std::map<std::string, std::string>> ParseConninfo(const std::string& conn
   }
   PQconninfoFree(opts);
   return kv;
+}
+
+Result<ConnTarget> ResolveConnTarget(const std::string& conninfo) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(conninfo));
+  auto given = [&](const char* key) { return kv.count(key) ? kv.at(key) : std::string(); };
+  if (!given("service").empty() &&
+      ((given("host").empty() && given("hostaddr").empty()) || given("port").empty())) {
+    return InvalidArgument("the conninfo names a service (service=" + given("service") +
+                           ") for its server: write the server's host= and port= explicitly");
+  }
+  // What the conninfo leaves out comes from the environment (PGHOST, ...,
+  // and the service PGSERVICE names), as libpq takes it.
+  std::map<std::string, std::string> defaults;
+  if (PQconninfoOption* opts = PQconndefaults()) {
+    for (PQconninfoOption* o = opts; o->keyword; ++o) {
+      if (o->val && *o->val) defaults[o->keyword] = o->val;
+    }
+    PQconninfoFree(opts);
+  }
+  auto value = [&](const char* key) {
+    std::string v = given(key);
+    return v.empty() && defaults.count(key) ? defaults.at(key) : v;
+  };
+  ConnTarget t{.host = value("host"), .hostaddr = value("hostaddr")};
+  const std::string port = value("port");
+  for (const auto& [key, v] : {std::pair<const char*, std::string>{"host", t.host},
+                               {"hostaddr", t.hostaddr},
+                               {"port", port}}) {
+    if (v.find(',') != std::string::npos) {
+      return InvalidArgument("the conninfo names several servers (" + std::string(key) + "=" + v +
+                             "), so which one is the primary is ambiguous: name the primary "
+                             "alone, with one host= (or hostaddr=) and one port=");
+    }
+  }
+  if (!t.host.empty() && t.host[0] == '@') {
+    return InvalidArgument("the conninfo names an abstract Unix socket (host=" + t.host +
+                           "): name the server's socket directory (host=/path) or a TCP "
+                           "address instead");
+  }
+  if (t.host.empty() && t.hostaddr.empty()) {
+    t.host = *DEFAULT_PGSOCKET_DIR ? DEFAULT_PGSOCKET_DIR : "localhost";
+  }
+  t.port = 0;
+  if (port.empty()) {
+    t.port = kLibpqDefaultPort;
+  } else if (port.size() <= 5 && port.find_first_not_of("0123456789") == std::string::npos) {
+    t.port = std::stoi(port);
+  }
+  if (t.port < 1 || t.port > 65535) {
+    return InvalidArgument("the conninfo's port (port=" + port +
+                           ") is not a TCP port number (1-65535)");
+  }
+  return t;
 }
 
 std::string BuildConninfo(const std::map<std::string, std::string>& kv) {

@@ -77,6 +77,23 @@ class PgConn {
 
 // Parses a libpq connection string (key=value or URI); errors say what is wrong.
 Result<std::map<std::string, std::string>> ParseConninfo(const std::string& conninfo);
+// Where a conninfo leads, as libpq resolves it before connecting: its own
+// keys (key=value or URI), then PGHOST / PGHOSTADDR / PGPORT / PGSERVICE,
+// then libpq's compiled-in defaults (its Unix-socket directory, 5432).
+struct ConnTarget {
+  std::string host;      // a name, an IP literal or a Unix-socket directory; "" with hostaddr alone
+  std::string hostaddr;  // the numeric address libpq connects to, when given
+  int port = 0;
+  bool UnixSocket() const { return !host.empty() && host[0] == '/'; }
+  // What names the server to others (a router): host, else hostaddr.
+  const std::string& Address() const { return host.empty() ? hostaddr : host; }
+};
+// InvalidArgument, naming the form and what to write instead, for a
+// conninfo that does not lead to exactly one server: several hosts or ports
+// (host=a,b), a port that is not a number, an abstract socket (host=@name),
+// a service (service=...) that leaves the host or port to its file.
+Result<ConnTarget> ResolveConnTarget(const std::string& conninfo);
+
 // key='value' pairs, quoted for libpq.
 std::string BuildConninfo(const std::map<std::string, std::string>& kv);
 // `base` with the given keys replaced.

@@ -41,6 +41,15 @@ Result<std::vector<checks::Finding>> LocalEnv::PreflightFindings() {
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * source, Source());
   PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> out, checks::RunPreflight(*source, Plan()));
   PGSHIFT_ASSIGN_OR_RETURN(SourceInfo src, InspectSource());
+  if (auto dir = LocalDataDirectory(*source); !dir.ok()) {
+    out.push_back(Block("source_host", source_ep_.ToString(), "elsewhere", "this host",
+                        dir.status().message(),
+                        "run pgshiftd on the source's host, or use a provider for the source's "
+                        "platform"));
+  } else {
+    out.push_back(Ok("source_host", source_ep_.ToString(), *dir,
+                     "the source runs on this host (data directory " + *dir + ")"));
+  }
   if (src.in_recovery) {
     out.push_back(Block("source_role", "", "standby", "primary", "the source is itself a standby",
                         "point source.conninfo at the primary"));

@@ -1,7 +1,6 @@
 #include "provider/local/local_env.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -22,9 +21,7 @@ ClusterSpec TargetClusterSpec(const MigrationSpec& spec) {
                      .settings = spec.target.settings};
 }
 
-// libpq's defaults for what the source conninfo leaves out.
-constexpr const char* kDefaultHost = "localhost";
-constexpr int kDefaultPort = 5432;
+// The target's login when the source conninfo names no user.
 constexpr const char* kDefaultUser = "postgres";
 
 // Stops a cluster that no longer carries traffic (a retired source, a
@@ -55,10 +52,9 @@ LocalEnv::LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr
           .lag_threshold_seconds = spec_.options.lag_threshold_seconds,
           .sustain_ms = spec_.options.sustain_ms}),
       factory_stop_(std::move(stop)) {
-  auto kv = ParseConninfo(spec_.source_conninfo);
-  if (kv.ok()) {
-    source_ep_.host = kv->count("host") ? kv->at("host") : kDefaultHost;
-    source_ep_.port = kv->count("port") ? std::stoi(kv->at("port")) : kDefaultPort;
+  // LocalEnvFactory::Make refuses a conninfo that does not resolve.
+  if (auto t = ResolveConnTarget(spec_.source_conninfo); t.ok()) {
+    source_ep_ = {t->Address(), t->port};
   }
 }
 
@@ -250,13 +246,13 @@ Result<ReplicationLag> LocalEnv::Lag(const std::string& slot) {
 Status LocalEnv::RetireSource() {
   if (!SourceUp()) return Status::OK();
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query("select current_setting('data_directory') as d"));
-  const std::string dir = r.Str(0, "d");
-  struct stat st {};
-  if (stat(dir.c_str(), &st) != 0) {
-    return FailedPrecondition("the source's data directory " + dir +
-                              " is not on this host; stop the source by hand to retire it");
-  }
+  // Only the server pgshiftd talks to is stopped, not another cluster whose
+  // data directory happens to have the same path here.
+  auto local = LocalDataDirectory(*c);
+  if (!local.ok()) return local.status().Wrap("stop the source by hand to retire it");
+  const std::string dir = *local;
+  // pg_ctl runs as the data directory's owner, whoever runs the target.
+  PGSHIFT_ASSIGN_OR_RETURN(const std::string owner, OwnerName(dir));
   // Sessions still open on the source (a router's old connections waiting to
   // be closed) end one at a time: a fast shutdown ends them all at once, and
   // that many backend exits together stall a shared host for ~200 ms.
@@ -273,7 +269,6 @@ Status LocalEnv::RetireSource() {
     DefaultClock().SleepMs(spacing);
   }
   source_.reset();
-  std::string owner = spec_.target.os_user;
   ClusterSpec cs{
       .data_dir = dir, .port = source_ep_.port, .bin_dir = spec_.target.bin_dir, .os_user = owner};
   LocalCluster source(cs, runner_, options_.cluster);
@@ -382,6 +377,11 @@ Status LocalEnv::StopTarget() {
 
 Result<std::unique_ptr<MigrationEnv>> LocalEnvFactory::Make(const std::string& migration_id,
                                                             const MigrationSpec& spec) {
+  // Runs when a migration is created: a source conninfo that does not name
+  // exactly one server is refused then, not at the fence.
+  if (auto t = ResolveConnTarget(spec.source_conninfo); !t.ok()) {
+    return InvalidArgument("source.conninfo: " + t.status().message());
+  }
   PGSHIFT_ASSIGN_OR_RETURN(auto router, MakeRouter(spec.router));
   return std::unique_ptr<MigrationEnv>(
       new LocalEnv(migration_id, spec, std::move(router), DefaultRunner(), options_, stop_));

@@ -44,4 +44,19 @@ inline std::unique_ptr<LocalEnv> EnvFor(const MigrationSpec& spec, const std::st
   return std::make_unique<LocalEnv>(id, spec, std::move(router).value(), DefaultRunner(), options);
 }
 
+// Stops the env's target when the test ends, whatever failed before: no
+// server outlives its test.
+class TargetStopper {
+ public:
+  explicit TargetStopper(MigrationEnv* env) : env_(env) {}
+  ~TargetStopper() {
+    if (env_) (void)env_->StopTarget();
+  }
+  TargetStopper(const TargetStopper&) = delete;
+  TargetStopper& operator=(const TargetStopper&) = delete;
+
+ private:
+  MigrationEnv* env_;
+};
+
 }  // namespace pgshift::local_testing
