@@ -34,7 +34,12 @@ Finding Block(const std::string& id, const std::string& subject, nlohmann::json 
 }  // namespace
 
 checks::TargetPlan LocalEnv::Plan() const {
-  return checks::TargetPlan{.bin_dir = target_.spec().bin_dir, .settings = spec_.target.settings};
+  checks::TargetPlan plan{.bin_dir = target_.spec().bin_dir,
+                          .settings = spec_.target.settings,
+                          .tablespace_dir = TablespaceDir()};
+  // CreateReplica writes it before the operator's settings, which win.
+  plan.settings.emplace(kInPlaceTablespaces, "on");
+  return plan;
 }
 
 Result<std::vector<checks::Finding>> LocalEnv::PreflightFindings() {
@@ -98,6 +103,8 @@ Result<std::vector<checks::Finding>> LocalEnv::ValidateFindings() {
   };
   PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> out,
                            checks::RunValidate(*source, *target, Plan(), options));
+  PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> tablespaces, TablespaceFindings());
+  out.insert(out.end(), tablespaces.begin(), tablespaces.end());
   const std::string slot = SlotNameFor(id_);
   PGSHIFT_ASSIGN_OR_RETURN(
       Rows rows,
@@ -112,6 +119,10 @@ Result<std::vector<checks::Finding>> LocalEnv::ValidateFindings() {
   return out;
 }
 
-std::vector<checks::Finding> LocalEnv::SyncFindings() { return monitor_.Findings(); }
+std::vector<checks::Finding> LocalEnv::SyncFindings() {
+  std::vector<Finding> out = monitor_.Findings();
+  out.insert(out.end(), tablespace_findings_.begin(), tablespace_findings_.end());
+  return out;
+}
 
 }  // namespace pgshift

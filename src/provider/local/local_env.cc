@@ -222,6 +222,7 @@ Result<ReplicationLag> LocalEnv::Lag(const std::string& slot) {
         {slot});
   });
   PGSHIFT_RETURN_IF_ERROR(src.status());
+  PGSHIFT_RETURN_IF_ERROR(GuardTablespaces());
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * t, Target());
   auto rep = t->Query("select coalesce(pg_last_wal_replay_lsn(), '0/0')::text as rep");
   if (!rep.ok()) {
@@ -289,8 +290,13 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   if (StopRequested()) return Aborted("not building the replica: pgshiftd is stopping");
   const std::string partial = dir + ".partial";
   PGSHIFT_RETURN_IF_ERROR(RemoveTree(partial));
+  PGSHIFT_RETURN_IF_ERROR(RemoveTree(TablespaceDir()));
   PGSHIFT_RETURN_IF_ERROR(
       MakeDirOwnedBy(std::filesystem::path(dir).parent_path(), spec_.target.os_user, 0755));
+  PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> mappings, TablespaceMappings());
+  if (!mappings.empty()) {
+    PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(TablespaceDir(), spec_.target.os_user, 0700));
+  }
   static const std::regex kPct(R"(\((\d+)%\))");
   std::string carry;
   auto on_output = [&](const std::string& chunk) {
@@ -316,6 +322,7 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
                                    "-P",
                                    "-c",
                                    "fast"};
+  argv.insert(argv.end(), mappings.begin(), mappings.end());
   if (spec_.options.basebackup_max_rate_kbps > 0) {
     argv.push_back("--max-rate=" + std::to_string(spec_.options.basebackup_max_rate_kbps) + "k");
   }
@@ -331,7 +338,8 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   PGSHIFT_ASSIGN_OR_RETURN(std::string conf, ReadFile(auto_conf));
   conf += "\n# pgshift target settings\nport = " + std::to_string(spec_.target.port) +
           "\nlisten_addresses = '" + kTargetHost + "'\nunix_socket_directories = '" +
-          std::filesystem::path(dir).parent_path().string() + "'\n";
+          std::filesystem::path(dir).parent_path().string() + "'\n" + kInPlaceTablespaces +
+          " = 'on'\n";
   for (const auto& [k, v] : spec_.target.settings) conf += k + " = '" + v + "'\n";
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(auto_conf, conf));
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(partial + kMarkerFile, id_));
@@ -381,6 +389,17 @@ Result<std::unique_ptr<MigrationEnv>> LocalEnvFactory::Make(const std::string& m
   // exactly one server is refused then, not at the fence.
   if (auto t = ResolveConnTarget(spec.source_conninfo); !t.ok()) {
     return InvalidArgument("source.conninfo: " + t.status().message());
+  }
+  // <data_dir>.partial and .tblspc are named after it: "/srv/new/" would put
+  // them inside the target's own directory.
+  const std::string& dir = spec.target.data_dir;
+  std::string plain = std::filesystem::path(dir).lexically_normal().string();
+  while (plain.size() > 1 && plain.back() == '/') plain.pop_back();
+  if (plain != dir) {
+    return InvalidArgument("target.data_dir '" + dir +
+                           "' must be a plain absolute path, without a trailing '/', '.', '..' "
+                           "or '//': " +
+                           plain);
   }
   PGSHIFT_ASSIGN_OR_RETURN(auto router, MakeRouter(spec.router));
   return std::unique_ptr<MigrationEnv>(

@@ -9,9 +9,15 @@
 // conninfo's; the target is a physical copy with the same roles).
 // Used by one engine worker at a time (not thread-safe).
 //
+// Next to the target's data directory, pgshift owns <data_dir>.partial (a
+// base backup in progress, discarded when a build starts over) and
+// <data_dir>.tblspc (the copies of the source's tablespaces, one directory
+// per oid; discarded with it).
+//
 // Files: local_env.cc (connections, source, replica, retire),
 // local_cutover.cc (PrepareCutover, fence, final marker, promotion),
-// local_parity.cc (data parity), local_checks.cc (preflight / validate).
+// local_parity.cc (data parity), local_checks.cc (preflight / validate),
+// local_tablespaces.cc (tablespace copies and the guard against new ones).
 #pragma once
 
 #include <atomic>
@@ -89,6 +95,10 @@ class LocalEnv : public MigrationEnv {
   Status DropSlot(const std::string& slot) override;
   Result<std::vector<LogicalSlot>> LogicalSlots() override;
   Status DropInactiveSlot(const std::string& slot) override;
+  // Also guards the source: a tablespace it created after the base backup,
+  // which the standby would replay into the source's own directory, stops
+  // the standby and fails (FailedPrecondition, explained); SyncFindings then
+  // holds the blocking tablespace_created_during_sync finding.
   Result<ReplicationLag> Lag(const std::string& slot) override;
   Result<FenceResult> FenceSource(const HeldBackends& held) override;
   Status UnfenceSource() override;
@@ -125,6 +135,11 @@ class LocalEnv : public MigrationEnv {
  private:
   // The target listens here only.
   static constexpr const char* kTargetHost = "127.0.0.1";
+  // On in the target's configuration: the source's WAL may create in-place
+  // tablespaces (LOCATION ''), which the standby replays into its own
+  // pg_tblspc, and a server that finds one there without this setting
+  // refuses to start (PANIC, measured on 15).
+  static constexpr const char* kInPlaceTablespaces = "allow_in_place_tablespaces";
   // In the target's data directory: the id of the migration that built it.
   static constexpr const char* kMarkerFile = "/pgshift.migration";
   // Opens a session's REPEATABLE READ transaction and exports its snapshot
@@ -149,6 +164,14 @@ class LocalEnv : public MigrationEnv {
   // directory works as well as an IP literal).
   bool SourceUp() const;
   bool StopRequested() const;
+  // local_tablespaces.cc: where the target's copies of the source's
+  // tablespaces go; pg_basebackup's --tablespace-mapping arguments for them;
+  // tablespace_created_during_sync findings (one ok when there is none); and
+  // the guard that stops the standby when one blocks.
+  std::string TablespaceDir() const;
+  Result<std::vector<std::string>> TablespaceMappings();
+  Result<std::vector<checks::Finding>> TablespaceFindings();
+  Status GuardTablespaces();
 
   std::string id_;
   MigrationSpec spec_;
@@ -162,6 +185,7 @@ class LocalEnv : public MigrationEnv {
   std::unique_ptr<PgConn> source_;
   std::unique_ptr<PgConn> target_conn_;
   checks::SyncMonitor monitor_;
+  std::vector<checks::Finding> tablespace_findings_;  // from the last guard
   std::atomic<bool> stop_requested_{false};
   std::shared_ptr<const std::atomic<bool>> factory_stop_;
 
