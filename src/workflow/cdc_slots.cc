@@ -150,6 +150,22 @@ Status DrainCdc(MigrationEnv& env, Clock& clock, std::vector<CdcSlot>& slots, Ls
   return Status::OK();
 }
 
+Status CatchUpAfterPause(MigrationEnv& env, Clock& clock, const std::string& physical_slot,
+                         int64_t timeout_ms) {
+  PGSHIFT_ASSIGN_OR_RETURN(ReplicationLag at_pause, env.Lag(physical_slot));
+  const int64_t started = clock.NowMs();
+  while (true) {
+    PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env.InspectTarget());
+    if (t.replay_lsn >= at_pause.source_lsn) return Status::OK();
+    if (clock.NowMs() - started > timeout_ms) {
+      return Timeout("the target replayed only up to " + t.replay_lsn.ToString() +
+                     " of the source's " + at_pause.source_lsn.ToString() +
+                     " after the CDC consumers were paused");
+    }
+    clock.SleepMs(kDrainPollMs);
+  }
+}
+
 Status RecreateCdc(MigrationEnv& env, std::vector<CdcSlot>& slots) {
   for (auto& s : slots) {
     LogicalSlot want{.name = s.name, .plugin = s.plugin, .database = s.database};

@@ -117,6 +117,8 @@ Status MigrationRunner::Drain() {
         DrainCdc(*env_, clock_, slots, final_lsn, spec_.options.cdc_drain_timeout_ms));
     if (!slots.empty()) {
       result_.cdc_slots = slots;
+      PGSHIFT_RETURN_IF_ERROR(CatchUpAfterPause(*env_, clock_, SlotNameFor(id_),
+                                                spec_.options.cdc_drain_timeout_ms));
       Event("info", std::to_string(slots.size()) +
                         " CDC consumer(s) confirmed the final LSN and were paused");
     }
