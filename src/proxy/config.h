@@ -27,8 +27,11 @@ struct UpstreamConfig {
 // route's "hold_timeout_ms"; an admin hold without "timeout_ms" uses the
 // route's value).
 inline constexpr int64_t kDefaultHoldTimeoutMs = 5000;
-// Upper bound of the admin prewarm call's "wait_ms".
-inline constexpr int64_t kMaxPrewarmWaitMs = 60000;
+// Upper bound of an admin call's "wait_ms" (prewarm, replication pause).
+inline constexpr int64_t kMaxAdminWaitMs = 60000;
+// How long a replication pause waits, by default, for the paused sessions to
+// close their server connections (a message in flight finishes first).
+inline constexpr int64_t kDefaultReplicationPauseWaitMs = 5000;
 
 struct RouteConfig {
   std::string name;

@@ -489,3 +489,109 @@ TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
 
 }  // namespace
 }  // namespace pgshift::proxy
+
+namespace pgshift::proxy {
+namespace {
+
+TEST(Protocol, FindsTheSlotOfALogicalStartReplication) {
+  std::string slot;
+  EXPECT_TRUE(ParseStartReplicationSlot(
+      std::string("START_REPLICATION SLOT \"s1\" LOGICAL 0/0") + '\0', &slot));
+  EXPECT_EQ(slot, "s1");
+  EXPECT_TRUE(ParseStartReplicationSlot(
+      "  start_replication slot MySlot logical 0/16B3748 (\"include-xids\" '0')", &slot));
+  EXPECT_EQ(slot, "myslot") << "unquoted names fold to lower case, as on the server";
+  EXPECT_TRUE(ParseStartReplicationSlot("START_REPLICATION SLOT \"We\"\"ird\" LOGICAL 0/0", &slot));
+  EXPECT_EQ(slot, "We\"ird");
+  slot = "unchanged";
+  for (const char* other : {"START_REPLICATION SLOT s PHYSICAL 0/0", "START_REPLICATION 0/0",
+                            "IDENTIFY_SYSTEM", "START_REPLICATION SLOT \"open LOGICAL 0/0",
+                            "select 'START_REPLICATION SLOT s LOGICAL'", ""}) {
+    EXPECT_FALSE(ParseStartReplicationSlot(other, &slot)) << other;
+    EXPECT_EQ(slot, "unchanged");
+  }
+}
+
+TEST(Protocol, EncodesAPrimaryKeepaliveThatAsksForAReply) {
+  const std::string k = PrimaryKeepalive(0x0102030405060708ull, 0x1112131415161718, true);
+  Message m;
+  std::string err;
+  ASSERT_EQ(DecodeMessage(k, &m, &err), DecodeStatus::kOk) << err;
+  EXPECT_EQ(m.type, 'd');
+  EXPECT_EQ(m.total, k.size());
+  ASSERT_EQ(m.body.size(), 18u);  // 'k', walEnd, sendTime, replyRequested
+  EXPECT_EQ(m.body[0], 'k');
+  EXPECT_EQ(m.body.substr(1, 8), std::string_view("\x01\x02\x03\x04\x05\x06\x07\x08", 8));
+  EXPECT_EQ(m.body.substr(9, 8), std::string_view("\x11\x12\x13\x14\x15\x16\x17\x18", 8));
+  EXPECT_EQ(m.body[17], 1);
+  EXPECT_EQ(PrimaryKeepalive(0, 0, false).back(), 0);
+}
+
+// The route's side of replication sessions: listing, asking the streaming
+// ones for feedback, and a pause that waits until each closed its server side.
+TEST(RouteReplication, ListsAsksTheStreamingOnesAndWaitsForPausedSessions) {
+  Route r(RouteConfig{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}});
+  int feedback_asked = 0;
+  std::mutex mu;
+  std::vector<std::shared_ptr<Countdown>> held;  // sessions that have not closed yet; guarded by mu
+  auto held_count = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    return held.size();
+  };
+  auto member = [&](bool streaming, std::string slot) {
+    return Route::ReplicationMember{.describe =
+                                        [streaming, slot] {
+                                          return ReplicationSessionInfo{.backend_pid = 42,
+                                                                        .streaming = streaming,
+                                                                        .slot = slot};
+                                        },
+                                    .request_feedback = [&] { feedback_asked++; },
+                                    .pause =
+                                        [&](std::shared_ptr<Countdown> done) {
+                                          std::lock_guard<std::mutex> l(mu);
+                                          held.push_back(std::move(done));
+                                        }};
+  };
+  const uint64_t a = r.AddReplication(member(true, "s1"));
+  const uint64_t b = r.AddReplication(member(false, ""));
+  EXPECT_EQ(r.replication_sessions.load(), 2);
+  auto list = r.ReplicationSessions();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(ToJson(list[0])["slot"], "s1");
+  EXPECT_EQ(ToJson(list[0])["backend_pid"], 42);
+  EXPECT_EQ(r.RequestReplicationFeedback(), 1) << "only a streaming session is asked";
+  EXPECT_EQ(feedback_asked, 1);
+
+  // One session closes its server side 30 ms later, the other only when the wait is over.
+  std::thread closer([&] {
+    while (held_count() < 2) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::lock_guard<std::mutex> l(mu);
+    held[0].reset();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  Route::PauseOutcome out = r.PauseReplication(300);
+  closer.join();
+  EXPECT_EQ(out.asked, 2);
+  EXPECT_EQ(out.pending, 1);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  held.clear();
+
+  std::thread closer2([&] {
+    while (held_count() < 2) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::lock_guard<std::mutex> l(mu);
+    held.clear();
+  });
+  out = r.PauseReplication(5000);
+  closer2.join();
+  EXPECT_EQ(out.pending, 0) << "returns once both closed";
+  r.RemoveReplication(a);
+  r.RemoveReplication(b);
+  r.RemoveReplication(b);
+  EXPECT_EQ(r.replication_sessions.load(), 0) << "removing twice is harmless";
+  EXPECT_EQ(r.PauseReplication(5000).asked, 0);
+}
+
+}  // namespace
+}  // namespace pgshift::proxy

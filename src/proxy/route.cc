@@ -184,6 +184,53 @@ int64_t Route::WaitPrewarmed(int64_t timeout_ms) const {
   return std::max<int64_t>(prewarms_pending.load(), 0);
 }
 
+uint64_t Route::AddReplication(ReplicationMember m) {
+  uint64_t id = replication_.Add(std::move(m));
+  replication_sessions++;
+  return id;
+}
+
+void Route::RemoveReplication(uint64_t id) {
+  if (replication_.Remove(id)) replication_sessions--;
+}
+
+std::vector<ReplicationSessionInfo> Route::ReplicationSessions() const {
+  std::vector<ReplicationSessionInfo> out;
+  for (const auto& m : replication_.Snapshot()) out.push_back(m.describe());
+  return out;
+}
+
+int Route::RequestReplicationFeedback() {
+  int asked = 0;
+  for (const auto& m : replication_.Snapshot()) {
+    if (!m.describe().streaming) continue;
+    m.request_feedback();
+    asked++;
+  }
+  return asked;
+}
+
+Route::PauseOutcome Route::PauseReplication(int64_t timeout_ms) {
+  auto members = replication_.Snapshot();
+  auto left = std::make_shared<std::atomic<int64_t>>(static_cast<int64_t>(members.size()));
+  for (const auto& m : members) m.pause(std::make_shared<Countdown>(left));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (left->load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(kDrainPollInterval);
+  return {static_cast<int>(members.size()), std::max<int64_t>(left->load(), 0)};
+}
+
+nlohmann::json ToJson(const ReplicationSessionInfo& r) {
+  return {{"backend_pid", r.backend_pid},
+          {"server", ToJson(r.server)},
+          {"database", r.database},
+          {"user", r.user},
+          {"application_name", r.application_name},
+          {"client_addr", r.client_addr},
+          {"streaming", r.streaming},
+          {"slot", r.slot}};
+}
+
 void RouteTable::Add(std::shared_ptr<Route> r) {
   std::lock_guard<std::mutex> l(mu_);
   routes_[r->name()] = std::move(r);

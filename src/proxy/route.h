@@ -58,6 +58,32 @@ class Registry {
   std::map<uint64_t, T> items_;
 };
 
+// A replication connection (replication=database) as the admin API lists it.
+struct ReplicationSessionInfo {
+  // The server session's pid from its BackendKeyData: the walsender, which
+  // pg_replication_slots.active_pid shows while it streams a slot.
+  uint32_t backend_pid = 0;
+  UpstreamConfig server;
+  std::string database, user, application_name;
+  std::string client_addr;  // "ip:port" of the client's connection to the proxy
+  bool streaming = false;   // in CopyBoth
+  std::string slot;         // while "START_REPLICATION SLOT <slot> LOGICAL" runs, else ""
+};
+nlohmann::json ToJson(const ReplicationSessionInfo& r);
+
+// Counts down when the last copy goes: a session keeps its copy until it has
+// done what the admin thread waits for (or is gone).
+class Countdown {
+ public:
+  explicit Countdown(std::shared_ptr<std::atomic<int64_t>> left) : left_(std::move(left)) {}
+  ~Countdown() { (*left_)--; }
+  Countdown(const Countdown&) = delete;
+  Countdown& operator=(const Countdown&) = delete;
+
+ private:
+  std::shared_ptr<std::atomic<int64_t>> left_;
+};
+
 class Route {
  public:
   explicit Route(RouteConfig cfg);
@@ -132,6 +158,30 @@ class Route {
   // is still being opened, or timeout_ms passed; returns how many still are.
   int64_t WaitPrewarmed(int64_t timeout_ms) const;
 
+  // Replication sessions of the route (registered once logged in). describe
+  // is thread-safe; request_feedback and pause post to the session's thread.
+  // pause ends the session at its next message boundary and drops `done`
+  // once its server connection is closed.
+  struct ReplicationMember {
+    std::function<ReplicationSessionInfo()> describe;
+    std::function<void()> request_feedback;
+    std::function<void(std::shared_ptr<Countdown> done)> pause;
+  };
+  uint64_t AddReplication(ReplicationMember m);
+  void RemoveReplication(uint64_t id);
+  std::vector<ReplicationSessionInfo> ReplicationSessions() const;
+  // Asks every streaming session to inject a keepalive that requests a reply
+  // (the client answers with its flushed position); returns how many.
+  int RequestReplicationFeedback();
+  // Asks every replication session to end (see Session); waits, sleeping on
+  // the caller's thread, up to timeout_ms until each has closed its server
+  // connection.
+  struct PauseOutcome {
+    int asked = 0;
+    int64_t pending = 0;  // asked but not closed yet when the wait ended
+  };
+  PauseOutcome PauseReplication(int64_t timeout_ms);
+
   // The route's rows of stats.h (PGSHIFT_PROXY_STATS): one atomic per ROUTE
   // and LIVE row, named like the row.
   PGSHIFT_PROXY_STATS(PGSHIFT_STAT_ATOMIC, PGSHIFT_STAT_ATOMIC, PGSHIFT_STAT_NONE,
@@ -157,6 +207,7 @@ class Route {
   Registry<std::function<void()>> waiters_;
   Registry<Spliced> spliced_;
   Registry<std::function<void(const UpstreamConfig&)>> members_;
+  Registry<ReplicationMember> replication_;
 };
 
 // The rows of `scope` in `v` as a JSON object keyed by the rows' names.

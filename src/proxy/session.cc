@@ -27,7 +27,10 @@ Session::Session(tcp::socket client, ProxyShared& shared)
   wake_ = std::make_shared<asio::steady_timer>(client_.socket().get_executor());
 }
 
-Session::~Session() { Close(); }
+Session::~Session() {
+  end_delivered_ = true;  // nothing is left to deliver it
+  Close();
+}
 
 std::string Session::Tag() const {
   return "session " + std::to_string(cancel_pid_) + " (" + user_ + "@" + database_ + ")";
@@ -41,6 +44,9 @@ void Session::Advance(SessionEvent e) {
     next = SessionState::kClosed;
     closed_ = true;
   }
+  if (replication_view_ &&
+      (state_ == SessionState::kStreaming) != (*next == SessionState::kStreaming))
+    SetReplicationStreaming(*next == SessionState::kStreaming);
   if (route_) {
     // An upstream login counts as work in flight: a hold waits for it, so no
     // login reaches the old server once the hold is in place (and the fence).
@@ -66,11 +72,15 @@ void Session::Advance(SessionEvent e) {
 }
 
 void Session::Close() {
+  // A paused replication stream closes once its ErrorResponse is written
+  // (EndReplicationStream), not when a pump notices the server is gone.
+  if (stream_ending_ && !end_delivered_) return;
   closing_ = true;
   DetachSplice();  // before the sockets close, with the kernel's counts accounted
   if (state_ != SessionState::kClosed) Advance(SessionEvent::kClose);
   closed_ = true;
   if (server_) server_->stream.Close();
+  pause_done_.reset();  // after the server connection closed
   client_.Close();
   if (cancel_target_) {
     shared_.cancels.Unregister(cancel_pid_, cancel_key_);
@@ -79,6 +89,10 @@ void Session::Close() {
   if (member_id_ != 0) {
     route_->RemoveMember(member_id_);
     member_id_ = 0;
+  }
+  if (replication_id_ != 0) {
+    route_->RemoveReplication(replication_id_);
+    replication_id_ = 0;
   }
   if (prewarmed_) {
     prewarmed_->stream.Close();
@@ -139,6 +153,7 @@ asio::awaitable<void> Session::ClientPump() {
     auto [ec, n] = co_await client_.ReadSome(tmp, sizeof(tmp));
     LeaveSplice();  // whatever woke us, the kernel's part comes first
     if (ec || closed_) break;
+    if (stream_ending_) continue;  // ended for a pause: nothing more goes upstream
     route_->bytes_from_clients += static_cast<int64_t>(n);
     in.append(tmp, n);
     size_t pos = 0;
@@ -217,6 +232,12 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
         skip -= take;
         continue;
       }
+      // A message boundary: what the proxy adds to the stream goes here.
+      if (feedback_pending_ || pause_pending_) {
+        s2c_open_ = false;
+        if (feedback_pending_ && CanInjectKeepalive()) out += TakeKeepalive();
+        if (pause_pending_) break;  // nothing more is forwarded
+      }
       MessageHeader h;
       std::string err;
       DecodeStatus st = DecodeHeader(std::string_view(in).substr(pos), &h, &err);
@@ -227,7 +248,8 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
         co_return;
       }
       bool inspect = capture_inflight_ || h.type == 'Z' || h.type == '1' || h.type == 'S' ||
-                     h.type == 'E' || h.type == 'C' || h.type == 'W';
+                     h.type == 'E' || h.type == 'C' || h.type == 'W' ||
+                     (replication_ && h.type == 'c');
       if (!inspect) {
         size_t take = std::min(h.total(), in.size() - pos);
         out.append(in, pos, take);
@@ -256,6 +278,8 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       pos += h.total();
     }
     in.erase(0, pos);
+    s2c_open_ = skip > 0;
+    if (feedback_pending_ && CanInjectKeepalive()) out += TakeKeepalive();
     if (!out.empty() && sc == server_) {
       route_->bytes_to_clients += static_cast<int64_t>(out.size());
       client_out_.Append(out);
@@ -266,7 +290,11 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       }
     }
     out.clear();
-    if (sc != server_ || closed_) co_return;
+    if (sc != server_ || closed_ || stream_ending_) co_return;
+    if (pause_pending_ && !s2c_open_) {
+      EndReplicationStream();
+      co_return;
+    }
     if (!capture_was && capture_inflight_) co_await FlushServer();
     if (state_ == SessionState::kIdle && settings_dirty_ && !capture_inflight_ && !replication_ &&
         !capture_failed_ && !fatal_at_boundary) {
@@ -275,7 +303,7 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
     }
     if (in.empty() && skip == 0 && !fatal_at_boundary && CanSplice()) EnterSplice();
     auto [ec, n] = co_await sc->stream.ReadSome(tmp, sizeof(tmp));
-    if (sc != server_ || closed_) co_return;
+    if (sc != server_ || closed_ || stream_ending_) co_return;
     LeaveSplice();
     if (ec) break;
     in.append(tmp, n);

@@ -85,6 +85,7 @@ bool Session::OnClientMessage(const Message& m) {
       }
       if (MentionsSetConfig(m.body)) settings_dirty_ = true;
       RememberForWarmUp(m.body);
+      if (replication_) OnReplicationQuery(m.body);
       break;
     }
     case 'F':
@@ -179,6 +180,7 @@ void Session::OnReadyForQuery(char status) {
   rfq_seen_++;
   if (pending_ > 0) pending_--;
   txn_status_ = status;
+  if (replication_) OnReplicationCommandDone();
   while (!parse_expect_.empty() && parse_expect_.front().sync_index < rfq_seen_)
     parse_expect_.pop_front();
   if (AtBoundary() && (state_ == SessionState::kActive || state_ == SessionState::kStreaming)) {
@@ -241,6 +243,7 @@ bool Session::OnServerMessage(const Message& m) {
       return true;
     case 'E':
       route_->errors++;
+      copy_out_open_ = false;
       return true;
     case 'C': {
       std::string_view tag = m.body;
@@ -257,6 +260,10 @@ bool Session::OnServerMessage(const Message& m) {
     }
     case 'W':
       if (state_ == SessionState::kActive) Advance(SessionEvent::kCopyBothStarted);
+      copy_out_open_ = true;
+      return true;
+    case 'c':  // CopyDone: the server sends no more CopyData
+      copy_out_open_ = false;
       return true;
     default:
       return true;

@@ -179,7 +179,9 @@ asio::awaitable<bool> Session::Startup() {
   hello += ReadyForQuery('I');
   client_out_.Append(hello);
   Advance(SessionEvent::kLoggedIn);
-  if (!replication_) {
+  if (replication_) {
+    RegisterReplication();
+  } else {
     std::weak_ptr<Session> weak = weak_from_this();
     auto ex = client_.socket().get_executor();
     Route* route = route_.get();  // alive while it calls its members

@@ -49,6 +49,12 @@
   ROUTE(spliced_sessions, kGauge, "spliced_sessions",                                             \
         "Sessions whose bytes the kernel forwards now (between transactions).")                   \
   ROUTE(splices, kCounter, "splices_total", "Times a session entered kernel mode.")               \
+  ROUTE(replication_sessions, kGauge, "replication_sessions",                                     \
+        "Logged-in replication connections (replication=database).")                              \
+  ROUTE(replication_feedback_requests, kCounter, "replication_feedback_requests_total",           \
+        "Keepalives asking for a reply that the proxy injected into replication streams.")        \
+  ROUTE(replication_pauses, kCounter, "replication_pauses_total",                                 \
+        "Replication sessions the proxy ended for a pause (the client reconnects).")              \
   PROXY(refused, kCounter, "refused_total", "Connections refused (TLS, policy, route).")          \
   PROXY(cancels_sent, kCounter, "cancels_total", "Cancel requests forwarded.")                    \
   PROXY(protocol_errors, kCounter, "protocol_errors_total", "Malformed client messages.")

@@ -645,7 +645,7 @@ void AddCarriedSlot(FakeWorld& w, const std::string& name = "orders_cdc", int pi
   s.active = true;
   s.active_pid = pid;
   w.logical_slots.push_back(s);
-  w.replication_sessions.push_back({.backend_pid = pid, .slot = name, .streaming = true});
+  w.replication_sessions.push_back({.backend_pid = pid, .streaming = true, .slot = name});
 }
 
 int64_t CallPos(const std::vector<std::string>& calls, const std::string& call) {
