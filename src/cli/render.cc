@@ -99,9 +99,8 @@ std::string SeverityCell(const json& f) {
 // Keep in step with Phase in workflow/migration.h (the CLI does not link the engine).
 const std::vector<std::string>& MainPhases() {
   static const std::vector<std::string> kPhases = {
-      "preflight",    "provision", "sync",   "validate", "ready",
-      "cdc_prepare",  "quiesce",   "drain",  "promote",  "snapshot",
-      "switch",       "verify",    "finalize", "finalized"};
+      "preflight", "provision", "sync",     "validate", "ready",  "cdc_prepare", "quiesce",
+      "drain",     "promote",   "snapshot", "switch",   "verify", "finalize",    "finalized"};
   return kPhases;
 }
 
@@ -171,6 +170,30 @@ std::string RenderPhaseLine(const std::string& phase, const std::string& state, 
   }
   if (!line.empty()) out += indent + line + "\n";
   return out;
+}
+
+// One row per logical slot pgshift carries (result.cdc_slots): its consumer
+// and the positions recorded, drained and recreated on the target.
+std::string RenderCdcSlots(const json& slots, const std::string& indent) {
+  std::vector<std::vector<std::string>> rows = {{"SLOT", "PLUGIN", "DATABASE", "CONSUMER", "STATE",
+                                                 "RECORDED", "DRAINED", "RECREATED", "ON TARGET"}};
+  auto lsn = [](const json& s, const char* key) {
+    return Str(s, key).empty() ? std::string("-") : Str(s, key);
+  };
+  for (const auto& s : slots) {
+    const json& c = Obj(s, "consumer");
+    std::string consumer = "not connected";
+    if (HasNumber(c, "pid") && Num(c, "pid") > 0) {
+      consumer = (Str(c, "application_name").empty() ? "pid " + Fixed(Num(c, "pid"), 0)
+                                                     : Str(c, "application_name")) +
+                 (c.value("through_router", false) ? " via router"
+                                                   : " direct from " + Str(c, "client_addr"));
+    }
+    rows.push_back({Str(s, "name"), Str(s, "plugin"), Str(s, "database"), consumer, Str(s, "state"),
+                    lsn(s, "recorded_lsn"), lsn(s, "drained_lsn"), lsn(s, "recreated_lsn"),
+                    lsn(s, "target_confirmed_lsn")});
+  }
+  return Table(rows, indent);
 }
 
 std::string RenderStatus(const json& m, const json& events_json, const StatusViewOptions& opt) {
@@ -260,6 +283,9 @@ std::string RenderStatus(const json& m, const json& events_json, const StatusVie
     }
   }
 
+  const json cdc = ArrayOf(Obj(m, "result").value("cdc_slots", json::array()), "cdc_slots");
+  if (!cdc.empty()) out << "\nCDC slots\n" << RenderCdcSlots(cdc, label_indent);
+
   if (!events_json.is_null()) {
     json events = ArrayOf(events_json, "events");
     if (!events.empty()) {
@@ -278,8 +304,10 @@ std::string RenderStatus(const json& m, const json& events_json, const StatusVie
   if (!result.empty()) {
     out << "\nResult\n";
     std::vector<std::vector<std::string>> rows;
-    for (const auto& [k, v] : result.items())
+    for (const auto& [k, v] : result.items()) {
+      if (k == "cdc_slots") continue;  // its own section above
       rows.push_back({k, v.is_string() ? v.get<std::string>() : v.dump()});
+    }
     out << Table(rows, label_indent);
   }
 

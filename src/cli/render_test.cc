@@ -81,6 +81,26 @@ TEST(RenderStatus, ShowsIdentityPhasesProgressFindingsEvents) {
   ExpectLacks(v, "Result");
 }
 
+TEST(RenderStatus, CdcSlotsGetTheirOwnSectionWithPositionsAndConsumer) {
+  json m = json::parse(R"({
+    "id": "m-1", "name": "orders", "phase": "verify", "state": "running",
+    "result": {"hold_ms": 40, "cdc_slots": [
+      {"name": "orders_cdc", "plugin": "wal2json", "database": "app", "state": "recreated",
+       "consumer": {"pid": 4242, "application_name": "pg_recvlogical", "client_addr": "",
+                    "through_router": true},
+       "recorded_lsn": "0/3000100", "drained_lsn": "0/3000200", "recreated_lsn": "0/4000028",
+       "target_confirmed_lsn": ""},
+      {"name": "idle_cdc", "plugin": "test_decoding", "database": "app", "state": "planned",
+       "consumer": {"pid": 0}}]}})");
+  std::string out = RenderStatus(m, json(), StatusViewOptions{});
+  EXPECT_NE(out.find("CDC slots"), std::string::npos) << out;
+  EXPECT_NE(out.find("pg_recvlogical via router"), std::string::npos) << out;
+  EXPECT_NE(out.find("0/3000200"), std::string::npos) << out;
+  EXPECT_NE(out.find("0/4000028"), std::string::npos) << out;
+  EXPECT_NE(out.find("not connected"), std::string::npos) << out;
+  EXPECT_EQ(out.find("\"cdc_slots\""), std::string::npos) << "not dumped as JSON in Result";
+}
+
 TEST(RenderStatus, PhaseLineWrapsAtWidth) {
   std::string v = RenderStatus(SyncingMigration(), nullptr, {.max_events = 5, .width = 60});
   std::istringstream lines(v);

@@ -1,14 +1,15 @@
 // pgshiftd: the control plane process — REST API + workflow engine + state
 // store. Killed at any point (even SIGKILL) and started again with the same
 // --state file, it resumes every unfinished migration.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <thread>
 
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
 #include "api/http_server.h"
+#include "common/faults.h"
 #include "provider/local/local_env.h"
 #include "store/state_store.h"
 #include "workflow/engine.h"
@@ -58,6 +59,12 @@ int main(int argc, char** argv) {
   if (auto st = server.Start(); !st.ok()) {
     std::fprintf(stderr, "pgshiftd: %s\n", st.message().c_str());
     return 1;
+  }
+  if (!pgshift::ArmedFaults().empty()) {
+    spdlog::warn(
+        "TEST FAULTS ARMED (PGSHIFT_FAULTS={}): this pgshiftd will crash or fail on "
+        "purpose; never set this outside tests",
+        pgshift::ArmedFaults());
   }
   spdlog::info("pgshiftd listening on http://{}:{} (state: {})", host, server.port(), state_path);
   std::printf("pgshiftd listening on http://%s:%d\n", host.c_str(), server.port());

@@ -8,14 +8,22 @@ namespace pgshift {
 namespace {
 
 constexpr std::pair<Phase, const char*> kPhaseNames[] = {
-    {Phase::kPreflight, "preflight"},   {Phase::kProvision, "provision"},
-    {Phase::kSync, "sync"},             {Phase::kValidate, "validate"},
-    {Phase::kReady, "ready"},           {Phase::kCdcPrepare, "cdc_prepare"},
-    {Phase::kQuiesce, "quiesce"},       {Phase::kDrain, "drain"},
-    {Phase::kPromote, "promote"},       {Phase::kSnapshot, "snapshot"},
+    {Phase::kPreflight, "preflight"},
+    {Phase::kProvision, "provision"},
+    {Phase::kSync, "sync"},
+    {Phase::kValidate, "validate"},
+    {Phase::kReady, "ready"},
+    {Phase::kCdcPrepare, "cdc_prepare"},
+    {Phase::kQuiesce, "quiesce"},
+    {Phase::kDrain, "drain"},
+    {Phase::kPromote, "promote"},
+    {Phase::kSnapshot, "snapshot"},
+    {Phase::kCdcRecreate, "cdc_recreate"},
     {Phase::kSwitch, "switch"},
-    {Phase::kVerify, "verify"},         {Phase::kFinalize, "finalize"},
-    {Phase::kFinalized, "finalized"},   {Phase::kRollingBack, "rolling_back"},
+    {Phase::kVerify, "verify"},
+    {Phase::kFinalize, "finalize"},
+    {Phase::kFinalized, "finalized"},
+    {Phase::kRollingBack, "rolling_back"},
     {Phase::kRolledBack, "rolled_back"},
 };
 
@@ -42,8 +50,8 @@ Status Read(const json& obj, const std::string& key, const std::string& where, T
   try {
     *out = v.get<T>();
   } catch (const json::exception&) {
-    return InvalidArgument("field '" + where + "." + key + "' has the wrong type (got " +
-                           v.dump() + ")");
+    return InvalidArgument("field '" + where + "." + key + "' has the wrong type (got " + v.dump() +
+                           ")");
   }
   return Status::OK();
 }
@@ -68,7 +76,7 @@ bool IsTerminal(Phase p) { return p == Phase::kFinalized || p == Phase::kRolledB
 
 bool InCutover(Phase p) {
   return p == Phase::kQuiesce || p == Phase::kDrain || p == Phase::kPromote ||
-         p == Phase::kSnapshot || p == Phase::kSwitch;
+         p == Phase::kSnapshot || p == Phase::kCdcRecreate || p == Phase::kSwitch;
 }
 
 bool AfterSwitch(Phase p) {
@@ -102,22 +110,28 @@ bool OverrideNames(const json& request, const json& finding) {
 
 Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
   if (!j.is_object()) return InvalidArgument("the migration spec must be a JSON object");
-  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(j, {"name", "source", "target", "router", "options"}, "spec"));
+  PGSHIFT_RETURN_IF_ERROR(
+      OnlyKnownKeys(j, {"name", "source", "target", "router", "options"}, "spec"));
   MigrationSpec s;
   PGSHIFT_RETURN_IF_ERROR(Read(j, "name", "spec", &s.name));
-  if (s.name.empty()) return InvalidArgument("field 'spec.name' is required (a label for the migration)");
+  if (s.name.empty())
+    return InvalidArgument("field 'spec.name' is required (a label for the migration)");
 
-  if (!j.contains("source")) return InvalidArgument("field 'spec.source' is required: {\"conninfo\":\"host=... port=... user=...\"}");
+  if (!j.contains("source"))
+    return InvalidArgument(
+        "field 'spec.source' is required: {\"conninfo\":\"host=... port=... user=...\"}");
   const json& src = j.at("source");
   PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(src, {"conninfo"}, "source"));
   PGSHIFT_RETURN_IF_ERROR(Read(src, "conninfo", "source", &s.source_conninfo));
   if (s.source_conninfo.empty()) return InvalidArgument("field 'source.conninfo' is required");
   PGSHIFT_RETURN_IF_ERROR(ParseConninfo(s.source_conninfo).status().Wrap("source.conninfo"));
 
-  if (!j.contains("target")) return InvalidArgument("field 'spec.target' is required: {\"data_dir\":\"/abs/path\",\"port\":N}");
+  if (!j.contains("target"))
+    return InvalidArgument(
+        "field 'spec.target' is required: {\"data_dir\":\"/abs/path\",\"port\":N}");
   const json& t = j.at("target");
-  PGSHIFT_RETURN_IF_ERROR(
-      OnlyKnownKeys(t, {"provider", "data_dir", "port", "bin_dir", "os_user", "settings"}, "target"));
+  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(
+      t, {"provider", "data_dir", "port", "bin_dir", "os_user", "settings"}, "target"));
   PGSHIFT_RETURN_IF_ERROR(Read(t, "provider", "target", &s.target.provider));
   PGSHIFT_RETURN_IF_ERROR(Read(t, "data_dir", "target", &s.target.data_dir));
   PGSHIFT_RETURN_IF_ERROR(Read(t, "port", "target", &s.target.port));
@@ -138,18 +152,20 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
   if (j.contains("router")) {
     s.router = j.at("router");
     if (!s.router.is_object() || !s.router.contains("type")) {
-      return InvalidArgument("field 'spec.router' must be an object with a 'type' (pgbouncer, proxy or none)");
+      return InvalidArgument(
+          "field 'spec.router' must be an object with a 'type' (pgbouncer, proxy or none)");
     }
   }
 
   if (j.contains("options")) {
     const json& o = j.at("options");
-    PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(
-        o,
-        {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
-         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
-         "parity", "parity_before_promote_ms", "parity_load_pct", "basebackup_max_rate_kbps"},
-        "options"));
+    PGSHIFT_RETURN_IF_ERROR(
+        OnlyKnownKeys(o,
+                      {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds",
+                       "auto_cutover", "auto_finalize", "verify_seconds", "hold_timeout_ms",
+                       "drain_timeout_ms", "poll_ms", "parity", "parity_before_promote_ms",
+                       "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms"},
+                      "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
     PGSHIFT_RETURN_IF_ERROR(Read(o, "lag_threshold_bytes", "options", &op.lag_threshold_bytes));
@@ -167,24 +183,30 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(Read(o, "parity_load_pct", "options", &op.parity_load_pct));
     PGSHIFT_RETURN_IF_ERROR(
         Read(o, "basebackup_max_rate_kbps", "options", &op.basebackup_max_rate_kbps));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "cdc_drain_timeout_ms", "options", &op.cdc_drain_timeout_ms));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
         op.verify_ms < 0) {
       return InvalidArgument("options must not be negative");
     }
-    if (op.hold_timeout_ms <= 0 || op.drain_timeout_ms <= 0 || op.poll_ms <= 0) {
-      return InvalidArgument("options.hold_timeout_ms, drain_timeout_ms and poll_ms must be > 0");
+    if (op.hold_timeout_ms <= 0 || op.drain_timeout_ms <= 0 || op.poll_ms <= 0 ||
+        op.cdc_drain_timeout_ms <= 0) {
+      return InvalidArgument(
+          "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms and poll_ms must be > "
+          "0");
     }
     if (op.parity_load_pct < 1 || op.parity_load_pct > 100) {
-      return InvalidArgument("options.parity_load_pct must be a percentage from 1 to 100 (100 = "
-                             "scan without pauses)");
+      return InvalidArgument(
+          "options.parity_load_pct must be a percentage from 1 to 100 (100 = "
+          "scan without pauses)");
     }
     // pg_basebackup accepts 32 kB/s to 1 GB/s.
     if (op.basebackup_max_rate_kbps != 0 &&
         (op.basebackup_max_rate_kbps < 32 || op.basebackup_max_rate_kbps > 1024 * 1024)) {
-      return InvalidArgument("options.basebackup_max_rate_kbps must be 0 (no limit) or from 32 "
-                             "to 1048576 kB/s");
+      return InvalidArgument(
+          "options.basebackup_max_rate_kbps must be 0 (no limit) or from 32 "
+          "to 1048576 kB/s");
     }
   }
   return s;
@@ -215,7 +237,8 @@ json MigrationSpec::ToJson() const {
         {"parity", options.parity},
         {"parity_before_promote_ms", options.parity_before_promote_ms},
         {"parity_load_pct", options.parity_load_pct},
-        {"basebackup_max_rate_kbps", options.basebackup_max_rate_kbps}}},
+        {"basebackup_max_rate_kbps", options.basebackup_max_rate_kbps},
+        {"cdc_drain_timeout_ms", options.cdc_drain_timeout_ms}}},
   };
 }
 

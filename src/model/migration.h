@@ -4,10 +4,9 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -25,6 +24,7 @@ enum class Phase {
   kDrain,
   kPromote,
   kSnapshot,
+  kCdcRecreate,
   kSwitch,
   kVerify,
   kFinalize,
@@ -44,18 +44,18 @@ bool AfterSwitch(Phase p);
 // What the migration is doing within its phase.
 namespace state {
 inline constexpr const char* kRunning = "running";
-inline constexpr const char* kWaiting = "waiting";    // for an operator (cutover/finalize)
-inline constexpr const char* kBlocked = "blocked";    // blocking findings; override or rollback
-inline constexpr const char* kFailed = "failed";      // retries exhausted; retry or rollback
+inline constexpr const char* kWaiting = "waiting";  // for an operator (cutover/finalize)
+inline constexpr const char* kBlocked = "blocked";  // blocking findings; override or rollback
+inline constexpr const char* kFailed = "failed";    // retries exhausted; retry or rollback
 inline constexpr const char* kFinalized = "finalized";
 inline constexpr const char* kRolledBack = "rolled_back";
 }  // namespace state
 
 struct TargetSpec {
   std::string provider = "local";
-  std::string data_dir;   // absolute path; must not exist yet (or hold this migration's replica)
+  std::string data_dir;  // absolute path; must not exist yet (or hold this migration's replica)
   int port = 0;
-  std::string bin_dir;    // PostgreSQL installation for the target; "" = default
+  std::string bin_dir;  // PostgreSQL installation for the target; "" = default
   std::string os_user = "postgres";
   std::map<std::string, std::string> settings;  // postgresql.conf overrides on the target
 };
@@ -63,15 +63,15 @@ struct TargetSpec {
 struct MigrationOptions {
   int64_t lag_threshold_bytes = 16 * 1024 * 1024;
   double lag_threshold_seconds = 10;
-  int64_t sustain_ms = 10000;     // lag under threshold this long before `validate`
-  bool auto_cutover = false;      // otherwise wait at `ready` for `cutover`
-  bool auto_finalize = false;     // otherwise wait after `verify` for `finalize`
-  int64_t verify_ms = 5000;       // post-cutover health window
+  int64_t sustain_ms = 10000;  // lag under threshold this long before `validate`
+  bool auto_cutover = false;   // otherwise wait at `ready` for `cutover`
+  bool auto_finalize = false;  // otherwise wait after `verify` for `finalize`
+  int64_t verify_ms = 5000;    // post-cutover health window
   int64_t hold_timeout_ms = 10000;
   int64_t drain_timeout_ms = 60000;
   int64_t poll_ms = 250;
   int max_auto_cutover_attempts = 3;
-  bool parity = true;             // compare source and target after promotion, before finalize
+  bool parity = true;  // compare source and target after promotion, before finalize
   // > 0: also compare the frozen source with the caught-up standby before
   // promotion, inside the hold, within this budget (small databases). A
   // difference aborts the cutover while the source is still authoritative.
@@ -83,6 +83,9 @@ struct MigrationOptions {
   // > 0: the base backup reads the source at most this many kB/s
   // (pg_basebackup --max-rate), sparing the source's production traffic.
   int64_t basebackup_max_rate_kbps = 0;
+  // Inside the hold, how long each logical slot's consumer may take to
+  // confirm the final LSN before the cutover is aborted (DESIGN §2 drain).
+  int64_t cdc_drain_timeout_ms = 10000;
 };
 
 struct MigrationSpec {

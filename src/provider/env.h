@@ -15,8 +15,8 @@
 #include "checks/finding.h"
 #include "common/lsn.h"
 #include "common/status.h"
-#include "router/router.h"
 #include "model/migration.h"
+#include "router/router.h"
 
 namespace pgshift {
 
@@ -51,6 +51,10 @@ struct LogicalSlot {
   std::string confirmed_flush_lsn;
   std::string restart_lsn;
   bool active = false;
+  bool two_phase = false;
+  int active_pid = 0;                     // the walsender serving its consumer
+  std::string consumer_application_name;  // from pg_stat_replication, when active
+  std::string consumer_client_addr;
 };
 
 struct ParityState {
@@ -126,6 +130,15 @@ class MigrationEnv {
   // Compares the fenced source with the caught-up, not yet promoted standby
   // within `budget_ms`; data_parity findings (a warning when out of time).
   virtual Result<std::vector<checks::Finding>> QuickParity(int64_t budget_ms) = 0;
+
+  // --- CDC (logical slots; DESIGN.md §2 "Why CDC stays exact") ---
+  // On the promoted target, before any client write is released: creates
+  // `slot` in its database with the same name, plugin and two_phase unless it
+  // exists already (a restarted step), and returns the slot's consistent
+  // point (its confirmed_flush_lsn).
+  virtual Result<Lsn> EnsureTargetLogicalSlot(const LogicalSlot& slot) = 0;
+  // The logical slots on the target, with their confirmed positions.
+  virtual Result<std::vector<LogicalSlot>> TargetLogicalSlots() = 0;
 
   virtual Endpoint SourceEndpoint() const = 0;
   virtual Endpoint TargetEndpoint() const = 0;

@@ -37,6 +37,15 @@ struct HeldBackends {
   std::vector<int> pids;
 };
 
+// A replication connection (a CDC consumer) the router carries.
+struct ReplicationSession {
+  int backend_pid = 0;  // its walsender on the server: pg_replication_slots.active_pid
+  std::string slot;     // from START_REPLICATION, once streaming
+  std::string application_name;
+  std::string client;  // the consumer's address as the router sees it
+  bool streaming = false;
+};
+
 struct RouteStats {
   int64_t sessions = 0;       // client sessions on the route
   int64_t held_sessions = 0;  // sessions waiting at a boundary
@@ -75,6 +84,17 @@ class Router {
   // switch does not wait for logins. Only an optimisation; the default does
   // nothing.
   virtual Status Prewarm(const Endpoint& to) { return Status::OK(); }
+  // The route's replication connections on `on`. Routers that do not carry
+  // replication connections (PgBouncer 1.18, none) have none.
+  virtual Result<std::vector<ReplicationSession>> ReplicationSessions(const Endpoint& on) {
+    return std::vector<ReplicationSession>{};
+  }
+  // Asks every streaming consumer of the route to report its flushed
+  // position now (a keepalive that requests a reply); returns how many.
+  virtual Result<int> RequestReplicationFeedback() { return 0; }
+  // Ends every replication connection of the route at a message boundary;
+  // the consumers' reconnects wait like any login while the route is held.
+  virtual Result<int> PauseReplication() { return 0; }
   // Repoint, then Release. A router that can do both in one call saves a
   // round trip inside the hold.
   virtual Status SwitchTo(const Endpoint& to) {

@@ -32,6 +32,24 @@ class FakeRouter : public Router {
     w_.prewarmed_on = to;
     return Status::OK();
   }
+  Result<std::vector<ReplicationSession>> ReplicationSessions(const Endpoint&) override {
+    Note("ReplicationSessions");
+    return w_.replication_sessions;
+  }
+  Result<int> RequestReplicationFeedback() override {
+    Note("RequestReplicationFeedback");
+    if (!w_.consumers_confirm) return 0;
+    for (auto& s : w_.logical_slots) {
+      if (s.active) s.confirmed_flush_lsn = Lsn{w_.source_lsn}.ToString();
+    }
+    return static_cast<int>(w_.replication_sessions.size());
+  }
+  Result<int> PauseReplication() override {
+    Note("PauseReplication");
+    ++w_.replication_pauses;
+    for (auto& s : w_.logical_slots) s.active = false;
+    return static_cast<int>(w_.replication_sessions.size());
+  }
   Result<HeldBackends> HeldBackendPids(const Endpoint& on) override {
     Note("HeldBackendPids");
     if (w_.held_backends_fail) return Unavailable("fake: the router does not answer");
@@ -78,6 +96,7 @@ class FakeEnv : public MigrationEnv {
   Status DropSlot(const std::string& slot) override {
     Before("DropSlot");
     w_->slots.erase(slot);
+    std::erase_if(w_->logical_slots, [&](const LogicalSlot& s) { return s.name == slot; });
     return After("DropSlot");
   }
   Result<std::vector<LogicalSlot>> LogicalSlots() override { return w_->logical_slots; }
@@ -219,6 +238,31 @@ class FakeEnv : public MigrationEnv {
     }
     return ps;
   }
+  Result<Lsn> EnsureTargetLogicalSlot(const LogicalSlot& slot) override {
+    Before("EnsureTargetLogicalSlot");
+    if (!w_->promoted) return FailedPrecondition("fake: the target is still a standby");
+    for (const auto& s : w_->target_logical_slots) {
+      if (s.name == slot.name) return Lsn::Parse(s.confirmed_flush_lsn);
+    }
+    LogicalSlot made = slot;
+    made.active = false;
+    made.confirmed_flush_lsn = Lsn{w_->replay_lsn}.ToString();
+    w_->target_logical_slots.push_back(made);
+    PGSHIFT_RETURN_IF_ERROR(After("EnsureTargetLogicalSlot"));
+    return Lsn{w_->replay_lsn};
+  }
+  Result<std::vector<LogicalSlot>> TargetLogicalSlots() override {
+    Before("TargetLogicalSlots");
+    // Consumers routed to the target read there and confirm past the point
+    // their slot was recreated at.
+    if (w_->consumers_confirm && w_->routed == w_->target_ep) {
+      for (auto& s : w_->target_logical_slots) {
+        s.confirmed_flush_lsn = Lsn{w_->replay_lsn + w_->wal_per_call}.ToString();
+      }
+    }
+    return w_->target_logical_slots;
+  }
+
   Endpoint SourceEndpoint() const override { return w_->source_ep; }
   Endpoint TargetEndpoint() const override { return w_->target_ep; }
   Router& router() override { return router_; }

@@ -29,6 +29,13 @@ struct FakeWorld {
   bool retired = false;
   std::set<std::string> slots;
   std::vector<LogicalSlot> logical_slots;
+  // CDC: consumers the router carries (by walsender pid), whether they
+  // confirm the source's position when asked to report, and the slots
+  // carried to the target.
+  std::vector<ReplicationSession> replication_sessions;
+  bool consumers_confirm = true;
+  int replication_pauses = 0;
+  std::vector<LogicalSlot> target_logical_slots;
   bool source_down = false;
   // target
   bool target_exists = false;

@@ -79,7 +79,8 @@ TEST_F(EngineTest, AutomaticMigrationRunsEveryPhaseToFinalized) {
   EXPECT_EQ(Phases(id),
             (std::vector<std::string>{"preflight", "provision", "sync", "validate", "ready",
                                       "cdc_prepare", "quiesce", "drain", "promote", "snapshot",
-                                      "switch", "verify", "finalize", "finalized"}));
+                                      "cdc_recreate", "switch", "verify", "finalize",
+                                      "finalized"}));
   EXPECT_EQ(world_->routed, world_->target_ep);
   EXPECT_FALSE(world_->held);
   EXPECT_TRUE(world_->fenced);
@@ -584,6 +585,142 @@ TEST_F(EngineTest, SecondMigrationOntoTheSameTargetDirIsRefused) {
   auto again = engine_->Create(Spec());
   EXPECT_EQ(again.status().code(), Code::kAlreadyExists);
   EXPECT_NE(again.status().message().find(id), std::string::npos);
+}
+
+// --- CDC: logical slots carried across the cutover (workflow/cdc.h) ---
+
+// A slot whose consumer the router carries (walsender pid 4242).
+void AddCarriedSlot(FakeWorld& w, const std::string& name = "orders_cdc", int pid = 4242) {
+  LogicalSlot s{.name = name, .plugin = "test_decoding", .database = "app"};
+  s.confirmed_flush_lsn = "0/1000000";
+  s.active = true;
+  s.active_pid = pid;
+  w.logical_slots.push_back(s);
+  w.replication_sessions.push_back({.backend_pid = pid, .slot = name, .streaming = true});
+}
+
+int64_t CallPos(const std::vector<std::string>& calls, const std::string& call) {
+  return std::find(calls.begin(), calls.end(), call) - calls.begin();
+}
+
+TEST_F(EngineTest, CdcSlotIsDrainedPausedAndRecreatedBeforeTrafficIsReleased) {
+  AddCarriedSlot(*world_);
+  std::string id = Create(Spec());
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "finalized") << m.dump();
+  const auto& c = world_->calls;
+  EXPECT_LT(CallPos(c, "WriteFinalMarker"), CallPos(c, "RequestReplicationFeedback"));
+  EXPECT_LT(CallPos(c, "RequestReplicationFeedback"), CallPos(c, "PauseReplication"));
+  EXPECT_LT(CallPos(c, "PauseReplication"), CallPos(c, "PromoteTarget"));
+  EXPECT_LT(CallPos(c, "PromoteTarget"), CallPos(c, "EnsureTargetLogicalSlot"));
+  EXPECT_LT(CallPos(c, "EnsureTargetLogicalSlot"), CallPos(c, "Repoint"))
+      << "the slot exists on the target before any client write is released";
+  ASSERT_EQ(world_->target_logical_slots.size(), 1u);
+  EXPECT_EQ(world_->target_logical_slots[0].name, "orders_cdc");
+  EXPECT_EQ(world_->target_logical_slots[0].plugin, "test_decoding");
+  EXPECT_TRUE(world_->logical_slots.empty()) << "finalize drops the source's carried slot";
+  const json& slot = m["result"]["cdc_slots"][0];
+  EXPECT_EQ(slot["state"], "advanced");
+  EXPECT_TRUE(slot["consumer"]["through_router"].get<bool>());
+  auto drained = Lsn::Parse(slot["drained_lsn"]);
+  auto final_lsn = Lsn::Parse(m["result"]["final_lsn"]);
+  ASSERT_TRUE(drained.ok() && final_lsn.ok());
+  EXPECT_GE(*drained, *final_lsn);
+  EXPECT_GE(slot["drain_ms"].get<int64_t>(), 0);
+  EXPECT_FALSE(slot["recreated_lsn"].get<std::string>().empty());
+}
+
+TEST_F(EngineTest, CdcConsumerThatDoesNotConfirmAbortsTheCutoverNamingTheSlot) {
+  AddCarriedSlot(*world_);
+  world_->consumers_confirm = false;
+  json spec = Spec();
+  spec["options"]["cdc_drain_timeout_ms"] = 300;
+  std::string id = Create(spec);
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "ready");
+  EXPECT_NE(m["error"].get<std::string>().find("orders_cdc"), std::string::npos) << m["error"];
+  EXPECT_EQ(world_->routed, world_->source_ep) << "traffic stays on the source";
+  EXPECT_FALSE(world_->held);
+  EXPECT_FALSE(world_->fenced);
+  EXPECT_FALSE(world_->promoted);
+  EXPECT_EQ(world_->replication_pauses, 0) << "a consumer is paused only once drained";
+  EXPECT_TRUE(world_->target_logical_slots.empty());
+}
+
+TEST_F(EngineTest, CdcConsumerAroundTheRouterBlocksAtPreflightUntilOverridden) {
+  LogicalSlot s{.name = "direct_cdc", .plugin = "wal2json", .database = "app"};
+  s.active = true;
+  s.active_pid = 777;
+  s.consumer_client_addr = "10.1.2.3:5555";
+  world_->logical_slots.push_back(s);
+  std::string id = Create(Spec());
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "preflight");
+  EXPECT_EQ(m["state"], "blocked");
+  EXPECT_NE(m["error"].get<std::string>().find("cdc_consumer_bypasses_router(direct_cdc)"),
+            std::string::npos)
+      << m["error"];
+  bool names_address = false;
+  for (const auto& f : m["findings"]) {
+    if (f["id"] == "cdc_consumer_bypasses_router") {
+      names_address = f["message"].get<std::string>().find("10.1.2.3:5555") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(names_address) << m["findings"].dump();
+  ASSERT_TRUE(engine_
+                  ->Act(id, "override",
+                        {{"finding", "cdc_consumer_bypasses_router"},
+                         {"subject", "direct_cdc"},
+                         {"reason", "we repoint the consumer by hand"}})
+                  .ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
+  EXPECT_EQ(world_->target_logical_slots.size(), 1u);
+}
+
+TEST_F(EngineTest, CrashAroundCdcRecreateResumesWithEachSlotOnce) {
+  for (const char* where : {"PauseReplication", "EnsureTargetLogicalSlot"}) {
+    SCOPED_TRACE(where);
+    SetUp();
+    AddCarriedSlot(*world_);
+    AddCarriedSlot(*world_, "audit_cdc", 4343);
+    world_->crash_on = where;
+    std::string id = Create(Spec());
+    EXPECT_THROW((void)engine_->RunUntilSettled(id), SimulatedCrash);
+    EXPECT_EQ(Get(id)["phase"], "drain") << "promote to cdc_recreate commit with the switch";
+    engine_ = NewEngine();
+    Run(id);
+    json m = Get(id);
+    EXPECT_EQ(m["phase"], "finalized");
+    EXPECT_EQ(world_->target_logical_slots.size(), 2u);
+    for (const auto& slot : m["result"]["cdc_slots"]) EXPECT_EQ(slot["state"], "advanced");
+  }
+}
+
+TEST_F(EngineTest, FinalizeWaitsForCarriedSlotsToAdvanceOnTheTarget) {
+  AddCarriedSlot(*world_);
+  std::string id = Create(Spec(true, true));
+  world_->crash_on = "Repoint";  // stop right at the switch to stop consumers confirming
+  world_->crash_after_effect = true;
+  EXPECT_THROW((void)engine_->RunUntilSettled(id), SimulatedCrash);
+  world_->consumers_confirm = false;  // the consumer never reconnects
+  engine_ = NewEngine();
+  EXPECT_EQ(engine_->RunUntilSettled(id, 500).code(), Code::kTimeout) << "finalize keeps waiting";
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "verify");
+  EXPECT_FALSE(world_->retired) << "the source and its slot stay until the consumer moved";
+  EXPECT_EQ(world_->logical_slots.size(), 1u);
+  ASSERT_TRUE(engine_
+                  ->Act(id, "override",
+                        {{"finding", "cdc_slot_advanced"},
+                         {"subject", "orders_cdc"},
+                         {"reason", "the consumer is retired"}})
+                  .ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The step of each phase. Each is idempotent: it looks at the world, does
 // what is missing, records the outcome and transitions.
+#include "workflow/cdc.h"
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -37,6 +38,9 @@ void MigrationRunner::MergeFindings(const std::vector<checks::Finding>& fresh) {
 
 Status MigrationRunner::Preflight() {
   PGSHIFT_ASSIGN_OR_RETURN(auto findings, env_->PreflightFindings());
+  PGSHIFT_ASSIGN_OR_RETURN(auto cdc, PlanCdc(*env_));
+  for (auto& f : CdcFindings(cdc, spec_.options.cdc_drain_timeout_ms)) findings.push_back(f);
+  SetCdcSlots(cdc);
   json previous = m_.findings;
   m_.findings = json::array();
   for (const auto& f : findings) m_.findings.push_back(WithOverrideOf(previous, f));
@@ -196,17 +200,9 @@ Status MigrationRunner::Ready() {
 }
 
 Status MigrationRunner::CdcPrepare() {
-  PGSHIFT_ASSIGN_OR_RETURN(auto slots, env_->LogicalSlots());
-  json arr = json::array();
-  for (const auto& s : slots) {
-    arr.push_back({{"name", s.name},
-                   {"plugin", s.plugin},
-                   {"database", s.database},
-                   {"confirmed_flush_lsn", s.confirmed_flush_lsn},
-                   {"restart_lsn", s.restart_lsn},
-                   {"active", s.active}});
-  }
-  m_.result["cdc_slots"] = arr;
+  std::vector<CdcSlot> slots = CdcSlots();
+  PGSHIFT_RETURN_IF_ERROR(RecordCdc(*env_, slots));
+  SetCdcSlots(slots);
   // Tops up what was opened when the standby got in sync (sessions that
   // arrived since, a database created since); the router answers once its
   // logins are open, so the hold does not start while they are made.
@@ -298,6 +294,14 @@ Status MigrationRunner::Drain() {
             differ + "; not promoting");
       }
     }
+    std::vector<CdcSlot> slots = CdcSlots();
+    PGSHIFT_RETURN_IF_ERROR(
+        DrainCdc(*env_, clock_, slots, final_lsn, spec_.options.cdc_drain_timeout_ms));
+    SetCdcSlots(slots);
+    if (!slots.empty()) {
+      Event("info", std::to_string(slots.size()) +
+                        " CDC consumer(s) confirmed the final LSN and were paused");
+    }
     Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() + " (at " +
                                     t.replay_lsn.ToString() + ")");
     return Status::OK();
@@ -338,8 +342,66 @@ Status MigrationRunner::Snapshot() {
       Event("warning", "data parity check not started: " + st.message());
     }
   }
-  Transition(Phase::kSwitch, "releasing traffic to the target");
+  Transition(Phase::kCdcRecreate, "recreating the logical slots on the target");
   return Status::OK();
+}
+
+Status MigrationRunner::CdcRecreate() {
+  // Before any client write reaches the target: see workflow/cdc.h for why
+  // the consumers then miss nothing and see nothing twice.
+  std::vector<CdcSlot> slots = CdcSlots();
+  PGSHIFT_RETURN_IF_ERROR(RecreateCdc(*env_, slots));
+  SetCdcSlots(slots);
+  Transition(Phase::kSwitch, std::to_string(slots.size()) +
+                                 " logical slot(s) on the target; releasing traffic to it");
+  return Status::OK();
+}
+
+std::vector<CdcSlot> MigrationRunner::CdcSlots() const {
+  auto slots = CdcSlotsFromJson(m_.result.value("cdc_slots", json::array()));
+  return slots.ok() ? *slots : std::vector<CdcSlot>{};
+}
+
+void MigrationRunner::SetCdcSlots(const std::vector<CdcSlot>& slots) {
+  m_.result["cdc_slots"] = CdcSlotsToJson(slots);
+}
+
+bool MigrationRunner::CdcSettled() {
+  std::vector<CdcSlot> slots = CdcSlots();
+  auto waiting = ObserveCdcOnTarget(*env_, slots);
+  if (!waiting.ok()) {
+    Event("warning", "cannot read the carried slots on the target: " + waiting.status().message());
+    return false;
+  }
+  SetCdcSlots(slots);
+  std::vector<checks::Finding> found;
+  for (const auto& s : slots) {
+    if (s.state < CdcSlotState::kRecreated) continue;
+    const bool advanced = s.state == CdcSlotState::kAdvanced;
+    found.push_back(
+        {.id = "cdc_slot_advanced",
+         .severity = advanced ? checks::Severity::kOk : checks::Severity::kBlocking,
+         .subject = s.name,
+         .value = s.target_confirmed_lsn,
+         .threshold = s.recreated_lsn,
+         .message = advanced ? "the consumer of " + s.name + " reads from the target"
+                             : "the consumer of " + s.name +
+                                   " has not confirmed anything on the target since the slot "
+                                   "was recreated there; finalize waits, so its source slot "
+                                   "is kept",
+         .remedy = advanced ? ""
+                            : "check that the consumer reconnected (through the router), or "
+                              "override with a reason to finalize without it"});
+  }
+  MergeFindings(found);
+  Save();
+  for (const auto& f : m_.findings) {
+    if (f.value("id", "") == "cdc_slot_advanced" && f.value("severity", "") == "blocking" &&
+        !f.value("overridden", false)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 bool MigrationRunner::ParitySettled() {
@@ -421,7 +483,7 @@ Status MigrationRunner::Verify() {
     Event("info", "post-cutover health window passed (" +
                       std::to_string(m_.result.value("verify_probes", 0)) + " write probes)");
   }
-  if (!ParitySettled()) {
+  if (!ParitySettled() || !CdcSettled()) {
     idle_ = true;
     return Status::OK();
   }
@@ -436,6 +498,8 @@ Status MigrationRunner::Verify() {
 }
 
 Status MigrationRunner::Finalize() {
+  // The carried slots' source halves: their consumers read from the target.
+  for (const auto& s : CdcSlots()) PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(s.name));
   PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
   PGSHIFT_RETURN_IF_ERROR(env_->RetireSource());
   m_.result["finalized_at_ms"] = clock_.NowMs();
@@ -453,6 +517,14 @@ Status MigrationRunner::RollingBack() {
         Event("warning", "could not hold traffic before routing back: " + held.message());
     }
     PGSHIFT_RETURN_IF_ERROR(router.Repoint(env_->SourceEndpoint()));
+    // Streaming CDC consumers never reach a boundary on their own: end their
+    // sessions so they reconnect (after the release) to the source's slots.
+    if (!CdcSlots().empty()) {
+      auto paused = router.PauseReplication();
+      if (!paused.ok()) {
+        Event("warning", "could not pause the CDC consumers: " + paused.status().message());
+      }
+    }
   }
   PGSHIFT_RETURN_IF_ERROR(env_->UnfenceSource());
   PGSHIFT_RETURN_IF_ERROR(router.Release());

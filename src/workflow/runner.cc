@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/faults.h"
+
 namespace pgshift {
 namespace {
 
@@ -53,6 +55,7 @@ bool MigrationRunner::InHold() const {
     case Phase::kDrain:
     case Phase::kPromote:
     case Phase::kSnapshot:
+    case Phase::kCdcRecreate:
     case Phase::kSwitch:
       return true;
     default:
@@ -61,7 +64,7 @@ bool MigrationRunner::InHold() const {
 }
 
 bool MigrationRunner::ChainsInto(Phase next) {
-  return next == Phase::kPromote || next == Phase::kSnapshot;
+  return next == Phase::kPromote || next == Phase::kSnapshot || next == Phase::kCdcRecreate;
 }
 
 void MigrationRunner::Save() {
@@ -255,6 +258,7 @@ MigrationRunner::Tick MigrationRunner::StepPhase() {
       {Phase::kDrain, &MigrationRunner::Drain},
       {Phase::kPromote, &MigrationRunner::Promote},
       {Phase::kSnapshot, &MigrationRunner::Snapshot},
+      {Phase::kCdcRecreate, &MigrationRunner::CdcRecreate},
       {Phase::kSwitch, &MigrationRunner::Switch},
       {Phase::kVerify, &MigrationRunner::Verify},
       {Phase::kFinalize, &MigrationRunner::Finalize},
@@ -267,7 +271,9 @@ MigrationRunner::Tick MigrationRunner::StepPhase() {
       if (ph == at) fn = f;
     }
     if (fn == nullptr) break;
-    Status st = (this->*fn)();
+    // Tests arm these by name (common/faults.h) to crash or fail any step.
+    Status st = FaultPoint(std::string("before_") + PhaseName(at));
+    if (st.ok()) st = (this->*fn)();
     if (!st.ok()) {
       HandleFailure(st);
       return Tick::kIdle;

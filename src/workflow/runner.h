@@ -13,9 +13,10 @@
 #include <string>
 
 #include "common/clock.h"
-#include "store/state_store.h"
-#include "provider/env.h"
+#include "model/cdc.h"
 #include "model/migration.h"
+#include "provider/env.h"
+#include "store/state_store.h"
 
 namespace pgshift {
 
@@ -49,6 +50,7 @@ class MigrationRunner {
   Status Drain();
   Status Promote();
   Status Snapshot();
+  Status CdcRecreate();
   Status Switch();
   Status Verify();
   Status Finalize();
@@ -83,6 +85,12 @@ class MigrationRunner {
   void MergeFindings(const std::vector<checks::Finding>& fresh);
   // Waits for the background parity check; false while it runs or blocks.
   bool ParitySettled();
+  // The migration's CDC slot records (m_.result["cdc_slots"]) and back.
+  std::vector<CdcSlot> CdcSlots() const;
+  void SetCdcSlots(const std::vector<CdcSlot>& slots);
+  // Before finalize: every carried slot has advanced on the target (its
+  // consumer reads there), or an operator overrode the finding naming it.
+  bool CdcSettled();
   // PrepareCutover and the router's Prewarm: once when the standby gets in
   // sync (so their cost lands inside the sustained-lag window, well before
   // the hold) and again in cdc_prepare, where they only top up.

@@ -158,21 +158,6 @@ Status LocalEnv::DropSlot(const std::string& slot) {
   }
 }
 
-Result<std::vector<LogicalSlot>> LocalEnv::LogicalSlots() {
-  return OnSource<std::vector<LogicalSlot>>([](PgConn& c) -> Result<std::vector<LogicalSlot>> {
-    PGSHIFT_ASSIGN_OR_RETURN(
-        Rows r, c.Query("select slot_name, plugin, database, confirmed_flush_lsn::text as cf, "
-                        "restart_lsn::text as rl, active from pg_replication_slots "
-                        "where slot_type = 'logical' order by slot_name"));
-    std::vector<LogicalSlot> out;
-    for (size_t i = 0; i < r.size(); ++i) {
-      out.push_back({r.Str(i, "slot_name"), r.Str(i, "plugin"), r.Str(i, "database"),
-                     r.Str(i, "cf"), r.Str(i, "rl"), r.Bool(i, "active")});
-    }
-    return out;
-  });
-}
-
 Status LocalEnv::DropInactiveSlot(const std::string& slot) {
   return OnSource<bool>([&](PgConn& c) -> Result<bool> {
            PGSHIFT_ASSIGN_OR_RETURN(

@@ -54,6 +54,9 @@ class LocalEnv : public MigrationEnv {
   Status StartParityCheck() override;
   ParityState Parity() override;
 
+  Result<Lsn> EnsureTargetLogicalSlot(const LogicalSlot& slot) override;
+  Result<std::vector<LogicalSlot>> TargetLogicalSlots() override;
+
   Endpoint SourceEndpoint() const override { return source_ep_; }
   Endpoint TargetEndpoint() const override { return {"127.0.0.1", spec_.target.port}; }
   Router& router() override { return *router_; }

@@ -1,0 +1,67 @@
+// CDC coordination: carrying every logical slot (and so every CDC pipeline)
+// from the source to the target across a cutover, exactly once.
+//
+// Why no change is lost or repeated:
+//  1. At the fence the source stops taking client writes, and the final
+//     marker's end LSN F follows every committed transaction (quiesce).
+//  2. DrainCdc waits until each slot's confirmed_flush_lsn >= F on the
+//     source: its consumer has received and flushed every change up to F.
+//     Only then is the consumer paused (the router ends its session; its
+//     reconnect waits like any login while the route is held).
+//  3. RecreateCdc creates the same slot on the promoted target before any
+//     client write is released. A new slot's consistent point is the
+//     target's insert position at creation: every change committed on the
+//     target after that point is decoded, none before it. The changes before
+//     it are exactly the source's (the target replayed up to F and nothing
+//     else has been written: clients are held), which the consumer confirmed
+//     in step 2. So it resumes on the target with nothing missing and nothing
+//     repeated.
+//  4. Until finalize the source slots stay as they were at F: a cutover
+//     aborted before the switch sends consumers back to them, untouched.
+// Functions here are stateless; they work on the caller's slot records.
+// Not thread-safe (one runner at a time), like the MigrationEnv they use.
+#pragma once
+
+#include <vector>
+
+#include "checks/finding.h"
+#include "common/clock.h"
+#include "common/lsn.h"
+#include "common/status.h"
+#include "model/cdc.h"
+#include "provider/env.h"
+
+namespace pgshift {
+
+// Every logical slot on the source with its consumer, and whether the
+// router carries that consumer's connection (it then moves with the route).
+Result<std::vector<CdcSlot>> PlanCdc(MigrationEnv& env);
+
+// The plan as findings: a slot whose consumer connects around the router is
+// blocking (it would go on reading the retired source), a slot with no
+// consumer connected is a warning (the cutover would wait for it and abort),
+// every other slot is an ok finding saying it will be carried.
+std::vector<checks::Finding> CdcFindings(const std::vector<CdcSlot>& slots,
+                                         int64_t drain_timeout_ms);
+
+// At cdc_prepare: records each slot's current position (slots that appeared
+// since the plan are added, ones dropped since are removed).
+Status RecordCdc(MigrationEnv& env, std::vector<CdcSlot>& slots);
+
+// Inside the hold, after the final marker F: asks the router's consumers to
+// report, waits until every slot has confirmed F (each within
+// `timeout_ms`), then pauses the consumers. Timeout names every slot that
+// did not confirm and how far it got; nothing is paused then.
+Status DrainCdc(MigrationEnv& env, Clock& clock, std::vector<CdcSlot>& slots, Lsn final_lsn,
+                int64_t timeout_ms);
+
+// After promotion, before the switch: the same slots on the target.
+// Idempotent: a slot already there is kept and its position recorded.
+Status RecreateCdc(MigrationEnv& env, std::vector<CdcSlot>& slots);
+
+// Reads the carried slots' confirmed positions on the target; a slot whose
+// consumer confirmed past the recreated point becomes kAdvanced. Returns the
+// names of those that have not advanced yet.
+Result<std::vector<std::string>> ObserveCdcOnTarget(MigrationEnv& env, std::vector<CdcSlot>& slots);
+
+}  // namespace pgshift
