@@ -90,14 +90,6 @@ Result<PgConn*> LocalEnv::Target() {
   return target_conn_.get();
 }
 
-template <typename T>
-Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
-  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  auto r = fn(*c);
-  if (!r.ok() && !c->Healthy()) source_.reset();
-  return r;
-}
-
 Result<SourceInfo> LocalEnv::InspectSource() {
   return OnSource<SourceInfo>([](PgConn& c) -> Result<SourceInfo> {
     PGSHIFT_ASSIGN_OR_RETURN(Rows r,

@@ -98,6 +98,16 @@ class LocalEnv : public MigrationEnv {
   std::vector<std::pair<std::string, std::unique_ptr<PgConn>>> standby_sessions_;
 };
 
+// Runs `fn` on the source session; a failure that left it broken drops it,
+// so the next call reconnects.
+template <typename T>
+Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
+  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
+  auto r = fn(*c);
+  if (!r.ok() && !c->Healthy()) source_.reset();
+  return r;
+}
+
 // Builds LocalEnvs with routers from each spec's router config.
 class LocalEnvFactory : public EnvFactory {
  public:
