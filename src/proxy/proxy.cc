@@ -50,6 +50,10 @@ std::vector<uint32_t> CancelRegistry::UpstreamPidsOn(const std::string& host, in
 
 namespace {
 
+// Connections the kernel queues before AcceptLoop takes them: a switch or a
+// restarted application pool may open hundreds at once.
+constexpr int kListenBacklog = 1024;
+
 asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
                                  std::vector<std::unique_ptr<asio::io_context>>& contexts,
                                  ProxyShared& shared) {
@@ -170,7 +174,7 @@ Status Proxy::Start() {
     acceptor_->open(ep.protocol());
     acceptor_->set_option(tcp::acceptor::reuse_address(true));
     acceptor_->bind(ep);
-    acceptor_->listen(1024);
+    acceptor_->listen(kListenBacklog);
     port_ = acceptor_->local_endpoint().port();
   } catch (const std::exception& e) {
     return Unavailable("cannot listen on " + sh.config.listen_host + ":" +
@@ -254,47 +258,21 @@ Status Proxy::AddRoute(const RouteConfig& route) {
 std::string Proxy::MetricsText() const {
   std::ostringstream o;
   auto routes = shared_->routes.List();
-  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
-    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
-    for (const auto& r : routes)
-      o << name << "{route=\"" << r->name() << "\"} " << value(*r) << "\n";
-  };
-  metric("pgshift_proxy_sessions", "gauge", "Client sessions on the route.",
-         [](const Route& r) { return r.sessions.load(); });
-  metric("pgshift_proxy_held_sessions", "gauge", "Sessions waiting at a boundary for a release.",
-         [](const Route& r) { return r.held_sessions.load(); });
-  metric("pgshift_proxy_in_transaction", "gauge",
-         "Sessions inside a transaction or an upstream login (a hold waits for these).",
-         [](const Route& r) { return r.in_transaction.load(); });
-  metric("pgshift_proxy_route_held", "gauge", "1 while the route is held.",
-         [](const Route& r) { return r.held() ? 1 : 0; });
-  metric("pgshift_proxy_transactions_total", "counter", "Transactions finished.",
-         [](const Route& r) { return r.LiveTotals().transactions; });
-  metric("pgshift_proxy_errors_total", "counter", "ErrorResponses seen or sent.",
-         [](const Route& r) { return r.errors.load(); });
-  metric("pgshift_proxy_client_bytes_total", "counter", "Bytes read from clients.",
-         [](const Route& r) { return r.LiveTotals().bytes_from_client; });
-  metric("pgshift_proxy_server_bytes_total", "counter", "Bytes sent to clients.",
-         [](const Route& r) { return r.LiveTotals().bytes_to_client; });
-  metric("pgshift_proxy_session_switches_total", "counter", "Sessions moved to a new endpoint.",
-         [](const Route& r) { return r.switches.load(); });
-  metric("pgshift_proxy_retiring_connections", "gauge",
-         "Server connections that moved sessions left, waiting to be closed.",
-         [](const Route& r) { return r.retiring.load(); });
-  metric("pgshift_proxy_spliced_sessions", "gauge",
-         "Sessions whose bytes the kernel forwards now (between transactions).",
-         [](const Route& r) { return r.spliced_sessions.load(); });
-  metric("pgshift_proxy_splices_total", "counter", "Times a session entered kernel mode.",
-         [](const Route& r) { return r.splices.load(); });
-  o << "# HELP pgshift_proxy_refused_total Connections refused (TLS, policy, route).\n"
-    << "# TYPE pgshift_proxy_refused_total counter\npgshift_proxy_refused_total "
-    << shared_->refused.load() << "\n";
-  o << "# HELP pgshift_proxy_cancels_total Cancel requests forwarded.\n"
-    << "# TYPE pgshift_proxy_cancels_total counter\npgshift_proxy_cancels_total "
-    << shared_->cancels_sent.load() << "\n";
-  o << "# HELP pgshift_proxy_protocol_errors_total Malformed client messages.\n"
-    << "# TYPE pgshift_proxy_protocol_errors_total counter\npgshift_proxy_protocol_errors_total "
-    << shared_->protocol_errors.load() << "\n";
+  std::vector<StatValues> per_route;
+  for (const auto& r : routes) per_route.push_back(r->Stats());
+  const StatValues proxy_wide = shared_->Stats();
+  for (size_t i = 0; i < kStatCount; i++) {
+    const StatDef& d = kStats[i];
+    o << "# HELP " << kMetricPrefix << d.metric << " " << d.help << "\n# TYPE " << kMetricPrefix
+      << d.metric << " " << (d.type == StatType::kCounter ? "counter" : "gauge") << "\n";
+    if (d.scope == StatScope::kProxy) {
+      o << kMetricPrefix << d.metric << " " << proxy_wide[i] << "\n";
+      continue;
+    }
+    for (size_t r = 0; r < routes.size(); r++)
+      o << kMetricPrefix << d.metric << "{route=\"" << routes[r]->name() << "\"} "
+        << per_route[r][i] << "\n";
+  }
   return o.str();
 }
 
@@ -311,6 +289,9 @@ Status Proxy::StartAdmin() {
   };
   srv.Get("/health", [&sh](const httplib::Request&, httplib::Response& res) {
     JsonReply(res, 200, {{"status", "ok"}, {"routes", sh.routes.List().size()}});
+  });
+  srv.Get("/stats", [&sh](const httplib::Request&, httplib::Response& res) {
+    JsonReply(res, 200, StatsJson(sh.Stats(), StatScope::kProxy));
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(MetricsText(), "text/plain; version=0.0.4");
@@ -370,7 +351,7 @@ Status Proxy::StartAdmin() {
       RouteConfig rc{.name = name, .upstream = *up};
       rc.database = body->value("database", std::string());
       rc.allow_plaintext = body->value("allow_plaintext", false);
-      rc.hold_timeout_ms = body->value("hold_timeout_ms", int64_t{5000});
+      rc.hold_timeout_ms = body->value("hold_timeout_ms", kDefaultHoldTimeoutMs);
       if (rc.database.empty())
         return ErrorReply(res, 404,
                           "no route named \"" + name + "\" (to create one, give \"database\" too)");
@@ -406,8 +387,9 @@ Status Proxy::StartAdmin() {
     int64_t wait_ms = 0;
     if (auto body = Body(req); body.ok() && body->contains("wait_ms")) {
       const auto& w = (*body)["wait_ms"];
-      if (!w.is_number_integer() || w.get<int64_t>() < 0 || w.get<int64_t>() > 60000)
-        return ErrorReply(res, 400, "wait_ms must be an integer from 0 to 60000");
+      if (!w.is_number_integer() || w.get<int64_t>() < 0 || w.get<int64_t>() > kMaxPrewarmWaitMs)
+        return ErrorReply(
+            res, 400, "wait_ms must be an integer from 0 to " + std::to_string(kMaxPrewarmWaitMs));
       wait_ms = w.get<int64_t>();
     }
     int asked = r->Prewarm(*up);

@@ -7,6 +7,7 @@
 
 #include "proxy/config.h"
 #include "proxy/protocol.h"
+#include "proxy/proxy.h"
 #include "proxy/route.h"
 #include "proxy/scram.h"
 #include "proxy/session_state.h"
@@ -419,6 +420,71 @@ TEST(RouteSplice, HoldAndRepointTakeSplicedSessionsBackAndTheHoldWaitsForThem) {
   EXPECT_TRUE(r.Repoint({.host = "h2", .port = 2}));
   EXPECT_EQ(repoint_asks, 1);
   r.RemoveSpliced(id2);
+}
+
+}  // namespace
+}  // namespace pgshift::proxy
+
+namespace pgshift::proxy {
+namespace {
+
+// One list (stats.h) makes the admin JSON, /metrics and the proxy-wide
+// /stats; every name that tests, bench/ or the README used stays.
+TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
+  Proxy proxy(ProxyConfig{});
+  auto route = std::make_shared<Route>(
+      RouteConfig{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}});
+  proxy.shared().routes.Add(route);
+  route->transactions = 4;
+  route->switched_sessions = 2;
+  const uint64_t spliced = route->AddSpliced({.take_back = [] {},
+                                              .peek =
+                                                  [] {
+                                                    return Route::SpliceLive{1, 2, 3};
+                                                  }});
+  proxy.shared().refused = 5;
+
+  const nlohmann::json j = route->StatsJson();
+  for (const char* key :
+       {"sessions", "held_sessions", "in_transaction", "transactions", "errors",
+        "bytes_from_clients", "bytes_to_clients", "switched_sessions", "prewarmed_switches",
+        "prewarms_pending", "retiring_connections", "spliced_sessions", "splices",
+        /* added: was only in /metrics */ "route_held"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  size_t route_rows = 0;
+  for (const StatDef& d : kStats) route_rows += d.scope == StatScope::kRoute;
+  EXPECT_EQ(j.size(), route_rows) << j.dump();
+  EXPECT_EQ(j["transactions"], 7) << "the kernel's count is added";
+  EXPECT_EQ(j["bytes_to_clients"], 2);
+  EXPECT_EQ(j["switched_sessions"], 2);
+  EXPECT_EQ(j["route_held"], 0);
+
+  const nlohmann::json p = StatsJson(proxy.shared().Stats(), StatScope::kProxy);
+  EXPECT_EQ(p, nlohmann::json({{"refused", 5}, {"cancels_sent", 0}, {"protocol_errors", 0}}));
+
+  const std::string text = proxy.MetricsText();
+  for (const char* name :
+       {"sessions", "held_sessions", "in_transaction", "route_held", "transactions_total",
+        "errors_total", "client_bytes_total", "server_bytes_total", "session_switches_total",
+        "retiring_connections", "spliced_sessions", "splices_total",
+        /* added: were only in the JSON */ "prewarmed_switches_total", "prewarms_pending"}) {
+    const std::string m = std::string("pgshift_proxy_") + name;
+    EXPECT_NE(text.find("# TYPE " + m + " "), std::string::npos) << m;
+    EXPECT_NE(text.find(m + "{route=\"app\"} "), std::string::npos) << m;
+  }
+  EXPECT_NE(text.find("pgshift_proxy_transactions_total{route=\"app\"} 7\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE pgshift_proxy_transactions_total counter\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE pgshift_proxy_sessions gauge\n"), std::string::npos);
+  for (const char* name : {"refused_total", "cancels_total", "protocol_errors_total"})
+    EXPECT_NE(text.find(std::string("\npgshift_proxy_") + name + " "), std::string::npos) << name;
+  EXPECT_NE(text.find("\npgshift_proxy_refused_total 5\n"), std::string::npos);
+
+  route->RemoveSpliced(spliced);
+  ASSERT_TRUE(route->Hold(1000).ok());
+  EXPECT_EQ(route->StatsJson()["route_held"], 1);
+  EXPECT_NE(proxy.MetricsText().find("pgshift_proxy_route_held{route=\"app\"} 1\n"),
+            std::string::npos);
+  route->Release();
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "proxy/config.h"
+#include "proxy/stats.h"
 
 namespace pgshift::proxy {
 
@@ -105,9 +106,9 @@ class Route {
   // hold waits until none is left. A session registers first and then checks
   // held() and generation() (the reverse of Hold and Repoint), so one of the
   // two always sees the other. `peek` reads the counters the kernel keeps for
-  // it, for the stats.
+  // it, for the stats: one field per LIVE row of stats.h.
   struct SpliceLive {
-    int64_t bytes_from_client = 0, bytes_to_client = 0, transactions = 0;
+    int64_t bytes_from_clients = 0, bytes_to_clients = 0, transactions = 0;
   };
   struct Spliced {
     std::function<void()> take_back;
@@ -131,23 +132,17 @@ class Route {
   // is still being opened, or timeout_ms passed; returns how many still are.
   int64_t WaitPrewarmed(int64_t timeout_ms) const;
 
-  // Counters (sessions and held_sessions and in_transaction are gauges).
-  std::atomic<int64_t> sessions{0};
-  std::atomic<int64_t> held_sessions{0};
-  std::atomic<int64_t> in_transaction{0};
-  std::atomic<int64_t> transactions{0};
-  std::atomic<int64_t> errors{0};
-  std::atomic<int64_t> bytes_from_clients{0};
-  std::atomic<int64_t> bytes_to_clients{0};
-  std::atomic<int64_t> switches{0};            // sessions moved to a new endpoint
-  std::atomic<int64_t> prewarmed_switches{0};  // ... of them, onto a login opened ahead
-  std::atomic<int64_t> prewarms_pending{0};    // gauge: logins ahead being opened now
-  std::atomic<int64_t> retiring{0};            // gauge: replaced server connections not closed yet
-  std::atomic<int64_t> spliced_sessions{0};    // gauge: sessions in kernel mode now
-  std::atomic<int64_t> splices{0};             // times a session entered kernel mode
+  // The route's rows of stats.h (PGSHIFT_PROXY_STATS): one atomic per ROUTE
+  // and LIVE row, named like the row.
+  PGSHIFT_PROXY_STATS(PGSHIFT_STAT_ATOMIC, PGSHIFT_STAT_ATOMIC, PGSHIFT_STAT_NONE,
+                      PGSHIFT_STAT_NONE)
+  // The DERIVED rows.
+  int64_t route_held() const { return held() ? 1 : 0; }
 
-  // The counters above plus what spliced sessions did that the kernel has not handed back yet.
+  // The LIVE counters plus what spliced sessions did that the kernel has not handed back yet.
   SpliceLive LiveTotals() const;
+  // Every route row of stats.h, as exported (the other rows are 0).
+  StatValues Stats() const;
   nlohmann::json StatsJson() const;
   nlohmann::json ToJson() const;  // {"name","database","upstream","held","stats"}
 
@@ -163,6 +158,9 @@ class Route {
   Registry<Spliced> spliced_;
   Registry<std::function<void(const UpstreamConfig&)>> members_;
 };
+
+// The rows of `scope` in `v` as a JSON object keyed by the rows' names.
+nlohmann::json StatsJson(const StatValues& v, StatScope scope);
 
 class RouteTable {
  public:

@@ -4,8 +4,14 @@
 
 #include <algorithm>
 
+#include "proxy/stats.h"
+
 namespace pgshift {
 namespace {
+
+// Connecting to the admin API takes at most this (loopback: it either
+// answers at once or is not there), even when the call may run longer.
+constexpr int64_t kMaxConnectTimeoutMs = 10000;
 
 Status FromHttp(int status, const std::string& body, const std::string& what) {
   std::string msg = body;
@@ -34,7 +40,7 @@ Result<nlohmann::json> ProxyRouter::Call(const std::string& method, const std::s
   if (!cli.is_valid())
     return InvalidArgument("invalid proxy admin_url \"" + config_.admin_url + "\"");
   cli.set_tcp_nodelay(true);  // a 40 ms Nagle stall per call would lengthen the hold
-  cli.set_connection_timeout(std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 10000)));
+  cli.set_connection_timeout(std::chrono::milliseconds(std::min(timeout_ms, kMaxConnectTimeoutMs)));
   cli.set_read_timeout(std::chrono::milliseconds(timeout_ms));
   cli.set_write_timeout(std::chrono::milliseconds(timeout_ms));
   std::string what = method + " " + config_.admin_url + path;
@@ -106,12 +112,12 @@ Result<Endpoint> ProxyRouter::Current() {
 Result<RouteStats> ProxyRouter::Stats() {
   PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("GET", "/routes/" + config_.route + "/stats", nullptr,
                                         config_.admin_timeout_ms));
-  RouteStats s;
-  s.sessions = j.value("sessions", int64_t{0});
-  s.held_sessions = j.value("held_sessions", int64_t{0});
-  s.transactions = j.value("transactions", int64_t{0});
-  s.errors = j.value("errors", int64_t{0});
-  return s;
+  // The keys come from the proxy's one list of stats (proxy/stats.h).
+  auto get = [&j](proxy::Stat s) { return j.value(std::string(proxy::StatKey(s)), int64_t{0}); };
+  return RouteStats{.sessions = get(proxy::Stat::sessions),
+                    .held_sessions = get(proxy::Stat::held_sessions),
+                    .transactions = get(proxy::Stat::transactions),
+                    .errors = get(proxy::Stat::errors)};
 }
 
 Result<HeldBackends> ProxyRouter::HeldBackendPids(const Endpoint& on) {

@@ -46,6 +46,8 @@ struct ReplicationSession {
   bool streaming = false;
 };
 
+// A router's traffic counters. ProxyRouter reads each from the proxy's stat
+// of the same name (proxy/stats.h); PgBouncerRouter from SHOW POOLS / STATS.
 struct RouteStats {
   int64_t sessions = 0;       // client sessions on the route
   int64_t held_sessions = 0;  // sessions waiting at a boundary

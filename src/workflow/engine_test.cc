@@ -636,7 +636,7 @@ TEST_F(EngineTest, SecondMigrationOntoTheSameTargetDirIsRefused) {
   EXPECT_NE(again.status().message().find(id), std::string::npos);
 }
 
-// --- CDC: logical slots carried across the cutover (workflow/cdc.h) ---
+// --- CDC: logical slots carried across the cutover (workflow/cdc_slots.h) ---
 
 // A slot whose consumer the router carries (walsender pid 4242).
 void AddCarriedSlot(FakeWorld& w, const std::string& name = "orders_cdc", int pid = 4242) {

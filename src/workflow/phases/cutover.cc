@@ -12,7 +12,7 @@
 //   drain     waits for the target to replay the final LSN (and with
 //             options.parity_before_promote_ms compares the frozen source
 //             with the standby), then for every CDC consumer to confirm it,
-//             and pauses them (workflow/cdc.h). Leaves
+//             and pauses them (workflow/cdc_slots.h). Leaves
 //             result.drain_started_ms, cdc_slots' drained positions and
 //             progress.replay_lsn.
 //   promote   promotes the target (chained: committed with switch). Leaves
@@ -23,7 +23,7 @@
 //   (cdc_recreate runs between snapshot and switch: phases/cdc.cc)
 //   switch    routes to the target and releases held clients. Leaves
 //             result.switched_at_ms and hold_ms, traffic on the target.
-#include "workflow/cdc.h"
+#include "workflow/cdc_slots.h"
 #include "workflow/defaults.h"
 #include "workflow/runner.h"
 

@@ -1,4 +1,4 @@
-#include "workflow/cdc.h"
+#include "workflow/cdc_slots.h"
 
 #include <algorithm>
 #include <map>
