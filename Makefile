@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build demo check unit bench-proxy bench-cutover fuzz clean format
+.PHONY: setup build demo check unit e2e-cdc bench-proxy bench-cutover fuzz clean format
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,15 @@ demo: build
 
 check: build
 	@bash scripts/check.sh $(BUILD)
+
+# The CDC end-to-end tests alone; their `E2E cdc {...}` line is printed last
+# (again, after gtest's summary), and a failed test fails the target.
+e2e-cdc: build
+	@log=$(abspath $(BUILD))/e2e-cdc.log; \
+	{ $(BUILD)/src/e2e/cdc_e2e_test; echo $$? > $$log.rc; } 2>&1 | tee $$log; \
+	rc=$$(cat $$log.rc); line=$$(grep '^E2E cdc ' $$log | tail -n 1); \
+	if [ -z "$$line" ]; then echo "e2e-cdc: no E2E cdc line (see $$log)"; exit 1; fi; \
+	echo "$$line"; exit $$rc
 
 bench-cutover: build
 	@$(BUILD)/bench/cutover/cutover_bench
