@@ -142,6 +142,17 @@ class CdcE2E : public e2e::SandboxTest {
     return out;
   }
 
+  // The usual start of a test: pgshiftd with `faults` armed ("" keeps the
+  // one running), a test_decoding and a wal2json consumer through the
+  // router, and the ledger writers.
+  Status StartWithBothPlugins(const std::string& faults) {
+    if (!faults.empty()) PGSHIFT_RETURN_IF_ERROR(RestartPgshiftd(faults));
+    PGSHIFT_RETURN_IF_ERROR(AddConsumer("orders_td", CdcPlugin::kTestDecoding));
+    PGSHIFT_RETURN_IF_ERROR(AddConsumer("orders_json", CdcPlugin::kWal2Json));
+    StartWriters();
+    return Status::OK();
+  }
+
   // pgshiftd again, with `faults` armed (PGSHIFT_FAULTS) or none.
   Status RestartPgshiftd(const std::string& faults) {
     PGSHIFT_RETURN_IF_ERROR(sb_->KillPgshiftd(SIGTERM));
@@ -246,11 +257,8 @@ class CdcE2E : public e2e::SandboxTest {
 
 // (a) The product's promise, with both output plugins.
 TEST_F(CdcE2E, BothPluginsGetEveryChangeExactlyOnceAcrossACutover) {
-  Status st = AddConsumer("orders_td", CdcPlugin::kTestDecoding);
+  Status st = StartWithBothPlugins("");
   ASSERT_TRUE(st.ok()) << st.ToString();
-  st = AddConsumer("orders_json", CdcPlugin::kWal2Json);
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  StartWriters();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   const std::string id = Create(Options(/*auto_cutover=*/true));
   auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
@@ -267,13 +275,8 @@ TEST_F(CdcE2E, BothPluginsGetEveryChangeExactlyOnceAcrossACutover) {
 // (b) A failure after the consumers were drained and paused, before the
 // target is promoted: traffic and consumers go back to the source.
 TEST_F(CdcE2E, CutoverAbortedBeforePromotionPutsTheConsumersBackOnTheSource) {
-  Status st = RestartPgshiftd("fail:before_promote");
+  Status st = StartWithBothPlugins("fail:before_promote");
   ASSERT_TRUE(st.ok()) << st.ToString();
-  st = AddConsumer("orders_td", CdcPlugin::kTestDecoding);
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  st = AddConsumer("orders_json", CdcPlugin::kWal2Json);
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  StartWriters();
   const std::string id = Create(Options(/*auto_cutover=*/false));
   auto m = CutOverFromReady(id);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -371,13 +374,8 @@ struct CrashPoint {
 class CdcCrashE2E : public CdcE2E, public ::testing::WithParamInterface<CrashPoint> {};
 
 TEST_P(CdcCrashE2E, KilledWhileRecreatingSlotsResumesExactlyOnce) {
-  Status st = RestartPgshiftd(std::string("crash:") + GetParam().fault);
+  Status st = StartWithBothPlugins(std::string("crash:") + GetParam().fault);
   ASSERT_TRUE(st.ok()) << st.ToString();
-  st = AddConsumer("orders_td", CdcPlugin::kTestDecoding);
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  st = AddConsumer("orders_json", CdcPlugin::kWal2Json);
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  StartWriters();
   const std::string id = Create(Options(/*auto_cutover=*/true));
   const int64_t deadline = MonotonicMs() + kMigrationBoundMs;
   while (sb_->PgshiftdRunning()) {
