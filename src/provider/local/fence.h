@@ -13,7 +13,9 @@
 // Physical replication connections are not affected (hba's "all" does not
 // match them), so the standby keeps streaming. Unfence() removes the block.
 // Both are idempotent and find the fence in the file itself, so a restarted
-// pgshiftd knows where it stands. A cloud provider fences with a security
+// pgshiftd knows where it stands. Each first checks that the server runs on
+// this host (LocalDataDirectory's test), so that no other cluster's
+// pg_hba.conf is edited for it. A cloud provider fences with a security
 // group or NetworkPolicy instead (docs/providers.md). Not thread-safe: uses
 // the caller's connection.
 #pragma once
