@@ -443,6 +443,9 @@ TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {
   s["source"]["conninfo"] = "host=x port=5432 nonsense";
   expect_bad(s, "source.conninfo");
   s = Spec();
+  s["source"]["conninfo"] = "host=x port=notaport";
+  expect_bad(s, "source.conninfo: port 'notaport'");
+  s = Spec();
   s.erase("target");
   expect_bad(s, "spec.target");
   s = Spec();
