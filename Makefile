@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build demo check unit e2e-cdc bench-proxy bench-cutover fuzz clean format
+.PHONY: setup build demo check unit e2e-cdc e2e-faults bench-proxy bench-cutover fuzz clean format
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,21 @@ bench-cutover: build
 
 bench-proxy: build
 	@BUILD=$(abspath $(BUILD)) bash bench/proxy/run.sh
+
+# The kill -9 matrix: pgshiftd crashed at every phase boundary (and the bad
+# requests); the last line is `E2E faults {"scenarios":N,...}`.
+E2E_FAULTS_REPORT = $(abspath $(BUILD))/e2e-faults.txt
+e2e-faults: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target faults_e2e_test pgshiftd pgshift-proxy
+	@rm -f $(E2E_FAULTS_REPORT)
+	@start=$$(date +%s); \
+	  PGSHIFT_E2E_FAULTS_REPORT=$(E2E_FAULTS_REPORT) $(BUILD)/src/e2e/faults_e2e_test \
+	    --gtest_filter='FaultsMatrixE2E.*:FaultsE2E.BadRequests*'; rc=$$?; \
+	  echo "e2e-faults: $$(( $$(date +%s) - start )) s"; \
+	  if [ -s $(E2E_FAULTS_REPORT) ]; then cat $(E2E_FAULTS_REPORT); \
+	  else echo 'E2E faults {"error":"no report written"}'; rc=1; fi; \
+	  exit $$rc
 
 unit: build
 	@cd $(BUILD) && ctest -L unit --output-on-failure

@@ -1,5 +1,6 @@
 #include "model/migration.h"
 
+#include <charconv>
 #include <set>
 
 #include "model/json_fields.h"
@@ -75,7 +76,19 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
   PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(src, {"conninfo"}, "source"));
   PGSHIFT_RETURN_IF_ERROR(Read(src, "conninfo", "source", &s.source_conninfo));
   if (s.source_conninfo.empty()) return InvalidArgument("field 'source.conninfo' is required");
-  PGSHIFT_RETURN_IF_ERROR(ParseConninfo(s.source_conninfo).status().Wrap("source.conninfo"));
+  auto source_kv = ParseConninfo(s.source_conninfo);
+  PGSHIFT_RETURN_IF_ERROR(source_kv.status().Wrap("source.conninfo"));
+  // The provider takes the source's endpoint from it: one TCP port.
+  if (auto port = source_kv->find("port"); port != source_kv->end()) {
+    int n = 0;
+    auto [end, ec] =
+        std::from_chars(port->second.data(), port->second.data() + port->second.size(), n);
+    if (ec != std::errc() || end != port->second.data() + port->second.size() || n <= 0 ||
+        n > 65535) {
+      return InvalidArgument("source.conninfo: port '" + port->second +
+                             "' is not a TCP port (1-65535)");
+    }
+  }
 
   if (!j.contains("target"))
     return InvalidArgument(

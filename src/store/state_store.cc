@@ -72,6 +72,21 @@ CREATE TABLE IF NOT EXISTS events (
   message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_migration ON events(migration_id, seq);
+CREATE TABLE IF NOT EXISTS actions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  migration_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_migration ON actions(migration_id, seq);
+)sql";
+
+// A state file written before the queue kept one pending request in the
+// migrations row (whose columns stay, unused): it moves into the queue.
+const char* kQueueLegacyActions = R"sql(
+INSERT INTO actions (migration_id, action, body)
+  SELECT id, pending_action, action_body FROM migrations WHERE pending_action != '';
+UPDATE migrations SET pending_action = '', action_body = '{}' WHERE pending_action != '';
 )sql";
 
 }  // namespace
@@ -92,6 +107,8 @@ Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const std::stri
   std::lock_guard<std::mutex> lock(store->mu_);
   PGSHIFT_RETURN_IF_ERROR(store->ExecLocked("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
   PGSHIFT_RETURN_IF_ERROR(store->ExecLocked(kSchema));
+  PGSHIFT_RETURN_IF_ERROR(
+      store->TransactionLocked([&] { return store->ExecLocked(kQueueLegacyActions); }));
   return store;
 }
 
@@ -105,6 +122,14 @@ Status SqliteStateStore::ExecLocked(const std::string& sql) {
     return Internal("state store: " + msg);
   }
   return Status::OK();
+}
+
+Status SqliteStateStore::TransactionLocked(const std::function<Status()>& body) {
+  PGSHIFT_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+  Status st = body();
+  if (st.ok()) st = ExecLocked("COMMIT");
+  if (!st.ok() && !sqlite3_get_autocommit(db_)) (void)ExecLocked("ROLLBACK");
+  return st;
 }
 
 namespace {
@@ -161,7 +186,7 @@ Result<std::vector<MigrationRecord>> SqliteStateStore::Select(
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
          "SELECT id, name, spec, phase, state, progress, result, findings, error, created_at, "
-         "updated_at, pending_action, action_body FROM migrations " +
+         "updated_at FROM migrations " +
              where + " ORDER BY created_at, id");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   for (size_t i = 0; i < args.size(); ++i) s.Bind(static_cast<int>(i + 1), args[i]);
@@ -180,12 +205,23 @@ Result<std::vector<MigrationRecord>> SqliteStateStore::Select(
     m.error = s.Text(8);
     m.created_at_ms = s.Int(9);
     m.updated_at_ms = s.Int(10);
-    m.pending_action = s.Text(11);
-    m.action_body = ParseOr(s.Text(12), nlohmann::json::object());
     out.push_back(std::move(m));
   }
   if (rc != SQLITE_DONE) return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
+  for (auto& m : out) PGSHIFT_RETURN_IF_ERROR(ActionsLocked(m));
   return out;
+}
+
+Status SqliteStateStore::ActionsLocked(MigrationRecord& m) {
+  Stmt s(db_, "SELECT seq, action, body FROM actions WHERE migration_id=?1 ORDER BY seq");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, m.id);
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    m.actions.push_back({s.Int(0), s.Text(1), ParseOr(s.Text(2), nlohmann::json::object())});
+  }
+  if (rc != SQLITE_DONE) return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
+  return Status::OK();
 }
 
 Result<MigrationRecord> SqliteStateStore::Get(const std::string& id) {
@@ -201,18 +237,19 @@ Result<std::vector<MigrationRecord>> SqliteStateStore::List() { return Select(""
 Status SqliteStateStore::RequestAction(const std::string& id, const std::string& action,
                                        const nlohmann::json& body) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "UPDATE migrations SET pending_action=?2, action_body=?3 WHERE id=?1");
+  Stmt known(db_, "SELECT 1 FROM migrations WHERE id=?1");
+  PGSHIFT_RETURN_IF_ERROR(known.status());
+  known.Bind(1, id);
+  if (known.Step() != SQLITE_ROW) return NotFound("no migration with id '" + id + "'");
+  // A repeated request (a client retrying its POST) is queued once.
+  Stmt s(db_,
+         "INSERT INTO actions (migration_id, action, body) SELECT ?1, ?2, ?3 WHERE NOT EXISTS "
+         "(SELECT 1 FROM actions WHERE migration_id=?1 AND action=?2 AND body=?3)");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
   s.Bind(2, action);
   s.Bind(3, body.dump());
-  PGSHIFT_RETURN_IF_ERROR(s.Run());
-  if (sqlite3_changes(db_) == 0) return NotFound("no migration with id '" + id + "'");
-  return Status::OK();
-}
-
-Status SqliteStateStore::ClearAction(const std::string& id) {
-  return RequestAction(id, "", nlohmann::json::object());
+  return s.Run();
 }
 
 Status SqliteStateStore::AppendEvent(const std::string& id, const MigrationEvent& e) {
@@ -221,16 +258,22 @@ Status SqliteStateStore::AppendEvent(const std::string& id, const MigrationEvent
 }
 
 Status SqliteStateStore::UpdateWithEvents(const MigrationRecord& m,
-                                          const std::vector<MigrationEvent>& events) {
+                                          const std::vector<MigrationEvent>& events,
+                                          const std::vector<int64_t>& applied_actions) {
   std::lock_guard<std::mutex> lock(mu_);
-  PGSHIFT_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
-  Status st = UpdateLocked(m);
-  for (size_t i = 0; st.ok() && i < events.size(); ++i) st = AppendEventLocked(m.id, events[i]);
-  if (!st.ok()) {
-    (void)ExecLocked("ROLLBACK");
-    return st;
-  }
-  return ExecLocked("COMMIT");
+  return TransactionLocked([&] {
+    PGSHIFT_RETURN_IF_ERROR(UpdateLocked(m));
+    for (const auto& e : events) PGSHIFT_RETURN_IF_ERROR(AppendEventLocked(m.id, e));
+    for (int64_t seq : applied_actions) {
+      // Only the request that was applied: one queued since stays.
+      Stmt s(db_, "DELETE FROM actions WHERE seq=?1 AND migration_id=?2");
+      PGSHIFT_RETURN_IF_ERROR(s.status());
+      s.Bind(1, seq);
+      s.Bind(2, m.id);
+      PGSHIFT_RETURN_IF_ERROR(s.Run());
+    }
+    return Status::OK();
+  });
 }
 
 Status SqliteStateStore::AppendEventLocked(const std::string& id, const MigrationEvent& e) {

@@ -2,12 +2,15 @@
 //
 // The workflow engine writes a migration's phase and results before it moves
 // on, so a pgshiftd killed at any instant resumes from here. Operator
-// requests (cutover, rollback, ...) live in their own column, written only by
-// the API and cleared only by the engine, so neither overwrites the other.
+// requests (cutover, rollback, ...) wait in their own queue: the API appends
+// to it and the engine removes exactly the requests it applied, in the commit
+// that records their effect, so a request made while the engine works is
+// neither overwritten nor cleared unseen.
 // SqliteStateStore is thread-safe (one connection behind a mutex; WAL mode,
 // synchronous=FULL).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -19,6 +22,13 @@
 struct sqlite3;
 
 namespace pgshift {
+
+// An operator's request, queued by the API until the engine applies it.
+struct OperatorAction {
+  int64_t seq = 0;  // the store's id of this request (UpdateWithEvents removes it by this)
+  std::string action;
+  nlohmann::json body = nlohmann::json::object();
+};
 
 struct MigrationRecord {
   std::string id;
@@ -32,9 +42,9 @@ struct MigrationRecord {
   std::string error;
   int64_t created_at_ms = 0;
   int64_t updated_at_ms = 0;
-  // Written by the API (RequestAction), cleared by the engine (ClearAction).
-  std::string pending_action;
-  nlohmann::json action_body = nlohmann::json::object();
+  // The queued operator requests, oldest first: appended by the API
+  // (RequestAction), removed by the engine once applied (UpdateWithEvents).
+  std::vector<OperatorAction> actions;
 };
 
 struct MigrationEvent {
@@ -49,18 +59,22 @@ class StateStore {
  public:
   virtual ~StateStore() = default;
   virtual Status Insert(const MigrationRecord& m) = 0;
-  // Writes everything but pending_action/action_body.
+  // Writes everything but the queued actions.
   virtual Status Update(const MigrationRecord& m) = 0;
   virtual Result<MigrationRecord> Get(const std::string& id) = 0;
   virtual Result<std::vector<MigrationRecord>> List() = 0;
+  // Queues a request behind those pending; a request identical to one still
+  // queued (the same action and body) is not queued twice.
   virtual Status RequestAction(const std::string& id, const std::string& action,
                                const nlohmann::json& body) = 0;
-  virtual Status ClearAction(const std::string& id) = 0;
   virtual Status AppendEvent(const std::string& id, const MigrationEvent& e) = 0;
-  // Update and AppendEvent of each event in one durable commit (a phase
-  // change with its events costs one fsync, not one per row).
+  // Update, AppendEvent of each event and the removal of each applied queued
+  // action (by OperatorAction::seq; requests queued since stay) in one
+  // durable commit: a phase change with its events costs one fsync, not one
+  // per row, and a request is gone exactly when its effect is recorded.
   virtual Status UpdateWithEvents(const MigrationRecord& m,
-                                  const std::vector<MigrationEvent>& events) = 0;
+                                  const std::vector<MigrationEvent>& events,
+                                  const std::vector<int64_t>& applied_actions) = 0;
   virtual Result<std::vector<MigrationEvent>> Events(const std::string& id) = 0;
 };
 
@@ -76,10 +90,9 @@ class SqliteStateStore : public StateStore {
   Result<std::vector<MigrationRecord>> List() override;
   Status RequestAction(const std::string& id, const std::string& action,
                        const nlohmann::json& body) override;
-  Status ClearAction(const std::string& id) override;
   Status AppendEvent(const std::string& id, const MigrationEvent& e) override;
-  Status UpdateWithEvents(const MigrationRecord& m,
-                          const std::vector<MigrationEvent>& events) override;
+  Status UpdateWithEvents(const MigrationRecord& m, const std::vector<MigrationEvent>& events,
+                          const std::vector<int64_t>& applied_actions) override;
   Result<std::vector<MigrationEvent>> Events(const std::string& id) override;
 
  private:
@@ -87,6 +100,11 @@ class SqliteStateStore : public StateStore {
   Status AppendEventLocked(const std::string& id, const MigrationEvent& e);
   explicit SqliteStateStore(sqlite3* db) : db_(db) {}
   Status ExecLocked(const std::string& sql);
+  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back when it or the
+  // COMMIT fails (a COMMIT that failed, e.g. on a full disk, may leave the
+  // transaction open, and every later BEGIN would fail).
+  Status TransactionLocked(const std::function<Status()>& body);
+  Status ActionsLocked(MigrationRecord& m);
   Result<std::vector<MigrationRecord>> Select(const std::string& where,
                                               const std::vector<std::string>& args);
 

@@ -1,11 +1,14 @@
 #include "store/state_store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "common/os.h"
 
 namespace pgshift {
 namespace {
+
+using json = nlohmann::json;
 
 MigrationRecord Sample(const std::string& id) {
   MigrationRecord m;
@@ -61,12 +64,70 @@ TEST(SqliteStateStore, ActionsAreNotOverwrittenByEngineUpdates) {
   ASSERT_TRUE(s.Update(*stale).ok());  // engine writes a record read before the request
   auto now = s.Get("m-2");
   ASSERT_TRUE(now.ok());
-  EXPECT_EQ(now->pending_action, "rollback");
-  EXPECT_EQ(now->action_body["discard_target_writes"], true);
+  ASSERT_EQ(now->actions.size(), 1u);
+  EXPECT_EQ(now->actions[0].action, "rollback");
+  EXPECT_EQ(now->actions[0].body["discard_target_writes"], true);
   EXPECT_EQ(now->progress["lag_bytes"], 10);
-  ASSERT_TRUE(s.ClearAction("m-2").ok());
-  EXPECT_EQ(s.Get("m-2")->pending_action, "");
+  ASSERT_TRUE(s.UpdateWithEvents(*now, {}, {now->actions[0].seq}).ok());
+  EXPECT_TRUE(s.Get("m-2")->actions.empty());
   EXPECT_EQ(s.RequestAction("zzz", "cutover", {}).code(), Code::kNotFound);
+}
+
+TEST(SqliteStateStore, RequestsQueueInOrderAndOnlyTheAppliedOneIsRemoved) {
+  auto store = SqliteStateStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  auto& s = **store;
+  ASSERT_TRUE(s.Insert(Sample("m-4")).ok());
+  ASSERT_TRUE(s.RequestAction("m-4", "finalize", json::object()).ok());
+  ASSERT_TRUE(s.RequestAction("m-4", "override", {{"finding", "a"}, {"reason", "r"}}).ok());
+  // The engine loads the queue; another request arrives before it commits.
+  auto loaded = s.Get("m-4");
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->actions.size(), 2u);
+  EXPECT_EQ(loaded->actions[0].action, "finalize");
+  EXPECT_EQ(loaded->actions[1].action, "override");
+  ASSERT_TRUE(s.RequestAction("m-4", "override", {{"finding", "b"}, {"reason", "r"}}).ok());
+  // A retried request is queued once.
+  ASSERT_TRUE(s.RequestAction("m-4", "override", {{"finding", "b"}, {"reason", "r"}}).ok());
+  ASSERT_TRUE(s.UpdateWithEvents(*loaded, {}, {loaded->actions[1].seq}).ok());
+  auto now = s.Get("m-4");
+  ASSERT_TRUE(now.ok());
+  ASSERT_EQ(now->actions.size(), 2u);
+  EXPECT_EQ(now->actions[0].action, "finalize");
+  EXPECT_EQ(now->actions[1].body["finding"], "b") << "requested meanwhile: still queued";
+  // Removing a request already gone changes nothing.
+  ASSERT_TRUE(s.UpdateWithEvents(*now, {}, {loaded->actions[1].seq}).ok());
+  EXPECT_EQ(s.Get("m-4")->actions.size(), 2u);
+}
+
+TEST(SqliteStateStore, APendingRequestOfAnOlderStateFileIsQueued) {
+  auto dir = MakeTempDir("pgshift-store");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/state.db";
+  {
+    auto store = SqliteStateStore::Open(path);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Insert(Sample("m-5")).ok());
+  }
+  {
+    // What an older pgshiftd wrote: the request in the migrations row.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "UPDATE migrations SET pending_action='rollback', "
+                           "action_body='{\"discard_target_writes\":true}' WHERE id='m-5'",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = SqliteStateStore::Open(path);
+  ASSERT_TRUE(store.ok());
+  auto m = (*store)->Get("m-5");
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->actions.size(), 1u);
+  EXPECT_EQ(m->actions[0].action, "rollback");
+  EXPECT_EQ(m->actions[0].body["discard_target_writes"], true);
+  (void)RemoveTree(*dir);
 }
 
 TEST(SqliteStateStore, UpdateWithEventsWritesAllOrNothing) {
@@ -77,9 +138,11 @@ TEST(SqliteStateStore, UpdateWithEventsWritesAllOrNothing) {
   auto m = s.Get("m-3");
   ASSERT_TRUE(m.ok());
   m->phase = "drain";
-  ASSERT_TRUE(s.UpdateWithEvents(*m, {{0, 7, "quiesce", "info", "held"},
-                                      {0, 9, "drain", "info", "final source LSN 0/1"}})
-                  .ok());
+  ASSERT_TRUE(
+      s.UpdateWithEvents(
+           *m, {{0, 7, "quiesce", "info", "held"}, {0, 9, "drain", "info", "final source LSN 0/1"}},
+           {})
+          .ok());
   EXPECT_EQ(s.Get("m-3")->phase, "drain");
   auto ev = s.Events("m-3");
   ASSERT_TRUE(ev.ok());
@@ -88,11 +151,12 @@ TEST(SqliteStateStore, UpdateWithEventsWritesAllOrNothing) {
   EXPECT_EQ((*ev)[1].at_ms, 9);
   // A record that is not there: no event is left behind either.
   MigrationRecord ghost = Sample("m-ghost");
-  EXPECT_EQ(s.UpdateWithEvents(ghost, {{0, 1, "sync", "info", "lost"}}).code(), Code::kNotFound);
+  EXPECT_EQ(s.UpdateWithEvents(ghost, {{0, 1, "sync", "info", "lost"}}, {}).code(),
+            Code::kNotFound);
   EXPECT_TRUE(s.Events("m-ghost")->empty());
   // The store still takes writes after the rollback.
   m->phase = "promote";
-  ASSERT_TRUE(s.UpdateWithEvents(*m, {{0, 11, "promote", "info", "replayed"}}).ok());
+  ASSERT_TRUE(s.UpdateWithEvents(*m, {{0, 11, "promote", "info", "replayed"}}, {}).ok());
   EXPECT_EQ(s.Events("m-3")->size(), 3u);
 }
 

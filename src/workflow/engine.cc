@@ -11,10 +11,22 @@ namespace pgshift {
 
 using json = nlohmann::json;
 
+namespace {
+
+// The record (the migration, the request) is stored; only its note in the
+// events could not be written.
+void LogUnrecorded(const std::string& id, const Status& st) {
+  if (!st.ok()) spdlog::error("[{}] cannot record an event: {}", id, st.ToString());
+}
+
+}  // namespace
+
 // progress and result are served as stored: the runner writes them from its
 // typed record (MigrationProgress, MigrationResult), keys a newer pgshiftd
 // added included.
 json RecordToJson(const MigrationRecord& m) {
+  json queued = json::array();
+  for (const auto& a : m.actions) queued.push_back(a.action);
   return {{"id", m.id},
           {"name", m.name},
           {"phase", m.phase},
@@ -26,7 +38,9 @@ json RecordToJson(const MigrationRecord& m) {
           {"result", m.result},
           {"findings", m.findings},
           {"error", m.error},
-          {"pending_action", m.pending_action}};
+          // The request the engine applies next, and every queued one in order.
+          {"pending_action", m.actions.empty() ? "" : m.actions.front().action},
+          {"pending_actions", queued}};
 }
 
 Engine::Engine(StateStore& store, EnvFactory& envs, Clock& clock)
@@ -148,8 +162,8 @@ Result<json> Engine::Create(const json& body) {
   m.state = StateName(MigrationState::kRunning);
   m.created_at_ms = m.updated_at_ms = clock_.NowMs();
   PGSHIFT_RETURN_IF_ERROR(store_.Insert(m));
-  (void)store_.AppendEvent(
-      m.id, {0, m.created_at_ms, m.phase, "info", "migration '" + m.name + "' created"});
+  LogUnrecorded(m.id, store_.AppendEvent(m.id, {0, m.created_at_ms, m.phase, "info",
+                                                "migration '" + m.name + "' created"}));
   if (autostart_) Launch(m.id);
   return RecordToJson(m);
 }
@@ -271,8 +285,11 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
         "unknown action '" + action +
         "' (expected cutover, rollback, finalize, override, drop_slot or retry)");
   }
+  // Queued behind any request not applied yet (StateStore::RequestAction):
+  // a request never replaces another.
   PGSHIFT_RETURN_IF_ERROR(store_.RequestAction(id, action, body));
-  (void)store_.AppendEvent(id, {0, clock_.NowMs(), m.phase, "info", action + " requested"});
+  LogUnrecorded(
+      id, store_.AppendEvent(id, {0, clock_.NowMs(), m.phase, "info", action + " requested"}));
   if (autostart_) Launch(id);
   return Get(id);
 }

@@ -3,8 +3,9 @@
 //
 // Create() validates a spec completely — including building its router and
 // environment — before anything is stored. Operator actions are validated
-// against the migration's phase here and recorded in the store; the worker
-// applies them at its next step. ResumeAll() restarts workers for every
+// against the migration's phase here and queued in the store behind any
+// request not applied yet (a request never replaces another); the worker
+// applies them in order at its next step. ResumeAll() restarts workers for every
 // migration that is not finalized or rolled back, which is how a pgshiftd
 // killed at any point carries on. Thread-safe.
 #pragma once

@@ -5,70 +5,15 @@
 
 #include "store/state_store.h"
 #include "testing/fake_env.h"
+#include "workflow/engine_test_util.h"
 
 namespace pgshift {
 namespace {
 
 using json = nlohmann::json;
-
-class FakeClock : public Clock {
- public:
-  int64_t NowMs() override { return now_; }
-  void SleepMs(int64_t ms) override { now_ += std::max<int64_t>(ms, 1); }
-  int64_t now_ = 1'700'000'000'000;
-};
-
-json Spec(bool auto_cutover = true, bool auto_finalize = true) {
-  return {{"name", "app"},
-          {"source", {{"conninfo", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"}}},
-          {"target", {{"data_dir", "/tmp/pgshift-unit/target"}, {"port", 5433}}},
-          {"router", {{"type", "fake"}}},
-          {"options",
-           {{"auto_cutover", auto_cutover},
-            {"auto_finalize", auto_finalize},
-            {"sustain_seconds", 2},
-            {"verify_seconds", 1},
-            {"lag_threshold_bytes", 1 << 20}}}};
-}
-
-class EngineTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    store_ = std::move(SqliteStateStore::Open(":memory:")).value();
-    world_ = std::make_shared<FakeWorld>();
-    factory_ = std::make_unique<FakeEnvFactory>(world_);
-    engine_ = NewEngine();
-  }
-  std::unique_ptr<Engine> NewEngine() {
-    auto e = std::make_unique<Engine>(*store_, *factory_, clock_);
-    e->set_autostart(false);
-    return e;
-  }
-  std::string Create(const json& spec) {
-    auto m = engine_->Create(spec);
-    EXPECT_TRUE(m.ok()) << m.status().ToString();
-    return m.ok() ? (*m)["id"].get<std::string>() : "";
-  }
-  json Get(const std::string& id) { return engine_->Get(id).value(); }
-  void Run(const std::string& id) {
-    Status st = engine_->RunUntilSettled(id, 100000);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-  }
-  std::vector<std::string> Phases(const std::string& id) {
-    std::vector<std::string> out;
-    json events = engine_->Events(id).value();
-    for (const auto& e : events) {
-      if (out.empty() || out.back() != e["phase"]) out.push_back(e["phase"]);
-    }
-    return out;
-  }
-
-  FakeClock clock_;
-  std::unique_ptr<SqliteStateStore> store_;
-  std::shared_ptr<FakeWorld> world_;
-  std::unique_ptr<FakeEnvFactory> factory_;
-  std::unique_ptr<Engine> engine_;
-};
+using testing_util::EngineTest;
+using testing_util::HookedStore;
+using testing_util::Spec;
 
 TEST_F(EngineTest, AutomaticMigrationRunsEveryPhaseToFinalized) {
   std::string id = Create(Spec());
@@ -76,11 +21,10 @@ TEST_F(EngineTest, AutomaticMigrationRunsEveryPhaseToFinalized) {
   json m = Get(id);
   EXPECT_EQ(m["phase"], "finalized");
   EXPECT_EQ(m["state"], "finalized");
-  EXPECT_EQ(Phases(id),
-            (std::vector<std::string>{"preflight", "provision", "sync", "validate", "ready",
-                                      "cdc_prepare", "quiesce", "drain", "promote", "snapshot",
-                                      "cdc_recreate", "switch", "verify", "finalize",
-                                      "finalized"}));
+  EXPECT_EQ(Phases(id), (std::vector<std::string>{"preflight", "provision", "sync", "validate",
+                                                  "ready", "cdc_prepare", "quiesce", "drain",
+                                                  "promote", "snapshot", "cdc_recreate", "switch",
+                                                  "verify", "finalize", "finalized"}));
   EXPECT_EQ(world_->routed, world_->target_ep);
   EXPECT_FALSE(world_->held);
   EXPECT_TRUE(world_->fenced);
@@ -123,42 +67,13 @@ TEST_F(EngineTest, OrderOfCutoverSideEffects) {
   EXPECT_LT(pos("Release"), pos("RetireSource"));
 }
 
-// Delegates to a real store and notes each write among the world's calls.
-class CountingStore : public StateStore {
- public:
-  CountingStore(StateStore& inner, FakeWorld& world) : inner_(inner), world_(world) {}
-  Status Insert(const MigrationRecord& m) override { return inner_.Insert(m); }
-  Status Update(const MigrationRecord& m) override {
-    world_.calls.push_back("store-write");
-    return inner_.Update(m);
-  }
-  Result<MigrationRecord> Get(const std::string& id) override { return inner_.Get(id); }
-  Result<std::vector<MigrationRecord>> List() override { return inner_.List(); }
-  Status RequestAction(const std::string& id, const std::string& action,
-                       const nlohmann::json& body) override {
-    return inner_.RequestAction(id, action, body);
-  }
-  Status ClearAction(const std::string& id) override { return inner_.ClearAction(id); }
-  Status AppendEvent(const std::string& id, const MigrationEvent& e) override {
-    world_.calls.push_back("store-write");
-    return inner_.AppendEvent(id, e);
-  }
-  Status UpdateWithEvents(const MigrationRecord& m,
-                          const std::vector<MigrationEvent>& events) override {
-    world_.calls.push_back("store-write");
-    return inner_.UpdateWithEvents(m, events);
-  }
-  Result<std::vector<MigrationEvent>> Events(const std::string& id) override {
-    return inner_.Events(id);
-  }
-
- private:
-  StateStore& inner_;
-  FakeWorld& world_;
-};
-
 TEST_F(EngineTest, InsideTheHoldTwoCommitsRecordEveryPhaseAndEvent) {
-  CountingStore counting(*store_, *world_);
+  // Each write the engine makes, noted among the world's calls.
+  HookedStore counting(*store_);
+  counting.on_write = [&](const std::string& op) {
+    if (op == "update" || op == "event" || op == "commit") world_->calls.push_back("store-write");
+    return Status::OK();
+  };
   Engine engine(counting, *factory_, clock_);
   engine.set_autostart(false);
   auto created = engine.Create(Spec());
@@ -527,6 +442,9 @@ TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {
   s = Spec();
   s["source"]["conninfo"] = "host=x port=5432 nonsense";
   expect_bad(s, "source.conninfo");
+  s = Spec();
+  s["source"]["conninfo"] = "host=x port=notaport";
+  expect_bad(s, "source.conninfo: port 'notaport'");
   s = Spec();
   s.erase("target");
   expect_bad(s, "spec.target");

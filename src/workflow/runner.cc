@@ -15,6 +15,13 @@ namespace {
 
 using json = nlohmann::json;
 
+// kRetryBackoffBaseMs << n, at most kRetryBackoffMaxMs.
+int64_t Backoff(int n) {
+  constexpr int kMaxShift = 16;  // far past the cap, short of an overflow
+  return std::min(workflow_defaults::kRetryBackoffBaseMs << std::min(n, kMaxShift),
+                  workflow_defaults::kRetryBackoffMaxMs);
+}
+
 json WithOverrideOf(const json& old_findings, const checks::Finding& f) {
   json j = f.ToJson();
   for (const auto& o : old_findings) {
@@ -72,7 +79,7 @@ MigrationRunner::StepFn MigrationRunner::StepOf(Phase p) {
 }
 
 bool MigrationRunner::AwaitingOperator() const {
-  return m_.pending_action.empty() && AwaitsOperator(state_);
+  return commit_.ok() && m_.actions.empty() && AwaitsOperator(state_);
 }
 
 void MigrationRunner::Log(const std::string& kind, const std::string& message) const {
@@ -86,17 +93,18 @@ void MigrationRunner::Log(const std::string& kind, const std::string& message) c
   }
 }
 
-void MigrationRunner::Event(const std::string& kind, const std::string& message) {
+void MigrationRunner::Note(const std::string& kind, const std::string& message) {
   Log(kind, message);
-  MigrationEvent e{0, clock_.NowMs(), PhaseName(phase_), kind, message};
-  if (kind == "info" && InHold(phase_)) {
-    unsaved_events_.push_back(std::move(e));
-  } else if (!unsaved_events_.empty()) {
-    unsaved_events_.push_back(std::move(e));  // after those, in order
-    Save();
-  } else {
-    (void)store_.AppendEvent(id_, e);
-  }
+  unsaved_events_.push_back({0, clock_.NowMs(), PhaseName(phase_), kind, message});
+}
+
+void MigrationRunner::Event(const std::string& kind, const std::string& message) {
+  const bool others_waiting = !unsaved_events_.empty();
+  Note(kind, message);
+  if (kind == "info" && InHold(phase_)) return;
+  // After those waiting, in order. A failure is kept in commit_, which ends
+  // the step whatever its caller does next.
+  (void)(others_waiting ? Save() : FlushEvents());
 }
 
 Status MigrationRunner::Load() {
@@ -109,38 +117,74 @@ Status MigrationRunner::Load() {
   PGSHIFT_ASSIGN_OR_RETURN(result_, MigrationResult::FromJson(m_.result));
   phase_ = *phase;
   state_ = *state;
+  recorded_phase_ = m_.phase;
   return Status::OK();
 }
 
-void MigrationRunner::Save() {
+Status MigrationRunner::Save() {
+  // Once a commit failed, a later one would record a state past an effect
+  // whose record is missing: the step ends instead (AfterFailedCommit).
+  if (!commit_.ok()) return commit_;
   unsaved_phase_ = false;
   m_.phase = PhaseName(phase_);
   m_.state = StateName(state_);
   m_.progress = progress_.ToJson();
   m_.result = result_.ToJson();
   m_.updated_at_ms = clock_.NowMs();
-  Status st =
-      unsaved_events_.empty() ? store_.Update(m_) : store_.UpdateWithEvents(m_, unsaved_events_);
+  commit_ = unsaved_events_.empty() && applied_actions_.empty()
+                ? store_.Update(m_)
+                : store_.UpdateWithEvents(m_, unsaved_events_, applied_actions_);
   unsaved_events_.clear();
-  if (!st.ok()) spdlog::error("[{}] cannot record state: {}", id_, st.ToString());
+  applied_actions_.clear();
+  if (commit_.ok()) recorded_phase_ = m_.phase;
+  return commit_;
+}
+
+Status MigrationRunner::FlushEvents() {
+  if (!applied_actions_.empty()) return Save();
+  for (const auto& e : unsaved_events_) {
+    if (!commit_.ok()) break;
+    commit_ = store_.AppendEvent(id_, e);
+  }
+  unsaved_events_.clear();
+  return commit_;
+}
+
+MigrationRunner::Tick MigrationRunner::AfterFailedCommit() {
+  // Nothing this step did after the failed commit is recorded, and the
+  // migration has not moved on: the next step reloads the last committed
+  // record and runs its phase again (every step is idempotent, as after a
+  // crash). The events that could not be written are written again by that
+  // re-run, and the operator actions stay queued until it records them.
+  unsaved_events_.clear();
+  applied_actions_.clear();
+  unsaved_phase_ = false;
+  ++failed_commits_;
+  const int64_t backoff = Backoff(failed_commits_);
+  spdlog::error(
+      "[{}] cannot record the migration's state ({}); it does not move on: in {} ms it goes on "
+      "from the last recorded state (phase {}), attempt {}",
+      id_, commit_.message(), backoff, recorded_phase_, failed_commits_ + 1);
+  clock_.SleepMs(backoff);
+  return Tick::kIdle;
 }
 
 void MigrationRunner::SetState(MigrationState s) { state_ = s; }
 
-void MigrationRunner::WaitForOperator() {
-  if (state_ == MigrationState::kWaiting) return;
+Status MigrationRunner::WaitForOperator() {
+  if (state_ == MigrationState::kWaiting) return Status::OK();
   SetState(MigrationState::kWaiting);
-  Save();
+  return Save();
 }
 
-void MigrationRunner::Block(const std::string& error, const std::string& advice) {
+Status MigrationRunner::Block(const std::string& error, const std::string& advice) {
   SetState(MigrationState::kBlocked);
   m_.error = error;
-  Save();
-  Event("error", error + advice);
+  Note("error", error + advice);
+  return Save();
 }
 
-void MigrationRunner::Transition(Phase next, const std::string& message) {
+void MigrationRunner::Enter(Phase next, const std::string& message) {
   phase_ = next;
   m_.error.clear();
   consecutive_failures_ = 0;
@@ -152,28 +196,71 @@ void MigrationRunner::Transition(Phase next, const std::string& message) {
     SetState(MigrationState::kRunning);
   }
   result_.phase_started_ms[PhaseName(next)] = clock_.NowMs();
-  // The phase and its events in one commit.
-  Log("info", message);
-  unsaved_events_.push_back({0, clock_.NowMs(), PhaseName(next), "info", message});
-  if (ChainsInto(next)) {
-    unsaved_phase_ = true;
-    return;
-  }
-  Save();
+  Note("info", message);
 }
 
-void MigrationRunner::HandleAction() {
-  const std::string action = m_.pending_action;
-  if (action.empty()) return;
-  // cutover and finalize stay pending until the phase that consumes them.
-  if (action == "cutover" || action == "finalize") return;
-  (void)store_.ClearAction(id_);
-  m_.pending_action.clear();
-  const json& body = m_.action_body;
+Status MigrationRunner::Transition(Phase next, const std::string& message) {
+  // The phase and its events in one commit.
+  Enter(next, message);
+  if (ChainsInto(next)) {
+    unsaved_phase_ = true;
+    return Status::OK();
+  }
+  return Save();
+}
+
+// Every request but cutover and finalize is applied at once, in the order
+// queued. Those two stay queued until the phase that consumes them (ready,
+// verify); they are looked at last, so one that can no longer apply (after
+// a rollback just applied, say) is dropped with an event rather than left
+// waiting. A request leaves the queue in the commit that records its effect
+// (Consume), so one made meanwhile stays queued, and one applied but not
+// recorded (a crash, a failed commit) is applied again: each is idempotent.
+Status MigrationRunner::HandleActions() {
+  auto standing = [](const OperatorAction& a) {
+    return a.action == "cutover" || a.action == "finalize";
+  };
+  for (bool standing_pass : {false, true}) {
+    const std::vector<OperatorAction> queued = m_.actions;
+    for (const auto& a : queued) {
+      if (standing(a) == standing_pass) PGSHIFT_RETURN_IF_ERROR(HandleAction(a));
+    }
+  }
+  return Status::OK();
+}
+
+const OperatorAction* MigrationRunner::Requested(const std::string& action) const {
+  for (const auto& a : m_.actions) {
+    if (a.action == action) return &a;
+  }
+  return nullptr;
+}
+
+void MigrationRunner::Consume(const OperatorAction& a) {
+  const int64_t seq = a.seq;
+  applied_actions_.push_back(seq);
+  std::erase_if(m_.actions, [seq](const OperatorAction& q) { return q.seq == seq; });
+}
+
+Status MigrationRunner::HandleAction(const OperatorAction& a) {
+  const std::string& action = a.action;
+  const json& body = a.body;
+  const std::string phase = PhaseName(phase_);
+  if (action == "cutover" || action == "finalize") {
+    const bool stale = phase_ == Phase::kRollingBack ||
+                       (action == "cutover" ? PhaseOrder(phase_) > PhaseOrder(Phase::kReady)
+                                            : PhaseOrder(phase_) > PhaseOrder(Phase::kVerify));
+    if (!stale) return Status::OK();
+    Consume(a);
+    Note("warning", action + " request dropped: the migration is past it (phase " + phase + ")");
+    return Save();
+  }
+  Consume(a);
   if (action == "rollback") {
     if (phase_ != Phase::kRollingBack && !IsTerminal(phase_) && phase_ != Phase::kFinalize) {
-      StartRollback("rollback requested by operator (from " + std::string(PhaseName(phase_)) + ")");
+      return StartRollback("rollback requested by operator (from " + phase + ")");
     }
+    Note("warning", "rollback request dropped: the migration is in phase " + phase);
   } else if (action == "override") {
     bool found = false;
     for (auto& f : m_.findings) {
@@ -184,10 +271,9 @@ void MigrationRunner::HandleAction() {
       }
     }
     if (found) {
-      Event("warning",
-            "finding '" + body.value("finding", "") + "' overridden: " + body.value("reason", ""));
+      Note("warning",
+           "finding '" + body.value("finding", "") + "' overridden: " + body.value("reason", ""));
       if (state_ == MigrationState::kBlocked) SetState(MigrationState::kRunning);
-      Save();
     }
   } else if (action == "drop_slot") {
     const std::string slot = body.value("slot", "");
@@ -195,33 +281,36 @@ void MigrationRunner::HandleAction() {
                     ? FailedPrecondition("slot " + slot + " is this migration's own replica slot")
                     : env_->DropInactiveSlot(slot);
     if (st.ok()) {
-      Event("warning", "replication slot " + slot +
-                           " dropped on operator request: " + body.value("reason", ""));
+      Note("warning", "replication slot " + slot +
+                          " dropped on operator request: " + body.value("reason", ""));
       // Re-run the checks that saw it.
       if (state_ == MigrationState::kBlocked) SetState(MigrationState::kRunning);
-      Save();
     } else {
-      Event("error", "could not drop slot " + slot + ": " + st.message());
+      Note("error", "could not drop slot " + slot + ": " + st.message());
     }
   } else if (action == "retry") {
     if (state_ == MigrationState::kFailed || state_ == MigrationState::kBlocked) {
       consecutive_failures_ = 0;
       SetState(MigrationState::kRunning);
       m_.error.clear();
-      Save();
-      Event("info", "retry requested by operator");
+      Note("info", "retry requested by operator");
     }
+  } else {
+    Note("warning", "unknown operator action '" + action + "' dropped");
   }
+  return Save();
 }
 
 void MigrationRunner::HandleFailure(const Status& st) {
+  // A failed commit below is kept in commit_ and ends the step (Step()).
   if (InHold(phase_)) {
     auto target = env_->InspectTarget();
     bool promoted = target.ok() && target->running && !target->in_recovery;
     if (phase_ == Phase::kSwitch || promoted) {
-      StartRollback("cutover failed after promotion, rolling back to the source: " + st.message());
+      (void)StartRollback("cutover failed after promotion, rolling back to the source: " +
+                          st.message());
     } else {
-      AbortCutover(st.message());
+      (void)AbortCutover(st.message());
     }
     return;
   }
@@ -229,22 +318,21 @@ void MigrationRunner::HandleFailure(const Status& st) {
   m_.error = st.message();
   if (phase_ == Phase::kVerify) {
     result_.verify_failure = st.message();
-    StartRollback("post-cutover health check failed, routing back to the source: " + st.message());
+    (void)StartRollback("post-cutover health check failed, routing back to the source: " +
+                        st.message());
     return;
   }
   if (consecutive_failures_ >= spec_.options.max_step_attempts) {
     SetState(MigrationState::kFailed);
-    Save();
-    Event("error", "giving up after " + std::to_string(consecutive_failures_) +
-                       " attempts: " + st.message() +
-                       " (fix the cause, then `pgshift migration retry` or `rollback`)");
+    Note("error", "giving up after " + std::to_string(consecutive_failures_) +
+                      " attempts: " + st.message() +
+                      " (fix the cause, then `pgshift migration retry` or `rollback`)");
+    (void)Save();
     return;
   }
-  Save();
-  Event("warning", "attempt " + std::to_string(consecutive_failures_) +
-                       " failed, will retry: " + st.message());
-  clock_.SleepMs(std::min(workflow_defaults::kRetryBackoffBaseMs << consecutive_failures_,
-                          workflow_defaults::kRetryBackoffMaxMs));
+  Note("warning",
+       "attempt " + std::to_string(consecutive_failures_) + " failed, will retry: " + st.message());
+  if (Save().ok()) clock_.SleepMs(Backoff(consecutive_failures_));
 }
 
 void MigrationRunner::MergeFindings(const std::vector<checks::Finding>& fresh) {
@@ -268,14 +356,12 @@ void MigrationRunner::ReplaceFindings(const std::vector<checks::Finding>& fresh)
 }
 
 MigrationRunner::Tick MigrationRunner::Step() {
+  commit_ = Status::OK();
   Tick t = StepPhase();
-  if (unsaved_phase_) {
-    Save();
-    return t;
-  }
-  // An event a step left waiting for a Save that did not come.
-  for (const auto& e : unsaved_events_) (void)store_.AppendEvent(id_, e);
-  unsaved_events_.clear();
+  // A chained phase is recorded with the step; events a step left waiting
+  // for a Save that did not come are written now.
+  if (!(unsaved_phase_ ? Save() : FlushEvents()).ok()) return AfterFailedCommit();
+  failed_commits_ = 0;
   return t;
 }
 
@@ -284,7 +370,7 @@ MigrationRunner::Tick MigrationRunner::StepPhase() {
     spdlog::error("[{}] cannot load: {}", id_, st.ToString());
     return Tick::kIdle;
   }
-  HandleAction();
+  if (!HandleActions().ok()) return Tick::kIdle;
   if (IsTerminal(phase_)) return Tick::kTerminal;
   if (state_ == MigrationState::kBlocked || state_ == MigrationState::kFailed) return Tick::kIdle;
 
@@ -296,6 +382,10 @@ MigrationRunner::Tick MigrationRunner::StepPhase() {
     // Tests arm these by name (common/faults.h) to crash or fail any step.
     Status st = FaultPoint(std::string("before_") + PhaseName(at));
     if (st.ok()) st = (this->*fn)();
+    // After a failed commit the step ends, whatever it returned, and never
+    // chains on: Step() backs off and the next step starts again from the
+    // last committed record.
+    if (!commit_.ok()) return Tick::kIdle;
     if (!st.ok()) {
       HandleFailure(st);
       return Tick::kIdle;

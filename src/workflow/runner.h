@@ -1,9 +1,14 @@
 // MigrationRunner: drives one migration through its phases (DESIGN.md §2).
 //
-// Every call to Step() reloads the migration from the StateStore, applies a
-// pending operator action, runs one idempotent step of the current phase and
+// Every call to Step() reloads the migration from the StateStore, applies the
+// queued operator actions, runs one idempotent step of the current phase and
 // records the outcome before returning, so the runner can be destroyed (or
 // the process killed) between any two steps and a new runner resumes.
+//
+// A commit that fails (the store's disk is full, its file unwritable) ends
+// the step like a crash would: nothing more is written or done in it, the
+// migration does not move on, and after a back-off the next step reloads the
+// last committed record and runs that phase again.
 //
 // The phases and their properties (inside the hold, chained into the step
 // before without a commit of their own, terminal) come from the phase table
@@ -47,7 +52,8 @@ class MigrationRunner {
                   std::unique_ptr<MigrationEnv> env, MigrationSpec spec);
 
   Tick Step();
-  // True when only an operator can move the migration on (waiting, blocked, failed).
+  // True when only an operator can move the migration on (waiting, blocked,
+  // failed), as last recorded.
   bool AwaitingOperator() const;
   // The stored row as last loaded or saved.
   const MigrationRecord& record() const { return m_; }
@@ -84,38 +90,58 @@ class MigrationRunner {
   void PrepareAhead();
   // phases/verify.cc
   Status Verify();
-  // Waits for the background parity check; false while it runs or blocks.
+  // Waits for the background parity check; false while it runs or blocks
+  // (or its outcome could not be recorded).
   bool ParitySettled();
   // phases/finalize.cc
   Status Finalize();
   // phases/rollback.cc
   Status RollingBack();
   // Before switch: release held traffic onto the unfenced source, back to ready.
-  void AbortCutover(const std::string& why);
+  Status AbortCutover(const std::string& why);
 
   // runner.cc
   Tick StepPhase();
   // Reads the stored row into m_ and the typed record.
   Status Load();
-  // Writes the typed record into m_ and records it with the events waiting
-  // for it in one commit.
-  void Save();
-  void Transition(Phase next, const std::string& message);
+  // Writes the typed record into m_ and commits it with the events waiting
+  // for it and the removal of the operator actions applied since the last
+  // commit. After a failed commit it writes nothing more in this step and
+  // returns that failure (kept in commit_), so a step stops on it.
+  Status Save();
+  // Writes the events a step left waiting for a Save that did not come.
+  Status FlushEvents();
+  // Ends a step whose commit failed: drops what it did not record, backs off.
+  Tick AfterFailedCommit();
+  // Enters `next` and records it (with the step when `next` chains into it).
+  Status Transition(Phase next, const std::string& message);
+  // Enters `next` in the typed record only: the phase, its start, its event.
+  void Enter(Phase next, const std::string& message);
   // The one place the state changes (recorded with the next Save).
   void SetState(MigrationState s);
   // Waits for an operator: state waiting, recorded at once if it changed.
-  void WaitForOperator();
+  Status WaitForOperator();
   // Stops on blocking findings until an operator overrides them or rolls back.
-  void Block(const std::string& error, const std::string& advice = "");
-  // Logs and records an event. Inside the hold an info event is recorded
-  // with the next Save instead, in the same commit: each commit is an fsync
-  // plus a wake-up on a busy machine, and traffic waits.
+  Status Block(const std::string& error, const std::string& advice = "");
+  // Logs an event and keeps it for the next Save, in the same commit as
+  // the record it explains (so a failed commit loses neither alone).
+  void Note(const std::string& kind, const std::string& message);
+  // Logs and records an event at once (a failed write is kept in commit_).
+  // Inside the hold an info event is recorded with the next Save instead, in
+  // the same commit: each commit is an fsync plus a wake-up on a busy
+  // machine, and traffic waits.
   void Event(const std::string& kind, const std::string& message);
   void Log(const std::string& kind, const std::string& message) const;
-  void HandleAction();
+  // Applies the queued operator actions in order (see runner.cc).
+  Status HandleActions();
+  Status HandleAction(const OperatorAction& a);
+  // The queued request for `action` (cutover, finalize), or nullptr.
+  const OperatorAction* Requested(const std::string& action) const;
+  // Marks a queued request applied: the next Save removes it from the queue.
+  void Consume(const OperatorAction& a);
   void HandleFailure(const Status& st);
   // Starts rolling back from the current phase.
-  void StartRollback(const std::string& message);
+  Status StartRollback(const std::string& message);
   // Replaces findings with the same id and subject, keeps an operator's override.
   void MergeFindings(const std::vector<checks::Finding>& fresh);
   // Replaces all findings, keeping the overrides of those found again.
@@ -135,6 +161,10 @@ class MigrationRunner {
   MigrationProgress progress_;
   MigrationResult result_;
   int consecutive_failures_ = 0;
+  int failed_commits_ = 0;                      // consecutive steps whose commit failed
+  Status commit_;                               // the first failed commit of this step
+  std::string recorded_phase_;                  // the phase last loaded or committed
+  std::vector<int64_t> applied_actions_;        // OperatorAction::seq, until Save()
   bool idle_ = false;                           // set by a phase step that is polling
   bool prepared_ahead_ = false;                 // PrepareAhead ran during this sync
   std::vector<MigrationEvent> unsaved_events_;  // Event() in the hold, until Save()

@@ -10,7 +10,11 @@
 //    "progress":{"basebackup_pct":42,"lag_bytes":0,"lag_seconds":0.0,
 //                "in_sync_ms":1200,"source_wal_bps":0,"replay_bps":0},
 //    "result":{"final_lsn":"0/3000060","timeline":2,"hold_ms":35,...},
-//    "findings":[{finding}], "error":"", "pending_action":""}
+//    "findings":[{finding}], "error":"", "pending_action":"",
+//    "pending_actions":[]}
+// pending_actions: the operator's requests not applied yet, oldest first (a
+//        request is queued behind the others, never replacing one);
+//        pending_action: the first of them, or "".
 // phase: a name from the phase table (model/phase.h; GET /v1/phases)
 // state: running | waiting (for approval) | blocked (findings) | failed |
 //        finalized | rolled_back (model/state.h)

@@ -15,7 +15,6 @@
 // advanced on the target (finding cdc_slot_advanced, blocking until then
 // or overridden).
 #include "workflow/cdc_slots.h"
-
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -29,9 +28,8 @@ Status MigrationRunner::CdcPrepare() {
   // arrived since, a database created since); the router answers once its
   // logins are open, so the hold does not start while they are made.
   PrepareAhead();
-  Transition(Phase::kQuiesce,
-             "recorded " + std::to_string(n) + " logical slot position(s); holding traffic");
-  return Status::OK();
+  return Transition(Phase::kQuiesce,
+                    "recorded " + std::to_string(n) + " logical slot position(s); holding traffic");
 }
 
 Status MigrationRunner::CdcRecreate() {
@@ -41,9 +39,8 @@ Status MigrationRunner::CdcRecreate() {
   PGSHIFT_RETURN_IF_ERROR(RecreateCdc(*env_, slots));
   const size_t n = slots.size();
   if (n > 0) result_.cdc_slots = std::move(slots);
-  Transition(Phase::kSwitch,
-             std::to_string(n) + " logical slot(s) on the target; releasing traffic to it");
-  return Status::OK();
+  return Transition(Phase::kSwitch,
+                    std::to_string(n) + " logical slot(s) on the target; releasing traffic to it");
 }
 
 bool MigrationRunner::CdcSettled() {
@@ -73,7 +70,7 @@ bool MigrationRunner::CdcSettled() {
                               "override with a reason to finalize without it"});
   }
   MergeFindings(found);
-  Save();
+  if (!Save().ok()) return false;
   for (const auto& f : m_.findings) {
     if (f.value("id", "") == "cdc_slot_advanced" && f.value("severity", "") == "blocking" &&
         !f.value("overridden", false)) {

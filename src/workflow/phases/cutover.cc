@@ -49,7 +49,7 @@ void MigrationRunner::PrepareAhead() {
 Status MigrationRunner::Quiesce() {
   if (!result_.hold_started_ms) {
     result_.hold_started_ms = clock_.NowMs();
-    Save();
+    PGSHIFT_RETURN_IF_ERROR(Save());
   }
   PGSHIFT_RETURN_IF_ERROR(env_->router().Hold(spec_.options.hold_timeout_ms));
   Event("info", "traffic held at transaction boundaries (" + env_->router().Kind() + ")");
@@ -77,8 +77,7 @@ Status MigrationRunner::Quiesce() {
   PGSHIFT_ASSIGN_OR_RETURN(Lsn final_lsn, env_->WriteFinalMarker("pgshift final " + id_));
   result_.final_lsn = final_lsn;
   result_.fenced_at_ms = clock_.NowMs();
-  Transition(Phase::kDrain, "final source LSN " + final_lsn.ToString());
-  return Status::OK();
+  return Transition(Phase::kDrain, "final source LSN " + final_lsn.ToString());
 }
 
 Status MigrationRunner::Drain() {
@@ -122,9 +121,8 @@ Status MigrationRunner::Drain() {
       Event("info", std::to_string(slots.size()) +
                         " CDC consumer(s) confirmed the final LSN and were paused");
     }
-    Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() + " (at " +
-                                    t.replay_lsn.ToString() + ")");
-    return Status::OK();
+    return Transition(Phase::kPromote, "target replayed the final LSN " + final_lsn.ToString() +
+                                           " (at " + t.replay_lsn.ToString() + ")");
   }
   const int64_t waited = clock_.NowMs() - *result_.drain_started_ms;
   if (waited > spec_.options.drain_timeout_ms) {
@@ -132,17 +130,15 @@ Status MigrationRunner::Drain() {
                    final_lsn.ToString() + " within " +
                    std::to_string(spec_.options.drain_timeout_ms) + " ms");
   }
-  Save();
   idle_ = true;
-  return Status::OK();
+  return Save();
 }
 
 Status MigrationRunner::Promote() {
   PGSHIFT_ASSIGN_OR_RETURN(int timeline, env_->PromoteTarget());
   result_.timeline = timeline;
   result_.promoted_at_ms = clock_.NowMs();
-  Transition(Phase::kSnapshot, "target promoted, timeline " + std::to_string(timeline));
-  return Status::OK();
+  return Transition(Phase::kSnapshot, "target promoted, timeline " + std::to_string(timeline));
 }
 
 Status MigrationRunner::Snapshot() {
@@ -162,8 +158,7 @@ Status MigrationRunner::Snapshot() {
       Event("warning", "data parity check not started: " + st.message());
     }
   }
-  Transition(Phase::kCdcRecreate, "recreating the logical slots on the target");
-  return Status::OK();
+  return Transition(Phase::kCdcRecreate, "recreating the logical slots on the target");
 }
 
 Status MigrationRunner::Switch() {
@@ -172,9 +167,9 @@ Status MigrationRunner::Switch() {
   result_.switched_at_ms = now;
   const int64_t hold_ms = now - result_.hold_started_ms.value_or(now);
   result_.hold_ms = hold_ms;
-  Transition(Phase::kVerify, "traffic switched to the target " + env_->TargetEndpoint().ToString() +
-                                 " after a " + std::to_string(hold_ms) + " ms hold");
-  return Status::OK();
+  return Transition(Phase::kVerify, "traffic switched to the target " +
+                                        env_->TargetEndpoint().ToString() + " after a " +
+                                        std::to_string(hold_ms) + " ms hold");
 }
 
 }  // namespace pgshift

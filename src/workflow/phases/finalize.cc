@@ -16,8 +16,8 @@ Status MigrationRunner::Finalize() {
   PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
   PGSHIFT_RETURN_IF_ERROR(env_->RetireSource());
   result_.finalized_at_ms = clock_.NowMs();
-  Transition(Phase::kFinalized, "migration finalized; the source is retired (stopped, fenced)");
-  return Status::OK();
+  return Transition(Phase::kFinalized,
+                    "migration finalized; the source is retired (stopped, fenced)");
 }
 
 }  // namespace pgshift

@@ -25,14 +25,12 @@ Status MigrationRunner::Preflight() {
   ReplaceFindings(findings);
   std::string blocking = BlockingSummary(m_.findings);
   if (!blocking.empty()) {
-    Block("preflight found blocking problems: " + blocking,
-          " (fix them, or override one with a reason, or roll back)");
     idle_ = true;
-    return Status::OK();
+    return Block("preflight found blocking problems: " + blocking,
+                 " (fix them, or override one with a reason, or roll back)");
   }
-  Transition(Phase::kProvision, "preflight passed (" + std::to_string(m_.findings.size()) +
-                                    " checks); building the target");
-  return Status::OK();
+  return Transition(Phase::kProvision, "preflight passed (" + std::to_string(m_.findings.size()) +
+                                           " checks); building the target");
 }
 
 Status MigrationRunner::Provision() {
@@ -40,25 +38,26 @@ Status MigrationRunner::Provision() {
   PGSHIFT_RETURN_IF_ERROR(env_->EnsurePhysicalSlot(slot));
   if (result_.slot != slot) {
     result_.slot = slot;
-    Save();
-    Event("info", "physical replication slot " + slot + " in place on the source");
+    Note("info", "physical replication slot " + slot + " in place on the source");
+    PGSHIFT_RETURN_IF_ERROR(Save());
   }
   int last_pct = -1;
+  // Only progress: a failed commit of it ends the step once the copy is done.
   PGSHIFT_RETURN_IF_ERROR(env_->CreateReplica(slot, [&](int pct) {
     if (pct == last_pct) return;
     last_pct = pct;
     progress_.basebackup_pct = pct;
-    Save();
+    (void)Save();
   }));
+  PGSHIFT_RETURN_IF_ERROR(commit_);
   PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env_->InspectTarget());
   if (!t.running || !t.in_recovery) {
     return FailedPrecondition("the target at " + env_->TargetEndpoint().ToString() +
                               " is not running as a standby after provisioning");
   }
   progress_.basebackup_pct = 100;
-  Transition(Phase::kSync,
-             "target running as a physical replica at " + env_->TargetEndpoint().ToString());
-  return Status::OK();
+  return Transition(Phase::kSync,
+                    "target running as a physical replica at " + env_->TargetEndpoint().ToString());
 }
 
 }  // namespace pgshift

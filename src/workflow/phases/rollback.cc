@@ -17,9 +17,9 @@
 
 namespace pgshift {
 
-void MigrationRunner::StartRollback(const std::string& message) {
+Status MigrationRunner::StartRollback(const std::string& message) {
   result_.rollback_from = phase_;
-  Transition(Phase::kRollingBack, message);
+  return Transition(Phase::kRollingBack, message);
 }
 
 Status MigrationRunner::RollingBack() {
@@ -48,13 +48,12 @@ Status MigrationRunner::RollingBack() {
   PGSHIFT_RETURN_IF_ERROR(env_->StopTarget());
   PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
   result_.rolled_back_at_ms = clock_.NowMs();
-  Transition(Phase::kRolledBack, "rolled back: traffic on the source " +
-                                     env_->SourceEndpoint().ToString() +
-                                     ", source unfenced, target stopped (data directory kept)");
-  return Status::OK();
+  return Transition(Phase::kRolledBack,
+                    "rolled back: traffic on the source " + env_->SourceEndpoint().ToString() +
+                        ", source unfenced, target stopped (data directory kept)");
 }
 
-void MigrationRunner::AbortCutover(const std::string& why) {
+Status MigrationRunner::AbortCutover(const std::string& why) {
   // The source is authoritative until switch: unfence first, then let held
   // clients go on to it.
   Status unfence = env_->UnfenceSource();
@@ -63,7 +62,8 @@ void MigrationRunner::AbortCutover(const std::string& why) {
   result_.hold_started_ms.reset();
   result_.drain_started_ms.reset();
   const int attempts = result_.cutover_attempts.value_or(0);
-  Transition(Phase::kReady, "cutover aborted, traffic released to the source: " + why);
+  // Recorded with the outcome below, in one commit.
+  Enter(Phase::kReady, "cutover aborted, traffic released to the source: " + why);
   m_.error = "cutover aborted: " + why;
   if (!unfence.ok()) m_.error += "; unfence failed: " + unfence.message();
   if (!release.ok()) m_.error += "; release failed: " + release.message();
@@ -72,8 +72,8 @@ void MigrationRunner::AbortCutover(const std::string& why) {
   } else if (spec_.options.auto_cutover && attempts >= spec_.options.max_auto_cutover_attempts) {
     SetState(MigrationState::kWaiting);
   }
-  Save();
-  Event("error", m_.error);
+  Note("error", m_.error);
+  return Save();
 }
 
 }  // namespace pgshift

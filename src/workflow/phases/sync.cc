@@ -51,8 +51,7 @@ Status MigrationRunner::SampleLag() {
     p.in_sync_ms = now - since;
   }
   p.sustain_ms = o.sustain_ms;
-  Save();
-  return Status::OK();
+  return Save();
 }
 
 Status MigrationRunner::Sync() {
@@ -67,10 +66,10 @@ Status MigrationRunner::Sync() {
     PrepareAhead();
   }
   if (in_sync_ms >= spec_.options.sustain_ms) {
-    Transition(Phase::kValidate,
-               "replay lag stayed under " + std::to_string(spec_.options.lag_threshold_bytes) +
-                   " bytes for " + std::to_string(spec_.options.sustain_ms) + " ms");
-    return Status::OK();
+    return Transition(Phase::kValidate, "replay lag stayed under " +
+                                            std::to_string(spec_.options.lag_threshold_bytes) +
+                                            " bytes for " +
+                                            std::to_string(spec_.options.sustain_ms) + " ms");
   }
   idle_ = true;
   return Status::OK();
@@ -95,37 +94,35 @@ Status MigrationRunner::Validate() {
                    " s for the whole window (ms)"}});
   std::string blocking = BlockingSummary(m_.findings);
   if (!blocking.empty()) {
-    Block("validation found blocking problems: " + blocking);
     idle_ = true;
-    return Status::OK();
+    return Block("validation found blocking problems: " + blocking);
   }
-  Transition(Phase::kReady, spec_.options.auto_cutover
-                                ? "validated; cutting over automatically"
-                                : "validated; waiting for `pgshift migration cutover`");
-  return Status::OK();
+  return Transition(Phase::kReady, spec_.options.auto_cutover
+                                       ? "validated; cutting over automatically"
+                                       : "validated; waiting for `pgshift migration cutover`");
 }
 
 Status MigrationRunner::Ready() {
   PGSHIFT_RETURN_IF_ERROR(SampleLag());
-  const bool requested = m_.pending_action == "cutover";
+  const OperatorAction* requested = Requested("cutover");
   const int attempts = result_.cutover_attempts.value_or(0);
   const bool automatic = spec_.options.auto_cutover &&
                          attempts < spec_.options.max_auto_cutover_attempts &&
                          state_ != MigrationState::kWaiting;
   if (!requested && !automatic) {
-    WaitForOperator();
     idle_ = true;
-    return Status::OK();
+    return WaitForOperator();
   }
   if (progress_.in_sync_ms.value_or(0) <= 0) {
     // Cutting over while far behind would hold traffic for the whole catch-up.
     idle_ = true;
     return Status::OK();
   }
-  if (requested) (void)store_.ClearAction(id_);
+  const bool approved = requested != nullptr;
+  if (approved) Consume(*requested);  // removed with the transition, in one commit
   result_.cutover_attempts = attempts + 1;
-  Transition(Phase::kCdcPrepare, requested ? "cutover approved by operator" : "automatic cutover");
-  return Status::OK();
+  return Transition(Phase::kCdcPrepare,
+                    approved ? "cutover approved by operator" : "automatic cutover");
 }
 
 }  // namespace pgshift

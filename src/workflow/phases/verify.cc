@@ -19,7 +19,7 @@ Status MigrationRunner::Verify() {
   if (!result_.verified.value_or(false)) {
     if (!result_.verify_started_ms) {
       result_.verify_started_ms = clock_.NowMs();
-      Save();
+      PGSHIFT_RETURN_IF_ERROR(Save());
     }
     PGSHIFT_RETURN_IF_ERROR(env_->ProbeTargetWrite());
     if (env_->router().Kind() != "none") {
@@ -32,27 +32,25 @@ Status MigrationRunner::Verify() {
     result_.verify_probes = result_.verify_probes.value_or(0) + 1;
     const int64_t elapsed = clock_.NowMs() - *result_.verify_started_ms;
     if (elapsed < spec_.options.verify_ms) {
-      Save();
       idle_ = true;
-      return Status::OK();
+      return Save();
     }
     result_.verified = true;
-    Save();
-    Event("info", "post-cutover health window passed (" + std::to_string(*result_.verify_probes) +
-                      " write probes)");
+    Note("info", "post-cutover health window passed (" + std::to_string(*result_.verify_probes) +
+                     " write probes)");
+    PGSHIFT_RETURN_IF_ERROR(Save());
   }
   if (!ParitySettled() || !CdcSettled()) {
     idle_ = true;
     return Status::OK();
   }
-  if (spec_.options.auto_finalize || m_.pending_action == "finalize") {
-    if (m_.pending_action == "finalize") (void)store_.ClearAction(id_);
-    Transition(Phase::kFinalize, "finalizing: dropping the source's slot and retiring it");
-    return Status::OK();
+  if (const OperatorAction* requested = Requested("finalize")) {
+    Consume(*requested);  // removed with the transition, in one commit
+  } else if (!spec_.options.auto_finalize) {
+    idle_ = true;
+    return WaitForOperator();
   }
-  WaitForOperator();
-  idle_ = true;
-  return Status::OK();
+  return Transition(Phase::kFinalize, "finalizing: dropping the source's slot and retiring it");
 }
 
 bool MigrationRunner::ParitySettled() {
@@ -68,13 +66,12 @@ bool MigrationRunner::ParitySettled() {
                                "the promotion snapshot is gone",
                     .remedy = "compare the source and target by hand before finalizing"}});
     result_.parity_done = true;
-    Save();
-    return true;
+    return Save().ok();
   }
   if (!ps.done) {
     progress_.parity = ParityProgress{
         .tables_total = ps.tables_total, .tables_done = ps.tables_done, .current = ps.current};
-    Save();
+    (void)Save();  // only progress; a failure is kept in commit_ and ends the step
     return false;
   }
   MergeFindings(ps.findings);
@@ -83,14 +80,13 @@ bool MigrationRunner::ParitySettled() {
   std::string blocking = BlockingSummary(m_.findings);
   if (!blocking.empty()) {
     result_.parity_blocked = true;
-    Block("finalize refused: " + blocking +
-          " (roll back with discard_target_writes, or override with a reason)");
+    (void)Block("finalize refused: " + blocking +
+                " (roll back with discard_target_writes, or override with a reason)");
     return false;
   }
-  Save();
-  Event("info",
-        "data parity: source and target match (" + std::to_string(ps.tables_done) + " tables)");
-  return true;
+  Note("info",
+       "data parity: source and target match (" + std::to_string(ps.tables_done) + " tables)");
+  return Save().ok();
 }
 
 }  // namespace pgshift

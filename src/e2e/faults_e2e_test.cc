@@ -1,0 +1,495 @@
+// The kill -9 matrix: pgshiftd kills itself at a phase boundary (its fault
+// point before the phase's step, PGSHIFT_FAULTS=crash:before_<phase>,
+// common/faults.h), is started again, and the migration still ends where it
+// should (finalized, or rolled_back for the rollback branch) with every
+// acknowledged ledger row, written through pgshift-proxy all along, on the
+// new primary exactly once and every phase's transition in the events. And
+// bad requests: each a 4xx with a clear message and no change of state.
+//
+// One sandbox per test; the crash points of a test are those of one
+// migration, in phase order: the pgshiftd started after a crash is armed
+// for the next point, and the one after the last runs without a fault.
+// `make e2e-faults` runs the whole matrix (FaultsMatrixE2E.*) and the bad
+// requests and prints the summary line last; ctest runs FaultsE2E.* (a
+// representative subset inside the hold, and the bad requests).
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "api/http_server.h"
+#include "common/clock.h"
+#include "common/os.h"
+#include "demo/sandbox.h"
+#include "load/ledger.h"
+#include "model/phase.h"
+#include "store/state_store.h"
+
+namespace pgshift {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a performance assertion
+constexpr int64_t kDeathPollMs = 20;
+constexpr int kLedgerWriters = 2;
+constexpr int64_t kMinCommittedPerWriter = 50;
+constexpr size_t kLogTail = 6000;
+// Where `make e2e-faults` wants the report (each scenario, then the summary).
+constexpr const char* kReportEnv = "PGSHIFT_E2E_FAULTS_REPORT";
+
+bool Terminal(const json& m) {
+  return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
+         m["state"] == "blocked";
+}
+
+// PGSHIFT_FAULTS for the pgshiftd the sandbox starts next. The entry is put
+// into the environment once, before any thread of the test starts, and then
+// rewritten in place: environ itself never changes under the ledger
+// writers' threads (libpq reads it when they connect).
+void SetFaults(const std::string& value) {
+  static char entry[128] = "PGSHIFT_FAULTS=";
+  static const bool put = ::putenv(entry) == 0;
+  ASSERT_TRUE(put);
+  ASSERT_LT(value.size() + 16, sizeof entry);
+  std::snprintf(entry, sizeof entry, "PGSHIFT_FAULTS=%s", value.c_str());
+}
+
+// The phase recorded when pgshiftd dies before `p`'s step: `p` itself, or
+// for a phase chained into the step before it, the phase that step began in.
+Phase RecordedAtCrashBefore(Phase p) {
+  while (ChainsInto(p)) p = kPhaseTable[PhaseOrder(p) - 1].phase;
+  return p;
+}
+
+// The totals of every scenario of this process, rewritten to the report
+// file after each one (`make e2e-faults` prints it).
+struct Totals {
+  int scenarios = 0;
+  int passed = 0;
+  int64_t lost_rows = 0;
+  int64_t duplicated_rows = 0;
+  int lost_events = 0;
+  std::vector<std::string> lines;
+
+  void Write() const {
+    const char* path = std::getenv(kReportEnv);
+    if (path == nullptr || *path == '\0') return;
+    std::ofstream out(path, std::ios::trunc);
+    for (const auto& l : lines) out << l << "\n";
+    out << "E2E faults "
+        << nlohmann::ordered_json{{"scenarios", scenarios},
+                                  {"passed", passed},
+                                  {"lost_rows", lost_rows},
+                                  {"duplicated_rows", duplicated_rows},
+                                  {"lost_events", lost_events}}
+               .dump()
+        << "\n";
+  }
+};
+
+Totals& TheTotals() {
+  static Totals t;
+  return t;
+}
+
+// One crash point of a run: what was seen when pgshiftd died there.
+struct CrashPoint {
+  std::string phase;
+  bool died = false;         // pgshiftd was gone within the bound
+  bool recorded_ok = false;  // the state file held the phase expected there
+  std::string note;          // why not
+};
+
+class FaultsE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetFaults("");
+    started_ms_ = MonotonicMs();
+    auto sb = demo::Sandbox::Start(
+        {.router = "proxy", .pgshiftd_path = PGSHIFTD_PATH, .proxy_path = PGSHIFT_PROXY_PATH});
+    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+    sb_ = std::move(sb).value();
+  }
+  void TearDown() override {
+    if (HasFailure() && sb_) {
+      PrintTail("pgshiftd log", sb_->PgshiftdLog());
+      PrintTail("proxy log", sb_->dir() + "/proxy.log");
+    }
+    for (auto& w : writers_) w->Stop();
+    writers_.clear();
+    sb_.reset();
+    SetFaults("");
+  }
+  static void PrintTail(const std::string& heading, const std::string& path) {
+    auto text = ReadFile(path);
+    if (!text.ok()) return;
+    std::cerr << "---- " << heading << " ----\n"
+              << text->substr(text->size() > kLogTail ? text->size() - kLogTail : 0) << "\n";
+  }
+
+  json Options(bool auto_cutover) const {
+    return {{"auto_cutover", auto_cutover},
+            {"auto_finalize", true},
+            {"sustain_seconds", 1},
+            {"verify_seconds", 1},
+            {"poll_ms", 100}};
+  }
+  // POST /v1/migrations. pgshiftd may die on its fault point before it
+  // answers; the migration is then read from the state file.
+  std::string Create(const json& options) {
+    auto r = sb_->Api("POST", "/v1/migrations", sb_->MigrationSpec(options).dump());
+    if (r.ok()) {
+      EXPECT_EQ((*r)["status"], 201) << (*r)["body"].dump();
+      return (*r)["body"].value("id", "");
+    }
+    auto all = OpenState();
+    if (!all) return "";
+    auto list = all->List();
+    return list.ok() && list->size() == 1 ? list->front().id : "";
+  }
+  void StartWriters() {
+    for (int w = 1; w <= kLedgerWriters; ++w) {
+      writers_.push_back(std::make_unique<load::LedgerWriter>(sb_->AppConninfo(), w));
+      writers_.back()->Start();
+    }
+  }
+  // Stops the writers and checks every acknowledged row on `conninfo`.
+  void StopWritersAndCheck(const std::string& conninfo) {
+    for (auto& w : writers_) w->Stop();
+    for (auto& w : writers_) {
+      auto st = w->Stats();
+      EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
+      EXPECT_EQ(st.uncertain, 0) << (st.errors.empty() ? "" : st.errors.front());
+      EXPECT_GT(st.committed, kMinCommittedPerWriter);
+      auto check = load::CheckLedger(conninfo, w->writer_id(), w->Acknowledged());
+      ASSERT_TRUE(check.ok()) << check.status().ToString();
+      EXPECT_EQ(check->lost, 0);
+      EXPECT_EQ(check->duplicated, 0);
+      EXPECT_EQ(check->found, check->acknowledged);
+      lost_rows_ += check->lost;
+      duplicated_rows_ += check->duplicated;
+    }
+  }
+
+  // The state file, opened while pgshiftd is down.
+  std::unique_ptr<SqliteStateStore> OpenState() {
+    auto store = SqliteStateStore::Open(sb_->dir() + "/state.db");
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+
+  // The pid of the sandbox's pgshiftd while it runs (a zombie, which the
+  // sandbox has not reaped yet, does not count), else -1.
+  pid_t LivePgshiftd() const {
+    const std::string state_arg = sb_->dir() + "/state.db";
+    DIR* proc = ::opendir("/proc");
+    if (proc == nullptr) return -1;
+    pid_t found = -1;
+    while (dirent* d = ::readdir(proc)) {
+      const pid_t pid = std::atoi(d->d_name);
+      if (pid <= 0) continue;
+      auto cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
+      if (!cmdline.ok() ||
+          cmdline->find(std::string("--state") + '\0' + state_arg) == std::string::npos) {
+        continue;
+      }
+      auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+      const size_t paren = stat.ok() ? stat->rfind(')') : std::string::npos;
+      if (paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z') {
+        found = pid;
+      }
+    }
+    ::closedir(proc);
+    return found;
+  }
+
+  // Waits until pgshiftd has killed itself, then lets the sandbox reap it.
+  bool WaitForPgshiftdToDie() {
+    const int64_t deadline = MonotonicMs() + kMigrationBoundMs;
+    while (LivePgshiftd() > 0) {
+      if (MonotonicMs() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(kDeathPollMs));
+    }
+    return sb_->KillPgshiftd(SIGKILL).ok();
+  }
+
+  // Starts pgshiftd armed with `faults`. With a fault armed it may reach it
+  // before it answers; that counts as started.
+  void StartPgshiftd(const std::string& faults) {
+    SetFaults(faults);
+    Status st = sb_->StartPgshiftd();
+    if (!faults.empty() && st.code() == Code::kUnavailable) return;
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+
+  // Checks the state file after pgshiftd died before `p`'s step.
+  void CheckRecordedAtCrash(const std::string& id, CrashPoint& point) {
+    auto phase = ParsePhase(point.phase);
+    ASSERT_TRUE(phase.has_value()) << point.phase;
+    auto store = OpenState();
+    ASSERT_TRUE(store);
+    auto m = store->Get(id);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const std::string want = PhaseName(RecordedAtCrashBefore(*phase));
+    point.recorded_ok = m->phase == want;
+    if (!point.recorded_ok) point.note = "recorded phase " + m->phase + ", expected " + want;
+    EXPECT_EQ(m->phase, want) << "pgshiftd should have died before " << point.phase;
+    if (!ChainsInto(*phase)) {
+      // The transition into the phase was committed before its step.
+      auto events = store->Events(id);
+      ASSERT_TRUE(events.ok());
+      bool entered = false;
+      for (const auto& e : *events) entered = entered || e.phase == point.phase;
+      EXPECT_TRUE(entered) << "no event of " << point.phase << " at the crash";
+      if (!entered) point.recorded_ok = false;
+    }
+  }
+
+  // Arms the first point, creates the migration (with `create` when given,
+  // else the automatic one) and goes through every crash point; pgshiftd
+  // runs without faults afterwards. Returns the migration's id.
+  std::string CrashThrough(const std::vector<std::string>& phases,
+                           const std::function<std::string()>& trigger) {
+    points_.clear();
+    for (const auto& p : phases) points_.push_back({.phase = p});
+    EXPECT_TRUE(sb_->KillPgshiftd(SIGTERM).ok());
+    StartPgshiftd("crash:before_" + phases.front());
+    const std::string id = trigger();
+    EXPECT_FALSE(id.empty());
+    for (size_t i = 0; i < points_.size() && !id.empty(); ++i) {
+      CrashPoint& point = points_[i];
+      point.died = WaitForPgshiftdToDie();
+      EXPECT_TRUE(point.died) << "pgshiftd did not die before " << point.phase;
+      if (!point.died) {
+        point.note = "pgshiftd did not die there";
+        break;
+      }
+      CheckRecordedAtCrash(id, point);
+      StartPgshiftd(i + 1 < points_.size() ? "crash:before_" + points_[i + 1].phase : "");
+      if (HasFatalFailure()) break;
+    }
+    return id;
+  }
+
+  // Each phase `path` names has its transition in the events; each missing
+  // one counts as a lost event.
+  int MissingTransitions(const std::string& id, const std::vector<std::string>& path) {
+    auto events = sb_->Api("GET", "/v1/migrations/" + id + "/events");
+    EXPECT_TRUE(events.ok());
+    if (!events.ok()) return static_cast<int>(path.size());
+    int missing = 0;
+    for (const auto& p : path) {
+      bool found = false;
+      for (const auto& e : (*events)["body"]["events"]) found = found || e["phase"] == p;
+      EXPECT_TRUE(found) << "no transition event for " << p;
+      missing += !found;
+    }
+    return missing;
+  }
+
+  // Adds this test's scenarios (its crash points) to the report.
+  void Report(const std::string& ending, const std::vector<std::string>& path, int missing_events) {
+    Totals& t = TheTotals();
+    const double seconds = (MonotonicMs() - started_ms_) / 1000.0;
+    const bool clean = !HasFailure();
+    for (const auto& p : points_) {
+      const bool passed = clean && p.died && p.recorded_ok;
+      ++t.scenarios;
+      t.passed += passed;
+      t.lines.push_back(
+          "scenario crash:before_" + p.phase + " -> " + ending + ": " +
+          (passed ? "passed" : "FAILED" + (p.note.empty() ? "" : " (" + p.note + ")")));
+    }
+    t.lost_rows += lost_rows_;
+    t.duplicated_rows += duplicated_rows_;
+    t.lost_events += missing_events;
+    char line[160];
+    std::snprintf(line, sizeof line,
+                  "  %zu crash point(s) in one sandbox, %.0f s; %zu phases, %d transition(s) "
+                  "missing",
+                  points_.size(), seconds, path.size(), missing_events);
+    t.lines.push_back(line);
+    t.Write();
+  }
+
+  // An automatic migration crashing before each of `phases` finishes.
+  void CrashThroughToFinalized(const std::vector<std::string>& phases) {
+    StartWriters();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const std::string id = CrashThrough(phases, [&] { return Create(Options(true)); });
+    ASSERT_FALSE(id.empty());
+    auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ((*m)["phase"], "finalized") << m->dump(2);
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // writes go on, on the target
+    StopWritersAndCheck(sb_->TargetConninfo());
+    EXPECT_FALSE(sb_->source().Running()) << "the source is retired";
+    std::vector<std::string> path;
+    for (const auto& info : PhasesOf(PhaseBranch::kMain)) path.push_back(info.name);
+    Report("finalized", path, MissingTransitions(id, path));
+  }
+
+  std::unique_ptr<demo::Sandbox> sb_;
+  std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
+  std::vector<CrashPoint> points_;
+  int64_t started_ms_ = 0;
+  int64_t lost_rows_ = 0;
+  int64_t duplicated_rows_ = 0;
+};
+
+// Inside the hold (traffic waits while pgshiftd is down): before the fence,
+// after the promotion (cdc_recreate is chained: the restart finds drain and
+// promotes nothing twice) and before the switch.
+TEST_F(FaultsE2E, CrashBeforeQuiesceCdcRecreateAndSwitchStillFinishes) {
+  CrashThroughToFinalized({"quiesce", "cdc_recreate", "switch"});
+}
+
+class FaultsMatrixE2E : public FaultsE2E {};
+
+TEST_F(FaultsMatrixE2E, CrashAtEveryMainPhaseBoundaryStillFinishes) {
+  std::vector<std::string> phases;
+  for (const auto& info : PhasesOf(PhaseBranch::kMain)) {
+    // preflight runs as the migration is created; finalized has no step.
+    if (info.phase != Phase::kPreflight && !info.terminal) phases.push_back(info.name);
+  }
+  ASSERT_EQ(phases.size(), 13u);
+  CrashThroughToFinalized(phases);
+}
+
+// A rollback requested while the migration waits in ready: pgshiftd dies
+// after recording rolling_back, before its step; the restart rolls back.
+TEST_F(FaultsMatrixE2E, CrashWhileRollingBackStillRollsBack) {
+  StartWriters();
+  const std::string id = Create(Options(false));
+  ASSERT_FALSE(id.empty());
+  auto m = sb_->WaitFor(
+      id, [](const json& m) { return m["state"] == "waiting" || Terminal(m); }, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_EQ((*m)["phase"], "ready");
+  CrashThrough({"rolling_back"}, [&] {
+    auto r = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
+    EXPECT_TRUE(r.ok() && (*r)["status"] == 202) << (r.ok() ? (*r)["body"].dump() : "");
+    return id;
+  });
+  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)["phase"], "rolled_back") << m->dump(2);
+  EXPECT_EQ((*m)["state"], "rolled_back");
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // writes go on, on the source
+  StopWritersAndCheck(sb_->SourceConninfo());
+  EXPECT_TRUE(sb_->source().Running());
+  EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots"), "0\n");
+  const std::vector<std::string> path = {"preflight", "provision",    "sync",       "validate",
+                                         "ready",     "rolling_back", "rolled_back"};
+  Report("rolled_back", path, MissingTransitions(id, path));
+}
+
+// Malformed and oversized bodies, invalid connection strings, unknown ids
+// and actions in the wrong state: each a 4xx naming the problem, and the
+// migration (waiting in ready) exactly as it was.
+TEST_F(FaultsE2E, BadRequestsGet4xxAndChangeNothing) {
+  const std::string id = Create(Options(false));
+  ASSERT_FALSE(id.empty());
+  auto ready = sb_->WaitFor(
+      id, [](const json& m) { return m["state"] == "waiting" || Terminal(m); }, kMigrationBoundMs);
+  ASSERT_TRUE(ready.ok()) << ready.status().ToString();
+  ASSERT_EQ((*ready)["phase"], "ready");
+  auto events_before = sb_->Api("GET", "/v1/migrations/" + id + "/events");
+  ASSERT_TRUE(events_before.ok());
+  const size_t n_events = (*events_before)["body"]["events"].size();
+
+  struct Case {
+    std::string method, path, body;
+    int status;
+    std::string needle;
+  };
+  const std::string m = "/v1/migrations/" + id;
+  // A spec for another target directory, so that it trips only on `change`.
+  const std::string elsewhere = sb_->dir() + "/elsewhere";
+  auto spec_with = [&](const std::function<void(json&)>& change) {
+    json spec = sb_->MigrationSpec(Options(false));
+    spec["target"]["data_dir"] = elsewhere;
+    change(spec);
+    return spec.dump();
+  };
+  const std::string oversized =
+      R"({"name":")" + std::string(api::kMaxRequestBodyBytes, 'x') + R"("})";
+  const std::vector<Case> cases = {
+      // Malformed bodies.
+      {"POST", m + "/cutover", "{not json", 400, "invalid JSON"},
+      {"POST", "/v1/migrations", "", 400, "empty"},
+      {"POST", m + "/rollback", "[1]", 400, "object"},
+      {"POST", m + "/rollback", R"({"discard_target_writes":true,"bogus":1})", 400, "bogus"},
+      {"POST", m + "/override", R"({"finding":"lag_sustained"})", 400, "reason"},
+      {"POST", m + "/drop_slot", R"({"reason":"x"})", 400, "slot"},
+      {"POST", "/v1/migrations", oversized, 413, "exceeds"},
+      {"POST", m + "/override", oversized, 413, "exceeds"},
+      // Invalid connection strings and specs.
+      {"POST", "/v1/migrations",
+       spec_with([](json& s) { s["source"]["conninfo"] = "host='127.0.0.1 port=5432"; }), 400,
+       "source.conninfo"},
+      {"POST", "/v1/migrations", spec_with([](json& s) { s["source"]["conninfo"] = ""; }), 400,
+       "source.conninfo"},
+      {"POST", "/v1/migrations",
+       spec_with([](json& s) { s["source"]["conninfo"] = "host=127.0.0.1 port=notaport"; }), 400,
+       "source.conninfo: port 'notaport'"},
+      {"POST", "/v1/migrations",
+       spec_with([](json& s) { s["target"]["data_dir"] = "relative/dir"; }), 400, "absolute"},
+      // The same target data directory as the running migration.
+      {"POST", "/v1/migrations",
+       spec_with([&](json& s) { s["target"]["data_dir"] = sb_->target_dir(); }), 409, id},
+      // Unknown ids and paths.
+      {"GET", "/v1/migrations/m-nothere", "", 404, "m-nothere"},
+      {"GET", "/v1/migrations/m-nothere/events", "", 404, "m-nothere"},
+      {"POST", "/v1/migrations/m-nothere/cutover", "{}", 404, "m-nothere"},
+      {"GET", "/v1/nothing", "", 404, "no such endpoint"},
+      {"POST", m + "/frobnicate", "{}", 404, "unknown migration action 'frobnicate'"},
+      // Actions in the wrong state.
+      {"POST", m + "/finalize", "{}", 409, "only after the switch"},
+      {"POST", m + "/retry", "{}", 409, "nothing to retry"},
+      {"POST", m + "/override", R"({"finding":"nope","reason":"x"})", 404, "nope"},
+      {"POST", m + "/drop_slot",
+       json{{"slot", "pgshift_" + id.substr(0, 1) + "_" + id.substr(2)}, {"reason", "x"}}.dump(),
+       409, "own replica slot"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.method + " " + c.path + " " + c.body.substr(0, 80));
+    auto r = sb_->Api(c.method, c.path, c.body);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ((*r)["status"], c.status) << (*r)["body"].dump().substr(0, 300);
+    const std::string error =
+        (*r)["body"].is_object() ? (*r)["body"].value("error", "") : (*r)["body"].dump();
+    EXPECT_NE(error.find(c.needle), std::string::npos) << error.substr(0, 300);
+  }
+
+  auto now = sb_->Api("GET", m);
+  ASSERT_TRUE(now.ok());
+  const json& after = (*now)["body"];
+  for (const char* key : {"phase", "state", "findings", "error", "pending_actions", "spec"}) {
+    EXPECT_EQ(after[key], (*ready)[key]) << key;
+  }
+  auto events = sb_->Api("GET", m + "/events");
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ((*events)["body"]["events"].size(), n_events) << "no request was recorded";
+  auto list = sb_->Api("GET", "/v1/migrations");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ((*list)["body"]["migrations"].size(), 1u) << "nothing else was stored";
+  EXPECT_FALSE(PathExists(elsewhere)) << "nothing else was created";
+  EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots"), "1\n")
+      << "only the migration's own slot";
+
+  Totals& t = TheTotals();
+  ++t.scenarios;
+  t.passed += !HasFailure();
+  t.lines.push_back("scenario bad requests (" + std::to_string(cases.size()) +
+                    " cases): " + (HasFailure() ? "FAILED" : "passed"));
+  t.Write();
+}
+
+}  // namespace
+}  // namespace pgshift
