@@ -21,6 +21,8 @@
 namespace pgshift {
 namespace {
 
+using local_testing::WaitFor;
+
 using local_testing::SocketConninfo;
 using local_testing::SpecFor;
 using local_testing::TargetStopper;
@@ -142,15 +144,6 @@ std::vector<Form> Forms() {
        },
        fixed("127.0.0.1")},
   };
-}
-
-bool WaitFor(const std::function<bool()>& cond, int64_t timeout_ms) {
-  const int64_t deadline = MonotonicMs() + timeout_ms;
-  while (MonotonicMs() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return cond();
 }
 
 class SourceConninfoForm : public ::testing::TestWithParam<Form> {};

@@ -17,6 +17,8 @@
 namespace pgshift {
 namespace {
 
+using local_testing::WaitFor;
+
 using local_testing::EnvFor;
 using local_testing::SocketConninfo;
 using local_testing::SpecFor;
@@ -37,15 +39,6 @@ int ProcessesMentioning(const std::string& needle) {
     if (cmd.find(needle) != std::string::npos) ++n;
   }
   return n;
-}
-
-bool WaitFor(const std::function<bool()>& cond, int64_t timeout_ms) {
-  const int64_t deadline = MonotonicMs() + timeout_ms;
-  while (MonotonicMs() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
 }
 
 class LocalEnvStopTest : public ::testing::Test {
@@ -70,7 +63,7 @@ class LocalEnvStopTest : public ::testing::Test {
     const std::string partial = spec_.target.data_dir + ".partial";
     auto build =
         std::async(std::launch::async, [&] { return env.CreateReplica(slot, [](int) {}); });
-    ASSERT_TRUE(WaitFor([&] { return ProcessesMentioning(partial) > 0; }, 15000))
+    ASSERT_TRUE(WaitFor([&] { return ProcessesMentioning(partial) > 0; }, 15000, 20))
         << "pg_basebackup did not start";
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // well into the copy
     ASSERT_EQ(build.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
@@ -88,7 +81,7 @@ class LocalEnvStopTest : public ::testing::Test {
     EXPECT_EQ(st.code(), Code::kAborted) << st.ToString();
     EXPECT_NE(st.message().find("stopped"), std::string::npos) << st.ToString();
     // Its WAL-streaming child, killed with it, may take a moment to exit.
-    EXPECT_TRUE(WaitFor([&] { return ProcessesMentioning(partial) == 0; }, 1000))
+    EXPECT_TRUE(WaitFor([&] { return ProcessesMentioning(partial) == 0; }, 1000, 20))
         << "pg_basebackup outlived the stop";
     EXPECT_FALSE(PathExists(spec_.target.data_dir)) << "a partial copy was published";
     // The source lets go of the slot: its walsender ended with the client.
@@ -99,7 +92,7 @@ class LocalEnvStopTest : public ::testing::Test {
           auto r = (*admin)->Query("select count(*) as n from pg_stat_replication");
           return r.ok() && r->Int(0, "n") == 0;
         },
-        10000));
+        10000, 20));
     // Stopped for good: a later call refuses at once.
     Status again = env.CreateReplica(slot, [](int) {});
     EXPECT_EQ(again.code(), Code::kAborted) << again.ToString();

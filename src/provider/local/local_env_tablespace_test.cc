@@ -19,19 +19,12 @@
 namespace pgshift {
 namespace {
 
+using local_testing::WaitFor;
+
 using local_testing::EnvFor;
 using local_testing::SocketConninfo;
 using local_testing::SpecFor;
 using local_testing::TargetStopper;
-
-bool WaitFor(const std::function<bool()>& cond, int64_t timeout_ms) {
-  const int64_t deadline = MonotonicMs() + timeout_ms;
-  while (MonotonicMs() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return cond();
-}
 
 class LocalEnvTablespaceTest : public ::testing::Test {
  protected:

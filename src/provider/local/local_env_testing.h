@@ -5,14 +5,28 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "common/clock.h"
 #include "common/os.h"
 #include "provider/local/local_env.h"
 #include "testing/pg_harness.h"
 
 namespace pgshift::local_testing {
+
+// Polls `cond` every `poll_ms` until it holds or `timeout_ms` passes.
+inline bool WaitFor(const std::function<bool()>& cond, int64_t timeout_ms, int64_t poll_ms = 50) {
+  const int64_t deadline = MonotonicMs() + timeout_ms;
+  while (MonotonicMs() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
+  }
+  return cond();
+}
 
 // The cluster's conninfo through its Unix-socket directory (the data
 // directory's parent, where LocalCluster puts the socket).
