@@ -39,7 +39,7 @@ std::string DescribeTransportError(httplib::Error e) {
 Code CodeFromName(const std::string& name) {
   for (Code c : {Code::kOk, Code::kInvalidArgument, Code::kNotFound, Code::kAlreadyExists,
                  Code::kFailedPrecondition, Code::kUnavailable, Code::kTimeout, Code::kAborted,
-                 Code::kInternal}) {
+                 Code::kInternal, Code::kUnauthenticated, Code::kPermissionDenied}) {
     if (name == CodeName(c)) return c;
   }
   return Code::kInternal;
