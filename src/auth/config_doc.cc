@@ -71,7 +71,8 @@ class Converter {
 
   Result<json> Convert(yaml_node_t* node, const std::string& pointer, int depth) {
     if (depth > kMaxDepth) return out_->Error(pointer, "nested too deeply");
-    out_->lines[pointer] = static_cast<int>(node->start_mark.line) + 1;
+    // A mapping's child already has its key's line, which names the field best.
+    out_->lines.emplace(pointer, static_cast<int>(node->start_mark.line) + 1);
     switch (node->type) {
       case YAML_SCALAR_NODE: {
         std::string v(reinterpret_cast<const char*>(node->data.scalar.value),
@@ -102,10 +103,8 @@ class Converter {
           std::string k(reinterpret_cast<const char*>(key->data.scalar.value),
                         key->data.scalar.length);
           const std::string child = pointer + "/" + PointerToken(k);
-          if (obj.contains(k)) {
-            out_->lines[child] = static_cast<int>(key->start_mark.line) + 1;
-            return out_->Error(child, "duplicate key '" + k + "'");
-          }
+          out_->lines[child] = static_cast<int>(key->start_mark.line) + 1;
+          if (obj.contains(k)) return out_->Error(child, "duplicate key '" + k + "'");
           PGSHIFT_ASSIGN_OR_RETURN(
               json v, Convert(yaml_document_get_node(doc_, pair->value), child, depth + 1));
           obj[k] = std::move(v);

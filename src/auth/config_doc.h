@@ -19,7 +19,8 @@ namespace pgshift::auth {
 struct ConfigDoc {
   std::string path;
   nlohmann::json root;  // null for an empty file
-  // JSON pointer ("/databases/app/team") → 1-based line of its value.
+  // JSON pointer ("/databases/app/team") → 1-based line of its key (of
+  // the value itself for sequence items and the root).
   std::map<std::string, int> lines;
 
   // The line of `pointer`, or of its nearest ancestor that has one; 0 if none.
