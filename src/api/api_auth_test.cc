@@ -6,13 +6,13 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "api/api_test_util.h"
 #include "api/http_server.h"
 #include "auth/authenticator.h"
 #include "common/dev_certs.h"
 #include "common/os.h"
 #include "inventory/inventory.h"
 #include "store/state_store.h"
-#include "testing/fake_migration_service.h"
 
 namespace pgshift::api {
 namespace {
@@ -38,26 +38,6 @@ databases:
     source: {host: 127.0.0.1, port: 5433}
     placement: {data_root: /srv/pg, ports: 61000-61050}
 )";
-
-// The fake engine plus the two actions it does not model.
-class Service : public FakeMigrationService {
- public:
-  Result<json> Act(const std::string& id, const std::string& action, const json& body) override {
-    if (action == "retry" || action == "drop_slot") {
-      auto m = Get(id);
-      if (!m.ok()) return m;
-      return *m;
-    }
-    return FakeMigrationService::Act(id, action, body);
-  }
-};
-
-class StaticRoutes : public inventory::RouteSource {
- public:
-  Result<std::vector<inventory::RouteInfo>> Routes(const inventory::RouterDef&) override {
-    return std::vector<inventory::RouteInfo>{{"edge", "proxy", "app", "app", "127.0.0.1", 5432}};
-  }
-};
 
 class ApiAuthTest : public ::testing::Test {
  protected:
@@ -129,8 +109,8 @@ class ApiAuthTest : public ::testing::Test {
   }
   size_t AuditRows() { return store_->ListAudit(1000)->size(); }
 
-  Service svc_;
-  StaticRoutes routes_;
+  ActingFakeService svc_;
+  OneRouteSource routes_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<inventory::Inventory> inventory_;
   std::unique_ptr<SqliteStateStore> store_;

@@ -8,6 +8,10 @@ namespace {
 
 using nlohmann::json;
 
+// The engine's state names (workflow/service.h) that only an operator resolves.
+constexpr const char* kStateFailed = "failed";
+constexpr const char* kStateBlocked = "blocked";
+
 bool IsConninfoKey(const std::string& key) { return key == "conninfo" || key == "admin_conninfo"; }
 
 void RedactInPlace(json& j) {
@@ -56,7 +60,7 @@ std::vector<std::string> AvailableActions(const json& m) {
   const auto phase = ParsePhase(m.value("phase", ""));
   if (!phase || IsTerminal(*phase)) return {};
   const std::string state = m.value("state", "");
-  const bool stuck = state == state::kFailed || state == state::kBlocked;
+  const bool stuck = state == kStateFailed || state == kStateBlocked;
   const json findings = m.value("findings", json::array());
   const bool blocking = !BlockingSummary(findings).empty();
   std::vector<std::string> out;
