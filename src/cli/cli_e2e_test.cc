@@ -10,10 +10,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "testing/fake_migration_service.h"
 #include "api/http_server.h"
 #include "cli/commands.h"
 #include "common/os.h"
+#include "testing/fake_migration_service.h"
 
 namespace pgshift::cli {
 namespace {

@@ -97,6 +97,9 @@ Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
   if (!r.ok() && !c->Healthy()) source_.reset();
   return r;
 }
+// local_cdc.cc uses this one; an optimized build may inline every use here.
+template Result<std::vector<LogicalSlot>> LocalEnv::OnSource(
+    const std::function<Result<std::vector<LogicalSlot>>(PgConn&)>& fn);
 
 Result<SourceInfo> LocalEnv::InspectSource() {
   return OnSource<SourceInfo>([](PgConn& c) -> Result<SourceInfo> {
