@@ -291,6 +291,22 @@ TEST_F(ApiAuthTest, AuditShowsActionsAndPhaseChangesToTheRightCallers) {
   EXPECT_EQ(Send("alice", "GET", "/v1/audit?limit=0").first, 400);
 }
 
+TEST_F(ApiAuthTest, WrongStateSaysWhatIsPossibleNow) {
+  const std::string id = Seed("app", "sync", "running");
+  const size_t audit = AuditRows();
+  auto [st, body] = Send("bob", "POST", "/v1/migrations/" + id + "/finalize");
+  EXPECT_EQ(st, 409);
+  EXPECT_EQ(body["code"], "failed_precondition");
+  EXPECT_NE(body.value("error", "").find("finalize needs phase verify"), std::string::npos);
+  EXPECT_NE(body.value("error", "")
+                .find("[phase sync, state running: cutover, rollback, override "
+                      "possible now]"),
+            std::string::npos)
+      << body.dump();
+  EXPECT_EQ(AuditRows(), audit) << "a refused action is not audited";
+  EXPECT_EQ(svc_.Get(id)->value("phase", ""), "sync");
+}
+
 TEST_F(ApiAuthTest, MetricsNeedAnOperator) {
   Seed("app", "sync", "running");
   EXPECT_EQ(Send("", "GET", "/metrics").first, 401);

@@ -123,6 +123,17 @@ void Handlers::Act(Call& c) {
     if (!m.ok()) return c.Fail(m.status());
   }
   auto m = svc_.Act(id, action, *body);
+  if (!m.ok() && m.status().code() == Code::kFailedPrecondition) {
+    // Say what the migration accepts now, so the caller need not guess.
+    if (auto now = svc_.Get(id); now.ok()) {
+      std::string accepts;
+      for (const auto& a : AvailableActions(*now)) accepts += (accepts.empty() ? "" : ", ") + a;
+      return c.Fail(FailedPrecondition(m.status().message() + " [phase " + now->value("phase", "") +
+                                       ", state " + now->value("state", "") + ": " +
+                                       (accepts.empty() ? "no action" : accepts) +
+                                       " possible now]"));
+    }
+  }
   if (!m.ok()) return c.Fail(m.status());
   // The why: a reason, the slot, or the rollback's confirmation; never more.
   std::string detail;
