@@ -14,6 +14,7 @@
 // Thread-safe: Start/Stop from one owner thread; PollOnce for tests.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
