@@ -1,16 +1,13 @@
 #include "api/migration_view.h"
 
 #include "model/migration.h"
+#include "model/state.h"
 #include "pg/conn.h"
 
 namespace pgshift::api {
 namespace {
 
 using nlohmann::json;
-
-// The engine's state names (workflow/service.h) that only an operator resolves.
-constexpr const char* kStateFailed = "failed";
-constexpr const char* kStateBlocked = "blocked";
 
 bool IsConninfoKey(const std::string& key) { return key == "conninfo" || key == "admin_conninfo"; }
 
@@ -59,8 +56,10 @@ json RedactSpec(const json& spec) {
 std::vector<std::string> AvailableActions(const json& m) {
   const auto phase = ParsePhase(m.value("phase", ""));
   if (!phase || IsTerminal(*phase)) return {};
-  const std::string state = m.value("state", "");
-  const bool stuck = state == kStateFailed || state == kStateBlocked;
+  const auto state = ParseState(m.value("state", ""));
+  // Only an operator resolves these; waiting is not stuck.
+  const bool stuck =
+      state && (*state == MigrationState::kFailed || *state == MigrationState::kBlocked);
   const json findings = m.value("findings", json::array());
   const bool blocking = !BlockingSummary(findings).empty();
   std::vector<std::string> out;
