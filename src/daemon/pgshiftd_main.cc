@@ -130,6 +130,9 @@ int main(int argc, char** argv) {
   spdlog::info("pgshiftd stopping; unfinished migrations resume on the next start");
   if (notifier) notifier->Stop();
   server.Stop();
+  // Ends a running pg_basebackup (or other long provider work) so the
+  // engine's workers can return; they resume on the next start.
+  envs.RequestStop();
   engine.Stop();
   return 0;
 }
