@@ -73,8 +73,10 @@ export function mountMigration(root, id, showError) {
   const findings = h('div');
   const slots = h('div');
   const events = h('div');
-  fill(
-    root,
+  // Shown once the migration has loaded.
+  const content = h(
+    'div',
+    { hidden: true },
     head,
     errorBox,
     actionsBar,
@@ -84,6 +86,7 @@ export function mountMigration(root, id, showError) {
     h('section', h('h3', 'CDC slots'), slots),
     h('section', h('h3', 'Recent events'), events),
   );
+  fill(root, content);
   let phases = FALLBACK_PHASES;
   let current = null;
   let busy = false;
@@ -149,6 +152,7 @@ export function mountMigration(root, id, showError) {
 
   function render(m, evs) {
     current = m;
+    content.hidden = false;
     fill(
       head,
       h('h2', 'Migration ', h('span.mname', m.name), ' ', h('code', m.id)),
@@ -192,7 +196,11 @@ export function mountMigration(root, id, showError) {
     const enc = encodeURIComponent(id);
     const [m, ev] = await Promise.all([get(`/v1/migrations/${enc}`), get(`/v1/migrations/${enc}/events`)]);
     render(m, (ev && ev.events) || []);
-  }, showError);
+  }, (err) => {
+    // Not there or not ours: asking again every second changes nothing.
+    if (err.status === 403 || err.status === 404) p.stop();
+    showError(err);
+  });
 
   return () => {
     p.stop();
