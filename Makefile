@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build demo check unit bench-proxy bench-cutover fuzz clean format
+.PHONY: setup build demo check unit e2e-web bench-proxy bench-cutover fuzz clean format
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,15 @@ bench-cutover: build
 
 bench-proxy: build
 	@BUILD=$(abspath $(BUILD)) bash bench/proxy/run.sh
+
+# The web page in headless Chromium against a real pgshiftd (src/e2e/web_e2e_test.cc,
+# web/test/e2e.cjs); screenshots in $(BUILD)/e2e-web/. Last line: E2E web {...}.
+e2e-web: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target web_e2e_test
+	@rc=0; $(BUILD)/src/e2e/web_e2e_test || rc=$$?; \
+	  tail -n 1 $(BUILD)/e2e-web/result.txt 2>/dev/null || echo 'E2E web {"error":"the browser test did not run"}'; \
+	  exit $$rc
 
 unit: build
 	@cd $(BUILD) && ctest -L unit --output-on-failure
