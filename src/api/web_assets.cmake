@@ -42,3 +42,6 @@ set_target_properties(pgshift_web PROPERTIES PGSHIFT_NODE_MODULES ${WEB_BIN}/nod
 add_library(pgshift_web_assets web_assets.cc ${CMAKE_CURRENT_BINARY_DIR}/web_assets_data.cc)
 target_link_libraries(pgshift_web_assets PUBLIC PkgConfig::HTTPLIB)
 pgshift_add_test(web_assets_test SOURCES web_assets_test.cc LIBS pgshift_web_assets LABELS unit)
+# The page's pure logic (timeline, formatters) under node's own test runner.
+add_test(NAME web_unit_test COMMAND ${PGSHIFT_NODE} --test ${WEB_SRC}/test/unit.test.js)
+set_tests_properties(web_unit_test PROPERTIES LABELS unit)

@@ -15,7 +15,7 @@ const TOKENS = {
 const DBS = [
   { name: 'orders', team: 'payments', tags: ['tier-1', 'eu'], provider: 'local', window: null,
     source: { host: '127.0.0.1', port: 5432, dbname: 'orders' }, router: { type: 'proxy', route: 'orders' } },
-  { name: 'catalog', team: 'search', tags: [], provider: 'local', window: { days: 'mon-fri', start: '02:00', end: '05:00' },
+  { name: 'catalog', team: 'search', tags: [], provider: 'local', window: { days: ['sat', 'sun'], start: '02:00', end: '05:00', timezone: 'UTC' },
     source: { host: '127.0.0.1', port: 5433, dbname: 'catalog' }, router: { type: 'pgbouncer', route: 'catalog' } },
 ];
 // [phase, seconds] in order; null seconds waits for an action.

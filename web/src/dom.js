@@ -74,6 +74,22 @@ export function fmtDateTime(msOrIso) {
   return `${d.toISOString().slice(0, 10)} ${d.toLocaleTimeString([], { hour12: false })}`;
 }
 
+// A maintenance window ({days:[sat,sun], start:"02:00", end:"05:00",
+// timezone:"UTC"}) as "sat,sun 02:00–05:00 UTC"; other shapes as key=value.
+export function fmtWindow(w) {
+  if (!w || typeof w !== 'object') return '';
+  if (w.start && w.end) {
+    const days = Array.isArray(w.days) ? w.days.join(',') : (w.days ?? '');
+    return [days, `${w.start}–${w.end}`, w.timezone ?? ''].filter(Boolean).join(' ');
+  }
+  return Object.entries(w).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ');
+}
+
+// A migration's phase and, when it says more, its state.
+export function phaseBadges(phase, state) {
+  return [badge(phase, 'phase'), state && state !== phase ? [' ', badge(state)] : null];
+}
+
 // A state/phase/severity label styled by its value.
 export function badge(text, kind = text) {
   return h(`span.badge.b-${String(kind).replace(/[^a-z_]/gi, '')}`, text);

@@ -3,7 +3,7 @@
 // #/ (databases), #/m/<id> (a migration), #/audit.
 import { ApiError, get, post, setUnauthenticatedHandler, token } from './api.js';
 import { confirmDialog } from './confirm.js';
-import { badge, fill, fmtDateTime, h } from './dom.js';
+import { badge, fill, fmtDateTime, fmtWindow, h, phaseBadges } from './dom.js';
 import { mountMigration } from './migration.js';
 import { poller } from './poll.js';
 import './style.css';
@@ -109,7 +109,7 @@ function whereText(db) {
 function migrationLinks(db) {
   if (!db.migrations || !db.migrations.length) return h('span.muted', 'none');
   return db.migrations.map((m) =>
-    h('a.mig', { href: `#/m/${encodeURIComponent(m.id)}` }, h('code', m.id), ' ', badge(m.phase, 'phase'), ' ', badge(m.state)),
+    h('a.mig', { href: `#/m/${encodeURIComponent(m.id)}` }, h('code', m.id), ' ', phaseBadges(m.phase, m.state)),
   );
 }
 
@@ -133,7 +133,7 @@ function mountDatabases(root) {
   const body = h('tbody');
   const table = h(
     'table.grid.databases',
-    h('thead', h('tr', ['Database', 'Team', 'Source', 'Router', 'Provider', 'Tags', 'Migrations', ''].map((c) => h('th', c)))),
+    h('thead', h('tr', ['Database', 'Team', 'Source', 'Router', 'Provider', 'Tags', 'Window', 'Migrations', ''].map((c) => h('th', c)))),
     body,
   );
   const empty = h('p.muted', 'No database is visible to you.');
@@ -153,6 +153,7 @@ function mountDatabases(root) {
           h('td', db.router ? `${db.router.type}${db.router.route ? ` → ${db.router.route}` : ''}` : ''),
           h('td', db.provider ?? ''),
           h('td', (db.tags || []).map((t) => h('span.tag', t))),
+          h('td', fmtWindow(db.window)),
           h('td', h('div.migs', migrationLinks(db))),
           h('td', db.can_act ? h('button.btn.primary', { type: 'button', onclick: () => startMigration(db) }, 'Migrate') : null),
         ),

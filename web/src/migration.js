@@ -4,7 +4,7 @@
 // migration and its events every second.
 import { get, post } from './api.js';
 import { confirmDialog } from './confirm.js';
-import { badge, fill, fmtBytes, fmtDateTime, fmtDuration, fmtTime, h } from './dom.js';
+import { badge, fill, fmtBytes, fmtDateTime, fmtDuration, fmtTime, h, phaseBadges } from './dom.js';
 import { LagChart } from './lagchart.js';
 import { poller } from './poll.js';
 import { FALLBACK_PHASES, renderTimeline, timelineRows } from './timeline.js';
@@ -158,7 +158,7 @@ export function mountMigration(root, id, showError) {
       h('h2', 'Migration ', h('span.mname', m.name), ' ', h('code', m.id)),
       h(
         'div.mstatus',
-        h('span#m-phase', { dataset: { phase: m.phase, state: m.state } }, badge(m.phase, 'phase'), ' ', badge(m.state)),
+        h('span#m-phase', { dataset: { phase: m.phase, state: m.state } }, phaseBadges(m.phase, m.state)),
         m.database ? h('span', 'database ', h('strong', m.database)) : null,
         h('span.muted', `created ${fmtDateTime(m.created_at)} · updated ${fmtTime(m.updated_at)}`),
       ),
