@@ -37,11 +37,11 @@ const WebAsset* FindWebAsset(std::string_view path);
 // Every embedded asset (the page first).
 std::span<const WebAsset> WebAssets();
 
-// The hook ApiServer calls before its API routes: answers GET/HEAD of an
-// embedded asset (304 when If-None-Match matches) with a strict
-// Content-Security-Policy and returns true; returns false, touching nothing,
-// for every other request, which the API then answers (404 JSON for an
-// unknown /ui/ file like any unknown path).
+// The request hook pgshiftd gives its ApiServer for requests no API route
+// matches: answers GET/HEAD of an embedded asset (304 when If-None-Match
+// matches) with a strict Content-Security-Policy and returns true; returns
+// false, touching nothing, for every other request, which the API then
+// answers (404 JSON for an unknown /ui/ file like any unknown path).
 bool ServeWebAsset(const httplib::Request& req, httplib::Response& res);
 
 // One file of the bundle, as the build embeds it (web_assets_data.cc,
