@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/phase.h"
+
 namespace pgshift::api {
 namespace {
 
@@ -38,7 +40,7 @@ void MethodNotAllowed(httplib::Response& res, const std::string& method, const s
 void UnknownPath(httplib::Response& res, const std::string& path) {
   WriteError(res, 404, Code::kNotFound,
              "no such endpoint: " + path +
-                 " (endpoints: /healthz, /v1/migrations, /v1/migrations/{id}, "
+                 " (endpoints: /healthz, /v1/phases, /v1/migrations, /v1/migrations/{id}, "
                  "/v1/migrations/{id}/events, "
                  "/v1/migrations/{id}/{cutover|rollback|finalize|override|retry|drop_slot})");
 }
@@ -219,6 +221,11 @@ void ApiServer::Handle(const httplib::Request& req, httplib::Response& res) {
     if (req.method != "GET" && req.method != "HEAD")
       return MethodNotAllowed(res, req.method, path, "GET");
     return WriteJson(res, 200, json{{"ok", true}});
+  }
+  if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "phases") {
+    if (req.method != "GET" && req.method != "HEAD")
+      return MethodNotAllowed(res, req.method, path, "GET");
+    return WriteJson(res, 200, PhaseTableJson());
   }
   if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "migrations") {
     return HandleMigrations(req, res, path);

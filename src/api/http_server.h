@@ -2,6 +2,8 @@
 //
 // Routes (every response is application/json):
 //   GET  /healthz                          200 {"ok":true}
+//   GET  /v1/phases                        200 [{"name","order","branch","in_hold","terminal"}]
+//                                              (the phase table, model/phase.h)
 //   POST /v1/migrations                    201 migration       (body: the spec)
 //   GET  /v1/migrations                    200 {"migrations":[...]}
 //   GET  /v1/migrations/{id}               200 migration
@@ -42,7 +44,6 @@ namespace pgshift::api {
 
 // Largest request body accepted; bigger ones get 413.
 inline constexpr size_t kMaxRequestBodyBytes = 1 << 20;
-
 
 class ApiServer {
  public:

@@ -82,6 +82,28 @@ TEST_F(ApiServerTest, Healthz) {
   EXPECT_EQ(body, json({{"ok", true}}));
 }
 
+TEST_F(ApiServerTest, PhasesServesThePhaseTableInOrder) {
+  json body = Expect(client_->Get("/v1/phases"), 200);
+  ASSERT_TRUE(body.is_array()) << body.dump();
+  ASSERT_EQ(body.size(), 16u);
+  EXPECT_EQ(body[0], (json{{"name", "preflight"},
+                           {"order", 0},
+                           {"branch", "main"},
+                           {"in_hold", false},
+                           {"terminal", false}}));
+  std::vector<std::string> held;
+  for (size_t i = 0; i < body.size(); ++i) {
+    EXPECT_EQ(body[i]["order"], i);
+    if (body[i]["in_hold"] == true) held.push_back(body[i]["name"]);
+  }
+  EXPECT_EQ(held, (std::vector<std::string>{"quiesce", "drain", "promote", "snapshot", "switch"}));
+  EXPECT_EQ(body[13]["name"], "finalized");
+  EXPECT_EQ(body[13]["terminal"], true);
+  EXPECT_EQ(body[15]["name"], "rolled_back");
+  EXPECT_EQ(body[15]["branch"], "rollback");
+  ExpectError(PostJson("/v1/phases", "{}"), 405, "invalid_argument", "use GET");
+}
+
 TEST_F(ApiServerTest, CreateReturns201WithTheMigrationAndPassesTheSpec) {
   json spec = {{"name", "app"}, {"source", {{"conninfo", "host=127.0.0.1 port=5432"}}}};
   json body = Expect(PostJson("/v1/migrations", spec.dump()), 201);

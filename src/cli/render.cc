@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <sstream>
 
+#include "model/phase.h"
+#include "model/state.h"
+
 namespace pgshift::cli {
 namespace {
 
@@ -67,7 +70,7 @@ std::string NextStep(const json& m) {
   const std::string id = Str(m, "id");
   const std::string state = Str(m, "state");
   const std::string pending = Str(m, "pending_action");
-  if (state == "waiting") {
+  if (state == StateName(MigrationState::kWaiting)) {
     if (pending == "finalize") {
       return "verified; retire the source with `pgshift migration finalize " + id +
              "` (or roll back with `pgshift migration rollback " + id +
@@ -78,11 +81,11 @@ std::string NextStep(const json& m) {
     }
     return "waiting for " + pending + ": `pgshift migration " + pending + " " + id + "`";
   }
-  if (state == "blocked") {
+  if (state == StateName(MigrationState::kBlocked)) {
     return "blocked by findings; fix them, or override one with `pgshift migration override " + id +
            " --finding ID --reason TEXT`";
   }
-  if (state == "failed") {
+  if (state == StateName(MigrationState::kFailed)) {
     return "failed; read the error and events (`pgshift migration events " + id + "`)";
   }
   return "";
@@ -96,16 +99,10 @@ std::string SeverityCell(const json& f) {
 
 }  // namespace
 
-// Keep in step with Phase in workflow/migration.h (the CLI does not link the engine).
-const std::vector<std::string>& MainPhases() {
-  static const std::vector<std::string> kPhases = {
-      "preflight", "provision", "sync",     "validate", "ready",  "cdc_prepare", "quiesce",
-      "drain",     "promote",   "snapshot", "switch",   "verify", "finalize",    "finalized"};
-  return kPhases;
-}
-
 bool IsTerminalState(const std::string& state) {
-  return state == "finalized" || state == "rolled_back" || state == "failed";
+  return state == StateName(MigrationState::kFinalized) ||
+         state == StateName(MigrationState::kRolledBack) ||
+         state == StateName(MigrationState::kFailed);
 }
 
 std::string HumanBytes(double bytes) {
@@ -142,23 +139,20 @@ std::string ProgressBar(double pct, size_t cells) {
 
 std::string RenderPhaseLine(const std::string& phase, const std::string& state, size_t width,
                             const std::string& indent) {
+  // The branch the phase is on (an unknown phase, from a newer server: the
+  // main path, nothing marked). [x] done, [>] current, [!] current and
+  // failed, [ ] to come; a terminal phase is done.
+  const auto current = ParsePhase(phase);
+  const bool failed = state == StateName(MigrationState::kFailed);
   std::vector<std::string> items;
-  if (phase == "rolling_back" || phase == "rolled_back") {
-    bool done = phase == "rolled_back";
-    items = {std::string(done ? "[x]" : (state == "failed" ? "[!]" : "[>]")) + " rolling_back",
-             std::string(done ? "[x]" : "[ ]") + " rolled_back"};
-  } else {
-    const auto& phases = MainPhases();
-    auto cur = std::find(phases.begin(), phases.end(), phase);
-    bool known = cur != phases.end();
-    for (auto it = phases.begin(); it != phases.end(); ++it) {
-      std::string mark = "[ ]";
-      if (known && it < cur) mark = "[x]";
-      if (known && it == cur) {
-        mark = state == "failed" ? "[!]" : (phase == "finalized" ? "[x]" : "[>]");
-      }
-      items.push_back(mark + " " + *it);
+  for (const auto& info : PhasesOf(current ? InfoOf(*current).branch : PhaseBranch::kMain)) {
+    std::string mark = "[ ]";
+    if (current && info.phase == *current) {
+      mark = IsTerminal(info.phase) ? "[x]" : (failed ? "[!]" : "[>]");
+    } else if (current && PhaseOrder(info.phase) < PhaseOrder(*current)) {
+      mark = "[x]";
     }
+    items.push_back(mark + " " + info.name);
   }
   std::string out, line;
   for (const auto& item : items) {

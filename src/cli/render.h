@@ -13,8 +13,6 @@
 
 namespace pgshift::cli {
 
-// The main path of a migration, in order, then the rollback branch.
-const std::vector<std::string>& MainPhases();
 bool IsTerminalState(const std::string& state);  // finalized | rolled_back | failed
 
 struct StatusViewOptions {
@@ -31,7 +29,8 @@ std::string RenderList(const nlohmann::json& list);
 // `events` is {"events":[...]} or the bare array.
 std::string RenderEvents(const nlohmann::json& events);
 
-// The line of all phases with the current one marked, wrapped at `width`.
+// The line of the phases of the current one's branch (the phase table,
+// model/phase.h) with the current one marked, wrapped at `width`.
 std::string RenderPhaseLine(const std::string& phase, const std::string& state, size_t width,
                             const std::string& indent);
 // "[##########----------]  50%".

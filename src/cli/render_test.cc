@@ -5,6 +5,8 @@
 
 #include <sstream>
 
+#include "model/phase.h"
+
 namespace pgshift::cli {
 namespace {
 
@@ -211,6 +213,21 @@ TEST(RenderEvents, TableAndEmpty) {
   ExpectContains(v, "AT                    PHASE      KIND     MESSAGE\n");
   ExpectContains(v, "2024-05-01T10:03:00Z  sync       warning  event number 3\n");
   ExpectContains(RenderEvents(json::array()), "No events yet.");
+}
+
+TEST(RenderPhaseLine, ListsTheBranchOfThePhaseTableAndMarksTheCurrentPhase) {
+  for (const auto& info : PhasesOf(PhaseBranch::kMain)) {
+    std::string line = RenderPhaseLine(info.name, "running", 1000, "");
+    ExpectContains(line, (info.terminal ? "[x] " : "[>] ") + std::string(info.name));
+    ExpectLacks(line, "rolling_back");
+    if (info.phase != Phase::kPreflight) ExpectContains(line, "[x] preflight");
+  }
+  // A phase this CLI does not know (a newer server): the main path, unmarked.
+  std::string line = RenderPhaseLine("cdc_recreate", "running", 1000, "");
+  ExpectContains(line, "[ ] preflight");
+  ExpectContains(line, "[ ] finalized");
+  ExpectLacks(line, "[x]");
+  ExpectLacks(line, "[>]");
 }
 
 TEST(Formatters, BytesMillisBar) {

@@ -11,6 +11,7 @@
 #include "api/http_server.h"
 #include "common/faults.h"
 #include "provider/local/local_env.h"
+#include "provider/registry.h"
 #include "store/state_store.h"
 #include "workflow/engine.h"
 
@@ -53,7 +54,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pgshiftd: %s\n", store.status().message().c_str());
     return 1;
   }
-  pgshift::LocalEnvFactory envs;
+  // Each migration's env comes from the provider its spec names.
+  pgshift::ProviderRegistry envs;
+  if (auto st =
+          envs.Register(pgshift::kLocalProvider, std::make_unique<pgshift::LocalEnvFactory>());
+      !st.ok()) {
+    std::fprintf(stderr, "pgshiftd: %s\n", st.message().c_str());
+    return 1;
+  }
   pgshift::Engine engine(**store, envs);
   pgshift::api::ApiServer server(engine, host, port);
   if (auto st = server.Start(); !st.ok()) {

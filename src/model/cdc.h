@@ -2,15 +2,15 @@
 // slot (one CDC pipeline) during a migration — the plan made at preflight,
 // the position recorded at cdc_prepare, the position its consumer confirmed
 // at the fence (drain), and the slot recreated on the target before any
-// client write is released. Stored with the migration; shown in status.
-// Plain value type; thread-compatible.
+// client write is released. Stored in the migration's result (cdc_slots);
+// shown in status. Plain value types; thread-compatible.
 #pragma once
 
-#include <nlohmann/json.hpp>
+#include <cstdint>
+#include <optional>
 #include <string>
-#include <vector>
 
-#include "common/status.h"
+#include <nlohmann/json.hpp>
 
 namespace pgshift {
 
@@ -23,15 +23,25 @@ enum class CdcSlotState {
   kAdvanced,   // its consumer confirmed a position past the recreated one on the target
 };
 const char* CdcSlotStateName(CdcSlotState s);
-Result<CdcSlotState> ParseCdcSlotState(const std::string& s);
+std::optional<CdcSlotState> ParseCdcSlotState(const std::string& s);
 
 struct CdcConsumer {
   int pid = 0;  // the walsender serving it on the source (0: not connected)
   std::string application_name;
   std::string client_addr;      // as the source sees it ("" for a Unix socket)
   bool through_router = false;  // the router carries its connection (it moves with the route)
+  nlohmann::json unknown = nlohmann::json::object();
+
+  template <typename Self, typename Visit>
+  static void Fields(Self& s, Visit& v) {
+    v("pid", s.pid);
+    v("application_name", s.application_name);
+    v("client_addr", s.client_addr);
+    v("through_router", s.through_router);
+  }
 };
 
+// A record of model/json_fields.h (one list of keys, unknown keys kept).
 struct CdcSlot {
   std::string name;
   std::string plugin;
@@ -44,14 +54,26 @@ struct CdcSlot {
   std::string drained_lsn;           // confirmed_flush_lsn once it reached the final LSN
   int64_t drain_ms = -1;             // how long the drain waited for it (-1: not yet)
   std::string recreated_lsn;         // the target slot's consistent point
-  std::string target_confirmed_lsn;  // last seen on the target (verify/finalize)
+  std::string target_confirmed_lsn;  // last seen on the target (verify)
+  nlohmann::json unknown = nlohmann::json::object();
+
+  template <typename Self, typename Visit>
+  static void Fields(Self& s, Visit& v) {
+    v("name", s.name);
+    v("plugin", s.plugin);
+    v("database", s.database);
+    v("two_phase", s.two_phase);
+    v("consumer", s.consumer);
+    v("state", s.state);
+    v("recorded_lsn", s.recorded_lsn);
+    v("restart_lsn", s.restart_lsn);
+    v("drained_lsn", s.drained_lsn);
+    v("drain_ms", s.drain_ms);
+    v("recreated_lsn", s.recreated_lsn);
+    v("target_confirmed_lsn", s.target_confirmed_lsn);
+  }
 
   nlohmann::json ToJson() const;
-  static Result<CdcSlot> FromJson(const nlohmann::json& j);
 };
-
-nlohmann::json CdcSlotsToJson(const std::vector<CdcSlot>& slots);
-// A stored array (or nothing) back into slots; a malformed entry is an error naming it.
-Result<std::vector<CdcSlot>> CdcSlotsFromJson(const nlohmann::json& j);
 
 }  // namespace pgshift

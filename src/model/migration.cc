@@ -2,30 +2,11 @@
 
 #include <set>
 
+#include "model/json_fields.h"
 #include "pg/conn.h"
 
 namespace pgshift {
 namespace {
-
-constexpr std::pair<Phase, const char*> kPhaseNames[] = {
-    {Phase::kPreflight, "preflight"},
-    {Phase::kProvision, "provision"},
-    {Phase::kSync, "sync"},
-    {Phase::kValidate, "validate"},
-    {Phase::kReady, "ready"},
-    {Phase::kCdcPrepare, "cdc_prepare"},
-    {Phase::kQuiesce, "quiesce"},
-    {Phase::kDrain, "drain"},
-    {Phase::kPromote, "promote"},
-    {Phase::kSnapshot, "snapshot"},
-    {Phase::kCdcRecreate, "cdc_recreate"},
-    {Phase::kSwitch, "switch"},
-    {Phase::kVerify, "verify"},
-    {Phase::kFinalize, "finalize"},
-    {Phase::kFinalized, "finalized"},
-    {Phase::kRollingBack, "rolling_back"},
-    {Phase::kRolledBack, "rolled_back"},
-};
 
 using json = nlohmann::json;
 
@@ -46,42 +27,12 @@ Status OnlyKnownKeys(const json& obj, const std::set<std::string>& allowed,
 template <typename T>
 Status Read(const json& obj, const std::string& key, const std::string& where, T* out) {
   if (!obj.contains(key)) return Status::OK();
-  const json& v = obj.at(key);
-  try {
-    *out = v.get<T>();
-  } catch (const json::exception&) {
-    return InvalidArgument("field '" + where + "." + key + "' has the wrong type (got " + v.dump() +
-                           ")");
-  }
+  Status st = json_fields::FromValue(obj.at(key), out);
+  if (!st.ok()) return InvalidArgument("field '" + where + "." + key + "' " + st.message());
   return Status::OK();
 }
 
 }  // namespace
-
-const char* PhaseName(Phase p) {
-  for (const auto& [ph, name] : kPhaseNames) {
-    if (ph == p) return name;
-  }
-  return "unknown";
-}
-
-std::optional<Phase> ParsePhase(const std::string& s) {
-  for (const auto& [ph, name] : kPhaseNames) {
-    if (s == name) return ph;
-  }
-  return std::nullopt;
-}
-
-bool IsTerminal(Phase p) { return p == Phase::kFinalized || p == Phase::kRolledBack; }
-
-bool InCutover(Phase p) {
-  return p == Phase::kQuiesce || p == Phase::kDrain || p == Phase::kPromote ||
-         p == Phase::kSnapshot || p == Phase::kCdcRecreate || p == Phase::kSwitch;
-}
-
-bool AfterSwitch(Phase p) {
-  return p == Phase::kVerify || p == Phase::kFinalize || p == Phase::kFinalized;
-}
 
 std::string SlotNameFor(const std::string& migration_id) {
   std::string s = "pgshift_";
@@ -159,13 +110,13 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
 
   if (j.contains("options")) {
     const json& o = j.at("options");
-    PGSHIFT_RETURN_IF_ERROR(
-        OnlyKnownKeys(o,
-                      {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds",
-                       "auto_cutover", "auto_finalize", "verify_seconds", "hold_timeout_ms",
-                       "drain_timeout_ms", "poll_ms", "parity", "parity_before_promote_ms",
-                       "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms"},
-                      "options"));
+    PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(
+        o,
+        {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
+         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
+         "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
+         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms"},
+        "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
     PGSHIFT_RETURN_IF_ERROR(Read(o, "lag_threshold_bytes", "options", &op.lag_threshold_bytes));
@@ -177,6 +128,9 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(Read(o, "hold_timeout_ms", "options", &op.hold_timeout_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "drain_timeout_ms", "options", &op.drain_timeout_ms));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "poll_ms", "options", &op.poll_ms));
+    PGSHIFT_RETURN_IF_ERROR(
+        Read(o, "max_auto_cutover_attempts", "options", &op.max_auto_cutover_attempts));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "max_step_attempts", "options", &op.max_step_attempts));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "parity", "options", &op.parity));
     PGSHIFT_RETURN_IF_ERROR(
         Read(o, "parity_before_promote_ms", "options", &op.parity_before_promote_ms));
@@ -195,6 +149,10 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
       return InvalidArgument(
           "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms and poll_ms must be > "
           "0");
+    }
+    if (op.max_auto_cutover_attempts < 1 || op.max_step_attempts < 1) {
+      return InvalidArgument(
+          "options.max_auto_cutover_attempts and max_step_attempts must be >= 1");
     }
     if (op.parity_load_pct < 1 || op.parity_load_pct > 100) {
       return InvalidArgument(
@@ -234,6 +192,8 @@ json MigrationSpec::ToJson() const {
         {"hold_timeout_ms", options.hold_timeout_ms},
         {"drain_timeout_ms", options.drain_timeout_ms},
         {"poll_ms", options.poll_ms},
+        {"max_auto_cutover_attempts", options.max_auto_cutover_attempts},
+        {"max_step_attempts", options.max_step_attempts},
         {"parity", options.parity},
         {"parity_before_promote_ms", options.parity_before_promote_ms},
         {"parity_load_pct", options.parity_load_pct},

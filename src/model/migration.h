@@ -1,5 +1,6 @@
-// The migration model: phases, states, and the validated spec a migration is
-// created from. Plain value types; thread-compatible.
+// The migration model: the validated spec a migration is created from, and
+// (through the headers included here) its phases, states and progress record.
+// Plain value types; thread-compatible.
 #pragma once
 
 #include <cstdint>
@@ -9,47 +10,11 @@
 #include <string>
 
 #include "common/status.h"
+#include "model/phase.h"
+#include "model/progress.h"
+#include "model/state.h"
 
 namespace pgshift {
-
-// Phases in workflow order (DESIGN.md §2). Terminal: kFinalized, kRolledBack.
-enum class Phase {
-  kPreflight,
-  kProvision,
-  kSync,
-  kValidate,
-  kReady,
-  kCdcPrepare,
-  kQuiesce,
-  kDrain,
-  kPromote,
-  kSnapshot,
-  kCdcRecreate,
-  kSwitch,
-  kVerify,
-  kFinalize,
-  kFinalized,
-  kRollingBack,
-  kRolledBack,
-};
-
-const char* PhaseName(Phase p);
-std::optional<Phase> ParsePhase(const std::string& s);
-bool IsTerminal(Phase p);
-// True from kQuiesce through kSwitch (kSnapshot included): traffic is held or the source fenced.
-bool InCutover(Phase p);
-// True once traffic may be on the target (kSwitch and later, not rolled back).
-bool AfterSwitch(Phase p);
-
-// What the migration is doing within its phase.
-namespace state {
-inline constexpr const char* kRunning = "running";
-inline constexpr const char* kWaiting = "waiting";  // for an operator (cutover/finalize)
-inline constexpr const char* kBlocked = "blocked";  // blocking findings; override or rollback
-inline constexpr const char* kFailed = "failed";    // retries exhausted; retry or rollback
-inline constexpr const char* kFinalized = "finalized";
-inline constexpr const char* kRolledBack = "rolled_back";
-}  // namespace state
 
 struct TargetSpec {
   std::string provider = "local";
@@ -67,10 +32,17 @@ struct MigrationOptions {
   bool auto_cutover = false;   // otherwise wait at `ready` for `cutover`
   bool auto_finalize = false;  // otherwise wait after `verify` for `finalize`
   int64_t verify_ms = 5000;    // post-cutover health window
+  // quiesce: the longest an open transaction may keep the hold from closing.
   int64_t hold_timeout_ms = 10000;
+  // drain: the longest the target may take to replay the final LSN.
   int64_t drain_timeout_ms = 60000;
-  int64_t poll_ms = 250;
+  int64_t poll_ms = 250;  // between steps that wait (lag, drain, verify, an operator)
+  // auto_cutover: cutovers tried (each aborted one released traffic to the
+  // source) before waiting for an operator's `cutover`.
   int max_auto_cutover_attempts = 3;
+  // Consecutive failed attempts of one step (each after a back-off) before
+  // the migration stops as failed, for an operator's retry or rollback.
+  int max_step_attempts = 8;
   bool parity = true;  // compare source and target after promotion, before finalize
   // > 0: also compare the frozen source with the caught-up standby before
   // promotion, inside the hold, within this budget (small databases). A

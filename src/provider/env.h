@@ -1,9 +1,14 @@
 // MigrationEnv: everything the workflow engine does to the outside world for
 // one migration — source and target clusters, the fence, the router — behind
 // one interface (LevelDB's Env idea). The local provider implements it with
-// real servers (provider/local_env.h); unit tests drive the engine with an
-// in-memory fake. Every method is idempotent and checks the world instead of
-// trusting memory, so a restarted engine can call it again.
+// real servers (provider/local/local_env.h); unit tests drive the engine with
+// an in-memory fake. docs/providers.md maps every method onto AWS (RDS to
+// Aurora) and Kubernetes (CloudNativePG).
+//
+// Every method is idempotent and checks the world instead of trusting memory,
+// so a restarted engine can call it again. Endpoints name hosts as strings: a
+// DNS name, an IP literal or (local provider) a socket directory, never
+// assumed to be an IPv4 literal; the router resolves them when it connects.
 // An instance is used by one engine worker thread at a time.
 #pragma once
 
@@ -71,6 +76,39 @@ struct FenceResult {
   int exempted = 0;    // sessions the router holds, left alive (idle, no transaction)
 };
 
+// How far a replica being built has come (EnsureReplica).
+struct ReplicaProgress {
+  bool complete = false;  // in place, started, and a standby of the source
+  int percent = 0;        // 0..100; coarse when the platform reports no more
+  std::string detail;     // what the provider waits for, for the operator
+};
+
+// What a provider can do beyond the interface's contract, for the workflow
+// to consult (e.g. to warn that a hold will last a promotion of minutes).
+// Each field is false unless the provider states it: a false field never
+// breaks a call, it only means the optimisation or feature is absent.
+struct ProviderCapabilities {
+  // FenceSource can leave alive the router's held sessions that sit idle
+  // outside a transaction (FenceResult::exempted); otherwise all are ended.
+  bool fence_exempts_held_sessions = false;
+  // pgshiftd reaches the source's host, not only its SQL port: its data
+  // directory and pg_hba.conf (the local fence, RetireSource's pg_ctl).
+  bool source_host_access = false;
+  // CreateReplica honours MigrationOptions::basebackup_max_rate_kbps.
+  bool basebackup_rate_limit = false;
+  // Sessions opened on the standby before promotion (PrepareCutover) survive
+  // it; false where promotion restarts the server.
+  bool sessions_survive_promotion = false;
+  // PromoteTarget takes seconds at most (pg_promote), so it fits inside the
+  // hold; false where the platform's promotion takes minutes.
+  bool promotes_within_hold = false;
+  // Logical slots can be created on the promoted target (CDC consumers move).
+  bool logical_slots_on_target = false;
+  // The source's logical slots are kept in sync on the standby (failover
+  // slots), so consumers resume on the promoted target where they were.
+  bool failover_slot_sync = false;
+};
+
 class MigrationEnv {
  public:
   virtual ~MigrationEnv() = default;
@@ -106,10 +144,23 @@ class MigrationEnv {
   virtual Status RetireSource() = 0;
 
   // --- target ---
-  // Base backup from the slot into the target's data directory, configured as
-  // a standby of the source and started. A complete replica already in place
-  // is kept. `progress` gets 0..100.
+  // Builds the target as a standby of the source streaming from `slot`
+  // (local: a base backup into the target's data directory) and starts it;
+  // returns when it is complete. A complete replica already in place is
+  // kept. `progress` gets 0..100. Called again after a restart that
+  // interrupted a build, it resumes or starts over (local: a partial base
+  // backup is discarded).
   virtual Status CreateReplica(const std::string& slot, std::function<void(int)> progress) = 0;
+  // The non-blocking form, for builds that outlast a step (a cloud cluster
+  // takes many minutes to create): starts the build, or finds the one
+  // started earlier (by this process or one before a restart) and reports
+  // how far it has come; returns promptly. It may be called again while the
+  // build runs and must not start a second one. `complete` once
+  // CreateReplica would have returned OK; `progress` as in CreateReplica,
+  // for what advances within the call. The default runs CreateReplica to
+  // completion: right for a build this process drives itself (local).
+  virtual Result<ReplicaProgress> EnsureReplica(const std::string& slot,
+                                                std::function<void(int)> progress);
   virtual Result<TargetState> InspectTarget() = 0;
   virtual Status StopTarget() = 0;
   // Promotes (no-op when already promoted) and returns the new timeline.
@@ -140,11 +191,19 @@ class MigrationEnv {
   // The logical slots on the target, with their confirmed positions.
   virtual Result<std::vector<LogicalSlot>> TargetLogicalSlots() = 0;
 
+  // Where clients reach each side: what the router is pointed at, and the
+  // server HeldBackends names (compared as given, so the router must be
+  // asked with SourceEndpoint() itself).
   virtual Endpoint SourceEndpoint() const = 0;
   virtual Endpoint TargetEndpoint() const = 0;
   virtual Router& router() = 0;
+
+  // Defaults to none beyond the contract (every field false).
+  virtual ProviderCapabilities Capabilities() const { return {}; }
 };
 
+// Builds the env of one migration. Make may be called from several engine
+// workers at once: implementations keep no mutable state or lock it.
 class EnvFactory {
  public:
   virtual ~EnvFactory() = default;

@@ -266,6 +266,7 @@ class FakeEnv : public MigrationEnv {
   Endpoint SourceEndpoint() const override { return w_->source_ep; }
   Endpoint TargetEndpoint() const override { return w_->target_ep; }
   Router& router() override { return router_; }
+  ProviderCapabilities Capabilities() const override { return w_->capabilities; }
 
  private:
   // Source keeps writing until fenced; the replica catches up.
@@ -287,6 +288,7 @@ class FakeEnv : public MigrationEnv {
       w_->crash_on.clear();
       throw SimulatedCrash{call};
     }
+    if (w_->fail_on == call) return Unavailable("fake: " + call + " failed");
     return Status::OK();
   }
 

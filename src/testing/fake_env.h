@@ -64,10 +64,19 @@ struct FakeWorld {
   // faults: the named call throws SimulatedCrash once (after its effect when crash_after_effect).
   std::string crash_on;
   bool crash_after_effect = true;
+  // The named call fails (Unavailable, after its effect) every time until cleared.
+  std::string fail_on;
   std::vector<std::string> calls;
 
   Endpoint source_ep{"127.0.0.1", 5432};
   Endpoint target_ep{"127.0.0.1", 5433};
+  // What the env reports; the local provider's by default.
+  ProviderCapabilities capabilities{.fence_exempts_held_sessions = true,
+                                    .source_host_access = true,
+                                    .basebackup_rate_limit = true,
+                                    .sessions_survive_promotion = true,
+                                    .promotes_within_hold = true,
+                                    .logical_slots_on_target = true};
 };
 
 class FakeEnvFactory : public EnvFactory {

@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "model/phase.h"
+#include "model/state.h"
 #include "workflow/service.h"
 
 namespace pgshift::api {
@@ -48,8 +50,8 @@ class FakeMigrationService : public MigrationService {
     std::string id = "m-" + std::to_string(++next_id_);
     nlohmann::json m = {{"id", id},
                         {"name", name},
-                        {"phase", "preflight"},
-                        {"state", "running"},
+                        {"phase", PhaseName(Phase::kPreflight)},
+                        {"state", StateName(MigrationState::kRunning)},
                         {"created_at", "2024-05-01T10:00:00Z"},
                         {"updated_at", "2024-05-01T10:00:00Z"},
                         {"spec", spec},
@@ -106,25 +108,25 @@ class FakeMigrationService : public MigrationService {
     const std::string phase = m["phase"];
     const std::string state = m["state"];
     if (action == "cutover") {
-      if (phase != "ready") {
+      if (phase != PhaseName(Phase::kReady)) {
         return FailedPrecondition("migration " + id + " is in phase " + phase + " (" + state +
                                   "); cutover needs phase ready");
       }
-      Move(m, "quiesce", "running");
+      Move(m, Phase::kQuiesce);
     } else if (action == "rollback") {
-      if (Past(phase, "switch") && !body.value("discard_target_writes", false)) {
+      if (Past(phase, Phase::kSwitch) && !body.value("discard_target_writes", false)) {
         return FailedPrecondition("migration " + id +
                                   " has switched traffic to the target; "
                                   "rolling back discards writes made there: pass "
                                   "discard_target_writes to confirm");
       }
-      Move(m, "rolling_back", "running");
+      Move(m, Phase::kRollingBack);
     } else if (action == "finalize") {
-      if (phase != "verify") {
+      if (phase != PhaseName(Phase::kVerify)) {
         return FailedPrecondition("migration " + id + " is in phase " + phase +
                                   "; finalize needs phase verify");
       }
-      Move(m, "finalize", "running");
+      Move(m, Phase::kFinalize);
     } else if (action == "override") {
       std::string finding = body.value("finding", "");
       std::string reason = body.value("reason", "");
@@ -189,21 +191,14 @@ class FakeMigrationService : public MigrationService {
     return NotFound("migration '" + id +
                     "' not found; list migrations with `pgshift migration list`");
   }
-  static bool Past(const std::string& phase, const std::string& than) {
-    static const std::vector<std::string> kOrder = {
-        "preflight",    "provision", "sync",   "validate", "ready",
-        "cdc_prepare",  "quiesce",   "drain",  "promote",  "snapshot",
-        "switch",       "verify",    "finalize", "finalized"};
-    auto pos = [&](const std::string& p) {
-      for (size_t i = 0; i < kOrder.size(); ++i)
-        if (kOrder[i] == p) return static_cast<int>(i);
-      return -1;
-    };
-    return pos(phase) >= pos(than) && pos(than) >= 0;
+  // True when `phase` is on the main path at or after `than`.
+  static bool Past(const std::string& phase, Phase than) {
+    auto p = ParsePhase(phase);
+    return p && InfoOf(*p).branch == PhaseBranch::kMain && PhaseOrder(*p) >= PhaseOrder(than);
   }
-  static void Move(nlohmann::json& m, const std::string& phase, const std::string& state) {
-    m["phase"] = phase;
-    m["state"] = state;
+  static void Move(nlohmann::json& m, Phase phase) {
+    m["phase"] = PhaseName(phase);
+    m["state"] = StateName(MigrationState::kRunning);
     m["pending_action"] = "";
   }
   std::optional<Status> TakeFailure() {

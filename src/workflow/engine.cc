@@ -1,15 +1,19 @@
 #include "workflow/engine.h"
 
-#include <random>
-
 #include <spdlog/spdlog.h>
 
+#include <random>
+
+#include "workflow/defaults.h"
 #include "workflow/runner.h"
 
 namespace pgshift {
 
 using json = nlohmann::json;
 
+// progress and result are served as stored: the runner writes them from its
+// typed record (MigrationProgress, MigrationResult), keys a newer pgshiftd
+// added included.
 json RecordToJson(const MigrationRecord& m) {
   return {{"id", m.id},
           {"name", m.name},
@@ -83,7 +87,7 @@ void Engine::Work(std::string id) {
       auto env = envs_.Make(id, *spec);
       if (!env.ok()) {
         spdlog::warn("[{}] cannot build environment, retrying: {}", id, env.status().ToString());
-        clock_.SleepMs(1000);
+        clock_.SleepMs(workflow_defaults::kEnvRetryMs);
         continue;
       }
       runner = std::make_unique<MigrationRunner>(store_, clock_, id, std::move(env).value(),
@@ -93,8 +97,9 @@ void Engine::Work(std::string id) {
     if (tick == MigrationRunner::Tick::kTerminal) return;
     if (tick == MigrationRunner::Tick::kIdle) {
       // Sleep in small slices so Stop() is prompt.
-      for (int64_t slept = 0; slept < runner->poll_ms() && !stopping_; slept += 50) {
-        clock_.SleepMs(std::min<int64_t>(50, runner->poll_ms() - slept));
+      const int64_t slice = workflow_defaults::kStopCheckMs;
+      for (int64_t slept = 0; slept < runner->poll_ms() && !stopping_; slept += slice) {
+        clock_.SleepMs(std::min(slice, runner->poll_ms() - slept));
       }
     }
   }
@@ -140,11 +145,11 @@ Result<json> Engine::Create(const json& body) {
   m.name = spec.name;
   m.spec = spec.ToJson();
   m.phase = PhaseName(Phase::kPreflight);
-  m.state = state::kRunning;
+  m.state = StateName(MigrationState::kRunning);
   m.created_at_ms = m.updated_at_ms = clock_.NowMs();
   PGSHIFT_RETURN_IF_ERROR(store_.Insert(m));
-  (void)store_.AppendEvent(m.id, {0, m.created_at_ms, m.phase, "info",
-                                  "migration '" + m.name + "' created"});
+  (void)store_.AppendEvent(
+      m.id, {0, m.created_at_ms, m.phase, "info", "migration '" + m.name + "' created"});
   if (autostart_) Launch(m.id);
   return RecordToJson(m);
 }
@@ -177,7 +182,14 @@ Result<json> Engine::Events(const std::string& id) {
 
 Result<json> Engine::Act(const std::string& id, const std::string& action, const json& body) {
   PGSHIFT_ASSIGN_OR_RETURN(MigrationRecord m, store_.Get(id));
-  const Phase p = ParsePhase(m.phase).value_or(Phase::kPreflight);
+  const auto parsed_phase = ParsePhase(m.phase);
+  const auto parsed_state = ParseState(m.state);
+  if (!parsed_phase || !parsed_state) {
+    return FailedPrecondition("migration " + id + " is in phase '" + m.phase + "', state '" +
+                              m.state + "', which this pgshiftd does not know");
+  }
+  const Phase p = *parsed_phase;
+  const MigrationState state = *parsed_state;
   if (IsTerminal(p)) {
     return FailedPrecondition("migration " + id + " is already " + m.phase +
                               "; nothing more can be done with it");
@@ -193,17 +205,18 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
   };
   if (action == "cutover") {
     PGSHIFT_RETURN_IF_ERROR(only({}));
-    if (m.state == state::kFailed || m.state == state::kBlocked) {
+    if (state == MigrationState::kFailed || state == MigrationState::kBlocked) {
       return FailedPrecondition("migration " + id + " is " + m.state + " in " + m.phase + ": " +
                                 m.error + " — resolve that first (retry / override / rollback)");
     }
-    if (static_cast<int>(p) > static_cast<int>(Phase::kReady)) {
+    if (PhaseOrder(p) > PhaseOrder(Phase::kReady)) {
       return FailedPrecondition("cutover is already under way or done (phase " + m.phase + ")");
     }
   } else if (action == "rollback") {
     PGSHIFT_RETURN_IF_ERROR(only({"discard_target_writes"}));
     if (p == Phase::kFinalize) {
-      return FailedPrecondition("migration " + id + " is finalizing; rollback is no longer possible");
+      return FailedPrecondition("migration " + id +
+                                " is finalizing; rollback is no longer possible");
     }
     if (p == Phase::kRollingBack) {
       return FailedPrecondition("migration " + id + " is already rolling back");
@@ -217,8 +230,10 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
   } else if (action == "finalize") {
     PGSHIFT_RETURN_IF_ERROR(only({}));
     if (p != Phase::kVerify) {
-      return FailedPrecondition("finalize is possible only after the switch, in phase verify "
-                                "(now " + m.phase + ")");
+      return FailedPrecondition(
+          "finalize is possible only after the switch, in phase verify "
+          "(now " +
+          m.phase + ")");
     }
     if (std::string blocking = BlockingSummary(m.findings); !blocking.empty()) {
       return FailedPrecondition("finalize refused while blocking findings stand: " + blocking +
@@ -232,9 +247,9 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
     bool found = false;
     for (const auto& f : m.findings) found = found || OverrideNames(body, f);
     if (!found) {
-      return NotFound("migration " + id + " has no blocking finding '" +
-                      body.value("finding", "") + "'" +
-                      (body.value("subject", "").empty() ? "" : " for '" + body.value("subject", "") + "'"));
+      return NotFound(
+          "migration " + id + " has no blocking finding '" + body.value("finding", "") + "'" +
+          (body.value("subject", "").empty() ? "" : " for '" + body.value("subject", "") + "'"));
     }
   } else if (action == "drop_slot") {
     PGSHIFT_RETURN_IF_ERROR(only({"slot", "reason"}));
@@ -247,12 +262,14 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
     }
   } else if (action == "retry") {
     PGSHIFT_RETURN_IF_ERROR(only({}));
-    if (m.state != state::kFailed && m.state != state::kBlocked) {
-      return FailedPrecondition("migration " + id + " is " + m.state + ", not failed; nothing to retry");
+    if (state != MigrationState::kFailed && state != MigrationState::kBlocked) {
+      return FailedPrecondition("migration " + id + " is " + m.state +
+                                ", not failed; nothing to retry");
     }
   } else {
-    return InvalidArgument("unknown action '" + action +
-                           "' (expected cutover, rollback, finalize, override, drop_slot or retry)");
+    return InvalidArgument(
+        "unknown action '" + action +
+        "' (expected cutover, rollback, finalize, override, drop_slot or retry)");
   }
   PGSHIFT_RETURN_IF_ERROR(store_.RequestAction(id, action, body));
   (void)store_.AppendEvent(id, {0, clock_.NowMs(), m.phase, "info", action + " requested"});

@@ -16,8 +16,8 @@
 #include <thread>
 
 #include "common/clock.h"
-#include "store/state_store.h"
 #include "provider/env.h"
+#include "store/state_store.h"
 #include "workflow/service.h"
 
 namespace pgshift {
@@ -31,8 +31,9 @@ class Engine : public MigrationService {
   void Stop();
 
   // Runs a migration in the calling thread until it is terminal or only an
-  // operator can move it on (tests; `max_steps` bounds the loop).
-  Status RunUntilSettled(const std::string& id, int max_steps = 1000000);
+  // operator can move it on (tests; `max_steps` bounds the loop, Timeout past it).
+  static constexpr int kMaxSettleSteps = 1000000;
+  Status RunUntilSettled(const std::string& id, int max_steps = kMaxSettleSteps);
 
   Result<nlohmann::json> Create(const nlohmann::json& spec) override;
   Result<nlohmann::json> Get(const std::string& id) override;

@@ -542,6 +542,12 @@ TEST_F(EngineTest, BadSpecsAreRejectedWithTheFieldNamedAndNothingStored) {
   s = Spec();
   s["options"]["basebackup_max_rate_kbps"] = 5;
   expect_bad(s, "options.basebackup_max_rate_kbps");
+  s = Spec();
+  s["options"]["max_step_attempts"] = 0;
+  expect_bad(s, "max_step_attempts");
+  s = Spec();
+  s["options"]["max_auto_cutover_attempts"] = "three";
+  expect_bad(s, "options.max_auto_cutover_attempts");
   expect_bad(json::array(), "JSON object");
   EXPECT_TRUE(engine_->List().value().empty());
   EXPECT_EQ(engine_->Get("m-missing").status().code(), Code::kNotFound);
@@ -578,6 +584,49 @@ TEST_F(EngineTest, InactiveSlotIsDroppedOnlyOnExplicitRequest) {
   ASSERT_EQ(world_->logical_slots.size(), 1u);
   EXPECT_EQ(world_->logical_slots[0].name, "live_cdc");
   EXPECT_EQ(Get(id)["phase"], "ready");
+}
+
+TEST_F(EngineTest, AStepThatKeepsFailingBacksOffThenStopsForAnOperator) {
+  world_->fail_on = "EnsurePhysicalSlot";
+  json spec = Spec();
+  spec["options"]["max_step_attempts"] = 3;
+  std::string id = Create(spec);
+  const int64_t started = clock_.now_;
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "provision");
+  EXPECT_EQ(m["state"], "failed");
+  EXPECT_NE(m["error"].get<std::string>().find("EnsurePhysicalSlot failed"), std::string::npos);
+  int retries = 0;
+  bool gave_up = false;
+  const json events = engine_->Events(id).value();
+  for (const auto& e : events) {
+    const std::string msg = e["message"];
+    retries += msg.find("will retry") != std::string::npos;
+    gave_up = gave_up || msg.find("giving up after 3 attempts") != std::string::npos;
+  }
+  EXPECT_EQ(retries, 2);
+  EXPECT_TRUE(gave_up);
+  EXPECT_GE(clock_.now_ - started, 400 + 800) << "backs off 200 ms << attempt";
+  world_->fail_on.clear();
+  ASSERT_TRUE(engine_->Act(id, "retry", json::object()).ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
+}
+
+TEST_F(EngineTest, KeysAnotherVersionStoredSurviveTheRunner) {
+  std::string id = Create(Spec(false, false));
+  auto rec = store_->Get(id);
+  ASSERT_TRUE(rec.ok());
+  rec->result["reverse_replication"] = {{"slot", "pgshift_rev"}};
+  rec->progress["cdc_lag_bytes"] = 12;
+  ASSERT_TRUE(store_->Update(*rec).ok());
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "ready");
+  EXPECT_EQ(m["result"]["reverse_replication"], (json{{"slot", "pgshift_rev"}}));
+  EXPECT_EQ(m["progress"]["cdc_lag_bytes"], 12);
+  EXPECT_TRUE(m["progress"].contains("lag_bytes")) << "and the runner's own keys beside them";
 }
 
 TEST_F(EngineTest, SecondMigrationOntoTheSameTargetDirIsRefused) {

@@ -1,13 +1,31 @@
+// What every phase shares: the dispatch to each phase's step, loading and
+// recording the migration, transitions and states, events, operator
+// actions, failures and findings. The steps are in src/workflow/phases/.
 #include "workflow/runner.h"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "common/faults.h"
+#include "workflow/defaults.h"
 
 namespace pgshift {
 namespace {
 
-constexpr int kMaxConsecutiveFailures = 8;
+using json = nlohmann::json;
+
+json WithOverrideOf(const json& old_findings, const checks::Finding& f) {
+  json j = f.ToJson();
+  for (const auto& o : old_findings) {
+    if (o.value("id", "") == f.id && o.value("subject", "") == f.subject &&
+        o.value("overridden", false)) {
+      j["overridden"] = true;
+      j["override_reason"] = o.value("override_reason", "");
+    }
+  }
+  return j;
+}
 
 }  // namespace
 
@@ -19,27 +37,59 @@ MigrationRunner::MigrationRunner(StateStore& store, Clock& clock, std::string id
       env_(std::move(env)),
       spec_(std::move(spec)) {}
 
-Phase MigrationRunner::phase() const { return ParsePhase(m_.phase).value_or(Phase::kPreflight); }
+MigrationRunner::StepFn MigrationRunner::StepOf(Phase p) {
+  // In the phase table's order; checked below.
+  static constexpr std::pair<Phase, StepFn> kSteps[] = {
+      {Phase::kPreflight, &MigrationRunner::Preflight},
+      {Phase::kProvision, &MigrationRunner::Provision},
+      {Phase::kSync, &MigrationRunner::Sync},
+      {Phase::kValidate, &MigrationRunner::Validate},
+      {Phase::kReady, &MigrationRunner::Ready},
+      {Phase::kCdcPrepare, &MigrationRunner::CdcPrepare},
+      {Phase::kQuiesce, &MigrationRunner::Quiesce},
+      {Phase::kDrain, &MigrationRunner::Drain},
+      {Phase::kPromote, &MigrationRunner::Promote},
+      {Phase::kSnapshot, &MigrationRunner::Snapshot},
+      {Phase::kCdcRecreate, &MigrationRunner::CdcRecreate},
+      {Phase::kSwitch, &MigrationRunner::Switch},
+      {Phase::kVerify, &MigrationRunner::Verify},
+      {Phase::kFinalize, &MigrationRunner::Finalize},
+      {Phase::kFinalized, nullptr},
+      {Phase::kRollingBack, &MigrationRunner::RollingBack},
+      {Phase::kRolledBack, nullptr},
+  };
+  static_assert(std::size(kSteps) == kPhaseCount, "one entry per phase");
+  static_assert(
+      [] {
+        for (size_t i = 0; i < kPhaseCount; ++i) {
+          if (kSteps[i].first != kPhaseTable[i].phase) return false;
+          if ((kSteps[i].second == nullptr) != kPhaseTable[i].terminal) return false;
+        }
+        return true;
+      }(),
+      "kSteps follows the phase table; exactly the terminal phases have no step");
+  return kSteps[PhaseOrder(p)].second;
+}
 
 bool MigrationRunner::AwaitingOperator() const {
-  return m_.pending_action.empty() &&
-         (m_.state == state::kWaiting || m_.state == state::kBlocked || m_.state == state::kFailed);
+  return m_.pending_action.empty() && AwaitsOperator(state_);
 }
 
 void MigrationRunner::Log(const std::string& kind, const std::string& message) const {
+  const char* phase = PhaseName(phase_);
   if (kind == "error") {
-    spdlog::error("[{}] {}: {}", id_, m_.phase, message);
+    spdlog::error("[{}] {}: {}", id_, phase, message);
   } else if (kind == "warning") {
-    spdlog::warn("[{}] {}: {}", id_, m_.phase, message);
+    spdlog::warn("[{}] {}: {}", id_, phase, message);
   } else {
-    spdlog::info("[{}] {}: {}", id_, m_.phase, message);
+    spdlog::info("[{}] {}: {}", id_, phase, message);
   }
 }
 
 void MigrationRunner::Event(const std::string& kind, const std::string& message) {
   Log(kind, message);
-  MigrationEvent e{0, clock_.NowMs(), m_.phase, kind, message};
-  if (kind == "info" && InHold()) {
+  MigrationEvent e{0, clock_.NowMs(), PhaseName(phase_), kind, message};
+  if (kind == "info" && InHold(phase_)) {
     unsaved_events_.push_back(std::move(e));
   } else if (!unsaved_events_.empty()) {
     unsaved_events_.push_back(std::move(e));  // after those, in order
@@ -49,26 +99,25 @@ void MigrationRunner::Event(const std::string& kind, const std::string& message)
   }
 }
 
-bool MigrationRunner::InHold() const {
-  switch (phase()) {
-    case Phase::kQuiesce:
-    case Phase::kDrain:
-    case Phase::kPromote:
-    case Phase::kSnapshot:
-    case Phase::kCdcRecreate:
-    case Phase::kSwitch:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool MigrationRunner::ChainsInto(Phase next) {
-  return next == Phase::kPromote || next == Phase::kSnapshot || next == Phase::kCdcRecreate;
+Status MigrationRunner::Load() {
+  PGSHIFT_ASSIGN_OR_RETURN(m_, store_.Get(id_));
+  auto phase = ParsePhase(m_.phase);
+  if (!phase) return Internal("stored phase '" + m_.phase + "' is unknown to this pgshiftd");
+  auto state = ParseState(m_.state);
+  if (!state) return Internal("stored state '" + m_.state + "' is unknown to this pgshiftd");
+  PGSHIFT_ASSIGN_OR_RETURN(progress_, MigrationProgress::FromJson(m_.progress));
+  PGSHIFT_ASSIGN_OR_RETURN(result_, MigrationResult::FromJson(m_.result));
+  phase_ = *phase;
+  state_ = *state;
+  return Status::OK();
 }
 
 void MigrationRunner::Save() {
   unsaved_phase_ = false;
+  m_.phase = PhaseName(phase_);
+  m_.state = StateName(state_);
+  m_.progress = progress_.ToJson();
+  m_.result = result_.ToJson();
   m_.updated_at_ms = clock_.NowMs();
   Status st =
       unsaved_events_.empty() ? store_.Update(m_) : store_.UpdateWithEvents(m_, unsaved_events_);
@@ -76,21 +125,36 @@ void MigrationRunner::Save() {
   if (!st.ok()) spdlog::error("[{}] cannot record state: {}", id_, st.ToString());
 }
 
+void MigrationRunner::SetState(MigrationState s) { state_ = s; }
+
+void MigrationRunner::WaitForOperator() {
+  if (state_ == MigrationState::kWaiting) return;
+  SetState(MigrationState::kWaiting);
+  Save();
+}
+
+void MigrationRunner::Block(const std::string& error, const std::string& advice) {
+  SetState(MigrationState::kBlocked);
+  m_.error = error;
+  Save();
+  Event("error", error + advice);
+}
+
 void MigrationRunner::Transition(Phase next, const std::string& message) {
-  m_.phase = PhaseName(next);
+  phase_ = next;
   m_.error.clear();
   consecutive_failures_ = 0;
   if (next == Phase::kFinalized) {
-    m_.state = state::kFinalized;
+    SetState(MigrationState::kFinalized);
   } else if (next == Phase::kRolledBack) {
-    m_.state = state::kRolledBack;
+    SetState(MigrationState::kRolledBack);
   } else {
-    m_.state = state::kRunning;
+    SetState(MigrationState::kRunning);
   }
-  m_.result["phase_started_ms"][m_.phase] = clock_.NowMs();
+  result_.phase_started_ms[PhaseName(next)] = clock_.NowMs();
   // The phase and its events in one commit.
   Log("info", message);
-  unsaved_events_.push_back({0, clock_.NowMs(), m_.phase, "info", message});
+  unsaved_events_.push_back({0, clock_.NowMs(), PhaseName(next), "info", message});
   if (ChainsInto(next)) {
     unsaved_phase_ = true;
     return;
@@ -98,28 +162,19 @@ void MigrationRunner::Transition(Phase next, const std::string& message) {
   Save();
 }
 
-void MigrationRunner::SetState(const std::string& s) {
-  if (m_.state == s) return;
-  m_.state = s;
-  Save();
-}
-
 void MigrationRunner::HandleAction() {
   const std::string action = m_.pending_action;
   if (action.empty()) return;
-  const Phase p = phase();
+  // cutover and finalize stay pending until the phase that consumes them.
+  if (action == "cutover" || action == "finalize") return;
+  (void)store_.ClearAction(id_);
+  m_.pending_action.clear();
+  const json& body = m_.action_body;
   if (action == "rollback") {
-    (void)store_.ClearAction(id_);
-    m_.pending_action.clear();
-    if (p != Phase::kRollingBack && !IsTerminal(p) && p != Phase::kFinalize) {
-      m_.result["rollback_from"] = m_.phase;
-      Transition(Phase::kRollingBack,
-                 "rollback requested by operator (from " + std::string(PhaseName(p)) + ")");
+    if (phase_ != Phase::kRollingBack && !IsTerminal(phase_) && phase_ != Phase::kFinalize) {
+      StartRollback("rollback requested by operator (from " + std::string(PhaseName(phase_)) + ")");
     }
   } else if (action == "override") {
-    (void)store_.ClearAction(id_);
-    m_.pending_action.clear();
-    const auto& body = m_.action_body;
     bool found = false;
     for (auto& f : m_.findings) {
       if (OverrideNames(body, f)) {
@@ -131,70 +186,40 @@ void MigrationRunner::HandleAction() {
     if (found) {
       Event("warning",
             "finding '" + body.value("finding", "") + "' overridden: " + body.value("reason", ""));
-      if (m_.state == state::kBlocked) m_.state = state::kRunning;
+      if (state_ == MigrationState::kBlocked) SetState(MigrationState::kRunning);
       Save();
     }
   } else if (action == "drop_slot") {
-    (void)store_.ClearAction(id_);
-    m_.pending_action.clear();
-    const std::string slot = m_.action_body.value("slot", "");
+    const std::string slot = body.value("slot", "");
     Status st = slot == SlotNameFor(id_)
                     ? FailedPrecondition("slot " + slot + " is this migration's own replica slot")
                     : env_->DropInactiveSlot(slot);
     if (st.ok()) {
       Event("warning", "replication slot " + slot +
-                           " dropped on operator request: " + m_.action_body.value("reason", ""));
+                           " dropped on operator request: " + body.value("reason", ""));
       // Re-run the checks that saw it.
-      if (m_.state == state::kBlocked) m_.state = state::kRunning;
+      if (state_ == MigrationState::kBlocked) SetState(MigrationState::kRunning);
       Save();
     } else {
       Event("error", "could not drop slot " + slot + ": " + st.message());
     }
   } else if (action == "retry") {
-    (void)store_.ClearAction(id_);
-    m_.pending_action.clear();
-    if (m_.state == state::kFailed || m_.state == state::kBlocked) {
+    if (state_ == MigrationState::kFailed || state_ == MigrationState::kBlocked) {
       consecutive_failures_ = 0;
-      m_.state = state::kRunning;
+      SetState(MigrationState::kRunning);
       m_.error.clear();
       Save();
       Event("info", "retry requested by operator");
     }
   }
-  // cutover and finalize stay pending until the phase that consumes them.
-}
-
-void MigrationRunner::AbortCutover(const std::string& why) {
-  // The source is authoritative until switch: unfence first, then let held
-  // clients go on to it.
-  Status unfence = env_->UnfenceSource();
-  Status release = env_->router().Release();
-  m_.result.erase("final_lsn");
-  m_.result.erase("hold_started_ms");
-  m_.result.erase("drain_started_ms");
-  int attempts = m_.result.value("cutover_attempts", 0);
-  Transition(Phase::kReady, "cutover aborted, traffic released to the source: " + why);
-  m_.error = "cutover aborted: " + why;
-  if (!unfence.ok()) m_.error += "; unfence failed: " + unfence.message();
-  if (!release.ok()) m_.error += "; release failed: " + release.message();
-  if (!unfence.ok() || !release.ok()) {
-    m_.state = state::kFailed;  // an operator must look before traffic is trusted
-  } else if (spec_.options.auto_cutover && attempts >= spec_.options.max_auto_cutover_attempts) {
-    m_.state = state::kWaiting;
-  }
-  Save();
-  Event("error", m_.error);
 }
 
 void MigrationRunner::HandleFailure(const Status& st) {
-  const Phase p = phase();
-  if (InCutover(p)) {
+  if (InHold(phase_)) {
     auto target = env_->InspectTarget();
     bool promoted = target.ok() && target->running && !target->in_recovery;
-    if (p == Phase::kSwitch || promoted) {
-      m_.result["rollback_from"] = m_.phase;
-      Transition(Phase::kRollingBack,
-                 "cutover failed after promotion, rolling back to the source: " + st.message());
+    if (phase_ == Phase::kSwitch || promoted) {
+      StartRollback("cutover failed after promotion, rolling back to the source: " + st.message());
     } else {
       AbortCutover(st.message());
     }
@@ -202,15 +227,13 @@ void MigrationRunner::HandleFailure(const Status& st) {
   }
   ++consecutive_failures_;
   m_.error = st.message();
-  if (p == Phase::kVerify) {
-    m_.result["rollback_from"] = m_.phase;
-    m_.result["verify_failure"] = st.message();
-    Transition(Phase::kRollingBack,
-               "post-cutover health check failed, routing back to the source: " + st.message());
+  if (phase_ == Phase::kVerify) {
+    result_.verify_failure = st.message();
+    StartRollback("post-cutover health check failed, routing back to the source: " + st.message());
     return;
   }
-  if (consecutive_failures_ >= kMaxConsecutiveFailures) {
-    m_.state = state::kFailed;
+  if (consecutive_failures_ >= spec_.options.max_step_attempts) {
+    SetState(MigrationState::kFailed);
     Save();
     Event("error", "giving up after " + std::to_string(consecutive_failures_) +
                        " attempts: " + st.message() +
@@ -220,7 +243,28 @@ void MigrationRunner::HandleFailure(const Status& st) {
   Save();
   Event("warning", "attempt " + std::to_string(consecutive_failures_) +
                        " failed, will retry: " + st.message());
-  clock_.SleepMs(std::min<int64_t>(200LL << consecutive_failures_, 5000));
+  clock_.SleepMs(std::min(workflow_defaults::kRetryBackoffBaseMs << consecutive_failures_,
+                          workflow_defaults::kRetryBackoffMaxMs));
+}
+
+void MigrationRunner::MergeFindings(const std::vector<checks::Finding>& fresh) {
+  for (const auto& f : fresh) {
+    json j = WithOverrideOf(m_.findings, f);
+    bool replaced = false;
+    for (auto& old : m_.findings) {
+      if (old.value("id", "") == f.id && old.value("subject", "") == f.subject) {
+        old = j;
+        replaced = true;
+      }
+    }
+    if (!replaced) m_.findings.push_back(j);
+  }
+}
+
+void MigrationRunner::ReplaceFindings(const std::vector<checks::Finding>& fresh) {
+  json previous = std::move(m_.findings);
+  m_.findings = json::array();
+  for (const auto& f : fresh) m_.findings.push_back(WithOverrideOf(previous, f));
 }
 
 MigrationRunner::Tick MigrationRunner::Step() {
@@ -236,40 +280,18 @@ MigrationRunner::Tick MigrationRunner::Step() {
 }
 
 MigrationRunner::Tick MigrationRunner::StepPhase() {
-  auto rec = store_.Get(id_);
-  if (!rec.ok()) {
-    spdlog::error("[{}] cannot load: {}", id_, rec.status().ToString());
+  if (Status st = Load(); !st.ok()) {
+    spdlog::error("[{}] cannot load: {}", id_, st.ToString());
     return Tick::kIdle;
   }
-  m_ = std::move(rec).value();
   HandleAction();
-  const Phase p = phase();
-  if (IsTerminal(p)) return Tick::kTerminal;
-  if (m_.state == state::kBlocked || m_.state == state::kFailed) return Tick::kIdle;
+  if (IsTerminal(phase_)) return Tick::kTerminal;
+  if (state_ == MigrationState::kBlocked || state_ == MigrationState::kFailed) return Tick::kIdle;
 
-  static constexpr std::pair<Phase, Fn> kSteps[] = {
-      {Phase::kPreflight, &MigrationRunner::Preflight},
-      {Phase::kProvision, &MigrationRunner::Provision},
-      {Phase::kSync, &MigrationRunner::Sync},
-      {Phase::kValidate, &MigrationRunner::Validate},
-      {Phase::kReady, &MigrationRunner::Ready},
-      {Phase::kCdcPrepare, &MigrationRunner::CdcPrepare},
-      {Phase::kQuiesce, &MigrationRunner::Quiesce},
-      {Phase::kDrain, &MigrationRunner::Drain},
-      {Phase::kPromote, &MigrationRunner::Promote},
-      {Phase::kSnapshot, &MigrationRunner::Snapshot},
-      {Phase::kCdcRecreate, &MigrationRunner::CdcRecreate},
-      {Phase::kSwitch, &MigrationRunner::Switch},
-      {Phase::kVerify, &MigrationRunner::Verify},
-      {Phase::kFinalize, &MigrationRunner::Finalize},
-      {Phase::kRollingBack, &MigrationRunner::RollingBack},
-  };
   idle_ = false;
-  for (Phase at = p;;) {
-    Fn fn = nullptr;
-    for (const auto& [ph, f] : kSteps) {
-      if (ph == at) fn = f;
-    }
+  // A phase that chains into this step runs in it too.
+  for (Phase at = phase_;;) {
+    StepFn fn = StepOf(at);
     if (fn == nullptr) break;
     // Tests arm these by name (common/faults.h) to crash or fail any step.
     Status st = FaultPoint(std::string("before_") + PhaseName(at));
@@ -279,10 +301,10 @@ MigrationRunner::Tick MigrationRunner::StepPhase() {
       return Tick::kIdle;
     }
     consecutive_failures_ = 0;
-    if (phase() == at || !ChainsInto(phase())) break;
-    at = phase();
+    if (phase_ == at || !ChainsInto(phase_)) break;
+    at = phase_;
   }
-  if (IsTerminal(phase())) return Tick::kTerminal;
+  if (IsTerminal(phase_)) return Tick::kTerminal;
   return idle_ ? Tick::kIdle : Tick::kProgress;
 }
 

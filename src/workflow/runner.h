@@ -3,17 +3,32 @@
 // Every call to Step() reloads the migration from the StateStore, applies a
 // pending operator action, runs one idempotent step of the current phase and
 // records the outcome before returning, so the runner can be destroyed (or
-// the process killed) between any two steps and a new runner resumes. All
-// transitions go through Transition(). Inside the hold, promote and snapshot
-// run on in the step that entered them and are committed together with the
-// switch phase (see ChainsInto). Not thread-safe: one worker owns a runner.
+// the process killed) between any two steps and a new runner resumes.
+//
+// The phases and their properties (inside the hold, chained into the step
+// before without a commit of their own, terminal) come from the phase table
+// in model/phase.h; the runner adds one step function per phase. runner.cc
+// holds what every phase shares (loading, recording, transitions, operator
+// actions, failures); each stage's steps are in src/workflow/phases/:
+//   prepare.cc   preflight, provision
+//   sync.cc      sync, validate, ready
+//   cdc.cc       cdc_prepare
+//   cutover.cc   quiesce, drain, promote, snapshot, switch
+//   verify.cc    verify and the wait for the data parity check
+//   finalize.cc  finalize
+//   rollback.cc  rolling_back, and the abort of a cutover before switch
+//
+// A step works on the typed record (phase_, state_, progress_, result_);
+// Save() writes it into the stored row in one commit. Not thread-safe: one
+// worker owns a runner.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "checks/finding.h"
 #include "common/clock.h"
-#include "model/cdc.h"
 #include "model/migration.h"
 #include "provider/env.h"
 #include "store/state_store.h"
@@ -34,74 +49,91 @@ class MigrationRunner {
   Tick Step();
   // True when only an operator can move the migration on (waiting, blocked, failed).
   bool AwaitingOperator() const;
+  // The stored row as last loaded or saved.
   const MigrationRecord& record() const { return m_; }
   int64_t poll_ms() const { return spec_.options.poll_ms; }
 
  private:
-  using Fn = Status (MigrationRunner::*)();
+  using StepFn = Status (MigrationRunner::*)();
+  // The step of `p`; nullptr for a terminal phase.
+  static StepFn StepOf(Phase p);
 
+  // phases/prepare.cc
   Status Preflight();
   Status Provision();
+  // phases/sync.cc
   Status Sync();
   Status Validate();
   Status Ready();
+  Status SampleLag();
+  // phases/cdc.cc
   Status CdcPrepare();
+  Status CdcRecreate();
+  // Before finalize: every carried slot has advanced on the target (its
+  // consumer reads there), or an operator overrode the finding naming it.
+  bool CdcSettled();
+  // phases/cutover.cc
   Status Quiesce();
   Status Drain();
   Status Promote();
   Status Snapshot();
-  Status CdcRecreate();
   Status Switch();
-  Status Verify();
-  Status Finalize();
-  Status RollingBack();
-
-  Phase phase() const;
-  void Transition(Phase next, const std::string& message);
-  // Phases entered without a commit of their own: the step runs them at once
-  // and the next commit (entering switch, or a failure) records them. A
-  // restart before that commit finds the migration in drain, whose final
-  // LSN the target has replayed, and runs promote (a no-op on a promoted
-  // target) and the snapshot export again; no client has written to the
-  // target yet, because the switch happens only after the switch phase is
-  // committed. Saves two commits while traffic waits.
-  static bool ChainsInto(Phase next);
-  void SetState(const std::string& state);
-  // Logs and records an event. Inside the hold (quiesce to switch) an info
-  // event is recorded with the next Save instead, in the same commit: each
-  // commit is an fsync plus a wake-up on a busy machine, and traffic waits.
-  void Event(const std::string& kind, const std::string& message);
-  void Log(const std::string& kind, const std::string& message) const;
-  // Records m_ and the events waiting for it in one commit.
-  void Save();
-  bool InHold() const;
-  Tick StepPhase();
-  void HandleAction();
-  void HandleFailure(const Status& st);
-  // Before switch: release held traffic onto the unfenced source, back to ready.
-  void AbortCutover(const std::string& why);
-  Status SampleLag();
-  // Replaces findings with the same id and subject, keeps an operator's override.
-  void MergeFindings(const std::vector<checks::Finding>& fresh);
-  // Waits for the background parity check; false while it runs or blocks.
-  bool ParitySettled();
-  // The migration's CDC slot records (m_.result["cdc_slots"]) and back.
-  std::vector<CdcSlot> CdcSlots() const;
-  void SetCdcSlots(const std::vector<CdcSlot>& slots);
-  // Before finalize: every carried slot has advanced on the target (its
-  // consumer reads there), or an operator overrode the finding naming it.
-  bool CdcSettled();
   // PrepareCutover and the router's Prewarm: once when the standby gets in
   // sync (so their cost lands inside the sustained-lag window, well before
   // the hold) and again in cdc_prepare, where they only top up.
   void PrepareAhead();
+  // phases/verify.cc
+  Status Verify();
+  // Waits for the background parity check; false while it runs or blocks.
+  bool ParitySettled();
+  // phases/finalize.cc
+  Status Finalize();
+  // phases/rollback.cc
+  Status RollingBack();
+  // Before switch: release held traffic onto the unfenced source, back to ready.
+  void AbortCutover(const std::string& why);
+
+  // runner.cc
+  Tick StepPhase();
+  // Reads the stored row into m_ and the typed record.
+  Status Load();
+  // Writes the typed record into m_ and records it with the events waiting
+  // for it in one commit.
+  void Save();
+  void Transition(Phase next, const std::string& message);
+  // The one place the state changes (recorded with the next Save).
+  void SetState(MigrationState s);
+  // Waits for an operator: state waiting, recorded at once if it changed.
+  void WaitForOperator();
+  // Stops on blocking findings until an operator overrides them or rolls back.
+  void Block(const std::string& error, const std::string& advice = "");
+  // Logs and records an event. Inside the hold an info event is recorded
+  // with the next Save instead, in the same commit: each commit is an fsync
+  // plus a wake-up on a busy machine, and traffic waits.
+  void Event(const std::string& kind, const std::string& message);
+  void Log(const std::string& kind, const std::string& message) const;
+  void HandleAction();
+  void HandleFailure(const Status& st);
+  // Starts rolling back from the current phase.
+  void StartRollback(const std::string& message);
+  // Replaces findings with the same id and subject, keeps an operator's override.
+  void MergeFindings(const std::vector<checks::Finding>& fresh);
+  // Replaces all findings, keeping the overrides of those found again.
+  void ReplaceFindings(const std::vector<checks::Finding>& fresh);
 
   StateStore& store_;
   Clock& clock_;
   std::string id_;
   std::unique_ptr<MigrationEnv> env_;
   MigrationSpec spec_;
+  // The stored row: identity, spec, findings, error, the pending action.
+  // Its phase, state, progress and result are written from the typed
+  // record below by Save().
   MigrationRecord m_;
+  Phase phase_ = Phase::kPreflight;
+  MigrationState state_ = MigrationState::kRunning;
+  MigrationProgress progress_;
+  MigrationResult result_;
   int consecutive_failures_ = 0;
   bool idle_ = false;                           // set by a phase step that is polling
   bool prepared_ahead_ = false;                 // PrepareAhead ran during this sync

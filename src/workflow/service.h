@@ -11,16 +11,14 @@
 //                "in_sync_ms":1200,"source_wal_bps":0,"replay_bps":0},
 //    "result":{"final_lsn":"0/3000060","timeline":2,"hold_ms":35,...},
 //    "findings":[{finding}], "error":"", "pending_action":""}
-// phase: preflight provision sync validate ready cdc_prepare quiesce drain
-//        promote snapshot switch verify finalize finalized
-//        rolling_back rolled_back
+// phase: a name from the phase table (model/phase.h; GET /v1/phases)
 // state: running | waiting (for approval) | blocked (findings) | failed |
-//        finalized | rolled_back
+//        finalized | rolled_back (model/state.h)
+// progress, result: MigrationProgress, MigrationResult (model/progress.h)
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/status.h"
 

@@ -80,17 +80,18 @@ Status LocalFence::Reload(PgConn& admin, const std::string& loaded_before) {
   PGSHIFT_RETURN_IF_ERROR(admin.Exec("select pg_reload_conf()"));
   // A new backend inherits the postmaster's configuration, so its
   // pg_conf_load_time() moves once the postmaster has re-read pg_hba.conf.
-  const int64_t deadline = MonotonicMs() + 10000;
+  const int64_t deadline = MonotonicMs() + options_.reload_timeout_ms;
   while (MonotonicMs() < deadline) {
     PGSHIFT_ASSIGN_OR_RETURN(
         Rows after,
         admin.Query("select pg_conf_load_time() > $1::timestamptz as reloaded", {loaded_before}));
     if (after.Bool(0, "reloaded")) return Status::OK();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.reload_poll_ms));
     // Our own backend updates its load time only when it processes SIGHUP,
     // which it does between statements; keep asking.
   }
-  return Timeout("the source did not reload pg_hba.conf within 10 s");
+  return Timeout("the source did not reload pg_hba.conf within " +
+                 std::to_string(options_.reload_timeout_ms) + " ms");
 }
 
 Result<FenceOutcome> LocalFence::Fence(PgConn& admin, const FenceExemption& exempt) {
@@ -117,8 +118,8 @@ Result<FenceOutcome> LocalFence::Fence(PgConn& admin, const FenceExemption& exem
     pids += (i ? "," : "") + std::to_string(exempt.pids[i]);
   pids += "}";
   // Sessions that authenticated before the reload may still exist or be
-  // finishing authentication: sweep until two sweeps in a row find none but
-  // the spared. Each sweep decides and terminates in one statement (one view
+  // finishing authentication: sweep until clean_sweeps sweeps in a row find
+  // none but the spared. Each sweep decides and terminates in one statement (one view
   // of pg_stat_activity), and decides again every time, so an exempt backend
   // that starts working is terminated too. Not pg_terminate_backend(pid,
   // timeout): it checks every 100 ms per backend, and traffic is held while
@@ -132,8 +133,8 @@ Result<FenceOutcome> LocalFence::Fence(PgConn& admin, const FenceExemption& exem
   std::set<std::string> terminated;
   int clean = 0;
   int spared = 0;
-  const int64_t deadline = MonotonicMs() + 15000;
-  while (clean < 2) {
+  const int64_t deadline = MonotonicMs() + options_.sweep_timeout_ms;
+  while (true) {
     PGSHIFT_ASSIGN_OR_RETURN(Rows rows, admin.Query(kSweep, {exempt.database, pids}));
     int left = 0;
     spared = 0;
@@ -146,11 +147,13 @@ Result<FenceOutcome> LocalFence::Fence(PgConn& admin, const FenceExemption& exem
       }
     }
     clean = left == 0 ? clean + 1 : 0;
-    if (clean < 2 && MonotonicMs() > deadline) {
+    if (clean >= options_.clean_sweeps) break;
+    if (MonotonicMs() > deadline) {
       return Timeout("fence: " + std::to_string(left) +
-                     " client session(s) on the source survived termination for 15 s");
+                     " client session(s) on the source survived termination for " +
+                     std::to_string(options_.sweep_timeout_ms) + " ms");
     }
-    if (clean < 2) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.sweep_interval_ms));
   }
   return FenceOutcome{.terminated = static_cast<int>(terminated.size()), .exempted = spared};
 }

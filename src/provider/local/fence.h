@@ -5,17 +5,20 @@
 // How: a marked block at the top of pg_hba.conf rejects every other login
 // role (host and local), the configuration is reloaded and the reload
 // confirmed, then every other client backend is terminated and the absence
-// of any is verified twice in a row. Backends that a router holds at a
-// transaction boundary may be exempted (FenceExemption): they cannot write
-// while held and never run a client statement again, and terminating them
-// and waiting for their exit is most of the fence's time inside the hold.
+// of any is verified in consecutive sweeps (FenceOptions). Backends that a
+// router holds at a transaction boundary may be exempted (FenceExemption):
+// they cannot write while held and never run a client statement again, and
+// terminating them and waiting for their exit is most of the fence's time
+// inside the hold.
 // Physical replication connections are not affected (hba's "all" does not
-// match them), so the standby keeps streaming. Unfence() removes the block. Both are idempotent and
-// find the fence in the file itself, so a restarted pgshiftd knows where it stands. A cloud
-// provider would fence with a security group instead. Not thread-safe: uses the caller's
-// connection.
+// match them), so the standby keeps streaming. Unfence() removes the block.
+// Both are idempotent and find the fence in the file itself, so a restarted
+// pgshiftd knows where it stands. A cloud provider fences with a security
+// group or NetworkPolicy instead (docs/providers.md). Not thread-safe: uses
+// the caller's connection.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,9 +40,26 @@ struct FenceOutcome {
   int exempted = 0;    // exempt backends left alive
 };
 
+// The fence's waits. Traffic is held while it works, so it polls tightly
+// and gives up with Timeout rather than hold clients indefinitely.
+struct FenceOptions {
+  // How long the postmaster may take to re-read pg_hba.conf, and how often
+  // a fresh backend's pg_conf_load_time() is asked meanwhile.
+  int64_t reload_timeout_ms = 10000;
+  int64_t reload_poll_ms = 2;
+  // How long client sessions may survive termination, and the pause between
+  // sweeps (a terminated backend takes a few ms to exit).
+  int64_t sweep_timeout_ms = 15000;
+  int64_t sweep_interval_ms = 3;
+  // Sweeps in a row that must find no client session: one more after the
+  // first clean one catches a session that was still authenticating.
+  int clean_sweeps = 2;
+};
+
 class LocalFence {
  public:
-  explicit LocalFence(std::string label) : label_(std::move(label)) {}
+  explicit LocalFence(std::string label, FenceOptions options = {})
+      : label_(std::move(label)), options_(options) {}
 
   Result<FenceOutcome> Fence(PgConn& admin, const FenceExemption& exempt = {});
   Status Unfence(PgConn& admin);
@@ -55,6 +75,7 @@ class LocalFence {
   // `loaded_before`: pg_conf_load_time() read before the file changed.
   Status Reload(PgConn& admin, const std::string& loaded_before);
   std::string label_;
+  FenceOptions options_;
 };
 
 }  // namespace pgshift

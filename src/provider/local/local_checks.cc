@@ -58,17 +58,16 @@ Result<std::vector<checks::Finding>> LocalEnv::PreflightFindings() {
 
   const std::string& dir = spec_.target.data_dir;
   if (target_.Exists()) {
-    auto marker = ReadFile(dir + "/pgshift.migration");
+    auto marker = ReadFile(dir + kMarkerFile);
     if (!marker.ok() || *marker != id_) {
       out.push_back(Block("target_dir", dir, "in use", "empty",
                           "target.data_dir already holds a PostgreSQL cluster",
                           "choose an empty or non-existent directory for target.data_dir"));
     }
-  } else if (PortOpen("127.0.0.1", spec_.target.port)) {
-    out.push_back(
-        Block("target_port", std::to_string(spec_.target.port), "in use", "free",
-              "something already listens on 127.0.0.1:" + std::to_string(spec_.target.port),
-              "choose a free target.port"));
+  } else if (PortOpen(kTargetHost, spec_.target.port)) {
+    out.push_back(Block("target_port", std::to_string(spec_.target.port), "in use", "free",
+                        "something already listens on " + TargetEndpoint().ToString(),
+                        "choose a free target.port"));
   }
   return out;
 }

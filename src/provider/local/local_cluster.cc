@@ -11,8 +11,8 @@
 
 namespace pgshift {
 
-LocalCluster::LocalCluster(ClusterSpec spec, ProcessRunner& runner)
-    : spec_(std::move(spec)), runner_(runner) {
+LocalCluster::LocalCluster(ClusterSpec spec, ProcessRunner& runner, LocalClusterOptions options)
+    : spec_(std::move(spec)), runner_(runner), options_(options) {
   if (spec_.bin_dir.empty()) spec_.bin_dir = DefaultPgBinDir();
 }
 
@@ -35,7 +35,7 @@ Status LocalCluster::InitDb() {
       RunChecked(runner_, {.argv = {Bin("initdb"), "-D", spec_.data_dir, "-U", spec_.superuser,
                                     "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"},
                            .run_as = spec_.os_user,
-                           .timeout_ms = 120000})
+                           .timeout_ms = options_.initdb_timeout_ms})
           .status()
           .Wrap("initdb"));
   std::map<std::string, std::string> base = {
@@ -71,44 +71,43 @@ Status LocalCluster::AppendSettings(const std::map<std::string, std::string>& se
   return WriteFileAtomic(conf, text);
 }
 
-Status LocalCluster::Start(int timeout_s) {
-  if (Running()) return Status::OK();
-  return RunChecked(runner_, {.argv = {Bin("pg_ctl"), "start", "-D", spec_.data_dir, "-l",
-                                       LogFile(), "-w", "-t", std::to_string(timeout_s)},
+Status LocalCluster::PgCtl(const std::string& action, std::vector<std::string> args,
+                           std::optional<int> timeout_s) const {
+  const int wait_s = timeout_s.value_or(options_.pg_ctl_wait_s);
+  std::vector<std::string> argv = {Bin("pg_ctl"), action, "-D", spec_.data_dir};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.insert(argv.end(), {"-w", "-t", std::to_string(wait_s)});
+  return RunChecked(runner_, {.argv = argv,
                               .run_as = spec_.os_user,
-                              .timeout_ms = (timeout_s + 10) * 1000})
-      .status()
+                              .timeout_ms = wait_s * int64_t{1000} + options_.pg_ctl_grace_ms})
+      .status();
+}
+
+Status LocalCluster::Start(std::optional<int> timeout_s) {
+  if (Running()) return Status::OK();
+  return PgCtl("start", {"-l", LogFile()}, timeout_s)
       .Wrap("starting PostgreSQL in " + spec_.data_dir + " (log: " + LogFile() + ")");
 }
 
-Status LocalCluster::Stop(const std::string& mode, int timeout_s) {
+Status LocalCluster::Stop(const std::string& mode, std::optional<int> timeout_s) {
   if (!Running()) return Status::OK();
-  return RunChecked(runner_, {.argv = {Bin("pg_ctl"), "stop", "-D", spec_.data_dir, "-m", mode,
-                                       "-w", "-t", std::to_string(timeout_s)},
-                              .run_as = spec_.os_user,
-                              .timeout_ms = (timeout_s + 10) * 1000})
-      .status()
-      .Wrap("stopping PostgreSQL in " + spec_.data_dir);
+  return PgCtl("stop", {"-m", mode}, timeout_s).Wrap("stopping PostgreSQL in " + spec_.data_dir);
 }
 
 bool LocalCluster::Running() const {
   if (!Exists()) return false;
   auto r = runner_.Run({.argv = {Bin("pg_ctl"), "status", "-D", spec_.data_dir},
                         .run_as = spec_.os_user,
-                        .timeout_ms = 15000});
+                        .timeout_ms = options_.status_timeout_ms});
   return r.ok() && r->exit_code == 0;
 }
 
-Status LocalCluster::Promote(int timeout_s) {
-  return RunChecked(runner_, {.argv = {Bin("pg_ctl"), "promote", "-D", spec_.data_dir, "-w", "-t",
-                                       std::to_string(timeout_s)},
-                              .run_as = spec_.os_user,
-                              .timeout_ms = (timeout_s + 10) * 1000})
-      .status()
-      .Wrap("promoting " + spec_.data_dir);
+Status LocalCluster::Promote(std::optional<int> timeout_s) {
+  return PgCtl("promote", {}, timeout_s).Wrap("promoting " + spec_.data_dir);
 }
 
-Result<int> LocalCluster::LowerPriority(int nice) const {
+Result<int> LocalCluster::LowerPriority(std::optional<int> nice_value) const {
+  const int nice = nice_value.value_or(options_.background_nice);
   auto pidfile = ReadFile(spec_.data_dir + "/postmaster.pid");
   if (!pidfile.ok()) return FailedPrecondition("no postmaster.pid in " + spec_.data_dir);
   const int postmaster = std::atoi(pidfile->c_str());
@@ -153,7 +152,7 @@ std::string LocalCluster::Conninfo(const std::string& dbname, const std::string&
 Result<std::string> LocalCluster::Psql(const std::string& sql, const std::string& dbname) const {
   return RunChecked(runner_, {.argv = {Bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
                                        "-d", Conninfo(dbname), "-c", sql},
-                              .timeout_ms = 120000});
+                              .timeout_ms = options_.psql_timeout_ms});
 }
 
 }  // namespace pgshift

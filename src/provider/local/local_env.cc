@@ -22,9 +22,10 @@ ClusterSpec TargetClusterSpec(const MigrationSpec& spec) {
                      .settings = spec.target.settings};
 }
 
-constexpr const char* kMarkerFile = "/pgshift.migration";
-
-void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+// libpq's defaults for what the source conninfo leaves out.
+constexpr const char* kDefaultHost = "localhost";
+constexpr int kDefaultPort = 5432;
+constexpr const char* kDefaultUser = "postgres";
 
 // Stops a cluster that no longer carries traffic (a retired source, a
 // discarded target) after lowering its CPU priority: on a shared host its
@@ -39,40 +40,75 @@ Status StopGivingWay(LocalCluster& cluster) {
 }  // namespace
 
 LocalEnv::LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr<Router> router,
-                   ProcessRunner& runner)
+                   ProcessRunner& runner, LocalEnvOptions options)
     : id_(std::move(migration_id)),
       spec_(std::move(spec)),
       router_(std::move(router)),
       runner_(runner),
-      target_(TargetClusterSpec(spec_), runner),
-      fence_("migration " + id_),
+      options_(options),
+      credentials_(std::make_unique<ConninfoCredentials>(spec_.source_conninfo)),
+      target_(TargetClusterSpec(spec_), runner, options_.cluster),
+      fence_("migration " + id_, options_.fence),
       monitor_(checks::SyncMonitor::Options{
           .lag_threshold_bytes = static_cast<uint64_t>(spec_.options.lag_threshold_bytes),
           .lag_threshold_seconds = spec_.options.lag_threshold_seconds,
           .sustain_ms = spec_.options.sustain_ms}) {
   auto kv = ParseConninfo(spec_.source_conninfo);
   if (kv.ok()) {
-    source_ep_.host = kv->count("host") ? kv->at("host") : "localhost";
-    source_ep_.port = kv->count("port") ? std::stoi(kv->at("port")) : 5432;
-    source_user_ = kv->count("user") ? kv->at("user") : "postgres";
+    source_ep_.host = kv->count("host") ? kv->at("host") : kDefaultHost;
+    source_ep_.port = kv->count("port") ? std::stoi(kv->at("port")) : kDefaultPort;
   }
 }
 
-std::string LocalEnv::TargetConninfo() const {
-  auto c = WithConninfo(spec_.source_conninfo, {{"host", "127.0.0.1"},
-                                                {"hostaddr", "127.0.0.1"},
-                                                {"port", std::to_string(spec_.target.port)},
-                                                {"dbname", "postgres"},
-                                                {"user", source_user_},
-                                                {"application_name", "pgshiftd"}});
-  return c.ok() ? *c : "";
+LocalEnv::~LocalEnv() {
+  if (parity_) {
+    parity_->cancel = true;
+    if (parity_->thread.joinable()) parity_->thread.join();
+  }
+}
+
+ProviderCapabilities LocalEnv::Capabilities() const {
+  // Logical slots are not synced to a PostgreSQL 15 standby.
+  return ProviderCapabilities{.fence_exempts_held_sessions = true,
+                              .source_host_access = true,
+                              .basebackup_rate_limit = true,
+                              .sessions_survive_promotion = true,
+                              .promotes_within_hold = true,
+                              .logical_slots_on_target = true,
+                              .failover_slot_sync = false};
+}
+
+Result<std::string> LocalEnv::SourceConninfo(const std::string& dbname) const {
+  PGSHIFT_ASSIGN_OR_RETURN(Credentials creds, credentials_->Get());
+  PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithCredentials(spec_.source_conninfo, creds));
+  if (dbname.empty()) return ci;
+  return WithConninfo(ci, {{"dbname", dbname}});
+}
+
+Result<std::string> LocalEnv::TargetConninfo(const std::string& dbname) const {
+  PGSHIFT_ASSIGN_OR_RETURN(Credentials creds, credentials_->Get());
+  PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithCredentials(spec_.source_conninfo, creds));
+  return WithConninfo(ci, {{"host", kTargetHost},
+                           {"hostaddr", kTargetHost},
+                           {"port", std::to_string(spec_.target.port)},
+                           {"dbname", dbname.empty() ? "postgres" : dbname},
+                           {"user", creds.user.empty() ? kDefaultUser : creds.user},
+                           {"application_name", "pgshiftd"}});
+}
+
+bool LocalEnv::SourceUp() const {
+  auto ci = SourceConninfo();
+  if (!ci.ok()) return false;
+  auto probe = WithConninfo(*ci, {{"connect_timeout", std::to_string(options_.connect_timeout_s)}});
+  return probe.ok() && PQping(probe->c_str()) == PQPING_OK;
 }
 
 Result<PgConn*> LocalEnv::Source() {
   if (!source_ || !source_->Healthy()) {
     source_.reset();
-    PGSHIFT_ASSIGN_OR_RETURN(
-        std::string ci, WithConninfo(spec_.source_conninfo, {{"application_name", "pgshiftd"}}));
+    PGSHIFT_ASSIGN_OR_RETURN(std::string base, SourceConninfo());
+    PGSHIFT_ASSIGN_OR_RETURN(std::string ci,
+                             WithConninfo(base, {{"application_name", "pgshiftd"}}));
     auto c = PgConn::Connect(ci);
     if (!c.ok()) return c.status().Wrap("source");
     source_ = std::move(c).value();
@@ -83,19 +119,12 @@ Result<PgConn*> LocalEnv::Source() {
 Result<PgConn*> LocalEnv::Target() {
   if (!target_conn_ || !target_conn_->Healthy()) {
     target_conn_.reset();
-    auto c = PgConn::Connect(TargetConninfo(), 5);
+    PGSHIFT_ASSIGN_OR_RETURN(std::string ci, TargetConninfo());
+    auto c = PgConn::Connect(ci, options_.connect_timeout_s);
     if (!c.ok()) return c.status().Wrap("target");
     target_conn_ = std::move(c).value();
   }
   return target_conn_.get();
-}
-
-template <typename T>
-Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
-  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  auto r = fn(*c);
-  if (!r.ok() && !c->Healthy()) source_.reset();
-  return r;
 }
 
 Result<SourceInfo> LocalEnv::InspectSource() {
@@ -133,11 +162,11 @@ Status LocalEnv::EnsurePhysicalSlot(const std::string& slot) {
 }
 
 Status LocalEnv::DropSlot(const std::string& slot) {
-  if (!PortOpen(source_ep_.host, source_ep_.port) && target_.Exists()) {
+  if (target_.Exists() && !SourceUp()) {
     // A retired source has no slots left to hold WAL.
     return Status::OK();
   }
-  const int64_t deadline = MonotonicMs() + 15000;
+  const int64_t deadline = MonotonicMs() + options_.slot_release_timeout_ms;
   while (true) {
     auto r = OnSource<Rows>([&](PgConn& c) {
       return c.Query("select active_pid from pg_replication_slots where slot_name = $1", {slot});
@@ -152,9 +181,10 @@ Status LocalEnv::DropSlot(const std::string& slot) {
       if (st.ok()) return st;
     }
     if (MonotonicMs() > deadline) {
-      return Timeout("replication slot " + slot + " stayed in use on the source for 15 s");
+      return Timeout("replication slot " + slot + " stayed in use on the source for " +
+                     std::to_string(options_.slot_release_timeout_ms) + " ms");
     }
-    SleepMs(100);
+    DefaultClock().SleepMs(options_.slot_release_poll_ms);
   }
 }
 
@@ -205,47 +235,8 @@ Result<ReplicationLag> LocalEnv::Lag(const std::string& slot) {
   return lag;
 }
 
-Result<FenceResult> LocalEnv::FenceSource(const HeldBackends& held) {
-  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  FenceExemption exempt;
-  if (held.server == source_ep_) exempt = {.database = held.database, .pids = held.pids};
-  PGSHIFT_ASSIGN_OR_RETURN(FenceOutcome out, fence_.Fence(*c, exempt));
-  return FenceResult{.terminated = out.terminated, .exempted = out.exempted};
-}
-
-Status LocalEnv::UnfenceSource() {
-  if (!PortOpen(source_ep_.host, source_ep_.port)) {
-    return Unavailable("the source " + source_ep_.ToString() + " is not accepting connections; " +
-                       "it must be up to be unfenced");
-  }
-  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  return fence_.Unfence(*c);
-}
-
-Result<Lsn> LocalEnv::WriteFinalMarker(const std::string& text) {
-  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  // A transactional message commits, and a synchronous commit flushes the WAL
-  // at once instead of at the WAL writer's next cycle (up to 200 ms of held
-  // traffic). Its end LSN follows every transaction committed before the fence.
-  // One round trip: the setting is in force before the statement commits.
-  PGSHIFT_ASSIGN_OR_RETURN(
-      Rows r, c->Query("select pg_logical_emit_message(true, 'pgshift', $1)::text as lsn "
-                       "from (select set_config('synchronous_commit', 'on', false)) s",
-                       {text}));
-  PGSHIFT_ASSIGN_OR_RETURN(Lsn lsn, Lsn::Parse(r.Str(0, "lsn")));
-  const int64_t deadline = MonotonicMs() + 10000;
-  while (true) {
-    PGSHIFT_ASSIGN_OR_RETURN(
-        Rows f,
-        c->Query("select pg_current_wal_flush_lsn() >= $1::pg_lsn as flushed", {lsn.ToString()}));
-    if (f.Bool(0, "flushed")) return lsn;
-    if (MonotonicMs() > deadline) return Timeout("the source did not flush its final WAL record");
-    SleepMs(1);
-  }
-}
-
 Status LocalEnv::RetireSource() {
-  if (!PortOpen(source_ep_.host, source_ep_.port)) return Status::OK();
+  if (!SourceUp()) return Status::OK();
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
   PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query("select current_setting('data_directory') as d"));
   const std::string dir = r.Str(0, "d");
@@ -256,21 +247,24 @@ Status LocalEnv::RetireSource() {
   }
   // Sessions still open on the source (a router's old connections waiting to
   // be closed) end one at a time: a fast shutdown ends them all at once, and
-  // that many backend exits together stall a shared host for ~200 ms. 100 ms
-  // apart (as pgshift-proxy's retire_interval_ms) for a few, at most ~10 s in all.
+  // that many backend exits together stall a shared host for ~200 ms.
   PGSHIFT_ASSIGN_OR_RETURN(
       Rows left, c->Query("select pid from pg_stat_activity where backend_type = 'client backend' "
                           "and pid <> pg_backend_pid()"));
-  const int64_t spacing = left.empty() ? 0 : std::clamp<int64_t>(10000 / left.size(), 2, 100);
+  const int64_t spacing =
+      left.empty()
+          ? 0
+          : std::clamp<int64_t>(options_.retire_budget_ms / static_cast<int64_t>(left.size()),
+                                options_.retire_min_spacing_ms, options_.retire_spacing_ms);
   for (size_t i = 0; i < left.size(); ++i) {
     (void)c->Query("select pg_terminate_backend($1::int)", {left.Str(i, "pid")});
-    SleepMs(spacing);
+    DefaultClock().SleepMs(spacing);
   }
   source_.reset();
   std::string owner = spec_.target.os_user;
   ClusterSpec cs{
       .data_dir = dir, .port = source_ep_.port, .bin_dir = spec_.target.bin_dir, .os_user = owner};
-  LocalCluster source(cs, runner_);
+  LocalCluster source(cs, runner_, options_.cluster);
   return StopGivingWay(source);
 }
 
@@ -300,11 +294,12 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
     if (pct >= 0) progress(pct);
     if (carry.size() > 256) carry.erase(0, carry.size() - 64);
   };
+  PGSHIFT_ASSIGN_OR_RETURN(std::string source_ci, SourceConninfo());
   std::vector<std::string> argv = {target_.Bin("pg_basebackup"),
                                    "-D",
                                    partial,
                                    "-d",
-                                   spec_.source_conninfo,
+                                   source_ci,
                                    "-X",
                                    "stream",
                                    "-S",
@@ -323,7 +318,7 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   std::string auto_conf = partial + "/postgresql.auto.conf";
   PGSHIFT_ASSIGN_OR_RETURN(std::string conf, ReadFile(auto_conf));
   conf += "\n# pgshift target settings\nport = " + std::to_string(spec_.target.port) +
-          "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '" +
+          "\nlisten_addresses = '" + kTargetHost + "'\nunix_socket_directories = '" +
           std::filesystem::path(dir).parent_path().string() + "'\n";
   for (const auto& [k, v] : spec_.target.settings) conf += k + " = '" + v + "'\n";
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(auto_conf, conf));
@@ -335,15 +330,6 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   progress(100);
   return target_.Start();
 }
-
-namespace {
-
-// The timeline a primary writes on: the first 8 hex digits of its current WAL
-// file's name (an error during recovery, so always behind a recovery check).
-constexpr const char* kPrimaryTimeline =
-    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int";
-
-}  // namespace
 
 Result<TargetState> LocalEnv::InspectTarget() {
   TargetState t;
@@ -377,46 +363,11 @@ Status LocalEnv::StopTarget() {
   return StopGivingWay(target_);
 }
 
-Result<int> LocalEnv::PromoteTarget() {
-  PGSHIFT_ASSIGN_OR_RETURN(TargetState t, InspectTarget());
-  if (!t.running) return FailedPrecondition("the target is not running; it cannot be promoted");
-  if (t.in_recovery) {
-    // pg_promote(wait => true) checks only every 100 ms; traffic is held, so
-    // ask without waiting and watch for the end of recovery ourselves.
-    PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Target());
-    PGSHIFT_RETURN_IF_ERROR(c->Exec("select pg_promote(false)"));
-    const int64_t deadline = MonotonicMs() + 60000;
-    // Polled every 2 ms while the target promotes: no pg_control read (as
-    // InspectTarget does in recovery), and the new timeline in the same answer.
-    const std::string poll =
-        std::string("select pg_is_in_recovery() as rec, case when not pg_is_in_recovery() then ") +
-        kPrimaryTimeline + " end as tli";
-    while (true) {
-      PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query(poll));
-      if (!r.Bool(0, "rec")) {
-        t.in_recovery = false;
-        t.timeline = static_cast<int>(r.Int(0, "tli"));
-        break;
-      }
-      if (MonotonicMs() > deadline)
-        return Timeout("the target did not finish promotion within 60 s");
-      SleepMs(2);
-    }
-  }
-  return t.timeline;
-}
-
-Status LocalEnv::ProbeTargetWrite() {
-  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Target());
-  Status st = c->Exec("select txid_current()");
-  if (!st.ok() && !c->Healthy()) target_conn_.reset();
-  return st.Wrap("write probe on the target");
-}
-
 Result<std::unique_ptr<MigrationEnv>> LocalEnvFactory::Make(const std::string& migration_id,
                                                             const MigrationSpec& spec) {
   PGSHIFT_ASSIGN_OR_RETURN(auto router, MakeRouter(spec.router));
-  return std::unique_ptr<MigrationEnv>(new LocalEnv(migration_id, spec, std::move(router)));
+  return std::unique_ptr<MigrationEnv>(
+      new LocalEnv(migration_id, spec, std::move(router), DefaultRunner(), options_));
 }
 
 }  // namespace pgshift

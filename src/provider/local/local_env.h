@@ -5,7 +5,13 @@
 //
 // Connections are opened lazily and reopened after a failure, so a source
 // restart or a fence that terminates sessions does not wedge the engine.
+// The login on both sides comes from a CredentialSource (the source
+// conninfo's; the target is a physical copy with the same roles).
 // Used by one engine worker at a time (not thread-safe).
+//
+// Files: local_env.cc (connections, source, replica, retire),
+// local_cutover.cc (PrepareCutover, fence, final marker, promotion),
+// local_parity.cc (data parity), local_checks.cc (preflight / validate).
 #pragma once
 
 #include <atomic>
@@ -18,16 +24,50 @@
 #include "checks/checks.h"
 #include "checks/sync_monitor.h"
 #include "pg/conn.h"
+#include "provider/credentials.h"
+#include "provider/env.h"
 #include "provider/local/fence.h"
 #include "provider/local/local_cluster.h"
-#include "provider/env.h"
 
 namespace pgshift {
+
+// The provider's name in spec.target.provider.
+inline constexpr const char* kLocalProvider = "local";
+
+// LocalEnv's own waits (the fence's and the clusters' are in their options).
+struct LocalEnvOptions {
+  // libpq connect_timeout for the target and for "is the source up" probes.
+  int connect_timeout_s = 5;
+  // DropSlot: how long a slot may stay in use after its walsender is
+  // terminated (a standby reconnects), and the pause between attempts.
+  int64_t slot_release_timeout_ms = 15000;
+  int64_t slot_release_poll_ms = 100;
+  // WriteFinalMarker: how long the source may take to flush the marker, and
+  // how often it is asked (traffic is held).
+  int64_t final_flush_timeout_ms = 10000;
+  int64_t final_flush_poll_ms = 1;
+  // PromoteTarget: how long promotion may take, and how often the end of
+  // recovery is asked (traffic is held).
+  int64_t promote_timeout_ms = 60000;
+  int64_t promote_poll_ms = 2;
+  // RetireSource ends the sessions left on the source one at a time, at
+  // most retire_spacing_ms apart (as pgshift-proxy's retire_interval_ms), at
+  // least retire_min_spacing_ms, within retire_budget_ms in all: backend
+  // exits together stall a shared host (~200 ms measured).
+  int64_t retire_spacing_ms = 100;
+  int64_t retire_min_spacing_ms = 2;
+  int64_t retire_budget_ms = 10000;
+  // How often the parity thread checks for cancellation while it waits out
+  // the verify window.
+  int64_t parity_wait_poll_ms = 50;
+  FenceOptions fence;
+  LocalClusterOptions cluster;
+};
 
 class LocalEnv : public MigrationEnv {
  public:
   LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr<Router> router,
-           ProcessRunner& runner = DefaultRunner());
+           ProcessRunner& runner = DefaultRunner(), LocalEnvOptions options = {});
   ~LocalEnv() override;
 
   Result<SourceInfo> InspectSource() override;
@@ -58,27 +98,49 @@ class LocalEnv : public MigrationEnv {
   Result<std::vector<LogicalSlot>> TargetLogicalSlots() override;
 
   Endpoint SourceEndpoint() const override { return source_ep_; }
-  Endpoint TargetEndpoint() const override { return {"127.0.0.1", spec_.target.port}; }
+  Endpoint TargetEndpoint() const override { return {kTargetHost, spec_.target.port}; }
   Router& router() override { return *router_; }
+  ProviderCapabilities Capabilities() const override;
 
-  // The conninfo pgshift uses for the target (superuser of the source, TCP).
-  std::string TargetConninfo() const;
+  // The conninfo pgshift uses on each side, with the credentials applied;
+  // `dbname` "" keeps the source conninfo's (source) or "postgres" (target).
+  Result<std::string> SourceConninfo(const std::string& dbname = "") const;
+  // The target: TCP on loopback, as the source's login (a physical copy).
+  Result<std::string> TargetConninfo(const std::string& dbname = "") const;
 
  private:
+  // The target listens here only.
+  static constexpr const char* kTargetHost = "127.0.0.1";
+  // In the target's data directory: the id of the migration that built it.
+  static constexpr const char* kMarkerFile = "/pgshift.migration";
+  // Opens a session's REPEATABLE READ transaction and exports its snapshot
+  // in one round trip (PrepareCutover warms it, StartParityCheck uses it).
+  static constexpr const char* kExportSnapshot =
+      "begin isolation level repeatable read read only; select pg_export_snapshot() as s";
+  // The timeline a primary writes on: the first 8 hex digits of its current
+  // WAL file's name (an error during recovery, so always behind a recovery
+  // check). InspectTarget and PromoteTarget's poll share it.
+  static constexpr const char* kPrimaryTimeline =
+      "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int";
+
   checks::TargetPlan Plan() const;
   Result<PgConn*> Source();
   Result<PgConn*> Target();
   template <typename T>
   Result<T> OnSource(const std::function<Result<T>(PgConn&)>& fn);
+  // The source accepts connections (libpq's ping, so a DNS name or a socket
+  // directory works as well as an IP literal).
+  bool SourceUp() const;
 
   std::string id_;
   MigrationSpec spec_;
   std::unique_ptr<Router> router_;
   ProcessRunner& runner_;
+  LocalEnvOptions options_;
+  std::unique_ptr<CredentialSource> credentials_;
   LocalCluster target_;
   LocalFence fence_;
   Endpoint source_ep_;
-  std::string source_user_;
   std::unique_ptr<PgConn> source_;
   std::unique_ptr<PgConn> target_conn_;
   checks::SyncMonitor monitor_;
@@ -98,11 +160,26 @@ class LocalEnv : public MigrationEnv {
   std::vector<std::pair<std::string, std::unique_ptr<PgConn>>> standby_sessions_;
 };
 
-// Builds LocalEnvs with routers from each spec's router config.
+// Runs `fn` on the source session; a failure that left it broken drops it,
+// so the next call reconnects.
+template <typename T>
+Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
+  PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
+  auto r = fn(*c);
+  if (!r.ok() && !c->Healthy()) source_.reset();
+  return r;
+}
+
+// Builds LocalEnvs with routers from each spec's router config. Stateless,
+// so Make is thread-safe.
 class LocalEnvFactory : public EnvFactory {
  public:
+  explicit LocalEnvFactory(LocalEnvOptions options = {}) : options_(options) {}
   Result<std::unique_ptr<MigrationEnv>> Make(const std::string& migration_id,
                                              const MigrationSpec& spec) override;
+
+ private:
+  LocalEnvOptions options_;
 };
 
 }  // namespace pgshift

@@ -12,51 +12,6 @@
 
 namespace pgshift {
 
-LocalEnv::~LocalEnv() {
-  if (parity_) {
-    parity_->cancel = true;
-    if (parity_->thread.joinable()) parity_->thread.join();
-  }
-}
-
-namespace {
-
-// Opens a session's REPEATABLE READ transaction and exports its snapshot in one
-// round trip.
-constexpr const char* kExportSnapshot =
-    "begin isolation level repeatable read read only; select pg_export_snapshot() as s";
-
-}  // namespace
-
-void LocalEnv::PrepareCutover() {
-  auto target = Target();
-  if (!target.ok()) return;
-  auto dbs = checks::ListDatabases(**target);
-  if (!dbs.ok()) return;
-  std::vector<std::pair<std::string, std::unique_ptr<PgConn>>> kept;
-  kept.swap(standby_sessions_);
-  for (const auto& db : *dbs) {
-    // Kept if the server still answers (it may have closed an idle session).
-    auto open = std::find_if(kept.begin(), kept.end(), [&](const auto& s) {
-      return s.first == db && s.second && s.second->Exec("select 1").ok();
-    });
-    if (open != kept.end()) {
-      standby_sessions_.push_back(std::move(*open));
-      continue;
-    }
-    auto ci = WithConninfo(TargetConninfo(), {{"dbname", db}});
-    if (!ci.ok()) return;
-    auto session = PgConn::Connect(*ci);
-    if (!session.ok()) continue;
-    // A first export here warms the session's caches, so the one inside the
-    // hold costs a round trip and nothing more (a standby exports too).
-    if ((*session)->Send(std::string(kExportSnapshot) + "; rollback").ok()) {
-      (void)(*session)->Collect();
-    }
-    standby_sessions_.emplace_back(db, std::move(session).value());
-  }
-}
-
 Status LocalEnv::StartParityCheck() {
   if (parity_) return Status::OK();
   // Sessions opened before the hold survive promotion; open any missing one now.
@@ -69,7 +24,7 @@ Status LocalEnv::StartParityCheck() {
   }
   for (auto& [db, session] : sessions) {
     if (!session || !session->Healthy()) {
-      PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithConninfo(TargetConninfo(), {{"dbname", db}}));
+      PGSHIFT_ASSIGN_OR_RETURN(std::string ci, TargetConninfo(db));
       PGSHIFT_ASSIGN_OR_RETURN(session, PgConn::Connect(ci));
     }
   }
@@ -91,15 +46,16 @@ Status LocalEnv::StartParityCheck() {
   PGSHIFT_RETURN_IF_ERROR(first_error);
   job->state.started = true;
   ParityJob* j = job.get();
-  const std::string source_ci = spec_.source_conninfo;
-  const std::string target_ci = TargetConninfo();
+  PGSHIFT_ASSIGN_OR_RETURN(const std::string source_ci, SourceConninfo());
+  PGSHIFT_ASSIGN_OR_RETURN(const std::string target_ci, TargetConninfo());
   // The snapshots are taken now; the scans wait until the post-cutover
   // health window has passed, so they do not compete with the switch.
   const int64_t delay_ms = spec_.options.verify_ms;
+  const int64_t poll_ms = options_.parity_wait_poll_ms;
   const checks::ParityOptions scan{.load_pct = spec_.options.parity_load_pct};
-  job->thread = std::thread([j, work, source_ci, target_ci, delay_ms, scan] {
-    for (int64_t waited = 0; waited < delay_ms && !j->cancel; waited += 50) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  job->thread = std::thread([j, work, source_ci, target_ci, delay_ms, poll_ms, scan] {
+    for (int64_t waited = 0; waited < delay_ms && !j->cancel; waited += poll_ms) {
+      DefaultClock().SleepMs(poll_ms);
     }
     std::vector<checks::Finding> all;
     int done_before = 0;
@@ -149,8 +105,8 @@ Result<std::vector<checks::Finding>> LocalEnv::QuickParity(int64_t budget_ms) {
   std::vector<checks::Finding> all;
   const int64_t deadline = MonotonicMs() + budget_ms;
   for (const auto& db : dbs) {
-    PGSHIFT_ASSIGN_OR_RETURN(std::string s, WithConninfo(spec_.source_conninfo, {{"dbname", db}}));
-    PGSHIFT_ASSIGN_OR_RETURN(std::string t, WithConninfo(TargetConninfo(), {{"dbname", db}}));
+    PGSHIFT_ASSIGN_OR_RETURN(std::string s, SourceConninfo(db));
+    PGSHIFT_ASSIGN_OR_RETURN(std::string t, TargetConninfo(db));
     const int64_t left = deadline - MonotonicMs();
     PGSHIFT_ASSIGN_OR_RETURN(
         auto found,

@@ -1,0 +1,29 @@
+// The workflow's fixed timings: waits and retry pacing that are not
+// per-migration options (those are in MigrationOptions, model/migration.h).
+// Constants; thread-safe.
+#pragma once
+
+#include <cstdint>
+
+namespace pgshift::workflow_defaults {
+
+// A failed step waits kRetryBackoffBaseMs << n after its n-th consecutive
+// failure, at most kRetryBackoffMaxMs, before it runs again (up to
+// MigrationOptions::max_step_attempts).
+inline constexpr int64_t kRetryBackoffBaseMs = 200;
+inline constexpr int64_t kRetryBackoffMaxMs = 5000;
+
+// drain: traffic is held, so one step looks at the target's replay every
+// kDrainPollMs for up to kDrainSpinMs before it yields to the engine's
+// (much longer) poll interval.
+inline constexpr int64_t kDrainSpinMs = 1000;
+inline constexpr int64_t kDrainPollMs = 2;
+
+// Engine: a migration whose environment cannot be built (its router config,
+// its provider) tries again after this long.
+inline constexpr int64_t kEnvRetryMs = 1000;
+// Engine: an idle worker sleeps its poll interval in slices this long, so
+// Stop() does not wait a whole interval.
+inline constexpr int64_t kStopCheckMs = 50;
+
+}  // namespace pgshift::workflow_defaults

@@ -1,0 +1,23 @@
+// Finalize: the migration is done and the source retired.
+//
+//   finalize  drops the carried CDC slots and the migration's physical slot
+//             on the source and retires the source (stopped, still fenced);
+//             no rollback is possible from here. Leaves result.finalized_at_ms and the phase
+//             finalized (state finalized).
+#include "workflow/runner.h"
+
+namespace pgshift {
+
+Status MigrationRunner::Finalize() {
+  // The carried slots' source halves: their consumers read from the target.
+  for (const auto& s : result_.cdc_slots.value_or(std::vector<CdcSlot>{})) {
+    PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(s.name));
+  }
+  PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
+  PGSHIFT_RETURN_IF_ERROR(env_->RetireSource());
+  result_.finalized_at_ms = clock_.NowMs();
+  Transition(Phase::kFinalized, "migration finalized; the source is retired (stopped, fenced)");
+  return Status::OK();
+}
+
+}  // namespace pgshift
