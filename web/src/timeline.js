@@ -10,14 +10,14 @@ const FALLBACK_NAMES = [
   'rolling_back', 'rolled_back',
 ];
 const HOLD = new Set(['quiesce', 'drain', 'promote', 'snapshot', 'cdc_recreate', 'switch']);
+const ROLLBACK = new Set(['rolling_back', 'rolled_back']);
 export const FALLBACK_PHASES = FALLBACK_NAMES.map((name, order) => ({
   name,
   order,
+  branch: ROLLBACK.has(name) ? 'rollback' : 'main',
   in_hold: HOLD.has(name),
   terminal: name === 'finalized' || name === 'rolled_back',
 }));
-
-const ROLLBACK = new Set(['rolling_back', 'rolled_back']);
 
 // One row per phase: {name, in_hold, status, start, end, note}. status is
 // done | current | pending | skipped; rollback phases appear only once reached.
@@ -27,12 +27,13 @@ export function timelineRows(phases, m, events) {
   const starts = Object.values(started).filter((v) => typeof v === 'number');
   const lastEvent = {};
   for (const e of events || []) lastEvent[e.phase] = e;
-  const currentOrder = (ordered.find((p) => p.name === m.phase) || { order: -1 }).order;
+  const isRollback = (p) => (p.branch ? p.branch === 'rollback' : ROLLBACK.has(p.name));
+  const current = ordered.find((p) => p.name === m.phase);
   const rows = [];
   for (const p of ordered) {
     const start = started[p.name];
-    const isCurrent = p.name === m.phase;
-    if (ROLLBACK.has(p.name) && start === undefined && !isCurrent) continue;
+    const isCurrent = p === current;
+    if (isRollback(p) && start === undefined && !isCurrent) continue;
     let end = null;
     if (start !== undefined && !isCurrent) {
       const later = starts.filter((s) => s > start);
@@ -41,7 +42,7 @@ export function timelineRows(phases, m, events) {
     let status = 'pending';
     if (isCurrent) status = p.terminal ? 'done' : 'current';
     else if (start !== undefined) status = 'done';
-    else if (!ROLLBACK.has(m.phase) && p.order < currentOrder) status = 'skipped';
+    else if (current && !isRollback(current) && p.order < current.order) status = 'skipped';
     const ev = lastEvent[p.name];
     rows.push({
       name: p.name,
