@@ -181,13 +181,13 @@ export function mountMigration(root, id, showError) {
       repl,
       h('div.bb', h('span.stat-label', 'base backup'),
         h('progress', { max: 100, value: pct ?? 0, 'aria-label': 'base backup progress' }),
-        h('span#bb-pct', pct === undefined ? 'not started' : `${pct}%`)),
+        h('span#bb-pct', pct == null ? 'not started' : `${pct}%`)),
       h('div.stats',
-        stat('lag', pr.lag_bytes === undefined ? '–' : fmtBytes(pr.lag_bytes)),
-        stat('lag time', pr.lag_seconds === undefined ? '–' : `${Number(pr.lag_seconds).toFixed(2)} s`),
-        stat('in sync for', pr.in_sync_ms === undefined ? '–' : fmtDuration(pr.in_sync_ms)),
-        stat('source WAL', pr.source_wal_bps === undefined ? '–' : `${fmtBytes(pr.source_wal_bps)}/s`),
-        stat('replay', pr.replay_bps === undefined ? '–' : `${fmtBytes(pr.replay_bps)}/s`)),
+        stat('lag', pr.lag_bytes == null ? '–' : fmtBytes(pr.lag_bytes)),
+        stat('lag time', pr.lag_seconds == null ? '–' : `${Number(pr.lag_seconds).toFixed(2)} s`),
+        stat('in sync for', pr.in_sync_ms == null ? '–' : fmtDuration(pr.in_sync_ms)),
+        stat('source WAL', pr.source_wal_bps == null ? '–' : `${fmtBytes(pr.source_wal_bps)}/s`),
+        stat('replay', pr.replay_bps == null ? '–' : `${fmtBytes(pr.replay_bps)}/s`)),
     );
   }
 
