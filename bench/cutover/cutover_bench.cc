@@ -14,9 +14,15 @@
 // read against it: schedule lag that the box builds without any router is
 // carried into the cutover.
 //
+// One more proxy run carries a CDC consumer (pg_recvlogical, test_decoding,
+// through the proxy) across the cutover: the drain waits until it confirmed
+// the final LSN. cdc_hold_extra_ms is that run's hold minus the plain proxy
+// run's.
+//
 // Last line:
 //   BENCH cutover {"proxy_max_latency_ms":X,"pgbouncer_max_latency_ms":X,
-//                  "proxy_failed_txns":N,"pgbouncer_failed_txns":N,"prepared_failed_txns":N}
+//                  "proxy_failed_txns":N,"pgbouncer_failed_txns":N,"prepared_failed_txns":N,
+//                  ...,"cdc_hold_extra_ms":N,...}
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -27,12 +33,33 @@
 
 #include "common/clock.h"
 #include "demo/sandbox.h"
+#include "load/cdc_consumer.h"
 #include "load/pgbench_load.h"
 
 namespace pgshift {
 namespace {
 
 using json = nlohmann::json;
+
+// What every run shares.
+struct BenchSettings {
+  int rate = 0;
+  int clients = 0;
+  int chunk_seconds = 0;
+  int64_t basebackup_kbps = 0;
+  bool keep = false;
+  bool parity = true;
+};
+
+// One run: a router and how its clients reach it.
+struct RunSpec {
+  std::string router;
+  std::string protocol = "simple";
+  bool client_tls = false;
+  bool cdc = false;  // a CDC consumer streams a slot through the router
+};
+
+constexpr char kCdcSlot[] = "bench_cdc";
 
 struct RunResult {
   bool finalized = false;
@@ -76,28 +103,41 @@ std::string WorstByPhase(const std::vector<load::TxnRecord>& txns, const json& e
   return out;
 }
 
-RunResult RunOne(const std::string& router, const std::string& protocol, int rate, int clients,
-                 int chunk_seconds, int64_t basebackup_kbps, bool client_tls, bool keep,
-                 bool parity) {
+RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
   RunResult out;
+  const std::string& router = run.router;
+  const std::string& protocol = run.protocol;
   const bool direct = router == "direct";
   auto sb = demo::Sandbox::Start({.router = direct ? "none" : router,
                                   .pgshiftd_path = PGSHIFTD_PATH,
                                   .proxy_path = PGSHIFT_PROXY_PATH,
                                   .pgbench_scale = 4,
-                                  .client_tls = client_tls,
-                                  .keep = keep});
+                                  .client_tls = run.client_tls,
+                                  .keep = b.keep});
   if (!sb.ok()) {
     std::cerr << router << ": sandbox failed: " << sb.status().message() << "\n";
     out.failed = -1;
     return out;
   }
+  std::unique_ptr<load::CdcConsumer> consumer;
+  if (run.cdc) {
+    Status st = (*sb)->CreateCdcSlot(kCdcSlot, load::CdcPlugin::kTestDecoding);
+    if (st.ok()) {
+      consumer = (*sb)->CdcConsumerFor(kCdcSlot, load::CdcPlugin::kTestDecoding);
+      st = consumer->Start();
+    }
+    if (!st.ok()) {
+      std::cerr << router << ": CDC consumer failed: " << st.message() << "\n";
+      out.failed = -1;
+      return out;
+    }
+  }
   load::PgbenchLoad pgbench({.conninfo = (*sb)->AppConninfo(),
-                             .clients = clients,
+                             .clients = b.clients,
                              .threads = 2,
-                             .chunk_seconds = chunk_seconds,
+                             .chunk_seconds = b.chunk_seconds,
                              .protocol = protocol,
-                             .rate = rate,
+                             .rate = b.rate,
                              .log_dir = (*sb)->dir() + "/pgbench-logs",
                              .per_transaction_log = true});
   pgbench.Start();
@@ -109,8 +149,8 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
                                                  {"sustain_seconds", 3},
                                                  {"verify_seconds", 2},
                                                  {"poll_ms", 50},
-                                                 {"parity", parity},
-                                                 {"basebackup_max_rate_kbps", basebackup_kbps}})
+                                                 {"parity", b.parity},
+                                                 {"basebackup_max_rate_kbps", b.basebackup_kbps}})
                                 .dump());
   std::string id;
   if (created.ok() && (*created)["status"] == 201) {
@@ -142,7 +182,14 @@ RunResult RunOne(const std::string& router, const std::string& protocol, int rat
   out.max_service_ms = st.max_service_latency_ms;
   out.failed = st.failed;
   out.transactions = st.transactions;
-  const std::string label = router + (router == "proxy" && client_tls ? "+mTLS" : "");
+  const std::string label =
+      router + (router == "proxy" && run.client_tls ? "+mTLS" : "") + (run.cdc ? "+CDC" : "");
+  if (consumer) {
+    const load::CdcLog log = consumer->Log();
+    std::printf("%-10s CDC consumer of %s: %d stream(s), %d reconnect(s)\n", label.c_str(),
+                kCdcSlot, log.streams_started, log.disconnects);
+    (void)consumer->Stop();
+  }
   for (const auto& e : st.errors) std::cerr << label << "/" << protocol << ": " << e << "\n";
   if (!id.empty()) {
     auto events = (*sb)->Api("GET", "/v1/migrations/" + id + "/events", "");
@@ -180,6 +227,7 @@ int main(int argc, char** argv) {
   bool keep = false;
   bool parity = true;
   bool mtls = true;
+  bool cdc = true;
   std::vector<std::string> routers = {"direct", "proxy", "pgbouncer"};
   app.add_option("--rate", rate, "pgbench -R target tps");
   app.add_option("--clients", clients, "pgbench clients");
@@ -193,14 +241,22 @@ int main(int argc, char** argv) {
   app.add_option("--mtls", mtls,
                  "also run the proxy with mutual TLS clients (default true); the comparison "
                  "runs use plain-text clients on both routers");
+  app.add_option("--cdc", cdc,
+                 "also run the proxy with a CDC consumer and report cdc_hold_extra_ms "
+                 "(default true)");
   app.add_flag("--keep", keep, "keep each sandbox (pgbench logs, pgshiftd log) for inspection");
   CLI11_PARSE(app, argc, argv);
 
+  const pgshift::BenchSettings settings{.rate = rate,
+                                        .clients = clients,
+                                        .chunk_seconds = chunk_seconds,
+                                        .basebackup_kbps = basebackup_kbps,
+                                        .keep = keep,
+                                        .parity = parity};
   nlohmann::ordered_json line;
   bool ok = true;
   for (const auto& router : routers) {
-    auto r = pgshift::RunOne(router, "simple", rate, clients, chunk_seconds, basebackup_kbps,
-                             /*client_tls=*/false, keep, parity);
+    auto r = pgshift::RunOne({.router = router}, settings);
     ok = ok && r.finalized;
     line[router + "_max_latency_ms"] = r.max_latency_ms;
     line[router + "_failed_txns"] = r.failed;
@@ -218,15 +274,21 @@ int main(int argc, char** argv) {
   for (const auto& router : routers) {
     if (router != "proxy")
       continue;  // direct has no cutover; PgBouncer's transaction pooling cannot carry -M prepared
-    auto r = pgshift::RunOne(router, "prepared", rate, clients, chunk_seconds, basebackup_kbps,
-                             /*client_tls=*/false, keep, parity);
+    auto r = pgshift::RunOne({.router = router, .protocol = "prepared"}, settings);
     ok = ok && r.finalized;
     line["prepared_failed_txns"] = r.failed;
     line["prepared_max_latency_ms"] = r.max_latency_ms;
+    if (cdc) {
+      // The plain proxy run again, with a CDC consumer: what carrying it adds to the hold.
+      r = pgshift::RunOne({.router = router, .cdc = true}, settings);
+      ok = ok && r.finalized;
+      line["proxy_cdc_hold_ms"] = r.hold_ms;
+      line["proxy_cdc_failed_txns"] = r.failed;
+      line["cdc_hold_extra_ms"] = r.hold_ms - line["proxy_hold_ms"].get<int64_t>();
+    }
     if (!mtls) continue;
     // The product's default posture: clients with certificates, SCRAM upstream.
-    r = pgshift::RunOne(router, "simple", rate, clients, chunk_seconds, basebackup_kbps,
-                        /*client_tls=*/true, keep, parity);
+    r = pgshift::RunOne({.router = router, .client_tls = true}, settings);
     ok = ok && r.finalized;
     line["proxy_mtls_max_latency_ms"] = r.max_latency_ms;
     line["proxy_mtls_failed_txns"] = r.failed;
@@ -234,13 +296,27 @@ int main(int argc, char** argv) {
   line["rate_tps"] = rate;
   line["basebackup_max_rate_kbps"] = basebackup_kbps;
   nlohmann::ordered_json ordered;
-  for (const char* k :
-       {"proxy_max_latency_ms", "pgbouncer_max_latency_ms", "proxy_failed_txns",
-        "pgbouncer_failed_txns", "prepared_failed_txns", "prepared_max_latency_ms",
-        "direct_max_latency_ms", "direct_failed_txns", "proxy_vs_direct_max_latency",
-        "pgbouncer_vs_direct_max_latency", "proxy_max_service_ms", "pgbouncer_max_service_ms",
-        "proxy_hold_ms", "pgbouncer_hold_ms", "proxy_mtls_max_latency_ms", "proxy_mtls_failed_txns",
-        "rate_tps", "basebackup_max_rate_kbps"}) {
+  for (const char* k : {"proxy_max_latency_ms",
+                        "pgbouncer_max_latency_ms",
+                        "proxy_failed_txns",
+                        "pgbouncer_failed_txns",
+                        "prepared_failed_txns",
+                        "prepared_max_latency_ms",
+                        "direct_max_latency_ms",
+                        "direct_failed_txns",
+                        "proxy_vs_direct_max_latency",
+                        "pgbouncer_vs_direct_max_latency",
+                        "proxy_max_service_ms",
+                        "pgbouncer_max_service_ms",
+                        "proxy_hold_ms",
+                        "pgbouncer_hold_ms",
+                        "proxy_mtls_max_latency_ms",
+                        "proxy_mtls_failed_txns",
+                        "proxy_cdc_hold_ms",
+                        "cdc_hold_extra_ms",
+                        "proxy_cdc_failed_txns",
+                        "rate_tps",
+                        "basebackup_max_rate_kbps"}) {
     if (line.contains(k)) ordered[k] = line[k];
   }
   std::printf("BENCH cutover %s\n", ordered.dump().c_str());

@@ -13,6 +13,8 @@
 #include <atomic>
 #include <stdexcept>
 #include <thread>
+
+#include "model/phase.h"
 #include <vector>
 
 #include "testing/fake_migration_service.h"
@@ -85,7 +87,7 @@ TEST_F(ApiServerTest, Healthz) {
 TEST_F(ApiServerTest, PhasesServesThePhaseTableInOrder) {
   json body = Expect(client_->Get("/v1/phases"), 200);
   ASSERT_TRUE(body.is_array()) << body.dump();
-  ASSERT_EQ(body.size(), 16u);
+  ASSERT_EQ(body.size(), kPhaseCount);
   EXPECT_EQ(body[0], (json{{"name", "preflight"},
                            {"order", 0},
                            {"branch", "main"},
@@ -96,11 +98,12 @@ TEST_F(ApiServerTest, PhasesServesThePhaseTableInOrder) {
     EXPECT_EQ(body[i]["order"], i);
     if (body[i]["in_hold"] == true) held.push_back(body[i]["name"]);
   }
-  EXPECT_EQ(held, (std::vector<std::string>{"quiesce", "drain", "promote", "snapshot", "switch"}));
-  EXPECT_EQ(body[13]["name"], "finalized");
-  EXPECT_EQ(body[13]["terminal"], true);
-  EXPECT_EQ(body[15]["name"], "rolled_back");
-  EXPECT_EQ(body[15]["branch"], "rollback");
+  EXPECT_EQ(held, (std::vector<std::string>{"quiesce", "drain", "promote", "snapshot",
+                                            "cdc_recreate", "switch"}));
+  EXPECT_EQ(body[14]["name"], "finalized");
+  EXPECT_EQ(body[14]["terminal"], true);
+  EXPECT_EQ(body[16]["name"], "rolled_back");
+  EXPECT_EQ(body[16]["branch"], "rollback");
   ExpectError(PostJson("/v1/phases", "{}"), 405, "invalid_argument", "use GET");
 }
 

@@ -77,6 +77,9 @@ Result<std::vector<Finding>> RunPreflight(PgConn& source, const TargetPlan& targ
 
   PGSHIFT_RETURN_IF_ERROR(AddSourceHazards(source, options, out));
 
+  PGSHIFT_ASSIGN_OR_RETURN(auto tablespaces, ReadTablespaces(source));
+  Append(out, EvaluateTablespaces(tablespaces, target.tablespace_dir, target.settings));
+
   PGSHIFT_ASSIGN_OR_RETURN(ServerIdentity src_id, ReadServerIdentity(source));
   ServerIdentity tgt_id;
   PGSHIFT_ASSIGN_OR_RETURN(tgt_id.major, InstalledMajorVersion(inst.bin_dir));

@@ -10,7 +10,7 @@
 //   snapshot   RunDataParity  (parity.h) per-table counts and checksums after promotion
 //
 // The more specific pieces (slots.h, params.h, extensions.h, hazards.h,
-// install.h) are public too. Functions are thread-safe; each PgConn must be
+// tablespaces.h, install.h) are public too. Functions are thread-safe; each PgConn must be
 // used by one thread at a time.
 #pragma once
 
@@ -25,6 +25,7 @@
 #include "checks/server_scan.h"
 #include "checks/slots.h"
 #include "checks/sync_monitor.h"
+#include "checks/tablespaces.h"
 #include "pg/conn.h"
 
 namespace pgshift::checks {
@@ -36,6 +37,10 @@ struct TargetPlan {
   // postgresql.conf overrides the target will run with; a physical replica
   // otherwise inherits the source's settings.
   std::map<std::string, std::string> settings;
+  // Where the target keeps the tablespaces that have directories of their
+  // own (one subdirectory per oid, MappedTablespaceDir); "": not known here
+  // (a dry run), each is a warning to plan for.
+  std::string tablespace_dir;
 };
 
 struct CheckOptions {
@@ -49,7 +54,7 @@ struct CheckOptions {
 
 // Preflight: slot_health, params (standby minimums, post-promotion needs,
 // other differences, source capacity), extensions, unlogged_tables,
-// prepared_xacts, long_txns, no_pk_tables, version. Creates nothing.
+// prepared_xacts, long_txns, no_pk_tables, tablespaces, version. Creates nothing.
 Result<std::vector<Finding>> RunPreflight(PgConn& source, const TargetPlan& target,
                                           const CheckOptions& options);
 Result<std::vector<Finding>> RunPreflight(PgConn& source, const TargetPlan& target);

@@ -9,12 +9,12 @@
 
 #include "checks/checks.h"
 #include "checks/extensions.h"
-#include "testing/test_replica.h"
 #include "common/lsn.h"
 #include "common/os.h"
 #include "common/process.h"
 #include "pg/conn.h"
 #include "testing/pg_harness.h"
+#include "testing/test_replica.h"
 
 namespace pgshift::checks {
 namespace {
@@ -57,7 +57,7 @@ TEST(Preflight, CleanClusterHasNoBlockingFindingsAndListsEveryCheck) {
   std::set<std::string> ids;
   for (const Finding& f : *findings) ids.insert(f.id);
   for (const char* id : {"slot_health", "params", "extensions", "unlogged_tables", "prepared_xacts",
-                         "long_txns", "no_pk_tables", "version"}) {
+                         "long_txns", "no_pk_tables", "tablespaces", "version"}) {
     EXPECT_TRUE(ids.count(id)) << "missing check " << id << "\n" << Dump(*findings);
   }
   const Finding* mc = Find(*findings, "params", "max_connections");
@@ -248,6 +248,55 @@ TEST(Preflight, HazardsArePreparedLongAndKeylessTransactionsAndTables) {
   ASSERT_NE(lt, nullptr) << Dump(*findings);
   EXPECT_GE(lt->value["age_seconds"].get<int64_t>(), 1);
   ASSERT_TRUE(src->Psql("rollback prepared 'gx1'").ok());
+}
+
+TEST(Preflight, NamesEveryTablespaceAndWhatTheTargetMustDoWithIt) {
+  auto src = MakeCluster("tblspc");
+  ASSERT_TRUE(src);
+  auto conn = Connect(src->Conninfo());
+  ASSERT_TRUE(conn);
+  auto none = RunPreflight(*conn, TargetPlan{});
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  const Finding* clean = Find(*none, "tablespaces", "");
+  ASSERT_NE(clean, nullptr) << Dump(*none);
+  EXPECT_EQ(clean->severity, Severity::kOk);
+
+  const std::string dir = src->dir() + "/ts_dir";
+  ASSERT_TRUE(MakeDirOwnedBy(dir, "postgres", 0700).ok());
+  ASSERT_TRUE(conn->Exec("create tablespace ts_dir location '" + dir + "'").ok());
+  ASSERT_TRUE(conn->Exec("set allow_in_place_tablespaces = on").ok());
+  ASSERT_TRUE(conn->Exec("create tablespace ts_inplace location ''").ok());
+
+  // A dry run knows neither where the target maps them nor its settings: warnings.
+  auto dry = RunPreflight(*conn, TargetPlan{});
+  ASSERT_TRUE(dry.ok()) << dry.status().ToString();
+  const Finding* d = Find(*dry, "tablespaces", "ts_dir");
+  ASSERT_NE(d, nullptr) << Dump(*dry);
+  EXPECT_EQ(d->severity, Severity::kWarning);
+  EXPECT_EQ(d->value["location"], dir);
+  EXPECT_NE(d->remedy.find("--tablespace-mapping=" + dir + "="), std::string::npos) << d->remedy;
+  const Finding* ip = Find(*dry, "tablespaces", "ts_inplace");
+  ASSERT_NE(ip, nullptr) << Dump(*dry);
+  EXPECT_EQ(ip->severity, Severity::kWarning);
+  EXPECT_TRUE(ip->value["in_place"].get<bool>());
+  EXPECT_NE(ip->message.find("allow_in_place_tablespaces"), std::string::npos) << ip->message;
+  EXPECT_EQ(Find(*dry, "tablespaces", ""), nullptr) << "no 'none' finding beside named ones";
+
+  // A plan that maps them and allows in-place ones: ok, saying where each goes.
+  TargetPlan plan{.settings = {{"allow_in_place_tablespaces", "on"}},
+                  .tablespace_dir = "/srv/new.tblspc"};
+  auto planned = RunPreflight(*conn, plan);
+  ASSERT_TRUE(planned.ok()) << planned.status().ToString();
+  d = Find(*planned, "tablespaces", "ts_dir");
+  ASSERT_NE(d, nullptr) << Dump(*planned);
+  EXPECT_EQ(d->severity, Severity::kOk);
+  const std::string mapped = "/srv/new.tblspc/" + d->value["oid"].dump();
+  EXPECT_EQ(d->value["target_location"], mapped);
+  EXPECT_NE(d->message.find(mapped), std::string::npos) << d->message;
+  ip = Find(*planned, "tablespaces", "ts_inplace");
+  ASSERT_NE(ip, nullptr) << Dump(*planned);
+  EXPECT_EQ(ip->severity, Severity::kOk);
+  EXPECT_EQ(Find(*planned, "params", "allow_in_place_tablespaces"), nullptr) << Dump(*planned);
 }
 
 TEST(Validate, RunningReplicaOfCleanSourceHasNoBlockingFindings) {

@@ -12,17 +12,43 @@ namespace pgshift::checks {
 namespace {
 
 // Settings that legitimately differ between two instances, or that describe
-// a standby's recovery rather than the database's behaviour.
+// a standby's recovery rather than the database's behaviour
+// (allow_in_place_tablespaces: a standby needs it to replay in-place
+// tablespaces, tablespaces.h).
 const std::set<std::string>& PerInstanceSettings() {
-  static const std::set<std::string> kNames = {
-      "port", "listen_addresses", "unix_socket_directories", "data_directory", "config_file",
-      "hba_file", "ident_file", "external_pid_file", "cluster_name", "primary_conninfo",
-      "primary_slot_name", "restore_command", "archive_cleanup_command", "recovery_end_command",
-      "promote_trigger_file", "recovery_target", "recovery_target_action",
-      "recovery_target_inclusive", "recovery_target_lsn", "recovery_target_name",
-      "recovery_target_time", "recovery_target_timeline", "recovery_target_xid",
-      "in_hot_standby", "transaction_read_only", "hot_standby", "application_name",
-      "log_directory", "log_filename", "ssl_cert_file", "ssl_key_file", "ssl_ca_file"};
+  static const std::set<std::string> kNames = {"port",
+                                               "listen_addresses",
+                                               "unix_socket_directories",
+                                               "data_directory",
+                                               "config_file",
+                                               "hba_file",
+                                               "ident_file",
+                                               "external_pid_file",
+                                               "cluster_name",
+                                               "primary_conninfo",
+                                               "primary_slot_name",
+                                               "restore_command",
+                                               "archive_cleanup_command",
+                                               "recovery_end_command",
+                                               "promote_trigger_file",
+                                               "recovery_target",
+                                               "recovery_target_action",
+                                               "recovery_target_inclusive",
+                                               "recovery_target_lsn",
+                                               "recovery_target_name",
+                                               "recovery_target_time",
+                                               "recovery_target_timeline",
+                                               "recovery_target_xid",
+                                               "in_hot_standby",
+                                               "transaction_read_only",
+                                               "hot_standby",
+                                               "application_name",
+                                               "log_directory",
+                                               "log_filename",
+                                               "ssl_cert_file",
+                                               "ssl_key_file",
+                                               "ssl_ca_file",
+                                               "allow_in_place_tablespaces"};
   return kNames;
 }
 
@@ -62,10 +88,17 @@ bool UnitFactor(const std::string& unit, double* factor, char* kind) {
     u = u.substr(digits);
   }
   static const std::map<std::string, std::pair<double, char>> kUnits = {
-      {"B", {1, 'm'}},          {"kB", {1024, 'm'}},         {"MB", {1048576.0, 'm'}},
-      {"GB", {1073741824.0, 'm'}}, {"TB", {1099511627776.0, 'm'}}, {"us", {0.001, 't'}},
-      {"ms", {1, 't'}},         {"s", {1000, 't'}},          {"min", {60000, 't'}},
-      {"h", {3600000, 't'}},    {"d", {86400000, 't'}}};
+      {"B", {1, 'm'}},
+      {"kB", {1024, 'm'}},
+      {"MB", {1048576.0, 'm'}},
+      {"GB", {1073741824.0, 'm'}},
+      {"TB", {1099511627776.0, 'm'}},
+      {"us", {0.001, 't'}},
+      {"ms", {1, 't'}},
+      {"s", {1000, 't'}},
+      {"min", {60000, 't'}},
+      {"h", {3600000, 't'}},
+      {"d", {86400000, 't'}}};
   auto it = kUnits.find(u);
   if (it == kUnits.end()) return false;
   *factor = scale * it->second.first;
@@ -133,17 +166,17 @@ Result<Settings> ReadSettings(PgConn& conn) {
                             "vartype, context from pg_settings"));
   Settings out;
   for (size_t i = 0; i < rows.size(); ++i) {
-    SettingInfo s{rows.Str(i, "name"),    rows.Str(i, "value"),   rows.Str(i, "boot_val"),
-                  rows.Str(i, "unit"),    rows.Str(i, "vartype"), rows.Str(i, "context")};
+    SettingInfo s{rows.Str(i, "name"), rows.Str(i, "value"),   rows.Str(i, "boot_val"),
+                  rows.Str(i, "unit"), rows.Str(i, "vartype"), rows.Str(i, "context")};
     out[s.name] = s;
   }
   return out;
 }
 
 const std::vector<std::string>& StandbyMinimumSettings() {
-  static const std::vector<std::string> kNames = {
-      "max_connections", "max_worker_processes", "max_wal_senders", "max_prepared_transactions",
-      "max_locks_per_transaction"};
+  static const std::vector<std::string> kNames = {"max_connections", "max_worker_processes",
+                                                  "max_wal_senders", "max_prepared_transactions",
+                                                  "max_locks_per_transaction"};
   return kNames;
 }
 
@@ -198,19 +231,19 @@ Settings PlanTargetSettings(const Settings& source,
     auto it = source.find(name);
     if (it == source.end()) {
       if (name.find('.') != std::string::npos) continue;  // extension-defined; not checkable
-      problems->push_back(ParamFinding(
-          Severity::kBlocking, name, raw, nullptr,
-          "the target plan sets '" + name + "', which PostgreSQL does not know: it would refuse "
-          "to start",
-          "remove or correct '" + name + "' in the target settings"));
+      problems->push_back(ParamFinding(Severity::kBlocking, name, raw, nullptr,
+                                       "the target plan sets '" + name +
+                                           "', which PostgreSQL does not know: it would refuse "
+                                           "to start",
+                                       "remove or correct '" + name + "' in the target settings"));
       continue;
     }
     auto norm = NormalizeSettingValue(it->second, raw);
     if (!norm.ok()) {
-      problems->push_back(ParamFinding(Severity::kBlocking, name, raw, nullptr,
-                                       "the target plan's value is invalid: " +
-                                           norm.status().message(),
-                                       "correct '" + name + "' in the target settings"));
+      problems->push_back(
+          ParamFinding(Severity::kBlocking, name, raw, nullptr,
+                       "the target plan's value is invalid: " + norm.status().message(),
+                       "correct '" + name + "' in the target settings"));
       continue;
     }
     target[name].value = *norm;
@@ -238,10 +271,9 @@ std::vector<Finding> CompareParams(const Settings& source, const Settings& targe
               s->second.value + ": a standby refuses to start with it",
           "set " + name + " >= " + s->second.value + " on the target (or lower it on the source)"));
     } else {
-      out.push_back(ParamFinding(Severity::kOk, name, value, threshold,
-                                 "target " + name + " = " + t->second.value + " >= source " +
-                                     s->second.value,
-                                 ""));
+      out.push_back(ParamFinding(
+          Severity::kOk, name, value, threshold,
+          "target " + name + " = " + t->second.value + " >= source " + s->second.value, ""));
     }
   }
   if (logical_slots > 0) {

@@ -223,7 +223,7 @@ TEST(RenderPhaseLine, ListsTheBranchOfThePhaseTableAndMarksTheCurrentPhase) {
     if (info.phase != Phase::kPreflight) ExpectContains(line, "[x] preflight");
   }
   // A phase this CLI does not know (a newer server): the main path, unmarked.
-  std::string line = RenderPhaseLine("cdc_recreate", "running", 1000, "");
+  std::string line = RenderPhaseLine("reverse_sync", "running", 1000, "");
   ExpectContains(line, "[ ] preflight");
   ExpectContains(line, "[ ] finalized");
   ExpectLacks(line, "[x]");

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "common/clock.h"
 #include "common/lsn.h"
 #include "common/os.h"
 #include "common/process.h"
@@ -24,6 +25,23 @@ TEST(Status, WrapKeepsCode) {
   EXPECT_EQ(s.Wrap("source").message(), "source: down");
   EXPECT_EQ(s.Wrap("source").code(), Code::kUnavailable);
   EXPECT_TRUE(Status::OK().Wrap("x").ok());
+}
+
+TEST(Process, StopHookKillsTheProgramPromptly) {
+  const int64_t started = MonotonicMs();
+  auto stop = [&] { return MonotonicMs() - started > 200; };
+  // The shell's background child is in the same process group and dies too,
+  // or the pipe it holds would keep Run reading.
+  auto r = DefaultRunner().Run({.argv = {"sh", "-c", "sleep 60 & sleep 60"}, .stop = stop});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->stopped);
+  EXPECT_FALSE(r->timed_out);
+  EXPECT_LT(MonotonicMs() - started, 2000);
+  auto checked =
+      RunChecked(DefaultRunner(), {.argv = {"sleep", "60"}, .stop = [] { return true; }});
+  ASSERT_FALSE(checked.ok());
+  EXPECT_EQ(checked.status().code(), Code::kAborted) << checked.status().ToString();
+  EXPECT_NE(checked.status().message().find("stopped"), std::string::npos);
 }
 
 TEST(Process, RunsAndCapturesOutputAndExitCode) {

@@ -1,6 +1,7 @@
 #include "common/os.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -9,15 +10,36 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 namespace fs = std::filesystem;
 
 namespace pgshift {
+namespace {
+
+// Closes the descriptor it holds.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
 
 Result<OsUser> LookupOsUser(const std::string& name) {
   struct passwd pw {};
@@ -42,6 +64,34 @@ Result<OsUser> LookupOsUser(const std::string& name) {
   groups.resize(ngroups);
   u.groups = groups;
   return u;
+}
+
+Result<std::string> OwnerName(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return NotFound("cannot stat " + path + ": " + strerror(errno));
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (getpwuid_r(st.st_uid, &pw, buf.data(), buf.size(), &found) != 0 || !found) {
+    return NotFound(path + " is owned by uid " + std::to_string(st.st_uid) +
+                    ", which has no user name");
+  }
+  return std::string(pw.pw_name);
+}
+
+Result<int> ParentPid(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return NotFound("no process " + std::to_string(pid));
+  // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+  const size_t close = line.rfind(')');
+  int ppid = 0;
+  char state = 0;
+  if (close == std::string::npos ||
+      std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) {
+    return Internal("unreadable /proc/" + std::to_string(pid) + "/stat");
+  }
+  return ppid;
 }
 
 bool RunningAsRoot() { return geteuid() == 0; }
@@ -127,6 +177,15 @@ bool PortOpen(const std::string& host, int port) {
   return ok;
 }
 
+Status SyncDirectory(const std::string& dir) {
+  const std::string d = dir.empty() ? "." : dir;
+  Fd fd(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || fsync(fd.get()) != 0) {
+    return Internal("cannot fsync directory " + d + ": " + strerror(errno));
+  }
+  return Status::OK();
+}
+
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return NotFound("cannot read " + path + ": " + strerror(errno));
@@ -136,24 +195,35 @@ Result<std::string> ReadFile(const std::string& path) {
 }
 
 Status WriteFileAtomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".pgshift-tmp";
+  const std::string tmp = path + ".pgshift-tmp";
   struct stat st {};
-  bool existed = stat(path.c_str(), &st) == 0;
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return Internal("cannot write " + tmp + ": " + strerror(errno));
-    out << content;
-    out.flush();
-    if (!out) return Internal("cannot write " + tmp + ": " + strerror(errno));
+  const bool existed = stat(path.c_str(), &st) == 0;
+  Fd file(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+  if (file.get() < 0) return Internal("cannot write " + tmp + ": " + strerror(errno));
+  // Reports errno for `what` and leaves no temporary file behind.
+  auto fail = [&](const std::string& what) {
+    const std::string reason = strerror(errno);
+    unlink(tmp.c_str());
+    return Internal("cannot " + what + ": " + reason);
+  };
+  for (size_t done = 0; done < content.size();) {
+    ssize_t n = write(file.get(), content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail("write " + tmp);
+    done += static_cast<size_t>(n);
   }
   if (existed) {
-    (void)!chown(tmp.c_str(), st.st_uid, st.st_gid);
-    chmod(tmp.c_str(), st.st_mode & 07777);
+    (void)!fchown(file.get(), st.st_uid, st.st_gid);
+    fchmod(file.get(), st.st_mode & 07777);
   }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return Internal("cannot rename " + tmp + " to " + path + ": " + strerror(errno));
-  }
-  return Status::OK();
+  // The contents reach the disk before the rename makes them the file's, and
+  // the rename itself is made durable through the directory: otherwise a
+  // crash may leave an empty file (or the old one) where the new one was
+  // acknowledged, e.g. a fence that vanishes from pg_hba.conf.
+  if (fsync(file.get()) != 0) return fail("fsync " + tmp);
+  if (close(file.release()) != 0) return fail("close " + tmp);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return fail("rename " + tmp + " to " + path);
+  return SyncDirectory(fs::path(path).parent_path().string());
 }
 
 bool PathExists(const std::string& path) {

@@ -20,6 +20,10 @@ struct OsUser {
 };
 
 Result<OsUser> LookupOsUser(const std::string& name);
+// The name of the OS user owning `path`.
+Result<std::string> OwnerName(const std::string& path);
+// The parent of process `pid` (from /proc), or NotFound when it does not exist.
+Result<int> ParentPid(int pid);
 bool RunningAsRoot();
 
 // Creates `path` (and parents) and, when root, hands it to `owner`.
@@ -37,8 +41,11 @@ bool PortOpen(const std::string& host, int port);
 
 Result<std::string> ReadFile(const std::string& path);
 // Writes via a temporary file and rename, so readers never see half a file;
-// keeps the owner and mode of an existing file.
+// keeps the owner and mode of an existing file. Durable when it returns: the
+// file is fsynced before the rename and its directory after it.
 Status WriteFileAtomic(const std::string& path, const std::string& content);
+// fsyncs a directory, making the creations, renames and removals in it durable.
+Status SyncDirectory(const std::string& dir);
 bool PathExists(const std::string& path);
 
 // PGSHIFT_KEEP_TEST_DIRS=1: tests and sandboxes leave their directories for debugging.

@@ -115,7 +115,12 @@ Result<ProcessResult> SubprocessRunner::Run(const ProcessSpec& spec) {
   char buf[8192];
   bool open_pipe = true;
   while (open_pipe) {
-    int wait_ms = 500;
+    int wait_ms = spec.stop ? static_cast<int>(kStopPollMs) : 500;
+    if (spec.stop && spec.stop()) {
+      result.stopped = true;
+      kill(-pid, SIGKILL);
+      break;
+    }
     if (deadline) {
       int64_t left = deadline - MonotonicMs();
       if (left <= 0) {
@@ -123,7 +128,7 @@ Result<ProcessResult> SubprocessRunner::Run(const ProcessSpec& spec) {
         kill(-pid, SIGKILL);
         break;
       }
-      wait_ms = static_cast<int>(std::min<int64_t>(left, 500));
+      wait_ms = static_cast<int>(std::min<int64_t>(left, wait_ms));
     }
     pollfd pfd{fds[0], POLLIN, 0};
     int r = poll(&pfd, 1, wait_ms);
@@ -207,6 +212,9 @@ std::string JoinArgv(const std::vector<std::string>& argv) {
 
 Result<std::string> RunChecked(ProcessRunner& runner, const ProcessSpec& spec) {
   PGSHIFT_ASSIGN_OR_RETURN(ProcessResult r, runner.Run(spec));
+  if (r.stopped) {
+    return Aborted("'" + JoinArgv(spec.argv) + "' was stopped before it finished");
+  }
   if (r.timed_out) {
     return Timeout("'" + JoinArgv(spec.argv) + "' did not finish within " +
                    std::to_string(spec.timeout_ms) + " ms");

@@ -19,20 +19,30 @@ namespace pgshift {
 
 struct ProcessSpec {
   std::vector<std::string> argv;
-  std::string run_as;                 // OS user to become when root; empty: stay as we are
-  std::string cwd;                    // empty: inherit
-  std::vector<std::string> extra_env; // "KEY=VALUE", added to our environment
-  int64_t timeout_ms = 0;             // Run only; 0 = no deadline
+  std::string run_as;                  // OS user to become when root; empty: stay as we are
+  std::string cwd;                     // empty: inherit
+  std::vector<std::string> extra_env;  // "KEY=VALUE", added to our environment
+  int64_t timeout_ms = 0;              // Run only; 0 = no deadline
   // Run only: called with each chunk of merged stdout/stderr as it arrives.
   std::function<void(const std::string&)> on_output;
-  std::string output_file;            // Spawn only: append stdout/stderr here ("" = /dev/null)
+  // Run only: asked at least every kStopPollMs while the program runs (from
+  // Run's thread); once it returns true the program's process group is
+  // killed and Run returns with ProcessResult::stopped. For a caller that
+  // must be able to give up (pgshiftd shutting down) on a program that has
+  // no deadline of its own, e.g. a rate-limited pg_basebackup.
+  std::function<bool()> stop;
+  std::string output_file;  // Spawn only: append stdout/stderr here ("" = /dev/null)
 };
 
 struct ProcessResult {
-  int exit_code = -1;      // exit status, or 128+signal when killed
+  int exit_code = -1;  // exit status, or 128+signal when killed
   bool timed_out = false;
-  std::string output;      // merged stdout/stderr (Run only)
+  bool stopped = false;  // ended by ProcessSpec::stop
+  std::string output;    // merged stdout/stderr (Run only)
 };
+
+// How often Run asks ProcessSpec::stop.
+inline constexpr int64_t kStopPollMs = 50;
 
 class ProcessRunner {
  public:
@@ -59,7 +69,8 @@ bool ChildExited(pid_t pid);
 bool StopChild(pid_t pid, int sig, int64_t grace_ms);
 
 // Convenience: Run and turn a non-zero exit into an error naming the command
-// and quoting the tail of its output.
+// and quoting the tail of its output (Timeout past timeout_ms, Aborted when
+// ProcessSpec::stop ended it).
 Result<std::string> RunChecked(ProcessRunner& runner, const ProcessSpec& spec);
 
 // "a b 'c d'" for messages.

@@ -1,5 +1,6 @@
 #include "demo/sandbox.h"
 
+#include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,14 +9,13 @@
 #include <filesystem>
 #include <thread>
 
-#include <httplib.h>
-
 #include "common/clock.h"
+#include "common/dev_certs.h"
 #include "common/os.h"
 #include "common/process.h"
 #include "load/ledger.h"
 #include "load/pgbench_load.h"
-#include "common/dev_certs.h"
+#include "pg/conn.h"
 
 namespace pgshift::demo {
 
@@ -42,8 +42,8 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
   PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(sb->dir_, opts.os_user, 0755));
   PGSHIFT_ASSIGN_OR_RETURN(int source_port, FreePort());
   PGSHIFT_ASSIGN_OR_RETURN(sb->target_port_, FreePort());
-  sb->source_ = std::make_unique<LocalCluster>(ClusterSpec{
-      .data_dir = sb->dir_ + "/source", .port = source_port, .os_user = opts.os_user});
+  sb->source_ = std::make_unique<LocalCluster>(
+      ClusterSpec{.data_dir = sb->dir_ + "/source", .port = source_port, .os_user = opts.os_user});
   PGSHIFT_RETURN_IF_ERROR(sb->source_->InitDb());
   PGSHIFT_RETURN_IF_ERROR(sb->source_->Start());
   PGSHIFT_RETURN_IF_ERROR(sb->source_->Psql("create role app login").status());
@@ -55,8 +55,9 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
     // Applications will not know this password: only the proxy holds it.
     sb->app_password_ = "app-secret";
     PGSHIFT_RETURN_IF_ERROR(
-        sb->source_->Psql("set password_encryption = 'scram-sha-256'; alter role app password '" +
-                          sb->app_password_ + "'")
+        sb->source_
+            ->Psql("set password_encryption = 'scram-sha-256'; alter role app password '" +
+                   sb->app_password_ + "'")
             .status());
     const std::string hba = sb->dir_ + "/source/pg_hba.conf";
     PGSHIFT_ASSIGN_OR_RETURN(std::string text, ReadFile(hba));
@@ -83,8 +84,8 @@ Sandbox::~Sandbox() {
   (void)KillPgshiftd(SIGTERM);
   if (pgbouncer_) (void)pgbouncer_->Stop();
   (void)Stop(proxy_pid_, SIGTERM);
-  LocalCluster target(ClusterSpec{.data_dir = target_dir(), .port = target_port_,
-                                  .os_user = opts_.os_user});
+  LocalCluster target(
+      ClusterSpec{.data_dir = target_dir(), .port = target_port_, .os_user = opts_.os_user});
   if (target.Exists()) (void)target.Stop("immediate");
   if (source_) (void)source_->Stop("immediate");
   if (!opts_.keep && !dir_.empty()) (void)RemoveTree(dir_);
@@ -125,11 +126,16 @@ Status Sandbox::StartProxy(int source_port) {
       {"listen", "127.0.0.1:" + std::to_string(proxy_port_)},
       {"admin_listen", "127.0.0.1:" + std::to_string(proxy_admin_port_)},
       {"threads", 2},
-      {"tls", {{"cert", certs + "/server.crt"}, {"key", certs + "/server.key"},
-               {"client_ca", certs + "/ca.crt"}}},
-      {"routes", {{{"name", "app"}, {"database", "app"},
-                   {"upstream", {{"host", "127.0.0.1"}, {"port", source_port}}},
-                   {"hold_timeout_ms", 10000}, {"allow_plaintext", !opts_.client_tls}}}},
+      {"tls",
+       {{"cert", certs + "/server.crt"},
+        {"key", certs + "/server.key"},
+        {"client_ca", certs + "/ca.crt"}}},
+      {"routes",
+       {{{"name", "app"},
+         {"database", "app"},
+         {"upstream", {{"host", "127.0.0.1"}, {"port", source_port}}},
+         {"hold_timeout_ms", 10000},
+         {"allow_plaintext", !opts_.client_tls}}}},
       {"policy", {{{"identity", "app-client"}, {"databases", {"app"}}, {"roles", {"app"}}}}},
       {"credentials", {{{"role", "app"}, {"password", app_password_}}}},
   };
@@ -153,12 +159,12 @@ Status Sandbox::StartProxy(int source_port) {
 }
 
 json Sandbox::MigrationSpec(const json& options) const {
-  json spec = {{"name", "sandbox-app"},
-               {"source", {{"conninfo", SourceConninfo("postgres", "postgres")}}},
-               {"target", {{"data_dir", target_dir()}, {"port", target_port_},
-                           {"os_user", opts_.os_user}}},
-               {"router", RouterConfig()},
-               {"options", json::object()}};
+  json spec = {
+      {"name", "sandbox-app"},
+      {"source", {{"conninfo", SourceConninfo("postgres", "postgres")}}},
+      {"target", {{"data_dir", target_dir()}, {"port", target_port_}, {"os_user", opts_.os_user}}},
+      {"router", RouterConfig()},
+      {"options", json::object()}};
   for (const auto& [k, v] : options.items()) spec["options"][k] = v;
   return spec;
 }
@@ -180,10 +186,9 @@ Status Sandbox::StartPgshiftd() {
                               ? FindBinary("pgshiftd", "PGSHIFTD", "daemon/pgshiftd")
                               : opts_.pgshiftd_path;
   PGSHIFT_ASSIGN_OR_RETURN(
-      pgshiftd_pid_,
-      DefaultRunner().Spawn({.argv = {bin, "--state", dir_ + "/state.db", "--listen",
-                                      "127.0.0.1:" + std::to_string(api_port_)},
-                             .output_file = PgshiftdLog()}));
+      pgshiftd_pid_, DefaultRunner().Spawn({.argv = {bin, "--state", dir_ + "/state.db", "--listen",
+                                                     "127.0.0.1:" + std::to_string(api_port_)},
+                                            .output_file = PgshiftdLog()}));
   const int64_t deadline = MonotonicMs() + 15000;
   while (MonotonicMs() < deadline) {
     auto r = Api("GET", "/healthz");
@@ -199,6 +204,32 @@ Status Sandbox::StartPgshiftd() {
 
 Status Sandbox::KillPgshiftd(int sig) { return Stop(pgshiftd_pid_, sig); }
 
+bool Sandbox::PgshiftdRunning() {
+  if (pgshiftd_pid_ > 0 && ChildExited(pgshiftd_pid_)) pgshiftd_pid_ = -1;  // reaped
+  return pgshiftd_pid_ > 0;
+}
+
+Status Sandbox::CreateCdcSlot(const std::string& slot, load::CdcPlugin plugin) {
+  PGSHIFT_RETURN_IF_ERROR(source_->Psql("alter role app replication").status());
+  return source_
+      ->Psql("select pg_create_logical_replication_slot(" + QuoteLiteral(slot) + ", " +
+                 QuoteLiteral(load::CdcPluginName(plugin)) +
+                 ") where not exists (select from pg_replication_slots where slot_name = " +
+                 QuoteLiteral(slot) + ")",
+             "app")
+      .status();
+}
+
+std::unique_ptr<load::CdcConsumer> Sandbox::CdcConsumerFor(const std::string& slot,
+                                                           load::CdcPlugin plugin,
+                                                           bool through_router) const {
+  return std::make_unique<load::CdcConsumer>(
+      load::CdcConsumerOptions{.conninfo = through_router ? AppConninfo() : SourceConninfo(),
+                               .slot = slot,
+                               .plugin = plugin,
+                               .output_file = dir_ + "/cdc-" + slot + ".out"});
+}
+
 Status Sandbox::Stop(pid_t& pid, int sig) {
   if (pid <= 0) return Status::OK();
   (void)StopChild(pid, sig, 10000);
@@ -211,8 +242,8 @@ Result<json> Sandbox::Api(const std::string& method, const std::string& path,
   httplib::Client cli("127.0.0.1", api_port_);
   cli.set_connection_timeout(2);
   cli.set_read_timeout(30);
-  httplib::Result res = method == "GET" ? cli.Get(path.c_str())
-                                        : cli.Post(path.c_str(), body, "application/json");
+  httplib::Result res =
+      method == "GET" ? cli.Get(path.c_str()) : cli.Post(path.c_str(), body, "application/json");
   if (!res) {
     return Unavailable("pgshiftd at " + ApiUrl() + " did not answer " + method + " " + path);
   }

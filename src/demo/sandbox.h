@@ -12,20 +12,20 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "common/status.h"
+#include "load/cdc_consumer.h"
 #include "provider/local/local_cluster.h"
 #include "router/pgbouncer_process.h"
 
 namespace pgshift::demo {
 
 struct SandboxOptions {
-  std::string router = "proxy";      // proxy | pgbouncer | none
-  std::string pgshiftd_path;         // "" = next to this binary, or $PGSHIFTD
-  std::string proxy_path;            // "" = next to this binary, or $PGSHIFT_PROXY
+  std::string router = "proxy";  // proxy | pgbouncer | none
+  std::string pgshiftd_path;     // "" = next to this binary, or $PGSHIFTD
+  std::string proxy_path;        // "" = next to this binary, or $PGSHIFT_PROXY
   int pgbench_scale = 1;
   // proxy router: clients use mutual TLS (the default) or, when false, plain
   // text on a route that allows it (to compare with a plain-text PgBouncer).
@@ -66,8 +66,19 @@ class Sandbox {
   const std::string& app_password() const { return app_password_; }
   const std::string& router() const { return opts_.router; }
 
+  // CDC: gives role app the REPLICATION attribute and creates logical slot
+  // `slot` with `plugin` in database app on the source (unless it exists).
+  Status CreateCdcSlot(const std::string& slot, load::CdcPlugin plugin);
+  // A consumer of `slot` (not started) connecting as role app through the
+  // router, or straight to the source (as a consumer that bypasses the
+  // router would); its output is dir()/cdc-<slot>.out.
+  std::unique_ptr<load::CdcConsumer> CdcConsumerFor(const std::string& slot, load::CdcPlugin plugin,
+                                                    bool through_router = true) const;
+
   Status StartPgshiftd();
   Status KillPgshiftd(int sig);  // e.g. SIGKILL; waits for the process to end
+  // False once pgshiftd exited on its own (e.g. a test fault crashed it).
+  bool PgshiftdRunning();
   std::string PgshiftdLog() const { return dir_ + "/pgshiftd.log"; }
 
  private:
@@ -90,6 +101,7 @@ class Sandbox {
 
 // A sibling binary: $`env`, else next to /proc/self/exe in the install or
 // build-tree layout (`build_rel`, e.g. "daemon/pgshiftd"), else `name` on PATH.
-std::string FindBinary(const std::string& name, const std::string& env, const std::string& build_rel);
+std::string FindBinary(const std::string& name, const std::string& env,
+                       const std::string& build_rel);
 
 }  // namespace pgshift::demo

@@ -9,6 +9,7 @@
 
 #include "common/os.h"
 #include "demo/sandbox.h"
+#include "e2e/e2e_fixture.h"
 #include "load/ledger.h"
 #include "load/pgbench_load.h"
 #include "pg/conn.h"
@@ -17,49 +18,19 @@
 namespace pgshift {
 namespace {
 
+using e2e::kMigrationBoundMs;
+using e2e::Terminal;
 using json = nlohmann::json;
-using demo::Sandbox;
 
-constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a performance assertion
-
-bool Terminal(const json& m) {
-  return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
-         m["state"] == "blocked";
-}
-
-class MigrationE2E : public ::testing::Test {
+class MigrationE2E : public e2e::SandboxTest {
  protected:
-  virtual std::string Router() const { return "pgbouncer"; }
-  void SetUp() override {
-    auto sb = Sandbox::Start(
-        {.router = Router(), .pgshiftd_path = PGSHIFTD_PATH, .proxy_path = PGSHIFT_PROXY_PATH});
-    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
-    sb_ = std::move(sb).value();
-  }
+  std::string Router() const override { return "pgbouncer"; }
   void TearDown() override {
-    if (HasFailure() && sb_) {
-      auto log = ReadFile(sb_->PgshiftdLog());
-      if (log.ok())
-        std::cerr << "---- pgshiftd log ----\n"
-                  << log->substr(log->size() > 6000 ? log->size() - 6000 : 0);
-      auto plog = ReadFile(sb_->dir() + "/proxy.log");
-      if (plog.ok())
-        std::cerr << "---- proxy log ----\n"
-                  << plog->substr(plog->size() > 4000 ? plog->size() - 4000 : 0);
-    }
-    sb_.reset();
-  }
-  std::string Create(const json& options) {
-    auto r = sb_->Api("POST", "/v1/migrations", sb_->MigrationSpec(options).dump());
-    EXPECT_TRUE(r.ok());
-    EXPECT_EQ((*r)["status"], 201) << (*r)["body"].dump();
-    return (*r)["body"].value("id", "");
+    pgbench_.reset();
+    SandboxTest::TearDown();
   }
   void StartLoad(const std::string& protocol = "simple") {
-    for (int w = 1; w <= 2; ++w) {
-      writers_.push_back(std::make_unique<load::LedgerWriter>(sb_->AppConninfo(), w));
-      writers_.back()->Start();
-    }
+    StartWriters();
     pgbench_ = std::make_unique<load::PgbenchLoad>(
         load::PgbenchOptions{.conninfo = sb_->AppConninfo(),
                              .clients = 4,
@@ -70,22 +41,12 @@ class MigrationE2E : public ::testing::Test {
     pgbench_->Start();
   }
   void StopLoad() {
-    for (auto& w : writers_) w->Stop();
+    StopWriters();
     if (pgbench_) pgbench_->Stop();
   }
   // Every acknowledged ledger row is on `conninfo` exactly once; nothing failed.
   void ExpectLedgerClean(const std::string& conninfo) {
-    for (auto& w : writers_) {
-      auto st = w->Stats();
-      EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
-      EXPECT_EQ(st.uncertain, 0) << (st.errors.empty() ? "" : st.errors.front());
-      EXPECT_GT(st.committed, 50);
-      auto check = load::CheckLedger(conninfo, w->writer_id(), w->Acknowledged());
-      ASSERT_TRUE(check.ok()) << check.status().ToString();
-      EXPECT_EQ(check->lost, 0);
-      EXPECT_EQ(check->duplicated, 0);
-      EXPECT_EQ(check->found, check->acknowledged);
-    }
+    ExpectWritersClean(conninfo);
     auto pb = pgbench_->Stats();
     EXPECT_EQ(pb.failed, 0) << (pb.errors.empty() ? "" : pb.errors.front());
     EXPECT_EQ(pb.aborted_clients, 0);
@@ -162,8 +123,6 @@ class MigrationE2E : public ::testing::Test {
     EXPECT_EQ(pgbench_->Stats().aborted_clients, 0);
   }
 
-  std::unique_ptr<Sandbox> sb_;
-  std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
   std::unique_ptr<load::PgbenchLoad> pgbench_;
 };
 

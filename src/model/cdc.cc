@@ -6,8 +6,8 @@ namespace pgshift {
 namespace {
 
 constexpr std::pair<CdcSlotState, const char*> kStateNames[] = {
-    {CdcSlotState::kPlanned, "planned"},     {CdcSlotState::kRecorded, "recorded"},
-    {CdcSlotState::kDrained, "drained"},     {CdcSlotState::kRecreated, "recreated"},
+    {CdcSlotState::kPlanned, "planned"},   {CdcSlotState::kRecorded, "recorded"},
+    {CdcSlotState::kDrained, "drained"},   {CdcSlotState::kRecreated, "recreated"},
     {CdcSlotState::kAdvanced, "advanced"},
 };
 

@@ -13,7 +13,7 @@ TEST(PhaseTable, NamesRoundTripAndOrderFollowsTheWorkflow) {
     EXPECT_EQ(ParsePhase(info.name), info.phase) << info.name;
     EXPECT_EQ(PhaseName(info.phase), std::string(info.name));
   }
-  EXPECT_EQ(ParsePhase("cdc_recreate"), std::nullopt);
+  EXPECT_EQ(ParsePhase("reverse_sync"), std::nullopt);
   EXPECT_LT(PhaseOrder(Phase::kReady), PhaseOrder(Phase::kQuiesce));
   EXPECT_LT(PhaseOrder(Phase::kSwitch), PhaseOrder(Phase::kVerify));
 }
@@ -26,8 +26,9 @@ TEST(PhaseTable, HoldChainsTerminalAndAfterSwitch) {
     if (IsTerminal(info.phase)) terminal.push_back(info.name);
     if (AfterSwitch(info.phase)) after.push_back(info.name);
   }
-  EXPECT_EQ(hold, (std::vector<std::string>{"quiesce", "drain", "promote", "snapshot", "switch"}));
-  EXPECT_EQ(chains, (std::vector<std::string>{"promote", "snapshot"}));
+  EXPECT_EQ(hold, (std::vector<std::string>{"quiesce", "drain", "promote", "snapshot",
+                                            "cdc_recreate", "switch"}));
+  EXPECT_EQ(chains, (std::vector<std::string>{"promote", "snapshot", "cdc_recreate"}));
   EXPECT_EQ(terminal, (std::vector<std::string>{"finalized", "rolled_back"}));
   EXPECT_EQ(after, (std::vector<std::string>{"verify", "finalize", "finalized"}));
 }
@@ -55,8 +56,9 @@ TEST(PhaseTable, JsonListsEveryPhaseInOrder) {
                                   {"branch", "main"},
                                   {"in_hold", true},
                                   {"terminal", false}}));
-  EXPECT_EQ(j[15]["branch"], "rollback");
-  EXPECT_EQ(j[15]["terminal"], true);
+  EXPECT_EQ(j[16]["name"], "rolled_back");
+  EXPECT_EQ(j[16]["branch"], "rollback");
+  EXPECT_EQ(j[16]["terminal"], true);
 }
 
 TEST(MigrationStateNames, RoundTripAndStayTheStoredStrings) {

@@ -87,9 +87,9 @@ struct MigrationProgress {
 
 // "result": what each phase recorded, in phase order. Times are epoch ms.
 struct MigrationResult {
-  std::map<std::string, int64_t> phase_started_ms;        // phase name → when it was entered
-  std::optional<std::string> slot;                        // provision: the physical slot
-  std::optional<int> cutover_attempts;                    // ready: cutovers started
+  std::map<std::string, int64_t> phase_started_ms;  // phase name → when it was entered
+  std::optional<std::string> slot;                  // provision: the physical slot
+  std::optional<int> cutover_attempts;              // ready: cutovers started
   // preflight plans them, cdc_prepare records, drain, cdc_recreate and verify advance them.
   std::optional<std::vector<CdcSlot>> cdc_slots;
   // PrepareAhead: the cutover's standby sessions, then the router's logins.

@@ -1,5 +1,7 @@
 #include "pg/conn.h"
 
+#include <pg_config_manual.h>  // DEFAULT_PGSOCKET_DIR, libpq's default host
+
 #include <cstdlib>
 
 namespace pgshift {
@@ -59,6 +61,11 @@ std::string Endpoint(PGconn* c) {
   return std::string(host ? host : "?") + ":" + (port ? port : "?");
 }
 
+constexpr const char* kLockNotAvailable = "55P03";
+// libpq's compiled-in port (DEF_PGPORT), should PQconndefaults not report it.
+constexpr int kLibpqDefaultPort = 5432;
+constexpr const char* kQueryCanceled = "57014";
+
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
@@ -101,8 +108,14 @@ Result<Rows> PgConn::ToRows(const PGresult* res) const {
   if (PQstatus(conn_.get()) != CONNECTION_OK) {
     return Unavailable("connection to " + Endpoint(conn_.get()) + " lost: " + msg);
   }
-  return Status(Code::kFailedPrecondition,
-                "SQL error" + std::string(state ? " " + std::string(state) : "") + ": " + msg);
+  const std::string sqlstate = state ? state : "";
+  // lock_not_available (lock_timeout, NOWAIT) and query_canceled by
+  // statement_timeout: the server gave up waiting, a retry may succeed.
+  const bool timed_out =
+      sqlstate == kLockNotAvailable ||
+      (sqlstate == kQueryCanceled && msg.find("statement timeout") != std::string::npos);
+  return Status(timed_out ? Code::kTimeout : Code::kFailedPrecondition,
+                "SQL error" + (sqlstate.empty() ? "" : " " + sqlstate) + ": " + msg);
 }
 
 Status PgConn::Send(const std::string& sql) {
@@ -150,6 +163,59 @@ Result<std::map<std::string, std::string>> ParseConninfo(const std::string& conn
   return kv;
 }
 
+Result<ConnTarget> ResolveConnTarget(const std::string& conninfo) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(conninfo));
+  auto given = [&](const char* key) { return kv.count(key) ? kv.at(key) : std::string(); };
+  if (!given("service").empty() &&
+      ((given("host").empty() && given("hostaddr").empty()) || given("port").empty())) {
+    return InvalidArgument("the conninfo names a service (service=" + given("service") +
+                           ") for its server: write the server's host= and port= explicitly");
+  }
+  // What the conninfo leaves out comes from the environment (PGHOST, ...,
+  // and the service PGSERVICE names), as libpq takes it.
+  std::map<std::string, std::string> defaults;
+  if (PQconninfoOption* opts = PQconndefaults()) {
+    for (PQconninfoOption* o = opts; o->keyword; ++o) {
+      if (o->val && *o->val) defaults[o->keyword] = o->val;
+    }
+    PQconninfoFree(opts);
+  }
+  auto value = [&](const char* key) {
+    std::string v = given(key);
+    return v.empty() && defaults.count(key) ? defaults.at(key) : v;
+  };
+  ConnTarget t{.host = value("host"), .hostaddr = value("hostaddr")};
+  const std::string port = value("port");
+  for (const auto& [key, v] : {std::pair<const char*, std::string>{"host", t.host},
+                               {"hostaddr", t.hostaddr},
+                               {"port", port}}) {
+    if (v.find(',') != std::string::npos) {
+      return InvalidArgument("the conninfo names several servers (" + std::string(key) + "=" + v +
+                             "), so which one is the primary is ambiguous: name the primary "
+                             "alone, with one host= (or hostaddr=) and one port=");
+    }
+  }
+  if (!t.host.empty() && t.host[0] == '@') {
+    return InvalidArgument("the conninfo names an abstract Unix socket (host=" + t.host +
+                           "): name the server's socket directory (host=/path) or a TCP "
+                           "address instead");
+  }
+  if (t.host.empty() && t.hostaddr.empty()) {
+    t.host = *DEFAULT_PGSOCKET_DIR ? DEFAULT_PGSOCKET_DIR : "localhost";
+  }
+  t.port = 0;
+  if (port.empty()) {
+    t.port = kLibpqDefaultPort;
+  } else if (port.size() <= 5 && port.find_first_not_of("0123456789") == std::string::npos) {
+    t.port = std::stoi(port);
+  }
+  if (t.port < 1 || t.port > 65535) {
+    return InvalidArgument("the conninfo's port (port=" + port +
+                           ") is not a TCP port number (1-65535)");
+  }
+  return t;
+}
+
 std::string BuildConninfo(const std::map<std::string, std::string>& kv) {
   std::string s;
   for (const auto& [k, v] : kv) {
@@ -168,6 +234,19 @@ Result<std::string> WithConninfo(const std::string& base,
                                  const std::map<std::string, std::string>& overrides) {
   PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(base));
   for (const auto& [k, v] : overrides) kv[k] = v;
+  return BuildConninfo(kv);
+}
+
+Result<std::string> WithSessionTimeouts(const std::string& conninfo, const SessionTimeouts& t) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(conninfo));
+  std::string options = kv.count("options") ? kv["options"] : "";
+  auto add = [&](const char* name, int64_t ms) {
+    if (ms <= 0) return;
+    options += (options.empty() ? "" : " ") + std::string("-c ") + name + "=" + std::to_string(ms);
+  };
+  add("statement_timeout", t.statement_timeout_ms);
+  add("lock_timeout", t.lock_timeout_ms);
+  if (!options.empty()) kv["options"] = options;
   return BuildConninfo(kv);
 }
 

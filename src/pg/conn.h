@@ -54,7 +54,8 @@ class PgConn {
                                                  int connect_timeout_s = 10);
 
   // Runs one statement; $1.. parameters are text. SQL errors become Status
-  // messages with the SQLSTATE.
+  // messages with the SQLSTATE; a statement ended by lock_timeout or
+  // statement_timeout is Code::kTimeout.
   Result<Rows> Query(const std::string& sql, const std::vector<std::string>& params = {});
   Status Exec(const std::string& sql, const std::vector<std::string>& params = {});
 
@@ -76,11 +77,39 @@ class PgConn {
 
 // Parses a libpq connection string (key=value or URI); errors say what is wrong.
 Result<std::map<std::string, std::string>> ParseConninfo(const std::string& conninfo);
+// Where a conninfo leads, as libpq resolves it before connecting: its own
+// keys (key=value or URI), then PGHOST / PGHOSTADDR / PGPORT / PGSERVICE,
+// then libpq's compiled-in defaults (its Unix-socket directory, 5432).
+struct ConnTarget {
+  std::string host;      // a name, an IP literal or a Unix-socket directory; "" with hostaddr alone
+  std::string hostaddr;  // the numeric address libpq connects to, when given
+  int port = 0;
+  bool UnixSocket() const { return !host.empty() && host[0] == '/'; }
+  // What names the server to others (a router): host, else hostaddr.
+  const std::string& Address() const { return host.empty() ? hostaddr : host; }
+};
+// InvalidArgument, naming the form and what to write instead, for a
+// conninfo that does not lead to exactly one server: several hosts or ports
+// (host=a,b), a port that is not a number, an abstract socket (host=@name),
+// a service (service=...) that leaves the host or port to its file.
+Result<ConnTarget> ResolveConnTarget(const std::string& conninfo);
+
 // key='value' pairs, quoted for libpq.
 std::string BuildConninfo(const std::map<std::string, std::string>& kv);
 // `base` with the given keys replaced.
 Result<std::string> WithConninfo(const std::string& base,
                                  const std::map<std::string, std::string>& overrides);
+
+// Bounds on every statement of a session (0: the server's setting, which
+// defaults to none).
+struct SessionTimeouts {
+  int64_t statement_timeout_ms = 0;
+  int64_t lock_timeout_ms = 0;
+};
+// `conninfo` with the timeouts set at login (libpq's `options`, appended to
+// any the conninfo has): in force from the first statement, at no round trip,
+// and carried by sessions opened from a connection's parameters.
+Result<std::string> WithSessionTimeouts(const std::string& conninfo, const SessionTimeouts& t);
 
 std::string QuoteLiteral(const std::string& s);
 std::string QuoteIdent(const std::string& s);

@@ -200,6 +200,13 @@ class MigrationEnv {
 
   // Defaults to none beyond the contract (every field false).
   virtual ProviderCapabilities Capabilities() const { return {}; }
+
+  // Asks the env to give up what it is doing, for pgshiftd's shutdown. The
+  // one method that may be called from any thread, also while another is
+  // inside a method: a long call in progress (CreateReplica's base backup)
+  // returns Aborted promptly, leaving only what a later attempt discards,
+  // and later long calls refuse. The default does nothing (nothing long).
+  virtual void RequestStop() {}
 };
 
 // Builds the env of one migration. Make may be called from several engine
@@ -209,6 +216,10 @@ class EnvFactory {
   virtual ~EnvFactory() = default;
   virtual Result<std::unique_ptr<MigrationEnv>> Make(const std::string& migration_id,
                                                      const MigrationSpec& spec) = 0;
+  // RequestStop on every env this factory made and will make. Thread-safe;
+  // for pgshiftd's shutdown, before the engine joins its workers (an env is
+  // owned by a worker that may be inside CreateReplica). Final.
+  virtual void RequestStop() {}
 };
 
 }  // namespace pgshift

@@ -30,4 +30,8 @@ Result<std::unique_ptr<MigrationEnv>> ProviderRegistry::Make(const std::string& 
   return it->second->Make(migration_id, spec);
 }
 
+void ProviderRegistry::RequestStop() {
+  for (auto& [name, factory] : factories_) factory->RequestStop();
+}
+
 }  // namespace pgshift

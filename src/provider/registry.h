@@ -27,6 +27,8 @@ class ProviderRegistry : public EnvFactory {
   // not one of them.
   Result<std::unique_ptr<MigrationEnv>> Make(const std::string& migration_id,
                                              const MigrationSpec& spec) override;
+  // Forwarded to every registered factory.
+  void RequestStop() override;
 
  private:
   std::map<std::string, std::unique_ptr<EnvFactory>> factories_;

@@ -23,12 +23,22 @@ struct UpstreamConfig {
   bool operator==(const UpstreamConfig&) const = default;
 };
 
+// A hold that has not drained after this long is released and fails (the
+// route's "hold_timeout_ms"; an admin hold without "timeout_ms" uses the
+// route's value).
+inline constexpr int64_t kDefaultHoldTimeoutMs = 5000;
+// Upper bound of an admin call's "wait_ms" (prewarm, replication pause).
+inline constexpr int64_t kMaxAdminWaitMs = 60000;
+// How long a replication pause waits, by default, for the paused sessions to
+// close their server connections (a message in flight finishes first).
+inline constexpr int64_t kDefaultReplicationPauseWaitMs = 5000;
+
 struct RouteConfig {
   std::string name;
   std::string database;  // the client's requested database selects the route
   UpstreamConfig upstream;
   bool allow_plaintext = false;  // accept clients without TLS (no identity, no policy)
-  int64_t hold_timeout_ms = 5000;
+  int64_t hold_timeout_ms = kDefaultHoldTimeoutMs;
 };
 
 struct PolicyRule {

@@ -169,12 +169,14 @@ class BasicStream {
   }
   // Usually open at once or within microseconds; a peer that stopped reading
   // can keep the kernel's bytes unqueued, so the wait is bounded.
+  static constexpr std::chrono::seconds kWriteFenceTimeout{30};
+  static constexpr std::chrono::microseconds kWriteFencePoll{200};
   asio::awaitable<asio::error_code> WaitWriteFence() {
     asio::steady_timer t(socket().get_executor());
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    auto deadline = std::chrono::steady_clock::now() + kWriteFenceTimeout;
     while (!WriteFenceOpen()) {
       if (std::chrono::steady_clock::now() > deadline) co_return asio::error::timed_out;
-      t.expires_after(std::chrono::microseconds(200));
+      t.expires_after(kWriteFencePoll);
       co_await t.async_wait(kNoThrow);
     }
     co_return asio::error_code{};
@@ -202,6 +204,8 @@ using UpstreamStream = BasicStream<GenericSocket>;  // server side (TCP or Unix 
 class Outbox {
  public:
   static constexpr size_t kHighWater = 1 << 20;
+  // A writer above kHighWater looks again this often (the flush wakes it sooner).
+  static constexpr std::chrono::milliseconds kBackPressurePoll{5};
   explicit Outbox(asio::any_io_executor ex) : drained_(ex) {}
 
   void Append(std::string_view d) { queued_.append(d); }
@@ -228,7 +232,7 @@ class Outbox {
     if (WriteNow(s)) co_return true;
     if (writing_) {
       while (writing_ && queued_.size() > kHighWater && !failed_) {
-        drained_.expires_after(std::chrono::milliseconds(5));
+        drained_.expires_after(kBackPressurePoll);
         waiters_++;
         co_await drained_.async_wait(kNoThrow);
         waiters_--;

@@ -1,5 +1,6 @@
 #include "proxy/protocol.h"
 
+#include <cctype>
 #include <cstring>
 
 namespace pgshift::proxy {
@@ -179,6 +180,42 @@ bool ReportsServerState(std::string_view parameter_status_body) {
          name == "integer_datetimes";
 }
 
+bool ParseStartReplicationSlot(std::string_view sql, std::string* slot) {
+  size_t i = 0;
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  // The next keyword or identifier: unquoted ones folded to lower case,
+  // quoted ones as written ("" is a quote). Empty at the end or on other input.
+  auto token = [&]() -> std::string {
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) i++;
+    std::string t;
+    if (i < sql.size() && sql[i] == '"') {
+      for (i++; i < sql.size(); i++) {
+        if (sql[i] != '"') {
+          t += sql[i];
+        } else if (i + 1 < sql.size() && sql[i + 1] == '"') {
+          t += '"';
+          i++;
+        } else {
+          i++;
+          return t;
+        }
+      }
+      return "";  // unterminated
+    }
+    while (i < sql.size() &&
+           (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || sql[i] == '$'))
+      t += lower(sql[i++]);
+    return t;
+  };
+  if (token() != "start_replication" || token() != "slot") return false;
+  std::string name = token();
+  if (name.empty() || token() != "logical") return false;
+  *slot = std::move(name);
+  return true;
+}
+
 bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields) {
   BodyReader r(body);
   while (true) {
@@ -189,6 +226,11 @@ bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields
     if (!r.ReadCString(&v)) return false;
     (*fields)[code] = std::string(v);
   }
+}
+
+void AppendInt64(std::string* out, int64_t v) {
+  AppendInt32(out, static_cast<int32_t>(static_cast<uint64_t>(v) >> 32));
+  AppendInt32(out, static_cast<int32_t>(static_cast<uint64_t>(v) & 0xffffffffu));
 }
 
 void AppendInt32(std::string* out, int32_t v) {
@@ -313,5 +355,13 @@ std::string SaslInitialResponse(std::string_view mechanism, std::string_view dat
 }
 
 std::string SaslResponse(std::string_view data) { return EncodeMessage('p', data); }
+
+std::string PrimaryKeepalive(uint64_t wal_end, int64_t send_time_us, bool reply_requested) {
+  std::string body(1, 'k');
+  AppendInt64(&body, static_cast<int64_t>(wal_end));
+  AppendInt64(&body, send_time_us);
+  body.push_back(reply_requested ? 1 : 0);
+  return EncodeMessage('d', body);
+}
 
 }  // namespace pgshift::proxy

@@ -84,8 +84,17 @@ bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields
 // a setting a session can change (in_hot_standby flips on every session of a
 // standby when it is promoted; server_version and the like never change by SET).
 bool ReportsServerState(std::string_view parameter_status_body);
+// The slot of a replication command "START_REPLICATION SLOT <slot> LOGICAL
+// ..." (the text of a Query, keywords in any case, the name unquoted and
+// folded to lower case as the server does, or double-quoted); false for any
+// other text, a physical START_REPLICATION included.
+bool ParseStartReplicationSlot(std::string_view sql, std::string* slot);
+
+// Replication timestamps count microseconds from 2000-01-01 00:00 UTC.
+inline constexpr int64_t kPgEpochUnixSeconds = 946684800;
 
 // Encoders.
+void AppendInt64(std::string* out, int64_t v);
 void AppendInt32(std::string* out, int32_t v);
 void AppendInt16(std::string* out, int16_t v);
 std::string EncodeMessage(char type, std::string_view body);
@@ -103,5 +112,8 @@ std::string CancelRequest(uint32_t pid, uint32_t key);
 std::string PasswordMessage(std::string_view password);  // cleartext or md5 string
 std::string SaslInitialResponse(std::string_view mechanism, std::string_view data);
 std::string SaslResponse(std::string_view data);
+// A primary keepalive of the replication protocol in a CopyData message:
+// 'k', walEnd, sendTime (PG epoch microseconds), replyRequested.
+std::string PrimaryKeepalive(uint64_t wal_end, int64_t send_time_us, bool reply_requested);
 
 }  // namespace pgshift::proxy

@@ -50,6 +50,10 @@ std::vector<uint32_t> CancelRegistry::UpstreamPidsOn(const std::string& host, in
 
 namespace {
 
+// Connections the kernel queues before AcceptLoop takes them: a switch or a
+// restarted application pool may open hundreds at once.
+constexpr int kListenBacklog = 1024;
+
 asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
                                  std::vector<std::unique_ptr<asio::io_context>>& contexts,
                                  ProxyShared& shared) {
@@ -91,33 +95,6 @@ void RunContext(asio::io_context& ctx, int busy_poll_us) {
       last_work = Clock::now();
     }
   }
-}
-
-void JsonReply(httplib::Response& res, int status, const nlohmann::json& j) {
-  res.status = status;
-  res.set_content(j.dump(), "application/json");
-}
-
-void ErrorReply(httplib::Response& res, int status, const std::string& msg) {
-  JsonReply(res, status, {{"error", msg}});
-}
-
-Result<nlohmann::json> Body(const httplib::Request& req) {
-  if (req.body.empty()) return nlohmann::json::object();
-  try {
-    auto j = nlohmann::json::parse(req.body);
-    if (!j.is_object()) return InvalidArgument("request body must be a JSON object");
-    return j;
-  } catch (const std::exception& e) {
-    return InvalidArgument(std::string("request body is not valid JSON: ") + e.what());
-  }
-}
-
-// The "upstream" object of a request body ({"upstream":{"host","port",...}}).
-Result<UpstreamConfig> BodyUpstream(const httplib::Request& req) {
-  PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, Body(req));
-  if (!body.contains("upstream")) return InvalidArgument("body needs \"upstream\"");
-  return ParseUpstream(body["upstream"], "upstream");
 }
 
 }  // namespace
@@ -170,7 +147,7 @@ Status Proxy::Start() {
     acceptor_->open(ep.protocol());
     acceptor_->set_option(tcp::acceptor::reuse_address(true));
     acceptor_->bind(ep);
-    acceptor_->listen(1024);
+    acceptor_->listen(kListenBacklog);
     port_ = acceptor_->local_endpoint().port();
   } catch (const std::exception& e) {
     return Unavailable("cannot listen on " + sh.config.listen_host + ":" +
@@ -254,198 +231,22 @@ Status Proxy::AddRoute(const RouteConfig& route) {
 std::string Proxy::MetricsText() const {
   std::ostringstream o;
   auto routes = shared_->routes.List();
-  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
-    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
-    for (const auto& r : routes)
-      o << name << "{route=\"" << r->name() << "\"} " << value(*r) << "\n";
-  };
-  metric("pgshift_proxy_sessions", "gauge", "Client sessions on the route.",
-         [](const Route& r) { return r.sessions.load(); });
-  metric("pgshift_proxy_held_sessions", "gauge", "Sessions waiting at a boundary for a release.",
-         [](const Route& r) { return r.held_sessions.load(); });
-  metric("pgshift_proxy_in_transaction", "gauge",
-         "Sessions inside a transaction or an upstream login (a hold waits for these).",
-         [](const Route& r) { return r.in_transaction.load(); });
-  metric("pgshift_proxy_route_held", "gauge", "1 while the route is held.",
-         [](const Route& r) { return r.held() ? 1 : 0; });
-  metric("pgshift_proxy_transactions_total", "counter", "Transactions finished.",
-         [](const Route& r) { return r.LiveTotals().transactions; });
-  metric("pgshift_proxy_errors_total", "counter", "ErrorResponses seen or sent.",
-         [](const Route& r) { return r.errors.load(); });
-  metric("pgshift_proxy_client_bytes_total", "counter", "Bytes read from clients.",
-         [](const Route& r) { return r.LiveTotals().bytes_from_client; });
-  metric("pgshift_proxy_server_bytes_total", "counter", "Bytes sent to clients.",
-         [](const Route& r) { return r.LiveTotals().bytes_to_client; });
-  metric("pgshift_proxy_session_switches_total", "counter", "Sessions moved to a new endpoint.",
-         [](const Route& r) { return r.switches.load(); });
-  metric("pgshift_proxy_retiring_connections", "gauge",
-         "Server connections that moved sessions left, waiting to be closed.",
-         [](const Route& r) { return r.retiring.load(); });
-  metric("pgshift_proxy_spliced_sessions", "gauge",
-         "Sessions whose bytes the kernel forwards now (between transactions).",
-         [](const Route& r) { return r.spliced_sessions.load(); });
-  metric("pgshift_proxy_splices_total", "counter", "Times a session entered kernel mode.",
-         [](const Route& r) { return r.splices.load(); });
-  o << "# HELP pgshift_proxy_refused_total Connections refused (TLS, policy, route).\n"
-    << "# TYPE pgshift_proxy_refused_total counter\npgshift_proxy_refused_total "
-    << shared_->refused.load() << "\n";
-  o << "# HELP pgshift_proxy_cancels_total Cancel requests forwarded.\n"
-    << "# TYPE pgshift_proxy_cancels_total counter\npgshift_proxy_cancels_total "
-    << shared_->cancels_sent.load() << "\n";
-  o << "# HELP pgshift_proxy_protocol_errors_total Malformed client messages.\n"
-    << "# TYPE pgshift_proxy_protocol_errors_total counter\npgshift_proxy_protocol_errors_total "
-    << shared_->protocol_errors.load() << "\n";
-  return o.str();
-}
-
-Status Proxy::StartAdmin() {
-  admin_ = std::make_unique<httplib::Server>();
-  auto& srv = *admin_;
-  // Admin calls sit on the cutover's critical path: no Nagle / delayed-ACK stalls.
-  srv.set_tcp_nodelay(true);
-  ProxyShared& sh = *shared_;
-  auto find = [&sh](const httplib::Request& req, httplib::Response& res) -> std::shared_ptr<Route> {
-    auto r = sh.routes.Find(req.matches[1]);
-    if (!r) ErrorReply(res, 404, "no route named \"" + std::string(req.matches[1]) + "\"");
-    return r;
-  };
-  srv.Get("/health", [&sh](const httplib::Request&, httplib::Response& res) {
-    JsonReply(res, 200, {{"status", "ok"}, {"routes", sh.routes.List().size()}});
-  });
-  srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(MetricsText(), "text/plain; version=0.0.4");
-  });
-  srv.Get("/routes", [&sh](const httplib::Request&, httplib::Response& res) {
-    nlohmann::json j = nlohmann::json::array();
-    for (const auto& r : sh.routes.List()) j.push_back(r->ToJson());
-    JsonReply(res, 200, j);
-  });
-  srv.Get(R"(/routes/([^/]+))", [find](const httplib::Request& req, httplib::Response& res) {
-    if (auto r = find(req, res)) JsonReply(res, 200, r->ToJson());
-  });
-  srv.Get(R"(/routes/([^/]+)/stats)", [find](const httplib::Request& req, httplib::Response& res) {
-    if (auto r = find(req, res)) JsonReply(res, 200, r->StatsJson());
-  });
-  // For a fence that leaves the held sessions' backends alive. The proxy does
-  // not know which route a session's cancel target belongs to, so it lists
-  // every backend of its sessions on that server; the route's own are those
-  // connected to its database (one route per database), which the fence
-  // checks on the server. Pins the hold (Route::PinBackends).
-  srv.Get(R"(/routes/([^/]+)/backends)", [&sh, find](const httplib::Request& req,
-                                                     httplib::Response& res) {
-    auto r = find(req, res);
-    if (!r) return;
-    UpstreamConfig on = r->target().upstream;
-    if (req.has_param("upstream")) {
-      Status st = ParseHostPort(req.get_param_value("upstream"), "upstream", &on.host, &on.port);
-      if (!st.ok()) return ErrorReply(res, 400, st.message());
+  std::vector<StatValues> per_route;
+  for (const auto& r : routes) per_route.push_back(r->Stats());
+  const StatValues proxy_wide = shared_->Stats();
+  for (size_t i = 0; i < kStatCount; i++) {
+    const StatDef& d = kStats[i];
+    o << "# HELP " << kMetricPrefix << d.metric << " " << d.help << "\n# TYPE " << kMetricPrefix
+      << d.metric << " " << (d.type == StatType::kCounter ? "counter" : "gauge") << "\n";
+    if (d.scope == StatScope::kProxy) {
+      o << kMetricPrefix << d.metric << " " << proxy_wide[i] << "\n";
+      continue;
     }
-    if (!r->PinBackends()) {
-      return ErrorReply(res, 409,
-                        "route \"" + r->name() +
-                            "\" is not held (or its hold has not drained): its "
-                            "sessions may be inside a transaction");
-    }
-    std::vector<uint32_t> pids = sh.cancels.UpstreamPidsOn(on.host, on.port);
-    JsonReply(res, 200,
-              {{"route", r->name()},
-               {"database", r->database()},
-               {"upstream", on.host + ":" + std::to_string(on.port)},
-               {"backend_pids", pids}});
-  });
-  srv.Put(R"(/routes/([^/]+))", [this, &sh](const httplib::Request& req, httplib::Response& res) {
-    auto body = Body(req);
-    if (!body.ok()) return ErrorReply(res, 400, body.status().message());
-    std::string name = req.matches[1];
-    for (const auto& [k, v] : body->items())
-      if (k != "upstream" && k != "database" && k != "allow_plaintext" && k != "hold_timeout_ms")
-        return ErrorReply(res, 400, "unknown field \"" + k + "\" in route body");
-    if (!body->contains("upstream")) return ErrorReply(res, 400, "body needs \"upstream\"");
-    auto up = ParseUpstream((*body)["upstream"], "upstream");
-    if (!up.ok()) return ErrorReply(res, 400, up.status().message());
-    Status st;
-    if (sh.routes.Find(name)) {
-      st = RepointRoute(name, *up);
-    } else {
-      RouteConfig rc{.name = name, .upstream = *up};
-      rc.database = body->value("database", std::string());
-      rc.allow_plaintext = body->value("allow_plaintext", false);
-      rc.hold_timeout_ms = body->value("hold_timeout_ms", int64_t{5000});
-      if (rc.database.empty())
-        return ErrorReply(res, 404,
-                          "no route named \"" + name + "\" (to create one, give \"database\" too)");
-      st = AddRoute(rc);
-    }
-    if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
-    JsonReply(res, 200, sh.routes.Find(name)->ToJson());
-  });
-  srv.Post(R"(/routes/([^/]+)/hold)", [find](const httplib::Request& req, httplib::Response& res) {
-    auto r = find(req, res);
-    if (!r) return;
-    auto body = Body(req);
-    if (!body.ok()) return ErrorReply(res, 400, body.status().message());
-    int64_t timeout = r->hold_timeout_ms();
-    if (body->contains("timeout_ms")) {
-      if (!(*body)["timeout_ms"].is_number_integer() || (*body)["timeout_ms"].get<int64_t>() <= 0)
-        return ErrorReply(res, 400, "timeout_ms must be a positive integer");
-      timeout = (*body)["timeout_ms"].get<int64_t>();
-    }
-    Status st = r->Hold(timeout);
-    if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
-    JsonReply(res, 200, r->ToJson());
-  });
-  // Logins on the next endpoint opened ahead of a switch (Route::Prewarm).
-  srv.Post(R"(/routes/([^/]+)/prewarm)", [find](const httplib::Request& req,
-                                                httplib::Response& res) {
-    auto r = find(req, res);
-    if (!r) return;
-    auto up = BodyUpstream(req);
-    if (!up.ok()) return ErrorReply(res, 400, up.status().message());
-    // "wait_ms": answer once the logins are open (or that time has
-    // passed), so a hold that follows does not start while they are.
-    int64_t wait_ms = 0;
-    if (auto body = Body(req); body.ok() && body->contains("wait_ms")) {
-      const auto& w = (*body)["wait_ms"];
-      if (!w.is_number_integer() || w.get<int64_t>() < 0 || w.get<int64_t>() > 60000)
-        return ErrorReply(res, 400, "wait_ms must be an integer from 0 to 60000");
-      wait_ms = w.get<int64_t>();
-    }
-    int asked = r->Prewarm(*up);
-    int64_t pending = wait_ms > 0 ? r->WaitPrewarmed(wait_ms) : r->prewarms_pending.load();
-    JsonReply(res, 200, {{"route", r->name()}, {"sessions_asked", asked}, {"pending", pending}});
-  });
-  srv.Post(R"(/routes/([^/]+)/release)",
-           [find](const httplib::Request& req, httplib::Response& res) {
-             auto r = find(req, res);
-             if (!r) return;
-             r->Release();
-             JsonReply(res, 200, r->ToJson());
-           });
-  srv.Post(R"(/routes/([^/]+)/switch)",
-           [this, find](const httplib::Request& req, httplib::Response& res) {
-             auto r = find(req, res);
-             if (!r) return;
-             auto up = BodyUpstream(req);
-             if (!up.ok()) return ErrorReply(res, 400, up.status().message());
-             Status st = RepointRoute(r->name(), *up);
-             r->Release();
-             if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
-             JsonReply(res, 200, r->ToJson());
-           });
-  srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) ErrorReply(res, res.status, "no such admin endpoint");
-  });
-  if (sh.config.admin_port == 0) {
-    admin_port_ = srv.bind_to_any_port(sh.config.admin_host);
-    if (admin_port_ < 0) return Unavailable("cannot bind the admin API on " + sh.config.admin_host);
-  } else {
-    if (!srv.bind_to_port(sh.config.admin_host, sh.config.admin_port))
-      return Unavailable("cannot bind the admin API on " + sh.config.admin_host + ":" +
-                         std::to_string(sh.config.admin_port));
-    admin_port_ = sh.config.admin_port;
+    for (size_t r = 0; r < routes.size(); r++)
+      o << kMetricPrefix << d.metric << "{route=\"" << routes[r]->name() << "\"} "
+        << per_route[r][i] << "\n";
   }
-  admin_thread_ = std::thread([&srv] { srv.listen_after_bind(); });
-  return Status::OK();
+  return o.str();
 }
 
 }  // namespace pgshift::proxy

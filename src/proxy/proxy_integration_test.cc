@@ -234,7 +234,7 @@ TEST(ProxyAdmin, HeldSessionsBackendsAreListedAndNotUsedAfterTheRelease) {
     std::this_thread::sleep_for(50ms);
   }
   EXPECT_EQ(left, "0\n");
-  EXPECT_EQ(env->proxy->shared().routes.Find("app")->switches.load(), 3);
+  EXPECT_EQ(env->proxy->shared().routes.Find("app")->switched_sessions.load(), 3);
   // A plain hold and release (nothing listed) leaves the sessions where they are.
   int before = std::stoi(One(*sessions[0], "select pg_backend_pid()"));
   ASSERT_TRUE(router->Hold(5000).ok());

@@ -102,7 +102,7 @@ TEST_P(ProxySwitchUnderLoad, PgbenchSeesNoFailedTransactions) {
   EXPECT_EQ(One(**side, "select inet_server_port()"), std::to_string(env->b->port()));
   EXPECT_EQ(One(**side, "show work_mem"), "3MB");
   EXPECT_EQ(One(**side, "show lock_timeout"), "4s");
-  EXPECT_GE(route->switches.load(), 4);
+  EXPECT_GE(route->switched_sessions.load(), 4);
   EXPECT_EQ(route->in_transaction.load(), 0);
   // Transactions the kernel forwarded are counted too.
   EXPECT_GE(route->LiveTotals().transactions, sum.processed);
@@ -225,7 +225,7 @@ TEST(ProxyBusyPoll, TrafficHoldAndSwitchWorkWhileTheLoopsPoll) {
   EXPECT_GT(Count(*env->b, "select count(*) from pgbench_history"), 0);
   auto route = env->proxy->shared().routes.Find("app");
   EXPECT_GE(route->transactions.load(), sum.processed);
-  EXPECT_GE(route->switches.load(), 4);
+  EXPECT_GE(route->switched_sessions.load(), 4);
   EXPECT_EQ(route->in_transaction.load(), 0);
   EXPECT_EQ(route->held_sessions.load(), 0);
 }
@@ -436,7 +436,7 @@ TEST(ProxySwitch, PrewarmedLoginsAreTakenAtTheSwitch) {
     auto n = env->a->Psql("select count(*) from pg_stat_activity where usename = 'app'");
     return n.ok() ? std::stoi(*n) : -1;
   };
-  EXPECT_EQ(route->retiring.load(), 2);
+  EXPECT_EQ(route->retiring_connections.load(), 2);
   EXPECT_EQ(on_a(), 2) << "closed before retire_delay_ms";
   // Prewarming where the sessions already are opens nothing.
   ASSERT_TRUE(router->Prewarm(b).ok());
@@ -446,7 +446,7 @@ TEST(ProxySwitch, PrewarmedLoginsAreTakenAtTheSwitch) {
   // since) is not taken; the others are.
   for (int i = 0; i < 1000 && on_a() != 0; i++) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(on_a(), 0) << "the connections left on a were never closed";
-  EXPECT_EQ(route->retiring.load(), 0);
+  EXPECT_EQ(route->retiring_connections.load(), 0);
   const Endpoint a{"127.0.0.1", env->a->port()};
   ASSERT_TRUE(router->Prewarm(a).ok());
   for (int i = 0; i < 400 && on_a() < 2; i++) std::this_thread::sleep_for(10ms);

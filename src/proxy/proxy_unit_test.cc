@@ -7,6 +7,7 @@
 
 #include "proxy/config.h"
 #include "proxy/protocol.h"
+#include "proxy/proxy.h"
 #include "proxy/route.h"
 #include "proxy/scram.h"
 #include "proxy/session_state.h"
@@ -419,6 +420,177 @@ TEST(RouteSplice, HoldAndRepointTakeSplicedSessionsBackAndTheHoldWaitsForThem) {
   EXPECT_TRUE(r.Repoint({.host = "h2", .port = 2}));
   EXPECT_EQ(repoint_asks, 1);
   r.RemoveSpliced(id2);
+}
+
+}  // namespace
+}  // namespace pgshift::proxy
+
+namespace pgshift::proxy {
+namespace {
+
+// One list (stats.h) makes the admin JSON, /metrics and the proxy-wide
+// /stats; every name that tests, bench/ or the README used stays.
+TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
+  Proxy proxy(ProxyConfig{});
+  auto route = std::make_shared<Route>(
+      RouteConfig{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}});
+  proxy.shared().routes.Add(route);
+  route->transactions = 4;
+  route->switched_sessions = 2;
+  const uint64_t spliced = route->AddSpliced({.take_back = [] {},
+                                              .peek =
+                                                  [] {
+                                                    return Route::SpliceLive{1, 2, 3};
+                                                  }});
+  proxy.shared().refused = 5;
+
+  const nlohmann::json j = route->StatsJson();
+  for (const char* key :
+       {"sessions", "held_sessions", "in_transaction", "transactions", "errors",
+        "bytes_from_clients", "bytes_to_clients", "switched_sessions", "prewarmed_switches",
+        "prewarms_pending", "retiring_connections", "spliced_sessions", "splices",
+        /* added: was only in /metrics */ "route_held"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  size_t route_rows = 0;
+  for (const StatDef& d : kStats) route_rows += d.scope == StatScope::kRoute;
+  EXPECT_EQ(j.size(), route_rows) << j.dump();
+  EXPECT_EQ(j["transactions"], 7) << "the kernel's count is added";
+  EXPECT_EQ(j["bytes_to_clients"], 2);
+  EXPECT_EQ(j["switched_sessions"], 2);
+  EXPECT_EQ(j["route_held"], 0);
+
+  const nlohmann::json p = StatsJson(proxy.shared().Stats(), StatScope::kProxy);
+  EXPECT_EQ(p, nlohmann::json({{"refused", 5}, {"cancels_sent", 0}, {"protocol_errors", 0}}));
+
+  const std::string text = proxy.MetricsText();
+  for (const char* name :
+       {"sessions", "held_sessions", "in_transaction", "route_held", "transactions_total",
+        "errors_total", "client_bytes_total", "server_bytes_total", "session_switches_total",
+        "retiring_connections", "spliced_sessions", "splices_total",
+        /* added: were only in the JSON */ "prewarmed_switches_total", "prewarms_pending"}) {
+    const std::string m = std::string("pgshift_proxy_") + name;
+    EXPECT_NE(text.find("# TYPE " + m + " "), std::string::npos) << m;
+    EXPECT_NE(text.find(m + "{route=\"app\"} "), std::string::npos) << m;
+  }
+  EXPECT_NE(text.find("pgshift_proxy_transactions_total{route=\"app\"} 7\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE pgshift_proxy_transactions_total counter\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE pgshift_proxy_sessions gauge\n"), std::string::npos);
+  for (const char* name : {"refused_total", "cancels_total", "protocol_errors_total"})
+    EXPECT_NE(text.find(std::string("\npgshift_proxy_") + name + " "), std::string::npos) << name;
+  EXPECT_NE(text.find("\npgshift_proxy_refused_total 5\n"), std::string::npos);
+
+  route->RemoveSpliced(spliced);
+  ASSERT_TRUE(route->Hold(1000).ok());
+  EXPECT_EQ(route->StatsJson()["route_held"], 1);
+  EXPECT_NE(proxy.MetricsText().find("pgshift_proxy_route_held{route=\"app\"} 1\n"),
+            std::string::npos);
+  route->Release();
+}
+
+}  // namespace
+}  // namespace pgshift::proxy
+
+namespace pgshift::proxy {
+namespace {
+
+TEST(Protocol, FindsTheSlotOfALogicalStartReplication) {
+  std::string slot;
+  EXPECT_TRUE(ParseStartReplicationSlot(
+      std::string("START_REPLICATION SLOT \"s1\" LOGICAL 0/0") + '\0', &slot));
+  EXPECT_EQ(slot, "s1");
+  EXPECT_TRUE(ParseStartReplicationSlot(
+      "  start_replication slot MySlot logical 0/16B3748 (\"include-xids\" '0')", &slot));
+  EXPECT_EQ(slot, "myslot") << "unquoted names fold to lower case, as on the server";
+  EXPECT_TRUE(ParseStartReplicationSlot("START_REPLICATION SLOT \"We\"\"ird\" LOGICAL 0/0", &slot));
+  EXPECT_EQ(slot, "We\"ird");
+  slot = "unchanged";
+  for (const char* other : {"START_REPLICATION SLOT s PHYSICAL 0/0", "START_REPLICATION 0/0",
+                            "IDENTIFY_SYSTEM", "START_REPLICATION SLOT \"open LOGICAL 0/0",
+                            "select 'START_REPLICATION SLOT s LOGICAL'", ""}) {
+    EXPECT_FALSE(ParseStartReplicationSlot(other, &slot)) << other;
+    EXPECT_EQ(slot, "unchanged");
+  }
+}
+
+TEST(Protocol, EncodesAPrimaryKeepaliveThatAsksForAReply) {
+  const std::string k = PrimaryKeepalive(0x0102030405060708ull, 0x1112131415161718, true);
+  Message m;
+  std::string err;
+  ASSERT_EQ(DecodeMessage(k, &m, &err), DecodeStatus::kOk) << err;
+  EXPECT_EQ(m.type, 'd');
+  EXPECT_EQ(m.total, k.size());
+  ASSERT_EQ(m.body.size(), 18u);  // 'k', walEnd, sendTime, replyRequested
+  EXPECT_EQ(m.body[0], 'k');
+  EXPECT_EQ(m.body.substr(1, 8), std::string_view("\x01\x02\x03\x04\x05\x06\x07\x08", 8));
+  EXPECT_EQ(m.body.substr(9, 8), std::string_view("\x11\x12\x13\x14\x15\x16\x17\x18", 8));
+  EXPECT_EQ(m.body[17], 1);
+  EXPECT_EQ(PrimaryKeepalive(0, 0, false).back(), 0);
+}
+
+// The route's side of replication sessions: listing, asking the streaming
+// ones for feedback, and a pause that waits until each closed its server side.
+TEST(RouteReplication, ListsAsksTheStreamingOnesAndWaitsForPausedSessions) {
+  Route r(RouteConfig{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}});
+  int feedback_asked = 0;
+  std::mutex mu;
+  std::vector<std::shared_ptr<Countdown>> held;  // sessions that have not closed yet; guarded by mu
+  auto held_count = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    return held.size();
+  };
+  auto member = [&](bool streaming, std::string slot) {
+    return Route::ReplicationMember{.describe =
+                                        [streaming, slot] {
+                                          return ReplicationSessionInfo{.backend_pid = 42,
+                                                                        .streaming = streaming,
+                                                                        .slot = slot};
+                                        },
+                                    .request_feedback = [&] { feedback_asked++; },
+                                    .pause =
+                                        [&](std::shared_ptr<Countdown> done) {
+                                          std::lock_guard<std::mutex> l(mu);
+                                          held.push_back(std::move(done));
+                                        }};
+  };
+  const uint64_t a = r.AddReplication(member(true, "s1"));
+  const uint64_t b = r.AddReplication(member(false, ""));
+  EXPECT_EQ(r.replication_sessions.load(), 2);
+  auto list = r.ReplicationSessions();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(ToJson(list[0])["slot"], "s1");
+  EXPECT_EQ(ToJson(list[0])["backend_pid"], 42);
+  EXPECT_EQ(r.RequestReplicationFeedback(), 1) << "only a streaming session is asked";
+  EXPECT_EQ(feedback_asked, 1);
+
+  // One session closes its server side 30 ms later, the other only when the wait is over.
+  std::thread closer([&] {
+    while (held_count() < 2) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::lock_guard<std::mutex> l(mu);
+    held[0].reset();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  Route::PauseOutcome out = r.PauseReplication(300);
+  closer.join();
+  EXPECT_EQ(out.asked, 2);
+  EXPECT_EQ(out.pending, 1);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  held.clear();
+
+  std::thread closer2([&] {
+    while (held_count() < 2) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::lock_guard<std::mutex> l(mu);
+    held.clear();
+  });
+  out = r.PauseReplication(5000);
+  closer2.join();
+  EXPECT_EQ(out.pending, 0) << "returns once both closed";
+  r.RemoveReplication(a);
+  r.RemoveReplication(b);
+  r.RemoveReplication(b);
+  EXPECT_EQ(r.replication_sessions.load(), 0) << "removing twice is harmless";
+  EXPECT_EQ(r.PauseReplication(5000).asked, 0);
 }
 
 }  // namespace

@@ -5,6 +5,13 @@
 #include <thread>
 
 namespace pgshift::proxy {
+namespace {
+
+// How often a waiting Hold or WaitPrewarmed (admin thread) looks at the
+// counters: a drained hold returns within this, inside the cutover's pause.
+constexpr std::chrono::milliseconds kDrainPollInterval{2};
+
+}  // namespace
 
 Route::Route(RouteConfig cfg) : cfg_(std::move(cfg)) {}
 
@@ -57,7 +64,7 @@ Status Route::Hold(int64_t timeout_ms) {
                      " session(s) still in a transaction; traffic continues on " +
                      target().upstream.host + ":" + std::to_string(target().upstream.port));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::this_thread::sleep_for(kDrainPollInterval);
   }
 }
 
@@ -92,32 +99,43 @@ void Route::RemoveWaiter(uint64_t id) { waiters_.Remove(id); }
 
 Route::SpliceLive Route::LiveTotals() const {
   // What spliced sessions did since they were last taken back is still in the kernel's counters.
-  SpliceLive t{bytes_from_clients.load(), bytes_to_clients.load(), transactions.load()};
+  SpliceLive t;
   // Under the registry's lock: a session unregisters before it frees its slot.
   spliced_.ForEach([&t](const Spliced& s) {
     SpliceLive k = s.peek();
-    t.bytes_from_client += k.bytes_from_client;
-    t.bytes_to_client += k.bytes_to_client;
-    t.transactions += k.transactions;
+#define PGSHIFT_STAT_ADD_KERNEL(name, type, metric, help) t.name += k.name;
+    PGSHIFT_PROXY_STATS(PGSHIFT_STAT_NONE, PGSHIFT_STAT_ADD_KERNEL, PGSHIFT_STAT_NONE,
+                        PGSHIFT_STAT_NONE)
+#undef PGSHIFT_STAT_ADD_KERNEL
   });
+#define PGSHIFT_STAT_ADD_OWN(name, type, metric, help) t.name += name.load();
+  PGSHIFT_PROXY_STATS(PGSHIFT_STAT_NONE, PGSHIFT_STAT_ADD_OWN, PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE)
+#undef PGSHIFT_STAT_ADD_OWN
   return t;
 }
 
-nlohmann::json Route::StatsJson() const {
-  SpliceLive t = LiveTotals();
-  return {{"sessions", sessions.load()},
-          {"held_sessions", held_sessions.load()},
-          {"in_transaction", in_transaction.load()},
-          {"transactions", t.transactions},
-          {"errors", errors.load()},
-          {"bytes_from_clients", t.bytes_from_client},
-          {"bytes_to_clients", t.bytes_to_client},
-          {"switched_sessions", switches.load()},
-          {"prewarmed_switches", prewarmed_switches.load()},
-          {"prewarms_pending", prewarms_pending.load()},
-          {"retiring_connections", retiring.load()},
-          {"spliced_sessions", spliced_sessions.load()},
-          {"splices", splices.load()}};
+StatValues Route::Stats() const {
+  StatValues v{};
+  const SpliceLive live = LiveTotals();
+#define PGSHIFT_STAT_SLOT(name) v[static_cast<size_t>(Stat::name)]
+#define PGSHIFT_STAT_OWN(name, type, metric, help) PGSHIFT_STAT_SLOT(name) = name.load();
+#define PGSHIFT_STAT_LIVE(name, type, metric, help) PGSHIFT_STAT_SLOT(name) = live.name;
+#define PGSHIFT_STAT_DERIVED(name, type, metric, help) PGSHIFT_STAT_SLOT(name) = name();
+  PGSHIFT_PROXY_STATS(PGSHIFT_STAT_OWN, PGSHIFT_STAT_LIVE, PGSHIFT_STAT_DERIVED, PGSHIFT_STAT_NONE)
+#undef PGSHIFT_STAT_SLOT
+#undef PGSHIFT_STAT_OWN
+#undef PGSHIFT_STAT_LIVE
+#undef PGSHIFT_STAT_DERIVED
+  return v;
+}
+
+nlohmann::json Route::StatsJson() const { return proxy::StatsJson(Stats(), StatScope::kRoute); }
+
+nlohmann::json StatsJson(const StatValues& v, StatScope scope) {
+  nlohmann::json j = nlohmann::json::object();
+  for (size_t i = 0; i < kStatCount; i++)
+    if (kStats[i].scope == scope) j[std::string(kStats[i].name)] = v[i];
+  return j;
 }
 
 nlohmann::json Route::ToJson() const {
@@ -162,8 +180,55 @@ int Route::Prewarm(const UpstreamConfig& to) {
 int64_t Route::WaitPrewarmed(int64_t timeout_ms) const {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (prewarms_pending.load() > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::this_thread::sleep_for(kDrainPollInterval);
   return std::max<int64_t>(prewarms_pending.load(), 0);
+}
+
+uint64_t Route::AddReplication(ReplicationMember m) {
+  uint64_t id = replication_.Add(std::move(m));
+  replication_sessions++;
+  return id;
+}
+
+void Route::RemoveReplication(uint64_t id) {
+  if (replication_.Remove(id)) replication_sessions--;
+}
+
+std::vector<ReplicationSessionInfo> Route::ReplicationSessions() const {
+  std::vector<ReplicationSessionInfo> out;
+  for (const auto& m : replication_.Snapshot()) out.push_back(m.describe());
+  return out;
+}
+
+int Route::RequestReplicationFeedback() {
+  int asked = 0;
+  for (const auto& m : replication_.Snapshot()) {
+    if (!m.describe().streaming) continue;
+    m.request_feedback();
+    asked++;
+  }
+  return asked;
+}
+
+Route::PauseOutcome Route::PauseReplication(int64_t timeout_ms) {
+  auto members = replication_.Snapshot();
+  auto left = std::make_shared<std::atomic<int64_t>>(static_cast<int64_t>(members.size()));
+  for (const auto& m : members) m.pause(std::make_shared<Countdown>(left));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (left->load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(kDrainPollInterval);
+  return {static_cast<int>(members.size()), std::max<int64_t>(left->load(), 0)};
+}
+
+nlohmann::json ToJson(const ReplicationSessionInfo& r) {
+  return {{"backend_pid", r.backend_pid},
+          {"server", ToJson(r.server)},
+          {"database", r.database},
+          {"user", r.user},
+          {"application_name", r.application_name},
+          {"client_addr", r.client_addr},
+          {"streaming", r.streaming},
+          {"slot", r.slot}};
 }
 
 void RouteTable::Add(std::shared_ptr<Route> r) {

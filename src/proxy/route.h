@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "proxy/config.h"
+#include "proxy/stats.h"
 
 namespace pgshift::proxy {
 
@@ -55,6 +56,32 @@ class Registry {
   mutable std::mutex mu_;
   uint64_t next_ = 1;
   std::map<uint64_t, T> items_;
+};
+
+// A replication connection (replication=database) as the admin API lists it.
+struct ReplicationSessionInfo {
+  // The server session's pid from its BackendKeyData: the walsender, which
+  // pg_replication_slots.active_pid shows while it streams a slot.
+  uint32_t backend_pid = 0;
+  UpstreamConfig server;
+  std::string database, user, application_name;
+  std::string client_addr;  // "ip:port" of the client's connection to the proxy
+  bool streaming = false;   // in CopyBoth
+  std::string slot;         // while "START_REPLICATION SLOT <slot> LOGICAL" runs, else ""
+};
+nlohmann::json ToJson(const ReplicationSessionInfo& r);
+
+// Counts down when the last copy goes: a session keeps its copy until it has
+// done what the admin thread waits for (or is gone).
+class Countdown {
+ public:
+  explicit Countdown(std::shared_ptr<std::atomic<int64_t>> left) : left_(std::move(left)) {}
+  ~Countdown() { (*left_)--; }
+  Countdown(const Countdown&) = delete;
+  Countdown& operator=(const Countdown&) = delete;
+
+ private:
+  std::shared_ptr<std::atomic<int64_t>> left_;
 };
 
 class Route {
@@ -105,9 +132,9 @@ class Route {
   // hold waits until none is left. A session registers first and then checks
   // held() and generation() (the reverse of Hold and Repoint), so one of the
   // two always sees the other. `peek` reads the counters the kernel keeps for
-  // it, for the stats.
+  // it, for the stats: one field per LIVE row of stats.h.
   struct SpliceLive {
-    int64_t bytes_from_client = 0, bytes_to_client = 0, transactions = 0;
+    int64_t bytes_from_clients = 0, bytes_to_clients = 0, transactions = 0;
   };
   struct Spliced {
     std::function<void()> take_back;
@@ -131,23 +158,41 @@ class Route {
   // is still being opened, or timeout_ms passed; returns how many still are.
   int64_t WaitPrewarmed(int64_t timeout_ms) const;
 
-  // Counters (sessions and held_sessions and in_transaction are gauges).
-  std::atomic<int64_t> sessions{0};
-  std::atomic<int64_t> held_sessions{0};
-  std::atomic<int64_t> in_transaction{0};
-  std::atomic<int64_t> transactions{0};
-  std::atomic<int64_t> errors{0};
-  std::atomic<int64_t> bytes_from_clients{0};
-  std::atomic<int64_t> bytes_to_clients{0};
-  std::atomic<int64_t> switches{0};            // sessions moved to a new endpoint
-  std::atomic<int64_t> prewarmed_switches{0};  // ... of them, onto a login opened ahead
-  std::atomic<int64_t> prewarms_pending{0};    // gauge: logins ahead being opened now
-  std::atomic<int64_t> retiring{0};            // gauge: replaced server connections not closed yet
-  std::atomic<int64_t> spliced_sessions{0};    // gauge: sessions in kernel mode now
-  std::atomic<int64_t> splices{0};             // times a session entered kernel mode
+  // Replication sessions of the route (registered once logged in). describe
+  // is thread-safe; request_feedback and pause post to the session's thread.
+  // pause ends the session at its next message boundary and drops `done`
+  // once its server connection is closed.
+  struct ReplicationMember {
+    std::function<ReplicationSessionInfo()> describe;
+    std::function<void()> request_feedback;
+    std::function<void(std::shared_ptr<Countdown> done)> pause;
+  };
+  uint64_t AddReplication(ReplicationMember m);
+  void RemoveReplication(uint64_t id);
+  std::vector<ReplicationSessionInfo> ReplicationSessions() const;
+  // Asks every streaming session to inject a keepalive that requests a reply
+  // (the client answers with its flushed position); returns how many.
+  int RequestReplicationFeedback();
+  // Asks every replication session to end (see Session); waits, sleeping on
+  // the caller's thread, up to timeout_ms until each has closed its server
+  // connection.
+  struct PauseOutcome {
+    int asked = 0;
+    int64_t pending = 0;  // asked but not closed yet when the wait ended
+  };
+  PauseOutcome PauseReplication(int64_t timeout_ms);
 
-  // The counters above plus what spliced sessions did that the kernel has not handed back yet.
+  // The route's rows of stats.h (PGSHIFT_PROXY_STATS): one atomic per ROUTE
+  // and LIVE row, named like the row.
+  PGSHIFT_PROXY_STATS(PGSHIFT_STAT_ATOMIC, PGSHIFT_STAT_ATOMIC, PGSHIFT_STAT_NONE,
+                      PGSHIFT_STAT_NONE)
+  // The DERIVED rows.
+  int64_t route_held() const { return held() ? 1 : 0; }
+
+  // The LIVE counters plus what spliced sessions did that the kernel has not handed back yet.
   SpliceLive LiveTotals() const;
+  // Every route row of stats.h, as exported (the other rows are 0).
+  StatValues Stats() const;
   nlohmann::json StatsJson() const;
   nlohmann::json ToJson() const;  // {"name","database","upstream","held","stats"}
 
@@ -162,7 +207,11 @@ class Route {
   Registry<std::function<void()>> waiters_;
   Registry<Spliced> spliced_;
   Registry<std::function<void(const UpstreamConfig&)>> members_;
+  Registry<ReplicationMember> replication_;
 };
+
+// The rows of `scope` in `v` as a JSON object keyed by the rows' names.
+nlohmann::json StatsJson(const StatValues& v, StatScope scope);
 
 class RouteTable {
  public:

@@ -1,67 +1,22 @@
+// Session, part one: its life (state transitions and the route's gauges,
+// close) and the two pumps that forward bytes, client → server and
+// server → client, handing the messages the proxy must see to part five
+// (session_messages.cc). Same thread-safety as session.h: one session runs
+// on one strand.
 #include "proxy/session.h"
 
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cctype>
-#include <random>
 
 namespace pgshift::proxy {
 namespace {
 
+// Bytes a pump reads from a socket at once.
 constexpr size_t kReadChunk = 16384;
+// Like the server's authentication_timeout: a client must finish its startup
+// (TLS, startup packet, upstream login) within this.
 constexpr int kLoginTimeoutSeconds = 60;
-
-// The settings this session changed, plus the role when SET ROLE is active
-// (role is not listed in pg_settings).
-constexpr const char* kCaptureSql =
-    "SELECT name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session' "
-    "UNION ALL SELECT 'role', current_user::text WHERE current_user <> session_user";
-
-// The statement name of a lone "DEALLOCATE [PREPARE] name" query, or "" (ALL is
-// handled from its CommandComplete tag).
-std::string DeallocatedName(std::string_view sql) {
-  auto skip_space = [&](size_t i) {
-    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) i++;
-    return i;
-  };
-  auto word = [&](size_t& i) {
-    i = skip_space(i);
-    std::string w;
-    if (i < sql.size() && sql[i] == '"') {
-      size_t end = sql.find('"', i + 1);
-      if (end == std::string_view::npos) return std::string();
-      w = std::string(sql.substr(i + 1, end - i - 1));
-      i = end + 1;
-      return w;
-    }
-    while (i < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_'))
-      w += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i++])));
-    return w;
-  };
-  size_t i = skip_space(0);
-  if (i == sql.size() || (sql[i] != 'd' && sql[i] != 'D')) return "";  // cheap exit per query
-  if (word(i) != "deallocate") return "";
-  std::string name = word(i);
-  if (name == "prepare") name = word(i);
-  i = skip_space(i);
-  if (i < sql.size() && sql[i] == ';') i = skip_space(i + 1);
-  if (i < sql.size() && sql[i] != '\0') return "";  // more statements: not a lone DEALLOCATE
-  return name == "all" ? "" : name;
-}
-
-// True when the SQL text calls set_config(): a session setting may change without
-// a SET tag or a ParameterStatus report.
-bool MentionsSetConfig(std::string_view sql) {
-  static constexpr std::string_view kNeedle = "set_config";
-  // ASCII folding, not std::tolower: this runs on every query's text.
-  auto it = std::search(sql.begin(), sql.end(), kNeedle.begin(), kNeedle.end(), [](char a, char b) {
-    return (a >= 'A' && a <= 'Z' ? static_cast<char>(a + ('a' - 'A')) : a) == b;
-  });
-  return it != sql.end();
-}
 
 }  // namespace
 
@@ -72,7 +27,10 @@ Session::Session(tcp::socket client, ProxyShared& shared)
   wake_ = std::make_shared<asio::steady_timer>(client_.socket().get_executor());
 }
 
-Session::~Session() { Close(); }
+Session::~Session() {
+  end_delivered_ = true;  // nothing is left to deliver it
+  Close();
+}
 
 std::string Session::Tag() const {
   return "session " + std::to_string(cancel_pid_) + " (" + user_ + "@" + database_ + ")";
@@ -86,6 +44,9 @@ void Session::Advance(SessionEvent e) {
     next = SessionState::kClosed;
     closed_ = true;
   }
+  if (replication_view_ &&
+      (state_ == SessionState::kStreaming) != (*next == SessionState::kStreaming))
+    SetReplicationStreaming(*next == SessionState::kStreaming);
   if (route_) {
     // An upstream login counts as work in flight: a hold waits for it, so no
     // login reaches the old server once the hold is in place (and the fence).
@@ -111,11 +72,15 @@ void Session::Advance(SessionEvent e) {
 }
 
 void Session::Close() {
+  // A paused replication stream closes once its ErrorResponse is written
+  // (EndReplicationStream), not when a pump notices the server is gone.
+  if (stream_ending_ && !end_delivered_) return;
   closing_ = true;
   DetachSplice();  // before the sockets close, with the kernel's counts accounted
   if (state_ != SessionState::kClosed) Advance(SessionEvent::kClose);
   closed_ = true;
   if (server_) server_->stream.Close();
+  pause_done_.reset();  // after the server connection closed
   client_.Close();
   if (cancel_target_) {
     shared_.cancels.Unregister(cancel_pid_, cancel_key_);
@@ -124,6 +89,10 @@ void Session::Close() {
   if (member_id_ != 0) {
     route_->RemoveMember(member_id_);
     member_id_ = 0;
+  }
+  if (replication_id_ != 0) {
+    route_->RemoveReplication(replication_id_);
+    replication_id_ = 0;
   }
   if (prewarmed_) {
     prewarmed_->stream.Close();
@@ -184,6 +153,7 @@ asio::awaitable<void> Session::ClientPump() {
     auto [ec, n] = co_await client_.ReadSome(tmp, sizeof(tmp));
     LeaveSplice();  // whatever woke us, the kernel's part comes first
     if (ec || closed_) break;
+    if (stream_ending_) continue;  // ended for a pause: nothing more goes upstream
     route_->bytes_from_clients += static_cast<int64_t>(n);
     in.append(tmp, n);
     size_t pos = 0;
@@ -243,207 +213,6 @@ asio::awaitable<void> Session::ClientPump() {
   Close();
 }
 
-bool Session::OnClientMessage(const Message& m) {
-  std::string_view raw(m.body.data() - 5, m.total);
-  auto ensure_prepared = [&](const std::string& name) {
-    if (name.empty() || prepared_upstream_.count(name)) return;
-    auto it = statements_.find(name);
-    if (it == statements_.end()) return;  // unknown to us: the server answers for it
-    server_->outbox.Append(it->second);
-    parse_expect_.push_back({syncs_sent_, true});
-    prepared_upstream_.insert(name);
-  };
-  switch (m.type) {
-    case 'Q': {
-      pending_++;
-      syncs_sent_++;
-      // SQL DEALLOCATE of a protocol-level statement: forget it, so a later Bind is
-      // not answered by re-preparing it on a new server.
-      std::string gone = DeallocatedName(m.body);
-      if (!gone.empty()) {
-        statements_.erase(gone);
-        prepared_upstream_.erase(gone);
-      }
-      if (MentionsSetConfig(m.body)) settings_dirty_ = true;
-      RememberForWarmUp(m.body);
-      break;
-    }
-    case 'F':
-      pending_++;
-      syncs_sent_++;
-      break;
-    case 'S':
-      pending_++;
-      syncs_sent_++;
-      batch_open_ = false;
-      break;
-    case 'P': {
-      std::string name;
-      if (!ParseStatementName(m.body, &name)) return false;
-      BodyReader pr(m.body);
-      std::string_view pname, ptext;
-      if (pr.ReadCString(&pname) && pr.ReadCString(&ptext)) {
-        if (MentionsSetConfig(ptext)) settings_dirty_ = true;  // re-read at the next boundary
-        RememberForWarmUp(ptext);
-      }
-      if (!name.empty()) {
-        statements_[name] = std::string(raw);
-        prepared_upstream_.insert(name);
-      } else {
-        BodyReader r(m.body);
-        std::string_view n, query;
-        if (r.ReadCString(&n) && r.ReadCString(&query)) {
-          // Erased when parsed: should it then fail, the client only loses the re-prepare.
-          std::string gone = DeallocatedName(query);
-          if (!gone.empty()) {
-            statements_.erase(gone);
-            prepared_upstream_.erase(gone);
-          }
-        }
-      }
-      parse_expect_.push_back({syncs_sent_, false});
-      batch_open_ = true;
-      break;
-    }
-    case 'B': {
-      std::string stmt;
-      if (!ParseBindStatement(m.body, &stmt)) return false;
-      ensure_prepared(stmt);
-      batch_open_ = true;
-      break;
-    }
-    case 'D':
-    case 'C': {
-      char kind = 0;
-      std::string name;
-      if (!ParseDescribeOrClose(m.body, &kind, &name)) return false;
-      if (kind == 'S') {
-        if (m.type == 'D') {
-          ensure_prepared(name);
-        } else {
-          statements_.erase(name);
-          prepared_upstream_.erase(name);
-        }
-      }
-      batch_open_ = true;
-      break;
-    }
-    case 'E':
-      batch_open_ = true;
-      break;
-    default:
-      break;
-  }
-  server_->outbox.Append(raw);
-  return true;
-}
-
-void Session::StartCapture() {
-  capture_inflight_ = true;
-  capture_failed_ = false;
-  capture_rows_.clear();
-  syncs_sent_++;
-  server_->outbox.Append(QueryMessage(kCaptureSql));
-}
-
-void Session::RememberForWarmUp(std::string_view text) {
-  constexpr size_t kMaxTexts = 16, kMaxLength = 4096;
-  if (warm_texts_.size() >= kMaxTexts) return;
-  if (!text.empty() && text.back() == '\0') text.remove_suffix(1);
-  if (text.empty() || text.size() > kMaxLength) return;
-  for (const auto& t : warm_texts_)
-    if (t == text) return;
-  warm_texts_.emplace_back(text);
-}
-
-void Session::OnReadyForQuery(char status) {
-  rfq_seen_++;
-  if (pending_ > 0) pending_--;
-  txn_status_ = status;
-  while (!parse_expect_.empty() && parse_expect_.front().sync_index < rfq_seen_)
-    parse_expect_.pop_front();
-  if (AtBoundary() && (state_ == SessionState::kActive || state_ == SessionState::kStreaming)) {
-    route_->transactions++;
-    Advance(SessionEvent::kBoundaryReached);
-  }
-}
-
-bool Session::OnServerMessage(const Message& m) {
-  if (capture_inflight_) {
-    BodyReader r(m.body);
-    if (m.type == 'D') {
-      int16_t n = 0;
-      std::vector<std::string> cols;
-      r.ReadInt16(&n);
-      for (int i = 0; i < n; i++) {
-        int32_t len = 0;
-        std::string_view v;
-        if (!r.ReadInt32(&len) || len < 0 || !r.ReadBytes(static_cast<size_t>(len), &v)) break;
-        cols.emplace_back(v);
-      }
-      if (cols.size() == 2)
-        capture_rows_.emplace_back(cols[0], cols[1]);
-      else
-        capture_failed_ = true;
-    } else if (m.type == 'E') {
-      capture_failed_ = true;
-    } else if (m.type == 'Z') {
-      rfq_seen_++;
-      while (!parse_expect_.empty() && parse_expect_.front().sync_index < rfq_seen_)
-        parse_expect_.pop_front();
-      capture_inflight_ = false;
-      if (!capture_failed_) {
-        settings_ = capture_rows_;
-        settings_dirty_ = false;
-      }
-      wake_->cancel();
-    }
-    return false;
-  }
-  switch (m.type) {
-    case 'Z':
-      if (m.body.size() != 1) return true;
-      OnReadyForQuery(m.body[0]);
-      return true;
-    case '1':
-      if (!parse_expect_.empty()) {
-        bool injected = parse_expect_.front().injected;
-        parse_expect_.pop_front();
-        if (injected) return false;
-      }
-      return true;
-    case 'S':
-      // A report of the server's own state (a promotion turns in_hot_standby
-      // off on every session) changes nothing the session must carry.
-      if (!ReportsServerState(m.body)) {
-        settings_dirty_ = true;
-        capture_failed_ = false;
-      }
-      return true;
-    case 'E':
-      route_->errors++;
-      return true;
-    case 'C': {
-      std::string_view tag = m.body;
-      if (!tag.empty() && tag.back() == '\0') tag.remove_suffix(1);
-      if (tag == "SET" || tag == "RESET" || tag == "DISCARD ALL") {
-        settings_dirty_ = true;
-        capture_failed_ = false;
-      }
-      if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
-        statements_.clear();
-        prepared_upstream_.clear();
-      }
-      return true;
-    }
-    case 'W':
-      if (state_ == SessionState::kActive) Advance(SessionEvent::kCopyBothStarted);
-      return true;
-    default:
-      return true;
-  }
-}
-
 asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
   std::string in = std::move(sc->leftover);
   sc->leftover.clear();
@@ -463,6 +232,12 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
         skip -= take;
         continue;
       }
+      // A message boundary: what the proxy adds to the stream goes here.
+      if (feedback_pending_ || pause_pending_) {
+        s2c_open_ = false;
+        if (feedback_pending_ && CanInjectKeepalive()) out += TakeKeepalive();
+        if (pause_pending_) break;  // nothing more is forwarded
+      }
       MessageHeader h;
       std::string err;
       DecodeStatus st = DecodeHeader(std::string_view(in).substr(pos), &h, &err);
@@ -473,7 +248,8 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
         co_return;
       }
       bool inspect = capture_inflight_ || h.type == 'Z' || h.type == '1' || h.type == 'S' ||
-                     h.type == 'E' || h.type == 'C' || h.type == 'W';
+                     h.type == 'E' || h.type == 'C' || h.type == 'W' ||
+                     (replication_ && h.type == 'c');
       if (!inspect) {
         size_t take = std::min(h.total(), in.size() - pos);
         out.append(in, pos, take);
@@ -502,6 +278,8 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       pos += h.total();
     }
     in.erase(0, pos);
+    s2c_open_ = skip > 0;
+    if (feedback_pending_ && CanInjectKeepalive()) out += TakeKeepalive();
     if (!out.empty() && sc == server_) {
       route_->bytes_to_clients += static_cast<int64_t>(out.size());
       client_out_.Append(out);
@@ -512,7 +290,11 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       }
     }
     out.clear();
-    if (sc != server_ || closed_) co_return;
+    if (sc != server_ || closed_ || stream_ending_) co_return;
+    if (pause_pending_ && !s2c_open_) {
+      EndReplicationStream();
+      co_return;
+    }
     if (!capture_was && capture_inflight_) co_await FlushServer();
     if (state_ == SessionState::kIdle && settings_dirty_ && !capture_inflight_ && !replication_ &&
         !capture_failed_ && !fatal_at_boundary) {
@@ -521,7 +303,7 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
     }
     if (in.empty() && skip == 0 && !fatal_at_boundary && CanSplice()) EnterSplice();
     auto [ec, n] = co_await sc->stream.ReadSome(tmp, sizeof(tmp));
-    if (sc != server_ || closed_) co_return;
+    if (sc != server_ || closed_ || stream_ending_) co_return;
     LeaveSplice();
     if (ec) break;
     in.append(tmp, n);

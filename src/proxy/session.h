@@ -23,6 +23,14 @@
 
 namespace pgshift::proxy {
 
+// What the admin API sees of a replication session besides its server (which
+// the cancel target tracks): written on the session's thread, read by the
+// admin thread under `mu`.
+struct ReplicationView {
+  std::mutex mu;
+  ReplicationSessionInfo info;
+};
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket client, ProxyShared& shared);
@@ -70,6 +78,27 @@ class Session : public std::enable_shared_from_this<Session> {
   void DetachSplice();
   // While spliced: notices a peer that closed (no segment tells the verdict).
   asio::awaitable<void> SpliceSweep(uint64_t round);
+  // Replication sessions (session_replication.cc). Anything the proxy adds
+  // to the server → client stream goes in only between whole messages:
+  // s2c_open_ says a server message is partly forwarded, and then the
+  // ServerPump adds it once that message is complete.
+  void RegisterReplication();
+  void SetReplicationStreaming(bool streaming);
+  void SetReplicationSlot(std::string slot);
+  std::string ReplicationSlot() const;
+  // A replication command from the client (Query text), and its end (ReadyForQuery).
+  void OnReplicationQuery(std::string_view sql);
+  void OnReplicationCommandDone();
+  void OnFeedbackRequest();
+  void OnPauseRequest(std::shared_ptr<Countdown> done);
+  bool CanInjectKeepalive() const;
+  std::string TakeKeepalive();  // counts it as a feedback request
+  // At a boundary: closes the server connection (the walsender exits), sends
+  // the client a FATAL 57P01 that says to reconnect, and closes once that is
+  // written (Close waits for it).
+  void EndReplicationStream();
+  asio::awaitable<void> DeliverEnd();  // until client_out_ is written out (or failed)
+  void FlushClientSoon();              // from a handler that is not a coroutine
   void Advance(SessionEvent e);
   void Close();
   bool AtBoundary() const { return pending_ == 0 && !batch_open_ && txn_status_ == 'I'; }
@@ -133,6 +162,17 @@ class Session : public std::enable_shared_from_this<Session> {
   // The first distinct statement texts the proxy saw (kernel mode forwards
   // the rest unseen): a login opened ahead parses them, to warm its caches.
   std::vector<std::string> warm_texts_;
+
+  // Replication (session_replication.cc).
+  uint64_t replication_id_ = 0;
+  std::shared_ptr<ReplicationView> replication_view_;
+  bool copy_out_open_ = false;  // the server's side of CopyBoth: 'W' seen, no 'c' / 'E' / 'Z' yet
+  bool s2c_open_ = false;       // a server message is partly forwarded to the client
+  bool feedback_pending_ = false;
+  bool pause_pending_ = false;
+  bool stream_ending_ = false;  // EndReplicationStream ran: the pumps forward nothing more
+  bool end_delivered_ = false;  // ... its ErrorResponse is written (or given up): Close may go on
+  std::shared_ptr<Countdown> pause_done_;
 
   std::shared_ptr<CancelTarget> cancel_target_;
   uint32_t cancel_pid_ = 0, cancel_key_ = 0;

@@ -14,6 +14,9 @@
 namespace pgshift::proxy {
 namespace {
 
+// Startup packets are small; SSLRequest and StartupMessage rarely exceed this.
+constexpr size_t kStartupReadChunk = 1024;
+
 bool Matches(const std::vector<std::string>& allowed, const std::string& v) {
   for (const auto& a : allowed)
     if (a == "*" || a == v) return true;
@@ -58,7 +61,7 @@ asio::awaitable<void> Session::Refuse(std::string_view sqlstate, const std::stri
 asio::awaitable<bool> Session::Startup() {
   std::string buf;
   StartupPacket p;
-  char tmp[1024];
+  char tmp[kStartupReadChunk];
   while (true) {
     std::string err;
     DecodeStatus st = DecodeStartup(buf, &p, &err);
@@ -176,7 +179,9 @@ asio::awaitable<bool> Session::Startup() {
   hello += ReadyForQuery('I');
   client_out_.Append(hello);
   Advance(SessionEvent::kLoggedIn);
-  if (!replication_) {
+  if (replication_) {
+    RegisterReplication();
+  } else {
     std::weak_ptr<Session> weak = weak_from_this();
     auto ex = client_.socket().get_executor();
     Route* route = route_.get();  // alive while it calls its members

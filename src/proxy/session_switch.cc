@@ -10,6 +10,16 @@
 namespace pgshift::proxy {
 namespace {
 
+// A session waiting for a release is woken by it; it also looks at the hold
+// this often, in case a wake-up raced with its registration.
+constexpr int kReleasePollMs = 100;
+// A move waits for the session's settings capture, or for a login a prewarm
+// is opening, in steps of this (the awaited event wakes it sooner).
+constexpr int kMovePollMs = 50;
+// How long a move waits for a login that a prewarm is still opening before
+// it logs in itself; the login's end wakes it sooner.
+constexpr int kPrewarmWaitMs = 10000;
+
 std::string Literal(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
@@ -42,13 +52,13 @@ asio::awaitable<Status> ApplySettings(
 // idle: the move happened at a transaction boundary.
 asio::awaitable<void> Retire(std::shared_ptr<ServerConn> old,
                              RetireSchedule::Clock::time_point when, std::shared_ptr<Route> route) {
-  route->retiring++;
+  route->retiring_connections++;
   asio::steady_timer timer(co_await asio::this_coro::executor, when);
   co_await timer.async_wait(kNoThrow);
   old->outbox.Append(TerminateMessage());
   co_await old->outbox.Flush(old->stream);
   old->stream.Close();
-  route->retiring--;
+  route->retiring_connections--;
 }
 
 // A pre-opened login whose server hung up is not worth taking.
@@ -112,7 +122,7 @@ asio::awaitable<void> Session::WaitForRelease() {
       if (auto t = weak.lock()) t->cancel();
     });
   });
-  while (route_->held() && !closed_) co_await WaitWake(100);
+  while (route_->held() && !closed_) co_await WaitWake(kReleasePollMs);
   route_->RemoveWaiter(id);
 }
 
@@ -139,11 +149,11 @@ asio::awaitable<bool> Session::EnterTransaction() {
 asio::awaitable<bool> Session::Migrate() {
   Route::Target target = route_->target();
   std::string dest = target.upstream.host + ":" + std::to_string(target.upstream.port);
-  while (capture_inflight_ && !server_lost_ && !closed_) co_await WaitWake(50);
+  while (capture_inflight_ && !server_lost_ && !closed_) co_await WaitWake(kMovePollMs);
   if (settings_dirty_ && !replication_ && !server_lost_ && !closed_) {
     StartCapture();
     co_await FlushServer();
-    while (capture_inflight_ && !server_lost_ && !closed_) co_await WaitWake(50);
+    while (capture_inflight_ && !server_lost_ && !closed_) co_await WaitWake(kMovePollMs);
   }
   if (closed_) co_return false;
   if (settings_dirty_ && !replication_) {
@@ -153,8 +163,9 @@ asio::awaitable<bool> Session::Migrate() {
     co_return false;
   }
   // A login opened ahead (Prewarm, before the cutover's hold) saves logging in now.
-  for (int waited = 0; prewarm_inflight_ && !closed_ && waited < 10000; waited += 50)
-    co_await WaitWake(50);
+  for (int waited = 0; prewarm_inflight_ && !closed_ && waited < kPrewarmWaitMs;
+       waited += kMovePollMs)
+    co_await WaitWake(kMovePollMs);
   if (closed_) co_return false;
   LoginOutcome lo;
   lo.conn = TakePrewarmed(target.upstream);
@@ -191,7 +202,7 @@ asio::awaitable<bool> Session::Migrate() {
     cancel_target_->pid = server_->backend_pid;
     cancel_target_->key = server_->backend_key;
   }
-  route_->switches++;
+  route_->switched_sessions++;
   if (prewarmed) route_->prewarmed_switches++;
   auto self = shared_from_this();
   auto sc = server_;

@@ -1,5 +1,5 @@
 // State shared by all sessions of one pgshift-proxy: the configuration, the
-// route table, TLS contexts and the cancel-key registry.
+// route table, TLS contexts, the cancel-key registry and the proxy-wide stats.
 //
 // Thread-safe: the config's non-route parts are immutable after Start; routes
 // and the cancel registry lock internally.
@@ -18,6 +18,7 @@
 #include "proxy/net.h"
 #include "proxy/route.h"
 #include "proxy/splice/splicer.h"
+#include "proxy/stats.h"
 
 namespace pgshift::proxy {
 
@@ -78,9 +79,18 @@ struct ProxyShared {
       std::chrono::milliseconds(config.retire_delay_ms),
       std::chrono::milliseconds(config.retire_delay_ms > 0 ? config.retire_interval_ms : 0)};
   std::unique_ptr<Splicer> splicer;  // null: kernel splice off or unavailable
-  std::atomic<int64_t> refused{0};   // connections refused (TLS, policy, route)
-  std::atomic<int64_t> cancels_sent{0};
-  std::atomic<int64_t> protocol_errors{0};
+  // The proxy-wide rows of stats.h (PGSHIFT_PROXY_STATS), one atomic each.
+  PGSHIFT_PROXY_STATS(PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE, PGSHIFT_STAT_ATOMIC)
+
+  // Every proxy-wide row of stats.h (the route rows are 0).
+  StatValues Stats() const {
+    StatValues v{};
+#define PGSHIFT_STAT_LOAD(name, type, metric, help) \
+  v[static_cast<size_t>(Stat::name)] = name.load();
+    PGSHIFT_PROXY_STATS(PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE, PGSHIFT_STAT_LOAD)
+#undef PGSHIFT_STAT_LOAD
+    return v;
+  }
 };
 
 }  // namespace pgshift::proxy

@@ -15,6 +15,9 @@ namespace {
 
 using namespace asio::experimental::awaitable_operators;
 
+// Read size of the message-at-a-time reads during logins and helper queries.
+constexpr size_t kReadChunk = 8192;
+
 // Reads one complete message into *msg_storage and decodes it.
 asio::awaitable<Status> ReadMessage(ServerConn& c, std::string& buf, std::string& storage,
                                     Message* msg) {
@@ -31,7 +34,7 @@ asio::awaitable<Status> ReadMessage(ServerConn& c, std::string& buf, std::string
       msg->total = storage.size();
       co_return Status::OK();
     }
-    char tmp[8192];
+    char tmp[kReadChunk];
     auto [ec, n] = co_await c.stream.ReadSome(tmp, sizeof(tmp));
     if (ec) co_return Unavailable("upstream closed the connection: " + ec.message());
     buf.append(tmp, n);
@@ -323,7 +326,7 @@ asio::awaitable<Status> ParseOnly(ServerConn& c, std::vector<std::string> texts)
 }
 
 asio::awaitable<void> SendCancel(UpstreamConfig upstream, uint32_t pid, uint32_t key) {
-  auto sock = co_await ConnectSocket(upstream, 10000);
+  auto sock = co_await ConnectSocket(upstream, kCancelConnectTimeoutMs);
   if (!sock.ok()) co_return;
   std::string req = CancelRequest(pid, key);
   co_await asio::async_write(*sock, asio::buffer(req), kNoThrow);

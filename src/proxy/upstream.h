@@ -36,12 +36,17 @@ struct ServerConn {
 asio::awaitable<Result<GenericSocket>> ConnectSocket(const UpstreamConfig& upstream,
                                                      int timeout_ms);
 
+// A login (connect, TLS, authentication) that takes longer fails.
+inline constexpr int kUpstreamLoginTimeoutMs = 10000;
+// Connecting to forward a CancelRequest.
+inline constexpr int kCancelConnectTimeoutMs = 10000;
+
 struct UpstreamLogin {
   UpstreamConfig upstream;
   std::vector<std::pair<std::string, std::string>> startup_params;
   std::optional<Credential> credential;
   asio::ssl::context* tls_context = nullptr;  // client context for upstream TLS without a CA
-  int timeout_ms = 10000;
+  int timeout_ms = kUpstreamLoginTimeoutMs;
 };
 
 struct LoginOutcome {

@@ -5,7 +5,8 @@
 // Current() returns the endpoint of the last Repoint on this instance and
 // NotFound before any Repoint (there is no router to ask; a restarted
 // pgshiftd sees NotFound and must not read it as "not switched yet").
-// Stats() is all zeros. Thread-compatible.
+// Stats() is all zeros; there are no replication sessions to list, ask or
+// pause (Router's defaults). Thread-compatible.
 #pragma once
 
 #include <optional>
@@ -25,8 +26,9 @@ class NoneRouter : public Router {
   }
   Result<Endpoint> Current() override {
     if (!last_repoint_) {
-      return NotFound("the \"none\" router does not route traffic: applications connect "
-                      "directly, so there is no current endpoint");
+      return NotFound(
+          "the \"none\" router does not route traffic: applications connect "
+          "directly, so there is no current endpoint");
     }
     return *last_repoint_;
   }

@@ -7,13 +7,14 @@
 //   Release → RESUME <route>
 // Current/Stats read SHOW DATABASES / SHOW POOLS / SHOW STATS, so PgBouncer
 // stays the source of truth. Every admin round trip is bounded by a deadline.
+// PgBouncer (1.18) does not carry replication connections: the replication
+// calls keep Router's defaults (none listed, none asked or paused).
 // Thread-compatible: one thread at a time per instance (Router's rule).
 #pragma once
 
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/status.h"
 #include "router/router.h"

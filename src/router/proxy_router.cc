@@ -4,8 +4,15 @@
 
 #include <algorithm>
 
+#include "proxy/config.h"
+#include "proxy/stats.h"
+
 namespace pgshift {
 namespace {
+
+// Connecting to the admin API takes at most this (loopback: it either
+// answers at once or is not there), even when the call may run longer.
+constexpr int64_t kMaxConnectTimeoutMs = 10000;
 
 Status FromHttp(int status, const std::string& body, const std::string& what) {
   std::string msg = body;
@@ -34,7 +41,7 @@ Result<nlohmann::json> ProxyRouter::Call(const std::string& method, const std::s
   if (!cli.is_valid())
     return InvalidArgument("invalid proxy admin_url \"" + config_.admin_url + "\"");
   cli.set_tcp_nodelay(true);  // a 40 ms Nagle stall per call would lengthen the hold
-  cli.set_connection_timeout(std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 10000)));
+  cli.set_connection_timeout(std::chrono::milliseconds(std::min(timeout_ms, kMaxConnectTimeoutMs)));
   cli.set_read_timeout(std::chrono::milliseconds(timeout_ms));
   cli.set_write_timeout(std::chrono::milliseconds(timeout_ms));
   std::string what = method + " " + config_.admin_url + path;
@@ -74,7 +81,7 @@ Status ProxyRouter::Prewarm(const Endpoint& to) {
   PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, UpstreamBody(to, "prewarm"));
   // Waits for the logins: the hold that follows should not start while the
   // proxy and the standby are still busy opening them.
-  const int64_t wait_ms = std::clamp<int64_t>(config_.admin_timeout_ms / 2, 1, 60000);
+  const int64_t wait_ms = WaitMs();
   body["wait_ms"] = wait_ms;
   auto r = Call("POST", "/routes/" + config_.route + "/prewarm", body, config_.admin_timeout_ms);
   if (!r.ok()) return r.status();
@@ -84,6 +91,61 @@ Status ProxyRouter::Prewarm(const Endpoint& to) {
                    " were still being opened after " + std::to_string(wait_ms) + " ms");
   }
   return Status::OK();
+}
+
+int64_t ProxyRouter::WaitMs() const {
+  return std::clamp<int64_t>(config_.admin_timeout_ms / 2, 1, proxy::kMaxAdminWaitMs);
+}
+
+Result<std::vector<ReplicationSession>> ProxyRouter::ReplicationSessions(const Endpoint& on) {
+  if (on.host.empty() || on.port <= 0)
+    return InvalidArgument("replication sessions: endpoint needs host and port");
+  PGSHIFT_ASSIGN_OR_RETURN(
+      auto j, Call("GET", "/routes/" + config_.route + "/replication?upstream=" + on.ToString(),
+                   nullptr, config_.admin_timeout_ms));
+  std::vector<ReplicationSession> out;
+  try {
+    for (const auto& s : j.at("sessions")) {
+      ReplicationSession r{.backend_pid = s.at("backend_pid").get<int>(),
+                           .server = {s.at("server").at("host").get<std::string>(),
+                                      s.at("server").at("port").get<int>()},
+                           .database = s.at("database").get<std::string>(),
+                           .user = s.at("user").get<std::string>(),
+                           .application_name = s.at("application_name").get<std::string>(),
+                           .client_addr = s.at("client_addr").get<std::string>(),
+                           .streaming = s.at("streaming").get<bool>(),
+                           .slot = s.at("slot").get<std::string>()};
+      // Asked about `on`: a session elsewhere would be mistaken for one of its consumers.
+      if (!(r.server == on))
+        return Internal("the proxy listed a replication session on " + r.server.ToString() +
+                        ", not on " + on.ToString());
+      out.push_back(std::move(r));
+    }
+  } catch (const std::exception& e) {
+    return Internal(std::string("unexpected replication JSON from the proxy: ") + e.what());
+  }
+  return out;
+}
+
+Result<int> ProxyRouter::RequestReplicationFeedback() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto j,
+                           Call("POST", "/routes/" + config_.route + "/replication/feedback",
+                                nlohmann::json::object(), config_.admin_timeout_ms));
+  return j.value("sessions_asked", 0);
+}
+
+Result<int> ProxyRouter::PauseReplication() {
+  const int64_t wait_ms = WaitMs();
+  PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("POST", "/routes/" + config_.route + "/replication/pause",
+                                        {{"wait_ms", wait_ms}}, config_.admin_timeout_ms));
+  const int64_t pending = j.value("pending", int64_t{0});
+  if (pending > 0) {
+    return Timeout(std::to_string(pending) + " of " +
+                   std::to_string(j.value("sessions_paused", 0)) +
+                   " paused replication session(s) still had their server connection after " +
+                   std::to_string(wait_ms) + " ms");
+  }
+  return j.value("sessions_paused", 0);
 }
 
 Status ProxyRouter::SwitchTo(const Endpoint& to) {
@@ -106,12 +168,12 @@ Result<Endpoint> ProxyRouter::Current() {
 Result<RouteStats> ProxyRouter::Stats() {
   PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("GET", "/routes/" + config_.route + "/stats", nullptr,
                                         config_.admin_timeout_ms));
-  RouteStats s;
-  s.sessions = j.value("sessions", int64_t{0});
-  s.held_sessions = j.value("held_sessions", int64_t{0});
-  s.transactions = j.value("transactions", int64_t{0});
-  s.errors = j.value("errors", int64_t{0});
-  return s;
+  // The keys come from the proxy's one list of stats (proxy/stats.h).
+  auto get = [&j](proxy::Stat s) { return j.value(std::string(proxy::StatKey(s)), int64_t{0}); };
+  return RouteStats{.sessions = get(proxy::Stat::sessions),
+                    .held_sessions = get(proxy::Stat::held_sessions),
+                    .transactions = get(proxy::Stat::transactions),
+                    .errors = get(proxy::Stat::errors)};
 }
 
 Result<HeldBackends> ProxyRouter::HeldBackendPids(const Endpoint& on) {

@@ -9,6 +9,9 @@
 //   SwitchTo(e) → POST /routes/{route}/switch {"upstream": {"host","port"}}
 //   HeldBackendPids(e) → GET /routes/{route}/backends?upstream=host:port (409 unless the
 //                hold has drained; it also makes the release move every session)
+//   ReplicationSessions(e) → GET /routes/{route}/replication?upstream=host:port
+//   RequestReplicationFeedback → POST /routes/{route}/replication/feedback
+//   PauseReplication → POST /routes/{route}/replication/pause {"wait_ms": ...}
 // The proxy is the source of truth; nothing is cached here. Each call opens
 // its own HTTP client, so one instance is safe from one thread at a time
 // (Router's rule) and keeps no connection across pgshiftd restarts.
@@ -17,6 +20,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "router/router.h"
@@ -43,8 +47,15 @@ class ProxyRouter : public Router {
   Result<HeldBackends> HeldBackendPids(const Endpoint& on) override;
   Status Prewarm(const Endpoint& to) override;
   Status SwitchTo(const Endpoint& to) override;
+  Result<std::vector<ReplicationSession>> ReplicationSessions(const Endpoint& on) override;
+  Result<int> RequestReplicationFeedback() override;
+  // Timeout when a paused session had not closed its server side within
+  // half of admin_timeout_ms.
+  Result<int> PauseReplication() override;
 
  private:
+  // How long the proxy may wait inside a call (prewarm, pause): half the call's bound.
+  int64_t WaitMs() const;
   Result<nlohmann::json> Call(const std::string& method, const std::string& path,
                               const nlohmann::json& body, int64_t timeout_ms);
   ProxyRouterConfig config_;

@@ -37,15 +37,22 @@ struct HeldBackends {
   std::vector<int> pids;
 };
 
-// A replication connection (a CDC consumer) the router carries.
+// A replication connection (a CDC consumer such as pg_recvlogical, connected
+// with replication=database) that the router carries to a server.
 struct ReplicationSession {
-  int backend_pid = 0;  // its walsender on the server: pg_replication_slots.active_pid
-  std::string slot;     // from START_REPLICATION, once streaming
-  std::string application_name;
-  std::string client;  // the consumer's address as the router sees it
-  bool streaming = false;
+  // The server session's pid: the walsender, which
+  // pg_replication_slots.active_pid shows while it streams a slot. That is
+  // how a slot's consumer is known to come through the router.
+  int backend_pid = 0;
+  Endpoint server;
+  std::string database, user, application_name;
+  std::string client_addr;  // the consumer's address as the router sees it
+  bool streaming = false;   // a replication stream is running (CopyBoth)
+  std::string slot;         // the slot of a running START_REPLICATION SLOT x LOGICAL, else ""
 };
 
+// A router's traffic counters. ProxyRouter reads each from the proxy's stat
+// of the same name (proxy/stats.h); PgBouncerRouter from SHOW POOLS / STATS.
 struct RouteStats {
   int64_t sessions = 0;       // client sessions on the route
   int64_t held_sessions = 0;  // sessions waiting at a boundary
@@ -84,16 +91,23 @@ class Router {
   // switch does not wait for logins. Only an optimisation; the default does
   // nothing.
   virtual Status Prewarm(const Endpoint& to) { return Status::OK(); }
-  // The route's replication connections on `on`. Routers that do not carry
-  // replication connections (PgBouncer 1.18, none) have none.
+  // CDC consumers across a cutover. After the source is fenced and every
+  // logical slot has confirmed the final WAL position, the consumers are
+  // paused; their reconnects wait in the hold and then reach wherever the
+  // route points. Routers that carry no replication connections (PgBouncer
+  // 1.18, the none router) keep the defaults: none listed, none asked.
+  //
+  // The replication sessions the router has on `on`.
   virtual Result<std::vector<ReplicationSession>> ReplicationSessions(const Endpoint& on) {
     return std::vector<ReplicationSession>{};
   }
-  // Asks every streaming consumer of the route to report its flushed
-  // position now (a keepalive that requests a reply); returns how many.
+  // Asks every streaming consumer to report its flushed position now (a
+  // keepalive that requests a reply) instead of at its next status interval,
+  // so confirmed_flush_lsn catches up at once. Returns how many were asked.
   virtual Result<int> RequestReplicationFeedback() { return 0; }
-  // Ends every replication connection of the route at a message boundary;
-  // the consumers' reconnects wait like any login while the route is held.
+  // Ends every replication session of the route between two messages: the
+  // server side closes (the walsender exits, the slot becomes inactive) and
+  // the consumer is told to reconnect. Returns how many were ended.
   virtual Result<int> PauseReplication() { return 0; }
   // Repoint, then Release. A router that can do both in one call saves a
   // round trip inside the hold.

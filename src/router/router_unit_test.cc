@@ -1,16 +1,20 @@
-// Unit tests: pgbouncer.ini rewriting, router config validation, the none router.
+// Unit tests: pgbouncer.ini rewriting, router config validation, the none
+// router, and the proxy adapter against a stand-in admin API.
 #include <gtest/gtest.h>
-
+#include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <thread>
+#include <vector>
 
 #include "common/os.h"
 #include "router/none_router.h"
 #include "router/pgbouncer_process.h"
 #include "router/pgbouncer_router.h"
+#include "router/proxy_router.h"
 #include "router/router.h"
 
 namespace pgshift {
@@ -64,8 +68,7 @@ TEST(RewriteRouteInIni, AddsMissingHostAndPortAndKeepsCrlfAndQuotes) {
 }
 
 TEST(RewriteRouteInIni, ReplacesQuotedValuesAndMatchesWholeNamesOnly) {
-  const std::string ini =
-      "[databases]\napp2 = host=x port=2\napp = host='old host' port='5432'\n";
+  const std::string ini = "[databases]\napp2 = host=x port=2\napp = host='old host' port='5432'\n";
   auto out = RewriteRouteInIni(ini, "app", kTarget);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(*out, "[databases]\napp2 = host=x port=2\napp = host=10.0.0.7 port=6543\n");
@@ -172,6 +175,118 @@ TEST(NoneRouter, DoesNothingAndRemembersOnlyItsLastRepoint) {
   EXPECT_EQ(stats->sessions, 0);
 }
 
+// Routers without replication connections keep Router's defaults.
+TEST(Router, ReplicationCallsDefaultToNothing) {
+  NoneRouter none;
+  PgBouncerRouter pgb({.admin_conninfo = "host=127.0.0.1 port=1 dbname=pgbouncer",
+                       .config_file = "/nonexistent.ini",
+                       .route = "app"});
+  for (Router* r : std::vector<Router*>{&none, &pgb}) {
+    auto list = r->ReplicationSessions(kTarget);
+    ASSERT_TRUE(list.ok());
+    EXPECT_TRUE(list->empty());
+    EXPECT_EQ(r->RequestReplicationFeedback().value(), 0);
+    EXPECT_EQ(r->PauseReplication().value(), 0);
+  }
+}
+
+// A stand-in for pgshift-proxy's admin API on a free loopback port.
+class FakeProxyAdmin {
+ public:
+  FakeProxyAdmin() {
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    // Bound and listening already: calls wait in the backlog until it accepts.
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~FakeProxyAdmin() {
+    server_.stop();
+    thread_.join();
+  }
+  httplib::Server& server() { return server_; }
+  ProxyRouter Router() const {
+    return ProxyRouter({.admin_url = "http://127.0.0.1:" + std::to_string(port_),
+                        .route = "app",
+                        .admin_timeout_ms = 2000});
+  }
+
+ private:
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+void Reply(httplib::Response& res, const nlohmann::json& j) {
+  res.set_content(j.dump(), "application/json");
+}
+
+TEST(ProxyRouter, ReadsStatsAndReplicationSessionsFromTheAdminApi) {
+  FakeProxyAdmin admin;
+  std::string asked_upstream, pause_body;
+  int64_t pending = 0;
+  admin.server().Get("/routes/app/stats", [](const httplib::Request&, httplib::Response& res) {
+    Reply(res, {{"sessions", 3}, {"held_sessions", 1}, {"transactions", 40}, {"errors", 2}});
+  });
+  admin.server().Get("/routes/app/replication",
+                     [&](const httplib::Request& req, httplib::Response& res) {
+                       asked_upstream = req.get_param_value("upstream");
+                       Reply(res, {{"route", "app"},
+                                   {"sessions",
+                                    {{{"backend_pid", 4242},
+                                      {"server", {{"host", "10.0.0.7"}, {"port", 6543}}},
+                                      {"database", "app"},
+                                      {"user", "cdc"},
+                                      {"application_name", "pg_recvlogical"},
+                                      {"client_addr", "10.1.1.1:50000"},
+                                      {"streaming", true},
+                                      {"slot", "s1"}}}}});
+                     });
+  admin.server().Post("/routes/app/replication/feedback",
+                      [](const httplib::Request&, httplib::Response& res) {
+                        Reply(res, {{"route", "app"}, {"sessions_asked", 1}});
+                      });
+  admin.server().Post(
+      "/routes/app/replication/pause", [&](const httplib::Request& req, httplib::Response& res) {
+        pause_body = req.body;
+        Reply(res, {{"route", "app"}, {"sessions_paused", 2}, {"pending", pending}});
+      });
+  ProxyRouter router = admin.Router();
+
+  auto stats = router.Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->sessions, 3);
+  EXPECT_EQ(stats->held_sessions, 1);
+  EXPECT_EQ(stats->transactions, 40);
+  EXPECT_EQ(stats->errors, 2);
+
+  auto list = router.ReplicationSessions(kTarget);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_EQ(asked_upstream, "10.0.0.7:6543");
+  ASSERT_EQ(list->size(), 1u);
+  const ReplicationSession& s = (*list)[0];
+  EXPECT_EQ(s.backend_pid, 4242);
+  EXPECT_EQ(s.server, kTarget);
+  EXPECT_EQ(s.application_name, "pg_recvlogical");
+  EXPECT_EQ(s.client_addr, "10.1.1.1:50000");
+  EXPECT_TRUE(s.streaming);
+  EXPECT_EQ(s.slot, "s1");
+  // A session on another server than the one asked about is not taken for one of its consumers.
+  auto elsewhere = router.ReplicationSessions(Endpoint{"10.0.0.8", 6543});
+  EXPECT_EQ(elsewhere.status().code(), Code::kInternal);
+  EXPECT_EQ(router.ReplicationSessions(Endpoint{"", 0}).status().code(), Code::kInvalidArgument);
+
+  EXPECT_EQ(router.RequestReplicationFeedback().value(), 1);
+  auto paused = router.PauseReplication();
+  ASSERT_TRUE(paused.ok()) << paused.status().ToString();
+  EXPECT_EQ(*paused, 2);
+  EXPECT_EQ(nlohmann::json::parse(pause_body)["wait_ms"], 1000) << "half of admin_timeout_ms";
+  pending = 1;
+  paused = router.PauseReplication();
+  EXPECT_EQ(paused.status().code(), Code::kTimeout);
+  EXPECT_NE(paused.status().message().find("1 of 2 paused replication session(s)"),
+            std::string::npos)
+      << paused.status().message();
+}
+
 // A server that accepts TCP connections but never answers: every admin step
 // must still end at its deadline.
 TEST(PgBouncerRouter, SilentAdminConsoleCannotMakeHoldHang) {
@@ -194,15 +309,17 @@ TEST(PgBouncerRouter, SilentAdminConsoleCannotMakeHoldHang) {
   auto start = std::chrono::steady_clock::now();
   Status held = router.Hold(300);
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::steady_clock::now() - start).count();
+                  std::chrono::steady_clock::now() - start)
+                  .count();
   EXPECT_EQ(held.code(), Code::kTimeout) << held.ToString();
   EXPECT_NE(held.message().find("nothing was paused"), std::string::npos) << held.message();
   EXPECT_LT(took, 3000);
   start = std::chrono::steady_clock::now();
   EXPECT_EQ(router.Release().code(), Code::kTimeout);
   EXPECT_EQ(router.Current().status().code(), Code::kTimeout);
-  took = std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now() - start).count();
+  took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+             .count();
   EXPECT_LT(took, 5000);
   close(fd);
 }

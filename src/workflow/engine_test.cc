@@ -636,7 +636,7 @@ TEST_F(EngineTest, SecondMigrationOntoTheSameTargetDirIsRefused) {
   EXPECT_NE(again.status().message().find(id), std::string::npos);
 }
 
-// --- CDC: logical slots carried across the cutover (workflow/cdc.h) ---
+// --- CDC: logical slots carried across the cutover (workflow/cdc_slots.h) ---
 
 // A slot whose consumer the router carries (walsender pid 4242).
 void AddCarriedSlot(FakeWorld& w, const std::string& name = "orders_cdc", int pid = 4242) {
@@ -645,7 +645,7 @@ void AddCarriedSlot(FakeWorld& w, const std::string& name = "orders_cdc", int pi
   s.active = true;
   s.active_pid = pid;
   w.logical_slots.push_back(s);
-  w.replication_sessions.push_back({.backend_pid = pid, .slot = name, .streaming = true});
+  w.replication_sessions.push_back({.backend_pid = pid, .streaming = true, .slot = name});
 }
 
 int64_t CallPos(const std::vector<std::string>& calls, const std::string& call) {

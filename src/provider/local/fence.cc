@@ -1,5 +1,6 @@
 #include "provider/local/fence.h"
 
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -20,23 +21,51 @@ std::string HbaQuote(const std::string& role) {
   return out + "\"";
 }
 
-Status OnThisHost(const std::string& path) {
+// The facts every fence operation starts from, in one round trip (traffic
+// may be held).
+constexpr const char* kHostFacts =
+    "current_setting('hba_file') as f, current_setting('data_directory') as d, "
+    "pg_backend_pid() as bp";
+
+// The hba_file of a server shown to run on this host (`facts`: kHostFacts).
+Result<std::string> LocalHbaPath(const Rows& facts) {
+  PGSHIFT_RETURN_IF_ERROR(ServerRunsHere(facts.Str(0, "d"), static_cast<int>(facts.Int(0, "bp"))));
+  std::string path = facts.Str(0, "f");
   if (!PathExists(path)) {
-    return FailedPrecondition("the source's pg_hba.conf (" + path +
-                              ") is not on this host; the local provider can fence only a source "
-                              "running on the same machine as pgshiftd");
+    return FailedPrecondition("the source's pg_hba.conf (" + path + ") is not readable here");
+  }
+  return path;
+}
+
+Result<std::string> HbaPath(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(Rows r, admin.Query(std::string("select ") + kHostFacts));
+  return LocalHbaPath(r);
+}
+
+}  // namespace
+
+Status ServerRunsHere(const std::string& data_dir, int backend_pid) {
+  const std::string elsewhere =
+      "the source (data directory " + data_dir +
+      ") does not run on this host: the local provider fences a source through its "
+      "pg_hba.conf and retires it with pg_ctl, so pgshiftd must run on the source's host (";
+  auto pidfile = ReadFile(data_dir + "/postmaster.pid");
+  if (!pidfile.ok()) return FailedPrecondition(elsewhere + pidfile.status().message() + ")");
+  const int postmaster = std::atoi(pidfile->c_str());
+  auto parent = ParentPid(backend_pid);
+  if (postmaster <= 0 || !parent.ok() || *parent != postmaster) {
+    return FailedPrecondition(elsewhere + data_dir + "/postmaster.pid names postmaster " +
+                              std::to_string(postmaster) + ", which is not the parent of the " +
+                              "session's backend " + std::to_string(backend_pid) + " here)");
   }
   return Status::OK();
 }
 
-Result<std::string> HbaPath(PgConn& admin) {
-  PGSHIFT_ASSIGN_OR_RETURN(Rows r, admin.Query("select current_setting('hba_file') as f"));
-  std::string path = r.Str(0, "f");
-  PGSHIFT_RETURN_IF_ERROR(OnThisHost(path));
-  return path;
+Result<std::string> LocalDataDirectory(PgConn& admin) {
+  PGSHIFT_ASSIGN_OR_RETURN(Rows r, admin.Query(std::string("select ") + kHostFacts));
+  PGSHIFT_RETURN_IF_ERROR(ServerRunsHere(r.Str(0, "d"), static_cast<int>(r.Int(0, "bp"))));
+  return r.Str(0, "d");
 }
-
-}  // namespace
 
 std::string LocalFence::WithoutFence(const std::string& hba) {
   std::istringstream in(hba);
@@ -98,11 +127,11 @@ Result<FenceOutcome> LocalFence::Fence(PgConn& admin, const FenceExemption& exem
   // Traffic is held: what the fence needs to know comes in one round trip.
   PGSHIFT_ASSIGN_OR_RETURN(
       Rows facts,
-      admin.Query("select current_setting('hba_file') as f, pg_conf_load_time()::text as t, "
+      admin.Query(std::string("select ") + kHostFacts +
+                  ", pg_conf_load_time()::text as t, "
                   "coalesce(array_to_json(array(select rolname from pg_roles where rolcanlogin "
                   "and rolname <> current_user order by 1)), '[]')::text as roles"));
-  const std::string path = facts.Str(0, "f");
-  PGSHIFT_RETURN_IF_ERROR(OnThisHost(path));
+  PGSHIFT_ASSIGN_OR_RETURN(const std::string path, LocalHbaPath(facts));
   std::vector<std::string> names;
   const auto roles = nlohmann::json::parse(facts.Str(0, "roles"), nullptr, false);
   if (!roles.is_array()) return Internal("fence: unreadable role list " + facts.Str(0, "roles"));

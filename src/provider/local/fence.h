@@ -56,6 +56,16 @@ struct FenceOptions {
   int clean_sweeps = 2;
 };
 
+// The data directory of the server `admin` is a session of, once it is
+// shown to run on this host: the postmaster its postmaster.pid names is the
+// parent of admin's backend. FailedPrecondition otherwise: a remote server,
+// or one whose paths only happen to exist here too (a fence would edit
+// another cluster's pg_hba.conf, a retire stop another cluster).
+Result<std::string> LocalDataDirectory(PgConn& admin);
+// The same check on facts already read: current_setting('data_directory')
+// and pg_backend_pid() of one session.
+Status ServerRunsHere(const std::string& data_dir, int backend_pid);
+
 class LocalFence {
  public:
   explicit LocalFence(std::string label, FenceOptions options = {})

@@ -133,5 +133,26 @@ TEST_F(LocalFenceTest, SparesOnlyExemptIdleBackendsOfTheGivenDatabase) {
   EXPECT_TRUE(ClientPids(*admin_).empty());
 }
 
+// The fence edits the pg_hba.conf of the server it talks to, and of no other
+// cluster whose paths merely exist on this host.
+TEST_F(LocalFenceTest, RefusesAServerThatDoesNotRunHere) {
+  auto dir = LocalDataDirectory(*admin_);
+  ASSERT_TRUE(dir.ok()) << dir.status().ToString();
+  EXPECT_EQ(*dir, pg_->cluster().spec().data_dir);
+  // Another server's session: same host, but not the postmaster of this data directory.
+  auto other = testing::TestCluster::Create({.name = "other"});
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  auto elsewhere = MustConnect((*other)->Conninfo());
+  ASSERT_TRUE(elsewhere);
+  Status st = ServerRunsHere(*dir, elsewhere->BackendPid());
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+  EXPECT_NE(st.message().find("does not run on this host"), std::string::npos) << st.message();
+  // A data directory that is not on this host at all.
+  st = ServerRunsHere("/nonexistent/pgdata", admin_->BackendPid());
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("/nonexistent/pgdata"), std::string::npos) << st.message();
+}
+
 }  // namespace
 }  // namespace pgshift

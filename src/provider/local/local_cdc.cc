@@ -50,7 +50,7 @@ Result<std::vector<LogicalSlot>> LocalEnv::TargetLogicalSlots() {
 Result<Lsn> LocalEnv::EnsureTargetLogicalSlot(const LogicalSlot& slot) {
   // A logical slot belongs to a database: create it from a session there.
   PGSHIFT_ASSIGN_OR_RETURN(std::string ci, TargetConninfo(slot.database));
-  auto conn = PgConn::Connect(ci, 5);
+  auto conn = OpenSession(ci);
   if (!conn.ok()) return conn.status().Wrap("target database " + slot.database);
   PgConn& c = **conn;
   PGSHIFT_ASSIGN_OR_RETURN(Rows have,

@@ -34,13 +34,27 @@ Finding Block(const std::string& id, const std::string& subject, nlohmann::json 
 }  // namespace
 
 checks::TargetPlan LocalEnv::Plan() const {
-  return checks::TargetPlan{.bin_dir = target_.spec().bin_dir, .settings = spec_.target.settings};
+  checks::TargetPlan plan{.bin_dir = target_.spec().bin_dir,
+                          .settings = spec_.target.settings,
+                          .tablespace_dir = TablespaceDir()};
+  // CreateReplica writes it before the operator's settings, which win.
+  plan.settings.emplace(kInPlaceTablespaces, "on");
+  return plan;
 }
 
 Result<std::vector<checks::Finding>> LocalEnv::PreflightFindings() {
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * source, Source());
   PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> out, checks::RunPreflight(*source, Plan()));
   PGSHIFT_ASSIGN_OR_RETURN(SourceInfo src, InspectSource());
+  if (auto dir = LocalDataDirectory(*source); !dir.ok()) {
+    out.push_back(Block("source_host", source_ep_.ToString(), "elsewhere", "this host",
+                        dir.status().message(),
+                        "run pgshiftd on the source's host, or use a provider for the source's "
+                        "platform"));
+  } else {
+    out.push_back(Ok("source_host", source_ep_.ToString(), *dir,
+                     "the source runs on this host (data directory " + *dir + ")"));
+  }
   if (src.in_recovery) {
     out.push_back(Block("source_role", "", "standby", "primary", "the source is itself a standby",
                         "point source.conninfo at the primary"));
@@ -89,6 +103,8 @@ Result<std::vector<checks::Finding>> LocalEnv::ValidateFindings() {
   };
   PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> out,
                            checks::RunValidate(*source, *target, Plan(), options));
+  PGSHIFT_ASSIGN_OR_RETURN(std::vector<Finding> tablespaces, TablespaceFindings());
+  out.insert(out.end(), tablespaces.begin(), tablespaces.end());
   const std::string slot = SlotNameFor(id_);
   PGSHIFT_ASSIGN_OR_RETURN(
       Rows rows,
@@ -103,6 +119,10 @@ Result<std::vector<checks::Finding>> LocalEnv::ValidateFindings() {
   return out;
 }
 
-std::vector<checks::Finding> LocalEnv::SyncFindings() { return monitor_.Findings(); }
+std::vector<checks::Finding> LocalEnv::SyncFindings() {
+  std::vector<Finding> out = monitor_.Findings();
+  out.insert(out.end(), tablespace_findings_.begin(), tablespace_findings_.end());
+  return out;
+}
 
 }  // namespace pgshift

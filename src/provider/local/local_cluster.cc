@@ -5,7 +5,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "common/os.h"
 
@@ -117,16 +116,9 @@ Result<int> LocalCluster::LowerPriority(std::optional<int> nice_value) const {
   for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = e.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(e.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-    const size_t close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    int ppid = 0;
-    char state = 0;
-    if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == postmaster)
-      pids.push_back(std::stoi(name));
+    const int pid = std::stoi(name);
+    auto ppid = ParentPid(pid);
+    if (ppid.ok() && *ppid == postmaster) pids.push_back(pid);
   }
   int changed = 0;
   std::string first_error;

@@ -27,7 +27,7 @@ void LocalEnv::PrepareCutover() {
     }
     auto ci = TargetConninfo(db);
     if (!ci.ok()) return;
-    auto session = PgConn::Connect(*ci);
+    auto session = OpenSession(*ci);
     if (!session.ok()) continue;
     // A first export here warms the session's caches, so the one inside the
     // hold costs a round trip and nothing more (a standby exports too).
@@ -84,6 +84,10 @@ Result<int> LocalEnv::PromoteTarget() {
   PGSHIFT_ASSIGN_OR_RETURN(TargetState t, InspectTarget());
   if (!t.running) return FailedPrecondition("the target is not running; it cannot be promoted");
   if (t.in_recovery) {
+    // A tablespace the source created since the last sync sample would leave
+    // the promoted target sharing the source's files: refuse, the cutover
+    // is rolled back to the source.
+    PGSHIFT_RETURN_IF_ERROR(GuardTablespaces());
     // pg_promote(wait => true) checks only every 100 ms; traffic is held, so
     // ask without waiting and watch for the end of recovery ourselves.
     PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Target());

@@ -1,7 +1,6 @@
 #include "provider/local/local_env.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -22,9 +21,7 @@ ClusterSpec TargetClusterSpec(const MigrationSpec& spec) {
                      .settings = spec.target.settings};
 }
 
-// libpq's defaults for what the source conninfo leaves out.
-constexpr const char* kDefaultHost = "localhost";
-constexpr int kDefaultPort = 5432;
+// The target's login when the source conninfo names no user.
 constexpr const char* kDefaultUser = "postgres";
 
 // Stops a cluster that no longer carries traffic (a retired source, a
@@ -40,7 +37,8 @@ Status StopGivingWay(LocalCluster& cluster) {
 }  // namespace
 
 LocalEnv::LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr<Router> router,
-                   ProcessRunner& runner, LocalEnvOptions options)
+                   ProcessRunner& runner, LocalEnvOptions options,
+                   std::shared_ptr<const std::atomic<bool>> stop)
     : id_(std::move(migration_id)),
       spec_(std::move(spec)),
       router_(std::move(router)),
@@ -52,15 +50,16 @@ LocalEnv::LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr
       monitor_(checks::SyncMonitor::Options{
           .lag_threshold_bytes = static_cast<uint64_t>(spec_.options.lag_threshold_bytes),
           .lag_threshold_seconds = spec_.options.lag_threshold_seconds,
-          .sustain_ms = spec_.options.sustain_ms}) {
-  auto kv = ParseConninfo(spec_.source_conninfo);
-  if (kv.ok()) {
-    source_ep_.host = kv->count("host") ? kv->at("host") : kDefaultHost;
-    source_ep_.port = kv->count("port") ? std::stoi(kv->at("port")) : kDefaultPort;
+          .sustain_ms = spec_.options.sustain_ms}),
+      factory_stop_(std::move(stop)) {
+  // LocalEnvFactory::Make refuses a conninfo that does not resolve.
+  if (auto t = ResolveConnTarget(spec_.source_conninfo); t.ok()) {
+    source_ep_ = {t->Address(), t->port};
   }
 }
 
 LocalEnv::~LocalEnv() {
+  RequestStop();
   if (parity_) {
     parity_->cancel = true;
     if (parity_->thread.joinable()) parity_->thread.join();
@@ -103,13 +102,22 @@ bool LocalEnv::SourceUp() const {
   return probe.ok() && PQping(probe->c_str()) == PQPING_OK;
 }
 
+Result<std::unique_ptr<PgConn>> LocalEnv::OpenSession(const std::string& conninfo) const {
+  PGSHIFT_ASSIGN_OR_RETURN(std::string named,
+                           WithConninfo(conninfo, {{"application_name", "pgshiftd"}}));
+  PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithSessionTimeouts(named, options_.session));
+  return PgConn::Connect(ci, options_.connect_timeout_s);
+}
+
+bool LocalEnv::StopRequested() const {
+  return stop_requested_ || (factory_stop_ && *factory_stop_);
+}
+
 Result<PgConn*> LocalEnv::Source() {
   if (!source_ || !source_->Healthy()) {
     source_.reset();
-    PGSHIFT_ASSIGN_OR_RETURN(std::string base, SourceConninfo());
-    PGSHIFT_ASSIGN_OR_RETURN(std::string ci,
-                             WithConninfo(base, {{"application_name", "pgshiftd"}}));
-    auto c = PgConn::Connect(ci);
+    PGSHIFT_ASSIGN_OR_RETURN(std::string ci, SourceConninfo());
+    auto c = OpenSession(ci);
     if (!c.ok()) return c.status().Wrap("source");
     source_ = std::move(c).value();
   }
@@ -120,7 +128,7 @@ Result<PgConn*> LocalEnv::Target() {
   if (!target_conn_ || !target_conn_->Healthy()) {
     target_conn_.reset();
     PGSHIFT_ASSIGN_OR_RETURN(std::string ci, TargetConninfo());
-    auto c = PgConn::Connect(ci, options_.connect_timeout_s);
+    auto c = OpenSession(ci);
     if (!c.ok()) return c.status().Wrap("target");
     target_conn_ = std::move(c).value();
   }
@@ -214,6 +222,7 @@ Result<ReplicationLag> LocalEnv::Lag(const std::string& slot) {
         {slot});
   });
   PGSHIFT_RETURN_IF_ERROR(src.status());
+  PGSHIFT_RETURN_IF_ERROR(GuardTablespaces());
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * t, Target());
   auto rep = t->Query("select coalesce(pg_last_wal_replay_lsn(), '0/0')::text as rep");
   if (!rep.ok()) {
@@ -238,13 +247,13 @@ Result<ReplicationLag> LocalEnv::Lag(const std::string& slot) {
 Status LocalEnv::RetireSource() {
   if (!SourceUp()) return Status::OK();
   PGSHIFT_ASSIGN_OR_RETURN(PgConn * c, Source());
-  PGSHIFT_ASSIGN_OR_RETURN(Rows r, c->Query("select current_setting('data_directory') as d"));
-  const std::string dir = r.Str(0, "d");
-  struct stat st {};
-  if (stat(dir.c_str(), &st) != 0) {
-    return FailedPrecondition("the source's data directory " + dir +
-                              " is not on this host; stop the source by hand to retire it");
-  }
+  // Only the server pgshiftd talks to is stopped, not another cluster whose
+  // data directory happens to have the same path here.
+  auto local = LocalDataDirectory(*c);
+  if (!local.ok()) return local.status().Wrap("stop the source by hand to retire it");
+  const std::string dir = *local;
+  // pg_ctl runs as the data directory's owner, whoever runs the target.
+  PGSHIFT_ASSIGN_OR_RETURN(const std::string owner, OwnerName(dir));
   // Sessions still open on the source (a router's old connections waiting to
   // be closed) end one at a time: a fast shutdown ends them all at once, and
   // that many backend exits together stall a shared host for ~200 ms.
@@ -261,7 +270,6 @@ Status LocalEnv::RetireSource() {
     DefaultClock().SleepMs(spacing);
   }
   source_.reset();
-  std::string owner = spec_.target.os_user;
   ClusterSpec cs{
       .data_dir = dir, .port = source_ep_.port, .bin_dir = spec_.target.bin_dir, .os_user = owner};
   LocalCluster source(cs, runner_, options_.cluster);
@@ -279,10 +287,16 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
     }
     return target_.Start();
   }
+  if (StopRequested()) return Aborted("not building the replica: pgshiftd is stopping");
   const std::string partial = dir + ".partial";
   PGSHIFT_RETURN_IF_ERROR(RemoveTree(partial));
+  PGSHIFT_RETURN_IF_ERROR(RemoveTree(TablespaceDir()));
   PGSHIFT_RETURN_IF_ERROR(
       MakeDirOwnedBy(std::filesystem::path(dir).parent_path(), spec_.target.os_user, 0755));
+  PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> mappings, TablespaceMappings());
+  if (!mappings.empty()) {
+    PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(TablespaceDir(), spec_.target.os_user, 0700));
+  }
   static const std::regex kPct(R"(\((\d+)%\))");
   std::string carry;
   auto on_output = [&](const std::string& chunk) {
@@ -308,18 +322,24 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
                                    "-P",
                                    "-c",
                                    "fast"};
+  argv.insert(argv.end(), mappings.begin(), mappings.end());
   if (spec_.options.basebackup_max_rate_kbps > 0) {
     argv.push_back("--max-rate=" + std::to_string(spec_.options.basebackup_max_rate_kbps) + "k");
   }
-  PGSHIFT_RETURN_IF_ERROR(
-      RunChecked(runner_, {.argv = argv, .run_as = spec_.target.os_user, .on_output = on_output})
-          .status()
-          .Wrap("base backup from the source"));
+  // pg_basebackup has no deadline (a large or rate-limited copy takes hours):
+  // a stop request kills it instead, and the next attempt discards `partial`.
+  PGSHIFT_RETURN_IF_ERROR(RunChecked(runner_, {.argv = argv,
+                                               .run_as = spec_.target.os_user,
+                                               .on_output = on_output,
+                                               .stop = [this] { return StopRequested(); }})
+                              .status()
+                              .Wrap("base backup from the source into " + partial));
   std::string auto_conf = partial + "/postgresql.auto.conf";
   PGSHIFT_ASSIGN_OR_RETURN(std::string conf, ReadFile(auto_conf));
   conf += "\n# pgshift target settings\nport = " + std::to_string(spec_.target.port) +
           "\nlisten_addresses = '" + kTargetHost + "'\nunix_socket_directories = '" +
-          std::filesystem::path(dir).parent_path().string() + "'\n";
+          std::filesystem::path(dir).parent_path().string() + "'\n" + kInPlaceTablespaces +
+          " = 'on'\n";
   for (const auto& [k, v] : spec_.target.settings) conf += k + " = '" + v + "'\n";
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(auto_conf, conf));
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(partial + kMarkerFile, id_));
@@ -365,9 +385,25 @@ Status LocalEnv::StopTarget() {
 
 Result<std::unique_ptr<MigrationEnv>> LocalEnvFactory::Make(const std::string& migration_id,
                                                             const MigrationSpec& spec) {
+  // Runs when a migration is created: a source conninfo that does not name
+  // exactly one server is refused then, not at the fence.
+  if (auto t = ResolveConnTarget(spec.source_conninfo); !t.ok()) {
+    return InvalidArgument("source.conninfo: " + t.status().message());
+  }
+  // <data_dir>.partial and .tblspc are named after it: "/srv/new/" would put
+  // them inside the target's own directory.
+  const std::string& dir = spec.target.data_dir;
+  std::string plain = std::filesystem::path(dir).lexically_normal().string();
+  while (plain.size() > 1 && plain.back() == '/') plain.pop_back();
+  if (plain != dir) {
+    return InvalidArgument("target.data_dir '" + dir +
+                           "' must be a plain absolute path, without a trailing '/', '.', '..' "
+                           "or '//': " +
+                           plain);
+  }
   PGSHIFT_ASSIGN_OR_RETURN(auto router, MakeRouter(spec.router));
   return std::unique_ptr<MigrationEnv>(
-      new LocalEnv(migration_id, spec, std::move(router), DefaultRunner(), options_));
+      new LocalEnv(migration_id, spec, std::move(router), DefaultRunner(), options_, stop_));
 }
 
 }  // namespace pgshift

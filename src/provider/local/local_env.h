@@ -9,9 +9,15 @@
 // conninfo's; the target is a physical copy with the same roles).
 // Used by one engine worker at a time (not thread-safe).
 //
+// Next to the target's data directory, pgshift owns <data_dir>.partial (a
+// base backup in progress, discarded when a build starts over) and
+// <data_dir>.tblspc (the copies of the source's tablespaces, one directory
+// per oid; discarded with it).
+//
 // Files: local_env.cc (connections, source, replica, retire),
 // local_cutover.cc (PrepareCutover, fence, final marker, promotion),
-// local_parity.cc (data parity), local_checks.cc (preflight / validate).
+// local_parity.cc (data parity), local_checks.cc (preflight / validate),
+// local_tablespaces.cc (tablespace copies and the guard against new ones).
 #pragma once
 
 #include <atomic>
@@ -36,8 +42,16 @@ inline constexpr const char* kLocalProvider = "local";
 
 // LocalEnv's own waits (the fence's and the clusters' are in their options).
 struct LocalEnvOptions {
-  // libpq connect_timeout for the target and for "is the source up" probes.
+  // libpq connect_timeout of pgshiftd's sessions and "is the source up" probes.
   int connect_timeout_s = 5;
+  // Every session pgshiftd opens on the source and the target runs with
+  // these: a statement stuck behind a lock (an ALTER TABLE, a VACUUM FULL of
+  // a catalog) or a server that stalls fails with Code::kTimeout and the step
+  // retries, instead of hanging pgshiftd. Exempt: the parity scans (they run
+  // long by design, pace themselves and are cancelled by the env; a parity
+  // session sets statement_timeout = 0) and pg_basebackup (a replication
+  // connection, stopped by RequestStop).
+  SessionTimeouts session = {.statement_timeout_ms = 30000, .lock_timeout_ms = 5000};
   // DropSlot: how long a slot may stay in use after its walsender is
   // terminated (a standby reconnects), and the pause between attempts.
   int64_t slot_release_timeout_ms = 15000;
@@ -66,8 +80,11 @@ struct LocalEnvOptions {
 
 class LocalEnv : public MigrationEnv {
  public:
+  // `stop`, when given, is a flag shared with the factory: set, it stops
+  // this env as RequestStop does.
   LocalEnv(std::string migration_id, MigrationSpec spec, std::unique_ptr<Router> router,
-           ProcessRunner& runner = DefaultRunner(), LocalEnvOptions options = {});
+           ProcessRunner& runner = DefaultRunner(), LocalEnvOptions options = {},
+           std::shared_ptr<const std::atomic<bool>> stop = nullptr);
   ~LocalEnv() override;
 
   Result<SourceInfo> InspectSource() override;
@@ -78,6 +95,10 @@ class LocalEnv : public MigrationEnv {
   Status DropSlot(const std::string& slot) override;
   Result<std::vector<LogicalSlot>> LogicalSlots() override;
   Status DropInactiveSlot(const std::string& slot) override;
+  // Also guards the source: a tablespace it created after the base backup,
+  // which the standby would replay into the source's own directory, stops
+  // the standby and fails (FailedPrecondition, explained); SyncFindings then
+  // holds the blocking tablespace_created_during_sync finding.
   Result<ReplicationLag> Lag(const std::string& slot) override;
   Result<FenceResult> FenceSource(const HeldBackends& held) override;
   Status UnfenceSource() override;
@@ -101,6 +122,9 @@ class LocalEnv : public MigrationEnv {
   Endpoint TargetEndpoint() const override { return {kTargetHost, spec_.target.port}; }
   Router& router() override { return *router_; }
   ProviderCapabilities Capabilities() const override;
+  // Kills a running base backup (its partial copy is discarded by the next
+  // attempt); CreateReplica refuses afterwards.
+  void RequestStop() override { stop_requested_ = true; }
 
   // The conninfo pgshift uses on each side, with the credentials applied;
   // `dbname` "" keeps the source conninfo's (source) or "postgres" (target).
@@ -111,6 +135,11 @@ class LocalEnv : public MigrationEnv {
  private:
   // The target listens here only.
   static constexpr const char* kTargetHost = "127.0.0.1";
+  // On in the target's configuration: the source's WAL may create in-place
+  // tablespaces (LOCATION ''), which the standby replays into its own
+  // pg_tblspc, and a server that finds one there without this setting
+  // refuses to start (PANIC, measured on 15).
+  static constexpr const char* kInPlaceTablespaces = "allow_in_place_tablespaces";
   // In the target's data directory: the id of the migration that built it.
   static constexpr const char* kMarkerFile = "/pgshift.migration";
   // Opens a session's REPEATABLE READ transaction and exports its snapshot
@@ -124,6 +153,9 @@ class LocalEnv : public MigrationEnv {
       "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int";
 
   checks::TargetPlan Plan() const;
+  // A session of pgshiftd's own on `conninfo` (either side): named pgshiftd,
+  // with options_.session's timeouts.
+  Result<std::unique_ptr<PgConn>> OpenSession(const std::string& conninfo) const;
   Result<PgConn*> Source();
   Result<PgConn*> Target();
   template <typename T>
@@ -131,6 +163,15 @@ class LocalEnv : public MigrationEnv {
   // The source accepts connections (libpq's ping, so a DNS name or a socket
   // directory works as well as an IP literal).
   bool SourceUp() const;
+  bool StopRequested() const;
+  // local_tablespaces.cc: where the target's copies of the source's
+  // tablespaces go; pg_basebackup's --tablespace-mapping arguments for them;
+  // tablespace_created_during_sync findings (one ok when there is none); and
+  // the guard that stops the standby when one blocks.
+  std::string TablespaceDir() const;
+  Result<std::vector<std::string>> TablespaceMappings();
+  Result<std::vector<checks::Finding>> TablespaceFindings();
+  Status GuardTablespaces();
 
   std::string id_;
   MigrationSpec spec_;
@@ -144,6 +185,9 @@ class LocalEnv : public MigrationEnv {
   std::unique_ptr<PgConn> source_;
   std::unique_ptr<PgConn> target_conn_;
   checks::SyncMonitor monitor_;
+  std::vector<checks::Finding> tablespace_findings_;  // from the last guard
+  std::atomic<bool> stop_requested_{false};
+  std::shared_ptr<const std::atomic<bool>> factory_stop_;
 
   // The background parity check (local_parity.cc): snapshot-holding target
   // sessions stay open until it ends.
@@ -170,16 +214,19 @@ Result<T> LocalEnv::OnSource(const std::function<Result<T>(PgConn&)>& fn) {
   return r;
 }
 
-// Builds LocalEnvs with routers from each spec's router config. Stateless,
-// so Make is thread-safe.
+// Builds LocalEnvs with routers from each spec's router config. Make and
+// RequestStop are thread-safe (the only state is the atomic stop flag).
 class LocalEnvFactory : public EnvFactory {
  public:
   explicit LocalEnvFactory(LocalEnvOptions options = {}) : options_(options) {}
   Result<std::unique_ptr<MigrationEnv>> Make(const std::string& migration_id,
                                              const MigrationSpec& spec) override;
+  void RequestStop() override { *stop_ = true; }
 
  private:
   LocalEnvOptions options_;
+  // Shared with every env made, which watches it.
+  std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace pgshift

@@ -25,7 +25,7 @@ Status LocalEnv::StartParityCheck() {
   for (auto& [db, session] : sessions) {
     if (!session || !session->Healthy()) {
       PGSHIFT_ASSIGN_OR_RETURN(std::string ci, TargetConninfo(db));
-      PGSHIFT_ASSIGN_OR_RETURN(session, PgConn::Connect(ci));
+      PGSHIFT_ASSIGN_OR_RETURN(session, OpenSession(ci));
     }
   }
   // Traffic is held: every database exports at once, then the answers are read.

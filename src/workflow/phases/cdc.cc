@@ -1,5 +1,5 @@
 // CDC: every logical slot (each CDC pipeline) carried from the source to the
-// target so its consumer sees each change exactly once (workflow/cdc.h says
+// target so its consumer sees each change exactly once (workflow/cdc_slots.h says
 // why). Preflight plans the slots (phases/prepare.cc) and drain waits for
 // their consumers and pauses them (phases/cutover.cc); here:
 //
@@ -14,7 +14,8 @@
 // And verify's gate before finalize (CdcSettled): each carried slot has
 // advanced on the target (finding cdc_slot_advanced, blocking until then
 // or overridden).
-#include "workflow/cdc.h"
+#include "workflow/cdc_slots.h"
+
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -34,7 +35,7 @@ Status MigrationRunner::CdcPrepare() {
 }
 
 Status MigrationRunner::CdcRecreate() {
-  // Before any client write reaches the target: see workflow/cdc.h for why
+  // Before any client write reaches the target: see workflow/cdc_slots.h for why
   // the consumers then miss nothing and see nothing twice.
   std::vector<CdcSlot> slots = result_.cdc_slots.value_or(std::vector<CdcSlot>{});
   PGSHIFT_RETURN_IF_ERROR(RecreateCdc(*env_, slots));
@@ -67,8 +68,9 @@ bool MigrationRunner::CdcSettled() {
                                    " has not confirmed anything on the target since the slot "
                                    "was recreated there; finalize waits, so its source slot "
                                    "is kept",
-         .remedy = advanced ? "" : "check that the consumer reconnected (through the router), or "
-                                   "override with a reason to finalize without it"});
+         .remedy = advanced ? ""
+                            : "check that the consumer reconnected (through the router), or "
+                              "override with a reason to finalize without it"});
   }
   MergeFindings(found);
   Save();

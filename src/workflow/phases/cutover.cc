@@ -12,7 +12,7 @@
 //   drain     waits for the target to replay the final LSN (and with
 //             options.parity_before_promote_ms compares the frozen source
 //             with the standby), then for every CDC consumer to confirm it,
-//             and pauses them (workflow/cdc.h). Leaves
+//             and pauses them (workflow/cdc_slots.h). Leaves
 //             result.drain_started_ms, cdc_slots' drained positions and
 //             progress.replay_lsn.
 //   promote   promotes the target (chained: committed with switch). Leaves
@@ -23,7 +23,7 @@
 //   (cdc_recreate runs between snapshot and switch: phases/cdc.cc)
 //   switch    routes to the target and releases held clients. Leaves
 //             result.switched_at_ms and hold_ms, traffic on the target.
-#include "workflow/cdc.h"
+#include "workflow/cdc_slots.h"
 #include "workflow/defaults.h"
 #include "workflow/runner.h"
 
@@ -117,6 +117,8 @@ Status MigrationRunner::Drain() {
         DrainCdc(*env_, clock_, slots, final_lsn, spec_.options.cdc_drain_timeout_ms));
     if (!slots.empty()) {
       result_.cdc_slots = slots;
+      PGSHIFT_RETURN_IF_ERROR(CatchUpAfterPause(*env_, clock_, SlotNameFor(id_),
+                                                spec_.options.cdc_drain_timeout_ms));
       Event("info", std::to_string(slots.size()) +
                         " CDC consumer(s) confirmed the final LSN and were paused");
     }

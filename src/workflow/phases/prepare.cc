@@ -12,7 +12,7 @@
 //
 // Each step is idempotent: it looks at the world, does what is missing,
 // records the outcome and transitions.
-#include "workflow/cdc.h"
+#include "workflow/cdc_slots.h"
 #include "workflow/runner.h"
 
 namespace pgshift {

@@ -1,4 +1,4 @@
-#include "workflow/cdc.h"
+#include "workflow/cdc_slots.h"
 
 #include <algorithm>
 #include <map>
@@ -148,6 +148,22 @@ Status DrainCdc(MigrationEnv& env, Clock& clock, std::vector<CdcSlot>& slots, Ls
   (void)paused;
   for (auto& s : slots) s.state = std::max(s.state, CdcSlotState::kDrained);
   return Status::OK();
+}
+
+Status CatchUpAfterPause(MigrationEnv& env, Clock& clock, const std::string& physical_slot,
+                         int64_t timeout_ms) {
+  PGSHIFT_ASSIGN_OR_RETURN(ReplicationLag at_pause, env.Lag(physical_slot));
+  const int64_t started = clock.NowMs();
+  while (true) {
+    PGSHIFT_ASSIGN_OR_RETURN(TargetState t, env.InspectTarget());
+    if (t.replay_lsn >= at_pause.source_lsn) return Status::OK();
+    if (clock.NowMs() - started > timeout_ms) {
+      return Timeout("the target replayed only up to " + t.replay_lsn.ToString() +
+                     " of the source's " + at_pause.source_lsn.ToString() +
+                     " after the CDC consumers were paused");
+    }
+    clock.SleepMs(kDrainPollMs);
+  }
 }
 
 Status RecreateCdc(MigrationEnv& env, std::vector<CdcSlot>& slots) {

@@ -8,7 +8,9 @@
 //     source: its consumer has received and flushed every change up to F.
 //     Only then is the consumer paused (the router ends its session; its
 //     reconnect waits like any login while the route is held).
-//  3. RecreateCdc creates the same slot on the promoted target before any
+//  3. CatchUpAfterPause lets the target replay whatever the source wrote
+//     until the pause, so no consumer knows of a position the target lacks.
+//     RecreateCdc creates the same slot on the promoted target before any
 //     client write is released. A new slot's consistent point is the
 //     target's insert position at creation: every change committed on the
 //     target after that point is decoded, none before it. The changes before
@@ -54,6 +56,16 @@ Status RecordCdc(MigrationEnv& env, std::vector<CdcSlot>& slots);
 // did not confirm and how far it got; nothing is paused then.
 Status DrainCdc(MigrationEnv& env, Clock& clock, std::vector<CdcSlot>& slots, Lsn final_lsn,
                 int64_t timeout_ms);
+
+// After DrainCdc paused the consumers, before promotion: waits until the
+// target has replayed everything the source had written by then (P). The
+// source's keepalives may have told a consumer of WAL past the final LSN (a
+// checkpoint, a running-xacts record), and a consumer resumes from the last
+// position it knows; the slot recreated on the target after promotion has
+// its consistent point past the target's end of WAL >= P, so that start
+// position can never skip a change made on the target.
+Status CatchUpAfterPause(MigrationEnv& env, Clock& clock, const std::string& physical_slot,
+                         int64_t timeout_ms);
 
 // After promotion, before the switch: the same slots on the target.
 // Idempotent: a slot already there is kept and its position recorded.

@@ -1,0 +1,101 @@
+// SandboxTest: the fixture the end-to-end tests share. Each test gets a fresh
+// sandbox (source with data, a router, a real pgshiftd process); the fixture
+// creates migrations over the REST API, runs ledger writers through the router
+// and proves them on a server, and when a test failed prints the tails of
+// pgshiftd's and the router's logs.
+// Not thread-safe: used from the test's thread (LedgerWriter runs its own).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/os.h"
+#include "demo/sandbox.h"
+#include "load/ledger.h"
+
+namespace pgshift::e2e {
+
+using json = nlohmann::json;
+
+inline constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a performance assertion
+inline constexpr size_t kPgshiftdLogTail = 6000;
+inline constexpr size_t kRouterLogTail = 4000;
+inline constexpr int kLedgerWriters = 2;
+inline constexpr int64_t kMinCommittedPerWriter = 50;
+
+inline bool Terminal(const json& m) {
+  return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
+         m["state"] == "blocked";
+}
+
+// The last `n` bytes of `path`, under a heading; nothing when it cannot be read.
+inline void PrintTail(const std::string& heading, const std::string& path, size_t n) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return;
+  std::cerr << "---- " << heading << " ----\n"
+            << text->substr(text->size() > n ? text->size() - n : 0) << "\n";
+}
+
+class SandboxTest : public ::testing::Test {
+ protected:
+  virtual std::string Router() const { return "proxy"; }
+
+  void SetUp() override {
+    auto sb = demo::Sandbox::Start(
+        {.router = Router(), .pgshiftd_path = PGSHIFTD_PATH, .proxy_path = PGSHIFT_PROXY_PATH});
+    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+    sb_ = std::move(sb).value();
+  }
+  void TearDown() override {
+    if (HasFailure() && sb_) {
+      PrintTail("pgshiftd log", sb_->PgshiftdLog(), kPgshiftdLogTail);
+      PrintTail("proxy log", sb_->dir() + "/proxy.log", kRouterLogTail);
+    }
+    writers_.clear();
+    sb_.reset();
+  }
+
+  // POST /v1/migrations with the sandbox's spec and `options`; the new id.
+  std::string Create(const json& options) {
+    auto r = sb_->Api("POST", "/v1/migrations", sb_->MigrationSpec(options).dump());
+    EXPECT_TRUE(r.ok());
+    if (!r.ok()) return "";
+    EXPECT_EQ((*r)["status"], 201) << (*r)["body"].dump();
+    return (*r)["body"].value("id", "");
+  }
+
+  // Ledger writers 1..kLedgerWriters through the router.
+  void StartWriters() {
+    for (int w = 1; w <= kLedgerWriters; ++w) {
+      writers_.push_back(std::make_unique<load::LedgerWriter>(sb_->AppConninfo(), w));
+      writers_.back()->Start();
+    }
+  }
+  void StopWriters() {
+    for (auto& w : writers_) w->Stop();
+  }
+  // Every acknowledged ledger row is on `conninfo` exactly once; no write failed.
+  void ExpectWritersClean(const std::string& conninfo) {
+    for (auto& w : writers_) {
+      auto st = w->Stats();
+      EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
+      EXPECT_EQ(st.uncertain, 0) << (st.errors.empty() ? "" : st.errors.front());
+      EXPECT_GT(st.committed, kMinCommittedPerWriter);
+      auto check = load::CheckLedger(conninfo, w->writer_id(), w->Acknowledged());
+      ASSERT_TRUE(check.ok()) << check.status().ToString();
+      EXPECT_EQ(check->lost, 0);
+      EXPECT_EQ(check->duplicated, 0);
+      EXPECT_EQ(check->found, check->acknowledged);
+    }
+  }
+
+  std::unique_ptr<demo::Sandbox> sb_;
+  std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
+};
+
+}  // namespace pgshift::e2e
