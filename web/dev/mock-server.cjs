@@ -91,7 +91,7 @@ function handle(req, res, body) {
   if (what === 'whoami') return send(res, 200, who);
   if (what === 'audit') return send(res, 200, { entries: audit.filter((e) => who.operator || e.team === who.team) });
   if (what === 'databases' && !name) {
-    return send(res, 200, { databases: DBS.map((db) => ({ ...db, can_act: canAct(db),
+    return send(res, 200, { warnings: ['router edge-2 could not be read: connection refused'], databases: DBS.map((db) => ({ ...db, can_act: canAct(db),
       migrations: [...migrations.values()].filter((m) => m.db === db.name).map((m) => { const v = view(m); return { id: v.id, phase: v.phase, state: v.state }; }) })) });
   }
   if (what === 'databases' && sub === 'migrations' && req.method === 'POST') {

@@ -137,9 +137,12 @@ function mountDatabases(root) {
     body,
   );
   const empty = h('p.muted', 'No database is visible to you.');
-  fill(root, h('h2', 'Databases'), table, empty);
+  // Routers pgshiftd could not read, an inventory it does not have, ...
+  const warnings = h('ul.warnings');
+  fill(root, h('h2', 'Databases'), warnings, table, empty);
   const p = poller(kListPollMs, async () => {
-    const { databases = [] } = await get('/v1/databases');
+    const { databases = [], warnings: notes = [] } = await get('/v1/databases');
+    fill(warnings, notes.map((w) => h('li', w)));
     empty.hidden = databases.length > 0;
     fill(
       body,

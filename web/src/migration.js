@@ -143,7 +143,8 @@ export function mountMigration(root, id, showError) {
       actionsBar,
       offered.map((a) =>
         h(`button.btn${ACTIONS[a].danger ? '.danger' : '.primary'}`,
-          { type: 'button', disabled: busy, dataset: { action: a }, onclick: () => onAction(a) },
+          // Already requested: the engine takes it up at its next step.
+          { type: 'button', disabled: busy || m.pending_action === a, dataset: { action: a }, onclick: () => onAction(a) },
           ACTIONS[a].label),
       ),
       m.pending_action ? h('span.muted', `requested: ${m.pending_action}`) : null,
