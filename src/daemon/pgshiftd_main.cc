@@ -1,7 +1,7 @@
 // pgshiftd: the control plane process — REST API + workflow engine + state
-// store (+ inventory, authentication, audit log, metrics, webhook). Killed at
-// any point (even SIGKILL) and started again with the same --state file, it
-// resumes every unfinished migration.
+// store (+ inventory, authentication, audit log, metrics, webhook, web page).
+// Killed at any point (even SIGKILL) and started again with the same --state
+// file, it resumes every unfinished migration.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +11,7 @@
 
 #include "api/http_server.h"
 #include "api/notifier.h"
+#include "api/web_assets.h"
 #include "common/faults.h"
 #include "daemon/api_setup.h"
 #include "provider/local/local_env.h"
@@ -97,7 +98,8 @@ int main(int argc, char** argv) {
                                  {.auth = setup->auth.get(),
                                   .inventory = setup->inventory.get(),
                                   .audit = &st,
-                                  .tls = setup->tls});
+                                  .tls = setup->tls,
+                                  .fallback = pgshift::api::ServeWebAsset});
   if (auto s = server.Start(); !s.ok()) return Fail(s.message(), 1);
   if (!pgshift::ArmedFaults().empty()) {
     spdlog::warn(
