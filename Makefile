@@ -2,7 +2,8 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build demo check unit e2e-cdc e2e-faults bench-proxy bench-cutover fuzz clean format
+.PHONY: setup build demo check unit e2e-cdc e2e-faults e2e-web bench-proxy bench-cutover fuzz \
+	clean format
 
 setup:
 	@bash scripts/setup.sh
@@ -17,14 +18,20 @@ demo: build
 check: build
 	@bash scripts/check.sh $(BUILD)
 
-# The CDC end-to-end tests alone; their `E2E cdc {...}` line is printed last
-# (again, after gtest's summary), and a failed test fails the target.
-e2e-cdc: build
-	@log=$(abspath $(BUILD))/e2e-cdc.log; \
-	{ $(BUILD)/src/e2e/cdc_e2e_test; echo $$? > $$log.rc; } 2>&1 | tee $$log; \
-	rc=$$(cat $$log.rc); line=$$(grep '^E2E cdc ' $$log | tail -n 1); \
-	if [ -z "$$line" ]; then echo "e2e-cdc: no E2E cdc line (see $$log)"; exit 1; fi; \
+# $(call e2e,NAME,COMMAND): runs an end-to-end test binary and prints its
+# `E2E NAME {...}` line last (again, after gtest's summary); a failed test
+# fails the target.
+define e2e
+	@log=$(abspath $(BUILD))/e2e-$(1).log; \
+	{ $(2); echo $$? > $$log.rc; } 2>&1 | tee $$log; \
+	rc=$$(cat $$log.rc); line=$$(grep '^E2E $(1) ' $$log | tail -n 1); \
+	if [ -z "$$line" ]; then echo "e2e-$(1): no E2E $(1) line (see $$log)"; exit 1; fi; \
 	echo "$$line"; exit $$rc
+endef
+
+# The CDC end-to-end tests alone.
+e2e-cdc: build
+	$(call e2e,cdc,$(BUILD)/src/e2e/cdc_e2e_test)
 
 bench-cutover: build
 	@$(BUILD)/bench/cutover/cutover_bench
@@ -46,6 +53,13 @@ e2e-faults: setup
 	  if [ -s $(E2E_FAULTS_REPORT) ]; then cat $(E2E_FAULTS_REPORT); \
 	  else echo 'E2E faults {"error":"no report written"}'; rc=1; fi; \
 	  exit $$rc
+
+# The web page in headless Chromium against a real pgshiftd (src/e2e/web_e2e_test.cc
+# driving web/test/e2e.cjs); screenshots kept in $(BUILD)/e2e-web/screenshots.
+e2e-web: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target web_e2e_test
+	$(call e2e,web,$(BUILD)/src/e2e/web_e2e_test)
 
 unit: build
 	@cd $(BUILD) && ctest -L unit --output-on-failure

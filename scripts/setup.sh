@@ -7,10 +7,17 @@ PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev libbpf-dev
   libpq-dev libssl-dev openssl libsqlite3-dev sqlite3
   nlohmann-json3-dev libcli11-dev libasio-dev libspdlog-dev libfmt-dev
-  libcpp-httplib-dev libgtest-dev libgmock-dev googletest
+  libcpp-httplib-dev libgtest-dev libgmock-dev googletest libyaml-dev
   postgresql-15 postgresql-client-15 postgresql-contrib postgresql-15-wal2json
   pgbouncer haproxy procps iproute2 curl ccache
+  chromium
 )
+# Node.js bundles pgshiftd's web page (web/) and drives Chromium in its
+# browser test; any node >= 18 with npm will do: Debian's, or one already
+# installed (e.g. NodeSource's, whose nodejs package brings npm along).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

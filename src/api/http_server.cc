@@ -8,27 +8,14 @@
 #include <string_view>
 #include <vector>
 
-#include "model/phase.h"
+#include "api/handlers.h"
+#include "api/http_util.h"
+#include "auth/cert_identity.h"
 
 namespace pgshift::api {
 namespace {
 
 using nlohmann::json;
-
-constexpr const char* kJson = "application/json";
-
-void WriteJson(httplib::Response& res, int http_status, const json& body) {
-  res.status = http_status;
-  res.set_content(body.dump() + "\n", kJson);
-}
-
-void WriteError(httplib::Response& res, int http_status, Code code, const std::string& message) {
-  WriteJson(res, http_status, json{{"error", message}, {"code", CodeName(code)}});
-}
-
-void WriteStatus(httplib::Response& res, const Status& st) {
-  WriteError(res, HttpStatusFor(st.code()), st.code(), st.message());
-}
 
 void MethodNotAllowed(httplib::Response& res, const std::string& method, const std::string& path,
                       const std::string& allow) {
@@ -37,76 +24,89 @@ void MethodNotAllowed(httplib::Response& res, const std::string& method, const s
              "method " + method + " is not allowed on " + path + "; use " + allow);
 }
 
-void UnknownPath(httplib::Response& res, const std::string& path) {
-  WriteError(res, 404, Code::kNotFound,
-             "no such endpoint: " + path +
-                 " (endpoints: /healthz, /v1/phases, /v1/migrations, /v1/migrations/{id}, "
-                 "/v1/migrations/{id}/events, "
-                 "/v1/migrations/{id}/{cutover|rollback|finalize|override|retry|drop_slot})");
+std::string Endpoints() {
+  std::string list;
+  for (const auto& r : ServedRoutes()) {
+    if (list.find(r.pattern) == std::string::npos) list += (list.empty() ? "" : ", ") + r.pattern;
+  }
+  return list;
 }
 
-bool IsBlank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
-
-// Parses a request body that must be a JSON object. An empty body is {}
-// when `allow_empty`, else an error naming what to send.
-Result<json> ParseObjectBody(const std::string& body, bool allow_empty, const std::string& what) {
-  if (IsBlank(body)) {
-    if (allow_empty) return json::object();
-    return InvalidArgument("request body is empty; send " + what + " as a JSON object");
+// The pattern's {placeholders} bound to `parts`, or false when it does not match.
+bool Match(std::string_view pattern, const std::vector<std::string>& parts,
+           std::vector<std::string>* params) {
+  auto want = SplitPath(pattern);
+  if (want.size() != parts.size()) return false;
+  params->clear();
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i].front() == '{') {
+      params->push_back(parts[i]);
+    } else if (want[i] != parts[i]) {
+      return false;
+    }
   }
-  json parsed;
-  try {
-    parsed = json::parse(body);
-  } catch (const json::parse_error& e) {
-    // e.what() starts with "[json.exception.parse_error.101] "; drop that tag.
-    std::string detail = e.what();
-    if (auto pos = detail.find("] "); pos != std::string::npos) detail = detail.substr(pos + 2);
-    return InvalidArgument("invalid JSON in request body at byte " + std::to_string(e.byte) + ": " +
-                           detail);
-  }
-  if (!parsed.is_object()) {
-    return InvalidArgument("request body must be a JSON object (" + what + "), got " +
-                           std::string(parsed.type_name()));
-  }
-  return parsed;
+  return true;
 }
 
-// Wraps a list result as {"<key>":[...]} whether the service returned the
-// bare array or the wrapped object already.
-Result<json> Wrapped(Result<json> r, const char* key) {
-  if (!r.ok()) return r;
-  if (r->is_array()) return json{{key, std::move(*r)}};
-  if (r->is_object() && r->contains(key)) return r;
-  return Internal(std::string("the migration service returned a malformed ") + key + " list");
+bool IsMigrationAction(const std::vector<std::string>& parts) {
+  return parts.size() == 4 && parts[0] == "v1" && parts[1] == "migrations";
 }
 
-std::vector<std::string> SplitPath(std::string_view path) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    if (j > i) parts.emplace_back(path.substr(i, j - i));
-    i = j + 1;
+// Loads the certificate, key and (optional) client CA. Client certificates
+// are asked for but not required, so a token over HTTPS works too; one that
+// is presented must verify, else the handshake fails.
+bool SetUpTls(SSL_CTX& ctx, const TlsOptions& tls) {
+  SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+  if (SSL_CTX_use_certificate_chain_file(&ctx, tls.cert.c_str()) != 1) return false;
+  if (SSL_CTX_use_PrivateKey_file(&ctx, tls.key.c_str(), SSL_FILETYPE_PEM) != 1) return false;
+  if (SSL_CTX_check_private_key(&ctx) != 1) return false;
+  if (!tls.client_ca.empty()) {
+    if (SSL_CTX_load_verify_locations(&ctx, tls.client_ca.c_str(), nullptr) != 1) return false;
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tls.client_ca.c_str());
+    if (!names) return false;
+    SSL_CTX_set_client_CA_list(&ctx, names);
+    SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER, nullptr);
   }
-  return parts;
-}
-
-bool IsAction(const std::string& s) {
-  return s == "cutover" || s == "rollback" || s == "finalize" || s == "override" || s == "retry" ||
-         s == "drop_slot";
+  return true;
 }
 
 }  // namespace
 
-ApiServer::ApiServer(MigrationService& svc, std::string host, int port)
-    : svc_(svc), host_(std::move(host)), port_(port) {}
+void Call::Reply(int http_status, const json& body) { WriteJson(res, http_status, body); }
+void Call::Fail(const Status& st) { WriteStatus(res, st); }
+
+std::vector<ServedRoute> ServedRoutes() {
+  std::vector<ServedRoute> out;
+  for (const auto& r : RouteTable()) out.push_back({r.method, r.pattern});
+  return out;
+}
+
+ApiServer::ApiServer(MigrationService& svc, std::string host, int port, ApiOptions options)
+    : svc_(svc),
+      host_(std::move(host)),
+      port_(port),
+      options_(std::move(options)),
+      handlers_(std::make_unique<Handlers>(svc_, options_)) {}
 
 ApiServer::~ApiServer() { Stop(); }
 
+Result<std::unique_ptr<httplib::Server>> ApiServer::MakeServer() const {
+  if (!options_.tls.enabled()) return std::make_unique<httplib::Server>();
+  const TlsOptions tls = options_.tls;
+  auto server =
+      std::make_unique<httplib::SSLServer>([tls](SSL_CTX& ctx) { return SetUpTls(ctx, tls); });
+  if (!server->is_valid()) {
+    return InvalidArgument("cannot load the API's TLS files (--tls-cert " + tls.cert +
+                           ", --tls-key " + tls.key +
+                           (tls.client_ca.empty() ? "" : ", --client-ca " + tls.client_ca) +
+                           "): check they exist, are PEM and that the key matches the certificate");
+  }
+  return std::unique_ptr<httplib::Server>(std::move(server));
+}
+
 Status ApiServer::Start() {
   if (server_) return FailedPrecondition("the API server is already started");
-  auto server = std::make_unique<httplib::Server>();
+  PGSHIFT_ASSIGN_OR_RETURN(auto server, MakeServer());
   server->set_tcp_nodelay(true);
   server->set_payload_max_length(kMaxRequestBodyBytes);
   server->set_read_timeout(30);
@@ -196,7 +196,8 @@ Status ApiServer::Start() {
     Stop();
     return Internal("the API server's listen loop did not start");
   }
-  spdlog::info("api: listening on http://{}:{}", host_, port_);
+  spdlog::info("api: listening on {}://{}:{}", options_.tls.enabled() ? "https" : "http", host_,
+               port_);
   return Status::OK();
 }
 
@@ -216,74 +217,53 @@ void ApiServer::Handle(const httplib::Request& req, httplib::Response& res) {
     return;
   }
   const std::string& path = req.path;
-  auto parts = SplitPath(path);
-  if (parts.size() == 1 && parts[0] == "healthz") {
-    if (req.method != "GET" && req.method != "HEAD")
-      return MethodNotAllowed(res, req.method, path, "GET");
-    return WriteJson(res, 200, json{{"ok", true}});
-  }
-  if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "phases") {
-    if (req.method != "GET" && req.method != "HEAD")
-      return MethodNotAllowed(res, req.method, path, "GET");
-    return WriteJson(res, 200, PhaseTableJson());
-  }
-  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "migrations") {
-    return HandleMigrations(req, res, path);
-  }
-  UnknownPath(res, path);
-}
-
-void ApiServer::HandleMigrations(const httplib::Request& req, httplib::Response& res,
-                                 const std::string& path) {
-  auto parts = SplitPath(path);
-  const bool get = req.method == "GET" || req.method == "HEAD";
-  const bool post = req.method == "POST";
-
-  if (parts.size() == 2) {  // /v1/migrations
-    if (post) {
-      auto spec = ParseObjectBody(req.body, /*allow_empty=*/false, "the migration spec");
-      if (!spec.ok()) return WriteStatus(res, spec.status());
-      auto created = svc_.Create(*spec);
-      if (!created.ok()) return WriteStatus(res, created.status());
-      return WriteJson(res, 201, *created);
+  const auto parts = SplitPath(path);
+  const std::string method = req.method == "HEAD" ? "GET" : req.method;
+  std::vector<std::string> params;
+  const Route* route = nullptr;
+  std::string allow;
+  for (const auto& r : RouteTable()) {
+    std::vector<std::string> p;
+    if (!Match(r.pattern, parts, &p)) continue;
+    if (method == r.method) {
+      route = &r;
+      params = std::move(p);
+      break;
     }
-    if (get) {
-      auto list = Wrapped(svc_.List(), "migrations");
-      if (!list.ok()) return WriteStatus(res, list.status());
-      return WriteJson(res, 200, *list);
+    if (allow.find(r.method) == std::string::npos)
+      allow += (allow.empty() ? "" : ", ") + std::string(r.method);
+  }
+  if (!route) {
+    if (!allow.empty()) return MethodNotAllowed(res, req.method, path, allow);
+    if (options_.fallback && options_.fallback(req, res)) return;
+    if (IsMigrationAction(parts)) {
+      return WriteError(res, 404, Code::kNotFound,
+                        "unknown migration action '" + parts[3] +
+                            "'; actions: events (GET), cutover, rollback, finalize, override, "
+                            "retry, drop_slot (POST)");
     }
-    return MethodNotAllowed(res, req.method, path, "GET, POST");
-  }
-
-  const std::string& id = parts[2];
-  if (parts.size() == 3) {  // /v1/migrations/{id}
-    if (!get) return MethodNotAllowed(res, req.method, path, "GET");
-    auto m = svc_.Get(id);
-    if (!m.ok()) return WriteStatus(res, m.status());
-    return WriteJson(res, 200, *m);
-  }
-  if (parts.size() == 4 && parts[3] == "events") {
-    if (!get) return MethodNotAllowed(res, req.method, path, "GET");
-    auto events = Wrapped(svc_.Events(id), "events");
-    if (!events.ok()) return WriteStatus(res, events.status());
-    return WriteJson(res, 200, *events);
-  }
-  if (parts.size() == 4 && IsAction(parts[3])) {
-    const std::string& action = parts[3];
-    if (!post) return MethodNotAllowed(res, req.method, path, "POST");
-    auto body = ParseObjectBody(req.body, /*allow_empty=*/true, "the " + action + " options");
-    if (!body.ok()) return WriteStatus(res, body.status());
-    auto m = svc_.Act(id, action, *body);
-    if (!m.ok()) return WriteStatus(res, m.status());
-    return WriteJson(res, action == "override" ? 200 : 202, *m);
-  }
-  if (parts.size() == 4) {
     return WriteError(res, 404, Code::kNotFound,
-                      "unknown migration action '" + parts[3] +
-                          "'; actions: events (GET), cutover, rollback, finalize, override, retry, "
-                          "drop_slot (POST)");
+                      "no such endpoint: " + path + " (endpoints: " + Endpoints() + ")");
   }
-  UnknownPath(res, path);
+  Call call{req, res, std::move(params), {}};
+  if (route->access == Access::kPublic || (route->access == Access::kMetrics && !options_.auth)) {
+    call.caller = {.identity = auth::kDevIdentity, .dev_mode = !options_.auth};
+  } else if (!options_.auth) {
+    call.caller = auth::Authenticator::DevMode().Authenticate({}).value();
+  } else {
+    auth::Credentials creds{.authorization = req.get_header_value("Authorization")};
+    if (req.ssl) creds.cert_names = auth::VerifiedPeerNames(req.ssl);
+    auto caller = options_.auth->Authenticate(creds);
+    if (!caller.ok()) return WriteStatus(res, caller.status());
+    call.caller = std::move(*caller);
+    Status allowed = Status::OK();
+    if (route->access == Access::kMember) allowed = auth::RequireRole(call.caller);
+    if (route->access == Access::kMetrics) {
+      allowed = auth::RequireOperator(call.caller, "GET /metrics");
+    }
+    if (!allowed.ok()) return WriteStatus(res, allowed);
+  }
+  (handlers_.get()->*(route->handle))(call);
 }
 
 }  // namespace pgshift::api

@@ -33,13 +33,12 @@ std::string DescribeTransportError(httplib::Error e) {
   }
 }
 
-
 }  // namespace
 
 Code CodeFromName(const std::string& name) {
   for (Code c : {Code::kOk, Code::kInvalidArgument, Code::kNotFound, Code::kAlreadyExists,
                  Code::kFailedPrecondition, Code::kUnavailable, Code::kTimeout, Code::kAborted,
-                 Code::kInternal}) {
+                 Code::kInternal, Code::kUnauthenticated, Code::kPermissionDenied}) {
     if (name == CodeName(c)) return c;
   }
   return Code::kInternal;
@@ -71,7 +70,16 @@ Result<std::unique_ptr<ApiClient>> ApiClient::Make(const std::string& base_url,
   }
   std::string url = base_url;
   if (url.back() == '/') url.pop_back();
-  auto http = std::make_unique<httplib::Client>(url);
+  const bool https = url.rfind("https://", 0) == 0;
+  if (!https && (!options.client_cert.empty() || !options.ca_cert.empty())) {
+    return InvalidArgument("--cert/--key/--cacert need an https:// --server, got " + url);
+  }
+  if (options.client_cert.empty() != options.client_key.empty()) {
+    return InvalidArgument("--cert and --key go together");
+  }
+  auto http = options.client_cert.empty()
+                  ? std::make_unique<httplib::Client>(url)
+                  : std::make_unique<httplib::Client>(url, options.client_cert, options.client_key);
   if (!http->is_valid()) {
     return InvalidArgument("--server '" + base_url +
                            "': this build cannot use that URL (https needs TLS support)");
@@ -84,6 +92,11 @@ Result<std::unique_ptr<ApiClient>> ApiClient::Make(const std::string& base_url,
   http->set_connection_timeout(cs, cus);
   http->set_read_timeout(rs, rus);
   http->set_write_timeout(rs, rus);
+  if (!options.token.empty()) http->set_bearer_token_auth(options.token.c_str());
+  if (https) {
+    if (!options.ca_cert.empty()) http->set_ca_cert_path(options.ca_cert.c_str());
+    http->enable_server_certificate_verification(true);
+  }
   return std::unique_ptr<ApiClient>(new ApiClient(url, std::move(http)));
 }
 
@@ -104,6 +117,15 @@ Result<json> ApiClient::Request(const std::string& method, const std::string& pa
     return Unavailable("cannot reach pgshiftd at " + base_url_ + ": " +
                        DescribeTransportError(r.error()) +
                        " — is it running? start it with `pgshiftd --state FILE`");
+  }
+  if (r->status == 401) {
+    // Say where credentials come from; the server's message says what was wrong.
+    json answer = json::parse(r->body, nullptr, false);
+    std::string why = answer.is_object() ? answer.value("error", "") : "";
+    return Unauthenticated(why +
+                           " (pgshift takes a token from --token, $PGSHIFT_TOKEN or "
+                           "~/.config/pgshift/config.json, and a client certificate from "
+                           "--cert/--key)");
   }
   json answer;
   bool is_json = true;
@@ -146,6 +168,22 @@ Result<json> ApiClient::GetMigration(const std::string& id) {
 
 Result<json> ApiClient::Events(const std::string& id) {
   return Request("GET", "/v1/migrations/" + EncodePathSegment(id) + "/events", nullptr);
+}
+
+Result<json> ApiClient::ListDatabases() { return Request("GET", "/v1/databases", nullptr); }
+
+Result<json> ApiClient::GetDatabase(const std::string& name) {
+  return Request("GET", "/v1/databases/" + EncodePathSegment(name), nullptr);
+}
+
+Result<json> ApiClient::MigrateDatabase(const std::string& name, const json& body) {
+  return Request("POST", "/v1/databases/" + EncodePathSegment(name) + "/migrations", &body);
+}
+
+Result<json> ApiClient::WhoAmI() { return Request("GET", "/v1/whoami", nullptr); }
+
+Result<json> ApiClient::Audit(int limit) {
+  return Request("GET", "/v1/audit?limit=" + std::to_string(limit), nullptr);
 }
 
 Result<json> ApiClient::Act(const std::string& id, const std::string& action, const json& body) {

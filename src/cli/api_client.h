@@ -23,6 +23,10 @@ namespace pgshift::cli {
 struct ApiClientOptions {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds read_timeout{30000};
+  std::string token;        // sent as "Authorization: Bearer <token>" when set
+  std::string ca_cert;      // https: verify pgshiftd's certificate against this CA
+  std::string client_cert;  // https: present this client certificate (with client_key)
+  std::string client_key;
 };
 
 class ApiClient {
@@ -44,6 +48,13 @@ class ApiClient {
   // action: cutover | rollback | finalize | override.
   Result<nlohmann::json> Act(const std::string& id, const std::string& action,
                              const nlohmann::json& body);
+
+  // The self-service routes (inventory, migrate by name, identity, audit).
+  Result<nlohmann::json> ListDatabases();
+  Result<nlohmann::json> GetDatabase(const std::string& name);
+  Result<nlohmann::json> MigrateDatabase(const std::string& name, const nlohmann::json& body);
+  Result<nlohmann::json> WhoAmI();
+  Result<nlohmann::json> Audit(int limit);
 
   // One request; `body` is sent as JSON when not null. The 2xx answer's JSON.
   Result<nlohmann::json> Request(const std::string& method, const std::string& path,

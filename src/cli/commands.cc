@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "cli/cli_config.h"
 #include "cli/render.h"
 #include "cli/spec_builder.h"
 
@@ -392,8 +393,7 @@ void AddMigrationCommands(CLI::App& app, CliContext& ctx) {
   d->add_option("--reason", ds->reason, "Why the slot can go (recorded)")->required();
   d->add_flag("--json", ds->json_out, "Print the server's JSON");
   d->callback([&ctx, ds] {
-    RunAction(ctx, ds->id, "drop_slot", {{"slot", ds->slot}, {"reason", ds->reason}},
-              ds->json_out);
+    RunAction(ctx, ds->id, "drop_slot", {{"slot", ds->slot}, {"reason", ds->reason}}, ds->json_out);
   });
 }
 
@@ -406,10 +406,29 @@ int RunCli(const std::vector<std::string>& args, CliIo io,
   app.footer(kExitCodesHelp);
   app.fallthrough();
   app.require_subcommand(1);
-  ctx.server_url = kDefaultServer;
+  // The config file gives defaults; a flag or its environment variable wins.
+  auto config = LoadCliConfig(CliConfigPath());
+  if (!config.ok()) {
+    *ctx.io.err << "error: " << config.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (!config->warning.empty()) *ctx.io.err << "warning: " << config->warning << "\n";
+  ctx.server_url = config->server.empty() ? kDefaultServer : config->server;
+  ApiClientOptions& co = ctx.client_options;
+  co.token = config->token;
+  co.ca_cert = config->cacert;
+  co.client_cert = config->cert;
+  co.client_key = config->key;
   app.add_option("--server", ctx.server_url, "pgshiftd URL")
       ->envname("PGSHIFT_SERVER")
       ->default_str(kDefaultServer);
+  app.add_option("--token", co.token, "API token (sent as Authorization: Bearer)")
+      ->envname("PGSHIFT_TOKEN");
+  app.add_option("--cacert", co.ca_cert, "CA certificate to verify an https:// pgshiftd")
+      ->envname("PGSHIFT_CACERT");
+  app.add_option("--cert", co.client_cert, "Client certificate for an https:// pgshiftd")
+      ->envname("PGSHIFT_CERT");
+  app.add_option("--key", co.client_key, "Key of --cert")->envname("PGSHIFT_KEY");
   for (const auto& add : registrars) add(app, ctx);
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/local_commands.h"
+#include "cli/self_service.h"
 
 namespace {
 
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   using namespace pgshift::cli;
   const std::vector<CommandRegistrar> kCommands = {
       AddMigrationCommands,
+      AddSelfServiceCommands,
       AddDemoCommand,
       AddCheckCommand,
   };

@@ -22,6 +22,10 @@ const char* CodeName(Code c) {
       return "aborted";
     case Code::kInternal:
       return "internal";
+    case Code::kUnauthenticated:
+      return "unauthenticated";
+    case Code::kPermissionDenied:
+      return "forbidden";
   }
   return "unknown";
 }
@@ -44,6 +48,10 @@ int HttpStatusFor(Code c) {
       return 504;
     case Code::kInternal:
       return 500;
+    case Code::kUnauthenticated:
+      return 401;
+    case Code::kPermissionDenied:
+      return 403;
   }
   return 500;
 }
@@ -55,6 +63,10 @@ Code CodeForHttpStatus(int http_status) {
     case 405:
     case 413:
       return Code::kInvalidArgument;
+    case 401:
+      return Code::kUnauthenticated;
+    case 403:
+      return Code::kPermissionDenied;
     case 404:
       return Code::kNotFound;
     case 409:

@@ -22,13 +22,16 @@ enum class Code {
   kTimeout,             // a deadline passed
   kAborted,             // the operation was abandoned (e.g. a cutover released on timeout)
   kInternal,            // a bug or an unexpected answer
+  kUnauthenticated,     // the request carries no (valid) credentials
+  kPermissionDenied,    // the caller is known but may not do this
 };
 
 const char* CodeName(Code c);
 
 // The one mapping between codes and HTTP statuses, used by every HTTP API
 // (pgshiftd's, the proxy's admin) and by their clients. Timeout is 504,
-// Aborted 409 (the request conflicted with what the system decided).
+// Aborted 409 (the request conflicted with what the system decided),
+// Unauthenticated 401, PermissionDenied 403.
 int HttpStatusFor(Code c);
 // The code for an HTTP status a pgshift API answered with (2xx: kOk).
 Code CodeForHttpStatus(int http_status);
@@ -63,6 +66,8 @@ inline Status Unavailable(std::string m) { return {Code::kUnavailable, std::move
 inline Status Timeout(std::string m) { return {Code::kTimeout, std::move(m)}; }
 inline Status Aborted(std::string m) { return {Code::kAborted, std::move(m)}; }
 inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+inline Status Unauthenticated(std::string m) { return {Code::kUnauthenticated, std::move(m)}; }
+inline Status PermissionDenied(std::string m) { return {Code::kPermissionDenied, std::move(m)}; }
 
 template <typename T>
 class [[nodiscard]] Result {

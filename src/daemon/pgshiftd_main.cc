@@ -1,6 +1,7 @@
 // pgshiftd: the control plane process — REST API + workflow engine + state
-// store. Killed at any point (even SIGKILL) and started again with the same
-// --state file, it resumes every unfinished migration.
+// store (+ inventory, authentication, audit log, metrics, webhook, web page).
+// Killed at any point (even SIGKILL) and started again with the same --state
+// file, it resumes every unfinished migration.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -9,7 +10,10 @@
 #include <thread>
 
 #include "api/http_server.h"
+#include "api/notifier.h"
+#include "api/web_assets.h"
 #include "common/faults.h"
+#include "daemon/api_setup.h"
 #include "provider/local/local_env.h"
 #include "provider/registry.h"
 #include "store/state_store.h"
@@ -20,6 +24,11 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
 
+int Fail(const std::string& message, int code) {
+  std::fprintf(stderr, "pgshiftd: %s\n", message.c_str());
+  return code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -27,65 +36,105 @@ int main(int argc, char** argv) {
   std::string state_path = "pgshift-state.db";
   std::string listen = "127.0.0.1:7432";
   std::string log_level = "info";
-  app.add_option("--state", state_path, "SQLite state file (created if missing)");
+  std::string webhook;
+  pgshift::daemon::Flags flags;
+  app.add_option("--state", state_path, "SQLite state file (created if missing, mode 0600)");
   app.add_option("--listen", listen, "HOST:PORT for the REST API (port 0 = any free port)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--registry", flags.registry,
+                 "Inventory registry (YAML/JSON): owner team, source endpoint, credential name, "
+                 "placement per database");
+  app.add_option("--secrets", flags.secrets,
+                 "Secrets file (credential name → password, mode 0600); default: the registry's "
+                 "'secrets' field");
+  app.add_option("--tokens", flags.tokens, "Bearer tokens file (mode 0600): '<token> <identity>'");
+  app.add_option("--access", flags.access, "Access file: operators and teams' identities");
+  app.add_option("--tls-cert", flags.tls_cert, "Serve HTTPS with this certificate (PEM)");
+  app.add_option("--tls-key", flags.tls_key, "Key of --tls-cert (PEM)");
+  app.add_option("--client-ca", flags.client_ca,
+                 "CA whose client certificates authenticate (identity: CN or a SAN)");
+  app.add_option("--webhook", webhook,
+                 "POST JSON here on phase changes and findings (best effort)");
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   auto colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    std::fprintf(stderr, "pgshiftd: --listen must be HOST:PORT, got '%s'\n", listen.c_str());
-    return 2;
-  }
+  if (colon == std::string::npos)
+    return Fail("--listen must be HOST:PORT, got '" + listen + "'", 2);
   const std::string host = listen.substr(0, colon);
   int port = 0;
   try {
     port = std::stoi(listen.substr(colon + 1));
   } catch (...) {
-    std::fprintf(stderr, "pgshiftd: bad port in --listen '%s'\n", listen.c_str());
-    return 2;
+    return Fail("bad port in --listen '" + listen + "'", 2);
   }
+  auto setup = pgshift::daemon::LoadApiSetup(flags, host);
+  if (!setup.ok()) return Fail(setup.status().message(), 2);
 
   auto store = pgshift::SqliteStateStore::Open(state_path);
-  if (!store.ok()) {
-    std::fprintf(stderr, "pgshiftd: %s\n", store.status().message().c_str());
-    return 1;
-  }
+  if (!store.ok()) return Fail(store.status().message(), 1);
+  pgshift::SqliteStateStore& st = **store;
   // Each migration's env comes from the provider its spec names.
   pgshift::ProviderRegistry envs;
-  if (auto st =
-          envs.Register(pgshift::kLocalProvider, std::make_unique<pgshift::LocalEnvFactory>());
-      !st.ok()) {
-    std::fprintf(stderr, "pgshiftd: %s\n", st.message().c_str());
-    return 1;
+  if (auto s = envs.Register(pgshift::kLocalProvider, std::make_unique<pgshift::LocalEnvFactory>());
+      !s.ok()) {
+    return Fail(s.message(), 1);
   }
-  pgshift::Engine engine(**store, envs);
-  pgshift::api::ApiServer server(engine, host, port);
-  if (auto st = server.Start(); !st.ok()) {
-    std::fprintf(stderr, "pgshiftd: %s\n", st.message().c_str());
-    return 1;
+  pgshift::Engine engine(st, envs);
+  // The webhook reads migrations as the API does, on its own threads.
+  std::unique_ptr<pgshift::api::Notifier> notifier;
+  if (!webhook.empty()) {
+    auto n = pgshift::api::Notifier::Make(
+        engine, {.url = webhook, .links = [&st] {
+                   auto l = st.MigrationDatabases();
+                   return l.ok() ? *l : std::map<std::string, std::string>{};
+                 }});
+    if (!n.ok()) return Fail(n.status().message(), 2);
+    notifier = std::move(*n);
   }
+  pgshift::api::ApiServer server(engine, host, port,
+                                 {.auth = setup->auth.get(),
+                                  .inventory = setup->inventory.get(),
+                                  .audit = &st,
+                                  .tls = setup->tls,
+                                  .fallback = pgshift::api::ServeWebAsset});
+  if (auto s = server.Start(); !s.ok()) return Fail(s.message(), 1);
   if (!pgshift::ArmedFaults().empty()) {
     spdlog::warn(
         "TEST FAULTS ARMED (PGSHIFT_FAULTS={}): this pgshiftd will crash or fail on "
         "purpose; never set this outside tests",
         pgshift::ArmedFaults());
   }
-  spdlog::info("pgshiftd listening on http://{}:{} (state: {})", host, server.port(), state_path);
-  std::printf("pgshiftd listening on http://%s:%d\n", host.c_str(), server.port());
+  const char* scheme = setup->tls.enabled() ? "https" : "http";
+  if (setup->dev_mode()) {
+    const std::string warning = pgshift::daemon::DevModeWarning(host, server.port());
+    spdlog::warn("{}", warning);
+    std::printf("WARNING: %s\n", warning.c_str());
+  }
+  spdlog::info("pgshiftd listening on {}://{}:{} (state: {}, inventory: {})", scheme, host,
+               server.port(), state_path, flags.registry.empty() ? "none" : flags.registry);
+  std::printf("pgshiftd listening on %s://%s:%d\n", scheme, host.c_str(), server.port());
   std::fflush(stdout);
-  if (auto st = engine.ResumeAll(); !st.ok()) {
-    spdlog::error("cannot resume migrations: {}", st.ToString());
+
+  if (notifier) {
+    notifier->Start();
+    spdlog::info("webhook: notifying {}", webhook);
+  }
+  if (auto s = engine.ResumeAll(); !s.ok()) {
+    spdlog::error("cannot resume migrations: {}", s.ToString());
   }
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   spdlog::info("pgshiftd stopping; unfinished migrations resume on the next start");
+  if (notifier) notifier->Stop();
   server.Stop();
+  // Ends a running pg_basebackup (or other long provider work) so the
+  // engine's workers can return; they resume on the next start.
+  envs.RequestStop();
   engine.Stop();
   return 0;
 }

@@ -108,8 +108,10 @@ int RunDemo(const DemoOptions& opts, std::ostream& out, std::ostream& err) {
       << "through " << opts.router << "; every acknowledged write is then looked up on the "
       << "new primary" << (cdc ? " and in a CDC consumer's stream" : "") << ".\n\n";
   DemoNumbers n{.state = "error", .router = opts.router};
-  auto sbr = Sandbox::Start(
-      {.router = opts.router, .pgbench_scale = opts.pgbench_scale, .keep = opts.keep});
+  auto sbr = Sandbox::Start({.router = opts.router,
+                             .pgbench_scale = opts.pgbench_scale,
+                             .keep = opts.keep,
+                             .inventory = true});
   if (!sbr.ok()) {
     err << "demo: could not build the sandbox: " << sbr.status().message() << "\n";
     out << "DEMO RESULT " << DemoResult(n).dump() << "\n";
@@ -151,12 +153,13 @@ int RunDemo(const DemoOptions& opts, std::ostream& out, std::ostream& err) {
           " clients) + 2 ledger writers");
   std::this_thread::sleep_for(std::chrono::seconds(2));
 
-  json spec = sb.MigrationSpec({{"auto_cutover", true},
-                                {"auto_finalize", true},
-                                {"sustain_seconds", opts.sustain_seconds},
-                                {"verify_seconds", opts.verify_seconds},
-                                {"poll_ms", 100}});
-  auto created = sb.Api("POST", "/v1/migrations", spec.dump());
+  // By name: pgshiftd takes the source, target and router from its inventory.
+  json options = {{"auto_cutover", true},
+                  {"auto_finalize", true},
+                  {"sustain_seconds", opts.sustain_seconds},
+                  {"verify_seconds", opts.verify_seconds},
+                  {"poll_ms", 100}};
+  auto created = sb.Api("POST", "/v1/databases/app/migrations", json{{"options", options}}.dump());
   std::string id, state = "error";
   json final_m;
   if (!created.ok() || (*created)["status"] != 201) {
@@ -164,7 +167,7 @@ int RunDemo(const DemoOptions& opts, std::ostream& out, std::ostream& err) {
         << (created.ok() ? (*created)["body"].dump() : created.status().message()) << "\n";
   } else {
     id = (*created)["body"]["id"];
-    tl.Note("migration " + id + " created (POST /v1/migrations)");
+    tl.Note("migration " + id + " of app created (POST /v1/databases/app/migrations)");
     const int64_t deadline = MonotonicMs() + 300000;
     while (MonotonicMs() < deadline) {
       tl.Poll(id);

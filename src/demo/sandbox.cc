@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,9 +85,16 @@ Sandbox::~Sandbox() {
   (void)KillPgshiftd(SIGTERM);
   if (pgbouncer_) (void)pgbouncer_->Stop();
   (void)Stop(proxy_pid_, SIGTERM);
-  LocalCluster target(
-      ClusterSpec{.data_dir = target_dir(), .port = target_port_, .os_user = opts_.os_user});
-  if (target.Exists()) (void)target.Stop("immediate");
+  // The expert form's target, and those migrate-by-name placed at dir/app-<suffix>.
+  std::vector<std::string> targets = {target_dir()};
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    if (e.path().filename().string().rfind("app-", 0) == 0) targets.push_back(e.path().string());
+  }
+  for (const auto& t : targets) {
+    LocalCluster target(ClusterSpec{.data_dir = t, .port = target_port_, .os_user = opts_.os_user});
+    if (target.Exists()) (void)target.Stop("immediate");
+  }
   if (source_) (void)source_->Stop("immediate");
   if (!opts_.keep && !dir_.empty()) (void)RemoveTree(dir_);
 }
@@ -158,6 +166,42 @@ Status Sandbox::StartProxy(int source_port) {
   return Status::OK();
 }
 
+Result<std::vector<std::string>> Sandbox::WriteInventory() {
+  const std::vector<std::string> flags = {"--registry", dir_ + "/registry.json"};
+  if (!admin_secret_.empty()) return flags;  // written at the first start
+  admin_secret_ = "sandbox-admin-" + std::to_string(MonotonicUs());
+  PGSHIFT_RETURN_IF_ERROR(
+      source_->Psql("alter role postgres password '" + admin_secret_ + "'").status());
+  json routers = json::array();
+  json router = RouterConfig();
+  if (router["type"] != "none") {
+    router.erase("route");
+    router["name"] = "sandbox-" + router["type"].get<std::string>();
+    routers.push_back(router);
+  }
+  const json placement = {
+      {"data_root", dir_},
+      {"ports", std::to_string(target_port_) + "-" + std::to_string(target_port_)},
+      {"os_user", opts_.os_user}};
+  const json source = {{"host", "127.0.0.1"},
+                       {"port", source_->spec().port},
+                       {"user", "postgres"},
+                       {"credential", "source-admin"}};
+  const json registry = {{"secrets", "secrets.json"},
+                         {"routers", routers},
+                         {"databases",
+                          {{"app",
+                            {{"team", kSandboxTeam},
+                             {"source", source},
+                             {"placement", placement},
+                             {"tags", {"sandbox"}}}}}}};
+  const std::string secrets = dir_ + "/secrets.json";
+  PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(secrets, json{{"source-admin", admin_secret_}}.dump()));
+  if (chmod(secrets.c_str(), 0600) != 0) return Internal("cannot chmod 600 " + secrets);
+  PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/registry.json", registry.dump(2)));
+  return flags;
+}
+
 json Sandbox::MigrationSpec(const json& options) const {
   json spec = {
       {"name", "sandbox-app"},
@@ -185,10 +229,15 @@ Status Sandbox::StartPgshiftd() {
   const std::string bin = opts_.pgshiftd_path.empty()
                               ? FindBinary("pgshiftd", "PGSHIFTD", "daemon/pgshiftd")
                               : opts_.pgshiftd_path;
-  PGSHIFT_ASSIGN_OR_RETURN(
-      pgshiftd_pid_, DefaultRunner().Spawn({.argv = {bin, "--state", dir_ + "/state.db", "--listen",
-                                                     "127.0.0.1:" + std::to_string(api_port_)},
-                                            .output_file = PgshiftdLog()}));
+  std::vector<std::string> argv = {bin, "--state", dir_ + "/state.db", "--listen",
+                                   "127.0.0.1:" + std::to_string(api_port_)};
+  if (opts_.inventory) {
+    PGSHIFT_ASSIGN_OR_RETURN(auto flags, WriteInventory());
+    argv.insert(argv.end(), flags.begin(), flags.end());
+  }
+  argv.insert(argv.end(), opts_.pgshiftd_args.begin(), opts_.pgshiftd_args.end());
+  PGSHIFT_ASSIGN_OR_RETURN(pgshiftd_pid_,
+                           DefaultRunner().Spawn({.argv = argv, .output_file = PgshiftdLog()}));
   const int64_t deadline = MonotonicMs() + 15000;
   while (MonotonicMs() < deadline) {
     auto r = Api("GET", "/healthz");
@@ -242,8 +291,10 @@ Result<json> Sandbox::Api(const std::string& method, const std::string& path,
   httplib::Client cli("127.0.0.1", api_port_);
   cli.set_connection_timeout(2);
   cli.set_read_timeout(30);
-  httplib::Result res =
-      method == "GET" ? cli.Get(path.c_str()) : cli.Post(path.c_str(), body, "application/json");
+  httplib::Headers headers;
+  if (!opts_.api_token.empty()) headers.emplace("Authorization", "Bearer " + opts_.api_token);
+  httplib::Result res = method == "GET" ? cli.Get(path.c_str(), headers)
+                                        : cli.Post(path.c_str(), headers, body, "application/json");
   if (!res) {
     return Unavailable("pgshiftd at " + ApiUrl() + " did not answer " + method + " " + path);
   }

@@ -14,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "load/cdc_consumer.h"
@@ -32,7 +33,16 @@ struct SandboxOptions {
   bool client_tls = true;
   bool keep = false;
   std::string os_user = "postgres";
+  // Self-service: pgshiftd gets an inventory (--registry) describing database
+  // "app" (team kSandboxTeam, its router, the source's admin endpoint with a
+  // password from a 0600 secrets file, placement in dir() on target_port()),
+  // so it is migrated by name: Api("POST", "/v1/databases/app/migrations").
+  bool inventory = false;
+  std::vector<std::string> pgshiftd_args;  // more pgshiftd flags (e.g. --tokens)
+  std::string api_token;                   // Api() sends it as a bearer token
 };
+
+inline constexpr const char* kSandboxTeam = "sandbox";
 
 class Sandbox {
  public:
@@ -61,6 +71,9 @@ class Sandbox {
                                  const std::function<bool(const nlohmann::json&)>& pred,
                                  int64_t timeout_ms) const;
 
+  // The source superuser's password (inventory only): in the secrets file,
+  // never in an API answer or pgshiftd's log.
+  const std::string& admin_secret() const { return admin_secret_; }
   // The role `app` authenticates with SCRAM when the proxy fronts the source:
   // the proxy holds the password and applications present only a certificate.
   const std::string& app_password() const { return app_password_; }
@@ -88,12 +101,15 @@ class Sandbox {
   std::unique_ptr<LocalCluster> source_;
   std::unique_ptr<PgBouncerProcess> pgbouncer_;
   Status StartProxy(int source_port);
+  // registry.json + secrets.json for `inventory` (once); the pgshiftd flags to read them.
+  Result<std::vector<std::string>> WriteInventory();
   // Stops one of our child processes and forgets its pid.
   Status Stop(pid_t& pid, int sig);
   pid_t proxy_pid_ = -1;
   int proxy_port_ = 0;
   int proxy_admin_port_ = 0;
   std::string app_password_;
+  std::string admin_secret_;
   int target_port_ = 0;
   int api_port_ = 0;
   pid_t pgshiftd_pid_ = -1;

@@ -1,46 +1,16 @@
 #include "store/state_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/sqlite_stmt.h"
 
 namespace pgshift {
 namespace {
 
-// RAII for a prepared statement.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const std::string& sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  Status status() const {
-    if (rc_ == SQLITE_OK) return Status::OK();
-    return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
-  }
-  void Bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(stmt_); }
-  Status Run() {
-    int rc = Step();
-    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return Status::OK();
-    return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
-  }
-  std::string Text(int col) {
-    const unsigned char* t = sqlite3_column_text(stmt_, col);
-    return t ? reinterpret_cast<const char*>(t) : "";
-  }
-  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
+using store_internal::Stmt;
 
 nlohmann::json ParseOr(const std::string& text, nlohmann::json fallback) {
   auto j = nlohmann::json::parse(text, nullptr, false);
@@ -79,6 +49,19 @@ CREATE TABLE IF NOT EXISTS actions (
   body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS actions_by_migration ON actions(migration_id, seq);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  identity TEXT NOT NULL,
+  action TEXT NOT NULL,
+  database TEXT NOT NULL,
+  migration TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS migration_databases (
+  migration_id TEXT PRIMARY KEY,
+  database TEXT NOT NULL
+);
 )sql";
 
 // A state file written before the queue kept one pending request in the
@@ -89,9 +72,22 @@ INSERT INTO actions (migration_id, action, body)
 UPDATE migrations SET pending_action = '', action_body = '{}' WHERE pending_action != '';
 )sql";
 
+// The store holds specs whose conninfo may carry a source's password: only
+// pgshiftd's user may read it (SQLite gives its -wal and -shm files the
+// main file's mode).
+Status MakePrivate(const std::string& path) {
+  int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::OK();  // sqlite3_open reports the real problem
+  const bool ok = ::fchmod(fd, 0600) == 0;
+  ::close(fd);
+  if (!ok) return Unavailable("cannot make the state store " + path + " private (chmod 600)");
+  return Status::OK();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const std::string& path) {
+  if (path != ":memory:") PGSHIFT_RETURN_IF_ERROR(MakePrivate(path));
   sqlite3* db = nullptr;
   int rc =
       sqlite3_open_v2(path.c_str(), &db,

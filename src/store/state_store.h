@@ -6,11 +6,13 @@
 // to it and the engine removes exactly the requests it applied, in the commit
 // that records their effect, so a request made while the engine works is
 // neither overwritten nor cleared unseen.
+// The AuditStore (same file) keeps who did what through the API.
 // SqliteStateStore is thread-safe (one connection behind a mutex; WAL mode,
 // synchronous=FULL).
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -78,7 +80,33 @@ class StateStore {
   virtual Result<std::vector<MigrationEvent>> Events(const std::string& id) = 0;
 };
 
-class SqliteStateStore : public StateStore {
+// One audited act: who did what, when, to which database and migration,
+// and why (the request's reason or options, never a secret).
+struct AuditEntry {
+  int64_t seq = 0;
+  int64_t at_ms = 0;
+  std::string identity;
+  std::string action;     // e.g. migration.create, migration.cutover
+  std::string database;   // "" when none
+  std::string migration;  // "" when none
+  std::string detail;
+};
+
+// The audit log and which database each migration was created for.
+class AuditStore {
+ public:
+  virtual ~AuditStore() = default;
+  virtual Status AppendAudit(const AuditEntry& e) = 0;
+  // Oldest first; at most `limit` of the newest.
+  virtual Result<std::vector<AuditEntry>> ListAudit(int64_t limit) = 0;
+  // Records that `migration_id` migrates `database` (the by-name form).
+  virtual Status LinkDatabase(const std::string& migration_id, const std::string& database) = 0;
+  // migration id → database, for every linked migration.
+  virtual Result<std::map<std::string, std::string>> MigrationDatabases() = 0;
+};
+
+// The file is made private (mode 0600) at open: specs may carry a password.
+class SqliteStateStore : public StateStore, public AuditStore {
  public:
   // path ":memory:" gives a private in-memory database (unit tests).
   static Result<std::unique_ptr<SqliteStateStore>> Open(const std::string& path);
@@ -94,6 +122,11 @@ class SqliteStateStore : public StateStore {
   Status UpdateWithEvents(const MigrationRecord& m, const std::vector<MigrationEvent>& events,
                           const std::vector<int64_t>& applied_actions) override;
   Result<std::vector<MigrationEvent>> Events(const std::string& id) override;
+
+  Status AppendAudit(const AuditEntry& e) override;
+  Result<std::vector<AuditEntry>> ListAudit(int64_t limit) override;
+  Status LinkDatabase(const std::string& migration_id, const std::string& database) override;
+  Result<std::map<std::string, std::string>> MigrationDatabases() override;
 
  private:
   Status UpdateLocked(const MigrationRecord& m);

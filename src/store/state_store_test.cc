@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include "common/os.h"
 
@@ -158,6 +159,42 @@ TEST(SqliteStateStore, UpdateWithEventsWritesAllOrNothing) {
   m->phase = "promote";
   ASSERT_TRUE(s.UpdateWithEvents(*m, {{0, 11, "promote", "info", "replayed"}}, {}).ok());
   EXPECT_EQ(s.Events("m-3")->size(), 3u);
+}
+
+TEST(SqliteStateStore, AuditEntriesAndDatabaseLinksSurviveReopen) {
+  auto dir = MakeTempDir("pgshift-store");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/state.db";
+  {
+    auto store = SqliteStateStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    for (int i = 1; i <= 3; ++i) {
+      ASSERT_TRUE((*store)
+                      ->AppendAudit({0, i, "alice", "migration.cutover", "app", "m-1",
+                                     "try " + std::to_string(i)})
+                      .ok());
+    }
+    ASSERT_TRUE((*store)->LinkDatabase("m-1", "app").ok());
+  }
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "specs may hold a source password";
+  auto store = SqliteStateStore::Open(path);
+  ASSERT_TRUE(store.ok());
+  auto all = (*store)->ListAudit(100);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].detail, "try 1");
+  EXPECT_EQ((*all)[2].identity, "alice");
+  EXPECT_EQ((*all)[2].database, "app");
+  auto newest = (*store)->ListAudit(2);
+  ASSERT_TRUE(newest.ok());
+  ASSERT_EQ(newest->size(), 2u);
+  EXPECT_EQ((*newest)[0].detail, "try 2");  // the two newest, oldest first
+  auto links = (*store)->MigrationDatabases();
+  ASSERT_TRUE(links.ok());
+  EXPECT_EQ(links->at("m-1"), "app");
+  (void)RemoveTree(*dir);
 }
 
 }  // namespace
