@@ -1,5 +1,6 @@
 // The identities a client certificate carries: its subject CN, then its
-// SAN DNS, email and URI entries, in order (the proxy's rule too).
+// SAN DNS, email and URI entries, in order: pgshiftd's API and
+// pgshift-proxy's policy both name a client by these.
 // Pure functions; thread-safe.
 #pragma once
 

@@ -3,12 +3,12 @@
 // authentication answer, cancel requests, and refusals. Same thread-safety
 // as session.h: one session runs on one strand.
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <random>
 
+#include "auth/cert_identity.h"
 #include "proxy/session.h"
 
 namespace pgshift::proxy {
@@ -21,32 +21,6 @@ bool Matches(const std::vector<std::string>& allowed, const std::string& v) {
   for (const auto& a : allowed)
     if (a == "*" || a == v) return true;
   return false;
-}
-
-std::vector<std::string> CertIdentities(X509* cert) {
-  std::vector<std::string> ids;
-  char cn[256];
-  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
-  if (n > 0) ids.emplace_back(cn, static_cast<size_t>(n));
-  auto* names =
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  if (names) {
-    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
-      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
-      const ASN1_IA5STRING* s = nullptr;
-      if (gn->type == GEN_DNS)
-        s = gn->d.dNSName;
-      else if (gn->type == GEN_EMAIL)
-        s = gn->d.rfc822Name;
-      else if (gn->type == GEN_URI)
-        s = gn->d.uniformResourceIdentifier;
-      if (s)
-        ids.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                         static_cast<size_t>(ASN1_STRING_length(s)));
-    }
-    GENERAL_NAMES_free(names);
-  }
-  return ids;
 }
 
 }  // namespace
@@ -232,7 +206,7 @@ asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std:
                                  " (it must be signed by the CA in the proxy's tls.client_ca)");
     co_return false;
   }
-  std::vector<std::string> ids = CertIdentities(cert);
+  std::vector<std::string> ids = auth::CertIdentities(cert);
   for (const auto& rule : shared_.config.policy) {
     for (const auto& id : ids) {
       if ((rule.identity == "*" || rule.identity == id) && Matches(rule.databases, database) &&
