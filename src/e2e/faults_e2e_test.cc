@@ -25,6 +25,7 @@
 #include "common/clock.h"
 #include "common/os.h"
 #include "demo/sandbox.h"
+#include "e2e/faults_report.h"
 #include "load/ledger.h"
 #include "model/phase.h"
 #include "store/state_store.h"
@@ -39,8 +40,6 @@ constexpr int64_t kDeathPollMs = 20;
 constexpr int kLedgerWriters = 2;
 constexpr int64_t kMinCommittedPerWriter = 50;
 constexpr size_t kLogTail = 6000;
-// Where `make e2e-faults` wants the report (each scenario, then the summary).
-constexpr const char* kReportEnv = "PGSHIFT_E2E_FAULTS_REPORT";
 
 bool Terminal(const json& m) {
   return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
@@ -64,37 +63,6 @@ void SetFaults(const std::string& value) {
 Phase RecordedAtCrashBefore(Phase p) {
   while (ChainsInto(p)) p = kPhaseTable[PhaseOrder(p) - 1].phase;
   return p;
-}
-
-// The totals of every scenario of this process, rewritten to the report
-// file after each one (`make e2e-faults` prints it).
-struct Totals {
-  int scenarios = 0;
-  int passed = 0;
-  int64_t lost_rows = 0;
-  int64_t duplicated_rows = 0;
-  int lost_events = 0;
-  std::vector<std::string> lines;
-
-  void Write() const {
-    const char* path = std::getenv(kReportEnv);
-    if (path == nullptr || *path == '\0') return;
-    std::ofstream out(path, std::ios::trunc);
-    for (const auto& l : lines) out << l << "\n";
-    out << "E2E faults "
-        << nlohmann::ordered_json{{"scenarios", scenarios},
-                                  {"passed", passed},
-                                  {"lost_rows", lost_rows},
-                                  {"duplicated_rows", duplicated_rows},
-                                  {"lost_events", lost_events}}
-               .dump()
-        << "\n";
-  }
-};
-
-Totals& TheTotals() {
-  static Totals t;
-  return t;
 }
 
 // One crash point of a run: what was seen when pgshiftd died there.
@@ -294,16 +262,12 @@ class FaultsE2E : public ::testing::Test {
 
   // Adds this test's scenarios (its crash points) to the report.
   void Report(const std::string& ending, const std::vector<std::string>& path, int missing_events) {
-    Totals& t = TheTotals();
+    e2e::FaultsTotals& t = e2e::TheFaultsTotals();
     const double seconds = (MonotonicMs() - started_ms_) / 1000.0;
     const bool clean = !HasFailure();
     for (const auto& p : points_) {
-      const bool passed = clean && p.died && p.recorded_ok;
-      ++t.scenarios;
-      t.passed += passed;
-      t.lines.push_back(
-          "scenario crash:before_" + p.phase + " -> " + ending + ": " +
-          (passed ? "passed" : "FAILED" + (p.note.empty() ? "" : " (" + p.note + ")")));
+      t.AddScenario("crash:before_" + p.phase + " -> " + ending, clean && p.died && p.recorded_ok,
+                    p.note);
     }
     t.lost_rows += lost_rows_;
     t.duplicated_rows += duplicated_rows_;
@@ -483,11 +447,8 @@ TEST_F(FaultsE2E, BadRequestsGet4xxAndChangeNothing) {
   EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots"), "1\n")
       << "only the migration's own slot";
 
-  Totals& t = TheTotals();
-  ++t.scenarios;
-  t.passed += !HasFailure();
-  t.lines.push_back("scenario bad requests (" + std::to_string(cases.size()) +
-                    " cases): " + (HasFailure() ? "FAILED" : "passed"));
+  e2e::FaultsTotals& t = e2e::TheFaultsTotals();
+  t.AddScenario("bad requests (" + std::to_string(cases.size()) + " cases)", !HasFailure());
   t.Write();
 }
 
