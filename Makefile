@@ -2,8 +2,8 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build demo check unit e2e-cdc e2e-faults e2e-web bench-proxy bench-cutover fuzz \
-	clean format
+.PHONY: setup build demo check unit e2e-cdc e2e-faults e2e-regress e2e-web bench-proxy \
+	bench-cutover fuzz clean format
 
 setup:
 	@bash scripts/setup.sh
@@ -54,6 +54,23 @@ e2e-faults: setup
 	  if [ -s $(E2E_FAULTS_REPORT) ]; then cat $(E2E_FAULTS_REPORT); \
 	  else echo 'E2E faults {"error":"no report written"}'; rc=1; fi; \
 	  exit $$rc
+
+# PostgreSQL 15's own regression suite (Debian's source, fetched by setup) with
+# pg_regress --use-existing: directly, through pgshift-proxy (plain, mTLS) and
+# through it while pgshiftd migrates the database mid-suite; each mode's
+# output (regression.diffs) in $(BUILD)/e2e-regress/<mode>. Last line:
+# `E2E regress {"tests":N,...,"proxy_only_failures":[...]}`.
+e2e-regress: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target regress_e2e_test
+	@start=$$(date +%s); \
+	  log=$(abspath $(BUILD))/e2e-regress.log; \
+	  { PGSHIFT_E2E_REGRESS_OUT=$(abspath $(BUILD))/e2e-regress \
+	    $(BUILD)/src/e2e/regress_e2e_test; echo $$? > $$log.rc; } 2>&1 | tee $$log; \
+	  rc=$$(cat $$log.rc); echo "e2e-regress: $$(( $$(date +%s) - start )) s"; \
+	  line=$$(grep '^E2E regress ' $$log | tail -n 1); \
+	  if [ -z "$$line" ]; then echo "e2e-regress: no E2E regress line (see $$log)"; exit 1; fi; \
+	  echo "$$line"; exit $$rc
 
 # The web page in headless Chromium against a real pgshiftd (src/e2e/web_e2e_test.cc
 # driving web/test/e2e.cjs); screenshots kept in $(BUILD)/e2e-web/screenshots.

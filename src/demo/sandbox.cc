@@ -102,7 +102,7 @@ Sandbox::~Sandbox() {
 std::string Sandbox::AppConninfo() const {
   if (pgbouncer_) return pgbouncer_->ClientConninfo("app", "app");
   if (proxy_pid_ > 0) {
-    const std::string c = dir_ + "/certs/";
+    const std::string c = CertDir() + "/";
     if (!opts_.client_tls) {
       return "host=127.0.0.1 port=" + std::to_string(proxy_port_) +
              " dbname=app user=app sslmode=disable";
@@ -125,7 +125,7 @@ std::string Sandbox::TargetConninfo(const std::string& db, const std::string& us
 }
 
 Status Sandbox::StartProxy(int source_port) {
-  const std::string certs = dir_ + "/certs";
+  const std::string certs = CertDir();
   PGSHIFT_RETURN_IF_ERROR(MakeDirOwnedBy(certs, "", 0700));
   PGSHIFT_RETURN_IF_ERROR(MakeDevCerts(certs));
   PGSHIFT_ASSIGN_OR_RETURN(proxy_port_, FreePort());
@@ -140,11 +140,14 @@ Status Sandbox::StartProxy(int source_port) {
         {"client_ca", certs + "/ca.crt"}}},
       {"routes",
        {{{"name", "app"},
-         {"database", "app"},
+         {"database", opts_.route_database},
          {"upstream", {{"host", "127.0.0.1"}, {"port", source_port}}},
          {"hold_timeout_ms", 10000},
          {"allow_plaintext", !opts_.client_tls}}}},
-      {"policy", {{{"identity", "app-client"}, {"databases", {"app"}}, {"roles", {"app"}}}}},
+      {"policy",
+       {{{"identity", "app-client"},
+         {"databases", {opts_.route_database}},
+         {"roles", opts_.route_roles}}}},
       {"credentials", {{{"role", "app"}, {"password", app_password_}}}},
   };
   const std::string path = dir_ + "/proxy.json";

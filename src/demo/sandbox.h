@@ -31,6 +31,12 @@ struct SandboxOptions {
   // proxy router: clients use mutual TLS (the default) or, when false, plain
   // text on a route that allows it (to compare with a plain-text PgBouncer).
   bool client_tls = true;
+  // proxy router: the database the route "app" serves and the roles the
+  // client certificate may use on it. A suite that runs in a database of its
+  // own as many roles (PostgreSQL's regression suite) is routed with
+  // {"regression", {"*"}}; the migration then moves that database's traffic.
+  std::string route_database = "app";
+  std::vector<std::string> route_roles = {"app"};
   bool keep = false;
   std::string os_user = "postgres";
   // Self-service: pgshiftd gets an inventory (--registry) describing database
@@ -55,6 +61,10 @@ class Sandbox {
   std::string SourceConninfo(const std::string& db = "app", const std::string& user = "app") const;
   std::string TargetConninfo(const std::string& db = "app", const std::string& user = "app") const;
   int target_port() const { return target_port_; }
+  // proxy router: where clients connect, and the dev certificates (ca.crt,
+  // app-client.crt/.key) they present with mutual TLS.
+  int proxy_port() const { return proxy_port_; }
+  std::string CertDir() const { return dir_ + "/certs"; }
   std::string target_dir() const { return dir_ + "/target"; }
   LocalCluster& source() { return *source_; }
   std::string ApiUrl() const { return "http://127.0.0.1:" + std::to_string(api_port_); }
