@@ -21,13 +21,15 @@ struct TableSum {
 struct SideTables {
   std::map<std::string, std::string> qualified;  // "schema.table" → quoted name
   std::map<std::string, bool> unlogged;
+  // oid and relfilenode as the transaction's snapshot sees them.
+  std::map<std::string, std::pair<std::string, std::string>> storage;
 };
 
 Status PinSession(PgConn& c) {
   for (const char* sql :
        {"set DateStyle = 'ISO, YMD'", "set IntervalStyle = 'postgres'", "set TimeZone = 'UTC'",
-        "set extra_float_digits = 3", "set bytea_output = 'hex'",
-        "set statement_timeout = 0", "set application_name = 'pgshift-parity'"}) {
+        "set extra_float_digits = 3", "set bytea_output = 'hex'", "set statement_timeout = 0",
+        "set application_name = 'pgshift-parity'"}) {
     PGSHIFT_RETURN_IF_ERROR(c.Exec(sql));
   }
   return Status::OK();
@@ -35,20 +37,46 @@ Status PinSession(PgConn& c) {
 
 Result<SideTables> ListTables(PgConn& c) {
   PGSHIFT_ASSIGN_OR_RETURN(
-      Rows rows,
-      c.Query("select n.nspname || '.' || c.relname as name, "
-              "quote_ident(n.nspname) || '.' || quote_ident(c.relname) as qname, "
-              "c.relpersistence = 'u' as unlogged from pg_class c "
-              "join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' "
-              "and n.nspname not in ('pg_catalog', 'information_schema') "
-              "and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%' "
-              "order by 1"));
+      Rows rows, c.Query("select n.nspname || '.' || c.relname as name, "
+                         "quote_ident(n.nspname) || '.' || quote_ident(c.relname) as qname, "
+                         "c.relpersistence = 'u' as unlogged, c.oid::text as oid, "
+                         "c.relfilenode::text as filenode from pg_class c "
+                         "join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' "
+                         "and n.nspname not in ('pg_catalog', 'information_schema') "
+                         "and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%' "
+                         "order by 1"));
   SideTables t;
   for (size_t i = 0; i < rows.size(); ++i) {
     t.qualified[rows.Str(i, "name")] = rows.Str(i, "qname");
     t.unlogged[rows.Str(i, "name")] = rows.Bool(i, "unlogged");
+    t.storage[rows.Str(i, "name")] = {rows.Str(i, "oid"), rows.Str(i, "filenode")};
   }
   return t;
+}
+
+// Whether the table the snapshot lists was dropped or rewritten (TRUNCATE,
+// a rewriting ALTER TABLE, VACUUM FULL, CLUSTER) after the snapshot: catalog
+// lookups see the present, so its file is no longer the snapshot's and its
+// contents at the snapshot cannot be read any more.
+bool RewrittenSince(PgConn& c, const std::pair<std::string, std::string>& storage) {
+  auto now = c.Query("select coalesce(pg_relation_filenode(" + QuoteLiteral(storage.first) +
+                     "::oid)::text, '') as filenode");
+  return now.ok() && now->Str(0, "filenode") != storage.second;
+}
+
+Finding Rewritten(const std::string& table) {
+  Finding f;
+  f.id = "data_parity";
+  f.severity = Severity::kWarning;
+  f.subject = table;
+  f.value = {{"compared", false}};
+  f.threshold = "equal row count and checksum";
+  f.message = "table " + table +
+              " was dropped or rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL, "
+              "CLUSTER) on the target after promotion, so its contents at promotion can no "
+              "longer be read; not compared";
+  f.remedy = "compare it with the application's own checks if it matters";
+  return f;
 }
 
 // Adds the decimal `text` (a numeric sum of int64 hashes) to `acc`.
@@ -100,8 +128,10 @@ TableSum SumTable(PgConn& c, const std::string& qname, bool ranged, const Parity
     s.error = sp.message();
     return s;
   }
-  const std::string sum_sql = "select count(*) as n, coalesce(sum(hashtextextended(t::text, 0)), "
-                              "0)::text as h from " + qname + " t";
+  const std::string sum_sql =
+      "select count(*) as n, coalesce(sum(hashtextextended(t::text, 0)), "
+      "0)::text as h from " +
+      qname + " t";
   int64_t pages = 0;
   if (ranged) {
     auto size = c.Query("select pg_relation_size(" + QuoteLiteral(qname) +
@@ -174,8 +204,9 @@ Finding Mismatch(const std::string& table, const std::optional<TableSum>& src,
   if (tgt && tgt->error.empty()) f.value["target_rows"] = tgt->rows;
   f.threshold = "equal row count and checksum";
   f.message = "table " + table + " differs between source and target: " + why;
-  f.remedy = "do not finalize: investigate (the fence may not have held, or the table is "
-             "UNLOGGED); roll back to the source if the target is missing data";
+  f.remedy =
+      "do not finalize: investigate (the fence may not have held, or the table is "
+      "UNLOGGED); roll back to the source if the target is missing data";
   return f;
 }
 
@@ -199,7 +230,8 @@ Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
     if (!st.ok()) {
       return FailedPrecondition("cannot import snapshot '" + snapshot_id +
                                 "' on the target (the exporting transaction must still be open, "
-                                "in the same database): " + st.message());
+                                "in the same database): " +
+                                st.message());
     }
   }
   const bool src_ranged = SupportsRanges(*src), tgt_ranged = SupportsRanges(*tgt);
@@ -212,7 +244,7 @@ Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
   ParityProgress prog;
   prog.tables_total = static_cast<int>(all.size());
   std::vector<Finding> out;
-  int matched = 0, skipped = 0;
+  int matched = 0, skipped = 0, rewritten = 0;
   for (const auto& [name, unused] : all) {
     if (cancel && cancel->load()) return Aborted("data parity check cancelled");
     if (options.time_budget_ms > 0 && MonotonicMs() - started > options.time_budget_ms) {
@@ -239,17 +271,22 @@ Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
     ++prog.tables_done;
     if (s && !s->error.empty() && !src->Healthy()) return Unavailable("source lost: " + s->error);
     if (t && !t->error.empty() && !tgt->Healthy()) return Unavailable("target lost: " + t->error);
-    if (!s) {
+    const bool differs = !s || !t || !s->error.empty() || !t->error.empty() || s->rows != t->rows ||
+                         s->checksum != t->checksum;
+    if (differs && t && !snapshot_id.empty() && RewrittenSince(*tgt, tgt_tables.storage[name])) {
+      ++rewritten;
+      out.push_back(Rewritten(name));
+    } else if (!s) {
       out.push_back(Mismatch(name, s, t, "it exists only on the target"));
     } else if (!t) {
       out.push_back(Mismatch(name, s, t, "it exists only on the source"));
     } else if (!s->error.empty() || !t->error.empty()) {
       const bool unlogged = tgt_tables.unlogged[name];
-      out.push_back(Mismatch(name, s, t,
-                             unlogged ? "it is UNLOGGED and cannot be read on the target "
-                                        "(its contents do not replicate)"
-                                      : "it could not be read: " +
-                                            (s->error.empty() ? t->error : s->error)));
+      out.push_back(
+          Mismatch(name, s, t,
+                   unlogged ? "it is UNLOGGED and cannot be read on the target "
+                              "(its contents do not replicate)"
+                            : "it could not be read: " + (s->error.empty() ? t->error : s->error)));
     } else if (s->rows != t->rows || s->checksum != t->checksum) {
       out.push_back(Mismatch(name, s, t,
                              "source has " + std::to_string(s->rows) + " rows, target " +
@@ -280,7 +317,7 @@ Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
     Finding ok;
     ok.id = "data_parity";
     ok.severity = Severity::kOk;
-    ok.value = {{"tables_matched", matched}};
+    ok.value = {{"tables_matched", matched}, {"tables_rewritten", rewritten}};
     ok.message = std::to_string(matched) + " table(s) match in row count and checksum" +
                  (snapshot_id.empty() ? "" : " (target read at snapshot " + snapshot_id + ")");
     out.push_back(std::move(ok));

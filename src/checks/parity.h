@@ -48,7 +48,10 @@ struct ParityOptions {
 };
 
 // data_parity findings: blocking per table that differs or exists on one side
-// only (value: both counts and checksums); one ok summary when all match.
+// only (value: both counts and checksums); one ok summary when all match. With
+// a snapshot, a table that differs because the target dropped or rewrote it
+// after the snapshot (its file is no longer the snapshot's) is a warning: what
+// it held at promotion cannot be read any more.
 // Returns Aborted when *cancel becomes true, Unavailable when a side cannot
 // be reached, FailedPrecondition when the snapshot cannot be imported.
 Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
