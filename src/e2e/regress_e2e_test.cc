@@ -171,7 +171,7 @@ Status CreateRegressionDatabase(LocalCluster& cluster) {
   return cluster.Psql(alter).status();
 }
 
-// The sections of regression.diffs for `test` (each starts "diff ... /<test>.out").
+// The section of regression.diffs for `test` (it starts "diff ... results/<test>.out").
 std::string DiffOf(const std::string& diffs, const std::string& test) {
   std::string out;
   size_t pos = 0;
@@ -179,8 +179,7 @@ std::string DiffOf(const std::string& diffs, const std::string& test) {
     size_t next = diffs.find("\ndiff ", pos + 1);
     const size_t end = next == std::string::npos ? diffs.size() : next + 1;
     const std::string header = diffs.substr(pos, diffs.find('\n', pos) - pos);
-    if (header.find("/" + test + ".out") != std::string::npos ||
-        header.find("/" + test + "_") != std::string::npos) {
+    if (header.find("/results/" + test + ".out") != std::string::npos) {
       out += diffs.substr(pos, end - pos);
     }
     pos = end;
@@ -352,12 +351,16 @@ class RegressE2E : public ::testing::Test {
                       << DiffOf(diffs, failure.substr(failure.find(':') + 1));
       }
     }
+    if (mode == Mode::kDirect) return;
+    const json stats = RouteStats();
+    std::cerr << "regress " << ModeName(mode) << ": route stats " << stats.dump() << std::endl;
+    if (mode != Mode::kMtls) {
+      EXPECT_GT(stats.value("splices", 0), 0) << "plain-text sessions must have been spliced";
+    }
     if (mode == Mode::kSwitch) {
       EXPECT_TRUE(migrator.error.empty()) << migrator.error;
       EXPECT_LT(migrator.finished_at_end, result.tests)
           << "the migration must end while the suite still runs";
-      const json stats = RouteStats();
-      std::cerr << "regress switch: route stats " << stats.dump() << std::endl;
       EXPECT_GT(stats.value("switched_sessions", 0), 0) << "sessions must have moved";
     }
   }
