@@ -7,7 +7,9 @@
 //   mtls    through pgshift-proxy with mutual TLS (the dev certificates);
 //   switch  through pgshift-proxy in plain text while pgshiftd migrates the
 //           cluster (auto cutover + finalize), started once kSwitchAfterTests
-//           tests have finished, and finalized before the suite ends.
+//           tests have finished, and finalized before the suite ends; with
+//           PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP=1 the cutover is approved
+//           inside a busy parallel group (many sessions move in mid-test).
 // The direct run must pass every test; a test that fails through the proxy
 // but not directly is a proxy-only failure, and there must be none.
 //
@@ -51,6 +53,12 @@ constexpr int kMaxConcurrentTests = 20;
 // The migration starts once this many tests have finished: the suite is
 // partway, and the rest (about 200 tests) outlasts a whole migration.
 constexpr int kSwitchAfterTests = 20;
+// PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP=1: the cutover is approved (no auto
+// cutover) kIntoGroupMs after a parallel group of at least kBusyGroupTests
+// tests has started, so the switch lands on many sessions in mid-test.
+constexpr char kSwitchInGroupEnv[] = "PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP";
+constexpr int kBusyGroupTests = 10;
+constexpr int64_t kIntoGroupMs = 500;
 constexpr int64_t kSuiteTimeoutMs = 30 * 60 * 1000;  // safety bound, not a performance claim
 constexpr size_t kDiffPrintBytes = 6000;             // per proxy-only failure, in the log
 
@@ -192,7 +200,9 @@ std::string DiffOf(const std::string& diffs, const std::string& test) {
 struct Migrator {
   std::atomic<int> finished{0};  // tests pg_regress has reported
   std::atomic<bool> suite_done{false};
-  std::string error;  // why it did not finalize
+  bool in_group = false;                   // kSwitchInGroupEnv
+  std::atomic<bool> group_running{false};  // a busy parallel group is under way
+  std::string error;                       // why it did not finalize
   json migration;
   int finished_at_end = -1;  // tests finished when the migration ended
   std::thread thread;
@@ -206,7 +216,7 @@ struct Migrator {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     std::cerr << "regress switch: migrating after " << finished.load() << " tests" << std::endl;
-    const json options = {{"auto_cutover", true},
+    const json options = {{"auto_cutover", !in_group},
                           {"auto_finalize", true},
                           {"sustain_seconds", 1},
                           {"verify_seconds", 1},
@@ -217,6 +227,13 @@ struct Migrator {
       return;
     }
     const std::string id = (*r)["body"].value("id", "");
+    if (in_group) {
+      Status st = CutOverInGroup(sb, id);
+      if (!st.ok()) {
+        error = st.ToString();
+        return;
+      }
+    }
     auto m = sb.WaitFor(id, e2e::Terminal, e2e::kMigrationBoundMs);
     finished_at_end = finished.load();
     if (!m.ok()) {
@@ -227,6 +244,27 @@ struct Migrator {
     std::cerr << "regress switch: migration " << (*m)["phase"] << " after " << finished_at_end
               << " tests" << std::endl;
     if ((*m)["phase"] != "finalized") error = "migration ended " + m->dump(1);
+  }
+
+  Status CutOverInGroup(demo::Sandbox& sb, const std::string& id) {
+    PGSHIFT_RETURN_IF_ERROR(sb.WaitFor(
+                                  id,
+                                  [](const json& m) {
+                                    return (m["phase"] == "ready" && m["state"] == "waiting") ||
+                                           e2e::Terminal(m);
+                                  },
+                                  e2e::kMigrationBoundMs)
+                                .status());
+    while (!group_running.load()) {
+      if (suite_done.load()) return FailedPrecondition("the suite ended before a busy group");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(kIntoGroupMs));
+    std::cerr << "regress switch: cutover approved in a parallel group after " << finished.load()
+              << " tests" << std::endl;
+    PGSHIFT_ASSIGN_OR_RETURN(json cut, sb.Api("POST", "/v1/migrations/" + id + "/cutover", "{}"));
+    if (cut["status"] != 202) return FailedPrecondition("cutover refused: " + cut.dump());
+    return Status::OK();
   }
 };
 
@@ -306,6 +344,9 @@ class RegressE2E : public ::testing::Test {
     ASSERT_TRUE(out.ok()) << out.status().ToString();
 
     Migrator migrator;
+    const char* in_group = std::getenv(kSwitchInGroupEnv);
+    migrator.in_group = in_group && std::string(in_group) == "1";
+    static const std::regex group_start(R"(^parallel group \((\d+) tests\))");
     if (mode == Mode::kSwitch) migrator.thread = std::thread([&] { migrator.Run(*sb_); });
     ModeResult result;
     std::string pending;
@@ -323,6 +364,9 @@ class RegressE2E : public ::testing::Test {
         if (m[2] != "ok") result.failed.push_back(m[1]);
         migrator.finished.store(result.tests);
       }
+      std::smatch g;
+      migrator.group_running.store(std::regex_search(pending, g, group_start) &&
+                                   std::stoi(g[1]) >= kBusyGroupTests);
     };
     const int64_t start = MonotonicMs();
     auto run = DefaultRunner().Run(spec);
