@@ -6,8 +6,11 @@
 // Not thread-safe: used from the test's thread (LedgerWriter runs its own).
 #pragma once
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/types.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -39,6 +42,30 @@ inline void PrintTail(const std::string& heading, const std::string& path, size_
   if (!text.ok()) return;
   std::cerr << "---- " << heading << " ----\n"
             << text->substr(text->size() > n ? text->size() - n : 0) << "\n";
+}
+
+// Live processes (not zombies) whose command line (NUL-separated
+// arguments) holds every one of `parts`.
+inline std::vector<pid_t> LiveProcessesWith(const std::vector<std::string>& parts) {
+  std::vector<pid_t> out;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return out;
+  while (dirent* d = ::readdir(proc)) {
+    const pid_t pid = std::atoi(d->d_name);
+    if (pid <= 0) continue;
+    const std::string at = "/proc/" + std::to_string(pid);
+    auto cmdline = ReadFile(at + "/cmdline");
+    if (!cmdline.ok()) continue;
+    bool all = true;
+    for (const auto& p : parts) all = all && cmdline->find(p) != std::string::npos;
+    auto stat = ReadFile(at + "/stat");
+    const size_t paren = stat.ok() ? stat->rfind(')') : std::string::npos;
+    const bool zombie =
+        paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] == 'Z';
+    if (all && !zombie) out.push_back(pid);
+  }
+  ::closedir(proc);
+  return out;
 }
 
 // The number of `path`'s phases without a transition event in `events`

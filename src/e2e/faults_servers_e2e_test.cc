@@ -12,7 +12,6 @@
 //     migration carries on once there is space again.
 // Each scenario adds its line and its lost or duplicated rows and events to
 // the faults report (e2e/faults_report.h).
-#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -193,24 +192,6 @@ class FaultsServerE2E : public e2e::SandboxTest {
   int64_t started_ms_ = 0;
 };
 
-// Live processes whose command line holds every one of `parts`.
-std::vector<pid_t> ProcessesWith(const std::vector<std::string>& parts) {
-  std::vector<pid_t> out;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return out;
-  while (dirent* d = ::readdir(proc)) {
-    const pid_t pid = std::atoi(d->d_name);
-    if (pid <= 0) continue;
-    auto cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
-    if (!cmdline.ok()) continue;
-    bool all = true;
-    for (const auto& p : parts) all = all && cmdline->find(p) != std::string::npos;
-    if (all) out.push_back(pid);
-  }
-  ::closedir(proc);
-  return out;
-}
-
 // The target's base backup is killed while it copies (kill -9, as the OOM
 // killer or a crash of the target's host would): provision fails with the
 // reason, the next attempt discards the partial copy and starts over, and
@@ -222,7 +203,7 @@ TEST_F(FaultsServerE2E, TargetKilledDuringProvisionRetriesAndFinishes) {
   const std::string partial = sb_->target_dir() + ".partial";
   std::vector<pid_t> backup;
   ASSERT_TRUE(WaitUntil([&] {
-    backup = ProcessesWith({"pg_basebackup", partial});
+    backup = e2e::LiveProcessesWith({"pg_basebackup", partial});
     return !backup.empty() && PathExists(partial);
   })) << "the base backup was never seen running";
   for (pid_t pid : backup) ::kill(pid, SIGKILL);
