@@ -232,7 +232,7 @@ Status Sandbox::StartPgshiftd() {
   const std::string bin = opts_.pgshiftd_path.empty()
                               ? FindBinary("pgshiftd", "PGSHIFTD", "daemon/pgshiftd")
                               : opts_.pgshiftd_path;
-  std::vector<std::string> argv = {bin, "--state", dir_ + "/state.db", "--listen",
+  std::vector<std::string> argv = {bin, "--state", StatePath(), "--listen",
                                    "127.0.0.1:" + std::to_string(api_port_)};
   if (opts_.inventory) {
     PGSHIFT_ASSIGN_OR_RETURN(auto flags, WriteInventory());
@@ -252,6 +252,10 @@ Status Sandbox::StartPgshiftd() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return Timeout("pgshiftd did not answer on " + ApiUrl() + " within 15 s; see " + PgshiftdLog());
+}
+
+std::string Sandbox::StatePath() const {
+  return opts_.state_path.empty() ? dir_ + "/state.db" : opts_.state_path;
 }
 
 Status Sandbox::KillPgshiftd(int sig) { return Stop(pgshiftd_pid_, sig); }

@@ -45,6 +45,7 @@ struct SandboxOptions {
   // so it is migrated by name: Api("POST", "/v1/databases/app/migrations").
   bool inventory = false;
   std::vector<std::string> pgshiftd_args;  // more pgshiftd flags (e.g. --tokens)
+  std::string state_path;                  // pgshiftd's --state; "" = dir()/state.db
   std::string api_token;                   // Api() sends it as a bearer token
 };
 
@@ -103,6 +104,7 @@ class Sandbox {
   // False once pgshiftd exited on its own (e.g. a test fault crashed it).
   bool PgshiftdRunning();
   std::string PgshiftdLog() const { return dir_ + "/pgshiftd.log"; }
+  std::string StatePath() const;
 
  private:
   Sandbox() = default;

@@ -6,8 +6,11 @@
 // Not thread-safe: used from the test's thread (LedgerWriter runs its own).
 #pragma once
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/types.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -41,13 +44,54 @@ inline void PrintTail(const std::string& heading, const std::string& path, size_
             << text->substr(text->size() > n ? text->size() - n : 0) << "\n";
 }
 
+// Live processes (not zombies) whose command line (NUL-separated
+// arguments) holds every one of `parts`.
+inline std::vector<pid_t> LiveProcessesWith(const std::vector<std::string>& parts) {
+  std::vector<pid_t> out;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return out;
+  while (dirent* d = ::readdir(proc)) {
+    const pid_t pid = std::atoi(d->d_name);
+    if (pid <= 0) continue;
+    const std::string at = "/proc/" + std::to_string(pid);
+    auto cmdline = ReadFile(at + "/cmdline");
+    if (!cmdline.ok()) continue;
+    bool all = true;
+    for (const auto& p : parts) all = all && cmdline->find(p) != std::string::npos;
+    auto stat = ReadFile(at + "/stat");
+    const size_t paren = stat.ok() ? stat->rfind(')') : std::string::npos;
+    const bool zombie =
+        paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] == 'Z';
+    if (all && !zombie) out.push_back(pid);
+  }
+  ::closedir(proc);
+  return out;
+}
+
+// The number of `path`'s phases without a transition event in `events`
+// (GET /v1/migrations/{id}/events' body), each one a lost event.
+inline int MissingTransitions(const json& events, const std::vector<std::string>& path) {
+  int missing = 0;
+  for (const auto& p : path) {
+    bool found = false;
+    for (const auto& e : events["events"]) found = found || e["phase"] == p;
+    EXPECT_TRUE(found) << "no transition event for " << p;
+    missing += !found;
+  }
+  return missing;
+}
+
 class SandboxTest : public ::testing::Test {
  protected:
   virtual std::string Router() const { return "proxy"; }
+  // Adjusts the sandbox's options before it starts (Router() is set).
+  virtual void Configure(demo::SandboxOptions&) const {}
 
   void SetUp() override {
-    auto sb = demo::Sandbox::Start(
-        {.router = Router(), .pgshiftd_path = PGSHIFTD_PATH, .proxy_path = PGSHIFT_PROXY_PATH});
+    demo::SandboxOptions opts{
+        .router = Router(), .pgshiftd_path = PGSHIFTD_PATH, .proxy_path = PGSHIFT_PROXY_PATH};
+    Configure(opts);
+    auto sb = demo::Sandbox::Start(opts);
     ASSERT_TRUE(sb.ok()) << sb.status().ToString();
     sb_ = std::move(sb).value();
   }
@@ -91,11 +135,16 @@ class SandboxTest : public ::testing::Test {
       EXPECT_EQ(check->lost, 0);
       EXPECT_EQ(check->duplicated, 0);
       EXPECT_EQ(check->found, check->acknowledged);
+      lost_rows_ += check->lost;
+      duplicated_rows_ += check->duplicated;
     }
   }
 
   std::unique_ptr<demo::Sandbox> sb_;
   std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
+  // What ExpectWritersClean found missing or twice, for the faults report.
+  int64_t lost_rows_ = 0;
+  int64_t duplicated_rows_ = 0;
 };
 
 }  // namespace pgshift::e2e

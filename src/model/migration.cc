@@ -33,6 +33,20 @@ Status Read(const json& obj, const std::string& key, const std::string& where, T
   return Status::OK();
 }
 
+// A "port" in `kv` is one TCP port (the provider takes an endpoint from it).
+Status CheckPort(const std::map<std::string, std::string>& kv, const std::string& where) {
+  auto port = kv.find("port");
+  if (port == kv.end()) return Status::OK();
+  int n = 0;
+  auto [end, ec] =
+      std::from_chars(port->second.data(), port->second.data() + port->second.size(), n);
+  if (ec != std::errc() || end != port->second.data() + port->second.size() || n <= 0 ||
+      n > 65535) {
+    return InvalidArgument(where + ": port '" + port->second + "' is not a TCP port (1-65535)");
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 std::string SlotNameFor(const std::string& migration_id) {
@@ -73,21 +87,29 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     return InvalidArgument(
         "field 'spec.source' is required: {\"conninfo\":\"host=... port=... user=...\"}");
   const json& src = j.at("source");
-  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(src, {"conninfo"}, "source"));
+  PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(src, {"conninfo", "replication_conninfo"}, "source"));
   PGSHIFT_RETURN_IF_ERROR(Read(src, "conninfo", "source", &s.source_conninfo));
   if (s.source_conninfo.empty()) return InvalidArgument("field 'source.conninfo' is required");
   auto source_kv = ParseConninfo(s.source_conninfo);
   PGSHIFT_RETURN_IF_ERROR(source_kv.status().Wrap("source.conninfo"));
   // The provider takes the source's endpoint from it: one TCP port.
-  if (auto port = source_kv->find("port"); port != source_kv->end()) {
-    int n = 0;
-    auto [end, ec] =
-        std::from_chars(port->second.data(), port->second.data() + port->second.size(), n);
-    if (ec != std::errc() || end != port->second.data() + port->second.size() || n <= 0 ||
-        n > 65535) {
-      return InvalidArgument("source.conninfo: port '" + port->second +
-                             "' is not a TCP port (1-65535)");
+  PGSHIFT_RETURN_IF_ERROR(CheckPort(*source_kv, "source.conninfo"));
+  PGSHIFT_RETURN_IF_ERROR(Read(src, "replication_conninfo", "source", &s.replication_conninfo));
+  if (!s.replication_conninfo.empty()) {
+    auto kv = ParseConninfo(s.replication_conninfo);
+    PGSHIFT_RETURN_IF_ERROR(kv.status().Wrap("source.replication_conninfo"));
+    const std::set<std::string> allowed(std::begin(kReplicationConninfoKeys),
+                                        std::end(kReplicationConninfoKeys));
+    for (const auto& [k, v] : *kv) {
+      if (!allowed.count(k)) {
+        return InvalidArgument("source.replication_conninfo: '" + k +
+                               "' cannot be set there: it says only where and how the target "
+                               "reaches the source (host, hostaddr, port, ssl*, keepalives*, "
+                               "connect_timeout, tcp_user_timeout); the login is "
+                               "source.conninfo's");
+      }
     }
+    PGSHIFT_RETURN_IF_ERROR(CheckPort(*kv, "source.replication_conninfo"));
   }
 
   if (!j.contains("target"))
@@ -183,10 +205,18 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
   return s;
 }
 
+Result<std::string> MigrationSpec::ReplicationConninfo() const {
+  if (replication_conninfo.empty()) return source_conninfo;
+  PGSHIFT_ASSIGN_OR_RETURN(auto kv, ParseConninfo(replication_conninfo));
+  return WithConninfo(source_conninfo, kv);
+}
+
 json MigrationSpec::ToJson() const {
+  json source = {{"conninfo", source_conninfo}};
+  if (!replication_conninfo.empty()) source["replication_conninfo"] = replication_conninfo;
   return {
       {"name", name},
-      {"source", {{"conninfo", source_conninfo}}},
+      {"source", source},
       {"target",
        {{"provider", target.provider},
         {"data_dir", target.data_dir},

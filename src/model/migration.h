@@ -60,9 +60,31 @@ struct MigrationOptions {
   int64_t cdc_drain_timeout_ms = 10000;
 };
 
+// The libpq keywords source.replication_conninfo may set.
+inline constexpr const char* kReplicationConninfoKeys[] = {"host",
+                                                           "hostaddr",
+                                                           "port",
+                                                           "connect_timeout",
+                                                           "sslmode",
+                                                           "sslrootcert",
+                                                           "sslcert",
+                                                           "sslkey",
+                                                           "sslcrl",
+                                                           "keepalives",
+                                                           "keepalives_idle",
+                                                           "keepalives_interval",
+                                                           "keepalives_count",
+                                                           "tcp_user_timeout"};
+
 struct MigrationSpec {
   std::string name;
   std::string source_conninfo;  // superuser (or replication + fence rights) on the source
+  // How the target reaches the source for replication (the base backup and
+  // the standby's stream) when that is not how pgshiftd reaches it: behind
+  // NAT, a TCP proxy, another network. Address and transport keywords only
+  // (kReplicationConninfoKeys), put over source_conninfo; the login stays
+  // source_conninfo's. "" = source_conninfo as it is.
+  std::string replication_conninfo;
   TargetSpec target;
   nlohmann::json router = {{"type", "none"}};
   MigrationOptions options;
@@ -71,6 +93,9 @@ struct MigrationSpec {
   // naming the field. Defaults are filled in.
   static Result<MigrationSpec> FromJson(const nlohmann::json& j);
   nlohmann::json ToJson() const;
+  // The conninfo the target replicates from: source_conninfo with
+  // replication_conninfo's keys put over it.
+  Result<std::string> ReplicationConninfo() const;
 };
 
 // The physical slot pgshift creates on the source for a migration.

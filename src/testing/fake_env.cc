@@ -112,6 +112,8 @@ class FakeEnv : public MigrationEnv {
   }
   Result<ReplicationLag> Lag(const std::string&) override {
     Before("Lag");
+    // As the local env: the standby's replay is read on the standby.
+    if (w_->target_exists && !w_->target_running) return Unavailable("fake: target is down");
     Advance();
     PGSHIFT_RETURN_IF_ERROR(After("Lag"));
     return ReplicationLag{w_->source_lsn - w_->replay_lsn, 0, Lsn{w_->source_lsn},
@@ -278,6 +280,7 @@ class FakeEnv : public MigrationEnv {
   }
   void Before(const std::string& call) {
     w_->calls.push_back(call);
+    if (w_->on_call) w_->on_call(call);
     if (w_->crash_on == call && !w_->crash_after_effect) {
       w_->crash_on.clear();
       throw SimulatedCrash{call};

@@ -7,6 +7,7 @@
 // resume with a fresh engine. Not thread-safe: the test thread drives it.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -67,6 +68,9 @@ struct FakeWorld {
   // The named call fails (Unavailable, after its effect) every time until cleared.
   std::string fail_on;
   std::vector<std::string> calls;
+  // Called with the name of every env call as it starts: a test changes the
+  // world at a chosen moment there (e.g. stops the target at the fence).
+  std::function<void(const std::string&)> on_call;
 
   Endpoint source_ep{"127.0.0.1", 5432};
   Endpoint target_ep{"127.0.0.1", 5433};

@@ -31,6 +31,17 @@ Finding Block(const std::string& id, const std::string& subject, nlohmann::json 
           .remedy = remedy};
 }
 
+// Both sessions are on one server: the same cluster (system identifier) and
+// data directory, which a standby of it would not share.
+Result<bool> SameServer(PgConn& a, PgConn& b) {
+  static constexpr const char* kWho =
+      "select (select system_identifier from pg_control_system())::text || ':' || "
+      "current_setting('data_directory') as who";
+  PGSHIFT_ASSIGN_OR_RETURN(Rows ra, a.Query(kWho));
+  PGSHIFT_ASSIGN_OR_RETURN(Rows rb, b.Query(kWho));
+  return ra.Str(0, "who") == rb.Str(0, "who");
+}
+
 }  // namespace
 
 checks::TargetPlan LocalEnv::Plan() const {
@@ -68,6 +79,31 @@ Result<std::vector<checks::Finding>> LocalEnv::PreflightFindings() {
     out.push_back(Ok("replication_capacity", "max_replication_slots",
                      src.max_replication_slots - src.used_replication_slots,
                      "a replication slot is free"));
+  }
+  if (!spec_.replication_conninfo.empty()) {
+    // The target replicates from another address than pgshiftd's: it must
+    // lead to the same server, reachable from here.
+    PGSHIFT_ASSIGN_OR_RETURN(std::string ci, ReplicationConninfo());
+    const std::string where = spec_.replication_conninfo;
+    auto probe = WithConninfo(ci, {{"connect_timeout", std::to_string(options_.connect_timeout_s)},
+                                   {"application_name", "pgshiftd"}});
+    PGSHIFT_RETURN_IF_ERROR(probe.status());
+    auto conn = PgConn::Connect(*probe, options_.connect_timeout_s);
+    Result<bool> same = conn.ok() ? SameServer(*source, **conn) : Result<bool>(conn.status());
+    if (!same.ok()) {
+      out.push_back(Block("replication_endpoint", where, "unreachable", "reachable",
+                          "the target cannot reach the source at source.replication_conninfo: " +
+                              same.status().message(),
+                          "fix source.replication_conninfo, or the network between them"));
+    } else if (!*same) {
+      out.push_back(Block("replication_endpoint", where, "another server", "the source",
+                          "source.replication_conninfo leads to another server than "
+                          "source.conninfo",
+                          "point source.replication_conninfo at the source"));
+    } else {
+      out.push_back(Ok("replication_endpoint", where, "reachable",
+                       "the target reaches the source at source.replication_conninfo"));
+    }
   }
 
   const std::string& dir = spec_.target.data_dir;

@@ -84,6 +84,12 @@ Result<std::string> LocalEnv::SourceConninfo(const std::string& dbname) const {
   return WithConninfo(ci, {{"dbname", dbname}});
 }
 
+Result<std::string> LocalEnv::ReplicationConninfo() const {
+  PGSHIFT_ASSIGN_OR_RETURN(Credentials creds, credentials_->Get());
+  PGSHIFT_ASSIGN_OR_RETURN(std::string ci, spec_.ReplicationConninfo());
+  return WithCredentials(ci, creds);
+}
+
 Result<std::string> LocalEnv::TargetConninfo(const std::string& dbname) const {
   PGSHIFT_ASSIGN_OR_RETURN(Credentials creds, credentials_->Get());
   PGSHIFT_ASSIGN_OR_RETURN(std::string ci, WithCredentials(spec_.source_conninfo, creds));
@@ -308,7 +314,7 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
     if (pct >= 0) progress(pct);
     if (carry.size() > 256) carry.erase(0, carry.size() - 64);
   };
-  PGSHIFT_ASSIGN_OR_RETURN(std::string source_ci, SourceConninfo());
+  PGSHIFT_ASSIGN_OR_RETURN(std::string source_ci, ReplicationConninfo());
   std::vector<std::string> argv = {target_.Bin("pg_basebackup"),
                                    "-D",
                                    partial,
@@ -389,6 +395,12 @@ Result<std::unique_ptr<MigrationEnv>> LocalEnvFactory::Make(const std::string& m
   // exactly one server is refused then, not at the fence.
   if (auto t = ResolveConnTarget(spec.source_conninfo); !t.ok()) {
     return InvalidArgument("source.conninfo: " + t.status().message());
+  }
+  if (!spec.replication_conninfo.empty()) {
+    PGSHIFT_ASSIGN_OR_RETURN(std::string ci, spec.ReplicationConninfo());
+    if (auto t = ResolveConnTarget(ci); !t.ok()) {
+      return InvalidArgument("source.replication_conninfo: " + t.status().message());
+    }
   }
   // <data_dir>.partial and .tblspc are named after it: "/srv/new/" would put
   // them inside the target's own directory.

@@ -131,6 +131,9 @@ class LocalEnv : public MigrationEnv {
   Result<std::string> SourceConninfo(const std::string& dbname = "") const;
   // The target: TCP on loopback, as the source's login (a physical copy).
   Result<std::string> TargetConninfo(const std::string& dbname = "") const;
+  // What the target replicates from (pg_basebackup, then primary_conninfo):
+  // spec.source.replication_conninfo's address over SourceConninfo().
+  Result<std::string> ReplicationConninfo() const;
 
  private:
   // The target listens here only.

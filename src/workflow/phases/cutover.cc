@@ -91,6 +91,9 @@ Status MigrationRunner::Drain() {
   const int64_t spin_until = clock_.NowMs() + workflow_defaults::kDrainSpinMs;
   do {
     PGSHIFT_ASSIGN_OR_RETURN(t, env_->InspectTarget());
+    // A target that went down will not replay the final LSN: abort the
+    // cutover now rather than hold traffic until drain_timeout_ms.
+    if (!t.running) return Unavailable("the target stopped during drain; not promoting");
     if (t.replay_lsn >= final_lsn) break;
     clock_.SleepMs(workflow_defaults::kDrainPollMs);
   } while (clock_.NowMs() < spin_until);
@@ -116,8 +119,8 @@ Status MigrationRunner::Drain() {
         DrainCdc(*env_, clock_, slots, final_lsn, spec_.options.cdc_drain_timeout_ms));
     if (!slots.empty()) {
       result_.cdc_slots = slots;
-      PGSHIFT_RETURN_IF_ERROR(CatchUpAfterPause(*env_, clock_, SlotNameFor(id_),
-                                                spec_.options.cdc_drain_timeout_ms));
+      PGSHIFT_RETURN_IF_ERROR(
+          CatchUpAfterPause(*env_, clock_, SlotNameFor(id_), spec_.options.cdc_drain_timeout_ms));
       Event("info", std::to_string(slots.size()) +
                         " CDC consumer(s) confirmed the final LSN and were paused");
     }

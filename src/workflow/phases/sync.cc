@@ -19,9 +19,35 @@
 #include "workflow/runner.h"
 
 namespace pgshift {
+namespace {
+
+// True when the standby's data directory is in place but its server is
+// down (it crashed, was killed, its host restarted): nothing but pgshift
+// would start it again, and its slot on the source kept the WAL it missed.
+bool TargetStopped(MigrationEnv& env) {
+  auto t = env.InspectTarget();
+  return t.ok() && t->exists && !t->running;
+}
+
+}  // namespace
 
 Status MigrationRunner::SampleLag() {
-  PGSHIFT_ASSIGN_OR_RETURN(ReplicationLag lag, env_->Lag(SlotNameFor(id_)));
+  const std::string slot = SlotNameFor(id_);
+  auto sampled = env_->Lag(slot);
+  if (!sampled.ok() && TargetStopped(*env_)) {
+    // A step checks the world rather than trusting it: the standby is
+    // started again (the replica in place is kept), and this attempt still
+    // counts as failed, with the reason, so one that does not come back
+    // ends the migration as failed after max_step_attempts.
+    Event("warning",
+          "the target is not running (stopped or crashed; see its server log): "
+          "starting it again as a standby of the source");
+    PGSHIFT_RETURN_IF_ERROR(env_->CreateReplica(slot, [](int) {}).Wrap("restarting the target"));
+    return Unavailable("the target was down and has been started again (" +
+                       sampled.status().message() + ")");
+  }
+  PGSHIFT_RETURN_IF_ERROR(sampled.status());
+  const ReplicationLag& lag = *sampled;
   const int64_t now = clock_.NowMs();
   MigrationProgress& p = progress_;
   const int64_t prev_at = p.sample_at_ms.value_or(0);
