@@ -255,6 +255,9 @@ void AddMigrationCommands(CLI::App& app, CliContext& ctx) {
       c->add_option("--name", f.name, "Migration name"),
       c->add_option("--source", f.source_conninfo,
                     "Source connection string (libpq key=value or URI)"),
+      c->add_option("--source-replication", f.replication_conninfo,
+                    "Where the target reaches the source for replication when not at --source's "
+                    "address (host/hostaddr/port/ssl* keywords; the login stays --source's)"),
       c->add_option("--target-dir", f.target_dir, "Target data directory (absolute path)"),
       create->port_opt = c->add_option("--target-port", create->target_port, "Target TCP port")
                              ->check(CLI::Range(1, 65535)),

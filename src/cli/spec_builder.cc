@@ -96,6 +96,9 @@ Result<json> BuildSpec(const CreateFlags& f) {
     return InvalidArgument("missing " + list + " (or give a whole spec with --spec FILE.json)");
   }
   PGSHIFT_RETURN_IF_ERROR(CheckConninfo("--source", f.source_conninfo));
+  if (!f.replication_conninfo.empty()) {
+    PGSHIFT_RETURN_IF_ERROR(CheckConninfo("--source-replication", f.replication_conninfo));
+  }
   if (f.target_dir.front() != '/') {
     return InvalidArgument("--target-dir '" + f.target_dir +
                            "' must be an absolute path (pgshiftd may run in another directory)");
@@ -122,6 +125,9 @@ Result<json> BuildSpec(const CreateFlags& f) {
   }
 
   json spec = {{"name", f.name}, {"source", {{"conninfo", f.source_conninfo}}}, {"target", target}};
+  if (!f.replication_conninfo.empty()) {
+    spec["source"]["replication_conninfo"] = f.replication_conninfo;
+  }
   PGSHIFT_ASSIGN_OR_RETURN(json router, BuildRouter(f));
   if (!router.is_null()) spec["router"] = router;
 

@@ -20,6 +20,7 @@ namespace pgshift::cli {
 struct CreateFlags {
   std::string name;
   std::string source_conninfo;
+  std::string replication_conninfo;  // source.replication_conninfo; "" = not given
   std::string target_dir;
   std::optional<int> target_port;
   std::string target_bin_dir;                // "" = server default

@@ -69,6 +69,16 @@ TEST(BuildSpec, EverythingGiven) {
   EXPECT_FALSE((*spec)["options"].contains("auto_finalize"));
 }
 
+TEST(BuildSpec, SourceReplicationAddress) {
+  CreateFlags f = Minimal();
+  f.replication_conninfo = "host=10.1.2.3 port=6432";
+  auto spec = BuildSpec(f);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ((*spec)["source"]["replication_conninfo"], "host=10.1.2.3 port=6432");
+  f.replication_conninfo = "host='10.1.2.3";
+  ExpectInvalid(BuildSpec(f), "--source-replication");
+}
+
 TEST(BuildSpec, ProxyAndNoneRouters) {
   CreateFlags f = Minimal();
   f.router_type = "proxy";

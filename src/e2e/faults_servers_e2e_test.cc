@@ -346,7 +346,7 @@ TEST_F(FaultsServerE2E, NetworkCutBetweenSourceAndTargetHoldsSyncUntilRestored) 
 
 // A tmpfs the test mounts for pgshiftd's state file, unmounted whatever
 // happens (after the sandbox, and so pgshiftd, is gone).
-class StateOnTmpfs : public FaultsServerE2E {
+class FaultsServerE2EDiskFull : public FaultsServerE2E {
  protected:
   void SetUp() override {
     ASSERT_EQ(::geteuid(), 0u) << "mounting a tmpfs needs root (CI runs the tests as root)";
@@ -389,7 +389,7 @@ class StateOnTmpfs : public FaultsServerE2E {
 // The state store's disk fills while the migration syncs: pgshiftd does not
 // move on (the phase it shows is the last one committed), its log says it
 // cannot record the state, and once there is space the migration finishes.
-TEST_F(StateOnTmpfs, StateStoreDiskFullRefusesToAdvanceThenResumes) {
+TEST_F(FaultsServerE2EDiskFull, StateStoreDiskFullRefusesToAdvanceThenResumes) {
   StartWriters();
   const std::string id = Create(Options(true, {{"sustain_seconds", 3}}));
   ASSERT_FALSE(id.empty());
