@@ -17,8 +17,7 @@ Result<Lease> NextLease(const Lease& stored, const std::string& owner, int64_t n
   return Lease{owner, stored.token + 1, now_ms + ttl_ms};
 }
 
-Result<Lease> RenewedLease(const Lease& stored, const Lease& held, int64_t now_ms,
-                           int64_t ttl_ms) {
+Result<Lease> RenewedLease(const Lease& stored, const Lease& held, int64_t now_ms, int64_t ttl_ms) {
   if (stored.token != held.token || !stored.HeldBy(held.owner)) {
     return LeaseLost("", stored, held.token);
   }

@@ -33,8 +33,7 @@ Result<Lease> NextLease(const Lease& stored, const std::string& owner, int64_t n
 // Renewal: extends `held` when it is still the stored lease. Aborted (the
 // code of a refused fenced write) when another owner took it over since or
 // it expired and was taken; an expired lease nobody took is renewed.
-Result<Lease> RenewedLease(const Lease& stored, const Lease& held, int64_t now_ms,
-                           int64_t ttl_ms);
+Result<Lease> RenewedLease(const Lease& stored, const Lease& held, int64_t now_ms, int64_t ttl_ms);
 
 // The refusal of a write (or renewal) whose token is no longer the stored one.
 Status LeaseLost(const std::string& migration_id, const Lease& stored, int64_t writer_token);

@@ -153,9 +153,9 @@ TEST(SqliteStateStore, ASecondProcessOnTheSameFileIsRefused) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     auto second = SqliteStateStore::Open(path);
-    const bool refused = !second.ok() && second.status().code() == Code::kFailedPrecondition &&
-                         second.status().message().find("in use by another pgshiftd") !=
-                             std::string::npos;
+    const bool refused =
+        !second.ok() && second.status().code() == Code::kFailedPrecondition &&
+        second.status().message().find("in use by another pgshiftd") != std::string::npos;
     _exit(refused ? 0 : 1);
   }
   int status = 0;

@@ -11,7 +11,8 @@ bool IsPostgresStoreUrl(const std::string& url) {
 }
 
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
-  if (url.empty()) return InvalidArgument("--store is empty: give sqlite:/path or postgresql://...");
+  if (url.empty())
+    return InvalidArgument("--store is empty: give sqlite:/path or postgresql://...");
   if (IsPostgresStoreUrl(url)) {
     PGSHIFT_ASSIGN_OR_RETURN(auto pg, PgStateStore::Open({.conninfo = url}));
     return std::unique_ptr<Store>(std::move(pg));

@@ -254,10 +254,10 @@ Result<std::vector<MigrationRecord>> PgStateStore::Select(const std::string& whe
             "updated_at, lease_owner, lease_token, lease_expires FROM pgshift.migrations " +
                 where + " ORDER BY created_at, id",
             args);
-        auto actions = c.Query(
-            "SELECT migration_id, seq, action, body FROM pgshift.actions " +
-                (where.empty() ? std::string() : "WHERE migration_id = $1") + " ORDER BY seq",
-            args);
+        auto actions = c.Query("SELECT migration_id, seq, action, body FROM pgshift.actions " +
+                                   (where.empty() ? std::string() : "WHERE migration_id = $1") +
+                                   " ORDER BY seq",
+                               args);
         (void)c.Exec("COMMIT");
         PGSHIFT_RETURN_IF_ERROR(rows.status());
         PGSHIFT_RETURN_IF_ERROR(actions.status());
@@ -346,7 +346,8 @@ Status PgStateStore::UpdateWithEvents(const MigrationRecord& m,
   return Transaction([&](PgConn& c) -> Status {
     // First: the fenced update takes the row lock until COMMIT.
     PGSHIFT_RETURN_IF_ERROR(UpdateOn(c, m));
-    for (const auto& e : events) PGSHIFT_RETURN_IF_ERROR(InsertEvent(c, m.id, e, kNoFence).status());
+    for (const auto& e : events)
+      PGSHIFT_RETURN_IF_ERROR(InsertEvent(c, m.id, e, kNoFence).status());
     for (int64_t seq : applied_actions) {
       // Only the request that was applied: one queued since stays.
       PGSHIFT_RETURN_IF_ERROR(
@@ -395,9 +396,8 @@ Result<Lease> PgStateStore::ChangeLease(
 
 Result<Lease> PgStateStore::AcquireLease(const std::string& id, const std::string& owner,
                                          int64_t ttl_ms) {
-  return ChangeLease(id, [&](const Lease& stored, int64_t now) {
-    return NextLease(stored, owner, now, ttl_ms);
-  });
+  return ChangeLease(
+      id, [&](const Lease& stored, int64_t now) { return NextLease(stored, owner, now, ttl_ms); });
 }
 
 Result<Lease> PgStateStore::RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) {
@@ -435,9 +435,8 @@ Result<std::vector<AuditEntry>> PgStateStore::ListAudit(int64_t limit) {
                             {Str(limit)}));
         out.clear();
         for (size_t i = 0; i < r.size(); ++i) {
-          out.push_back({r.Int(i, "seq"), r.Int(i, "at"), r.Str(i, "identity"),
-                         r.Str(i, "action"), r.Str(i, "database"), r.Str(i, "migration"),
-                         r.Str(i, "detail")});
+          out.push_back({r.Int(i, "seq"), r.Int(i, "at"), r.Str(i, "identity"), r.Str(i, "action"),
+                         r.Str(i, "database"), r.Str(i, "migration"), r.Str(i, "detail")});
         }
         return Status::OK();
       },

@@ -35,7 +35,7 @@ class PgStateStore : public Store {
   struct Options {
     std::string conninfo;  // libpq key=value or postgresql:// URI
     int pool_size = 4;
-    int64_t retry_ms = 15000;        // how long to keep trying to connect
+    int64_t retry_ms = 15000;  // how long to keep trying to connect
     int64_t statement_timeout_ms = 30000;
   };
   static Result<std::unique_ptr<PgStateStore>> Open(const Options& opts);

@@ -81,9 +81,8 @@ TEST_F(PgStateStoreTest, RecordsQueuesEventsAndAuditRoundTrip) {
   EXPECT_EQ(m->actions[0].body["discard_target_writes"], true);
   m->phase = "drain";
   m->result["final_lsn"] = "0/3000060";
-  ASSERT_TRUE(s->UpdateWithEvents(*m, {{0, 7, "quiesce", "info", "held", "x"}},
-                                  {m->actions[0].seq})
-                  .ok());
+  ASSERT_TRUE(
+      s->UpdateWithEvents(*m, {{0, 7, "quiesce", "info", "held", "x"}}, {m->actions[0].seq}).ok());
   auto again = s->Get("m-1");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->phase, "drain");
@@ -101,8 +100,8 @@ TEST_F(PgStateStoreTest, RecordsQueuesEventsAndAuditRoundTrip) {
   EXPECT_TRUE(s->Events("ghost")->empty());
 
   for (int i = 1; i <= 3; ++i) {
-    ASSERT_TRUE(s->AppendAudit({0, i, "alice", "migration.cutover", "app", "m-1",
-                                "try " + std::to_string(i)})
+    ASSERT_TRUE(s->AppendAudit(
+                     {0, i, "alice", "migration.cutover", "app", "m-1", "try " + std::to_string(i)})
                     .ok());
   }
   auto newest = s->ListAudit(2);
@@ -145,8 +144,7 @@ TEST_F(PgStateStoreTest, TwoStoresShareLeasesAndALostLeaseIsFenced) {
   EXPECT_TRUE(IsLeaseLost(a->UpdateWithEvents(*ma, {{0, 1, "ready", "info", "late"}}, {})));
   EXPECT_TRUE(IsLeaseLost(a->AppendEvent("m-1", {0, 1, "ready", "info", "late"}, la->token)));
   EXPECT_TRUE(IsLeaseLost(a->RenewLease("m-1", *la, 60000).status()));
-  EXPECT_EQ(a->AcquireLease("m-1", "pgshiftd-a", 60000).status().code(),
-            Code::kFailedPrecondition);
+  EXPECT_EQ(a->AcquireLease("m-1", "pgshiftd-a", 60000).status().code(), Code::kFailedPrecondition);
   auto mb = b->Get("m-1");
   ASSERT_TRUE(mb.ok());
   EXPECT_EQ(mb->phase, "validate") << "nothing of a's late writes landed";

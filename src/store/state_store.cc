@@ -10,7 +10,6 @@
 #include <cstring>
 
 #include "common/clock.h"
-
 #include "store/sqlite_stmt.h"
 
 namespace pgshift {
