@@ -39,7 +39,10 @@ struct SandboxOptions {
   // so it is migrated by name: Api("POST", "/v1/databases/app/migrations").
   bool inventory = false;
   std::vector<std::string> pgshiftd_args;  // more pgshiftd flags (e.g. --tokens)
-  std::string api_token;                   // Api() sends it as a bearer token
+  // Start pgshiftd with the sandbox; false: the test starts it (StartPgshiftd)
+  // or drives this sandbox's migrations from another sandbox's pgshiftd.
+  bool start_pgshiftd = true;
+  std::string api_token;  // Api() sends it as a bearer token
 };
 
 inline constexpr const char* kSandboxTeam = "sandbox";
@@ -92,6 +95,7 @@ class Sandbox {
   Status KillPgshiftd(int sig);  // e.g. SIGKILL; waits for the process to end
   // False once pgshiftd exited on its own (e.g. a test fault crashed it).
   bool PgshiftdRunning();
+  pid_t pgshiftd_pid() const { return pgshiftd_pid_; }
   std::string PgshiftdLog() const { return dir_ + "/pgshiftd.log"; }
 
  private:

@@ -236,8 +236,13 @@ void Engine::TakeOver() {
     auto lease = store_.AcquireLease(m.id, opts_.owner, opts_.lease_ttl_ms);
     if (!lease.ok()) continue;
     if (!m.lease.owner.empty() && m.lease.owner != opts_.owner) {
-      spdlog::warn("[{}] taking over from {} (its lease expired), in phase {}", m.id, m.lease.owner,
-                   m.phase);
+      // On the timeline, under the new token: who drove it before, and where.
+      const std::string note = "taken over from " + m.lease.owner + " (its lease expired) by " +
+                               opts_.owner + ", lease token " + std::to_string(lease->token) +
+                               ", in phase " + m.phase;
+      spdlog::warn("[{}] {}", m.id, note);
+      (void)store_.AppendEvent(m.id, {0, clock_.NowMs(), m.phase, "warning", note, opts_.owner},
+                               lease->token);
     } else {
       spdlog::info("resuming migration {} ({}) in phase {}", m.id, m.name, m.phase);
     }
