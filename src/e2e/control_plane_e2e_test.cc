@@ -8,6 +8,7 @@
 //     was driven by two at once; every ledger is clean.
 //   - A pgshiftd paused (SIGSTOP) past its lease loses its migration to the
 //     other; resumed (SIGCONT), it does not act on it again.
+//   - A second pgshiftd on the first one's SQLite state file refuses to start.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/process.h"
 #include "demo/sandbox.h"
 #include "e2e/e2e_fixture.h"
 #include "load/ledger.h"
@@ -257,6 +259,33 @@ TEST_F(ControlPlaneE2E, APgshiftdPausedPastItsLeaseDoesNotActAgainOnWhatItLost) 
   ASSERT_TRUE(log.ok());
   EXPECT_NE(log->find("[" + id + "] migration " + id + " is now driven by " + b), std::string::npos)
       << "a learned its lease was lost";
+}
+
+TEST(PgshiftdStateFile, ASecondPgshiftdOnTheSameFileRefusesToStart) {
+  constexpr int64_t kStartBoundMs = 15000;
+  auto dir = MakeTempDir("pgshift-lock-e2e");
+  ASSERT_TRUE(dir.ok());
+  const std::vector<std::string> argv = {PGSHIFTD_PATH, "--state", *dir + "/state.db", "--listen",
+                                         "127.0.0.1:0"};
+  auto first = DefaultRunner().Spawn({.argv = argv, .output_file = *dir + "/first.log"});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  const int64_t deadline = MonotonicMs() + kStartBoundMs;
+  for (;;) {
+    auto log = ReadFile(*dir + "/first.log");
+    if (log.ok() && log->find("pgshiftd listening") != std::string::npos) break;
+    ASSERT_FALSE(ChildExited(*first)) << "the first pgshiftd did not start";
+    ASSERT_LT(MonotonicMs(), deadline) << "the first pgshiftd did not start in time";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto second = DefaultRunner().Run({.argv = argv, .timeout_ms = kStartBoundMs});
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_FALSE(second->timed_out) << "the second pgshiftd ran on";
+  EXPECT_NE(second->exit_code, 0);
+  EXPECT_NE(second->output.find("is in use by another pgshiftd"), std::string::npos)
+      << second->output;
+  EXPECT_FALSE(ChildExited(*first)) << "the first runs on, untouched";
+  StopChild(*first, SIGTERM, kStartBoundMs);
+  (void)RemoveTree(*dir);
 }
 
 }  // namespace

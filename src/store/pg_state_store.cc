@@ -196,6 +196,7 @@ Status PgStateStore::Migrate() {
       PGSHIFT_RETURN_IF_ERROR(c.Collect().status());
       spdlog::info("state store: schema migrated to version {}", ver + 1);
     }
+    if (have == kNewest) return Status::OK();
     PGSHIFT_RETURN_IF_ERROR(c.Exec("DELETE FROM pgshift.schema_version"));
     return c.Exec("INSERT INTO pgshift.schema_version VALUES ($1)", {Str(kNewest)});
   });

@@ -161,16 +161,22 @@ Status SqliteStateStore::MigrateLocked() {
   PGSHIFT_RETURN_IF_ERROR(ExecLocked(kSchema));
   PGSHIFT_RETURN_IF_ERROR(
       ExecLocked("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
-  Stmt s(db_, "SELECT coalesce(max(version), 1) FROM schema_version");
-  PGSHIFT_RETURN_IF_ERROR(s.status());
-  if (s.Step() != SQLITE_ROW) return Internal("state store: cannot read the schema version");
-  const int64_t have = s.Int(0);
+  int64_t have = 0;
+  {
+    Stmt s(db_, "SELECT coalesce(max(version), 1) FROM schema_version");
+    PGSHIFT_RETURN_IF_ERROR(s.status());
+    if (s.Step() != SQLITE_ROW) return Internal("state store: cannot read the schema version");
+    have = s.Int(0);
+  }
   constexpr int64_t kNewest = static_cast<int64_t>(std::size(kMigrations)) + 1;
   if (have > kNewest) {
     return FailedPrecondition("the state store has schema version " + std::to_string(have) +
                               ", newer than this pgshiftd knows (" + std::to_string(kNewest) +
                               "): run the newer pgshiftd");
   }
+  // Nothing is written when the schema is current: a pgshiftd restarted on a
+  // full disk still opens its state.
+  if (have == kNewest) return Status::OK();
   for (int64_t v = have; v < kNewest; ++v) PGSHIFT_RETURN_IF_ERROR(ExecLocked(kMigrations[v - 1]));
   return ExecLocked("DELETE FROM schema_version; INSERT INTO schema_version VALUES (" +
                     std::to_string(kNewest) + ")");

@@ -63,21 +63,31 @@ Status Engine::RunUntilSettled(const std::string& id, int max_steps) {
   PGSHIFT_ASSIGN_OR_RETURN(MigrationRecord rec, store_.Get(id));
   PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(rec.spec));
   PGSHIFT_ASSIGN_OR_RETURN(auto env, envs_.Make(id, spec));
-  PGSHIFT_ASSIGN_OR_RETURN(Lease lease, store_.AcquireLease(id, opts_.owner, opts_.lease_ttl_ms));
-  MigrationRunner runner(store_, clock_, id, std::move(env), spec, lease);
+  std::unique_ptr<MigrationRunner> runner;
   for (int i = 0; i < max_steps; ++i) {
-    auto tick = runner.Step();
+    if (!runner) {
+      // Taking the lease is a write: like a step's commit, it may fail (a
+      // full disk) and be tried again; another owner's lease ends the run.
+      auto lease = store_.AcquireLease(id, opts_.owner, opts_.lease_ttl_ms);
+      if (lease.status().code() == Code::kFailedPrecondition) return lease.status();
+      if (!lease.ok()) {
+        clock_.SleepMs(spec.options.poll_ms);
+        continue;
+      }
+      runner = std::make_unique<MigrationRunner>(store_, clock_, id, std::move(env), spec, *lease);
+    }
+    auto tick = runner->Step();
     if (tick == MigrationRunner::Tick::kTerminal) return Status::OK();
     if (tick == MigrationRunner::Tick::kLost) {
       return Aborted("migration " + id + " was taken over by another pgshiftd");
     }
     if (tick == MigrationRunner::Tick::kIdle) {
-      if (runner.AwaitingOperator()) return Status::OK();
-      clock_.SleepMs(runner.poll_ms());
+      if (runner->AwaitingOperator()) return Status::OK();
+      clock_.SleepMs(runner->poll_ms());
     }
   }
   return Timeout("migration " + id + " did not settle within " + std::to_string(max_steps) +
-                 " steps (phase " + runner.record().phase + ")");
+                 " steps (phase " + (runner ? runner->record().phase : rec.phase) + ")");
 }
 
 Result<json> Engine::Create(const json& body) {
