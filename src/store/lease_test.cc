@@ -3,6 +3,7 @@
 #include "store/lease.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,6 +140,50 @@ TEST(SqliteLeases, ALeaseLeftByAnEarlierProcessIsFreeAtOnce) {
   auto l = (*store)->AcquireLease("m-1", "host:200", 600000);
   ASSERT_TRUE(l.ok()) << l.status().ToString();
   EXPECT_EQ(l->token, 2);
+  (void)RemoveTree(*dir);
+}
+
+TEST(SqliteStateStore, AFileFromBeforeLeasesIsMigratedInPlace) {
+  auto dir = MakeTempDir("pgshift-upgrade");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/state.db";
+  {
+    // The version-1 tables as an older pgshiftd left them, with a migration.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const char* kOld = R"sql(
+CREATE TABLE migrations (id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL,
+  phase TEXT NOT NULL, state TEXT NOT NULL, progress TEXT NOT NULL, result TEXT NOT NULL,
+  findings TEXT NOT NULL, error TEXT NOT NULL, created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL, pending_action TEXT NOT NULL DEFAULT '',
+  action_body TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, migration_id TEXT NOT NULL,
+  at INTEGER NOT NULL, phase TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+INSERT INTO migrations VALUES ('m-old', 'app', '{}', 'sync', 'running', '{}', '{}', '[]', '',
+  1, 2, '', '{}');
+INSERT INTO events (migration_id, at, phase, kind, message) VALUES ('m-old', 1, 'sync', 'info', 'x');
+)sql";
+    ASSERT_EQ(sqlite3_exec(db, kOld, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  for (int open = 0; open < 2; ++open) {  // migrated once, then current
+    auto store = SqliteStateStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    auto m = (*store)->Get("m-old");
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ(m->phase, open == 0 ? "sync" : "validate");
+    auto events = (*store)->Events("m-old");
+    ASSERT_TRUE(events.ok());
+    ASSERT_EQ(events->size(), 1u + open);
+    EXPECT_EQ((*events)[0].owner, "");
+    auto l = (*store)->AcquireLease("m-old", "host:1", 60000);
+    ASSERT_TRUE(l.ok()) << l.status().ToString();
+    m->lease = *l;
+    m->phase = "validate";
+    EXPECT_TRUE((*store)->Update(*m).ok());
+    EXPECT_TRUE(
+        (*store)->AppendEvent("m-old", {0, 2, "validate", "info", "y", "host:1"}, l->token).ok());
+  }
   (void)RemoveTree(*dir);
 }
 
