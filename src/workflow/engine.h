@@ -17,9 +17,10 @@
 // environment — before anything is stored. Operator actions are validated
 // against the migration's phase here and queued in the store behind any
 // request not applied yet (a request never replaces another); the worker
-// applies them in order at its next step. ResumeAll() restarts workers for every
-// migration that is not finalized or rolled back, which is how a pgshiftd
-// killed at any point carries on. Thread-safe.
+// applies them in order at its next step (the migration's owner does, when
+// that is another pgshiftd). ResumeAll() takes every migration that is not
+// finalized or rolled back and whose lease is free or expired, which is how a
+// pgshiftd killed at any point carries on. Thread-safe.
 #pragma once
 
 #include <atomic>
