@@ -1,7 +1,9 @@
 // pgshiftd: the control plane process — REST API + workflow engine + state
 // store (+ inventory, authentication, audit log, metrics, webhook, web page).
-// Killed at any point (even SIGKILL) and started again with the same --state
-// file, it resumes every unfinished migration.
+// Killed at any point (even SIGKILL) and started again with the same store,
+// it resumes every unfinished migration. Several pgshiftd may share one
+// PostgreSQL store (--store postgresql://...; docs/store.md): each drives the
+// migrations it holds the lease of and takes over those of one that died.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -16,7 +18,7 @@
 #include "daemon/api_setup.h"
 #include "provider/local/local_env.h"
 #include "provider/registry.h"
-#include "store/state_store.h"
+#include "store/open_store.h"
 #include "workflow/engine.h"
 
 namespace {
@@ -34,11 +36,24 @@ int Fail(const std::string& message, int code) {
 int main(int argc, char** argv) {
   CLI::App app{"pgshiftd — pgshift control plane (REST API, workflow engine, state store)"};
   std::string state_path = "pgshift-state.db";
+  std::string store_url;
+  pgshift::EngineOptions engine_opts;
   std::string listen = "127.0.0.1:7432";
   std::string log_level = "info";
   std::string webhook;
   pgshift::daemon::Flags flags;
-  app.add_option("--state", state_path, "SQLite state file (created if missing, mode 0600)");
+  app.add_option("--state", state_path,
+                 "SQLite state file (created if missing, mode 0600; locked to this process)");
+  app.add_option("--store", store_url,
+                 "State store: sqlite:/path (as --state) or postgresql://... shared by several "
+                 "pgshiftd (docs/store.md); overrides --state");
+  app.add_option("--workers", engine_opts.workers,
+                 "Migration steps run at once, at most (the worker pool)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lease-ms", engine_opts.lease_ttl_ms,
+                 "How long a migration's lease lasts unless renewed: another pgshiftd takes a "
+                 "dead one's migrations over after it")
+      ->check(CLI::Range(int64_t{300}, int64_t{3600000}));
   app.add_option("--listen", listen, "HOST:PORT for the REST API (port 0 = any free port)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -73,16 +88,17 @@ int main(int argc, char** argv) {
   auto setup = pgshift::daemon::LoadApiSetup(flags, host);
   if (!setup.ok()) return Fail(setup.status().message(), 2);
 
-  auto store = pgshift::SqliteStateStore::Open(state_path);
+  if (store_url.empty()) store_url = "sqlite:" + state_path;
+  auto store = pgshift::OpenStore(store_url);
   if (!store.ok()) return Fail(store.status().message(), 1);
-  pgshift::SqliteStateStore& st = **store;
+  pgshift::Store& st = **store;
   // Each migration's env comes from the provider its spec names.
   pgshift::ProviderRegistry envs;
   if (auto s = envs.Register(pgshift::kLocalProvider, std::make_unique<pgshift::LocalEnvFactory>());
       !s.ok()) {
     return Fail(s.message(), 1);
   }
-  pgshift::Engine engine(st, envs);
+  pgshift::Engine engine(st, envs, pgshift::DefaultClock(), engine_opts);
   // The webhook reads migrations as the API does, on its own threads.
   std::unique_ptr<pgshift::api::Notifier> notifier;
   if (!webhook.empty()) {
@@ -113,8 +129,9 @@ int main(int argc, char** argv) {
     spdlog::warn("{}", warning);
     std::printf("WARNING: %s\n", warning.c_str());
   }
-  spdlog::info("pgshiftd listening on {}://{}:{} (state: {}, inventory: {})", scheme, host,
-               server.port(), state_path, flags.registry.empty() ? "none" : flags.registry);
+  spdlog::info("pgshiftd listening on {}://{}:{} (store: {}, owner id: {}, inventory: {})", scheme,
+               host, server.port(), pgshift::RedactStoreUrl(store_url), engine.owner(),
+               flags.registry.empty() ? "none" : flags.registry);
   std::printf("pgshiftd listening on %s://%s:%d\n", scheme, host.c_str(), server.port());
   std::fflush(stdout);
 

@@ -77,7 +77,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(SandboxOptions opts) {
     return InvalidArgument("unknown sandbox router '" + opts.router +
                            "' (proxy, pgbouncer or none)");
   }
-  PGSHIFT_RETURN_IF_ERROR(sb->StartPgshiftd());
+  if (opts.start_pgshiftd) PGSHIFT_RETURN_IF_ERROR(sb->StartPgshiftd());
   return sb;
 }
 

@@ -46,7 +46,10 @@ struct SandboxOptions {
   bool inventory = false;
   std::vector<std::string> pgshiftd_args;  // more pgshiftd flags (e.g. --tokens)
   std::string state_path;                  // pgshiftd's --state; "" = dir()/state.db
-  std::string api_token;                   // Api() sends it as a bearer token
+  // Start pgshiftd with the sandbox; false: the test starts it (StartPgshiftd)
+  // or drives this sandbox's migrations from another sandbox's pgshiftd.
+  bool start_pgshiftd = true;
+  std::string api_token;  // Api() sends it as a bearer token
 };
 
 inline constexpr const char* kSandboxTeam = "sandbox";
@@ -103,6 +106,7 @@ class Sandbox {
   Status KillPgshiftd(int sig);  // e.g. SIGKILL; waits for the process to end
   // False once pgshiftd exited on its own (e.g. a test fault crashed it).
   bool PgshiftdRunning();
+  pid_t pgshiftd_pid() const { return pgshiftd_pid_; }
   std::string PgshiftdLog() const { return dir_ + "/pgshiftd.log"; }
   std::string StatePath() const;
 

@@ -2,9 +2,14 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "common/clock.h"
 #include "store/sqlite_stmt.h"
 
 namespace pgshift {
@@ -64,6 +69,18 @@ CREATE TABLE IF NOT EXISTS migration_databases (
 );
 )sql";
 
+// Each entry brings the schema from its index (1-based version) to the next;
+// schema_version records the newest applied. Version 1 is kSchema.
+const char* kMigrations[] = {
+    // 2: leases (fencing tokens) and who wrote each event.
+    R"sql(
+ALTER TABLE migrations ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE migrations ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE migrations ADD COLUMN lease_expires INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+)sql",
+};
+
 // A state file written before the queue kept one pending request in the
 // migrations row (whose columns stay, unused): it moves into the queue.
 const char* kQueueLegacyActions = R"sql(
@@ -84,10 +101,36 @@ Status MakePrivate(const std::string& path) {
   return Status::OK();
 }
 
+// The file's lock for the store's life: one pgshiftd per state file. An
+// flock is not a POSIX record lock, so SQLite's own locking is unaffected.
+Result<int> LockFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    return Unavailable("cannot open state store '" + path + "': " + std::strerror(errno));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return FailedPrecondition(
+          "state store '" + path +
+          "' is in use by another pgshiftd (the file is locked to one process). Stop that one, "
+          "give this one its own file, or share a PostgreSQL store between several pgshiftd "
+          "(--store postgresql://...)");
+    }
+    return Unavailable("cannot lock state store '" + path + "': " + std::strerror(err));
+  }
+  return fd;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const std::string& path) {
-  if (path != ":memory:") PGSHIFT_RETURN_IF_ERROR(MakePrivate(path));
+  int lock_fd = -1;
+  if (path != ":memory:") {
+    PGSHIFT_RETURN_IF_ERROR(MakePrivate(path));
+    PGSHIFT_ASSIGN_OR_RETURN(lock_fd, LockFile(path));
+  }
   sqlite3* db = nullptr;
   int rc =
       sqlite3_open_v2(path.c_str(), &db,
@@ -95,20 +138,49 @@ Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::Open(const std::stri
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
+    if (lock_fd >= 0) ::close(lock_fd);
     return Unavailable("cannot open state store '" + path + "': " + msg +
                        " (check the directory exists and is writable)");
   }
   sqlite3_busy_timeout(db, 5000);
-  std::unique_ptr<SqliteStateStore> store(new SqliteStateStore(db));
+  std::unique_ptr<SqliteStateStore> store(new SqliteStateStore(db, lock_fd));
   std::lock_guard<std::mutex> lock(store->mu_);
   PGSHIFT_RETURN_IF_ERROR(store->ExecLocked("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"));
-  PGSHIFT_RETURN_IF_ERROR(store->ExecLocked(kSchema));
+  PGSHIFT_RETURN_IF_ERROR(store->TransactionLocked([&] { return store->MigrateLocked(); }));
   PGSHIFT_RETURN_IF_ERROR(
       store->TransactionLocked([&] { return store->ExecLocked(kQueueLegacyActions); }));
   return store;
 }
 
-SqliteStateStore::~SqliteStateStore() { sqlite3_close(db_); }
+SqliteStateStore::~SqliteStateStore() {
+  sqlite3_close(db_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+Status SqliteStateStore::MigrateLocked() {
+  PGSHIFT_RETURN_IF_ERROR(ExecLocked(kSchema));
+  PGSHIFT_RETURN_IF_ERROR(
+      ExecLocked("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
+  int64_t have = 0;
+  {
+    Stmt s(db_, "SELECT coalesce(max(version), 1) FROM schema_version");
+    PGSHIFT_RETURN_IF_ERROR(s.status());
+    if (s.Step() != SQLITE_ROW) return Internal("state store: cannot read the schema version");
+    have = s.Int(0);
+  }
+  constexpr int64_t kNewest = static_cast<int64_t>(std::size(kMigrations)) + 1;
+  if (have > kNewest) {
+    return FailedPrecondition("the state store has schema version " + std::to_string(have) +
+                              ", newer than this pgshiftd knows (" + std::to_string(kNewest) +
+                              "): run the newer pgshiftd");
+  }
+  // Nothing is written when the schema is current: a pgshiftd restarted on a
+  // full disk still opens its state.
+  if (have == kNewest) return Status::OK();
+  for (int64_t v = have; v < kNewest; ++v) PGSHIFT_RETURN_IF_ERROR(ExecLocked(kMigrations[v - 1]));
+  return ExecLocked("DELETE FROM schema_version; INSERT INTO schema_version VALUES (" +
+                    std::to_string(kNewest) + ")");
+}
 
 Status SqliteStateStore::ExecLocked(const std::string& sql) {
   char* err = nullptr;
@@ -166,15 +238,84 @@ Status SqliteStateStore::Update(const MigrationRecord& m) {
 }
 
 Status SqliteStateStore::UpdateLocked(const MigrationRecord& m) {
-  // created_at (?10) never changes.
+  // created_at (?10) never changes; the lease token (?12) fences the write.
   Stmt s(db_,
          "UPDATE migrations SET name=?2, spec=?3, phase=?4, state=?5, progress=?6, result=?7, "
-         "findings=?8, error=?9, updated_at=?11 WHERE id=?1 AND created_at=?10");
+         "findings=?8, error=?9, updated_at=?11 WHERE id=?1 AND created_at=?10 AND "
+         "lease_token=?12");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   BindRecord(s, m);
+  s.Bind(12, m.lease.token);
   PGSHIFT_RETURN_IF_ERROR(s.Run());
-  if (sqlite3_changes(db_) == 0) return NotFound("no migration with id '" + m.id + "'");
+  if (sqlite3_changes(db_) == 0) {
+    PGSHIFT_RETURN_IF_ERROR(CheckFenceLocked(m.id, m.lease.token));
+    return NotFound("no migration with id '" + m.id + "'");
+  }
   return Status::OK();
+}
+
+Result<Lease> SqliteStateStore::LeaseLocked(const std::string& id) {
+  Stmt s(db_, "SELECT lease_owner, lease_token, lease_expires FROM migrations WHERE id=?1");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  if (s.Step() != SQLITE_ROW) return NotFound("no migration with id '" + id + "'");
+  return Lease{s.Text(0), s.Int(1), s.Int(2)};
+}
+
+Status SqliteStateStore::CheckFenceLocked(const std::string& id, int64_t token) {
+  if (token == kNoFence) return Status::OK();
+  PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(id));
+  if (stored.token != token) return LeaseLost(id, stored, token);
+  return Status::OK();
+}
+
+Status SqliteStateStore::WriteLeaseLocked(const std::string& id, const Lease& l) {
+  Stmt s(db_, "UPDATE migrations SET lease_owner=?2, lease_token=?3, lease_expires=?4 WHERE id=?1");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  s.Bind(2, l.owner);
+  s.Bind(3, l.token);
+  s.Bind(4, l.expires_at_ms);
+  return s.Run();
+}
+
+Result<Lease> SqliteStateStore::AcquireLease(const std::string& id, const std::string& owner,
+                                             int64_t ttl_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Lease next;
+  PGSHIFT_RETURN_IF_ERROR(TransactionLocked([&]() -> Status {
+    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(id));
+    // The file lock proves the process that took a lease not through this
+    // store gone: its lease is free.
+    if (!live_owners_.count(stored.owner)) stored.expires_at_ms = 0;
+    PGSHIFT_ASSIGN_OR_RETURN(next, NextLease(stored, owner, DefaultClock().NowMs(), ttl_ms));
+    return WriteLeaseLocked(id, next);
+  }));
+  live_owners_.insert(owner);
+  return next;
+}
+
+Result<Lease> SqliteStateStore::RenewLease(const std::string& id, const Lease& held,
+                                           int64_t ttl_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Lease next;
+  PGSHIFT_RETURN_IF_ERROR(TransactionLocked([&]() -> Status {
+    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(id));
+    auto renewed = RenewedLease(stored, held, DefaultClock().NowMs(), ttl_ms);
+    if (!renewed.ok()) return LeaseLost(id, stored, held.token);
+    next = *renewed;
+    return WriteLeaseLocked(id, next);
+  }));
+  return next;
+}
+
+Status SqliteStateStore::ReleaseLease(const std::string& id, const Lease& held) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, "UPDATE migrations SET lease_expires=0 WHERE id=?1 AND lease_token=?2");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  s.Bind(2, held.token);
+  return s.Run();
 }
 
 Result<std::vector<MigrationRecord>> SqliteStateStore::Select(
@@ -182,7 +323,7 @@ Result<std::vector<MigrationRecord>> SqliteStateStore::Select(
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
          "SELECT id, name, spec, phase, state, progress, result, findings, error, created_at, "
-         "updated_at FROM migrations " +
+         "updated_at, lease_owner, lease_token, lease_expires FROM migrations " +
              where + " ORDER BY created_at, id");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   for (size_t i = 0; i < args.size(); ++i) s.Bind(static_cast<int>(i + 1), args[i]);
@@ -201,6 +342,7 @@ Result<std::vector<MigrationRecord>> SqliteStateStore::Select(
     m.error = s.Text(8);
     m.created_at_ms = s.Int(9);
     m.updated_at_ms = s.Int(10);
+    m.lease = {s.Text(11), s.Int(12), s.Int(13)};
     out.push_back(std::move(m));
   }
   if (rc != SQLITE_DONE) return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
@@ -248,8 +390,12 @@ Status SqliteStateStore::RequestAction(const std::string& id, const std::string&
   return s.Run();
 }
 
-Status SqliteStateStore::AppendEvent(const std::string& id, const MigrationEvent& e) {
+Status SqliteStateStore::AppendEvent(const std::string& id, const MigrationEvent& e,
+                                     int64_t fence) {
   std::lock_guard<std::mutex> lock(mu_);
+  // One writer at a time (mu_, and the file lock): the check and the insert
+  // cannot be separated by a takeover.
+  PGSHIFT_RETURN_IF_ERROR(CheckFenceLocked(id, fence));
   return AppendEventLocked(id, e);
 }
 
@@ -274,25 +420,28 @@ Status SqliteStateStore::UpdateWithEvents(const MigrationRecord& m,
 
 Status SqliteStateStore::AppendEventLocked(const std::string& id, const MigrationEvent& e) {
   Stmt s(db_,
-         "INSERT INTO events (migration_id, at, phase, kind, message) VALUES (?1,?2,?3,?4,?5)");
+         "INSERT INTO events (migration_id, at, phase, kind, message, owner) "
+         "VALUES (?1,?2,?3,?4,?5,?6)");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
   s.Bind(2, e.at_ms);
   s.Bind(3, e.phase);
   s.Bind(4, e.kind);
   s.Bind(5, e.message);
+  s.Bind(6, e.owner);
   return s.Run();
 }
 
 Result<std::vector<MigrationEvent>> SqliteStateStore::Events(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
-         "SELECT seq, at, phase, kind, message FROM events WHERE migration_id=?1 ORDER BY seq");
+         "SELECT seq, at, phase, kind, message, owner FROM events WHERE migration_id=?1 "
+         "ORDER BY seq");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
   std::vector<MigrationEvent> out;
   while (s.Step() == SQLITE_ROW) {
-    out.push_back({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4)});
+    out.push_back({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5)});
   }
   return out;
 }

@@ -7,8 +7,15 @@
 // that records their effect, so a request made while the engine works is
 // neither overwritten nor cleared unseen.
 // The AuditStore (same file) keeps who did what through the API.
+//
+// Several pgshiftd may share one store (PgStateStore, pg_state_store.h):
+// each migration is driven by the holder of its lease (store/lease.h), and
+// every write of the driver's (Update, UpdateWithEvents, a fenced
+// AppendEvent) checks the lease's token in the same statement or
+// transaction, so a pgshiftd that lost its lease is refused (kAborted).
 // SqliteStateStore is thread-safe (one connection behind a mutex; WAL mode,
-// synchronous=FULL).
+// synchronous=FULL); its file is locked to one process for the store's life,
+// so its leases change hands only between that process's owner ids.
 #pragma once
 
 #include <functional>
@@ -16,10 +23,12 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "store/lease.h"
 
 struct sqlite3;
 
@@ -47,6 +56,9 @@ struct MigrationRecord {
   // The queued operator requests, oldest first: appended by the API
   // (RequestAction), removed by the engine once applied (UpdateWithEvents).
   std::vector<OperatorAction> actions;
+  // The lease as read; Update and UpdateWithEvents write only while the
+  // stored token is still lease.token (the writer's own). Never written by them.
+  Lease lease;
 };
 
 struct MigrationEvent {
@@ -55,13 +67,20 @@ struct MigrationEvent {
   std::string phase;
   std::string kind;  // info | warning | error
   std::string message;
+  std::string owner;  // the owner id of the pgshiftd that wrote it; "" for the API
 };
+
+// AppendEvent's fence for a write that is no migration driver's (the API's
+// note of an operator request): never refused for a lease.
+inline constexpr int64_t kNoFence = -1;
 
 class StateStore {
  public:
   virtual ~StateStore() = default;
+  // A new migration starts with no lease (token 0).
   virtual Status Insert(const MigrationRecord& m) = 0;
-  // Writes everything but the queued actions.
+  // Writes everything but the queued actions and the lease; Aborted when the
+  // stored lease token is no longer m.lease.token.
   virtual Status Update(const MigrationRecord& m) = 0;
   virtual Result<MigrationRecord> Get(const std::string& id) = 0;
   virtual Result<std::vector<MigrationRecord>> List() = 0;
@@ -69,15 +88,30 @@ class StateStore {
   // queued (the same action and body) is not queued twice.
   virtual Status RequestAction(const std::string& id, const std::string& action,
                                const nlohmann::json& body) = 0;
-  virtual Status AppendEvent(const std::string& id, const MigrationEvent& e) = 0;
+  // Aborted when `fence` (a lease token) is not the stored one; kNoFence
+  // never is.
+  virtual Status AppendEvent(const std::string& id, const MigrationEvent& e, int64_t fence) = 0;
   // Update, AppendEvent of each event and the removal of each applied queued
   // action (by OperatorAction::seq; requests queued since stay) in one
   // durable commit: a phase change with its events costs one fsync, not one
   // per row, and a request is gone exactly when its effect is recorded.
+  // Fenced like Update: nothing is written when the lease moved on.
   virtual Status UpdateWithEvents(const MigrationRecord& m,
                                   const std::vector<MigrationEvent>& events,
                                   const std::vector<int64_t>& applied_actions) = 0;
   virtual Result<std::vector<MigrationEvent>> Events(const std::string& id) = 0;
+
+  // Leases (store/lease.h), on the store's clock. AcquireLease takes or
+  // extends the lease of migration `id` for `owner` (NextLease);
+  // FailedPrecondition while another owner's stands, NotFound for no such
+  // migration.
+  virtual Result<Lease> AcquireLease(const std::string& id, const std::string& owner,
+                                     int64_t ttl_ms) = 0;
+  // Extends `held` (RenewedLease); Aborted once it changed hands.
+  virtual Result<Lease> RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) = 0;
+  // Lets `held` expire now so another pgshiftd may take the migration at
+  // once; nothing when it already changed hands.
+  virtual Status ReleaseLease(const std::string& id, const Lease& held) = 0;
 };
 
 // One audited act: who did what, when, to which database and migration,
@@ -105,8 +139,16 @@ class AuditStore {
   virtual Result<std::map<std::string, std::string>> MigrationDatabases() = 0;
 };
 
+// A whole store: what pgshiftd opens (store/open_store.h).
+class Store : public StateStore, public AuditStore {};
+
 // The file is made private (mode 0600) at open: specs may carry a password.
-class SqliteStateStore : public StateStore, public AuditStore {
+// It is locked (flock) for the store's life: a second Open of the same file,
+// in this process or another, fails with FailedPrecondition. Since no other
+// process can hold a lease on it, a lease left by an earlier process is free
+// (a pgshiftd restarted after a crash resumes at once); leases taken through
+// this store expire as anywhere else.
+class SqliteStateStore : public Store {
  public:
   // path ":memory:" gives a private in-memory database (unit tests).
   static Result<std::unique_ptr<SqliteStateStore>> Open(const std::string& path);
@@ -118,10 +160,14 @@ class SqliteStateStore : public StateStore, public AuditStore {
   Result<std::vector<MigrationRecord>> List() override;
   Status RequestAction(const std::string& id, const std::string& action,
                        const nlohmann::json& body) override;
-  Status AppendEvent(const std::string& id, const MigrationEvent& e) override;
+  Status AppendEvent(const std::string& id, const MigrationEvent& e, int64_t fence) override;
   Status UpdateWithEvents(const MigrationRecord& m, const std::vector<MigrationEvent>& events,
                           const std::vector<int64_t>& applied_actions) override;
   Result<std::vector<MigrationEvent>> Events(const std::string& id) override;
+  Result<Lease> AcquireLease(const std::string& id, const std::string& owner,
+                             int64_t ttl_ms) override;
+  Result<Lease> RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) override;
+  Status ReleaseLease(const std::string& id, const Lease& held) override;
 
   Status AppendAudit(const AuditEntry& e) override;
   Result<std::vector<AuditEntry>> ListAudit(int64_t limit) override;
@@ -131,7 +177,14 @@ class SqliteStateStore : public StateStore, public AuditStore {
  private:
   Status UpdateLocked(const MigrationRecord& m);
   Status AppendEventLocked(const std::string& id, const MigrationEvent& e);
-  explicit SqliteStateStore(sqlite3* db) : db_(db) {}
+  // The stored lease; NotFound for no such migration.
+  Result<Lease> LeaseLocked(const std::string& id);
+  // Aborted (LeaseLost) unless `token` is the stored one.
+  Status CheckFenceLocked(const std::string& id, int64_t token);
+  Status WriteLeaseLocked(const std::string& id, const Lease& l);
+  // Brings the schema to the newest version (schema_version table).
+  Status MigrateLocked();
+  SqliteStateStore(sqlite3* db, int lock_fd) : db_(db), lock_fd_(lock_fd) {}
   Status ExecLocked(const std::string& sql);
   // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back when it or the
   // COMMIT fails (a COMMIT that failed, e.g. on a full disk, may leave the
@@ -143,6 +196,10 @@ class SqliteStateStore : public StateStore, public AuditStore {
 
   std::mutex mu_;
   sqlite3* db_;
+  int lock_fd_;  // holds the file's flock; -1 for ":memory:"
+  // The owner ids that took a lease through this store: only their leases
+  // can belong to a live pgshiftd.
+  std::set<std::string> live_owners_;
 };
 
 }  // namespace pgshift

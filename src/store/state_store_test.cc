@@ -37,7 +37,7 @@ TEST(SqliteStateStore, RoundTripsAndSurvivesReopen) {
     m->phase = "quiesce";
     m->result["final_lsn"] = "0/3000060";
     ASSERT_TRUE((*store)->Update(*m).ok());
-    ASSERT_TRUE((*store)->AppendEvent("m-1", {0, 5, "quiesce", "info", "held"}).ok());
+    ASSERT_TRUE((*store)->AppendEvent("m-1", {0, 5, "quiesce", "info", "held"}, kNoFence).ok());
   }
   auto store = SqliteStateStore::Open(path);
   ASSERT_TRUE(store.ok());

@@ -26,4 +26,15 @@ inline constexpr int64_t kEnvRetryMs = 1000;
 // Stop() does not wait a whole interval.
 inline constexpr int64_t kStopCheckMs = 50;
 
+// Engine: a migration's lease lasts this long unless renewed (renewed every
+// third of it); a pgshiftd that dies leaves its migrations to another after
+// at most this long.
+inline constexpr int64_t kLeaseTtlMs = 15000;
+// Engine: steps run at once at most (the worker pool's size).
+inline constexpr int kWorkers = 16;
+// Engine: a lease is trusted locally for this share (in percent) of its
+// duration after the renewal that set it was sent; past it the migration
+// waits for the next renewal (clock-rate drift, a pause mid-renewal).
+inline constexpr int64_t kLeaseTrustPct = 80;
+
 }  // namespace pgshift::workflow_defaults

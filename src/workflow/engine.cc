@@ -38,27 +38,17 @@ json RecordToJson(const MigrationRecord& m) {
           {"result", m.result},
           {"findings", m.findings},
           {"error", m.error},
+          // The pgshiftd driving it (its lease), "" before the first.
+          {"owner", m.lease.owner},
           // The request the engine applies next, and every queued one in order.
           {"pending_action", m.actions.empty() ? "" : m.actions.front().action},
           {"pending_actions", queued}};
 }
 
-Engine::Engine(StateStore& store, EnvFactory& envs, Clock& clock)
-    : store_(store), envs_(envs), clock_(clock) {}
+Engine::Engine(StateStore& store, EnvFactory& envs, Clock& clock, EngineOptions opts)
+    : store_(store), envs_(envs), clock_(clock), opts_(std::move(opts)) {}
 
 Engine::~Engine() { Stop(); }
-
-void Engine::Stop() {
-  stopping_ = true;
-  std::map<std::string, std::thread> workers;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    workers.swap(workers_);
-  }
-  for (auto& [id, t] : workers) {
-    if (t.joinable()) t.join();
-  }
-}
 
 std::string Engine::NewId() {
   static thread_local std::mt19937_64 rng(std::random_device{}());
@@ -69,71 +59,35 @@ std::string Engine::NewId() {
   return id;
 }
 
-Status Engine::ResumeAll() {
-  PGSHIFT_ASSIGN_OR_RETURN(auto all, store_.List());
-  for (const auto& m : all) {
-    auto p = ParsePhase(m.phase);
-    if (p && !IsTerminal(*p)) {
-      spdlog::info("resuming migration {} ({}) in phase {}", m.id, m.name, m.phase);
-      Launch(m.id);
-    }
-  }
-  return Status::OK();
-}
-
-void Engine::Launch(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stopping_ || workers_.count(id)) return;
-  workers_[id] = std::thread(&Engine::Work, this, id);
-}
-
-void Engine::Work(std::string id) {
-  std::unique_ptr<MigrationRunner> runner;
-  while (!stopping_) {
-    if (!runner) {
-      auto rec = store_.Get(id);
-      if (!rec.ok()) return;
-      auto spec = MigrationSpec::FromJson(rec->spec);
-      if (!spec.ok()) {
-        spdlog::error("[{}] stored spec is invalid: {}", id, spec.status().ToString());
-        return;
-      }
-      auto env = envs_.Make(id, *spec);
-      if (!env.ok()) {
-        spdlog::warn("[{}] cannot build environment, retrying: {}", id, env.status().ToString());
-        clock_.SleepMs(workflow_defaults::kEnvRetryMs);
-        continue;
-      }
-      runner = std::make_unique<MigrationRunner>(store_, clock_, id, std::move(env).value(),
-                                                 std::move(spec).value());
-    }
-    auto tick = runner->Step();
-    if (tick == MigrationRunner::Tick::kTerminal) return;
-    if (tick == MigrationRunner::Tick::kIdle) {
-      // Sleep in small slices so Stop() is prompt.
-      const int64_t slice = workflow_defaults::kStopCheckMs;
-      for (int64_t slept = 0; slept < runner->poll_ms() && !stopping_; slept += slice) {
-        clock_.SleepMs(std::min(slice, runner->poll_ms() - slept));
-      }
-    }
-  }
-}
-
 Status Engine::RunUntilSettled(const std::string& id, int max_steps) {
   PGSHIFT_ASSIGN_OR_RETURN(MigrationRecord rec, store_.Get(id));
   PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(rec.spec));
   PGSHIFT_ASSIGN_OR_RETURN(auto env, envs_.Make(id, spec));
-  MigrationRunner runner(store_, clock_, id, std::move(env), spec);
+  std::unique_ptr<MigrationRunner> runner;
   for (int i = 0; i < max_steps; ++i) {
-    auto tick = runner.Step();
+    if (!runner) {
+      // Taking the lease is a write: like a step's commit, it may fail (a
+      // full disk) and be tried again; another owner's lease ends the run.
+      auto lease = store_.AcquireLease(id, opts_.owner, opts_.lease_ttl_ms);
+      if (lease.status().code() == Code::kFailedPrecondition) return lease.status();
+      if (!lease.ok()) {
+        clock_.SleepMs(spec.options.poll_ms);
+        continue;
+      }
+      runner = std::make_unique<MigrationRunner>(store_, clock_, id, std::move(env), spec, *lease);
+    }
+    auto tick = runner->Step();
     if (tick == MigrationRunner::Tick::kTerminal) return Status::OK();
+    if (tick == MigrationRunner::Tick::kLost) {
+      return Aborted("migration " + id + " was taken over by another pgshiftd");
+    }
     if (tick == MigrationRunner::Tick::kIdle) {
-      if (runner.AwaitingOperator()) return Status::OK();
-      clock_.SleepMs(runner.poll_ms());
+      if (runner->AwaitingOperator()) return Status::OK();
+      clock_.SleepMs(runner->poll_ms());
     }
   }
   return Timeout("migration " + id + " did not settle within " + std::to_string(max_steps) +
-                 " steps (phase " + runner.record().phase + ")");
+                 " steps (phase " + (runner ? runner->record().phase : rec.phase) + ")");
 }
 
 Result<json> Engine::Create(const json& body) {
@@ -162,8 +116,10 @@ Result<json> Engine::Create(const json& body) {
   m.state = StateName(MigrationState::kRunning);
   m.created_at_ms = m.updated_at_ms = clock_.NowMs();
   PGSHIFT_RETURN_IF_ERROR(store_.Insert(m));
-  LogUnrecorded(m.id, store_.AppendEvent(m.id, {0, m.created_at_ms, m.phase, "info",
-                                                "migration '" + m.name + "' created"}));
+  LogUnrecorded(m.id, store_.AppendEvent(m.id,
+                                         {0, m.created_at_ms, m.phase, "info",
+                                          "migration '" + m.name + "' created", opts_.owner},
+                                         kNoFence));
   if (autostart_) Launch(m.id);
   return RecordToJson(m);
 }
@@ -189,7 +145,8 @@ Result<json> Engine::Events(const std::string& id) {
                    {"at_ms", e.at_ms},
                    {"phase", e.phase},
                    {"kind", e.kind},
-                   {"message", e.message}});
+                   {"message", e.message},
+                   {"owner", e.owner}});
   }
   return arr;
 }
@@ -288,8 +245,9 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
   // Queued behind any request not applied yet (StateStore::RequestAction):
   // a request never replaces another.
   PGSHIFT_RETURN_IF_ERROR(store_.RequestAction(id, action, body));
-  LogUnrecorded(
-      id, store_.AppendEvent(id, {0, clock_.NowMs(), m.phase, "info", action + " requested"}));
+  LogUnrecorded(id, store_.AppendEvent(
+                        id, {0, clock_.NowMs(), m.phase, "info", action + " requested"}, kNoFence));
+  // Its owner applies it; when that is another pgshiftd, this Launch is refused.
   if (autostart_) Launch(id);
   return Get(id);
 }

@@ -74,8 +74,8 @@ class HookedStore : public StateStore {
                        const nlohmann::json& body) override {
     return Write("request", [&] { return inner_.RequestAction(id, action, body); });
   }
-  Status AppendEvent(const std::string& id, const MigrationEvent& e) override {
-    return Write("event", [&] { return inner_.AppendEvent(id, e); });
+  Status AppendEvent(const std::string& id, const MigrationEvent& e, int64_t fence) override {
+    return Write("event", [&] { return inner_.AppendEvent(id, e, fence); });
   }
   Status UpdateWithEvents(const MigrationRecord& m, const std::vector<MigrationEvent>& events,
                           const std::vector<int64_t>& applied_actions) override {
@@ -83,6 +83,16 @@ class HookedStore : public StateStore {
   }
   Result<std::vector<MigrationEvent>> Events(const std::string& id) override {
     return inner_.Events(id);
+  }
+  Result<Lease> AcquireLease(const std::string& id, const std::string& owner,
+                             int64_t ttl_ms) override {
+    return inner_.AcquireLease(id, owner, ttl_ms);
+  }
+  Result<Lease> RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) override {
+    return inner_.RenewLease(id, held, ttl_ms);
+  }
+  Status ReleaseLease(const std::string& id, const Lease& held) override {
+    return inner_.ReleaseLease(id, held);
   }
 
  private:

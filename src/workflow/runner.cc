@@ -37,12 +37,13 @@ json WithOverrideOf(const json& old_findings, const checks::Finding& f) {
 }  // namespace
 
 MigrationRunner::MigrationRunner(StateStore& store, Clock& clock, std::string id,
-                                 std::unique_ptr<MigrationEnv> env, MigrationSpec spec)
+                                 std::unique_ptr<MigrationEnv> env, MigrationSpec spec, Lease lease)
     : store_(store),
       clock_(clock),
       id_(std::move(id)),
       env_(std::move(env)),
-      spec_(std::move(spec)) {}
+      spec_(std::move(spec)),
+      lease_(std::move(lease)) {}
 
 MigrationRunner::StepFn MigrationRunner::StepOf(Phase p) {
   // In the phase table's order; checked below.
@@ -95,7 +96,7 @@ void MigrationRunner::Log(const std::string& kind, const std::string& message) c
 
 void MigrationRunner::Note(const std::string& kind, const std::string& message) {
   Log(kind, message);
-  unsaved_events_.push_back({0, clock_.NowMs(), PhaseName(phase_), kind, message});
+  unsaved_events_.push_back({0, clock_.NowMs(), PhaseName(phase_), kind, message, lease_.owner});
 }
 
 void MigrationRunner::Event(const std::string& kind, const std::string& message) {
@@ -109,6 +110,7 @@ void MigrationRunner::Event(const std::string& kind, const std::string& message)
 
 Status MigrationRunner::Load() {
   PGSHIFT_ASSIGN_OR_RETURN(m_, store_.Get(id_));
+  if (m_.lease.token != lease_.token) return LeaseLost(id_, m_.lease, lease_.token);
   auto phase = ParsePhase(m_.phase);
   if (!phase) return Internal("stored phase '" + m_.phase + "' is unknown to this pgshiftd");
   auto state = ParseState(m_.state);
@@ -131,6 +133,7 @@ Status MigrationRunner::Save() {
   m_.progress = progress_.ToJson();
   m_.result = result_.ToJson();
   m_.updated_at_ms = clock_.NowMs();
+  m_.lease = lease_;  // the fence: written only while the lease is still ours
   commit_ = unsaved_events_.empty() && applied_actions_.empty()
                 ? store_.Update(m_)
                 : store_.UpdateWithEvents(m_, unsaved_events_, applied_actions_);
@@ -144,13 +147,19 @@ Status MigrationRunner::FlushEvents() {
   if (!applied_actions_.empty()) return Save();
   for (const auto& e : unsaved_events_) {
     if (!commit_.ok()) break;
-    commit_ = store_.AppendEvent(id_, e);
+    commit_ = store_.AppendEvent(id_, e, lease_.token);
   }
   unsaved_events_.clear();
   return commit_;
 }
 
 MigrationRunner::Tick MigrationRunner::AfterFailedCommit() {
+  if (IsLeaseLost(commit_)) {
+    // Not a failure to retry: another pgshiftd drives the migration now.
+    lost_ = true;
+    spdlog::warn("[{}] {}; this pgshiftd stops driving it", id_, commit_.message());
+    return Tick::kLost;
+  }
   // Nothing this step did after the failed commit is recorded, and the
   // migration has not moved on: the next step reloads the last committed
   // record and runs its phase again (every step is idempotent, as after a
@@ -356,6 +365,7 @@ void MigrationRunner::ReplaceFindings(const std::vector<checks::Finding>& fresh)
 }
 
 MigrationRunner::Tick MigrationRunner::Step() {
+  if (lost_) return Tick::kLost;
   commit_ = Status::OK();
   Tick t = StepPhase();
   // A chained phase is recorded with the step; events a step left waiting
@@ -367,6 +377,11 @@ MigrationRunner::Tick MigrationRunner::Step() {
 
 MigrationRunner::Tick MigrationRunner::StepPhase() {
   if (Status st = Load(); !st.ok()) {
+    if (IsLeaseLost(st)) {
+      lost_ = true;
+      spdlog::warn("[{}] {}; this pgshiftd stops driving it", id_, st.message());
+      return Tick::kLost;
+    }
     spdlog::error("[{}] cannot load: {}", id_, st.ToString());
     return Tick::kIdle;
   }

@@ -26,6 +26,11 @@
 // A step works on the typed record (phase_, state_, progress_, result_);
 // Save() writes it into the stored row in one commit. Not thread-safe: one
 // worker owns a runner.
+//
+// A runner drives its migration under a lease (store/lease.h): every write
+// carries the lease's token, and a write the store refuses because another
+// pgshiftd took the migration over ends the runner (Tick::kLost) at once,
+// without a retry and without another step.
 #pragma once
 
 #include <memory>
@@ -46,10 +51,11 @@ class MigrationRunner {
     kProgress,  // moved on; step again at once
     kIdle,      // polling or waiting for an operator; step again after poll_ms
     kTerminal,  // finalized or rolled back
+    kLost,      // the lease changed hands: another pgshiftd drives it; never step again
   };
 
   MigrationRunner(StateStore& store, Clock& clock, std::string id,
-                  std::unique_ptr<MigrationEnv> env, MigrationSpec spec);
+                  std::unique_ptr<MigrationEnv> env, MigrationSpec spec, Lease lease);
 
   Tick Step();
   // True when only an operator can move the migration on (waiting, blocked,
@@ -152,6 +158,8 @@ class MigrationRunner {
   std::string id_;
   std::unique_ptr<MigrationEnv> env_;
   MigrationSpec spec_;
+  const Lease lease_;  // this runner's: its owner id signs events, its token fences writes
+  bool lost_ = false;  // a read or write found the lease changed hands
   // The stored row: identity, spec, findings, error, the pending action.
   // Its phase, state, progress and result are written from the typed
   // record below by Save().
