@@ -47,7 +47,9 @@ std::string StartupPacket::Param(const std::string& key) const {
 }
 
 DecodeStatus DecodeStartup(std::string_view buf, StartupPacket* out, std::string* error) {
-  if (buf.size() < 8) return DecodeStatus::kNeedMoreData;
+  // The length alone is checked first, as the server does: a client that
+  // sends 4 bytes of garbage (e.g. a Terminate) is not left waiting.
+  if (buf.size() < 4) return DecodeStatus::kNeedMoreData;
   uint32_t len = LoadBe32(buf.data());
   if (len < 8 || len > kMaxStartupPacket) {
     *out = StartupPacket{};
@@ -55,7 +57,7 @@ DecodeStatus DecodeStartup(std::string_view buf, StartupPacket* out, std::string
     *error = "invalid length of startup packet: " + std::to_string(len);
     return DecodeStatus::kError;
   }
-  if (buf.size() < len) return DecodeStatus::kNeedMoreData;
+  if (buf.size() < len) return DecodeStatus::kNeedMoreData;  // len >= 8
   *out = StartupPacket{};
   out->total = len;
   out->protocol = static_cast<int32_t>(LoadBe32(buf.data() + 4));
