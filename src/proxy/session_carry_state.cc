@@ -215,9 +215,9 @@ asio::awaitable<void> Session::WatchForSwitch() {
     timer->expires_after(std::chrono::milliseconds(kWatchMs));
     co_await timer->async_wait(kNoThrow);
     if (closed_) break;
-    LeaveSplice();
-    if (state_ != SessionState::kIdle || route_->held() || route_->generation() == generation_)
-      continue;
+    if (route_->held() || route_->generation() == generation_) continue;
+    LeaveSplice();  // only now: it would keep an idle session out of kernel mode
+    if (state_ != SessionState::kIdle) continue;
     eager_move_ = true;
     Advance(SessionEvent::kMigrateBegin);
     bool ok = co_await Migrate();
