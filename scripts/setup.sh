@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev libbpf-dev
   libpq-dev libssl-dev openssl libsqlite3-dev sqlite3
   nlohmann-json3-dev libcli11-dev libasio-dev libspdlog-dev libfmt-dev
-  libcpp-httplib-dev libgtest-dev libgmock-dev googletest libyaml-dev
+  libcpp-httplib-dev libicu-dev libgtest-dev libgmock-dev googletest libyaml-dev
   postgresql-15 postgresql-client-15 postgresql-contrib postgresql-15-wal2json
   pgbouncer haproxy procps iproute2 curl ccache
   chromium

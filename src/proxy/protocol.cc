@@ -47,13 +47,17 @@ std::string StartupPacket::Param(const std::string& key) const {
 }
 
 DecodeStatus DecodeStartup(std::string_view buf, StartupPacket* out, std::string* error) {
-  if (buf.size() < 8) return DecodeStatus::kNeedMoreData;
+  // The length alone is checked first, as the server does: a client that
+  // sends 4 bytes of garbage (e.g. a Terminate) is not left waiting.
+  if (buf.size() < 4) return DecodeStatus::kNeedMoreData;
   uint32_t len = LoadBe32(buf.data());
   if (len < 8 || len > kMaxStartupPacket) {
-    *error = "invalid startup packet length " + std::to_string(len);
+    *out = StartupPacket{};
+    out->framing_error = true;
+    *error = "invalid length of startup packet: " + std::to_string(len);
     return DecodeStatus::kError;
   }
-  if (buf.size() < len) return DecodeStatus::kNeedMoreData;
+  if (buf.size() < len) return DecodeStatus::kNeedMoreData;  // len >= 8
   *out = StartupPacket{};
   out->total = len;
   out->protocol = static_cast<int32_t>(LoadBe32(buf.data() + 4));
@@ -62,7 +66,8 @@ DecodeStatus DecodeStartup(std::string_view buf, StartupPacket* out, std::string
     case kSslRequestCode:
     case kGssEncRequestCode:
       if (len != 8) {
-        *error = "invalid encryption request packet length";
+        out->framing_error = true;
+        *error = "invalid length of encryption request packet";
         return DecodeStatus::kError;
       }
       out->kind = out->protocol == kSslRequestCode ? StartupPacket::Kind::kSslRequest
@@ -70,7 +75,8 @@ DecodeStatus DecodeStartup(std::string_view buf, StartupPacket* out, std::string
       return DecodeStatus::kOk;
     case kCancelRequestCode:
       if (len != 16) {
-        *error = "invalid cancel request packet length";
+        out->framing_error = true;
+        *error = "invalid length of cancel request packet";
         return DecodeStatus::kError;
       }
       out->kind = StartupPacket::Kind::kCancel;
@@ -226,6 +232,29 @@ bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields
     if (!r.ReadCString(&v)) return false;
     (*fields)[code] = std::string(v);
   }
+}
+
+bool ParseDataRow(std::string_view body, std::vector<std::string>* columns) {
+  BodyReader r(body);
+  int16_t n = 0;
+  if (!r.ReadInt16(&n) || n < 0) return false;
+  columns->clear();
+  for (int i = 0; i < n; i++) {
+    int32_t len = 0;
+    std::string_view v;
+    if (!r.ReadInt32(&len)) return false;
+    if (len >= 0 && !r.ReadBytes(static_cast<size_t>(len), &v)) return false;
+    columns->emplace_back(len >= 0 ? v : std::string_view());
+  }
+  return true;
+}
+
+bool IsFatalError(std::string_view error_body) {
+  std::map<char, std::string> f;
+  ParseErrorFields(error_body, &f);
+  // 'V' is the untranslated severity (9.6+); 'S' may be localized.
+  const std::string& sev = f.count('V') ? f['V'] : f['S'];
+  return sev == "FATAL" || sev == "PANIC";
 }
 
 void AppendInt64(std::string* out, int64_t v) {

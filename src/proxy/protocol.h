@@ -50,6 +50,10 @@ struct StartupPacket {
   uint32_t cancel_pid = 0;
   uint32_t cancel_key = 0;
   size_t total = 0;
+  // Set with a decode error when the packet's length is wrong: PostgreSQL
+  // logs that and closes without a reply (a client that sent something else,
+  // e.g. Terminate, expects none); other errors get a FATAL.
+  bool framing_error = false;
   // The value of `key`, or "" when absent.
   std::string Param(const std::string& key) const;
 };
@@ -78,6 +82,10 @@ class BodyReader {
 bool ParseStatementName(std::string_view parse_body, std::string* name);          // 'P'
 bool ParseBindStatement(std::string_view bind_body, std::string* statement);      // 'B'
 bool ParseDescribeOrClose(std::string_view body, char* kind, std::string* name);  // 'D' / 'C'
+// The columns of a DataRow ('D') body as text (NULL as ""); false when malformed.
+bool ParseDataRow(std::string_view body, std::vector<std::string>* columns);
+// True when an ErrorResponse body is FATAL or PANIC: the server ends the session.
+bool IsFatalError(std::string_view error_body);
 // ErrorResponse / NoticeResponse fields by code ('S','C','M',...).
 bool ParseErrorFields(std::string_view body, std::map<char, std::string>* fields);
 // True when a ParameterStatus ('S') body reports the server's state rather than

@@ -460,7 +460,10 @@ TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
   EXPECT_EQ(j["route_held"], 0);
 
   const nlohmann::json p = StatsJson(proxy.shared().Stats(), StatScope::kProxy);
-  EXPECT_EQ(p, nlohmann::json({{"refused", 5}, {"cancels_sent", 0}, {"protocol_errors", 0}}));
+  EXPECT_EQ(p, nlohmann::json({{"refused", 5},
+                               {"cancels_sent", 0},
+                               {"protocol_errors", 0},
+                               {"bad_startup_packets", 0}}));
 
   const std::string text = proxy.MetricsText();
   for (const char* name :

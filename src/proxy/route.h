@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "proxy/config.h"
+#include "proxy/session_carry.h"
 #include "proxy/stats.h"
 
 namespace pgshift::proxy {
@@ -188,6 +189,9 @@ class Route {
                       PGSHIFT_STAT_NONE)
   // The DERIVED rows.
   int64_t route_held() const { return held() ? 1 : 0; }
+
+  // Sessions that may hold session advisory locks (session_carry.h).
+  CarryGate carry_gate;
 
   // The LIVE counters plus what spliced sessions did that the kernel has not handed back yet.
   SpliceLive LiveTotals() const;

@@ -4,8 +4,11 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <unicode/usprep.h>
+#include <unicode/ustring.h>
 
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -30,8 +33,8 @@ std::string SaltedPassword(const std::string& password, const std::string& salt,
   static std::mutex mu;
   static std::unordered_map<std::string, std::string> cache;
   constexpr size_t kMaxEntries = 4096;
-  std::string key = std::to_string(iterations) + ":" + std::to_string(salt.size()) + ":" + salt +
-                    password;
+  std::string key =
+      std::to_string(iterations) + ":" + std::to_string(salt.size()) + ":" + salt + password;
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);
@@ -84,7 +87,46 @@ bool Attr(std::string_view msg, char key, std::string* value) {
   return false;
 }
 
+bool IsAscii(std::string_view s) {
+  for (char c : s)
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  return true;
+}
+
 }  // namespace
+
+std::string SaslPrep(std::string_view password) {
+  std::string raw(password);
+  if (IsAscii(password)) return raw;  // libpq's quick path: ASCII needs no preparation
+  UErrorCode err = U_ZERO_ERROR;
+  int32_t len16 = 0;
+  u_strFromUTF8(nullptr, 0, &len16, password.data(), static_cast<int32_t>(password.size()), &err);
+  if (err != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(err)) return raw;  // not UTF-8
+  std::u16string in(static_cast<size_t>(len16), u'\0');
+  err = U_ZERO_ERROR;
+  u_strFromUTF8(in.data(), len16, nullptr, password.data(), static_cast<int32_t>(password.size()),
+                &err);
+  if (U_FAILURE(err)) return raw;
+  err = U_ZERO_ERROR;
+  UStringPrepProfile* profile = usprep_openByType(USPREP_RFC4013_SASLPREP, &err);
+  if (U_FAILURE(err)) return raw;
+  std::unique_ptr<UStringPrepProfile, decltype(&usprep_close)> owner(profile, usprep_close);
+  // NFKC of the mapped text is at most a few times longer (NFKC's expansion factor is 18).
+  std::u16string out(in.size() * 18 + 1, u'\0');
+  err = U_ZERO_ERROR;
+  int32_t n = usprep_prepare(profile, in.data(), static_cast<int32_t>(in.size()), out.data(),
+                             static_cast<int32_t>(out.size()), USPREP_DEFAULT, nullptr, &err);
+  if (U_FAILURE(err) || n <= 0) return raw;  // prohibited, unassigned, bidi, or empty
+  out.resize(static_cast<size_t>(n));
+  int32_t len8 = 0;
+  err = U_ZERO_ERROR;
+  u_strToUTF8(nullptr, 0, &len8, out.data(), n, &err);
+  if (err != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(err)) return raw;
+  std::string prepared(static_cast<size_t>(len8), '\0');
+  err = U_ZERO_ERROR;
+  u_strToUTF8(prepared.data(), len8, nullptr, out.data(), n, &err);
+  return U_FAILURE(err) ? raw : prepared;
+}
 
 std::string Base64Encode(std::string_view in) {
   std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
@@ -110,7 +152,7 @@ Result<std::string> Base64Decode(std::string_view in) {
 }
 
 ScramClient::ScramClient(std::string password, std::string nonce, std::string user)
-    : password_(std::move(password)), nonce_(std::move(nonce)), user_(std::move(user)) {
+    : password_(SaslPrep(password)), nonce_(std::move(nonce)), user_(std::move(user)) {
   if (nonce_.empty()) {
     unsigned char raw[18];
     RAND_bytes(raw, sizeof(raw));
@@ -139,7 +181,8 @@ Result<std::string> ScramClient::ClientFinal(std::string_view server_first) {
   } catch (...) {
     return Internal("SCRAM iteration count is not a number");
   }
-  if (iterations < 1 || iterations > 10'000'000) return Internal("SCRAM iteration count out of range");
+  if (iterations < 1 || iterations > 10'000'000)
+    return Internal("SCRAM iteration count out of range");
   salted_password_ = SaltedPassword(password_, salt, iterations);
   std::string client_key = Hmac(salted_password_, "Client Key");
   std::string stored_key = Sha256(client_key);
@@ -158,7 +201,8 @@ Status ScramClient::VerifyServerFinal(std::string_view server_final) {
   std::string server_key = Hmac(salted_password_, "Server Key");
   std::string expected = Base64Encode(Hmac(server_key, auth_message_));
   if (v != expected)
-    return Internal("SCRAM server signature does not match: the upstream server is not who it claims");
+    return Internal(
+        "SCRAM server signature does not match: the upstream server is not who it claims");
   return Status::OK();
 }
 

@@ -1,7 +1,8 @@
 // Client side of PostgreSQL password authentication for the proxy's upstream
-// logins: SCRAM-SHA-256 (RFC 5802 / RFC 7677, without channel binding) and
-// the md5 scheme. One ScramClient serves one login; not thread-safe (the
-// salted-password cache behind it is).
+// logins: SCRAM-SHA-256 (RFC 5802 / RFC 7677, without channel binding, the
+// password prepared with SASLprep as libpq does) and the md5 scheme. One
+// ScramClient serves one login; not thread-safe (the salted-password cache
+// behind it is). SaslPrep is a pure function, thread-safe.
 #pragma once
 
 #include <string>
@@ -11,10 +12,20 @@
 
 namespace pgshift::proxy {
 
+// The password as SCRAM hashes it, like libpq's pg_saslprep (RFC 4013 with
+// RFC 3454's tables, via ICU's SASLprep profile): ASCII stays as it is;
+// otherwise non-ASCII spaces map to a space, "mapped to nothing" characters
+// go, NFKC normalises. When the result is prohibited (a control character,
+// an unassigned code point, a bidi violation, empty) or the input is not
+// UTF-8, the raw password is used — as both libpq and the server do, so a
+// password stored through either still matches.
+std::string SaslPrep(std::string_view password);
+
 class ScramClient {
  public:
   // `nonce` empty: 18 random bytes from RAND_bytes, base64 (tests pass a fixed one).
   // `user` stays empty for PostgreSQL (it takes the name from the startup packet).
+  // The password goes through SaslPrep.
   explicit ScramClient(std::string password, std::string nonce = "", std::string user = "");
 
   // client-first-message: "n,,n=,r=<nonce>".

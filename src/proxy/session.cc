@@ -90,6 +90,8 @@ void Session::Close() {
     route_->RemoveMember(member_id_);
     member_id_ = 0;
   }
+  LeaveCarryGate();
+  if (watch_timer_) watch_timer_->cancel();  // WatchForSwitch ends
   if (replication_id_ != 0) {
     route_->RemoveReplication(replication_id_);
     replication_id_ = 0;
@@ -181,6 +183,16 @@ asio::awaitable<void> Session::ClientPump() {
         stop = true;
         break;
       }
+      while (eager_move_ && !closed_) {  // WatchForSwitch is moving the session
+        asio::steady_timer t(client_.socket().get_executor(), std::chrono::milliseconds(1));
+        co_await t.async_wait(kNoThrow);
+      }
+      // The server ended the session and the client has its error: nothing
+      // more goes upstream, as on a direct connection.
+      if (closed_ || server_ended_) {
+        stop = true;
+        break;
+      }
       if (state_ == SessionState::kIdle) {
         if ((!server_->outbox.WriteNow(server_->stream) && !co_await FlushServer()) ||
             (!BeginTransactionNow() && !co_await EnterTransaction())) {
@@ -247,8 +259,8 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
         Close();
         co_return;
       }
-      bool inspect = capture_inflight_ || h.type == 'Z' || h.type == '1' || h.type == 'S' ||
-                     h.type == 'E' || h.type == 'C' || h.type == 'W' ||
+      bool inspect = capture_inflight_ || probe_inflight_ || h.type == 'Z' || h.type == '1' ||
+                     h.type == 'S' || h.type == 'E' || h.type == 'C' || h.type == 'W' ||
                      (replication_ && h.type == 'c');
       if (!inspect) {
         size_t take = std::min(h.total(), in.size() - pos);
@@ -261,19 +273,27 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       if (in.size() - pos < h.total()) break;
       Message m{h.type, std::string_view(in).substr(pos + 5, h.length - 4), h.total()};
       bool forward = true;
-      if (h.type == 'E' && !capture_inflight_ && state_ != SessionState::kActive &&
-          state_ != SessionState::kStreaming) {
-        // The server ends an idle session (e.g. a fence terminating backends): keep the
-        // client, it reconnects at its next transaction.
-        std::map<char, std::string> f;
-        ParseErrorFields(m.body, &f);
-        std::string sev = f.count('V') ? f['V'] : f['S'];
-        if (sev == "FATAL" || sev == "PANIC") {
+      if (h.type == 'E' && state_ != SessionState::kActive && state_ != SessionState::kStreaming &&
+          IsFatalError(m.body)) {
+        // The server ends a session between transactions (pg_terminate_backend,
+        // an idle timeout, a restart, a cutover's fence). Only when the proxy
+        // is moving the session anyway and loses nothing by it does the
+        // client not hear of it; otherwise it gets the server's error and the
+        // connection closes, as it would directly.
+        capture_inflight_ = probe_inflight_ = false;
+        capture_failed_ = probe_failed_ = true;
+        wake_->cancel();
+        if (MoveCoversLoss()) {
           forward = false;
           fatal_at_boundary = true;
+        } else {
+          server_ended_ = true;
+          route_->errors++;
+          route_->server_ended_sessions++;
         }
+      } else {
+        forward = OnServerMessage(m);
       }
-      if (forward) forward = OnServerMessage(m);
       if (forward) out.append(in, pos, h.total());
       pos += h.total();
     }
@@ -309,8 +329,9 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
     in.append(tmp, n);
   }
   // The upstream connection ended.
-  if (state_ == SessionState::kIdle || state_ == SessionState::kHeld ||
-      state_ == SessionState::kMigrating) {
+  const bool boundary = state_ == SessionState::kIdle || state_ == SessionState::kHeld ||
+                        state_ == SessionState::kMigrating;
+  if (boundary && !server_ended_ && (fatal_at_boundary || MoveCoversLoss())) {
     server_lost_ = true;
     capture_inflight_ = false;
     sc->stream.Close();
@@ -320,6 +341,11 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
         "reconnects at its next transaction",
         Tag());
     co_return;
+  }
+  if (boundary) {
+    if (!server_ended_) route_->server_ended_sessions++;
+    spdlog::info("pgshift-proxy: {}: the server ended the session between transactions{}; closing",
+                 Tag(), server_ended_ ? " (its error went to the client)" : "");
   }
   Close();
 }

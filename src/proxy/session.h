@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "proxy/protocol.h"
+#include "proxy/session_carry.h"
 #include "proxy/session_state.h"
 #include "proxy/shared.h"
 #include "proxy/upstream.h"
@@ -65,6 +66,33 @@ class Session : public std::enable_shared_from_this<Session> {
   // Server message handler: true when the message goes on to the client.
   bool OnServerMessage(const Message& m);
   void OnReadyForQuery(char status);
+  // What a move carries beyond settings (session_carry_state.cc; session_carry.h).
+  // NoteStateKeywords: a query text the client sends; marks the session for a
+  // probe at its next move, and registers one that may take advisory locks.
+  void NoteStateKeywords(std::string_view sql);
+  void StartProbe();
+  void OnProbeMessage(const Message& m);
+  // In Migrate, before the new login: reads what the session holds (only a
+  // marked session) and ends the session when that cannot move. False: ended.
+  asio::awaitable<bool> ProbeState(const std::string& dest);
+  // On the new login: re-creates what the probe found. False: ended.
+  asio::awaitable<bool> CarryState(ServerConn& c, const std::string& dest);
+  // After the swap: counts what moved, keeps the marks for what the session still holds.
+  void StateCarried();
+  // Ends the session with a FATAL naming why it cannot go on; bumps `counter`.
+  asio::awaitable<void> EndSession(std::atomic<int64_t>& counter, const std::string& message);
+  // True when a lost server connection costs the session nothing the proxy
+  // does not restore: the proxy is moving it anyway (a hold or a repoint) and
+  // it holds no state but what a move carries without its old server.
+  bool MoveCoversLoss() const;
+  // The advisory-lock gate (CarryGate): whether this session must wait for
+  // lock holders to move first, and the wait.
+  bool CarriersAhead() const;
+  asio::awaitable<void> WaitForCarriers();
+  void LeaveCarryGate();
+  // While the session holds state: its move right after a switch, without
+  // waiting for its client.
+  asio::awaitable<void> WatchForSwitch();
   void RememberForWarmUp(std::string_view text);
   void StartCapture();
   // Kernel splice (session_splice.cc). CanSplice: at a boundary with nothing
@@ -140,6 +168,22 @@ class Session : public std::enable_shared_from_this<Session> {
   bool capture_failed_ = false;
   std::vector<std::pair<std::string, std::string>> settings_;
   std::vector<std::pair<std::string, std::string>> capture_rows_;
+
+  // Session state beyond settings (session_carry.h): the kinds the client's
+  // statements may have created since a probe last found none of them, the
+  // probe on the old server, and the session's place in the route's CarryGate.
+  uint32_t state_kinds_ = 0;
+  bool probe_inflight_ = false;
+  bool probe_failed_ = false;
+  CarriedState probe_;
+  uint64_t gate_id_ = 0;
+  uint64_t gate_passed_generation_ = 0;  // waited the full bound for this generation
+  // WatchForSwitch runs while the session holds such state; a release wakes it.
+  bool watching_ = false;
+  uint64_t watch_waiter_id_ = 0;
+  std::shared_ptr<asio::steady_timer> watch_timer_;
+  bool eager_move_ = false;    // WatchForSwitch is moving the session: the client pump waits
+  bool server_ended_ = false;  // the server ended the session: its error went to the client
 
   // Kernel splice: the slot (-1: none), whether the kernel forwards now, the
   // route registration, and the bytes each socket had queued at the start.

@@ -84,6 +84,7 @@ bool Session::OnClientMessage(const Message& m) {
         prepared_upstream_.erase(gone);
       }
       if (MentionsSetConfig(m.body)) settings_dirty_ = true;
+      NoteStateKeywords(m.body);
       RememberForWarmUp(m.body);
       if (replication_) OnReplicationQuery(m.body);
       break;
@@ -104,6 +105,7 @@ bool Session::OnClientMessage(const Message& m) {
       std::string_view pname, ptext;
       if (pr.ReadCString(&pname) && pr.ReadCString(&ptext)) {
         if (MentionsSetConfig(ptext)) settings_dirty_ = true;  // re-read at the next boundary
+        NoteStateKeywords(ptext);
         RememberForWarmUp(ptext);
       }
       if (!name.empty()) {
@@ -190,19 +192,14 @@ void Session::OnReadyForQuery(char status) {
 }
 
 bool Session::OnServerMessage(const Message& m) {
+  if (probe_inflight_) {
+    OnProbeMessage(m);
+    return false;
+  }
   if (capture_inflight_) {
-    BodyReader r(m.body);
     if (m.type == 'D') {
-      int16_t n = 0;
       std::vector<std::string> cols;
-      r.ReadInt16(&n);
-      for (int i = 0; i < n; i++) {
-        int32_t len = 0;
-        std::string_view v;
-        if (!r.ReadInt32(&len) || len < 0 || !r.ReadBytes(static_cast<size_t>(len), &v)) break;
-        cols.emplace_back(v);
-      }
-      if (cols.size() == 2)
+      if (ParseDataRow(m.body, &cols) && cols.size() == 2)
         capture_rows_.emplace_back(cols[0], cols[1]);
       else
         capture_failed_ = true;

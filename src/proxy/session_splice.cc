@@ -35,8 +35,9 @@ bool Session::CanSplice() const {
          state_ == SessionState::kIdle && AtBoundary() && !client_.tls() &&
          !server_->stream.tls() && !server_->upstream.host.empty() &&
          server_->upstream.host[0] != '/' && !settings_dirty_ && !capture_inflight_ &&
-         parse_expect_.empty() && statements_.size() == prepared_upstream_.size() &&
-         client_in_.empty() && client_out_.idle() && server_->outbox.idle() && !server_lost_ &&
+         !probe_inflight_ && !eager_move_ && !server_ended_ && parse_expect_.empty() &&
+         statements_.size() == prepared_upstream_.size() && client_in_.empty() &&
+         client_out_.idle() && server_->outbox.idle() && !server_lost_ &&
          generation_ == route_->generation() && !route_->held();
 }
 

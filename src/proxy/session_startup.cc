@@ -47,7 +47,17 @@ asio::awaitable<bool> Session::Startup() {
     }
     if (st == DecodeStatus::kError) {
       shared_.protocol_errors++;
-      co_await Refuse("08P01", "pgshift-proxy: invalid startup packet: " + err);
+      shared_.bad_startup_packets++;
+      if (!p.framing_error) {
+        co_await Refuse("08P01", "pgshift-proxy: invalid startup packet: " + err);
+        co_return false;
+      }
+      // As the server does: log it and close without a reply.
+      asio::error_code ec;
+      auto peer = client_.socket().remote_endpoint(ec);
+      spdlog::info("pgshift-proxy: {} from {}; closing", err,
+                   ec ? std::string("an unknown peer")
+                      : peer.address().to_string() + ":" + std::to_string(peer.port()));
       co_return false;
     }
     buf.erase(0, p.total);

@@ -109,7 +109,8 @@ std::shared_ptr<ServerConn> Session::TakePrewarmed(const UpstreamConfig& to) {
 bool Session::BeginTransactionNow() {
   // Mark first, then look at the hold: Route::Hold does the reverse.
   Advance(SessionEvent::kClientBegins);
-  if (!route_->held() && route_->generation() == generation_ && !server_lost_) return true;
+  if (!route_->held() && route_->generation() == generation_ && !server_lost_ && !CarriersAhead())
+    return true;
   Advance(SessionEvent::kBoundaryReached);
   return false;
 }
@@ -137,7 +138,11 @@ asio::awaitable<bool> Session::EnterTransaction() {
       continue;
     }
     // The hold may have ended since the check above: look again.
-    if (route_->generation() == generation_ && !server_lost_) continue;
+    if (route_->generation() == generation_ && !server_lost_) {
+      // After a switch, sessions holding advisory locks move first.
+      if (CarriersAhead()) co_await WaitForCarriers();
+      continue;
+    }
     Advance(SessionEvent::kMigrateBegin);
     bool ok = co_await Migrate();
     if (!ok || closed_) co_return false;
@@ -162,6 +167,7 @@ asio::awaitable<bool> Session::Migrate() {
                                  "its previous server; reconnect to continue");
     co_return false;
   }
+  if (!replication_ && !co_await ProbeState(dest)) co_return false;
   // A login opened ahead (Prewarm, before the cutover's hold) saves logging in now.
   for (int waited = 0; prewarm_inflight_ && !closed_ && waited < kPrewarmWaitMs;
        waited += kMovePollMs)
@@ -187,6 +193,11 @@ asio::awaitable<bool> Session::Migrate() {
       co_return false;
     }
   }
+  if (!co_await CarryState(*lo.conn, dest)) co_return false;
+  if (closed_) {
+    lo.conn->stream.Close();
+    co_return false;
+  }
   DetachSplice();  // the slot holds the old server's socket
   auto old = server_;
   server_ = lo.conn;
@@ -204,6 +215,7 @@ asio::awaitable<bool> Session::Migrate() {
   }
   route_->switched_sessions++;
   if (prewarmed) route_->prewarmed_switches++;
+  StateCarried();
   auto self = shared_from_this();
   auto sc = server_;
   auto ex = co_await asio::this_coro::executor;

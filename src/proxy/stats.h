@@ -55,9 +55,25 @@
         "Keepalives asking for a reply that the proxy injected into replication streams.")        \
   ROUTE(replication_pauses, kCounter, "replication_pauses_total",                                 \
         "Replication sessions the proxy ended for a pause (the client reconnects).")              \
+  ROUTE(server_ended_sessions, kCounter, "server_ended_sessions_total",                           \
+        "Sessions the server ended outside a move that carries them (the client got its error).") \
+  ROUTE(carried_prepared_statements, kCounter, "carried_prepared_statements_total",               \
+        "SQL-level prepared statements re-created on a new server by a move.")                    \
+  ROUTE(carried_listen_channels, kCounter, "carried_listen_channels_total",                       \
+        "LISTEN registrations re-created on a new server by a move.")                             \
+  ROUTE(carried_advisory_locks, kCounter, "carried_advisory_locks_total",                         \
+        "Session advisory locks taken again on a new server by a move.")                          \
+  ROUTE(ended_temporary_tables, kCounter, "ended_temporary_tables_total",                         \
+        "Sessions ended at a move because they held temporary tables.")                           \
+  ROUTE(ended_holdable_cursors, kCounter, "ended_holdable_cursors_total",                         \
+        "Sessions ended at a move because they held WITH HOLD cursors.")                          \
+  ROUTE(ended_carry_failed, kCounter, "ended_carry_failed_total",                                 \
+        "Sessions ended at a move because their state could not be read or re-created.")          \
   PROXY(refused, kCounter, "refused_total", "Connections refused (TLS, policy, route).")          \
   PROXY(cancels_sent, kCounter, "cancels_total", "Cancel requests forwarded.")                    \
-  PROXY(protocol_errors, kCounter, "protocol_errors_total", "Malformed client messages.")
+  PROXY(protocol_errors, kCounter, "protocol_errors_total", "Malformed client messages.")      \
+  PROXY(bad_startup_packets, kCounter, "bad_startup_packets_total",                               \
+        "Malformed startup packets (logged and closed without a reply, as PostgreSQL does).")
 // clang-format on
 
 // Row helpers for the consumers: ignore a row, declare its atomic.

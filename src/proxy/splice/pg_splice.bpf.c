@@ -72,6 +72,14 @@ struct pg_splice_scan {
 static long pg_splice_scan_chunk(__u32 chunk, void* arg) {
   const __u64 set_config = PG_SPLICE_W('t', '_', 'c', 'o', 'n', 'f', 'i', 'g');
   const __u64 deallocate = PG_SPLICE_W('a', 'l', 'l', 'o', 'c', 'a', 't', 'e');
+  // Statements that may create session state a move must look at
+  // (session_carry.h): "advisory", and the last 7, 6 or 4 bytes of the window
+  // for "prepare", "listen", "temp" and "hold".
+  const __u64 advisory = PG_SPLICE_W('a', 'd', 'v', 'i', 's', 'o', 'r', 'y');
+  const __u64 prepare = PG_SPLICE_W(0, 'p', 'r', 'e', 'p', 'a', 'r', 'e') & 0x00ffffffffffffffULL;
+  const __u64 listen = PG_SPLICE_W(0, 0, 'l', 'i', 's', 't', 'e', 'n') & 0x0000ffffffffffffULL;
+  const __u64 temp = PG_SPLICE_W(0, 0, 0, 0, 't', 'e', 'm', 'p') & 0xffffffffULL;
+  const __u64 hold = PG_SPLICE_W(0, 0, 0, 0, 'h', 'o', 'l', 'd') & 0xffffffffULL;
   struct pg_splice_scan* sc = arg;
   __u8 buf[64];
   __u32 done = chunk * 64;
@@ -86,7 +94,9 @@ static long pg_splice_scan_chunk(__u32 chunk, void* arg) {
   for (int j = 0; j < 64; j++) {
     if (j >= k) break;
     w = (w << 8) | (__u8)(buf[j] | 0x20);
-    if (w == set_config || w == deallocate) {
+    if (w == set_config || w == deallocate || w == advisory ||
+        (w & 0x00ffffffffffffffULL) == prepare || (w & 0x0000ffffffffffffULL) == listen ||
+        (w & 0xffffffffULL) == temp || (w & 0xffffffffULL) == hold) {
       sc->found = 1;
       return 1;
     }
@@ -95,8 +105,9 @@ static long pg_splice_scan_chunk(__u32 chunk, void* arg) {
   return 0;
 }
 
-// 1 when the text at [off, off+n) may call set_config() or run DEALLOCATE:
-// the proxy tracks both (session settings, prepared statements).
+// 1 when the text at [off, off+n) may call set_config(), run DEALLOCATE or
+// create session state (PREPARE, LISTEN, advisory locks, temporary tables,
+// WITH HOLD cursors): the proxy tracks all of them for a move.
 static __always_inline int pg_splice_text_needs_proxy(struct __sk_buff* skb, __u32 off, __u32 n) {
   if (n > PG_SPLICE_SCAN_MAX) return 1;
   struct pg_splice_scan sc = {.skb = skb, .off = off, .n = n, .w = 0, .found = 0};

@@ -8,7 +8,7 @@
 
 #define PG_SPLICE_MAX_SLOTS 4096 /* spliced sessions at once */
 #define PG_SPLICE_MAX_MSGS 1024  /* messages per segment looked at; more go to user space */
-#define PG_SPLICE_SCAN_MAX 4096  /* query text scanned for set_config/deallocate */
+#define PG_SPLICE_SCAN_MAX 4096  /* query text scanned for keywords */
 
 /* pg_splice_slot.mode */
 #define PG_SPLICE_USER 0   /* every byte goes to the proxy's own socket queue */

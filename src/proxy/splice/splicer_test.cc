@@ -173,6 +173,13 @@ TEST_F(SplicerTest, FramesTheProxyMustSeeSwitchToUserModeInOrder) {
       {"set_config", true, Query("SELECT Set_Config('work_mem', '8MB', false)"),
        PG_SPLICE_WHY_CLIENT},
       {"deallocate", true, Query("DEALLOCATE s1"), PG_SPLICE_WHY_CLIENT},
+      // Session state a move must look at (session_carry.h).
+      {"prepare", true, Query("PREPARE q AS SELECT 1"), PG_SPLICE_WHY_CLIENT},
+      {"listen", true, Query("Listen chan"), PG_SPLICE_WHY_CLIENT},
+      {"advisory", true, Query("SELECT pg_advisory_lock(7)"), PG_SPLICE_WHY_CLIENT},
+      {"temp", true, Query("CREATE TEMP TABLE t (a int)"), PG_SPLICE_WHY_CLIENT},
+      {"hold", true, Query("DECLARE c CURSOR WITH HOLD FOR SELECT 1"), PG_SPLICE_WHY_CLIENT},
+      {"unnamed parse", true, Msg('P', std::string("\0LISTEN x\0\0\0", 13)), PG_SPLICE_WHY_CLIENT},
       {"named parse", true, named_parse, PG_SPLICE_WHY_CLIENT},
       {"terminate", true, Msg('X', ""), PG_SPLICE_WHY_CLIENT},
       {"SET tag", false, Complete("SET") + Rfq('I'), PG_SPLICE_WHY_SERVER},
