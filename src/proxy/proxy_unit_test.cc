@@ -460,7 +460,12 @@ TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
   EXPECT_EQ(j["route_held"], 0);
 
   const nlohmann::json p = StatsJson(proxy.shared().Stats(), StatScope::kProxy);
-  EXPECT_EQ(p, nlohmann::json({{"refused", 5}, {"cancels_sent", 0}, {"protocol_errors", 0}}));
+  EXPECT_EQ(p, nlohmann::json({{"refused", 5},
+                               {"cancels_sent", 0},
+                               {"tls_handshakes", 0},
+                               {"tls_resumed", 0},
+                               {"ktls_sessions", 0},
+                               {"protocol_errors", 0}}));
 
   const std::string text = proxy.MetricsText();
   for (const char* name :
