@@ -177,6 +177,7 @@ class BasicStream {
   }
   asio::awaitable<asio::error_code> Handshake() {
     while (true) {
+      if (closed_) co_return asio::error::bad_descriptor;
       TlsConn::Io io = tls_->Handshake();
       if (io == TlsConn::Io::kOk) break;
       if (io == TlsConn::Io::kClosed) co_return asio::error::eof;
@@ -194,6 +195,7 @@ class BasicStream {
  private:
   asio::awaitable<std::tuple<asio::error_code, size_t>> ReadTls(char* p, size_t n) {
     while (true) {
+      if (closed_) co_return std::tuple{asio::error::bad_descriptor, size_t{0}};
       if (!drained_) {
         size_t got = 0;
         TlsConn::Io io = tls_->Read(p, n, &got);
@@ -217,6 +219,10 @@ class BasicStream {
     }
   }
   size_t TryWriteTls(std::string_view d, asio::error_code& ec) {
+    if (closed_) {
+      ec = asio::error::bad_descriptor;
+      return 0;
+    }
     size_t done = 0;
     TlsConn::Io io = tls_->Write(d, &done);
     if (io == TlsConn::Io::kWantWrite || io == TlsConn::Io::kWantRead)
@@ -255,10 +261,12 @@ class BasicStream {
 
   Socket s_;
   asio::ssl::context& tls_ctx_;
-  std::unique_ptr<TlsConn> tls_;  // set by StartTls
-  bool tls_on_ = false;           // the handshake finished: reads and writes are TLS
-  bool nonblocking_ = false;      // plain reads and writes never block the thread
-  bool drained_ = false;          // the last read emptied the socket
+  // Set by StartTls. OpenSSL holds the descriptor's number: once Close ran,
+  // nothing may reach it (the number may already name another connection).
+  std::unique_ptr<TlsConn> tls_;
+  bool tls_on_ = false;       // the handshake finished: reads and writes are TLS
+  bool nonblocking_ = false;  // plain reads and writes never block the thread
+  bool drained_ = false;      // the last read emptied the socket
   uint64_t write_fence_ = 0;
   asio::steady_timer park_;  // a parked read waits on it; Unpark cancels it
   bool parked_ = false;
