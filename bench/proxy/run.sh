@@ -3,7 +3,12 @@
 # direct vs pgshift-proxy vs PgBouncer (transaction mode) vs HAProxy (TCP mode)
 # vs a minimal C forwarder (forwarder.c) and the same forwarder with the
 # proxy's kernel splice (splice_forwarder.cc, src/proxy/splice) in one run,
-# plus mTLS vs plaintext through the proxy. Self-contained: starts its own PostgreSQL cluster,
+# plus mTLS vs plaintext through the proxy, and mTLS against what a user would
+# otherwise deploy: PgBouncer with client TLS (client_tls_sslmode=verify-full)
+# and HAProxy terminating TLS with client-certificate verification, same
+# certificates (pg_sslrequest.lua answers PostgreSQL's SSLRequest for it).
+# A -C phase (a new connection per transaction) compares the connection rate
+# of mTLS through the proxy with PgBouncer's TLS. Self-contained: starts its own PostgreSQL cluster,
 # PgBouncer and HAProxy as user postgres, cleans up.
 #
 #   bash bench/proxy/run.sh     (ROUNDS=6 x SELECT_DURATION=3 s of -S per target,
@@ -19,7 +24,13 @@
 # splice_vs_direct: splice_forwarder.cc, the kernel splice with its sockets left in
 # epoll (the kernel then wakes it for every redirected segment), for reference;
 # the proxy itself parks spliced sockets (null when it cannot load: not root).
-# The last line is: BENCH proxy {"proxy_vs_direct":R,...,"splice_vs_direct":R}
+# The last line is: BENCH proxy {"proxy_vs_direct":R,...,"splice_vs_direct":R,
+#   "mtls_vs_pgbouncer_tls":R,"mtls_vs_haproxy_tls":R,"mtls_vs_direct":R,
+#   "mtls_proxy_cpu_us":U,"mtls_connect_rate":N,"pgbouncer_tls_connect_rate":N,
+#   "mtls_connect_vs_pgbouncer_tls":R}
+# mtls_proxy_cpu_us is the median over the -S rounds of the proxy's CPU per mTLS
+# transaction; the *_connect_rate are median connections per second with -C over
+# CONNECT_ROUNDS rounds of CONNECT_DURATION s.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DURATION="${DURATION:-8}"
@@ -27,10 +38,14 @@ SELECT_DURATION="${SELECT_DURATION:-3}"
 CLIENTS="${CLIENTS:-8}"
 SCALE="${SCALE:-8}"
 ROUNDS="${ROUNDS:-6}"
+CONNECT_ROUNDS="${CONNECT_ROUNDS:-3}"
+CONNECT_DURATION="${CONNECT_DURATION:-3}"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 BUILD="${BUILD:-$ROOT/build}"
 PROXY_BIN="${PROXY_BIN:-$BUILD/src/proxy/pgshift-proxy}"
-PROXY_THREADS="${PROXY_THREADS:-1}"
+# Event loops = cores: on the 2-core VM 2 loops gave a median 1.16x the mTLS
+# tps of 1 (5 interleaved rounds, load ~18), at the same CPU per transaction.
+PROXY_THREADS="${PROXY_THREADS:-$(nproc)}"
 BUSY_POLL_US="${BUSY_POLL_US:-}"  # "" = the proxy's default
 # How PgBouncer, HAProxy and the C forwarder reach PostgreSQL: unix (its
 # socket directory) or tcp. pgshift-proxy uses TCP (PROXY_UPSTREAM): its
@@ -57,7 +72,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   # runuser does not pass the signal on: stop PgBouncer and HAProxy by their config paths.
-  pkill -f -- "$WORK/(pgbouncer.ini|haproxy.cfg)" 2>/dev/null || true
+  pkill -f -- "$WORK/(pgbouncer(-tls)?.ini|haproxy.cfg)" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -80,7 +95,7 @@ wait_port() {
 
 PGPORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
 BOUNCER_PORT=$(free_port); HAPROXY_PORT=$(free_port); FORWARDER_PORT=$(free_port)
-SPLICE_PORT=$(free_port)
+SPLICE_PORT=$(free_port); BOUNCER_TLS_PORT=$(free_port); HAPROXY_TLS_PORT=$(free_port)
 SPLICE_BIN="${SPLICE_BIN:-$BUILD/bench/proxy/splice_forwarder}"
 
 echo "bench: initdb + pgbench -i -s $SCALE" >&2
@@ -108,7 +123,9 @@ as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
   openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
   openssl req $K -keyout client.key -out client.csr -subj /CN=bench-client 2>/dev/null
   openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 2>/dev/null
-  chmod 600 ./*.key
+  cat server.crt server.key > server.pem  # HAProxy's crt: certificate and key in one file
+  chmod 600 ./*.key server.pem
+  chown postgres: ./*.key ./*.crt server.pem  # PgBouncer and HAProxy run as postgres
 )
 
 BUSY_POLL_KEY=""; [ -n "$BUSY_POLL_US" ] && BUSY_POLL_KEY="\"busy_poll_us\":$BUSY_POLL_US,"
@@ -155,13 +172,25 @@ default_pool_size = $CLIENTS
 logfile = $WORK/pgbouncer.log
 CONF
 echo '"postgres" ""' > "$WORK/userlist.txt"
-chown postgres: "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+# The same PgBouncer with client TLS: a client certificate signed by the CA is required.
+sed -e "s/^listen_port = .*/listen_port = $BOUNCER_TLS_PORT/" \
+    -e "s|^logfile = .*|logfile = $WORK/pgbouncer-tls.log|" "$WORK/pgbouncer.ini" > "$WORK/pgbouncer-tls.ini"
+cat >> "$WORK/pgbouncer-tls.ini" <<CONF
+client_tls_sslmode = verify-full
+client_tls_cert_file = $WORK/server.crt
+client_tls_key_file = $WORK/server.key
+client_tls_ca_file = $WORK/ca.crt
+CONF
+chown postgres: "$WORK"/pgbouncer.ini "$WORK"/pgbouncer-tls.ini "$WORK"/userlist.txt
 as_pg pgbouncer "$WORK/pgbouncer.ini" > /dev/null 2>&1 &
+PIDS+=($!)
+as_pg pgbouncer "$WORK/pgbouncer-tls.ini" > /dev/null 2>&1 &
 PIDS+=($!)
 
 cat > "$WORK/haproxy.cfg" <<CONF
 global
   maxconn 400
+  lua-load $ROOT/bench/proxy/pg_sslrequest.lua
 defaults
   mode tcp
   timeout connect 5s
@@ -170,24 +199,37 @@ defaults
 listen pg
   bind 127.0.0.1:$HAPROXY_PORT
   server pg1 $(eval echo "$HAPROXY_SERVER")
+# TLS: answer the SSLRequest, then pass the handshake to the TLS frontend below.
+listen pg-sslrequest
+  bind 127.0.0.1:$HAPROXY_TLS_PORT
+  tcp-request inspect-delay 5s
+  tcp-request content lua.pg_sslrequest if { req.len ge 8 }
+  server tls abns@pgshift-bench-tls-$HAPROXY_TLS_PORT
+listen pg-tls
+  bind abns@pgshift-bench-tls-$HAPROXY_TLS_PORT ssl crt $WORK/server.pem ca-file $WORK/ca.crt verify required
+  server pg1 $(eval echo "$HAPROXY_SERVER")
 CONF
 chown postgres: "$WORK/haproxy.cfg"
 as_pg haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 
 wait_port "$PROXY_PORT"; wait_port "$BOUNCER_PORT"; wait_port "$HAPROXY_PORT"; wait_port "$FORWARDER_PORT"
+wait_port "$BOUNCER_TLS_PORT"; wait_port "$HAPROXY_TLS_PORT"
 echo "bench: $(grep -o 'listening.*' "$WORK/proxy.log" | head -1)" >&2
 
 proxy_cpu_ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
 TICKS=$(getconf CLK_TCK)
 
-# run NAME PORT MODE(select|tpcb) SECONDS [mtls] [clients] → prints "tps p50_us proxy_cpu_us_per_txn"
+# run NAME PORT MODE(select|tpcb|connect) SECONDS [mtls] [clients] → prints
+# "tps p50_us proxy_cpu_us_per_txn"; connect is -S with a new connection per
+# transaction (-C), its tps the connection rate.
 run() {
   local name=$1 port=$2 mode=$3 seconds=$4 tls=${5:-} clients=${6:-$CLIENTS}
   local dir="$WORK/log-$name-$mode-$clients"; mkdir -p "$dir"
   local threads=2; [ "$clients" -lt 2 ] && threads=1
   local args=(-n -c "$clients" -j "$threads" -T "$seconds" -h 127.0.0.1 -p "$port" -U postgres -l --log-prefix "$dir/tx")
   [ "$mode" = select ] && args+=(-S)
+  [ "$mode" = connect ] && args+=(-S -C)
   local env=(PGSSLMODE=disable)
   [ -n "$tls" ] && env=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK/ca.crt" PGSSLCERT="$WORK/client.crt" PGSSLKEY="$WORK/client.key")
   local out c0 c1
@@ -200,10 +242,13 @@ run() {
   echo "$tps $p50 $cpu"
 }
 
-declare -A TPS P50 SEL
+declare -A TPS P50 SEL CPU CONN
 TARGETS=("direct:$PGPORT" "proxy:$PROXY_PORT" "pgbouncer:$BOUNCER_PORT" "haproxy:$HAPROXY_PORT")
 SELECT_TARGETS=("${TARGETS[@]:0:2}" "forwarder:$FORWARDER_PORT" "${SPLICE_TARGET[@]}"
-                "${TARGETS[@]:2}" "proxy-mtls:$PROXY_PORT")
+                "${TARGETS[@]:2}" "proxy-mtls:$PROXY_PORT" "pgbouncer-tls:$BOUNCER_TLS_PORT"
+                "haproxy-tls:$HAPROXY_TLS_PORT")
+# Client TLS with the bench certificates (verify-full) for these targets.
+tls_of() { case $1 in proxy-mtls | *-tls) echo mtls ;; esac; }
 # -S: ROUNDS round-robin passes over the targets; SEL[name] collects each
 # round's tps, and the ratios below are medians of per-round ratios.
 phase_cpu() {  # stderr: the proxy's CPU per transaction, for phases through it
@@ -215,11 +260,24 @@ run warmup "$PGPORT" select 2 > /dev/null
 for round in $(seq 1 "$ROUNDS"); do
   for spec in "${SELECT_TARGETS[@]}"; do
     name=${spec%%:*}; port=${spec##*:}
-    tls=""; [ "$name" = proxy-mtls ] && tls=mtls
-    read -r t p c < <(run "$name-r$round" "$port" select "$SELECT_DURATION" "$tls")
-    printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us (round %d)' "$name" select "$t" "$p" "$round" >&2
+    read -r t p c < <(run "$name-r$round" "$port" select "$SELECT_DURATION" "$(tls_of "$name")")
+    printf 'bench: %-13s %-7s tps=%10.1f p50=%6d us (round %d, load %s)' "$name" select "$t" "$p" \
+      "$round" "$(cut -d' ' -f1 /proc/loadavg)" >&2
     phase_cpu "$name" "$c"
     SEL[$name]="${SEL[$name]:-} $t"
+    CPU[$name]="${CPU[$name]:-} $c"
+  done
+done
+# -C: the connection rate of mTLS through the proxy vs PgBouncer's TLS (and
+# direct plaintext for reference), interleaved rounds like -S.
+for round in $(seq 1 "$CONNECT_ROUNDS"); do
+  for spec in "direct:$PGPORT" "proxy-mtls:$PROXY_PORT" "pgbouncer-tls:$BOUNCER_TLS_PORT"; do
+    name=${spec%%:*}; port=${spec##*:}
+    read -r t p c < <(run "$name-c$round" "$port" connect "$CONNECT_DURATION" "$(tls_of "$name")")
+    printf 'bench: %-13s %-7s conn/s=%7.1f p50=%6d us (round %d, load %s)' "$name" connect "$t" \
+      "$p" "$round" "$(cut -d' ' -f1 /proc/loadavg)" >&2
+    phase_cpu "$name" "$c"
+    CONN[$name]="${CONN[$name]:-} $t"
   done
 done
 for spec in "${TARGETS[@]}"; do
@@ -246,11 +304,13 @@ echo "bench: proxy sessions entered kernel mode $SPLICES times (kernel_splice=$K
 python3 - "${SEL[direct]}" "${SEL[proxy]}" "${SEL[pgbouncer]}" "${SEL[haproxy]}" \
   "${SEL[proxy-mtls]}" "${SEL[forwarder]}" "${P50[direct-single]}" "${P50[proxy-single]}" \
   "${TPS[direct-tpcb]}" "${TPS[proxy-tpcb]}" "${TPS[pgbouncer-tpcb]}" "${TPS[haproxy-tpcb]}" \
-  "${SEL[splice]:-}" <<'PY'
+  "${SEL[splice]:-}" "${SEL[pgbouncer-tls]}" "${SEL[haproxy-tls]}" "${CPU[proxy-mtls]}" \
+  "${CONN[proxy-mtls]}" "${CONN[pgbouncer-tls]}" "${CONN[direct]}" <<'PY'
 import json, statistics, sys
 d, p, b, h, m, f = ([float(x) for x in a.split()] for a in sys.argv[1:7])
 p50d, p50p, dt, pt, bt, ht = map(float, sys.argv[7:13])
 sp = [float(x) for x in sys.argv[13].split()]
+bs, hs, mcpu, mc, bc, dc = ([float(x) for x in a.split()] for a in sys.argv[14:20])
 def med(num, den):  # median over rounds of the per-round ratio
     return round(statistics.median(x / y for x, y in zip(num, den)), 3)
 def show(name, num, den):
@@ -259,6 +319,12 @@ def show(name, num, den):
 show("proxy/direct", p, d)
 show("forwarder/direct", f, d)
 show("proxy/forwarder", p, f)
+show("mtls/pgbouncer-tls", m, bs)
+show("mtls/haproxy-tls", m, hs)
+show("mtls/direct", m, d)
+show("-C mtls/pgbouncer-tls", mc, bc)
+print(f"bench: -C conn/s median: mtls={statistics.median(mc):.1f} "
+      f"pgbouncer-tls={statistics.median(bc):.1f} direct={statistics.median(dc):.1f}", file=sys.stderr)
 if sp:
     show("splice/direct", sp, d)
 print(f"bench: tpcb ratios: proxy/direct={pt/dt:.3f} proxy/pgbouncer={pt/bt:.3f} proxy/haproxy={pt/ht:.3f}",
@@ -272,5 +338,12 @@ print("BENCH proxy " + json.dumps({
     "forwarder_vs_direct": med(f, d),
     "proxy_vs_forwarder": med(p, f),
     "splice_vs_direct": med(sp, d) if sp else None,
+    "mtls_vs_pgbouncer_tls": med(m, bs),
+    "mtls_vs_haproxy_tls": med(m, hs),
+    "mtls_vs_direct": med(m, d),
+    "mtls_proxy_cpu_us": round(statistics.median(mcpu), 1),
+    "mtls_connect_rate": round(statistics.median(mc), 1),
+    "pgbouncer_tls_connect_rate": round(statistics.median(bc), 1),
+    "mtls_connect_vs_pgbouncer_tls": med(mc, bc),
 }, separators=(",", ":")))
 PY

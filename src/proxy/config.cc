@@ -86,7 +86,7 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
   PGSHIFT_RETURN_IF_ERROR(CheckKeys(
       j, "the top level",
       {"listen", "admin_listen", "threads", "busy_poll_us", "kernel_splice", "retire_delay_ms",
-       "retire_interval_ms", "tls", "routes", "policy", "credentials"}));
+       "retire_interval_ms", "ktls", "tls", "routes", "policy", "credentials"}));
   ProxyConfig c;
   std::string listen = "127.0.0.1:6432", admin = "127.0.0.1:6433";
   PGSHIFT_RETURN_IF_ERROR(Get(j, "listen", "config", &listen, false));
@@ -102,6 +102,11 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
                                      "milliseconds from 0 (close at once)", &c.retire_delay_ms));
   PGSHIFT_RETURN_IF_ERROR(GetBounded(j, "retire_interval_ms", kMaxRetireIntervalMs,
                                      "milliseconds from 0 (no spacing)", &c.retire_interval_ms));
+  std::string ktls = "auto";
+  PGSHIFT_RETURN_IF_ERROR(Get(j, "ktls", "config", &ktls, false));
+  if (ktls != "auto" && ktls != "off")
+    return InvalidArgument("ktls must be \"auto\" or \"off\", got \"" + ktls + "\"");
+  c.ktls = ktls == "auto" ? KtlsMode::kAuto : KtlsMode::kOff;
   if (j.contains("tls")) {
     const auto& t = j["tls"];
     PGSHIFT_RETURN_IF_ERROR(CheckKeys(t, "tls", {"cert", "key", "client_ca"}));
@@ -198,6 +203,7 @@ nlohmann::json ToJson(const ProxyConfig& c) {
   j["kernel_splice"] = c.kernel_splice;
   j["retire_delay_ms"] = c.retire_delay_ms;
   j["retire_interval_ms"] = c.retire_interval_ms;
+  j["ktls"] = c.ktls == KtlsMode::kAuto ? "auto" : "off";
   if (c.has_tls)
     j["tls"] = {{"cert", c.tls.cert}, {"key", c.tls.key}, {"client_ca", c.tls.client_ca}};
   j["routes"] = nlohmann::json::array();

@@ -77,6 +77,11 @@ inline constexpr int kMaxRetireDelayMs = 600000;
 inline constexpr int kDefaultRetireIntervalMs = 100;
 inline constexpr int kMaxRetireIntervalMs = 10000;
 
+// Kernel TLS for mTLS sessions: with "auto" the proxy asks OpenSSL to hand
+// each session's record layer to the kernel after the handshake, where the
+// kernel has it (CONFIG_TLS, probed at start-up); "off" keeps it in user space.
+enum class KtlsMode { kAuto, kOff };
+
 struct ProxyConfig {
   std::string listen_host = "127.0.0.1";
   int listen_port = 6432;
@@ -98,6 +103,7 @@ struct ProxyConfig {
   // Between one such close and the next: a switch replaces every connection
   // at once, and each backend's exit costs the old server's host CPU.
   int retire_interval_ms = kDefaultRetireIntervalMs;
+  KtlsMode ktls = KtlsMode::kAuto;
   bool has_tls = false;
   TlsConfig tls;
   std::vector<RouteConfig> routes;

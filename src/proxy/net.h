@@ -1,6 +1,7 @@
 // Asio plumbing shared by the proxy's client and upstream sides: a stream
 // that is plain TCP or TLS after a switch-over (PostgreSQL's SSLRequest
-// upgrades a connection in place), and an outbox that lets two coroutines of
+// upgrades a connection in place; TLS is OpenSSL on the socket itself, see
+// tls_stream.h), and an outbox that lets two coroutines of
 // one session write to the same socket without interleaving partial writes.
 // Everything here is used from one io_context thread per session.
 #pragma once
@@ -19,6 +20,7 @@
 #include <tuple>
 
 #include "proxy/splice/splicer.h"
+#include "proxy/tls_stream.h"
 
 namespace pgshift::proxy {
 
@@ -29,16 +31,19 @@ inline constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitabl
 template <typename Socket>
 class BasicStream {
  public:
+  // `ctx` is the TLS side's context, used if the stream is upgraded.
   BasicStream(Socket s, asio::ssl::context& ctx)
-      : s_(std::move(s), ctx), park_(s_.get_executor()) {}
+      : s_(std::move(s)), tls_ctx_(ctx), park_(s_.get_executor()) {}
 
   // Plain streams wait for readability and then read what is there, instead of
   // Asio's speculative read, a recv that fails with EAGAIN after every message.
   // Asio re-arms the wait with an epoll_ctl, so the syscall count is the same;
   // the wait only avoids reading a socket known to be empty. A read that
   // filled the buffer may have left more behind: the next one tries at once.
+  // TLS streams follow the same rule with what OpenSSL holds: a read that left
+  // nothing in OpenSSL's buffer waits for the socket before the next.
   asio::awaitable<std::tuple<asio::error_code, size_t>> ReadSome(char* p, size_t n) {
-    if (tls_) co_return co_await s_.async_read_some(asio::buffer(p, n), kNoThrow);
+    if (tls_on_) co_return co_await ReadTls(p, n);
     while (true) {
       if (parked_) {
         co_await park_.async_wait(kNoThrow);  // until Unpark (or Close)
@@ -76,7 +81,10 @@ class BasicStream {
   void SetWriteFence(uint64_t bytes) { write_fence_ = bytes; }
   uint64_t write_fence() const { return write_fence_; }
   // Plain streams: writes what the socket takes now, without waiting.
+  // TLS: the whole of `d` goes into as few records as fit (one for a round
+  // trip's messages), each sent at once.
   size_t TryWrite(std::string_view d, asio::error_code& ec) {
+    if (tls_on_) return TryWriteTls(d, ec);
     if (!nonblocking_) SetNonBlocking(ec);
     if (ec) return 0;
     if (!WriteFenceOpen()) {
@@ -89,9 +97,14 @@ class BasicStream {
     return done;
   }
   asio::awaitable<asio::error_code> WriteAll(std::string_view d) {
-    if (tls_) {
-      auto [ec, n] = co_await asio::async_write(s_, asio::buffer(d.data(), d.size()), kNoThrow);
-      co_return ec;
+    if (tls_on_) {
+      while (true) {
+        asio::error_code ec;
+        d.remove_prefix(TryWriteTls(d, ec));
+        if (ec != asio::error::would_block) co_return ec;
+        auto [wec] = co_await s_.async_wait(Socket::wait_write, kNoThrow);
+        if (wec) co_return wec;
+      }
     }
     if (write_fence_ != 0) {
       asio::error_code fec = co_await WaitWriteFence();
@@ -100,8 +113,7 @@ class BasicStream {
     asio::error_code ec;
     size_t done = TryWrite(d, ec);
     if (ec != asio::error::would_block) co_return ec;
-    auto [wec, n] =
-        co_await asio::async_write(s_.next_layer(), asio::buffer(d.substr(done)), kNoThrow);
+    auto [wec, n] = co_await asio::async_write(s_, asio::buffer(d.substr(done)), kNoThrow);
     co_return wec;
   }
   void Close() {
@@ -114,8 +126,8 @@ class BasicStream {
       return;
     }
     asio::error_code ec;
-    s_.next_layer().shutdown(Socket::shutdown_both, ec);
-    s_.next_layer().close(ec);
+    s_.shutdown(Socket::shutdown_both, ec);
+    s_.close(ec);
   }
   // Kernel splice: while the kernel forwards this socket's bytes, the socket
   // leaves the event loop (each segment the kernel redirects would still wake
@@ -150,12 +162,77 @@ class BasicStream {
     return !ec;
   }
   int native_fd() { return parked_ ? parked_fd_ : socket().native_handle(); }
-  asio::ssl::stream<Socket>& tls_stream() { return s_; }
-  Socket& socket() { return s_.next_layer(); }
-  bool tls() const { return tls_; }
-  void set_tls(bool on) { tls_ = on; }
+  Socket& socket() { return s_; }
+  bool tls() const { return tls_on_; }
+  // TLS upgrade, in two steps so the caller can set verification (and SNI)
+  // on the SSL in between: StartTls creates it (null when that failed),
+  // Handshake runs it; from then on reads and writes are TLS.
+  TlsConn* StartTls(bool server) {
+    asio::error_code ec;
+    SetNonBlocking(ec);
+    if (ec) return nullptr;
+    tls_ = std::make_unique<TlsConn>(tls_ctx_.native_handle(), s_.native_handle(), server);
+    if (!tls_->ok()) tls_.reset();
+    return tls_.get();
+  }
+  asio::awaitable<asio::error_code> Handshake() {
+    while (true) {
+      if (closed_) co_return asio::error::bad_descriptor;
+      TlsConn::Io io = tls_->Handshake();
+      if (io == TlsConn::Io::kOk) break;
+      if (io == TlsConn::Io::kClosed) co_return asio::error::eof;
+      if (io == TlsConn::Io::kError) co_return tls_->error();
+      auto [ec] = co_await s_.async_wait(
+          io == TlsConn::Io::kWantRead ? Socket::wait_read : Socket::wait_write, kNoThrow);
+      if (ec) co_return ec;
+    }
+    tls_on_ = true;
+    drained_ = false;
+    co_return asio::error_code{};
+  }
+  TlsConn* tls_conn() { return tls_.get(); }
 
  private:
+  asio::awaitable<std::tuple<asio::error_code, size_t>> ReadTls(char* p, size_t n) {
+    while (true) {
+      if (closed_) co_return std::tuple{asio::error::bad_descriptor, size_t{0}};
+      if (!drained_) {
+        size_t got = 0;
+        TlsConn::Io io = tls_->Read(p, n, &got);
+        if (io == TlsConn::Io::kOk) {
+          drained_ = !tls_->HasPending();
+          co_return std::tuple{asio::error_code{}, got};
+        }
+        if (io == TlsConn::Io::kClosed) co_return std::tuple{asio::error::eof, size_t{0}};
+        if (io == TlsConn::Io::kError) co_return std::tuple{tls_->error(), size_t{0}};
+        drained_ = true;
+        if (io == TlsConn::Io::kWantWrite) {  // a TLS 1.3 key update answers first
+          auto [ec] = co_await s_.async_wait(Socket::wait_write, kNoThrow);
+          if (ec) co_return std::tuple{ec, size_t{0}};
+          drained_ = false;
+          continue;
+        }
+      }
+      auto [ec] = co_await s_.async_wait(Socket::wait_read, kNoThrow);
+      if (ec) co_return std::tuple{ec, size_t{0}};
+      drained_ = false;
+    }
+  }
+  size_t TryWriteTls(std::string_view d, asio::error_code& ec) {
+    if (closed_) {
+      ec = asio::error::bad_descriptor;
+      return 0;
+    }
+    size_t done = 0;
+    TlsConn::Io io = tls_->Write(d, &done);
+    if (io == TlsConn::Io::kWantWrite || io == TlsConn::Io::kWantRead)
+      ec = asio::error::would_block;
+    else if (io == TlsConn::Io::kClosed)
+      ec = asio::error::eof;
+    else if (io == TlsConn::Io::kError)
+      ec = tls_->error();
+    return done;
+  }
   void SetNonBlocking(asio::error_code& ec) {
     socket().non_blocking(true, ec);
     nonblocking_ = !ec;
@@ -182,8 +259,12 @@ class BasicStream {
     co_return asio::error_code{};
   }
 
-  asio::ssl::stream<Socket> s_;
-  bool tls_ = false;
+  Socket s_;
+  asio::ssl::context& tls_ctx_;
+  // Set by StartTls. OpenSSL holds the descriptor's number: once Close ran,
+  // nothing may reach it (the number may already name another connection).
+  std::unique_ptr<TlsConn> tls_;
+  bool tls_on_ = false;       // the handshake finished: reads and writes are TLS
   bool nonblocking_ = false;  // plain reads and writes never block the thread
   bool drained_ = false;      // the last read emptied the socket
   uint64_t write_fence_ = 0;
@@ -218,7 +299,7 @@ class Outbox {
   template <typename S>
   bool WriteNow(S& s) {
     if (queued_.empty()) return !failed_;
-    if (writing_ || failed_ || s.tls()) return false;
+    if (writing_ || failed_) return false;
     asio::error_code ec;
     size_t done = s.TryWrite(queued_, ec);
     queued_.erase(0, done);

@@ -97,6 +97,23 @@ void RunContext(asio::io_context& ctx, int busy_poll_us) {
   }
 }
 
+// The kTLS mode sessions use: "auto" asks OpenSSL for kernel TLS only where
+// the kernel has it (otherwise every handshake would try, and fail, a
+// setsockopt). `note` says which and why, for the start-up log.
+KtlsMode KernelTlsMode(KtlsMode configured, std::string* note) {
+  if (configured == KtlsMode::kOff) {
+    *note = "off (config)";
+    return KtlsMode::kOff;
+  }
+  Status probe = ProbeKernelTls();
+  if (!probe.ok()) {
+    *note = "unavailable, sessions use user-space TLS: " + probe.message();
+    return KtlsMode::kOff;
+  }
+  *note = "auto (the kernel has TLS; each session's path is logged)";
+  return KtlsMode::kAuto;
+}
+
 }  // namespace
 
 Proxy::Proxy(ProxyConfig config) : shared_(std::make_unique<ProxyShared>(std::move(config))) {}
@@ -105,6 +122,7 @@ Proxy::~Proxy() { Stop(); }
 
 Status Proxy::Start() {
   ProxyShared& sh = *shared_;
+  std::string ktls_note = "no TLS listener";
   for (const auto& rc : sh.config.routes) sh.routes.Add(std::make_shared<Route>(rc));
   try {
     if (sh.config.has_tls) {
@@ -120,6 +138,7 @@ Status Proxy::Start() {
       // The certificate is checked after the handshake so a client without one (or with
       // one from another CA) gets a PostgreSQL error instead of a bare TLS alert.
       ctx->set_verify_mode(asio::ssl::verify_peer);
+      TuneServerContext(ctx->native_handle(), KernelTlsMode(sh.config.ktls, &ktls_note));
       sh.server_tls = std::move(ctx);
     }
     SSL_CTX_set_min_proto_version(sh.upstream_tls.native_handle(), TLS1_2_VERSION);
@@ -177,9 +196,9 @@ Status Proxy::Start() {
   started_ = true;
   spdlog::info(
       "pgshift-proxy listening on {}:{} (admin {}:{}, {} threads, busy poll {} us, kernel splice "
-      "{})",
+      "{}, kernel TLS {})",
       sh.config.listen_host, port_, sh.config.admin_host, admin_port_, sh.config.threads,
-      sh.config.busy_poll_us, sh.splicer ? "on" : "off");
+      sh.config.busy_poll_us, sh.splicer ? "on" : "off", ktls_note);
   return Status::OK();
 }
 

@@ -462,6 +462,9 @@ TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
   const nlohmann::json p = StatsJson(proxy.shared().Stats(), StatScope::kProxy);
   EXPECT_EQ(p, nlohmann::json({{"refused", 5},
                                {"cancels_sent", 0},
+                               {"tls_handshakes", 0},
+                               {"tls_resumed", 0},
+                               {"ktls_sessions", 0},
                                {"protocol_errors", 0},
                                {"bad_startup_packets", 0}}));
 

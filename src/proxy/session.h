@@ -43,6 +43,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> CheckIdentity(const std::string& user, const std::string& database);
   asio::awaitable<void> HandleCancel(const StartupPacket& p);
   asio::awaitable<void> Refuse(std::string_view sqlstate, const std::string& message);
+  // Counts a client TLS handshake and logs the path the session takes.
+  void NoteTlsSession(const TlsConn& tls);
   asio::awaitable<void> ClientPump();
   asio::awaitable<void> ServerPump(std::shared_ptr<ServerConn> sc);
   // Before the first message of a new transaction: hold, move. False: close.
@@ -146,7 +148,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<ServerConn> server_;
   uint64_t generation_ = 0;
   bool server_lost_ = false;
-  int verify_error_ = 0;  // X509 error seen by the TLS verify callback
 
   // Transaction tracking.
   char txn_status_ = 'I';

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <random>
 
 #include "auth/cert_identity.h"
@@ -71,20 +72,15 @@ asio::awaitable<bool> Session::Startup() {
         continue;
       }
       if (co_await client_.WriteAll("S")) co_return false;
-      client_.tls_stream().set_verify_callback(
-          [this](bool preverified, asio::ssl::verify_context& ctx) {
-            if (!preverified && verify_error_ == 0)
-              verify_error_ = X509_STORE_CTX_get_error(ctx.native_handle());
-            return true;  // decided after the handshake, so the client gets a clear error
-          });
-      auto [hec] =
-          co_await client_.tls_stream().async_handshake(asio::ssl::stream_base::server, kNoThrow);
-      if (hec) {
+      TlsConn* tls = client_.StartTls(/*server=*/true);
+      if (!tls) co_return false;
+      tls->VerifyAfterHandshake();
+      if (auto hec = co_await client_.Handshake()) {
         spdlog::info("pgshift-proxy: TLS handshake with client failed: {}", hec.message());
         shared_.refused++;
         co_return false;
       }
-      client_.set_tls(true);
+      NoteTlsSession(*tls);
       continue;
     }
     if (p.kind == StartupPacket::Kind::kGssEncRequest) {
@@ -197,7 +193,7 @@ asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std:
                                  "sslmode=verify-full, sslcert and sslkey)");
     co_return false;
   }
-  SSL* ssl = client_.tls_stream().native_handle();
+  SSL* ssl = client_.tls_conn()->ssl();
   X509* cert = SSL_get1_peer_certificate(ssl);
   if (!cert) {
     if (route_->allow_plaintext()) co_return true;
@@ -209,7 +205,8 @@ asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std:
   }
   std::unique_ptr<X509, decltype(&X509_free)> cert_owner(cert, X509_free);
   long result = SSL_get_verify_result(ssl);
-  int err = verify_error_ != 0 ? verify_error_ : static_cast<int>(result);
+  int verify_error = client_.tls_conn()->verify_error();
+  int err = verify_error != 0 ? verify_error : static_cast<int>(result);
   if (err != X509_V_OK) {
     co_await Refuse("28000", std::string("pgshift-proxy: client certificate rejected: ") +
                                  X509_verify_cert_error_string(err) +
@@ -231,6 +228,19 @@ asio::awaitable<bool> Session::CheckIdentity(const std::string& user, const std:
                                "\" is not allowed to use database \"" + database + "\" as role \"" +
                                user + "\" (no policy entry allows it)");
   co_return false;
+}
+
+void Session::NoteTlsSession(const TlsConn& tls) {
+  shared_.tls_handshakes++;
+  if (SSL_session_reused(tls.ssl())) shared_.tls_resumed++;
+  const bool kernel = tls.ktls_send() || tls.ktls_recv();
+  if (kernel) shared_.ktls_sessions++;
+  // Every session's path at debug level; the first of each path at info, so
+  // the log shows which one sessions take without a line per connection.
+  static std::atomic<bool> logged_kernel{false}, logged_user{false};
+  bool first = !(kernel ? logged_kernel : logged_user).exchange(true);
+  spdlog::log(first ? spdlog::level::info : spdlog::level::debug, "pgshift-proxy: client TLS: {}{}",
+              tls.Describe(), first ? " (first session on this path; the rest log at debug)" : "");
 }
 
 asio::awaitable<void> Session::HandleCancel(const StartupPacket& p) {

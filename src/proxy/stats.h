@@ -71,6 +71,11 @@
         "Sessions ended at a move because their state could not be read or re-created.")          \
   PROXY(refused, kCounter, "refused_total", "Connections refused (TLS, policy, route).")          \
   PROXY(cancels_sent, kCounter, "cancels_total", "Cancel requests forwarded.")                    \
+  PROXY(tls_handshakes, kCounter, "tls_handshakes_total", "Client TLS handshakes completed.")     \
+  PROXY(tls_resumed, kCounter, "tls_resumed_total",                                               \
+        "Client TLS handshakes that resumed a session (ticket), skipping the certificates.")      \
+  PROXY(ktls_sessions, kCounter, "ktls_sessions_total",                                           \
+        "Client TLS sessions whose record layer the kernel took over (kTLS send or receive).")   \
   PROXY(protocol_errors, kCounter, "protocol_errors_total", "Malformed client messages.")      \
   PROXY(bad_startup_packets, kCounter, "bad_startup_packets_total",                               \
         "Malformed startup packets (logged and closed without a reply, as PostgreSQL does).")

@@ -61,19 +61,19 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login,
     if (answer != 'S')
       co_return Unavailable("upstream " + endpoint +
                             " does not accept TLS but the route requires it");
-    auto& ssl = c.stream.tls_stream();
+    TlsConn* tls = c.stream.StartTls(/*server=*/false);
+    if (!tls) co_return Unavailable("cannot start TLS to upstream " + endpoint);
+    SSL* ssl = tls->ssl();
     if (!login.upstream.ca.empty()) {
-      ssl.set_verify_mode(asio::ssl::verify_peer);
-      SSL_set1_host(ssl.native_handle(), login.upstream.host.c_str());  // like verify-full
+      SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+      SSL_set1_host(ssl, login.upstream.host.c_str());  // like verify-full
     } else {
-      ssl.set_verify_mode(asio::ssl::verify_none);
+      SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
     }
-    SSL_set_tlsext_host_name(ssl.native_handle(), login.upstream.host.c_str());
-    auto [hec] = co_await ssl.async_handshake(asio::ssl::stream_base::client, kNoThrow);
-    if (hec)
+    SSL_set_tlsext_host_name(ssl, login.upstream.host.c_str());
+    if (auto hec = co_await c.stream.Handshake())
       co_return Unavailable("TLS handshake with upstream " + endpoint +
                             " failed: " + hec.message());
-    c.stream.set_tls(true);
   }
   if (co_await c.stream.WriteAll(StartupMessage(login.startup_params)))
     co_return Unavailable("cannot write to upstream " + endpoint);

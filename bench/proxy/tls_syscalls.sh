@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Syscalls and CPU of pgshift-proxy per mTLS transaction (the profile behind
+# the TLS steps in bench/proxy/README.md): one PostgreSQL cluster, one proxy
+# (PROXY_BIN), CLIENTS pgbench -S clients over mTLS for TXNS transactions each,
+# first under `strace -c -f` (syscall counts per transaction), then without
+# it (proxy CPU us per transaction from /proc); PERF_OUT=file adds a perf
+# profile. Not a test.
+#   PROXY_BIN=build/src/proxy/pgshift-proxy bash bench/proxy/tls_syscalls.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
+PROXY_BIN="${PROXY_BIN:-$ROOT/build/src/proxy/pgshift-proxy}"
+CLIENTS="${CLIENTS:-8}"
+TXNS="${TXNS:-2000}"
+THREADS="${THREADS:-1}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { runuser -u postgres -- "$@"; }
+WORK="$(mktemp -d /tmp/pgshift-tls-syscalls-XXXXXX)"
+chown postgres: "$WORK"
+PROXY_PID=""
+cleanup() {
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+PGPORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
+as_pg "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
+printf "listen_addresses='127.0.0.1'\nport=$PGPORT\nunix_socket_directories='$WORK'\nfsync=off\n" >> "$WORK/pg/postgresql.conf"
+as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
+"$PGBIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U postgres bench
+"$PGBIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PGPORT" -U postgres bench >/dev/null 2>&1
+(
+  cd "$WORK"
+  K="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  openssl req -x509 $K -keyout ca.key -out ca.crt -days 2 -subj /CN=bench-ca 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
+  openssl req $K -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
+  openssl req $K -keyout client.key -out client.csr -subj /CN=bench-client 2>/dev/null
+  openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 2>/dev/null
+  chmod 600 ./*.key
+)
+cat > "$WORK/proxy.json" <<CONF
+{"listen":"127.0.0.1:$PROXY_PORT","admin_listen":"127.0.0.1:$ADMIN_PORT","threads":$THREADS,
+ "tls":{"cert":"server.crt","key":"server.key","client_ca":"ca.crt"},
+ "routes":[{"name":"bench","database":"bench","upstream":{"host":"127.0.0.1","port":$PGPORT}}],
+ "policy":[{"identity":"bench-client","databases":["bench"],"roles":["postgres"]}],"credentials":[]}
+CONF
+"$PROXY_BIN" --config "$WORK/proxy.json" > "$WORK/proxy.log" 2>&1 &
+PROXY_PID=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break; sleep 0.05; done
+export PGSSLMODE=verify-full PGSSLROOTCERT="$WORK/ca.crt" PGSSLCERT="$WORK/client.crt" PGSSLKEY="$WORK/client.key"
+bench() { "$PGBIN/pgbench" -n -S -c "$CLIENTS" -j 2 -t "$TXNS" -h 127.0.0.1 -p "$PROXY_PORT" -U postgres bench 2>&1 |
+  sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1; }
+bench > /dev/null  # warm-up
+total=$((CLIENTS * TXNS))
+strace -c -f -p "$PROXY_PID" -o "$WORK/strace.txt" & SPID=$!
+sleep 0.5
+bench > /dev/null
+kill -INT "$SPID"; wait "$SPID" 2>/dev/null || true
+echo "syscalls per transaction ($total transactions, $CLIENTS clients, load $(cut -d' ' -f1 /proc/loadavg)):"
+awk -v t="$total" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {printf "  %-16s %6.2f\n", $NF, $4 / t}' "$WORK/strace.txt" | sort -k2 -nr | head -12
+awk -v t="$total" '$NF == "total" {printf "  %-16s %6.2f\n", "total", $4 / t}' "$WORK/strace.txt"
+if [ -n "${PERF_OUT:-}" ]; then  # a CPU profile of the proxy during one more run
+  perf record -F 2000 -g -p "$PROXY_PID" -o "$PERF_OUT" >/dev/null 2>&1 & PERF_PID=$!
+  sleep 0.5; bench > /dev/null; kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true
+fi
+ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
+for r in 1 2 3; do
+  c0=$(ticks); tps=$(bench); c1=$(ticks)
+  python3 -c "print(f'cpu: {($c1 - $c0) / $(getconf CLK_TCK) * 1e6 / $total:.1f} us/txn, tps {$tps:.0f} (round $r)')"
+done
