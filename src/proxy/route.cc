@@ -129,7 +129,14 @@ StatValues Route::Stats() const {
   return v;
 }
 
-nlohmann::json Route::StatsJson() const { return proxy::StatsJson(Stats(), StatScope::kRoute); }
+nlohmann::json Route::StatsJson() const {
+  nlohmann::json j = proxy::StatsJson(Stats(), StatScope::kRoute);
+  nlohmann::json upper = nlohmann::json::array();
+  for (int64_t b : kLatencyBoundsUs) upper.push_back(static_cast<double>(b) / 1000.0);
+  j[std::string(kTxnLatency.name)] = {
+      {"upper_ms", upper}, {"counts", txn_latency.Counts()}, {"sum_us", txn_latency.SumUs()}};
+  return j;
+}
 
 nlohmann::json StatsJson(const StatValues& v, StatScope scope) {
   nlohmann::json j = nlohmann::json::object();

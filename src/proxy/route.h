@@ -188,6 +188,8 @@ class Route {
                       PGSHIFT_STAT_NONE)
   // The DERIVED rows.
   int64_t route_held() const { return held() ? 1 : 0; }
+  // stats.h's kTxnLatency.
+  LatencyCounter txn_latency;
 
   // The LIVE counters plus what spliced sessions did that the kernel has not handed back yet.
   SpliceLive LiveTotals() const;

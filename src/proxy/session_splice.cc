@@ -154,7 +154,11 @@ void Session::LeaveSplice() {
   route_->transactions += static_cast<int64_t>(c.s2c_idle);
   // A transaction the kernel began is in flight: count it before leaving the
   // spliced set, so a hold never sees neither (Route::Hold reads the reverse).
-  if (!AtBoundary() && state_ == SessionState::kIdle) Advance(SessionEvent::kClientBegins);
+  // Its start was not seen, so it is not timed (stats.h, kTxnLatency).
+  if (!AtBoundary() && state_ == SessionState::kIdle) {
+    txn_start_us_ = kUntimedTxn;
+    Advance(SessionEvent::kClientBegins);
+  }
   route_->RemoveSpliced(splice_id_);
 }
 
