@@ -250,7 +250,8 @@ std::string Proxy::MetricsText() const {
   const std::string h = std::string(kMetricPrefix) + std::string(kTxnLatency.metric);
   o << "# HELP " << h << " " << kTxnLatency.help << "\n# TYPE " << h << " histogram\n";
   for (const auto& r : routes) {
-    const auto counts = r->txn_latency.Counts();
+    const Route::SpliceLive live = r->LiveTotals();
+    const auto& counts = live.latency;
     const std::string label = "route=\"" + r->name() + "\"";
     int64_t below = 0;
     for (size_t b = 0; b < kLatencyBuckets; b++) {
@@ -262,7 +263,7 @@ std::string Proxy::MetricsText() const {
         o << "+Inf";
       o << "\"} " << below << "\n";
     }
-    o << h << "_sum{" << label << "} " << static_cast<double>(r->txn_latency.SumUs()) / 1e6 << "\n";
+    o << h << "_sum{" << label << "} " << static_cast<double>(live.latency_sum_us) / 1e6 << "\n";
     o << h << "_count{" << label << "} " << below << "\n";
   }
   return o.str();

@@ -128,11 +128,13 @@ static_assert(stats_internal::FollowsPrometheusNaming(),
 // common/latency.h) and in /metrics as the Prometheus histogram
 // pgshift_proxy_<metric>. A transaction runs from its first client message
 // reaching the proxy (a wait in a hold included) to the ReadyForQuery 'I'
-// that ends it. Only transactions the proxy forwards in user space are
-// timed: one the kernel splice carries from its start (plain text, between
-// transactions; session_splice.cc) is counted in `transactions` but never
-// seen starting, so it is not timed. The histogram's total against
-// `transactions` says how much of the traffic it covers.
+// that ends it. The kernel splice (plain text, between transactions;
+// session_splice.cc) times the transactions it carries in the same buckets,
+// from the first client frame it redirects to the ReadyForQuery 'I' it
+// redirects; the stats add what spliced sessions timed so far
+// (Route::LiveTotals). A transaction it cannot time (pipelined
+// behind another) is counted in `transactions` only; the histogram's total
+// against `transactions` says how much of the traffic it covers.
 struct HistogramDef {
   std::string_view name;
   std::string_view metric;
@@ -148,6 +150,15 @@ class LatencyCounter {
   void Record(int64_t us) {
     counts_[LatencyBucketOf(us)].fetch_add(1, std::memory_order_relaxed);
     sum_us_.fetch_add(us, std::memory_order_relaxed);
+  }
+  // Transactions timed elsewhere (the kernel splice), by bucket and in all.
+  template <typename Counts>
+  void Add(const Counts& counts, int64_t sum_us) {
+    static_assert(std::tuple_size_v<Counts> == kLatencyBuckets);
+    for (size_t i = 0; i < kLatencyBuckets; i++)
+      if (counts[i] != 0)
+        counts_[i].fetch_add(static_cast<int64_t>(counts[i]), std::memory_order_relaxed);
+    sum_us_.fetch_add(sum_us, std::memory_order_relaxed);
   }
   std::array<int64_t, kLatencyBuckets> Counts() const {
     std::array<int64_t, kLatencyBuckets> c{};
