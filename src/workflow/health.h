@@ -23,6 +23,10 @@ inline constexpr double kLatencyFloorMs = 50;
 // transactions held across the switch (their wait is the cutover's, reported
 // as its hold) are not judged as post-cutover latency.
 inline constexpr int64_t kSettleMs = 1000;
+// A stretch of the window is judged once it is this long (and holds
+// options.health_min_samples transactions): a p99 over a few hundred
+// milliseconds of traffic is one stall, not a trend.
+inline constexpr int64_t kMinStretchMs = 2000;
 // An anomaly counts once this many stretches of the window in a row show it:
 // one stretch can be a passing stall (a checkpoint, a busy neighbour).
 // A reverse-replication failure counts at once.

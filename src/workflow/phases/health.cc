@@ -6,7 +6,8 @@
 //             cutover) is progress.baseline.
 //   window    each verify step, once kSettleMs have passed: the traffic
 //             since the last judged stretch is judged against the baseline
-//             when it holds options.health_min_samples transactions;
+//             when it holds options.health_min_samples transactions and
+//             spans kMinStretchMs;
 //             kAnomalyStreak anomalous stretches in a row, or an unhealthy
 //             reverse replication (at once), are an anomaly. It is recorded
 //             (result.health, a post_cutover_anomaly finding, an event) and,
@@ -80,7 +81,9 @@ Status MigrationRunner::WatchHealth() {
   }
   HealthReport& h = *result_.health;
   h.window = *window;
-  if (stretch->transactions < spec_.options.health_min_samples) return Status::OK();
+  if (stretch->transactions < spec_.options.health_min_samples ||
+      reading->at_ms - checkpoint_->at_ms < health_defaults::kMinStretchMs)
+    return Status::OK();
   checkpoint_ = reading;
   HealthVerdict v = JudgeTraffic(progress_.baseline, *stretch, spec_.options);
   if (!v.judged) {
