@@ -190,6 +190,44 @@ std::string RenderCdcSlots(const json& slots, const std::string& indent) {
   return Table(rows, indent);
 }
 
+namespace {
+
+// A TrafficSample (model/traffic.h) on one line: rate, errors, latency.
+std::string TrafficLine(const json& t) {
+  std::string s = Fixed(Num(t, "transactions"), 0) + " txns, " + Fixed(Num(t, "tps"), 1) + "/s";
+  if (HasNumber(t, "error_rate")) s += ", errors " + Fixed(Num(t, "error_rate") * 100, 2) + "%";
+  if (HasNumber(t, "p99_ms")) {
+    s += ", p50/p95/p99 " + Fixed(Num(t, "p50_ms"), 1) + "/" + Fixed(Num(t, "p95_ms"), 1) + "/" +
+         Fixed(Num(t, "p99_ms"), 1) + " ms";
+  } else if (HasNumber(t, "avg_ms")) {
+    s += ", avg " + Fixed(Num(t, "avg_ms"), 1) + " ms";
+  }
+  if (Num(t, "timed_transactions") < Num(t, "transactions"))
+    s += " (" + Fixed(Num(t, "timed_transactions"), 0) + " timed)";
+  return s;
+}
+
+// The baseline and the post-cutover health report, or "".
+std::string RenderTraffic(const json& baseline, const json& health, const std::string& indent) {
+  std::ostringstream out;
+  if (!baseline.empty()) out << indent << Pad("Baseline", 14) << TrafficLine(baseline) << "\n";
+  if (health.empty()) return out.str();
+  if (!Obj(health, "window").empty())
+    out << indent << Pad("After cutover", 14) << TrafficLine(Obj(health, "window")) << "\n";
+  std::string verdict = "not judged yet";
+  if (health.contains("matched_baseline"))
+    verdict = health.value("matched_baseline", false) ? "matched the baseline"
+                                                      : "did not match the baseline";
+  if (!Str(health, "anomaly").empty())
+    verdict += ": " + Str(health, "anomaly") + " (" + Str(health, "action") + ")";
+  else if (!Str(health, "note").empty())
+    verdict += " (" + Str(health, "note") + ")";
+  out << indent << Pad("Health", 14) << verdict << "\n";
+  return out.str();
+}
+
+}  // namespace
+
 std::string RenderStatus(const json& m, const json& events_json, const StatusViewOptions& opt) {
   std::ostringstream out;
   const std::string id = Str(m, "id");
@@ -277,6 +315,10 @@ std::string RenderStatus(const json& m, const json& events_json, const StatusVie
     }
   }
 
+  const std::string traffic =
+      RenderTraffic(Obj(p, "baseline"), Obj(Obj(m, "result"), "health"), label_indent);
+  if (!traffic.empty()) out << "\nTraffic through the router\n" << traffic;
+
   const json cdc = ArrayOf(Obj(m, "result").value("cdc_slots", json::array()), "cdc_slots");
   if (!cdc.empty()) out << "\nCDC slots\n" << RenderCdcSlots(cdc, label_indent);
 
@@ -299,7 +341,7 @@ std::string RenderStatus(const json& m, const json& events_json, const StatusVie
     out << "\nResult\n";
     std::vector<std::vector<std::string>> rows;
     for (const auto& [k, v] : result.items()) {
-      if (k == "cdc_slots") continue;  // its own section above
+      if (k == "cdc_slots" || k == "health") continue;  // their own sections above
       rows.push_back({k, v.is_string() ? v.get<std::string>() : v.dump()});
     }
     out << Table(rows, label_indent);

@@ -103,6 +103,41 @@ TEST(RenderStatus, CdcSlotsGetTheirOwnSectionWithPositionsAndConsumer) {
   EXPECT_EQ(out.find("\"cdc_slots\""), std::string::npos) << "not dumped as JSON in Result";
 }
 
+TEST(RenderStatus, TrafficBaselineAndPostCutoverHealth) {
+  json m = SyncingMigration();
+  m["phase"] = "rolled_back";
+  m["progress"]["baseline"] = {{"router", "proxy"},
+                               {"transactions", 12000},
+                               {"tps", 400.0},
+                               {"error_rate", 0.001},
+                               {"timed_transactions", 12000},
+                               {"p50_ms", 1.2},
+                               {"p95_ms", 3.4},
+                               {"p99_ms", 8.9}};
+  m["result"]["health"] = {{"window",
+                            {{"transactions", 900},
+                             {"tps", 300.0},
+                             {"timed_transactions", 900},
+                             {"p50_ms", 410.0},
+                             {"p95_ms", 480.0},
+                             {"p99_ms", 495.0}}},
+                           {"matched_baseline", false},
+                           {"anomaly", "p99 latency 495.0 ms through the router, baseline 8.9 ms"},
+                           {"action", "rollback"}};
+  const std::string out = RenderStatus(m, json::array(), {});
+  EXPECT_NE(out.find("Traffic through the router"), std::string::npos) << out;
+  EXPECT_NE(out.find("12000 txns, 400.0/s, errors 0.10%, p50/p95/p99 1.2/3.4/8.9 ms"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("900 txns, 300.0/s, p50/p95/p99 410.0/480.0/495.0 ms"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("did not match the baseline: p99 latency 495.0 ms through the router, "
+                     "baseline 8.9 ms (rollback)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("\"window\""), std::string::npos) << "not dumped as JSON in the result";
+}
+
 TEST(RenderStatus, PhaseLineWrapsAtWidth) {
   std::string v = RenderStatus(SyncingMigration(), nullptr, {.max_events = 5, .width = 60});
   std::istringstream lines(v);

@@ -49,6 +49,8 @@ Status CheckPort(const std::map<std::string, std::string>& kv, const std::string
 
 }  // namespace
 
+const char* OnAnomalyName(OnAnomaly a) { return a == OnAnomaly::kRollback ? "rollback" : "alert"; }
+
 std::string SlotNameFor(const std::string& migration_id) {
   std::string s = "pgshift_";
   for (char c : migration_id) s += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
@@ -145,13 +147,15 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
 
   if (j.contains("options")) {
     const json& o = j.at("options");
-    PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(
-        o,
-        {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
-         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
-         "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
-         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms"},
-        "options"));
+    // clang-format off
+    static const std::set<std::string> kOptionKeys = {
+        "lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
+        "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
+        "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
+        "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms", "on_anomaly",
+        "health_max_error_rate", "health_max_p99_ratio", "health_min_samples"};
+    // clang-format on
+    PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(o, kOptionKeys, "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
     PGSHIFT_RETURN_IF_ERROR(Read(o, "lag_threshold_bytes", "options", &op.lag_threshold_bytes));
@@ -173,6 +177,20 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(
         Read(o, "basebackup_max_rate_kbps", "options", &op.basebackup_max_rate_kbps));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "cdc_drain_timeout_ms", "options", &op.cdc_drain_timeout_ms));
+    std::string on_anomaly = OnAnomalyName(op.on_anomaly);
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "on_anomaly", "options", &on_anomaly));
+    if (on_anomaly != "rollback" && on_anomaly != "alert")
+      return InvalidArgument("options.on_anomaly must be \"rollback\" or \"alert\"");
+    op.on_anomaly = on_anomaly == "rollback" ? OnAnomaly::kRollback : OnAnomaly::kAlert;
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "health_max_error_rate", "options", &op.health_max_error_rate));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "health_max_p99_ratio", "options", &op.health_max_p99_ratio));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "health_min_samples", "options", &op.health_min_samples));
+    if (op.health_max_error_rate < 0 || op.health_max_error_rate > 1 ||
+        op.health_max_p99_ratio < 1 || op.health_min_samples < 1) {
+      return InvalidArgument(
+          "options.health_max_error_rate must be from 0 to 1, health_max_p99_ratio >= 1 and "
+          "health_min_samples >= 1");
+    }
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -241,7 +259,11 @@ json MigrationSpec::ToJson() const {
         {"parity_before_promote_ms", options.parity_before_promote_ms},
         {"parity_load_pct", options.parity_load_pct},
         {"basebackup_max_rate_kbps", options.basebackup_max_rate_kbps},
-        {"cdc_drain_timeout_ms", options.cdc_drain_timeout_ms}}},
+        {"cdc_drain_timeout_ms", options.cdc_drain_timeout_ms},
+        {"on_anomaly", OnAnomalyName(options.on_anomaly)},
+        {"health_max_error_rate", options.health_max_error_rate},
+        {"health_max_p99_ratio", options.health_max_p99_ratio},
+        {"health_min_samples", options.health_min_samples}}},
   };
 }
 

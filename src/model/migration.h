@@ -25,13 +25,35 @@ struct TargetSpec {
   std::map<std::string, std::string> settings;  // postgresql.conf overrides on the target
 };
 
+// What an anomaly in the post-cutover health window does.
+enum class OnAnomaly {
+  kRollback,  // route back to the source at once (the operator's rollback path)
+  kAlert,     // record it and keep going; an operator decides
+};
+const char* OnAnomalyName(OnAnomaly a);
+
+// The health window's tolerances, against the pre-migration baseline.
+// An error rate this much above the baseline's (absolute, 0.05 = 5 points).
+inline constexpr double kDefaultHealthMaxErrorRate = 0.05;
+// A p99 latency (PgBouncer: the average) this many times the baseline's.
+inline constexpr double kDefaultHealthMaxP99Ratio = 3.0;
+// Transactions a stretch of the window needs before it is judged (fewer say
+// nothing reliable about a rate or a p99).
+inline constexpr int kDefaultHealthMinSamples = 50;
+
 struct MigrationOptions {
   int64_t lag_threshold_bytes = 16 * 1024 * 1024;
   double lag_threshold_seconds = 10;
   int64_t sustain_ms = 10000;  // lag under threshold this long before `validate`
   bool auto_cutover = false;   // otherwise wait at `ready` for `cutover`
   bool auto_finalize = false;  // otherwise wait after `verify` for `finalize`
-  int64_t verify_ms = 5000;    // post-cutover health window
+  // The post-cutover health window (verify): how long, what an anomaly does,
+  // and the tolerances against the baseline (the constants above).
+  int64_t verify_ms = 5000;
+  OnAnomaly on_anomaly = OnAnomaly::kRollback;
+  double health_max_error_rate = kDefaultHealthMaxErrorRate;
+  double health_max_p99_ratio = kDefaultHealthMaxP99Ratio;
+  int health_min_samples = kDefaultHealthMinSamples;
   // quiesce: the longest an open transaction may keep the hold from closing.
   int64_t hold_timeout_ms = 10000;
   // drain: the longest the target may take to replay the final LSN.

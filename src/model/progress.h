@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "model/cdc.h"
 #include "model/phase.h"
+#include "model/traffic.h"
 
 namespace pgshift {
 
@@ -60,6 +61,9 @@ struct MigrationProgress {
   std::optional<int64_t> in_sync_ms;
   std::optional<int64_t> sustain_ms;
   std::optional<ParityProgress> parity;  // verify
+  // sync, validate: the route's traffic through the router before the
+  // cutover, what verify compares the post-cutover traffic with.
+  std::optional<TrafficSample> baseline;
   nlohmann::json unknown = nlohmann::json::object();
 
   // Wrong types of known keys are InvalidArgument naming the key.
@@ -82,6 +86,7 @@ struct MigrationProgress {
     v("in_sync_ms", s.in_sync_ms);
     v("sustain_ms", s.sustain_ms);
     v("parity", s.parity);
+    v("baseline", s.baseline);
   }
 };
 
@@ -116,7 +121,9 @@ struct MigrationResult {
   std::optional<int> verify_probes;
   std::optional<bool> verified;
   std::optional<std::string> verify_failure;  // why verify routed traffic back
-  std::optional<Phase> rollback_from;         // the phase a rollback started in
+  // verify, finalize: the post-cutover traffic against the baseline.
+  std::optional<HealthReport> health;
+  std::optional<Phase> rollback_from;  // the phase a rollback started in
   std::optional<int64_t> finalized_at_ms;
   std::optional<int64_t> rolled_back_at_ms;
   nlohmann::json unknown = nlohmann::json::object();
@@ -151,6 +158,7 @@ struct MigrationResult {
     v("verify_probes", s.verify_probes);
     v("verified", s.verified);
     v("verify_failure", s.verify_failure);
+    v("health", s.health);
     v("rollback_from", s.rollback_from);
     v("finalized_at_ms", s.finalized_at_ms);
     v("rolled_back_at_ms", s.rolled_back_at_ms);

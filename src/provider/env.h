@@ -109,6 +109,15 @@ struct ProviderCapabilities {
   bool failover_slot_sync = false;
 };
 
+// The reverse stream (the promoted target replicating back to the fenced
+// source, so a rollback after writes loses none) as the post-cutover health
+// window sees it.
+struct ReverseReplicationHealth {
+  bool in_use = false;  // no reverse replication: nothing to judge
+  bool healthy = true;
+  std::string detail;  // when not healthy: what is wrong (for the anomaly's reason)
+};
+
 class MigrationEnv {
  public:
   virtual ~MigrationEnv() = default;
@@ -197,6 +206,12 @@ class MigrationEnv {
   virtual Endpoint SourceEndpoint() const = 0;
   virtual Endpoint TargetEndpoint() const = 0;
   virtual Router& router() = 0;
+
+  // The reverse replication's health after the switch, asked by every step
+  // of the health window. The default: not in use.
+  virtual Result<ReverseReplicationHealth> ReverseReplication() {
+    return ReverseReplicationHealth{};
+  }
 
   // Defaults to none beyond the contract (every field false).
   virtual ProviderCapabilities Capabilities() const { return {}; }

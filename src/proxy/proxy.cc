@@ -265,6 +265,26 @@ std::string Proxy::MetricsText() const {
       o << kMetricPrefix << d.metric << "{route=\"" << routes[r]->name() << "\"} "
         << per_route[r][i] << "\n";
   }
+  // The latency histogram (cumulative buckets, seconds).
+  const std::string h = std::string(kMetricPrefix) + std::string(kTxnLatency.metric);
+  o << "# HELP " << h << " " << kTxnLatency.help << "\n# TYPE " << h << " histogram\n";
+  for (const auto& r : routes) {
+    const Route::SpliceLive live = r->LiveTotals();
+    const auto& counts = live.latency;
+    const std::string label = "route=\"" + r->name() + "\"";
+    int64_t below = 0;
+    for (size_t b = 0; b < kLatencyBuckets; b++) {
+      below += counts[b];
+      o << h << "_bucket{" << label << ",le=\"";
+      if (b < kLatencyBoundsUs.size())
+        o << static_cast<double>(kLatencyBoundsUs[b]) / 1e6;
+      else
+        o << "+Inf";
+      o << "\"} " << below << "\n";
+    }
+    o << h << "_sum{" << label << "} " << static_cast<double>(live.latency_sum_us) / 1e6 << "\n";
+    o << h << "_count{" << label << "} " << below << "\n";
+  }
   return o.str();
 }
 

@@ -453,7 +453,9 @@ TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
     EXPECT_TRUE(j.contains(key)) << key;
   size_t route_rows = 0;
   for (const StatDef& d : kStats) route_rows += d.scope == StatScope::kRoute;
-  EXPECT_EQ(j.size(), route_rows) << j.dump();
+  // Every row, and the latency histogram beside them.
+  EXPECT_EQ(j.size(), route_rows + 1) << j.dump();
+  EXPECT_TRUE(j.contains(std::string(kTxnLatency.name))) << j.dump();
   EXPECT_EQ(j["transactions"], 7) << "the kernel's count is added";
   EXPECT_EQ(j["bytes_to_clients"], 2);
   EXPECT_EQ(j["switched_sessions"], 2);
@@ -597,6 +599,34 @@ TEST(RouteReplication, ListsAsksTheStreamingOnesAndWaitsForPausedSessions) {
   r.RemoveReplication(b);
   EXPECT_EQ(r.replication_sessions.load(), 0) << "removing twice is harmless";
   EXPECT_EQ(r.PauseReplication(5000).asked, 0);
+}
+
+TEST(Stats, TransactionLatencyHistogramInJsonAndMetrics) {
+  Proxy proxy(ProxyConfig{});
+  auto route = std::make_shared<Route>(
+      RouteConfig{.name = "app", .database = "app", .upstream = {.host = "h", .port = 1}});
+  proxy.shared().routes.Add(route);
+  route->txn_latency.Record(800);  // 0.8 ms: the (0.5, 1] ms bucket
+  route->txn_latency.Record(800);
+  route->txn_latency.Record(70'000);  // 70 ms: the (50, 100] ms bucket
+  route->failed_transactions = 1;
+
+  const nlohmann::json h = route->StatsJson()[std::string(kTxnLatency.name)];
+  ASSERT_EQ(h["upper_ms"].size() + 1, h["counts"].size()) << h.dump();
+  EXPECT_EQ(h["counts"][LatencyBucketOf(800)], 2);
+  EXPECT_EQ(h["counts"][LatencyBucketOf(70'000)], 1);
+  EXPECT_EQ(h["sum_us"], 71'600);
+  EXPECT_EQ(route->StatsJson()["failed_transactions"], 1);
+
+  const std::string text = proxy.MetricsText();
+  const std::string m = "pgshift_proxy_transaction_duration_seconds";
+  EXPECT_NE(text.find("# TYPE " + m + " histogram\n"), std::string::npos);
+  // Cumulative buckets: both 0.8 ms ones by 1 ms, all three by +Inf.
+  EXPECT_NE(text.find(m + "_bucket{route=\"app\",le=\"0.001\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find(m + "_bucket{route=\"app\",le=\"+Inf\"} 3\n"), std::string::npos);
+  EXPECT_NE(text.find(m + "_count{route=\"app\"} 3\n"), std::string::npos);
+  EXPECT_NE(text.find("pgshift_proxy_failed_transactions_total{route=\"app\"} 1\n"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -107,7 +107,12 @@ Route::SpliceLive Route::LiveTotals() const {
     PGSHIFT_PROXY_STATS(PGSHIFT_STAT_NONE, PGSHIFT_STAT_ADD_KERNEL, PGSHIFT_STAT_NONE,
                         PGSHIFT_STAT_NONE)
 #undef PGSHIFT_STAT_ADD_KERNEL
+    for (size_t b = 0; b < kLatencyBuckets; b++) t.latency[b] += k.latency[b];
+    t.latency_sum_us += k.latency_sum_us;
   });
+  const auto own = txn_latency.Counts();
+  for (size_t b = 0; b < kLatencyBuckets; b++) t.latency[b] += own[b];
+  t.latency_sum_us += txn_latency.SumUs();
 #define PGSHIFT_STAT_ADD_OWN(name, type, metric, help) t.name += name.load();
   PGSHIFT_PROXY_STATS(PGSHIFT_STAT_NONE, PGSHIFT_STAT_ADD_OWN, PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE)
 #undef PGSHIFT_STAT_ADD_OWN
@@ -129,7 +134,15 @@ StatValues Route::Stats() const {
   return v;
 }
 
-nlohmann::json Route::StatsJson() const { return proxy::StatsJson(Stats(), StatScope::kRoute); }
+nlohmann::json Route::StatsJson() const {
+  nlohmann::json j = proxy::StatsJson(Stats(), StatScope::kRoute);
+  nlohmann::json upper = nlohmann::json::array();
+  for (int64_t b : kLatencyBoundsUs) upper.push_back(static_cast<double>(b) / 1000.0);
+  const SpliceLive live = LiveTotals();
+  j[std::string(kTxnLatency.name)] = {
+      {"upper_ms", upper}, {"counts", live.latency}, {"sum_us", live.latency_sum_us}};
+  return j;
+}
 
 nlohmann::json StatsJson(const StatValues& v, StatScope scope) {
   nlohmann::json j = nlohmann::json::object();

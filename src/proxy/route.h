@@ -8,6 +8,7 @@
 // a transaction, so one of the two always sees the other.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -136,6 +137,9 @@ class Route {
   // it, for the stats: one field per LIVE row of stats.h.
   struct SpliceLive {
     int64_t bytes_from_clients = 0, bytes_to_clients = 0, transactions = 0;
+    // kTxnLatency (stats.h): what the kernel timed and has not handed back yet.
+    std::array<int64_t, kLatencyBuckets> latency{};
+    int64_t latency_sum_us = 0;
   };
   struct Spliced {
     std::function<void()> take_back;
@@ -189,11 +193,14 @@ class Route {
                       PGSHIFT_STAT_NONE)
   // The DERIVED rows.
   int64_t route_held() const { return held() ? 1 : 0; }
+  // stats.h's kTxnLatency.
+  LatencyCounter txn_latency;
 
   // Sessions that may hold session advisory locks (session_carry.h).
   CarryGate carry_gate;
 
-  // The LIVE counters plus what spliced sessions did that the kernel has not handed back yet.
+  // The LIVE counters and txn_latency plus what spliced sessions did that the
+  // kernel has not handed back yet.
   SpliceLive LiveTotals() const;
   // Every route row of stats.h, as exported (the other rows are 0).
   StatValues Stats() const;

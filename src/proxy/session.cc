@@ -8,9 +8,16 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace pgshift::proxy {
 namespace {
+
+int64_t SteadyNowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Bytes a pump reads from a socket at once.
 constexpr size_t kReadChunk = 16384;
@@ -68,7 +75,18 @@ void Session::Advance(SessionEvent e) {
     if (*next == SessionState::kClosed && state_ != SessionState::kClosed && !pre_login(state_))
       route_->sessions--;
   }
+  // The first message of a transaction: a wait in a hold that follows is
+  // part of its latency (BeginTransactionNow may step back to idle first).
+  if (*next == SessionState::kActive && txn_start_us_ == 0) txn_start_us_ = SteadyNowUs();
   state_ = *next;
+}
+
+void Session::CountTransaction() {
+  route_->transactions++;
+  if (txn_failed_) route_->failed_transactions++;
+  if (txn_start_us_ > 0 && !replication_) route_->txn_latency.Record(SteadyNowUs() - txn_start_us_);
+  txn_start_us_ = 0;
+  txn_failed_ = false;
 }
 
 void Session::Close() {

@@ -130,6 +130,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> DeliverEnd();  // until client_out_ is written out (or failed)
   void FlushClientSoon();              // from a handler that is not a coroutine
   void Advance(SessionEvent e);
+  // At the boundary that ends a transaction: its latency and failure.
+  void CountTransaction();
   void Close();
   bool AtBoundary() const { return pending_ == 0 && !batch_open_ && txn_status_ == 'I'; }
   std::string Tag() const;
@@ -154,6 +156,13 @@ class Session : public std::enable_shared_from_this<Session> {
   int64_t pending_ = 0;      // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
   bool batch_open_ = false;  // extended-protocol messages sent since the last Sync
   uint64_t syncs_sent_ = 0;  // sync points sent upstream (ours included)
+  // The transaction in flight, for the route's latency and failure counts:
+  // when its first client message arrived (steady clock, µs; 0: none yet,
+  // kUntimedTxn: the kernel splice began it unseen), and whether it saw an
+  // ErrorResponse.
+  static constexpr int64_t kUntimedTxn = -1;
+  int64_t txn_start_us_ = 0;
+  bool txn_failed_ = false;
   uint64_t rfq_seen_ = 0;
   struct ParseExpect {
     uint64_t sync_index;

@@ -186,7 +186,7 @@ void Session::OnReadyForQuery(char status) {
   while (!parse_expect_.empty() && parse_expect_.front().sync_index < rfq_seen_)
     parse_expect_.pop_front();
   if (AtBoundary() && (state_ == SessionState::kActive || state_ == SessionState::kStreaming)) {
-    route_->transactions++;
+    CountTransaction();
     Advance(SessionEvent::kBoundaryReached);
   }
 }
@@ -240,6 +240,7 @@ bool Session::OnServerMessage(const Message& m) {
       return true;
     case 'E':
       route_->errors++;
+      txn_failed_ = true;
       copy_out_open_ = false;
       return true;
     case 'C': {

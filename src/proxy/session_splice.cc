@@ -16,6 +16,15 @@
 namespace pgshift::proxy {
 namespace {
 
+constexpr bool SameLatencyLayout() {
+  constexpr uint64_t kernel[PG_SPLICE_LAT_BOUNDS] = PG_SPLICE_LAT_BOUNDS_US;
+  if (std::size(kernel) != kLatencyBoundsUs.size()) return false;
+  for (size_t i = 0; i < kLatencyBoundsUs.size(); i++)
+    if (kernel[i] != static_cast<uint64_t>(kLatencyBoundsUs[i])) return false;
+  return true;
+}
+static_assert(SameLatencyLayout(), "the kernel splice times in the buckets of common/latency.h");
+
 // How often a spliced session checks that its peers are still there.
 constexpr int kSpliceSweepMs = 500;
 
@@ -87,9 +96,13 @@ void Session::EnterSplice() {
       .peek =
           [sp, slot] {
             SpliceCounters c = sp->Peek(slot);
-            return Route::SpliceLive{static_cast<int64_t>(c.c2s_bytes),
-                                     static_cast<int64_t>(c.s2c_bytes),
-                                     static_cast<int64_t>(c.s2c_idle)};
+            Route::SpliceLive live{static_cast<int64_t>(c.c2s_bytes),
+                                   static_cast<int64_t>(c.s2c_bytes),
+                                   static_cast<int64_t>(c.s2c_idle)};
+            for (size_t b = 0; b < c.lat.size(); b++)
+              live.latency[b] = static_cast<int64_t>(c.lat[b]);
+            live.latency_sum_us = static_cast<int64_t>(c.lat_sum_us);
+            return live;
           },
   });
   // Checked before the kernel may forward anything: a hold that has not seen
@@ -153,9 +166,15 @@ void Session::LeaveSplice() {
   route_->bytes_from_clients += static_cast<int64_t>(c.c2s_bytes);
   route_->bytes_to_clients += static_cast<int64_t>(c.s2c_bytes);
   route_->transactions += static_cast<int64_t>(c.s2c_idle);
+  route_->txn_latency.Add(c.lat, static_cast<int64_t>(c.lat_sum_us));
   // A transaction the kernel began is in flight: count it before leaving the
   // spliced set, so a hold never sees neither (Route::Hold reads the reverse).
-  if (!AtBoundary() && state_ == SessionState::kIdle) Advance(SessionEvent::kClientBegins);
+  // Its latency runs from the kernel's start (CLOCK_MONOTONIC, steady_clock's
+  // clock too), or it is not timed when the kernel has none.
+  if (!AtBoundary() && state_ == SessionState::kIdle) {
+    txn_start_us_ = c.txn_start_ns != 0 ? static_cast<int64_t>(c.txn_start_ns / 1000) : kUntimedTxn;
+    Advance(SessionEvent::kClientBegins);
+  }
   route_->RemoveSpliced(splice_id_);
 }
 

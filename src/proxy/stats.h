@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/latency.h"
+
 // clang-format off
 #define PGSHIFT_PROXY_STATS(ROUTE, LIVE, DERIVED, PROXY)                                         \
   ROUTE(sessions, kGauge, "sessions", "Client sessions on the route.")                            \
@@ -36,6 +38,8 @@
   DERIVED(route_held, kGauge, "route_held", "1 while the route is held.")                         \
   LIVE(transactions, kCounter, "transactions_total", "Transactions finished.")                    \
   ROUTE(errors, kCounter, "errors_total", "ErrorResponses seen or sent.")                         \
+  ROUTE(failed_transactions, kCounter, "failed_transactions_total",                               \
+        "Transactions (or statements outside one) that saw an ErrorResponse.")                    \
   LIVE(bytes_from_clients, kCounter, "client_bytes_total", "Bytes read from clients.")            \
   LIVE(bytes_to_clients, kCounter, "server_bytes_total", "Bytes sent to clients.")                \
   ROUTE(switched_sessions, kCounter, "session_switches_total",                                    \
@@ -138,5 +142,55 @@ constexpr bool FollowsPrometheusNaming() {
 }  // namespace stats_internal
 static_assert(stats_internal::FollowsPrometheusNaming(),
               "counters end in _total and gauges do not (Prometheus naming)");
+
+// The per-route transaction latency histogram: not a row (it is many
+// values), exported beside the rows as the route stats' "txn_latency"
+// ({"upper_ms":[...],"counts":[...],"sum_us":N}, the layout of
+// common/latency.h) and in /metrics as the Prometheus histogram
+// pgshift_proxy_<metric>. A transaction runs from its first client message
+// reaching the proxy (a wait in a hold included) to the ReadyForQuery 'I'
+// that ends it. The kernel splice (plain text, between transactions;
+// session_splice.cc) times the transactions it carries in the same buckets,
+// from the first client frame it redirects to the ReadyForQuery 'I' it
+// redirects; the stats add what spliced sessions timed so far
+// (Route::LiveTotals). A transaction it cannot time (pipelined
+// behind another) is counted in `transactions` only; the histogram's total
+// against `transactions` says how much of the traffic it covers.
+struct HistogramDef {
+  std::string_view name;
+  std::string_view metric;
+  std::string_view help;
+};
+inline constexpr HistogramDef kTxnLatency{"txn_latency", "transaction_duration_seconds",
+                                          "Transaction latency through the proxy (user space)."};
+
+// Lock-free bucket counts in the layout of common/latency.h, bumped by
+// sessions on any thread and read by the admin API.
+class LatencyCounter {
+ public:
+  void Record(int64_t us) {
+    counts_[LatencyBucketOf(us)].fetch_add(1, std::memory_order_relaxed);
+    sum_us_.fetch_add(us, std::memory_order_relaxed);
+  }
+  // Transactions timed elsewhere (the kernel splice), by bucket and in all.
+  template <typename Counts>
+  void Add(const Counts& counts, int64_t sum_us) {
+    static_assert(std::tuple_size_v<Counts> == kLatencyBuckets);
+    for (size_t i = 0; i < kLatencyBuckets; i++)
+      if (counts[i] != 0)
+        counts_[i].fetch_add(static_cast<int64_t>(counts[i]), std::memory_order_relaxed);
+    sum_us_.fetch_add(sum_us, std::memory_order_relaxed);
+  }
+  std::array<int64_t, kLatencyBuckets> Counts() const {
+    std::array<int64_t, kLatencyBuckets> c{};
+    for (size_t i = 0; i < kLatencyBuckets; i++) c[i] = counts_[i].load(std::memory_order_relaxed);
+    return c;
+  }
+  int64_t SumUs() const { return sum_us_.load(std::memory_order_relaxed); }
+
+ private:
+  std::array<std::atomic<int64_t>, kLatencyBuckets> counts_{};
+  std::atomic<int64_t> sum_us_{0};
+};
 
 }  // namespace pgshift::proxy

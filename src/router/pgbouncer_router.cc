@@ -288,8 +288,15 @@ Result<RouteStats> PgBouncerRouter::Stats() {
   }
   PGSHIFT_ASSIGN_OR_RETURN(Rows totals, conn->Run("SHOW STATS", deadline));
   auto stats_row = FindRow(totals, "database", config_.route);
-  if (stats_row) stats.transactions = totals.Int(*stats_row, "total_xact_count");
-  return stats;  // PgBouncer keeps no per-database error count: errors stay 0
+  if (stats_row) {
+    stats.transactions = totals.Int(*stats_row, "total_xact_count");
+    // Every transaction is timed, as an average only (no distribution).
+    stats.timed_transactions = stats.transactions;
+    stats.latency_sum_us = totals.Int(*stats_row, "total_xact_time");
+  }
+  // PgBouncer keeps no per-database error count: errors stay 0 and
+  // failed_transactions unknown.
+  return stats;
 }
 
 Result<std::unique_ptr<PgBouncerRouter>> PgBouncerRouter::FromJson(const nlohmann::json& config) {

@@ -170,10 +170,27 @@ Result<RouteStats> ProxyRouter::Stats() {
                                         config_.admin_timeout_ms));
   // The keys come from the proxy's one list of stats (proxy/stats.h).
   auto get = [&j](proxy::Stat s) { return j.value(std::string(proxy::StatKey(s)), int64_t{0}); };
-  return RouteStats{.sessions = get(proxy::Stat::sessions),
-                    .held_sessions = get(proxy::Stat::held_sessions),
-                    .transactions = get(proxy::Stat::transactions),
-                    .errors = get(proxy::Stat::errors)};
+  RouteStats stats{.sessions = get(proxy::Stat::sessions),
+                   .held_sessions = get(proxy::Stat::held_sessions),
+                   .transactions = get(proxy::Stat::transactions),
+                   .errors = get(proxy::Stat::errors),
+                   .failed_transactions = get(proxy::Stat::failed_transactions)};
+  // An older proxy has no histogram: no latency then.
+  const auto h = j.find(std::string(proxy::kTxnLatency.name));
+  if (h == j.end() || !h->is_object()) return stats;
+  try {
+    h->at("upper_ms").get_to(stats.latency.upper_ms);
+    h->at("counts").get_to(stats.latency.counts);
+    stats.latency_sum_us = h->at("sum_us").get<int64_t>();
+  } catch (const std::exception& e) {
+    return Internal(std::string("unexpected latency histogram from the proxy: ") + e.what());
+  }
+  if (stats.latency.counts.size() != stats.latency.upper_ms.size() + 1)
+    return Internal("the proxy's latency histogram has " +
+                    std::to_string(stats.latency.counts.size()) + " counts for " +
+                    std::to_string(stats.latency.upper_ms.size()) + " bounds");
+  stats.timed_transactions = stats.latency.Total();
+  return stats;
 }
 
 Result<HeldBackends> ProxyRouter::HeldBackendPids(const Endpoint& on) {

@@ -10,9 +10,11 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/latency.h"
 #include "common/status.h"
 
 namespace pgshift {
@@ -51,13 +53,26 @@ struct ReplicationSession {
   std::string slot;         // the slot of a running START_REPLICATION SLOT x LOGICAL, else ""
 };
 
-// A router's traffic counters. ProxyRouter reads each from the proxy's stat
-// of the same name (proxy/stats.h); PgBouncerRouter from SHOW POOLS / STATS.
+// A router's traffic counters, cumulative since the router started (rates
+// and percentiles come from the difference of two readings; see
+// workflow/health.h). ProxyRouter reads each from the proxy's stat of the
+// same name (proxy/stats.h); PgBouncerRouter from SHOW POOLS / STATS.
 struct RouteStats {
   int64_t sessions = 0;       // client sessions on the route
   int64_t held_sessions = 0;  // sessions waiting at a boundary
   int64_t transactions = 0;
   int64_t errors = 0;
+  // Transactions that saw an error; nullopt when the router keeps no such
+  // count (PgBouncer).
+  std::optional<int64_t> failed_transactions;
+  // The transactions whose duration the router measured, and their total
+  // duration: the proxy's are those it forwarded in user space (stats.h,
+  // kTxnLatency); PgBouncer's are all of them (SHOW STATS total_xact_count
+  // and total_xact_time, which includes idle-in-transaction time).
+  int64_t timed_transactions = 0;
+  int64_t latency_sum_us = 0;
+  // Their distribution: the proxy's histogram; empty for PgBouncer.
+  LatencyHistogram latency;
 };
 
 class Router {

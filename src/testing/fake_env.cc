@@ -1,6 +1,7 @@
 #include "testing/fake_env.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace pgshift {
 namespace {
@@ -26,7 +27,20 @@ class FakeRouter : public Router {
     return Status::OK();
   }
   Result<Endpoint> Current() override { return w_.routed; }
-  Result<RouteStats> Stats() override { return RouteStats{}; }
+  Result<RouteStats> Stats() override {
+    if (w_.stats_fail) return Unavailable("fake: the router's stats do not answer");
+    const FakeWorld::Traffic& t = w_.routed == w_.target_ep ? w_.target_traffic : w_.source_traffic;
+    RouteStats& s = w_.route_stats;
+    if (s.latency.empty()) s.latency = LatencyHistogram::ProxyLayout();
+    const int64_t us = std::llround(t.latency_ms * 1000);
+    s.transactions += t.per_read;
+    s.failed_transactions = s.failed_transactions.value_or(0) +
+                            std::llround(static_cast<double>(t.per_read) * t.error_rate);
+    s.timed_transactions += t.per_read;
+    s.latency_sum_us += us * t.per_read;
+    s.latency.counts[LatencyBucketOf(us)] += t.per_read;
+    return s;
+  }
   Status Prewarm(const Endpoint& to) override {
     Note("Prewarm");
     w_.prewarmed_on = to;
@@ -269,6 +283,7 @@ class FakeEnv : public MigrationEnv {
   Endpoint TargetEndpoint() const override { return w_->target_ep; }
   Router& router() override { return router_; }
   ProviderCapabilities Capabilities() const override { return w_->capabilities; }
+  Result<ReverseReplicationHealth> ReverseReplication() override { return w_->reverse; }
 
  private:
   // Source keeps writing until fenced; the replica catches up.

@@ -57,6 +57,18 @@ struct FakeWorld {
   HeldBackends last_fence_exemption;  // what the last FenceSource was given
   Endpoint prewarmed_on;              // what the router was asked to prewarm
   Endpoint routed{"127.0.0.1", 5432};
+  // Traffic through the router: every Stats() call counts `per_read` more
+  // transactions on the side the route points at, with that side's share of
+  // failed ones and latency. route_stats is the running total it reports.
+  struct Traffic {
+    int64_t per_read = 100;
+    double error_rate = 0;
+    double latency_ms = 2;
+  };
+  Traffic source_traffic, target_traffic;
+  RouteStats route_stats;
+  bool stats_fail = false;
+  ReverseReplicationHealth reverse;  // what ReverseReplication() reports
   // checks
   std::vector<checks::Finding> preflight;
   std::vector<std::string> parity_mismatch;  // tables the parity check reports as different

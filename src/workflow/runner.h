@@ -42,6 +42,7 @@
 #include "model/migration.h"
 #include "provider/env.h"
 #include "store/state_store.h"
+#include "workflow/health.h"
 
 namespace pgshift {
 
@@ -99,6 +100,18 @@ class MigrationRunner {
   // Waits for the background parity check; false while it runs or blocks
   // (or its outcome could not be recorded).
   bool ParitySettled();
+  // phases/health.cc: the route's traffic through the router. SampleBaseline
+  // (sync, ready) keeps progress.baseline; WatchHealth (each verify step)
+  // judges the post-cutover traffic against it and acts on an anomaly
+  // (options.on_anomaly: StartRollback, or an alert); CloseHealthWindow
+  // records the window's verdict and FinalHealthReport the last one, at
+  // finalize.
+  std::optional<RouterReading> ReadRouter();
+  void SampleBaseline();
+  Status WatchHealth();
+  void CloseHealthWindow();
+  void FinalHealthReport();
+  Status OnAnomaly(const std::string& reason);
   // phases/finalize.cc
   Status Finalize();
   // phases/rollback.cc
@@ -177,6 +190,14 @@ class MigrationRunner {
   bool prepared_ahead_ = false;                 // PrepareAhead ran during this sync
   std::vector<MigrationEvent> unsaved_events_;  // Event() in the hold, until Save()
   bool unsaved_phase_ = false;                  // a ChainsInto phase, until Save()
+  // Router readings, kept in memory only (a restarted pgshiftd starts each
+  // span afresh): the baseline's first, the health window's first, and the
+  // end of its last judged stretch; anomalous stretches in a row.
+  std::optional<RouterReading> baseline_from_;
+  int64_t baseline_read_ms_ = 0;
+  std::optional<RouterReading> window_from_;
+  std::optional<RouterReading> checkpoint_;
+  int anomaly_streak_ = 0;
 };
 
 }  // namespace pgshift

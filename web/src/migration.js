@@ -168,13 +168,27 @@ export function mountMigration(root, id, showError) {
     fill(errorBox, m.error || '');
     renderActions();
     fill(timeline, renderTimeline(timelineRows(phases, m, evs), m));
-    renderReplication(m.progress || {});
+    renderReplication(m.progress || {}, (m.result && m.result.health) || {});
     fill(findings, renderFindings(m.findings || [], (m.actions || []).includes('override'), onOverride));
     fill(slots, renderSlots((m.result && m.result.cdc_slots) || []));
     fill(events, renderEvents(evs));
   }
 
-  function renderReplication(pr) {
+  // A traffic sample (progress.baseline, result.health.window) in a few words.
+  const fmtTraffic = (t) => {
+    if (!t) return '–';
+    const lat = t.p99_ms != null ? `, p99 ${Number(t.p99_ms).toFixed(1)} ms`
+      : t.avg_ms != null ? `, avg ${Number(t.avg_ms).toFixed(1)} ms` : '';
+    const err = t.error_rate != null ? `, ${(t.error_rate * 100).toFixed(2)}% errors` : '';
+    return `${Number(t.tps).toFixed(0)}/s${err}${lat}`;
+  };
+  const fmtHealth = (hr) => {
+    if (hr.anomaly) return `${hr.action}: ${hr.anomaly}`;
+    if (hr.matched_baseline != null) return hr.matched_baseline ? 'matched the baseline' : 'did not match';
+    return hr.window ? 'watching' : '–';
+  };
+
+  function renderReplication(pr, health) {
     const pct = pr.basebackup_pct;
     chart.add(Date.now(), pr.lag_bytes, pr.lag_seconds);
     const stat = (label, value) => h('div.stat', h('span.stat-label', label), h('span.stat-value', value));
@@ -188,7 +202,10 @@ export function mountMigration(root, id, showError) {
         stat('lag time', pr.lag_seconds == null ? '–' : `${Number(pr.lag_seconds).toFixed(2)} s`),
         stat('in sync for', pr.in_sync_ms == null ? '–' : fmtDuration(pr.in_sync_ms)),
         stat('source WAL', pr.source_wal_bps == null ? '–' : `${fmtBytes(pr.source_wal_bps)}/s`),
-        stat('replay', pr.replay_bps == null ? '–' : `${fmtBytes(pr.replay_bps)}/s`)),
+        stat('replay', pr.replay_bps == null ? '–' : `${fmtBytes(pr.replay_bps)}/s`),
+        stat('baseline traffic', fmtTraffic(pr.baseline)),
+        stat('after cutover', fmtTraffic(health.window)),
+        stat('post-cutover health', fmtHealth(health))),
     );
   }
 

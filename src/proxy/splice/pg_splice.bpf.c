@@ -208,6 +208,18 @@ static long pg_splice_walk_msg(__u32 i, void* arg) {
   return 0;
 }
 
+// A transaction the kernel carried from its first frame to its end: into
+// the slot's latency histogram.
+static __always_inline void pg_splice_time_txn(struct pg_splice_slot* slot, __u64 us) {
+  const __u64 bounds[PG_SPLICE_LAT_BOUNDS] = PG_SPLICE_LAT_BOUNDS_US;
+  __u32 b = 0;
+#pragma unroll
+  for (int i = 0; i < PG_SPLICE_LAT_BOUNDS; i++)
+    if (us > bounds[i]) b = i + 1;
+  if (b <= PG_SPLICE_LAT_BOUNDS) slot->lat[b]++;
+  slot->lat_sum_us += us;
+}
+
 SEC("sk_skb")
 int pg_splice_verdict(struct __sk_buff* skb) {
   __u64 cookie = bpf_get_socket_cookie(skb);
@@ -235,11 +247,16 @@ int pg_splice_verdict(struct __sk_buff* skb) {
     slot->c2s_bytes += w.frame;
     slot->c2s_syncs += w.syncs;
     slot->batch_open = w.batch;
+    if (slot->txn_start_ns == 0) slot->txn_start_ns = bpf_ktime_get_ns();
   } else {
     slot->s2c_bytes += w.frame;
     slot->s2c_rfq += w.rfq;
     slot->s2c_idle += w.idle;
     if (w.status) slot->last_status = w.status;
+    if (w.status == 'I' && slot->txn_start_ns != 0) {
+      pg_splice_time_txn(slot, (bpf_ktime_get_ns() - slot->txn_start_ns) / 1000);
+      slot->txn_start_ns = 0;
+    }
   }
   verdict = bpf_sk_redirect_map(skb, &pg_splice_socks, 2 * idx + (w.dir ? 0 : 1), 0);
 out:

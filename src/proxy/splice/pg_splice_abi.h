@@ -20,6 +20,14 @@
 #define PG_SPLICE_WHY_SERVER 2 /* a server frame the proxy must see */
 #define PG_SPLICE_WHY_RAW 3    /* a message split across segments, or malformed */
 
+/* Transaction latency buckets: upper bounds in microseconds (inclusive), one
+ * more bucket for the rest. The layout of common/latency.h's kLatencyBoundsUs
+ * (session_splice.cc checks it at compile time). */
+#define PG_SPLICE_LAT_BOUNDS 21
+#define PG_SPLICE_LAT_BOUNDS_US                                                                  \
+  {10,     25,     50,      100,     250,     500,     1000,     2500,     5000,     10000,   25000, \
+   50000,  100000, 250000,  500000,  1000000, 2500000, 5000000,  10000000, 30000000, 60000000}
+
 /* One spliced session: a client socket (sockmap index 2*slot) and its server
  * socket (2*slot+1). An mmapped array: the proxy switches `mode` with a
  * compare-and-swap and reads the counters after `busy` drops to zero. The
@@ -37,6 +45,14 @@ struct pg_splice_slot {
   __u32 batch_open;  /* extended-protocol messages redirected since the last Sync */
   __u32 why;
   __u32 pad;
+  /* Transactions the kernel carried whole, timed from the first client frame
+   * redirected while none was in flight (txn_start_ns, bpf_ktime_get_ns:
+   * CLOCK_MONOTONIC; 0: none in flight) to the redirected ReadyForQuery 'I'
+   * that ended it. Frames of the next transaction redirected before that
+   * ReadyForQuery (pipelining) leave that transaction untimed. */
+  __u64 txn_start_ns;
+  __u64 lat_sum_us;
+  __u64 lat[PG_SPLICE_LAT_BOUNDS + 1];
 };
 
 /* Per socket, keyed by socket cookie. */

@@ -191,6 +191,7 @@ void Splicer::DispatchEvents() {
 void Splicer::Enter(int i) {
   pg_splice_slot* s = slot(i);
   s->why = PG_SPLICE_WHY_NONE;
+  s->txn_start_ns = 0;  // at a boundary: nothing in flight
   Atomic(s->mode).store(PG_SPLICE_KERNEL);
 }
 
@@ -211,6 +212,13 @@ SpliceCounters Splicer::TakeBack(int i) {
   c.last_status = static_cast<char>(s->last_status);
   c.batch_open = s->batch_open != 0;
   c.why = s->why;
+  c.txn_start_ns = s->txn_start_ns;
+  c.lat_sum_us = s->lat_sum_us;
+  for (size_t b = 0; b < c.lat.size(); b++) {
+    c.lat[b] = s->lat[b];
+    s->lat[b] = 0;
+  }
+  s->txn_start_ns = s->lat_sum_us = 0;
   s->c2s_bytes = s->s2c_bytes = s->c2s_syncs = s->s2c_rfq = s->s2c_idle = 0;
   s->last_status = 0;
   s->batch_open = 0;
@@ -223,6 +231,9 @@ SpliceCounters Splicer::Peek(int i) const {
   c.c2s_bytes = Atomic(s->c2s_bytes).load(std::memory_order_relaxed);
   c.s2c_bytes = Atomic(s->s2c_bytes).load(std::memory_order_relaxed);
   c.s2c_idle = Atomic(s->s2c_idle).load(std::memory_order_relaxed);
+  for (size_t b = 0; b < c.lat.size(); b++)
+    c.lat[b] = Atomic(s->lat[b]).load(std::memory_order_relaxed);
+  c.lat_sum_us = Atomic(s->lat_sum_us).load(std::memory_order_relaxed);
   return c;
 }
 

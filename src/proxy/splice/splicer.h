@@ -16,6 +16,7 @@
 // belong to the one thread that runs the session.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -39,6 +40,12 @@ struct SpliceCounters {
   char last_status = 0;               // of the last ReadyForQuery, 0 if none
   bool batch_open = false;            // extended-protocol messages since the last Sync
   uint32_t why = PG_SPLICE_WHY_NONE;  // what ended kernel mode (0: the proxy did)
+  // The transaction in flight began in kernel mode at this CLOCK_MONOTONIC
+  // time (ns; 0: none did); the transactions carried whole, timed by bucket
+  // (pg_splice_abi.h) and in all.
+  uint64_t txn_start_ns = 0;
+  uint64_t lat_sum_us = 0;
+  std::array<uint64_t, PG_SPLICE_LAT_BOUNDS + 1> lat{};
 };
 
 class Splicer {

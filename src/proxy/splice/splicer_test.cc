@@ -16,6 +16,8 @@
 #include <string>
 #include <thread>
 
+#include "common/latency.h"
+
 namespace pgshift::proxy {
 namespace {
 
@@ -158,6 +160,47 @@ TEST_F(SplicerTest, KernelModeForwardsPlainFramesBothWaysAndCountsThem) {
   SendAll(s.client.get(), q);
   EXPECT_EQ(ReadN(s.proxy_client.get(), q.size()), q);
   EXPECT_EQ(splicer_->TakeBack(s.slot).c2s_bytes, 0u);
+  splicer_->Detach(s.slot);
+}
+
+TEST_F(SplicerTest, KernelTimesTheTransactionsItCarriesWhole) {
+  Session s = Spliced();
+  ASSERT_GE(s.slot, 0);
+  splicer_->Enter(s.slot);
+  std::string q = Query("UPDATE t SET v = v + 1");
+  std::string reply = Complete("UPDATE 1") + Rfq('I');
+  constexpr auto kServerTime = std::chrono::milliseconds(30);
+  for (int i = 0; i < 2; i++) {
+    SendAll(s.client.get(), q);
+    EXPECT_EQ(ReadN(s.server.get(), q.size()), q);
+    std::this_thread::sleep_for(kServerTime);
+    SendAll(s.server.get(), reply);
+    EXPECT_EQ(ReadN(s.client.get(), reply.size()), reply);
+  }
+  // A transaction still open: its start is kept for the proxy.
+  std::string begin = Query("BEGIN");
+  SendAll(s.client.get(), begin);
+  EXPECT_EQ(ReadN(s.server.get(), begin.size()), begin);
+  std::string in_txn = Complete("BEGIN") + Rfq('T');
+  SendAll(s.server.get(), in_txn);
+  EXPECT_EQ(ReadN(s.client.get(), in_txn.size()), in_txn);
+  ASSERT_TRUE(splicer_->InKernel(s.slot));
+
+  auto total = [](const SpliceCounters& c) {
+    uint64_t n = 0;
+    for (uint64_t v : c.lat) n += v;
+    return n;
+  };
+  EXPECT_EQ(total(splicer_->Peek(s.slot)), 2u) << "the stats see them live";
+  SpliceCounters c = splicer_->TakeBack(s.slot);
+  EXPECT_EQ(total(c), 2u);
+  // At least the server's time each, in the bucket layout of common/latency.h.
+  EXPECT_GE(c.lat_sum_us, 2u * 30000);
+  uint64_t at_least_25ms = 0;
+  for (size_t b = LatencyBucketOf(25000) + 1; b < c.lat.size(); b++) at_least_25ms += c.lat[b];
+  EXPECT_EQ(at_least_25ms, 2u);
+  EXPECT_NE(c.txn_start_ns, 0u);
+  EXPECT_EQ(total(splicer_->TakeBack(s.slot)), 0u) << "zeroed";
   splicer_->Detach(s.slot);
 }
 

@@ -2,8 +2,9 @@
 //
 //   finalize  drops the carried CDC slots and the migration's physical slot
 //             on the source and retires the source (stopped, still fenced);
-//             no rollback is possible from here. Leaves result.finalized_at_ms and the phase
-//             finalized (state finalized).
+//             no rollback is possible from here. Leaves result.finalized_at_ms,
+//             the last post-cutover report (result.health, an event) and the
+//             phase finalized (state finalized).
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -16,6 +17,7 @@ Status MigrationRunner::Finalize() {
   PGSHIFT_RETURN_IF_ERROR(env_->DropSlot(SlotNameFor(id_)));
   PGSHIFT_RETURN_IF_ERROR(env_->RetireSource());
   result_.finalized_at_ms = clock_.NowMs();
+  FinalHealthReport();
   return Transition(Phase::kFinalized,
                     "migration finalized; the source is retired (stopped, fenced)");
 }

@@ -6,7 +6,9 @@
 //             options.sustain_ms; opens the cutover's standby sessions and
 //             the router's logins ahead the first time it is in sync. Leaves
 //             the last sample and the lag gate in progress (lag_bytes,
-//             lag_seconds, source_wal_bps, replay_bps, in_sync_ms, ...).
+//             lag_seconds, source_wal_bps, replay_bps, in_sync_ms, ...), and
+//             the route's traffic through the router (progress.baseline,
+//             SampleBaseline in phases/health.cc; ready keeps sampling it).
 //   validate  checks that the target can take over (parameters,
 //             extensions, slot health) and records the sustained lag as a
 //             finding. Leaves the validation findings; blocking ones stop
@@ -77,6 +79,7 @@ Status MigrationRunner::SampleLag() {
     p.in_sync_ms = now - since;
   }
   p.sustain_ms = o.sustain_ms;
+  SampleBaseline();
   return Save();
 }
 

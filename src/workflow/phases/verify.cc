@@ -1,14 +1,17 @@
 // Verify: traffic runs on the target; it is watched before the source is
 // retired.
 //
-//   verify  probes a write on the target and checks the route for the
-//           health window (options.verify_ms), then waits for the data
+//   verify  probes a write on the target, checks the route and judges the
+//           traffic through the router against the pre-migration baseline
+//           (WatchHealth, phases/health.cc: an anomaly rolls back or alerts,
+//           options.on_anomaly) for the health window (options.verify_ms);
+//           then waits for the data
 //           parity check started in snapshot (ParitySettled) and for every
 //           carried CDC slot to advance on the target (CdcSettled); then waits for
 //           `finalize` (state waiting), or finalizes at once with
 //           options.auto_finalize. A failed probe rolls back (runner.cc). A
 //           parity difference blocks finalize until overridden or rolled
-//           back. Leaves result.verify_started_ms, verify_probes, verified,
+//           back. Leaves result.verify_started_ms, verify_probes, health, verified,
 //           parity_done, parity_blocked, progress.parity and the
 //           data_parity findings.
 #include "workflow/runner.h"
@@ -30,6 +33,8 @@ Status MigrationRunner::Verify() {
       }
     }
     result_.verify_probes = result_.verify_probes.value_or(0) + 1;
+    PGSHIFT_RETURN_IF_ERROR(WatchHealth());
+    if (phase_ != Phase::kVerify) return Status::OK();  // an anomaly started the rollback
     const int64_t elapsed = clock_.NowMs() - *result_.verify_started_ms;
     if (elapsed < spec_.options.verify_ms) {
       idle_ = true;
@@ -38,6 +43,7 @@ Status MigrationRunner::Verify() {
     result_.verified = true;
     Note("info", "post-cutover health window passed (" + std::to_string(*result_.verify_probes) +
                      " write probes)");
+    CloseHealthWindow();
     PGSHIFT_RETURN_IF_ERROR(Save());
   }
   if (!ParitySettled() || !CdcSettled()) {
