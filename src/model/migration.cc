@@ -128,7 +128,7 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
         {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
          "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
          "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
-         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms"},
+         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms", "hold_lease_ms"},
         "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
@@ -151,6 +151,7 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(
         Read(o, "basebackup_max_rate_kbps", "options", &op.basebackup_max_rate_kbps));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "cdc_drain_timeout_ms", "options", &op.cdc_drain_timeout_ms));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "hold_lease_ms", "options", &op.hold_lease_ms));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -162,6 +163,11 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
       return InvalidArgument(
           "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms and poll_ms must be > "
           "0");
+    }
+    if (op.hold_lease_ms < kMinHoldLeaseMs || op.hold_lease_ms > kMaxHoldLeaseMs) {
+      return InvalidArgument("options.hold_lease_ms must be from " +
+                             std::to_string(kMinHoldLeaseMs) + " to " +
+                             std::to_string(kMaxHoldLeaseMs));
     }
     if (op.max_auto_cutover_attempts < 1 || op.max_step_attempts < 1) {
       return InvalidArgument(
@@ -211,7 +217,8 @@ json MigrationSpec::ToJson() const {
         {"parity_before_promote_ms", options.parity_before_promote_ms},
         {"parity_load_pct", options.parity_load_pct},
         {"basebackup_max_rate_kbps", options.basebackup_max_rate_kbps},
-        {"cdc_drain_timeout_ms", options.cdc_drain_timeout_ms}}},
+        {"cdc_drain_timeout_ms", options.cdc_drain_timeout_ms},
+        {"hold_lease_ms", options.hold_lease_ms}}},
   };
 }
 
