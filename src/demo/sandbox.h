@@ -93,6 +93,11 @@ class Sandbox {
   // False once pgshiftd exited on its own (e.g. a test fault crashed it).
   bool PgshiftdRunning();
   std::string PgshiftdLog() const { return dir_ + "/pgshiftd.log"; }
+  // The proxy router, for fault tests: stops it with `sig` (e.g. SIGKILL),
+  // and starts it again on the same ports from its config file as it left
+  // it (the routes it saved). Its log goes on in dir()/proxy.log.
+  Status KillProxy(int sig);
+  Status RestartProxy();
 
  private:
   Sandbox() = default;
@@ -101,6 +106,8 @@ class Sandbox {
   std::unique_ptr<LocalCluster> source_;
   std::unique_ptr<PgBouncerProcess> pgbouncer_;
   Status StartProxy(int source_port);
+  // Spawns pgshift-proxy with dir()/proxy.json; returns once both ports answer.
+  Status SpawnProxy();
   // registry.json + secrets.json for `inventory` (once); the pgshiftd flags to read them.
   Result<std::vector<std::string>> WriteInventory();
   // Stops one of our child processes and forgets its pid.
