@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <cctype>
 #include <chrono>
 #include <thread>
 
@@ -139,7 +140,12 @@ class FaultsHoldE2E : public SandboxTest {
         EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
         EXPECT_EQ(st.uncertain, 0) << (st.errors.empty() ? "" : st.errors.front());
       }
-      if (first_error_.empty() && !st.errors.empty()) first_error_ = st.errors.front();
+      if (first_error_.empty() && !st.errors.empty()) {
+        first_error_ = st.errors.front();
+        while (!first_error_.empty() &&
+               std::isspace(static_cast<unsigned char>(first_error_.back())))
+          first_error_.pop_back();  // libpq's messages end in a newline
+      }
       EXPECT_GT(st.committed, kMinCommittedPerWriter);
       auto check = load::CheckLedger(conninfo, w->writer_id(), w->Acknowledged());
       ASSERT_TRUE(check.ok()) << check.status().ToString();
