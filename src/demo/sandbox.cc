@@ -150,8 +150,19 @@ Status Sandbox::StartProxy(int source_port) {
          {"roles", opts_.route_roles}}}},
       {"credentials", {{{"role", "app"}, {"password", app_password_}}}},
   };
+  PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/proxy.json", cfg.dump(2)));
+  return SpawnProxy();
+}
+
+Status Sandbox::KillProxy(int sig) { return Stop(proxy_pid_, sig); }
+
+Status Sandbox::RestartProxy() {
+  if (proxy_pid_ > 0) return FailedPrecondition("pgshift-proxy is still running");
+  return SpawnProxy();
+}
+
+Status Sandbox::SpawnProxy() {
   const std::string path = dir_ + "/proxy.json";
-  PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(path, cfg.dump(2)));
   const std::string bin = opts_.proxy_path.empty()
                               ? FindBinary("pgshift-proxy", "PGSHIFT_PROXY", "proxy/pgshift-proxy")
                               : opts_.proxy_path;

@@ -109,6 +109,11 @@ class Sandbox {
   pid_t pgshiftd_pid() const { return pgshiftd_pid_; }
   std::string PgshiftdLog() const { return dir_ + "/pgshiftd.log"; }
   std::string StatePath() const;
+  // The proxy router, for fault tests: stops it with `sig` (e.g. SIGKILL),
+  // and starts it again on the same ports from its config file as it left
+  // it (the routes it saved). Its log goes on in dir()/proxy.log.
+  Status KillProxy(int sig);
+  Status RestartProxy();
 
  private:
   Sandbox() = default;
@@ -117,6 +122,8 @@ class Sandbox {
   std::unique_ptr<LocalCluster> source_;
   std::unique_ptr<PgBouncerProcess> pgbouncer_;
   Status StartProxy(int source_port);
+  // Spawns pgshift-proxy with dir()/proxy.json; returns once both ports answer.
+  Status SpawnProxy();
   // registry.json + secrets.json for `inventory` (once); the pgshiftd flags to read them.
   Result<std::vector<std::string>> WriteInventory();
   // Stops one of our child processes and forgets its pid.

@@ -12,7 +12,6 @@
 // `make e2e-faults` runs the whole matrix (FaultsMatrixE2E.*) and the bad
 // requests and prints the summary line last; ctest runs FaultsE2E.* (a
 // representative subset inside the hold, and the bad requests).
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -25,6 +24,7 @@
 #include "common/clock.h"
 #include "common/os.h"
 #include "demo/sandbox.h"
+#include "e2e/faults_fixture.h"
 #include "e2e/faults_report.h"
 #include "load/ledger.h"
 #include "model/phase.h"
@@ -34,9 +34,9 @@ namespace pgshift {
 namespace {
 
 using json = nlohmann::json;
+using e2e::SetFaults;
 
 constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a performance assertion
-constexpr int64_t kDeathPollMs = 20;
 constexpr int kLedgerWriters = 2;
 constexpr int64_t kMinCommittedPerWriter = 50;
 constexpr size_t kLogTail = 6000;
@@ -44,18 +44,6 @@ constexpr size_t kLogTail = 6000;
 bool Terminal(const json& m) {
   return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
          m["state"] == "blocked";
-}
-
-// PGSHIFT_FAULTS for the pgshiftd the sandbox starts next. The entry is put
-// into the environment once, before any thread of the test starts, and then
-// rewritten in place: environ itself never changes under the ledger
-// writers' threads (libpq reads it when they connect).
-void SetFaults(const std::string& value) {
-  static char entry[128] = "PGSHIFT_FAULTS=";
-  static const bool put = ::putenv(entry) == 0;
-  ASSERT_TRUE(put);
-  ASSERT_LT(value.size() + 16, sizeof entry);
-  std::snprintf(entry, sizeof entry, "PGSHIFT_FAULTS=%s", value.c_str());
 }
 
 // The phase recorded when pgshiftd dies before `p`'s step: `p` itself, or
@@ -151,49 +139,8 @@ class FaultsE2E : public ::testing::Test {
     return store.ok() ? std::move(store).value() : nullptr;
   }
 
-  // The pid of the sandbox's pgshiftd while it runs (a zombie, which the
-  // sandbox has not reaped yet, does not count), else -1.
-  pid_t LivePgshiftd() const {
-    const std::string state_arg = sb_->dir() + "/state.db";
-    DIR* proc = ::opendir("/proc");
-    if (proc == nullptr) return -1;
-    pid_t found = -1;
-    while (dirent* d = ::readdir(proc)) {
-      const pid_t pid = std::atoi(d->d_name);
-      if (pid <= 0) continue;
-      auto cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
-      if (!cmdline.ok() ||
-          cmdline->find(std::string("--state") + '\0' + state_arg) == std::string::npos) {
-        continue;
-      }
-      auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-      const size_t paren = stat.ok() ? stat->rfind(')') : std::string::npos;
-      if (paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z') {
-        found = pid;
-      }
-    }
-    ::closedir(proc);
-    return found;
-  }
-
-  // Waits until pgshiftd has killed itself, then lets the sandbox reap it.
-  bool WaitForPgshiftdToDie() {
-    const int64_t deadline = MonotonicMs() + kMigrationBoundMs;
-    while (LivePgshiftd() > 0) {
-      if (MonotonicMs() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(kDeathPollMs));
-    }
-    return sb_->KillPgshiftd(SIGKILL).ok();
-  }
-
-  // Starts pgshiftd armed with `faults`. With a fault armed it may reach it
-  // before it answers; that counts as started.
-  void StartPgshiftd(const std::string& faults) {
-    SetFaults(faults);
-    Status st = sb_->StartPgshiftd();
-    if (!faults.empty() && st.code() == Code::kUnavailable) return;
-    ASSERT_TRUE(st.ok()) << st.ToString();
-  }
+  bool WaitForPgshiftdToDie() { return e2e::WaitForPgshiftdToDie(*sb_, kMigrationBoundMs); }
+  void StartPgshiftd(const std::string& faults) { e2e::StartPgshiftd(*sb_, faults); }
 
   // Checks the state file after pgshiftd died before `p`'s step.
   void CheckRecordedAtCrash(const std::string& id, CrashPoint& point) {

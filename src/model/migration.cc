@@ -153,7 +153,7 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
         "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms", "on_anomaly",
-        "health_max_error_rate", "health_max_p99_ratio", "health_min_samples"};
+        "health_max_error_rate", "health_max_p99_ratio", "health_min_samples", "hold_lease_ms"};
     // clang-format on
     PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(o, kOptionKeys, "options"));
     auto& op = s.options;
@@ -191,6 +191,7 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
           "options.health_max_error_rate must be from 0 to 1, health_max_p99_ratio >= 1 and "
           "health_min_samples >= 1");
     }
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "hold_lease_ms", "options", &op.hold_lease_ms));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -202,6 +203,11 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
       return InvalidArgument(
           "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms and poll_ms must be > "
           "0");
+    }
+    if (op.hold_lease_ms < kMinHoldLeaseMs || op.hold_lease_ms > kMaxHoldLeaseMs) {
+      return InvalidArgument("options.hold_lease_ms must be from " +
+                             std::to_string(kMinHoldLeaseMs) + " to " +
+                             std::to_string(kMaxHoldLeaseMs));
     }
     if (op.max_auto_cutover_attempts < 1 || op.max_step_attempts < 1) {
       return InvalidArgument(
@@ -263,7 +269,8 @@ json MigrationSpec::ToJson() const {
         {"on_anomaly", OnAnomalyName(options.on_anomaly)},
         {"health_max_error_rate", options.health_max_error_rate},
         {"health_max_p99_ratio", options.health_max_p99_ratio},
-        {"health_min_samples", options.health_min_samples}}},
+        {"health_min_samples", options.health_min_samples},
+        {"hold_lease_ms", options.hold_lease_ms}}},
   };
 }
 

@@ -41,6 +41,11 @@ inline constexpr double kDefaultHealthMaxP99Ratio = 3.0;
 // nothing reliable about a rate or a p99).
 inline constexpr int kDefaultHealthMinSamples = 50;
 
+// Bounds of options.hold_lease_ms: renewals every third of it must be
+// possible over a loaded loopback, and pgshift-proxy accepts at most 10 min.
+inline constexpr int64_t kMinHoldLeaseMs = 300;
+inline constexpr int64_t kMaxHoldLeaseMs = 600000;
+
 struct MigrationOptions {
   int64_t lag_threshold_bytes = 16 * 1024 * 1024;
   double lag_threshold_seconds = 10;
@@ -56,6 +61,11 @@ struct MigrationOptions {
   int health_min_samples = kDefaultHealthMinSamples;
   // quiesce: the longest an open transaction may keep the hold from closing.
   int64_t hold_timeout_ms = 10000;
+  // For a router whose hold has a lease (pgshift-proxy): how long the router
+  // keeps traffic held without hearing from pgshiftd, which renews it every
+  // third of it. Past it (pgshiftd died inside the hold) the router releases
+  // traffic on its own, and pgshiftd, back, aborts or rolls back the cutover.
+  int64_t hold_lease_ms = 10000;
   // drain: the longest the target may take to replay the final LSN.
   int64_t drain_timeout_ms = 60000;
   int64_t poll_ms = 250;  // between steps that wait (lag, drain, verify, an operator)

@@ -102,6 +102,9 @@ struct MigrationResult {
   std::optional<int64_t> prewarm_ms;
   // quiesce (cleared when a cutover is aborted before the switch)
   std::optional<int64_t> hold_started_ms;
+  // The router's hold (its epoch, HoldLease) when it has a lease: pgshiftd
+  // renews it while in the hold and, restarted, finds out whether it still is.
+  std::optional<uint64_t> hold_epoch;
   std::optional<int64_t> fence_ms;
   std::optional<int> fence_terminated;  // client sessions the fence ended
   std::optional<int> fence_exempted;    // idle sessions the router holds, left alive
@@ -141,6 +144,7 @@ struct MigrationResult {
     v("prepare_ms", s.prepare_ms);
     v("prewarm_ms", s.prewarm_ms);
     v("hold_started_ms", s.hold_started_ms);
+    v("hold_epoch", s.hold_epoch);
     v("fence_ms", s.fence_ms);
     v("fence_terminated", s.fence_terminated);
     v("fence_exempted", s.fence_exempted);

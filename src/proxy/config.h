@@ -27,6 +27,14 @@ struct UpstreamConfig {
 // route's "hold_timeout_ms"; an admin hold without "timeout_ms" uses the
 // route's value).
 inline constexpr int64_t kDefaultHoldTimeoutMs = 5000;
+// A drained hold lasts this long unless its holder renews it (POST
+// /routes/{r}/renew); past it the proxy releases the hold on its own (Route
+// explains why that is safe). An admin hold's "lease_ms" overrides it, up to
+// kMaxHoldLeaseMs. Long enough that a controller on a loaded machine renews in
+// time (it renews every third of the lease), short enough that clients of a
+// controller that died inside the hold wait seconds, not until it is back.
+inline constexpr int64_t kDefaultHoldLeaseMs = 10000;
+inline constexpr int64_t kMaxHoldLeaseMs = 600000;
 // Upper bound of an admin call's "wait_ms" (prewarm, replication pause).
 inline constexpr int64_t kMaxAdminWaitMs = 60000;
 // How long a replication pause waits, by default, for the paused sessions to

@@ -53,6 +53,9 @@ namespace {
 // Connections the kernel queues before AcceptLoop takes them: a switch or a
 // restarted application pool may open hundreds at once.
 constexpr int kListenBacklog = 1024;
+// How often the proxy looks for holds whose lease ran out: a lapsed hold is
+// released at most this late, a small part of any sensible lease.
+constexpr std::chrono::milliseconds kLeaseCheckInterval{50};
 
 asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
                                  std::vector<std::unique_ptr<asio::io_context>>& contexts,
@@ -193,6 +196,11 @@ Status Proxy::Start() {
   }
   for (auto& ctx : contexts_)
     threads_.emplace_back([c = ctx.get(), us = sh.config.busy_poll_us] { RunContext(*c, us); });
+  {
+    std::lock_guard<std::mutex> l(lease_mu_);
+    stopping_ = false;
+  }
+  lease_thread_ = std::thread([this] { WatchLeases(); });
   started_ = true;
   spdlog::info(
       "pgshift-proxy listening on {}:{} (admin {}:{}, {} threads, busy poll {} us, kernel splice "
@@ -202,7 +210,28 @@ Status Proxy::Start() {
   return Status::OK();
 }
 
+void Proxy::WatchLeases() {
+  std::unique_lock<std::mutex> l(lease_mu_);
+  while (!lease_cv_.wait_for(l, kLeaseCheckInterval, [this] { return stopping_; })) {
+    for (const auto& r : shared_->routes.List()) {
+      auto lapsed = r->ExpireLease();
+      if (!lapsed) continue;
+      spdlog::warn(
+          "pgshift-proxy: route {}: hold {} lapsed (its lease of {} ms was not renewed); "
+          "traffic released to {}:{}",
+          r->name(), lapsed->epoch, lapsed->lease_ms, lapsed->released_to.host,
+          lapsed->released_to.port);
+    }
+  }
+}
+
 void Proxy::Stop() {
+  {
+    std::lock_guard<std::mutex> l(lease_mu_);
+    stopping_ = true;
+  }
+  lease_cv_.notify_all();
+  if (lease_thread_.joinable()) lease_thread_.join();
   if (admin_) admin_->stop();
   if (admin_thread_.joinable()) admin_thread_.join();
   if (acceptor_ && !contexts_.empty()) {
@@ -236,6 +265,16 @@ Status Proxy::RepointRoute(const std::string& name, const UpstreamConfig& upstre
   if (!r) return NotFound("no route named \"" + name + "\"");
   if (r->Repoint(upstream))
     spdlog::info("pgshift-proxy: route {} now points at {}:{}", name, upstream.host, upstream.port);
+  return SaveRoutes();
+}
+
+Status Proxy::SwitchRoute(const std::string& name, uint64_t epoch, const UpstreamConfig& upstream) {
+  auto r = shared_->routes.Find(name);
+  if (!r) return NotFound("no route named \"" + name + "\"");
+  PGSHIFT_ASSIGN_OR_RETURN(bool changed, r->RepointHeld(epoch, upstream));
+  if (changed)
+    spdlog::info("pgshift-proxy: route {} switched to {}:{} under hold {}", name, upstream.host,
+                 upstream.port, epoch);
   return SaveRoutes();
 }
 

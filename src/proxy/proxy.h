@@ -5,13 +5,13 @@
 // Start/Stop are called from one thread; everything else is thread-safe.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "proxy/config.h"
@@ -41,12 +41,16 @@ class Proxy {
 
   // Admin operations (the HTTP handlers call these).
   Status RepointRoute(const std::string& name, const UpstreamConfig& upstream);
+  // The repoint of a switch under hold `epoch` (Route::RepointHeld), saved.
+  Status SwitchRoute(const std::string& name, uint64_t epoch, const UpstreamConfig& upstream);
   Status AddRoute(const RouteConfig& route);
   std::string MetricsText() const;
 
  private:
   Status StartAdmin();
   Status SaveRoutes();
+  // Releases every hold whose lease ran out (Route::ExpireLease), until Stop.
+  void WatchLeases();
 
   std::unique_ptr<ProxyShared> shared_;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
@@ -55,6 +59,10 @@ class Proxy {
   std::unique_ptr<tcp::acceptor> acceptor_;
   std::unique_ptr<httplib::Server> admin_;
   std::thread admin_thread_;
+  std::thread lease_thread_;
+  std::mutex lease_mu_;
+  std::condition_variable lease_cv_;
+  bool stopping_ = false;  // guarded by lease_mu_
   std::mutex save_mu_;
   int port_ = 0;
   int admin_port_ = 0;

@@ -51,6 +51,25 @@ Result<int64_t> BodyWaitMs(const httplib::Request& req, int64_t otherwise) {
   return w.get<int64_t>();
 }
 
+// The body's optional integer `key` in [min, max], else `otherwise`.
+Result<int64_t> BodyInt(const nlohmann::json& body, const std::string& key, int64_t min,
+                        int64_t max, int64_t otherwise) {
+  if (!body.contains(key)) return otherwise;
+  const auto& v = body[key];
+  if (!v.is_number_integer() || v.get<int64_t>() < min || v.get<int64_t>() > max)
+    return InvalidArgument(key + " must be an integer from " + std::to_string(min) + " to " +
+                           std::to_string(max));
+  return v.get<int64_t>();
+}
+
+// The body's optional "epoch" of a hold (0 when absent: whichever hold).
+Result<uint64_t> BodyEpoch(const nlohmann::json& body) {
+  if (!body.contains("epoch")) return uint64_t{0};
+  if (!body["epoch"].is_number_unsigned() || body["epoch"].get<uint64_t>() == 0)
+    return InvalidArgument("epoch must be a positive integer (the one the hold returned)");
+  return body["epoch"].get<uint64_t>();
+}
+
 // The replication-session calls (session_replication.cc has the session side).
 void AddReplicationHandlers(httplib::Server& srv, const RouteFinder& find) {
   // pgshiftd tells a slot's consumer that comes through the route by its
@@ -178,6 +197,8 @@ Status Proxy::StartAdmin() {
     if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
     JsonReply(res, 200, sh.routes.Find(name)->ToJson());
   });
+  // {"timeout_ms": drain bound, "lease_ms": lease once drained}; answers the
+  // route with "hold_epoch", which renew, release and switch may name.
   srv.Post(R"(/routes/([^/]+)/hold)", [find](const httplib::Request& req, httplib::Response& res) {
     auto r = find(req, res);
     if (!r) return;
@@ -189,7 +210,25 @@ Status Proxy::StartAdmin() {
         return ErrorReply(res, 400, "timeout_ms must be a positive integer");
       timeout = (*body)["timeout_ms"].get<int64_t>();
     }
-    Status st = r->Hold(timeout);
+    auto lease = BodyInt(*body, "lease_ms", 1, kMaxHoldLeaseMs, kDefaultHoldLeaseMs);
+    if (!lease.ok()) return ErrorReply(res, 400, lease.status().message());
+    auto epoch = r->HoldLeased(timeout, *lease);
+    if (!epoch.ok())
+      return ErrorReply(res, HttpStatusFor(epoch.status().code()), epoch.status().message());
+    nlohmann::json j = r->ToJson();
+    j["hold_epoch"] = *epoch;
+    JsonReply(res, 200, j);
+  });
+  // {"epoch": N}: the hold's holder is still there; 409 once it is not this hold.
+  srv.Post(R"(/routes/([^/]+)/renew)", [find](const httplib::Request& req, httplib::Response& res) {
+    auto r = find(req, res);
+    if (!r) return;
+    auto body = Body(req);
+    if (!body.ok()) return ErrorReply(res, 400, body.status().message());
+    auto epoch = BodyEpoch(*body);
+    if (!epoch.ok()) return ErrorReply(res, 400, epoch.status().message());
+    if (*epoch == 0) return ErrorReply(res, 400, "body needs \"epoch\"");
+    Status st = r->Renew(*epoch);
     if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
     JsonReply(res, 200, r->ToJson());
   });
@@ -208,24 +247,46 @@ Status Proxy::StartAdmin() {
     int64_t pending = *wait_ms > 0 ? r->WaitPrewarmed(*wait_ms) : r->prewarms_pending.load();
     JsonReply(res, 200, {{"route", r->name()}, {"sessions_asked", asked}, {"pending", pending}});
   });
+  // Optional {"epoch": N}: only that hold (409 when another is in place).
   srv.Post(R"(/routes/([^/]+)/release)",
            [find](const httplib::Request& req, httplib::Response& res) {
              auto r = find(req, res);
              if (!r) return;
-             r->Release();
+             auto body = Body(req);
+             if (!body.ok()) return ErrorReply(res, 400, body.status().message());
+             auto epoch = BodyEpoch(*body);
+             if (!epoch.ok()) return ErrorReply(res, 400, epoch.status().message());
+             if (*epoch == 0) {
+               r->Release();
+             } else if (Status st = r->ReleaseHold(*epoch); !st.ok()) {
+               return ErrorReply(res, HttpStatusFor(st.code()), st.message());
+             }
              JsonReply(res, 200, r->ToJson());
            });
-  srv.Post(R"(/routes/([^/]+)/switch)",
-           [this, find](const httplib::Request& req, httplib::Response& res) {
-             auto r = find(req, res);
-             if (!r) return;
-             auto up = BodyUpstream(req);
-             if (!up.ok()) return ErrorReply(res, 400, up.status().message());
-             Status st = RepointRoute(r->name(), *up);
-             r->Release();
-             if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
-             JsonReply(res, 200, r->ToJson());
-           });
+  // {"upstream", optional "epoch"}: repoint and release in one call. With
+  // an epoch, only while that hold is in place: 409 and nothing moved once
+  // it lapsed or was released.
+  srv.Post(R"(/routes/([^/]+)/switch)", [this, find](const httplib::Request& req,
+                                                     httplib::Response& res) {
+    auto r = find(req, res);
+    if (!r) return;
+    auto up = BodyUpstream(req);
+    if (!up.ok()) return ErrorReply(res, 400, up.status().message());
+    auto body = Body(req);
+    auto epoch = body.ok() ? BodyEpoch(*body) : Result<uint64_t>(body.status());
+    if (!epoch.ok()) return ErrorReply(res, 400, epoch.status().message());
+    Status st = *epoch == 0 ? RepointRoute(r->name(), *up) : SwitchRoute(r->name(), *epoch, *up);
+    if (*epoch == 0) {
+      r->Release();
+    } else if (st.code() == Code::kFailedPrecondition) {
+      // The hold is gone and nothing moved: leave the route as it is.
+      return ErrorReply(res, HttpStatusFor(st.code()), st.message());
+    } else {
+      (void)r->ReleaseHold(*epoch);  // not held any more: its lease lapsed onto `up`
+    }
+    if (!st.ok()) return ErrorReply(res, HttpStatusFor(st.code()), st.message());
+    JsonReply(res, 200, r->ToJson());
+  });
   srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) ErrorReply(res, res.status, "no such admin endpoint");
   });

@@ -10,10 +10,26 @@ namespace {
 // How often a waiting Hold or WaitPrewarmed (admin thread) looks at the
 // counters: a drained hold returns within this, inside the cutover's pause.
 constexpr std::chrono::milliseconds kDrainPollInterval{2};
+// How many ended holds a route remembers, for holders that ask about theirs.
+constexpr size_t kEndedHoldsKept = 16;
+
+// Epochs of every route of this process; the first is the wall clock in
+// microseconds, so a proxy that restarts does not hand out an epoch that a
+// controller still holds from its previous run.
+uint64_t NextHoldEpoch() {
+  static std::atomic<uint64_t> next{
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count())};
+  return next++;
+}
+
+std::string Where(const UpstreamConfig& u) { return u.host + ":" + std::to_string(u.port); }
 
 }  // namespace
 
-Route::Route(RouteConfig cfg) : cfg_(std::move(cfg)) {}
+Route::Route(RouteConfig cfg, std::function<int64_t()> now_ms)
+    : cfg_(std::move(cfg)), now_ms_(std::move(now_ms)) {}
 
 Route::Target Route::target() const {
   std::lock_guard<std::mutex> l(mu_);
@@ -38,11 +54,15 @@ RouteConfig Route::config() const {
   return cfg_;
 }
 
-Status Route::Hold(int64_t timeout_ms) {
-  uint64_t releases;
+Result<uint64_t> Route::HoldLeased(int64_t timeout_ms, int64_t lease_ms) {
+  uint64_t releases, epoch;
   {
     std::lock_guard<std::mutex> l(mu_);
     releases = releases_;
+    if (!held_.load()) epoch_ = NextHoldEpoch();
+    epoch = epoch_;
+    lease_ms_ = lease_ms;
+    if (drained_) lease_until_ms_ = now_ms_() + lease_ms;  // joined: renewed
     held_.store(true);
   }
   TakeBackSpliced();
@@ -54,32 +74,154 @@ Status Route::Hold(int64_t timeout_ms) {
     int64_t open = in_transaction.load() + spliced;
     if (open <= 0) {
       std::lock_guard<std::mutex> l(mu_);
-      drained_ = releases_ == releases;  // not when a concurrent Release ended this hold
-      return Status::OK();
+      if (releases_ != releases) {
+        return Aborted("hold " + std::to_string(epoch) + " on route \"" + name() +
+                       "\" was released while it drained");
+      }
+      // The lease runs from here: while it drains, timeout_ms bounds the hold.
+      if (!drained_) lease_until_ms_ = now_ms_() + lease_ms_;
+      drained_ = true;
+      return epoch;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      Release();
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (epoch_ == epoch) EndHoldLocked(HoldEnd::kTimedOut);
+      }
+      WakeWaiters();
       return Timeout("hold on route \"" + name() + "\" released after " +
                      std::to_string(timeout_ms) + " ms: " + std::to_string(open) +
                      " session(s) still in a transaction; traffic continues on " +
-                     target().upstream.host + ":" + std::to_string(target().upstream.port));
+                     Where(target().upstream));
     }
     std::this_thread::sleep_for(kDrainPollInterval);
   }
 }
 
+void Route::EndHoldLocked(HoldEnd how) {
+  // The generation moves before the hold ends: a session that sees the
+  // route unheld also sees the new generation (both sequentially consistent).
+  if (pinned_) generation_++;
+  pinned_ = false;
+  drained_ = false;
+  releases_++;
+  if (held_.load()) {
+    ended_.push_back({.epoch = epoch_,
+                      .how = how,
+                      .at_ms = now_ms_(),
+                      .lease_ms = lease_ms_,
+                      .released_to = cfg_.upstream});
+    if (ended_.size() > kEndedHoldsKept) ended_.pop_front();
+  }
+  epoch_ = 0;
+  lease_until_ms_ = 0;
+  held_.store(false);
+}
+
+void Route::WakeWaiters() {
+  for (auto& fn : waiters_.Snapshot()) fn();
+}
+
 void Route::Release() {
   {
     std::lock_guard<std::mutex> l(mu_);
-    // The generation moves before the hold ends: a session that sees the
-    // route unheld also sees the new generation (both sequentially consistent).
-    if (pinned_) generation_++;
-    pinned_ = false;
-    drained_ = false;
-    releases_++;
-    held_.store(false);
+    EndHoldLocked(HoldEnd::kReleased);
   }
-  for (auto& fn : waiters_.Snapshot()) fn();
+  WakeWaiters();
+}
+
+Status Route::NotHeldLocked(uint64_t epoch, const std::string& action) const {
+  std::string why;
+  for (const EndedHold& e : ended_) {
+    if (e.epoch != epoch) continue;
+    const std::string ago = std::to_string(now_ms_() - e.at_ms) + " ms ago";
+    switch (e.how) {
+      case HoldEnd::kLapsed:
+        why = "it lapsed " + ago + ": its lease of " + std::to_string(e.lease_ms) +
+              " ms was not renewed, so the proxy released traffic to " + Where(e.released_to);
+        break;
+      case HoldEnd::kTimedOut:
+        why = "it timed out " + ago + " before it drained";
+        break;
+      case HoldEnd::kReleased:
+        why = "it was released " + ago;
+        break;
+    }
+  }
+  if (why.empty()) why = "this proxy does not know it (it may have restarted since)";
+  const std::string now = held_.load() ? "; the route is held by hold " + std::to_string(epoch_)
+                                       : "; the route is not held";
+  return FailedPrecondition("cannot " + action + " hold " + std::to_string(epoch) + " on route \"" +
+                            name() + "\": " + why + now);
+}
+
+Status Route::Renew(uint64_t epoch) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!held_.load() || epoch_ != epoch) return NotHeldLocked(epoch, "renew");
+  // While it drains the lease has not started; the renewal counts from the drain.
+  if (drained_) lease_until_ms_ = now_ms_() + lease_ms_;
+  hold_renewals++;
+  return Status::OK();
+}
+
+Status Route::ReleaseHold(uint64_t epoch) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!held_.load()) return Status::OK();
+    if (epoch_ != epoch) return NotHeldLocked(epoch, "release");
+    EndHoldLocked(HoldEnd::kReleased);
+  }
+  WakeWaiters();
+  return Status::OK();
+}
+
+Result<bool> Route::RepointHeld(uint64_t epoch, const UpstreamConfig& upstream) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!held_.load() || epoch_ != epoch) return NotHeldLocked(epoch, "switch under");
+    if (cfg_.upstream == upstream) return false;
+    cfg_.upstream = upstream;
+    generation_++;
+  }
+  TakeBackSpliced();
+  return true;
+}
+
+std::optional<Route::LapsedHold> Route::ExpireLease() {
+  LapsedHold lapsed;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!held_.load() || !drained_ || now_ms_() < lease_until_ms_) return std::nullopt;
+    // Why releasing to the current upstream is safe here, whatever the
+    // holder had done when it stopped renewing:
+    //  - Nothing is half-done by the release itself: a drained hold has no
+    //    session inside a transaction, and the released sessions start new
+    //    ones on whatever the route points at now.
+    //  - Before the holder's switch the route still points at the source
+    //    (only a switch repoints it, and RepointHeld checks this hold under
+    //    this lock). If the source is not fenced yet it is authoritative: the
+    //    standby only replays it, so clients carry on there as if the
+    //    cutover had not started, and the holder, back, aborts it.
+    //  - If the source is already fenced it refuses logins, and the held
+    //    sessions' own backends were either pinned (PinBackends: the release
+    //    moves the generation) or terminated by the fence, so every session
+    //    logs in again and gets the fence's error at once instead of
+    //    waiting for a controller that may never come back. No write reaches the fenced source, so
+    //    nothing after its final WAL marker is lost; the holder, back, unfences it (aborted
+    //    cutover) or rolls back once the target was promoted.
+    //  - After RepointHeld the route points at the promoted target, and the
+    //    release is the one the switch was about to make.
+    lapsed = {.epoch = epoch_, .lease_ms = lease_ms_, .released_to = cfg_.upstream};
+    EndHoldLocked(HoldEnd::kLapsed);
+    hold_lapses++;
+  }
+  WakeWaiters();
+  return lapsed;
+}
+
+uint64_t Route::hold_epoch() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return epoch_;
 }
 
 bool Route::drained() const {
@@ -152,11 +294,34 @@ nlohmann::json StatsJson(const StatValues& v, StatScope scope) {
 }
 
 nlohmann::json Route::ToJson() const {
-  RouteConfig c = config();
+  RouteConfig c;
+  nlohmann::json hold = nullptr;
+  nlohmann::json ended = nlohmann::json::array();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    c = cfg_;
+    if (held_.load()) {
+      hold = {{"epoch", epoch_},
+              {"lease_ms", lease_ms_},
+              {"drained", drained_},
+              // Until it drains the lease has not started.
+              {"lease_left_ms",
+               drained_ ? std::max<int64_t>(lease_until_ms_ - now_ms_(), 0) : lease_ms_}};
+    }
+    static constexpr const char* kHow[] = {"released", "lapsed", "timed_out"};
+    for (const EndedHold& e : ended_) {
+      ended.push_back({{"epoch", e.epoch},
+                       {"how", kHow[static_cast<int>(e.how)]},
+                       {"ms_ago", now_ms_() - e.at_ms},
+                       {"released_to", proxy::ToJson(e.released_to)}});
+    }
+  }
   return {{"name", c.name},
           {"database", c.database},
           {"upstream", proxy::ToJson(c.upstream)},
           {"held", held()},
+          {"hold", hold},
+          {"ended_holds", ended},
           {"allow_plaintext", c.allow_plaintext},
           {"hold_timeout_ms", c.hold_timeout_ms},
           {"stats", StatsJson()}};

@@ -6,19 +6,28 @@
 // sequentially consistent atomics: a session marks itself in a transaction
 // before it checks `held`, and Hold sets `held` before it counts sessions in
 // a transaction, so one of the two always sees the other.
+//
+// A drained hold has a lease: its holder (pgshiftd) renews it, and past the
+// lease without a renewal ExpireLease releases it on its own, so clients do
+// not wait for a controller that died inside the hold. Each hold has an
+// epoch that renew, release and switch name, so a controller whose hold
+// lapsed learns it instead of acting on a hold that is no longer its own.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "proxy/config.h"
 #include "proxy/session_carry.h"
@@ -88,7 +97,8 @@ class Countdown {
 
 class Route {
  public:
-  explicit Route(RouteConfig cfg);
+  // `now_ms` is the clock of the hold's lease (monotonic ms); tests pass their own.
+  explicit Route(RouteConfig cfg, std::function<int64_t()> now_ms = MonotonicMs);
 
   const std::string& name() const { return cfg_.name; }
   const std::string& database() const { return cfg_.database; }
@@ -109,8 +119,39 @@ class Route {
   // Sets the hold, then waits until no session of the route is inside a
   // transaction. Past `timeout_ms` the hold is released and Timeout says how
   // many sessions were still in a transaction. Blocks the calling thread.
-  Status Hold(int64_t timeout_ms);
+  // Returns the hold's epoch, which no other hold of this proxy (nor of an
+  // earlier run of it: epochs start at the wall clock in microseconds) had.
+  // Holding a held route joins that hold: its epoch, its lease renewed and
+  // set to `lease_ms`. Once drained the hold lasts `lease_ms` after its last
+  // renewal. Aborted when the hold ended (a release) while it drained.
+  Result<uint64_t> HoldLeased(int64_t timeout_ms, int64_t lease_ms);
+  Status Hold(int64_t timeout_ms) { return HoldLeased(timeout_ms, kDefaultHoldLeaseMs).status(); }
+  // Extends hold `epoch` by its lease from now. FailedPrecondition saying
+  // what became of it (released, lapsed, timed out, unknown to this proxy:
+  // it may have restarted) when it is not the route's hold now.
+  Status Renew(uint64_t epoch);
+  // Ends whichever hold is in place (none: nothing happens).
   void Release();
+  // Ends hold `epoch`. OK when it was in place or nothing is held (a
+  // release is idempotent); FailedPrecondition when another hold is.
+  Status ReleaseHold(uint64_t epoch);
+  // The repoint of a switch: only while hold `epoch` is in place, checked
+  // under the same lock as the repoint, so a lease that lapses concurrently
+  // either comes first (the switch fails, nothing moved) or after (it then
+  // releases onto the new upstream, which is what the switch was for).
+  // Returns whether the upstream changed.
+  Result<bool> RepointHeld(uint64_t epoch, const UpstreamConfig& upstream);
+  // A hold ExpireLease released.
+  struct LapsedHold {
+    uint64_t epoch = 0;
+    int64_t lease_ms = 0;
+    UpstreamConfig released_to;
+  };
+  // Releases the hold if it drained and its lease ran out (the route's
+  // clock is past its last renewal + lease); says what it released.
+  std::optional<LapsedHold> ExpireLease();
+  // The epoch of the hold in place, 0 when none.
+  uint64_t hold_epoch() const;
   // True while a hold is in place that has drained (Hold returned OK, no
   // Release since): every session of the route is at a boundary and stays
   // there until the release.
@@ -205,16 +246,41 @@ class Route {
   // Every route row of stats.h, as exported (the other rows are 0).
   StatValues Stats() const;
   nlohmann::json StatsJson() const;
-  nlohmann::json ToJson() const;  // {"name","database","upstream","held","stats"}
+  // {"name","database","upstream","held","hold","ended_holds","stats",...}:
+  // "hold" describes the hold in place (null when none), "ended_holds" the
+  // last few that ended and how.
+  nlohmann::json ToJson() const;
 
  private:
+  // How a hold ended, for a holder that asks about it afterwards.
+  enum class HoldEnd { kReleased, kLapsed, kTimedOut };
+  struct EndedHold {
+    uint64_t epoch = 0;
+    HoldEnd how = HoldEnd::kReleased;
+    int64_t at_ms = 0;  // the route's clock
+    int64_t lease_ms = 0;
+    UpstreamConfig released_to;
+  };
+  // Under mu_: ends the hold in place, if any, remembering how. The caller
+  // wakes the waiters once the lock is dropped.
+  void EndHoldLocked(HoldEnd how);
+  void WakeWaiters();
+  // Under mu_: why `epoch` is not the hold in place.
+  Status NotHeldLocked(uint64_t epoch, const std::string& action) const;
+
   RouteConfig cfg_;
+  std::function<int64_t()> now_ms_;
   mutable std::mutex mu_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> held_{false};
   bool drained_ = false;   // guarded by mu_
   bool pinned_ = false;    // guarded by mu_
   uint64_t releases_ = 0;  // guarded by mu_; tells Hold that its hold ended meanwhile
+  uint64_t epoch_ = 0;     // guarded by mu_; the hold in place (0: none)
+  int64_t lease_ms_ = 0;   // guarded by mu_
+  // Guarded by mu_: when the drained hold lapses (route clock); 0 while it drains.
+  int64_t lease_until_ms_ = 0;
+  std::deque<EndedHold> ended_;  // guarded by mu_; the latest last
   Registry<std::function<void()>> waiters_;
   Registry<Spliced> spliced_;
   Registry<std::function<void(const UpstreamConfig&)>> members_;

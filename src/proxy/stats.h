@@ -36,6 +36,9 @@
   ROUTE(in_transaction, kGauge, "in_transaction",                                                 \
         "Sessions inside a transaction or an upstream login (a hold waits for these).")           \
   DERIVED(route_held, kGauge, "route_held", "1 while the route is held.")                         \
+  ROUTE(hold_renewals, kCounter, "hold_renewals_total", "Renewals of a hold's lease.")            \
+  ROUTE(hold_lapses, kCounter, "hold_lapses_total",                                               \
+        "Holds the proxy released on its own: their lease ran out without a renewal.")            \
   LIVE(transactions, kCounter, "transactions_total", "Transactions finished.")                    \
   ROUTE(errors, kCounter, "errors_total", "ErrorResponses seen or sent.")                         \
   ROUTE(failed_transactions, kCounter, "failed_transactions_total",                               \

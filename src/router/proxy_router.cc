@@ -60,8 +60,22 @@ Result<nlohmann::json> ProxyRouter::Call(const std::string& method, const std::s
 }
 
 Status ProxyRouter::Hold(int64_t timeout_ms) {
-  auto r = Call("POST", "/routes/" + config_.route + "/hold", {{"timeout_ms", timeout_ms}},
-                timeout_ms + config_.admin_timeout_ms);
+  return HoldLeased(timeout_ms, proxy::kDefaultHoldLeaseMs).status();
+}
+
+Result<HoldLease> ProxyRouter::HoldLeased(int64_t timeout_ms, int64_t lease_ms) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("POST", "/routes/" + config_.route + "/hold",
+                                        {{"timeout_ms", timeout_ms}, {"lease_ms", lease_ms}},
+                                        timeout_ms + config_.admin_timeout_ms));
+  if (!j.contains("hold_epoch") || !j["hold_epoch"].is_number_unsigned())
+    return Internal("the proxy's hold answer has no \"hold_epoch\" (pgshift-proxy too old?)");
+  return HoldLease{.epoch = j["hold_epoch"].get<uint64_t>(), .lease_ms = lease_ms};
+}
+
+Status ProxyRouter::RenewHold(uint64_t epoch) {
+  // Bounded by the admin timeout: a renewal that takes longer is late anyway.
+  auto r = Call("POST", "/routes/" + config_.route + "/renew", {{"epoch", epoch}},
+                config_.admin_timeout_ms);
   return r.ok() ? Status::OK() : r.status();
 }
 
@@ -148,8 +162,13 @@ Result<int> ProxyRouter::PauseReplication() {
   return j.value("sessions_paused", 0);
 }
 
-Status ProxyRouter::SwitchTo(const Endpoint& to) {
+Status ProxyRouter::SwitchTo(const Endpoint& to) { return Switch(to, 0); }
+
+Status ProxyRouter::SwitchHeld(const Endpoint& to, uint64_t epoch) { return Switch(to, epoch); }
+
+Status ProxyRouter::Switch(const Endpoint& to, uint64_t epoch) {
   PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, UpstreamBody(to, "switch"));
+  if (epoch != 0) body["epoch"] = epoch;
   auto r = Call("POST", "/routes/" + config_.route + "/switch", body, config_.admin_timeout_ms);
   return r.ok() ? Status::OK() : r.status();
 }

@@ -1,7 +1,11 @@
 // ProxyRouter: the Router for pgshift-proxy, driving one route through the
 // proxy's admin HTTP API:
 //   Hold(t)    → POST /routes/{route}/hold {"timeout_ms": t}  (200, or 504 after release)
+//   HoldLeased(t, l) → POST /routes/{route}/hold {"timeout_ms": t, "lease_ms": l}
+//                (the answer's "hold_epoch" names the hold)
+//   RenewHold(n) → POST /routes/{route}/renew {"epoch": n}  (409 once hold n is gone)
 //   Release    → POST /routes/{route}/release
+//   SwitchHeld(e, n) → POST /routes/{route}/switch {"upstream": {...}, "epoch": n}
 //   Repoint(e) → PUT  /routes/{route} {"upstream": {"host","port"}}
 //   Current    → GET  /routes/{route}
 //   Stats      → GET  /routes/{route}/stats
@@ -13,8 +17,9 @@
 //   RequestReplicationFeedback → POST /routes/{route}/replication/feedback
 //   PauseReplication → POST /routes/{route}/replication/pause {"wait_ms": ...}
 // The proxy is the source of truth; nothing is cached here. Each call opens
-// its own HTTP client, so one instance is safe from one thread at a time
-// (Router's rule) and keeps no connection across pgshiftd restarts.
+// its own HTTP client and reads only the immutable config, so calls may run
+// on several threads at once (RenewHold does, beside the cutover's calls) and
+// no connection outlives a pgshiftd restart.
 #pragma once
 
 #include <memory>
@@ -40,6 +45,8 @@ class ProxyRouter : public Router {
 
   std::string Kind() const override { return "proxy"; }
   Status Hold(int64_t timeout_ms) override;
+  Result<HoldLease> HoldLeased(int64_t timeout_ms, int64_t lease_ms) override;
+  Status RenewHold(uint64_t epoch) override;
   Status Release() override;
   Status Repoint(const Endpoint& to) override;
   Result<Endpoint> Current() override;
@@ -47,6 +54,7 @@ class ProxyRouter : public Router {
   Result<HeldBackends> HeldBackendPids(const Endpoint& on) override;
   Status Prewarm(const Endpoint& to) override;
   Status SwitchTo(const Endpoint& to) override;
+  Status SwitchHeld(const Endpoint& to, uint64_t epoch) override;
   Result<std::vector<ReplicationSession>> ReplicationSessions(const Endpoint& on) override;
   Result<int> RequestReplicationFeedback() override;
   // Timeout when a paused session had not closed its server side within
@@ -54,6 +62,8 @@ class ProxyRouter : public Router {
   Result<int> PauseReplication() override;
 
  private:
+  // POST /switch, under hold `epoch` unless 0.
+  Status Switch(const Endpoint& to, uint64_t epoch);
   // How long the proxy may wait inside a call (prewarm, pause): half the call's bound.
   int64_t WaitMs() const;
   Result<nlohmann::json> Call(const std::string& method, const std::string& path,

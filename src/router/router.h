@@ -53,6 +53,17 @@ struct ReplicationSession {
   std::string slot;         // the slot of a running START_REPLICATION SLOT x LOGICAL, else ""
 };
 
+// A hold's lease, for a router that has one (pgshift-proxy): once the hold
+// has drained it lasts lease_ms after its last renewal, and past that the
+// router releases traffic on its own. `epoch` names the hold; 0 means the
+// router's holds have no lease (PgBouncer's PAUSE, the none router) and last
+// until released.
+struct HoldLease {
+  uint64_t epoch = 0;
+  int64_t lease_ms = 0;
+  bool leased() const { return epoch != 0; }
+};
+
 // A router's traffic counters, cumulative since the router started (rates
 // and percentiles come from the difference of two readings; see
 // workflow/health.h). ProxyRouter reads each from the proxy's stat of the
@@ -85,6 +96,19 @@ class Router {
   // is released again and Timeout is returned: a hold never hangs forever.
   // Idempotent: holding a held route succeeds.
   virtual Status Hold(int64_t timeout_ms) = 0;
+  // Hold, with a lease of lease_ms once drained (HoldLease). Holding a held
+  // route joins that hold: the same epoch, its lease renewed. Routers
+  // without a lease hold as Hold does and return an unleased HoldLease.
+  virtual Result<HoldLease> HoldLeased(int64_t timeout_ms, int64_t lease_ms) {
+    PGSHIFT_RETURN_IF_ERROR(Hold(timeout_ms));
+    return HoldLease{};
+  }
+  // Renews hold `epoch`'s lease. FailedPrecondition, saying what became of
+  // it, once that hold is not in place (it lapsed or was released, or the
+  // router restarted); Unavailable when the router cannot be reached. Unlike
+  // every other call this one may run on another thread than the rest (the
+  // renewer's, workflow/hold_renewer.h). Nothing to renew by default.
+  virtual Status RenewHold(uint64_t epoch) { return Status::OK(); }
   // Lets held sessions go on (to wherever the route points now). Idempotent.
   virtual Status Release() = 0;
   // Points the route at `to`; sessions use it from their next transaction.
@@ -130,6 +154,9 @@ class Router {
     if (Status st = Repoint(to); !st.ok()) return st;
     return Release();
   }
+  // SwitchTo, only while hold `epoch` is in place: FailedPrecondition and
+  // nothing moved once it lapsed. Routers without a lease just switch.
+  virtual Status SwitchHeld(const Endpoint& to, uint64_t epoch) { return SwitchTo(to); }
 };
 
 // Builds a router from its JSON config:

@@ -16,8 +16,27 @@ class FakeRouter : public Router {
     w_.held = true;
     return Status::OK();
   }
+  Result<HoldLease> HoldLeased(int64_t timeout_ms, int64_t lease_ms) override {
+    PGSHIFT_RETURN_IF_ERROR(Hold(timeout_ms));
+    if (!w_.router_leases) return HoldLease{};
+    if (w_.hold_epoch == 0) w_.hold_epoch = ++w_.last_epoch;  // else joins the hold in place
+    return HoldLease{.epoch = w_.hold_epoch, .lease_ms = lease_ms};
+  }
+  // On the renewer's thread: atomics only, no Note.
+  Status RenewHold(uint64_t epoch) override {
+    if (w_.hold_epoch != epoch)
+      return FailedPrecondition("fake: hold " + std::to_string(epoch) + " lapsed");
+    w_.renewals++;
+    return Status::OK();
+  }
+  Status SwitchHeld(const Endpoint& to, uint64_t epoch) override {
+    if (w_.hold_epoch != epoch)
+      return FailedPrecondition("fake: hold " + std::to_string(epoch) + " lapsed");
+    return SwitchTo(to);
+  }
   Status Release() override {
     w_.held = false;
+    w_.hold_epoch = 0;
     Note("Release");
     return Status::OK();
   }

@@ -7,6 +7,7 @@
 // resume with a fresh engine. Not thread-safe: the test thread drives it.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -51,6 +52,18 @@ struct FakeWorld {
   std::set<int> busy_backends;
   // router
   bool held = false;
+  // The router's holds have leases (HoldLeased returns epochs). hold_epoch
+  // is the hold in place (0: none) and renewals counts RenewHold's
+  // successes: atomics, as the runner's renewer calls RenewHold from its
+  // own thread. LapseHold() is the router releasing a hold on its own.
+  bool router_leases = false;
+  std::atomic<uint64_t> hold_epoch{0};
+  uint64_t last_epoch = 0;
+  std::atomic<int> renewals{0};
+  void LapseHold() {
+    held = false;
+    hold_epoch = 0;
+  }
   bool hold_times_out = false;
   std::vector<int> held_backend_pids;  // what the router reports while held
   bool held_backends_fail = false;

@@ -368,6 +368,8 @@ MigrationRunner::Tick MigrationRunner::Step() {
   if (lost_) return Tick::kLost;
   commit_ = Status::OK();
   Tick t = StepPhase();
+  // Out of the hold (switched, aborted, rolling back): nothing more to renew.
+  if (!InHold(phase_)) renewer_.reset();
   // A chained phase is recorded with the step; events a step left waiting
   // for a Save that did not come are written now.
   if (!(unsaved_phase_ ? Save() : FlushEvents()).ok()) return AfterFailedCommit();
@@ -411,6 +413,41 @@ MigrationRunner::Tick MigrationRunner::StepPhase() {
   }
   if (IsTerminal(phase_)) return Tick::kTerminal;
   return idle_ ? Tick::kIdle : Tick::kProgress;
+}
+
+Status MigrationRunner::TakeHold() {
+  Router& router = env_->router();
+  renewer_.reset();
+  PGSHIFT_ASSIGN_OR_RETURN(HoldLease lease, router.HoldLeased(spec_.options.hold_timeout_ms,
+                                                              spec_.options.hold_lease_ms));
+  if (!lease.leased()) {
+    result_.hold_epoch.reset();
+    return Status::OK();
+  }
+  result_.hold_epoch = lease.epoch;
+  renewer_ = std::make_unique<HoldRenewer>(router, lease);
+  return Status::OK();
+}
+
+Status MigrationRunner::HoldIsOurs(const std::string& before) {
+  if (!result_.hold_epoch) return Status::OK();  // the router's hold has no lease
+  const HoldLease lease{.epoch = *result_.hold_epoch, .lease_ms = spec_.options.hold_lease_ms};
+  Status st;
+  if (!renewer_ || renewer_->lease().epoch != lease.epoch) {
+    renewer_.reset();
+    st = env_->router().RenewHold(lease.epoch);
+    if (st.ok()) {
+      renewer_ = std::make_unique<HoldRenewer>(env_->router(), lease);
+      Event("info", "the router still holds traffic under hold " + std::to_string(lease.epoch) +
+                        ": renewing its lease again");
+    }
+  } else {
+    st = renewer_->Check();
+  }
+  if (st.ok()) return st;
+  renewer_.reset();
+  return Aborted("the router's hold on traffic is no longer this cutover's, so no " + before +
+                 ": " + st.message());
 }
 
 }  // namespace pgshift

@@ -43,6 +43,7 @@
 #include "provider/env.h"
 #include "store/state_store.h"
 #include "workflow/health.h"
+#include "workflow/hold_renewer.h"
 
 namespace pgshift {
 
@@ -91,6 +92,16 @@ class MigrationRunner {
   Status Promote();
   Status Snapshot();
   Status Switch();
+  // Takes the router's hold (leased when the router has leases) and starts
+  // renewing it.
+  Status TakeHold();
+  // Before an effect inside the hold (`before` names it): OK while the
+  // router's hold is still ours. A runner without a renewer (pgshiftd
+  // restarted inside the hold) first asks the router whether the recorded
+  // hold is still in place, and renews it from then on. Aborted once it is
+  // not: the step fails and HandleFailure aborts the cutover (unfence,
+  // release, back to ready) or, after the promotion, rolls back.
+  Status HoldIsOurs(const std::string& before);
   // PrepareCutover and the router's Prewarm: once when the standby gets in
   // sync (so their cost lands inside the sustained-lag window, well before
   // the hold) and again in cdc_prepare, where they only top up.
@@ -198,6 +209,9 @@ class MigrationRunner {
   std::optional<RouterReading> window_from_;
   std::optional<RouterReading> checkpoint_;
   int anomaly_streak_ = 0;
+  // Renews the router's leased hold from quiesce until the migration leaves
+  // the hold (StepPhase drops it then). Last: it stops before env_ goes.
+  std::unique_ptr<HoldRenewer> renewer_;
 };
 
 }  // namespace pgshift

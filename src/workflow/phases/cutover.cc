@@ -4,6 +4,13 @@
 // releases traffic onto the unfenced source (AbortCutover, rollback.cc); a
 // failure after it rolls back.
 //
+// While traffic is held, a router with leases (pgshift-proxy) releases it on
+// its own if pgshiftd stops renewing (it died): the runner's HoldRenewer
+// renews it, and each effect inside the hold (fence, promote, switch) first
+// checks that the hold is still this cutover's (HoldIsOurs). If it lapsed,
+// the step fails and the cutover is aborted or rolled back as any failure
+// there is; a restarted pgshiftd finds out the same way at its first step.
+//
 //   quiesce   holds traffic at transaction boundaries in the router, fences
 //             the source for every role (the router's idle held sessions
 //             are left alive) and writes the final marker. Leaves
@@ -23,6 +30,7 @@
 //   (cdc_recreate runs between snapshot and switch: phases/cdc.cc)
 //   switch    routes to the target and releases held clients. Leaves
 //             result.switched_at_ms and hold_ms, traffic on the target.
+#include "common/faults.h"
 #include "workflow/cdc_slots.h"
 #include "workflow/defaults.h"
 #include "workflow/runner.h"
@@ -51,8 +59,13 @@ Status MigrationRunner::Quiesce() {
     result_.hold_started_ms = clock_.NowMs();
     PGSHIFT_RETURN_IF_ERROR(Save());
   }
-  PGSHIFT_RETURN_IF_ERROR(env_->router().Hold(spec_.options.hold_timeout_ms));
-  Event("info", "traffic held at transaction boundaries (" + env_->router().Kind() + ")");
+  PGSHIFT_RETURN_IF_ERROR(TakeHold());
+  Event("info", "traffic held at transaction boundaries (" + env_->router().Kind() +
+                    (result_.hold_epoch
+                         ? ", hold " + std::to_string(*result_.hold_epoch) + " with a lease of " +
+                               std::to_string(spec_.options.hold_lease_ms) + " ms"
+                         : "") +
+                    ")");
   // The router's held sessions cannot write and never use their source
   // backend again: the fence may leave those alive instead of terminating
   // them and waiting for their exit inside the hold. Only an optimisation:
@@ -65,6 +78,10 @@ Status MigrationRunner::Quiesce() {
           "terminates them all: " +
               held.status().message());
   }
+  // The fault tests stop pgshiftd here: the hold has drained, the source is
+  // not fenced yet.
+  PGSHIFT_RETURN_IF_ERROR(FaultPoint("quiesce_held"));
+  PGSHIFT_RETURN_IF_ERROR(HoldIsOurs("fence"));
   const int64_t fence_started = clock_.NowMs();
   PGSHIFT_ASSIGN_OR_RETURN(FenceResult fenced,
                            env_->FenceSource(held.ok() ? *held : HeldBackends{.server = source}));
@@ -81,6 +98,8 @@ Status MigrationRunner::Quiesce() {
 }
 
 Status MigrationRunner::Drain() {
+  // After a restart, the first look at the hold: still ours, or abort.
+  PGSHIFT_RETURN_IF_ERROR(HoldIsOurs("drain"));
   // Recorded with the phase change, or by the Save before polling again.
   if (!result_.drain_started_ms) result_.drain_started_ms = clock_.NowMs();
   if (!result_.final_lsn) return Internal("drain without a recorded final LSN");
@@ -138,6 +157,7 @@ Status MigrationRunner::Drain() {
 }
 
 Status MigrationRunner::Promote() {
+  PGSHIFT_RETURN_IF_ERROR(HoldIsOurs("promotion"));
   PGSHIFT_ASSIGN_OR_RETURN(int timeline, env_->PromoteTarget());
   result_.timeline = timeline;
   result_.promoted_at_ms = clock_.NowMs();
@@ -165,7 +185,11 @@ Status MigrationRunner::Snapshot() {
 }
 
 Status MigrationRunner::Switch() {
-  PGSHIFT_RETURN_IF_ERROR(env_->router().SwitchTo(env_->TargetEndpoint()));
+  PGSHIFT_RETURN_IF_ERROR(HoldIsOurs("switch"));
+  // Under the hold's epoch: a hold that lapsed since is not switched.
+  PGSHIFT_RETURN_IF_ERROR(
+      result_.hold_epoch ? env_->router().SwitchHeld(env_->TargetEndpoint(), *result_.hold_epoch)
+                         : env_->router().SwitchTo(env_->TargetEndpoint()));
   const int64_t now = clock_.NowMs();
   result_.switched_at_ms = now;
   const int64_t hold_ms = now - result_.hold_started_ms.value_or(now);
