@@ -128,7 +128,8 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
         {"lag_threshold_bytes", "lag_threshold_seconds", "sustain_seconds", "auto_cutover",
          "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
          "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
-         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms"},
+         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms",
+         "reverse_replication", "rollback_apply_timeout_ms"},
         "options"));
     auto& op = s.options;
     double sustain_s = op.sustain_ms / 1000.0, verify_s = op.verify_ms / 1000.0;
@@ -151,6 +152,9 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
     PGSHIFT_RETURN_IF_ERROR(
         Read(o, "basebackup_max_rate_kbps", "options", &op.basebackup_max_rate_kbps));
     PGSHIFT_RETURN_IF_ERROR(Read(o, "cdc_drain_timeout_ms", "options", &op.cdc_drain_timeout_ms));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "reverse_replication", "options", &op.reverse_replication));
+    PGSHIFT_RETURN_IF_ERROR(
+        Read(o, "rollback_apply_timeout_ms", "options", &op.rollback_apply_timeout_ms));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -158,10 +162,10 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
       return InvalidArgument("options must not be negative");
     }
     if (op.hold_timeout_ms <= 0 || op.drain_timeout_ms <= 0 || op.poll_ms <= 0 ||
-        op.cdc_drain_timeout_ms <= 0) {
+        op.cdc_drain_timeout_ms <= 0 || op.rollback_apply_timeout_ms <= 0) {
       return InvalidArgument(
-          "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms and poll_ms must be > "
-          "0");
+          "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms, "
+          "rollback_apply_timeout_ms and poll_ms must be > 0");
     }
     if (op.max_auto_cutover_attempts < 1 || op.max_step_attempts < 1) {
       return InvalidArgument(
@@ -211,7 +215,9 @@ json MigrationSpec::ToJson() const {
         {"parity_before_promote_ms", options.parity_before_promote_ms},
         {"parity_load_pct", options.parity_load_pct},
         {"basebackup_max_rate_kbps", options.basebackup_max_rate_kbps},
-        {"cdc_drain_timeout_ms", options.cdc_drain_timeout_ms}}},
+        {"cdc_drain_timeout_ms", options.cdc_drain_timeout_ms},
+        {"reverse_replication", options.reverse_replication},
+        {"rollback_apply_timeout_ms", options.rollback_apply_timeout_ms}}},
   };
 }
 

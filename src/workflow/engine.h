@@ -51,6 +51,8 @@ class Engine : public MigrationService {
   void Launch(const std::string& id);
   void Work(std::string id);
   std::string NewId();
+  // PlanRollback (workflow/rollback_plan.h) for a stored migration.
+  Result<nlohmann::json> PlanRollbackOf(const MigrationRecord& m, Phase p, bool discard);
 
   StateStore& store_;
   EnvFactory& envs_;
