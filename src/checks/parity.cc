@@ -26,8 +26,8 @@ struct SideTables {
 Status PinSession(PgConn& c) {
   for (const char* sql :
        {"set DateStyle = 'ISO, YMD'", "set IntervalStyle = 'postgres'", "set TimeZone = 'UTC'",
-        "set extra_float_digits = 3", "set bytea_output = 'hex'",
-        "set statement_timeout = 0", "set application_name = 'pgshift-parity'"}) {
+        "set extra_float_digits = 3", "set bytea_output = 'hex'", "set statement_timeout = 0",
+        "set application_name = 'pgshift-parity'"}) {
     PGSHIFT_RETURN_IF_ERROR(c.Exec(sql));
   }
   return Status::OK();
@@ -35,14 +35,13 @@ Status PinSession(PgConn& c) {
 
 Result<SideTables> ListTables(PgConn& c) {
   PGSHIFT_ASSIGN_OR_RETURN(
-      Rows rows,
-      c.Query("select n.nspname || '.' || c.relname as name, "
-              "quote_ident(n.nspname) || '.' || quote_ident(c.relname) as qname, "
-              "c.relpersistence = 'u' as unlogged from pg_class c "
-              "join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' "
-              "and n.nspname not in ('pg_catalog', 'information_schema') "
-              "and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%' "
-              "order by 1"));
+      Rows rows, c.Query("select n.nspname || '.' || c.relname as name, "
+                         "quote_ident(n.nspname) || '.' || quote_ident(c.relname) as qname, "
+                         "c.relpersistence = 'u' as unlogged from pg_class c "
+                         "join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' "
+                         "and n.nspname not in ('pg_catalog', 'information_schema') "
+                         "and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%' "
+                         "order by 1"));
   SideTables t;
   for (size_t i = 0; i < rows.size(); ++i) {
     t.qualified[rows.Str(i, "name")] = rows.Str(i, "qname");
@@ -100,8 +99,10 @@ TableSum SumTable(PgConn& c, const std::string& qname, bool ranged, const Parity
     s.error = sp.message();
     return s;
   }
-  const std::string sum_sql = "select count(*) as n, coalesce(sum(hashtextextended(t::text, 0)), "
-                              "0)::text as h from " + qname + " t";
+  const std::string sum_sql =
+      "select count(*) as n, coalesce(sum(hashtextextended(t::text, 0)), "
+      "0)::text as h from " +
+      qname + " t";
   int64_t pages = 0;
   if (ranged) {
     auto size = c.Query("select pg_relation_size(" + QuoteLiteral(qname) +
@@ -174,8 +175,9 @@ Finding Mismatch(const std::string& table, const std::optional<TableSum>& src,
   if (tgt && tgt->error.empty()) f.value["target_rows"] = tgt->rows;
   f.threshold = "equal row count and checksum";
   f.message = "table " + table + " differs between source and target: " + why;
-  f.remedy = "do not finalize: investigate (the fence may not have held, or the table is "
-             "UNLOGGED); roll back to the source if the target is missing data";
+  f.remedy =
+      "do not finalize: investigate (the fence may not have held, or the table is "
+      "UNLOGGED); roll back to the source if the target is missing data";
   return f;
 }
 
@@ -194,12 +196,20 @@ Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
   PGSHIFT_RETURN_IF_ERROR(PinSession(*tgt).Wrap("preparing the target session"));
   PGSHIFT_RETURN_IF_ERROR(src->Exec("begin isolation level repeatable read read only"));
   PGSHIFT_RETURN_IF_ERROR(tgt->Exec("begin isolation level repeatable read read only"));
+  if (!options.source_snapshot.empty()) {
+    Status st = src->Exec("set transaction snapshot " + QuoteLiteral(options.source_snapshot));
+    if (!st.ok()) {
+      return FailedPrecondition("cannot import snapshot '" + options.source_snapshot +
+                                "' on the source: " + st.message());
+    }
+  }
   if (!snapshot_id.empty()) {
     Status st = tgt->Exec("set transaction snapshot " + QuoteLiteral(snapshot_id));
     if (!st.ok()) {
       return FailedPrecondition("cannot import snapshot '" + snapshot_id +
                                 "' on the target (the exporting transaction must still be open, "
-                                "in the same database): " + st.message());
+                                "in the same database): " +
+                                st.message());
     }
   }
   const bool src_ranged = SupportsRanges(*src), tgt_ranged = SupportsRanges(*tgt);
@@ -245,11 +255,11 @@ Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
       out.push_back(Mismatch(name, s, t, "it exists only on the source"));
     } else if (!s->error.empty() || !t->error.empty()) {
       const bool unlogged = tgt_tables.unlogged[name];
-      out.push_back(Mismatch(name, s, t,
-                             unlogged ? "it is UNLOGGED and cannot be read on the target "
-                                        "(its contents do not replicate)"
-                                      : "it could not be read: " +
-                                            (s->error.empty() ? t->error : s->error)));
+      out.push_back(
+          Mismatch(name, s, t,
+                   unlogged ? "it is UNLOGGED and cannot be read on the target "
+                              "(its contents do not replicate)"
+                            : "it could not be read: " + (s->error.empty() ? t->error : s->error)));
     } else if (s->rows != t->rows || s->checksum != t->checksum) {
       out.push_back(Mismatch(name, s, t,
                              "source has " + std::to_string(s->rows) + " rows, target " +

@@ -108,6 +108,11 @@ Status WaitAtLeast(const std::string& conninfo, const std::string& sql, int64_t 
 
 constexpr char kLedgerCount[] = "select count(*) as n from pgshift_ledger";
 
+// The end of a requested rollback: done, or stopped for an operator.
+bool RolledBackOrFailed(const json& m) {
+  return m["phase"] == "rolled_back" || m["phase"] == "finalized" || m["state"] == "failed";
+}
+
 class RollbackE2E : public e2e::SandboxTest {
  protected:
   void TearDown() override {
@@ -244,6 +249,8 @@ TEST_F(RollbackE2E, WritesOnTheTargetReachTheSourceExactlyOnce) {
   auto m = WaitVerified(id);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
+  ASSERT_EQ((*m)["state"], "waiting") << "parity passed, the source read at the promotion point: "
+                                      << m->dump(2);
   EXPECT_EQ((*m)["result"]["reverse_replication_on"], true) << (*m)["result"].dump();
   EXPECT_EQ((*m)["rollback_path"], "reverse_replication");
 
@@ -266,7 +273,7 @@ TEST_F(RollbackE2E, WritesOnTheTargetReachTheSourceExactlyOnce) {
   auto asked = Post(id, "rollback", json::object());
   ASSERT_TRUE(asked.ok());
   ASSERT_EQ((*asked)["status"], 202) << asked->dump();
-  m = sb_->WaitFor(id, Terminal, kRollbackBoundMs);
+  m = sb_->WaitFor(id, RolledBackOrFailed, kRollbackBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   ASSERT_EQ((*m)["phase"], "rolled_back") << m->dump(2);
   const json& r = (*m)["result"];
@@ -344,7 +351,7 @@ TEST_F(RollbackE2E, KilledInsideTheRollbackResumesAndTwiceIsHarmless) {
   }
   st = sb_->StartPgshiftd();
   ASSERT_TRUE(st.ok()) << st.ToString();
-  m = sb_->WaitFor(id, Terminal, kRollbackBoundMs);
+  m = sb_->WaitFor(id, RolledBackOrFailed, kRollbackBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   ASSERT_EQ((*m)["phase"], "rolled_back") << m->dump(2);
   EXPECT_EQ((*m)["result"]["rollback_path"], "reverse_replication");
