@@ -155,7 +155,8 @@ RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
   if (run.rollback) {
     // pgbench_history has no key: with a replica identity the target can
     // publish it back to the source.
-    Status st = (*sb)->source().Psql("alter table pgbench_history replica identity full", "app");
+    Status st =
+        (*sb)->source().Psql("alter table pgbench_history replica identity full", "app").status();
     if (!st.ok()) {
       std::cerr << router << ": " << st.message() << "\n";
       out.failed = -1;
