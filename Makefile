@@ -2,8 +2,8 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: setup build demo check unit e2e-cdc e2e-faults e2e-regress e2e-web bench-proxy \
-	bench-cutover fuzz clean format
+.PHONY: setup build demo check unit e2e-cdc e2e-faults e2e-regress e2e-rollback e2e-web \
+	bench-proxy bench-cutover fuzz clean format
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +32,10 @@ endef
 # The CDC end-to-end tests alone.
 e2e-cdc: build
 	$(call e2e,cdc,$(BUILD)/src/e2e/cdc_e2e_test)
+
+# Rollback after writes on the target (reverse replication) alone.
+e2e-rollback: build
+	$(call e2e,rollback,$(BUILD)/src/e2e/rollback_e2e_test)
 
 bench-cutover: build
 	@$(BUILD)/bench/cutover/cutover_bench

@@ -14,6 +14,11 @@
 // read against it: schedule lag that the box builds without any router is
 // carried into the cutover.
 //
+// One more proxy run cuts over, lets pgbench write on the target, then rolls
+// back with reverse replication: rollback_max_latency_ms is the worst
+// latency of the transactions scheduled while rolling back (its hold),
+// beside the cutover's.
+//
 // One more proxy run carries a CDC consumer (pg_recvlogical, test_decoding,
 // through the proxy) across the cutover: the drain waits until it confirmed
 // the final LSN. cdc_hold_extra_ms is that run's hold minus the plain proxy
@@ -22,7 +27,7 @@
 // Last line:
 //   BENCH cutover {"proxy_max_latency_ms":X,"pgbouncer_max_latency_ms":X,
 //                  "proxy_failed_txns":N,"pgbouncer_failed_txns":N,"prepared_failed_txns":N,
-//                  ...,"cdc_hold_extra_ms":N,...}
+//                  ...,"cdc_hold_extra_ms":N,"rollback_max_latency_ms":X,...}
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -57,7 +62,13 @@ struct RunSpec {
   std::string protocol = "simple";
   bool client_tls = false;
   bool cdc = false;  // a CDC consumer streams a slot through the router
+  // After verify, roll back with writes on the target (reverse replication)
+  // instead of finalizing.
+  bool rollback = false;
 };
+
+// Where the rollback run waits with writes on the target before rolling back.
+constexpr int kWritesOnTargetSeconds = 3;
 
 constexpr char kCdcSlot[] = "bench_cdc";
 
@@ -68,14 +79,17 @@ struct RunResult {
   int64_t failed = 0;
   int64_t transactions = 0;
   int64_t hold_ms = 0;
+  int64_t rollback_hold_ms = 0;
+  double rollback_max_latency_ms = 0;  // transactions scheduled while rolling back
 };
 
-// The worst latency of the transactions scheduled to start in each phase,
-// so a number says where it came from ("-" before the migration began).
-std::string WorstByPhase(const std::vector<load::TxnRecord>& txns, const json& events) {
+// The worst latency of the transactions scheduled to start in each phase
+// ("-" before the migration began), and the phases in the order entered.
+std::map<std::string, double> WorstLatencyByPhase(const std::vector<load::TxnRecord>& txns,
+                                                  const json& events,
+                                                  std::vector<std::string>* order) {
   std::vector<std::pair<double, std::string>> starts;  // phase entered at (epoch ms)
   for (const auto& e : events) starts.emplace_back(e.value("at_ms", 0.0), e.value("phase", ""));
-  std::vector<std::string> order;
   std::map<std::string, double> worst;
   for (const auto& t : txns) {
     const double start = t.end_epoch_ms - t.latency_ms;
@@ -83,10 +97,10 @@ std::string WorstByPhase(const std::vector<load::TxnRecord>& txns, const json& e
     for (const auto& [at, p] : starts) {
       if (at <= start) phase = p;
     }
-    if (!worst.count(phase)) order.push_back(phase);
+    if (!worst.count(phase)) order->push_back(phase);
     worst[phase] = std::max(worst[phase], t.latency_ms);
   }
-  std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
+  std::sort(order->begin(), order->end(), [&](const std::string& a, const std::string& b) {
     auto first = [&](const std::string& p) {
       for (size_t i = 0; i < starts.size(); ++i)
         if (starts[i].second == p) return static_cast<int>(i);
@@ -94,10 +108,16 @@ std::string WorstByPhase(const std::vector<load::TxnRecord>& txns, const json& e
     };
     return first(a) < first(b);
   });
+  return worst;
+}
+
+// The same as one line, so a number says where it came from.
+std::string WorstByPhase(const std::map<std::string, double>& worst,
+                         const std::vector<std::string>& order) {
   std::string out;
   for (const auto& p : order) {
     char buf[96];
-    std::snprintf(buf, sizeof buf, "%s%s=%.0f", out.empty() ? "" : " ", p.c_str(), worst[p]);
+    std::snprintf(buf, sizeof buf, "%s%s=%.0f", out.empty() ? "" : " ", p.c_str(), worst.at(p));
     out += buf;
   }
   return out;
@@ -132,6 +152,17 @@ RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
       return out;
     }
   }
+  if (run.rollback) {
+    // pgbench_history has no key: with a replica identity the target can
+    // publish it back to the source.
+    Status st =
+        (*sb)->source().Psql("alter table pgbench_history replica identity full", "app").status();
+    if (!st.ok()) {
+      std::cerr << router << ": " << st.message() << "\n";
+      out.failed = -1;
+      return out;
+    }
+  }
   load::PgbenchLoad pgbench({.conninfo = (*sb)->AppConninfo(),
                              .clients = b.clients,
                              .threads = 2,
@@ -145,7 +176,7 @@ RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
   auto created = (*sb)->Api("POST", "/v1/migrations",
                             (*sb)
                                 ->MigrationSpec({{"auto_cutover", !direct},
-                                                 {"auto_finalize", true},
+                                                 {"auto_finalize", !run.rollback},
                                                  {"sustain_seconds", 3},
                                                  {"verify_seconds", 2},
                                                  {"poll_ms", 50},
@@ -157,13 +188,30 @@ RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
     id = (*created)["body"]["id"];
     auto m = (*sb)->WaitFor(
         id,
-        [direct](const json& m) {
+        [direct, &run](const json& m) {
           return m["phase"] == "finalized" || m["phase"] == "rolled_back" ||
                  m["state"] == "failed" || m["state"] == "blocked" ||
-                 (direct && m["phase"] == "ready");
+                 (direct && m["phase"] == "ready") ||
+                 (run.rollback && m["phase"] == "verify" && m["state"] == "waiting");
         },
         300000);
-    if (m.ok() && direct) {
+    if (m.ok() && run.rollback && (*m)["phase"] == "verify") {
+      out.hold_ms = (*m)["result"].value("hold_ms", 0);
+      std::this_thread::sleep_for(std::chrono::seconds(kWritesOnTargetSeconds));
+      auto asked = (*sb)->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
+      if (!asked.ok() || (*asked)["status"] != 202) {
+        std::cerr << router << ": rollback refused: "
+                  << (asked.ok() ? asked->dump() : asked.status().message()) << "\n";
+      }
+      m = (*sb)->WaitFor(
+          id,
+          [](const json& m) {
+            return m["phase"] == "rolled_back" || m["state"] == "failed" || m["state"] == "blocked";
+          },
+          300000);
+      out.finalized = m.ok() && (*m)["phase"] == "rolled_back";
+      if (m.ok()) out.rollback_hold_ms = (*m)["result"].value("rollback_hold_ms", 0);
+    } else if (m.ok() && direct) {
       out.finalized = (*m)["phase"] == "ready";
       // About what a cutover, its verify window and finalize take.
       std::this_thread::sleep_for(std::chrono::seconds(10));
@@ -182,8 +230,8 @@ RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
   out.max_service_ms = st.max_service_latency_ms;
   out.failed = st.failed;
   out.transactions = st.transactions;
-  const std::string label =
-      router + (router == "proxy" && run.client_tls ? "+mTLS" : "") + (run.cdc ? "+CDC" : "");
+  const std::string label = router + (router == "proxy" && run.client_tls ? "+mTLS" : "") +
+                            (run.cdc ? "+CDC" : "") + (run.rollback ? "+RB" : "");
   if (consumer) {
     const load::CdcLog log = consumer->Log();
     std::printf("%-10s CDC consumer of %s: %d stream(s), %d reconnect(s)\n", label.c_str(),
@@ -194,11 +242,14 @@ RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
   if (!id.empty()) {
     auto events = (*sb)->Api("GET", "/v1/migrations/" + id + "/events", "");
     if (events.ok() && (*events)["status"] == 200) {
+      std::vector<std::string> order;
+      const auto worst = WorstLatencyByPhase(load::ReadTxnLogs((*sb)->dir() + "/pgbench-logs"),
+                                             (*events)["body"]["events"], &order);
       std::printf("%-10s -M %-9s worst latency (ms) by phase of scheduled start: %s\n",
-                  label.c_str(), protocol.c_str(),
-                  WorstByPhase(load::ReadTxnLogs((*sb)->dir() + "/pgbench-logs"),
-                               (*events)["body"]["events"])
-                      .c_str());
+                  label.c_str(), protocol.c_str(), WorstByPhase(worst, order).c_str());
+      if (auto it = worst.find("rolling_back"); it != worst.end()) {
+        out.rollback_max_latency_ms = it->second;
+      }
     }
   }
   std::printf(
@@ -286,6 +337,13 @@ int main(int argc, char** argv) {
       line["proxy_cdc_failed_txns"] = r.failed;
       line["cdc_hold_extra_ms"] = r.hold_ms - line["proxy_hold_ms"].get<int64_t>();
     }
+    // Cut over, write on the target, roll back: the rollback's hold as
+    // clients see it, beside the cutover's.
+    r = pgshift::RunOne({.router = router, .rollback = true}, settings);
+    ok = ok && r.finalized;
+    line["rollback_max_latency_ms"] = r.rollback_max_latency_ms;
+    line["rollback_hold_ms"] = r.rollback_hold_ms;
+    line["rollback_failed_txns"] = r.failed;
     if (!mtls) continue;
     // The product's default posture: clients with certificates, SCRAM upstream.
     r = pgshift::RunOne({.router = router, .client_tls = true}, settings);
@@ -315,6 +373,9 @@ int main(int argc, char** argv) {
                         "proxy_cdc_hold_ms",
                         "cdc_hold_extra_ms",
                         "proxy_cdc_failed_txns",
+                        "rollback_max_latency_ms",
+                        "rollback_hold_ms",
+                        "rollback_failed_txns",
                         "rate_tps",
                         "basebackup_max_rate_kbps"}) {
     if (line.contains(k)) ordered[k] = line[k];

@@ -135,6 +135,8 @@ void Handlers::Act(Call& c) {
     }
   }
   if (!m.ok()) return c.Fail(m.status());
+  // A dry run changes nothing: its plan is the answer, not the migration.
+  if (body->value("dry_run", false) == true) return c.Reply(200, *m);
   // The why: a reason, the slot, or the rollback's confirmation; never more.
   std::string detail;
   if (body->contains("reason") && (*body)["reason"].is_string()) {

@@ -45,6 +45,8 @@ Status AddSourceHazards(PgConn& source, const CheckOptions& options, std::vector
   Append(out, std::move(longtx));
   PGSHIFT_ASSIGN_OR_RETURN(auto nopk, CheckNoPrimaryKey(source));
   Append(out, std::move(nopk));
+  PGSHIFT_ASSIGN_OR_RETURN(auto lobs, CheckLargeObjects(source));
+  Append(out, std::move(lobs));
   return Status::OK();
 }
 

@@ -57,7 +57,7 @@ TEST(Preflight, CleanClusterHasNoBlockingFindingsAndListsEveryCheck) {
   std::set<std::string> ids;
   for (const Finding& f : *findings) ids.insert(f.id);
   for (const char* id : {"slot_health", "params", "extensions", "unlogged_tables", "prepared_xacts",
-                         "long_txns", "no_pk_tables", "tablespaces", "version"}) {
+                         "long_txns", "no_pk_tables", "large_objects", "tablespaces", "version"}) {
     EXPECT_TRUE(ids.count(id)) << "missing check " << id << "\n" << Dump(*findings);
   }
   const Finding* mc = Find(*findings, "params", "max_connections");
@@ -222,8 +222,9 @@ TEST(Preflight, UnloggedTableWithRowsBlocksUntilOverridden) {
 TEST(Preflight, HazardsArePreparedLongAndKeylessTransactionsAndTables) {
   auto src = MakeCluster("hazards", {{"max_prepared_transactions", "5"}});
   ASSERT_TRUE(src);
-  ASSERT_TRUE(
-      src->Psql("create table nokey (v text); create table keyed (id int primary key)").ok());
+  ASSERT_TRUE(src->Psql("create table nokey (v text); create table keyed (id int primary key); "
+                        "select lo_from_bytea(0, 'blob')")
+                  .ok());
   ASSERT_TRUE(src->Psql("begin; insert into keyed values (1); prepare transaction 'gx1'").ok());
   auto holder = Connect(src->Conninfo());
   ASSERT_TRUE(holder);
@@ -241,6 +242,10 @@ TEST(Preflight, HazardsArePreparedLongAndKeylessTransactionsAndTables) {
   ASSERT_NE(nokey, nullptr) << Dump(*findings);
   EXPECT_EQ(nokey->severity, Severity::kWarning);
   EXPECT_EQ(Find(*findings, "no_pk_tables", "postgres.public.keyed"), nullptr);
+  const Finding* lobs = Find(*findings, "large_objects", "postgres");
+  ASSERT_NE(lobs, nullptr) << Dump(*findings);
+  EXPECT_EQ(lobs->severity, Severity::kWarning);
+  EXPECT_EQ(lobs->value["large_objects"], 1);
   const Finding* px = Find(*findings, "prepared_xacts", "gx1");
   ASSERT_NE(px, nullptr) << Dump(*findings);
   EXPECT_EQ(px->severity, Severity::kWarning);

@@ -225,6 +225,13 @@ Result<std::vector<Finding>> RunDataParity(const std::string& source_conninfo,
   PGSHIFT_RETURN_IF_ERROR(PinSession(*tgt).Wrap("preparing the target session"));
   PGSHIFT_RETURN_IF_ERROR(src->Exec("begin isolation level repeatable read read only"));
   PGSHIFT_RETURN_IF_ERROR(tgt->Exec("begin isolation level repeatable read read only"));
+  if (!options.source_snapshot.empty()) {
+    Status st = src->Exec("set transaction snapshot " + QuoteLiteral(options.source_snapshot));
+    if (!st.ok()) {
+      return FailedPrecondition("cannot import snapshot '" + options.source_snapshot +
+                                "' on the source: " + st.message());
+    }
+  }
   if (!snapshot_id.empty()) {
     Status st = tgt->Exec("set transaction snapshot " + QuoteLiteral(snapshot_id));
     if (!st.ok()) {

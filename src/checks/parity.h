@@ -45,6 +45,10 @@ struct ParityOptions {
   // Share of wall time each side may spend scanning (1-100); 100 = no pauses.
   int load_pct = 100;
   int64_t chunk_pages = 128;  // 1 MB: short bursts of work between pauses
+  // A snapshot exported on the source to read it at (the source is no longer
+  // frozen once reverse replication applies the target's writes); "" reads
+  // the source as it is.
+  std::string source_snapshot;
 };
 
 // data_parity findings: blocking per table that differs or exists on one side

@@ -349,6 +349,7 @@ void AddMigrationCommands(CLI::App& app, CliContext& ctx) {
   struct RollbackArgs {
     std::string id;
     bool discard = false;
+    bool dry_run = false;
     bool json_out = false;
   };
   auto rb = std::make_shared<RollbackArgs>();
@@ -356,9 +357,20 @@ void AddMigrationCommands(CLI::App& app, CliContext& ctx) {
   r->add_option("id", rb->id, "Migration id")->required();
   r->add_flag("--discard-target-writes", rb->discard,
               "Confirm that writes made on the target after the switch are discarded");
+  r->add_flag("--dry-run", rb->dry_run,
+              "Say which path the rollback would take, what moves back, what would be lost "
+              "and the expected hold, without rolling back");
   r->add_flag("--json", rb->json_out, "Print the server's JSON");
   r->callback([&ctx, rb] {
-    RunAction(ctx, rb->id, "rollback", json{{"discard_target_writes", rb->discard}}, rb->json_out);
+    json body{{"discard_target_writes", rb->discard}};
+    if (!rb->dry_run) return RunAction(ctx, rb->id, "rollback", body, rb->json_out);
+    body["dry_run"] = true;
+    auto client = ctx.Client();
+    if (!client) return;
+    auto plan = client->Act(rb->id, "rollback", body);
+    if (!plan.ok()) return ctx.Fail(plan.status());
+    if (rb->json_out) return PrintJson(ctx, *plan);
+    *ctx.io.out << RenderRollbackPlan(*plan);
   });
 
   // override

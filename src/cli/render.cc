@@ -74,7 +74,8 @@ std::string NextStep(const json& m) {
     if (pending == "finalize") {
       return "verified; retire the source with `pgshift migration finalize " + id +
              "` (or roll back with `pgshift migration rollback " + id +
-             " --discard-target-writes`)";
+             (Str(m, "rollback_path") == "reverse_replication" ? "`, keeping the target's writes)"
+                                                               : " --discard-target-writes`)");
     }
     if (pending.empty() || pending == "cutover") {
       return "ready; approve the cutover with `pgshift migration cutover " + id + "`";
@@ -247,6 +248,9 @@ std::string RenderStatus(const json& m, const json& events_json, const StatusVie
     out << label_indent << Pad("Created", 12) << Str(m, "created_at") << "\n";
   if (!Str(m, "updated_at").empty())
     out << label_indent << Pad("Updated", 12) << Str(m, "updated_at") << "\n";
+  if (!Str(m, "rollback_path").empty() && Str(m, "rollback_path") != "none") {
+    out << label_indent << Pad("Rollback", 12) << Str(m, "rollback_path") << "\n";
+  }
 
   const json& p = Obj(m, "progress");
   const json& options = Obj(Obj(m, "spec"), "options");
@@ -350,6 +354,35 @@ std::string RenderStatus(const json& m, const json& events_json, const StatusVie
   if (!Str(m, "error").empty()) out << "\nError: " << Str(m, "error") << "\n";
   std::string next = NextStep(m);
   if (!next.empty()) out << "\nNext: " << next << "\n";
+  return out.str();
+}
+
+std::string RenderRollbackPlan(const json& answer) {
+  const json& plan = Obj(answer, "rollback");
+  std::ostringstream out;
+  out << "Rollback of " << Str(answer, "id") << " (dry run, phase " << Str(plan, "phase")
+      << "): path " << Str(plan, "path") << "\n";
+  if (!Str(plan, "refused").empty()) out << "  refused: " << Str(plan, "refused") << "\n";
+  for (const char* key : {"moves_back", "would_lose", "obstacles"}) {
+    const json items = ArrayOf(plan.value(key, json::array()), key);
+    if (items.empty()) continue;
+    std::string label = key;
+    std::replace(label.begin(), label.end(), '_', ' ');
+    out << "  " << label << ":\n";
+    for (const auto& x : items)
+      out << "    - " << (x.is_string() ? x.get<std::string>() : x.dump()) << "\n";
+  }
+  out << "  expected hold: "
+      << (HasNumber(plan, "expected_hold_ms")
+              ? HumanMillis(Num(plan, "expected_hold_ms")) + " (as long as the cutover's)"
+              : std::string("none beyond routing back"))
+      << "\n";
+  if (HasNumber(plan, "apply_lag_bytes")) {
+    out << "  source behind the target by " << HumanBytes(Num(plan, "apply_lag_bytes")) << "\n";
+  }
+  if (plan.value("needs_confirmation", false) == true) {
+    out << "  the target's writes would be lost: confirm with --discard-target-writes\n";
+  }
   return out.str();
 }
 

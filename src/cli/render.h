@@ -26,6 +26,8 @@ std::string RenderStatus(const nlohmann::json& migration, const nlohmann::json& 
                          const StatusViewOptions& options = {});
 // `list` is {"migrations":[...]} or the bare array.
 std::string RenderList(const nlohmann::json& list);
+// The answer of a rollback dry run ({"id","dry_run","rollback":{...}}).
+std::string RenderRollbackPlan(const nlohmann::json& answer);
 // `events` is {"events":[...]} or the bare array.
 std::string RenderEvents(const nlohmann::json& events);
 

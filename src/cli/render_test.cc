@@ -281,5 +281,30 @@ TEST(Formatters, BytesMillisBar) {
   EXPECT_FALSE(IsTerminalState("waiting"));
 }
 
+TEST(RenderRollbackPlan, SaysThePathWhatMovesBackWhatIsLostAndTheHold) {
+  json lossless = json::parse(R"({"id": "m-1", "dry_run": true, "rollback": {
+    "path": "reverse_replication", "phase": "verify", "refused": null,
+    "moves_back": ["every write committed on the target", "sequences"],
+    "would_lose": [], "obstacles": [], "needs_confirmation": false,
+    "expected_hold_ms": 250, "apply_lag_bytes": 4096}})");
+  std::string out = RenderRollbackPlan(lossless);
+  EXPECT_NE(out.find("path reverse_replication"), std::string::npos) << out;
+  EXPECT_NE(out.find("every write committed on the target"), std::string::npos) << out;
+  EXPECT_NE(out.find("expected hold: 250 ms"), std::string::npos) << out;
+  EXPECT_EQ(out.find("would lose"), std::string::npos) << out;
+  EXPECT_EQ(out.find("--discard-target-writes"), std::string::npos) << out;
+
+  json lossy = lossless;
+  lossy["rollback"]["path"] = "discard_target_writes";
+  lossy["rollback"]["would_lose"] = {"every write made on the target since the switch"};
+  lossy["rollback"]["obstacles"] = {"app.public.audit: no primary key"};
+  lossy["rollback"]["needs_confirmation"] = true;
+  out = RenderRollbackPlan(lossy);
+  EXPECT_NE(out.find("would lose:\n    - every write made on the target"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("app.public.audit"), std::string::npos) << out;
+  EXPECT_NE(out.find("--discard-target-writes"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace pgshift::cli

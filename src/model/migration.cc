@@ -153,7 +153,8 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
         "auto_finalize", "verify_seconds", "hold_timeout_ms", "drain_timeout_ms", "poll_ms",
         "max_auto_cutover_attempts", "max_step_attempts", "parity", "parity_before_promote_ms",
         "parity_load_pct", "basebackup_max_rate_kbps", "cdc_drain_timeout_ms", "on_anomaly",
-        "health_max_error_rate", "health_max_p99_ratio", "health_min_samples", "hold_lease_ms"};
+        "health_max_error_rate", "health_max_p99_ratio", "health_min_samples", "hold_lease_ms",
+        "reverse_replication", "rollback_apply_timeout_ms"};
     // clang-format on
     PGSHIFT_RETURN_IF_ERROR(OnlyKnownKeys(o, kOptionKeys, "options"));
     auto& op = s.options;
@@ -192,6 +193,9 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
           "health_min_samples >= 1");
     }
     PGSHIFT_RETURN_IF_ERROR(Read(o, "hold_lease_ms", "options", &op.hold_lease_ms));
+    PGSHIFT_RETURN_IF_ERROR(Read(o, "reverse_replication", "options", &op.reverse_replication));
+    PGSHIFT_RETURN_IF_ERROR(
+        Read(o, "rollback_apply_timeout_ms", "options", &op.rollback_apply_timeout_ms));
     op.sustain_ms = static_cast<int64_t>(sustain_s * 1000);
     op.verify_ms = static_cast<int64_t>(verify_s * 1000);
     if (op.lag_threshold_bytes < 0 || op.lag_threshold_seconds < 0 || op.sustain_ms < 0 ||
@@ -199,10 +203,10 @@ Result<MigrationSpec> MigrationSpec::FromJson(const json& j) {
       return InvalidArgument("options must not be negative");
     }
     if (op.hold_timeout_ms <= 0 || op.drain_timeout_ms <= 0 || op.poll_ms <= 0 ||
-        op.cdc_drain_timeout_ms <= 0) {
+        op.cdc_drain_timeout_ms <= 0 || op.rollback_apply_timeout_ms <= 0) {
       return InvalidArgument(
-          "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms and poll_ms must be > "
-          "0");
+          "options.hold_timeout_ms, drain_timeout_ms, cdc_drain_timeout_ms, "
+          "rollback_apply_timeout_ms and poll_ms must be > 0");
     }
     if (op.hold_lease_ms < kMinHoldLeaseMs || op.hold_lease_ms > kMaxHoldLeaseMs) {
       return InvalidArgument("options.hold_lease_ms must be from " +
@@ -270,7 +274,9 @@ json MigrationSpec::ToJson() const {
         {"health_max_error_rate", options.health_max_error_rate},
         {"health_max_p99_ratio", options.health_max_p99_ratio},
         {"health_min_samples", options.health_min_samples},
-        {"hold_lease_ms", options.hold_lease_ms}}},
+        {"hold_lease_ms", options.hold_lease_ms},
+        {"reverse_replication", options.reverse_replication},
+        {"rollback_apply_timeout_ms", options.rollback_apply_timeout_ms}}},
   };
 }
 

@@ -90,6 +90,14 @@ struct MigrationOptions {
   // Inside the hold, how long each logical slot's consumer may take to
   // confirm the final LSN before the cutover is aborted (DESIGN §2 drain).
   int64_t cdc_drain_timeout_ms = 10000;
+  // At promotion, before traffic is released, the fenced source subscribes
+  // to the target's writes where the schema allows (DESIGN.md §2), so a
+  // rollback after the switch loses nothing. Off: such a rollback discards
+  // the target's writes (confirmed by the operator).
+  bool reverse_replication = true;
+  // A rollback after the switch, traffic held: the longest the source may
+  // take to apply what the target committed before the hold.
+  int64_t rollback_apply_timeout_ms = 10000;
 };
 
 // The libpq keywords source.replication_conninfo may set.

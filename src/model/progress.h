@@ -126,7 +126,20 @@ struct MigrationResult {
   std::optional<std::string> verify_failure;  // why verify routed traffic back
   // verify, finalize: the post-cutover traffic against the baseline.
   std::optional<HealthReport> health;
+  // cdc_prepare decides, cdc_recreate sets up: the source subscribes to the
+  // target's writes (reverse replication), or why it does not.
+  std::optional<bool> reverse_replication_on;
+  std::optional<std::string> reverse_replication_off;
   std::optional<Phase> rollback_from;  // the phase a rollback started in
+  // rolling_back: source_untouched (before the switch), reverse_replication
+  // (the target's writes applied to the source first) or
+  // discard_target_writes; and the hold of a rollback after the switch.
+  std::optional<std::string> rollback_path;
+  std::optional<int64_t> rollback_hold_started_ms;
+  std::optional<Lsn> rollback_target_lsn;   // the target's position once traffic was held
+  std::optional<Lsn> rollback_applied_lsn;  // what the source had applied of it
+  std::optional<int> rollback_sequences_synced;
+  std::optional<int64_t> rollback_hold_ms;
   std::optional<int64_t> finalized_at_ms;
   std::optional<int64_t> rolled_back_at_ms;
   nlohmann::json unknown = nlohmann::json::object();
@@ -163,7 +176,15 @@ struct MigrationResult {
     v("verified", s.verified);
     v("verify_failure", s.verify_failure);
     v("health", s.health);
+    v("reverse_replication_on", s.reverse_replication_on);
+    v("reverse_replication_off", s.reverse_replication_off);
     v("rollback_from", s.rollback_from);
+    v("rollback_path", s.rollback_path);
+    v("rollback_hold_started_ms", s.rollback_hold_started_ms);
+    v("rollback_target_lsn", s.rollback_target_lsn);
+    v("rollback_applied_lsn", s.rollback_applied_lsn);
+    v("rollback_sequences_synced", s.rollback_sequences_synced);
+    v("rollback_hold_ms", s.rollback_hold_ms);
     v("finalized_at_ms", s.finalized_at_ms);
     v("rolled_back_at_ms", s.rolled_back_at_ms);
   }

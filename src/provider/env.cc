@@ -8,4 +8,21 @@ Result<ReplicaProgress> MigrationEnv::EnsureReplica(const std::string& slot,
   return ReplicaProgress{.complete = true, .percent = 100};
 }
 
+namespace {
+Status NoReverse() {
+  return FailedPrecondition("this provider does not implement reverse replication");
+}
+}  // namespace
+
+Result<std::vector<checks::Finding>> MigrationEnv::ReverseReplicationFindings() {
+  return NoReverse();
+}
+Status MigrationEnv::EnsureReverseReplication() { return NoReverse(); }
+Result<ReverseReplicationState> MigrationEnv::InspectReverseReplication(bool) {
+  return ReverseReplicationState{};
+}
+Status MigrationEnv::DropReverseReplication() { return Status::OK(); }
+Result<int> MigrationEnv::SyncSequencesToSource() { return NoReverse(); }
+Result<Lsn> MigrationEnv::AdvanceSourceSlot(const std::string&, Lsn) { return NoReverse(); }
+
 }  // namespace pgshift

@@ -71,6 +71,22 @@ struct ParityState {
   std::vector<checks::Finding> findings;  // data_parity, once done
 };
 
+// Reverse replication (DESIGN.md §2, rollback): the promoted target
+// publishes every table, one logical slot per database, and the fenced
+// source subscribes, so writes made on the target flow back to the source.
+struct ReverseReplicationState {
+  bool in_place = false;  // publication, slot and subscription in every database
+  // Read before applied_lsn. Marked (InspectReverseReplication(true)): the
+  // end of a transaction committed on the target for the purpose, so once
+  // applied_lsn >= target_lsn the source has applied every transaction the
+  // target had committed before; otherwise the target's WAL flush position.
+  Lsn target_lsn;
+  // The least position the source confirmed (flushed) among the reverse
+  // slots on the target; 0/0 when not in place.
+  Lsn applied_lsn;
+  std::string apply_error;  // the subscriptions' last apply failure, "" when none
+};
+
 struct FenceResult {
   int terminated = 0;  // client sessions on the source terminated
   int exempted = 0;    // sessions the router holds, left alive (idle, no transaction)
@@ -107,6 +123,9 @@ struct ProviderCapabilities {
   // The source's logical slots are kept in sync on the standby (failover
   // slots), so consumers resume on the promoted target where they were.
   bool failover_slot_sync = false;
+  // The reverse replication methods are implemented (rollback after writes
+  // keeps the target's writes).
+  bool reverse_replication = false;
 };
 
 // The reverse stream (the promoted target replicating back to the fenced
@@ -199,6 +218,35 @@ class MigrationEnv {
   virtual Result<Lsn> EnsureTargetLogicalSlot(const LogicalSlot& slot) = 0;
   // The logical slots on the target, with their confirmed positions.
   virtual Result<std::vector<LogicalSlot>> TargetLogicalSlots() = 0;
+
+  // --- reverse replication (rollback after writes; DESIGN.md §2) ---
+  // Each default refuses (FailedPrecondition) where a provider has none
+  // (Capabilities().reverse_replication false); Inspect says not in place.
+  // What reverse replication cannot carry, read on the promoted target and
+  // compared with the source: tables without a primary key or replica
+  // identity (a FOR ALL TABLES publication would make the target refuse
+  // their UPDATE and DELETE), large objects, unlogged tables, tables or
+  // columns the target has and the source lacks (DDL after the cutover).
+  // One blocking finding per obstacle, id "reverse_replication"; none: it
+  // can be used.
+  virtual Result<std::vector<checks::Finding>> ReverseReplicationFindings();
+  // On the promoted target, before any client write is released: the
+  // publication and a logical slot per database on the target, and on the
+  // fenced source an enabled subscription per database owned by pgshift's
+  // role (copy_data off, the existing slot). Keeps what exists.
+  virtual Status EnsureReverseReplication();
+  virtual Result<ReverseReplicationState> InspectReverseReplication(bool mark);
+  // Drops the subscriptions on the source, then the slots and publications
+  // on the target (each where it is reachable). Absent: OK.
+  virtual Status DropReverseReplication();
+  // Sets each sequence on the source to at least the target's value
+  // (logical replication does not carry sequences); returns how many moved.
+  virtual Result<int> SyncSequencesToSource();
+  // Advances the (inactive) logical slot `slot` on the source past every
+  // change in its WAL so far, first padding the source's WAL (records no
+  // decoder emits) until its flush position is past `past`; returns the
+  // slot's new confirmed position.
+  virtual Result<Lsn> AdvanceSourceSlot(const std::string& slot, Lsn past);
 
   // Where clients reach each side: what the router is pointed at, and the
   // server HeldBackends names (compared as given, so the router must be

@@ -292,10 +292,54 @@ class FakeEnv : public MigrationEnv {
     // their slot was recreated at.
     if (w_->consumers_confirm && w_->routed == w_->target_ep) {
       for (auto& s : w_->target_logical_slots) {
-        s.confirmed_flush_lsn = Lsn{w_->replay_lsn + w_->wal_per_call}.ToString();
+        s.confirmed_flush_lsn =
+            Lsn{std::max(w_->replay_lsn + w_->wal_per_call, w_->target_lsn)}.ToString();
       }
     }
     return w_->target_logical_slots;
+  }
+
+  Result<std::vector<checks::Finding>> ReverseReplicationFindings() override {
+    Before("ReverseReplicationFindings");
+    return w_->reverse_obstacles;
+  }
+  Status EnsureReverseReplication() override {
+    Before("EnsureReverseReplication");
+    if (!w_->promoted) return FailedPrecondition("fake: the target is still a standby");
+    w_->reverse_in_place = true;
+    w_->target_lsn = std::max(w_->target_lsn, w_->replay_lsn);
+    return After("EnsureReverseReplication");
+  }
+  Result<ReverseReplicationState> InspectReverseReplication(bool mark) override {
+    Before("InspectReverseReplication");
+    ReverseReplicationState st;
+    st.in_place = w_->reverse_in_place;
+    if (mark) w_->target_lsn = std::max(w_->target_lsn, w_->replay_lsn) + 64;
+    st.target_lsn = Lsn{w_->target_lsn};
+    st.applied_lsn = Lsn{w_->reverse_in_place && !w_->reverse_apply_stuck ? w_->target_lsn : 0};
+    if (w_->reverse_apply_stuck) st.apply_error = "fake: apply worker failing";
+    PGSHIFT_RETURN_IF_ERROR(After("InspectReverseReplication"));
+    return st;
+  }
+  Status DropReverseReplication() override {
+    Before("DropReverseReplication");
+    w_->reverse_in_place = false;
+    return After("DropReverseReplication");
+  }
+  Result<int> SyncSequencesToSource() override {
+    Before("SyncSequencesToSource");
+    PGSHIFT_RETURN_IF_ERROR(After("SyncSequencesToSource"));
+    return w_->sequences_behind;
+  }
+  Result<Lsn> AdvanceSourceSlot(const std::string& slot, Lsn past) override {
+    Before("AdvanceSourceSlot");
+    w_->source_lsn = std::max(w_->source_lsn, past.value + 1);
+    for (auto& s : w_->logical_slots) {
+      if (s.name == slot) s.confirmed_flush_lsn = Lsn{w_->source_lsn}.ToString();
+    }
+    w_->advanced[slot] = w_->source_lsn;
+    PGSHIFT_RETURN_IF_ERROR(After("AdvanceSourceSlot"));
+    return Lsn{w_->source_lsn};
   }
 
   Endpoint SourceEndpoint() const override { return w_->source_ep; }

@@ -82,6 +82,15 @@ struct FakeWorld {
   RouteStats route_stats;
   bool stats_fail = false;
   ReverseReplicationHealth reverse;  // what ReverseReplication() reports
+  // reverse replication: what it cannot carry (blocking findings), whether
+  // it is in place, the target's write position (advanced by each marked
+  // look) and whether the source stops applying it.
+  std::vector<checks::Finding> reverse_obstacles;
+  bool reverse_in_place = false;
+  uint64_t target_lsn = 0;
+  bool reverse_apply_stuck = false;
+  int sequences_behind = 2;                  // what SyncSequencesToSource reports moving
+  std::map<std::string, uint64_t> advanced;  // source slot → where AdvanceSourceSlot put it
   // checks
   std::vector<checks::Finding> preflight;
   std::vector<std::string> parity_mismatch;  // tables the parity check reports as different
@@ -105,7 +114,8 @@ struct FakeWorld {
                                     .basebackup_rate_limit = true,
                                     .sessions_survive_promotion = true,
                                     .promotes_within_hold = true,
-                                    .logical_slots_on_target = true};
+                                    .logical_slots_on_target = true,
+                                    .reverse_replication = true};
 };
 
 class FakeEnvFactory : public EnvFactory {

@@ -1,6 +1,7 @@
 #include "workflow/cdc_slots.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -104,12 +105,18 @@ Status RecordCdc(MigrationEnv& env, std::vector<CdcSlot>& slots) {
   return Status::OK();
 }
 
-Status DrainCdc(MigrationEnv& env, Clock& clock, std::vector<CdcSlot>& slots, Lsn final_lsn,
-                int64_t timeout_ms) {
-  if (slots.empty()) return Status::OK();
+namespace {
+
+// Waits until every slot in `slots` has confirmed `lsn` on one side (the
+// source, or the promoted target), asking the router's consumers to report
+// meanwhile; `reached` is told of each slot the first time it is seen there.
+Status WaitConfirmed(MigrationEnv& env, Clock& clock, const std::vector<CdcSlot>& slots, Lsn lsn,
+                     int64_t timeout_ms, bool on_target, const char* what,
+                     const std::function<void(size_t, const LogicalSlot&, int64_t)>& reached) {
   Router& router = env.router();
   const int64_t started = clock.NowMs();
   int64_t asked_at = -kFeedbackRepeatMs;
+  const char* side = on_target ? "target" : "source";
   while (true) {
     const int64_t now = clock.NowMs();
     if (now - asked_at >= kFeedbackRepeatMs) {
@@ -117,36 +124,67 @@ Status DrainCdc(MigrationEnv& env, Clock& clock, std::vector<CdcSlot>& slots, Ls
       (void)router.RequestReplicationFeedback();
       asked_at = now;
     }
-    PGSHIFT_ASSIGN_OR_RETURN(auto current, env.LogicalSlots());
+    PGSHIFT_ASSIGN_OR_RETURN(auto current,
+                             on_target ? env.TargetLogicalSlots() : env.LogicalSlots());
     std::string behind;
-    for (auto& s : slots) {
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const CdcSlot& s = slots[i];
       auto it = std::find_if(current.begin(), current.end(),
                              [&](const LogicalSlot& l) { return l.name == s.name; });
       if (it == current.end()) {
-        return FailedPrecondition("logical slot " + s.name +
-                                  " was dropped on the source during the cutover");
+        return FailedPrecondition("logical slot " + s.name + " was dropped on the " + side +
+                                  " during the " + what);
       }
-      if (Reached(it->confirmed_flush_lsn, final_lsn)) {
-        if (s.state < CdcSlotState::kDrained) {
-          s.drained_lsn = it->confirmed_flush_lsn;
-          s.drain_ms = clock.NowMs() - started;
-        }
+      if (Reached(it->confirmed_flush_lsn, lsn)) {
+        reached(i, *it, clock.NowMs() - started);
       } else {
         behind += (behind.empty() ? "" : ", ") + s.name + " (confirmed " +
                   (it->confirmed_flush_lsn.empty() ? "nothing" : it->confirmed_flush_lsn) +
                   (it->active ? ", consumer connected)" : ", no consumer connected)");
       }
     }
-    if (behind.empty()) break;
+    if (behind.empty()) return Status::OK();
     if (clock.NowMs() - started > timeout_ms) {
-      return Timeout("CDC consumers did not confirm the final LSN " + final_lsn.ToString() +
-                     " within " + std::to_string(timeout_ms) + " ms: " + behind);
+      return Timeout("CDC consumers did not confirm the " + std::string(side) + "'s LSN " +
+                     lsn.ToString() + " within " + std::to_string(timeout_ms) + " ms (" + what +
+                     "): " + behind);
     }
     clock.SleepMs(kDrainPollMs);
   }
-  PGSHIFT_ASSIGN_OR_RETURN(int paused, router.PauseReplication());
+}
+
+}  // namespace
+
+Status DrainCdc(MigrationEnv& env, Clock& clock, std::vector<CdcSlot>& slots, Lsn final_lsn,
+                int64_t timeout_ms) {
+  if (slots.empty()) return Status::OK();
+  PGSHIFT_RETURN_IF_ERROR(WaitConfirmed(env, clock, slots, final_lsn, timeout_ms,
+                                        /*on_target=*/false, "cutover",
+                                        [&](size_t i, const LogicalSlot& l, int64_t waited) {
+                                          if (slots[i].state < CdcSlotState::kDrained) {
+                                            slots[i].drained_lsn = l.confirmed_flush_lsn;
+                                            slots[i].drain_ms = waited;
+                                          }
+                                        }));
+  PGSHIFT_ASSIGN_OR_RETURN(int paused, env.router().PauseReplication());
   (void)paused;
   for (auto& s : slots) s.state = std::max(s.state, CdcSlotState::kDrained);
+  return Status::OK();
+}
+
+Status DrainCdcOnTarget(MigrationEnv& env, Clock& clock, const std::vector<CdcSlot>& slots,
+                        Lsn target_lsn, int64_t timeout_ms) {
+  if (slots.empty()) return Status::OK();
+  PGSHIFT_RETURN_IF_ERROR(WaitConfirmed(env, clock, slots, target_lsn, timeout_ms,
+                                        /*on_target=*/true, "rollback",
+                                        [](size_t, const LogicalSlot&, int64_t) {}));
+  return env.router().PauseReplication().status();
+}
+
+Status ReturnCdcToSource(MigrationEnv& env, const std::vector<CdcSlot>& slots, Lsn past) {
+  for (const auto& s : slots) {
+    PGSHIFT_RETURN_IF_ERROR(env.AdvanceSourceSlot(s.name, past).status());
+  }
   return Status::OK();
 }
 

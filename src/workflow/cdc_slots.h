@@ -24,6 +24,7 @@
 // Not thread-safe (one runner at a time), like the MigrationEnv they use.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "checks/finding.h"
@@ -70,6 +71,31 @@ Status CatchUpAfterPause(MigrationEnv& env, Clock& clock, const std::string& phy
 // After promotion, before the switch: the same slots on the target.
 // Idempotent: a slot already there is kept and its position recorded.
 Status RecreateCdc(MigrationEnv& env, std::vector<CdcSlot>& slots);
+
+// Rollback after the switch (phases/rollback.cc), traffic held: waits until
+// every carried slot's consumer has confirmed `target_lsn` on the target,
+// then pauses the consumers (their reconnect waits for the release).
+Status DrainCdcOnTarget(MigrationEnv& env, Clock& clock, const std::vector<CdcSlot>& slots,
+                        Lsn target_lsn, int64_t timeout_ms);
+
+// Rollback after the switch, once the source holds everything it will get
+// from the target: moves each carried slot on the source past every change
+// in its WAL so far and past `past` (the target's end of WAL when the
+// consumers were paused). Why no change is then lost or repeated:
+//  1. Since the fence the source's WAL holds no client change of its own:
+//     only what reverse replication applied (the target's writes) and
+//     pgshift's own records (final marker, sequence values, padding).
+//  2. The applied changes were decoded on the target from the same
+//     consumer's slot, and DrainCdcOnTarget saw the consumer confirm all of
+//     them before it was paused. Replayed from the source slot they would
+//     reach it twice: so the slot skips them (filtering by origin would do
+//     the same, but only for plugins that honour origins; test_decoding and
+//     wal2json do not by default).
+//  3. A consumer resumes from the last position it knows, a target LSN of
+//     at most `past`. Once the source slot's confirmed position is past it,
+//     the source starts every consumer from that position: none of the
+//     changes clients make on the source after the release is skipped.
+Status ReturnCdcToSource(MigrationEnv& env, const std::vector<CdcSlot>& slots, Lsn past);
 
 // Reads the carried slots' confirmed positions on the target; a slot whose
 // consumer confirmed past the recreated point becomes kAdvanced. Returns the

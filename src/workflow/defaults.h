@@ -19,6 +19,10 @@ inline constexpr int64_t kRetryBackoffMaxMs = 5000;
 inline constexpr int64_t kDrainSpinMs = 1000;
 inline constexpr int64_t kDrainPollMs = 2;
 
+// rolling_back (reverse replication), traffic held: how often the source's
+// progress in applying the target's writes is read.
+inline constexpr int64_t kRollbackApplyPollMs = 5;
+
 // Engine: a migration whose environment cannot be built (its router config,
 // its provider) tries again after this long.
 inline constexpr int64_t kEnvRetryMs = 1000;

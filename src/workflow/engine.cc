@@ -5,6 +5,7 @@
 #include <random>
 
 #include "workflow/defaults.h"
+#include "workflow/rollback_plan.h"
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -24,6 +25,19 @@ void LogUnrecorded(const std::string& id, const Status& st) {
 // progress and result are served as stored: the runner writes them from its
 // typed record (MigrationProgress, MigrationResult), keys a newer pgshiftd
 // added included.
+namespace {
+
+// The way a rollback requested now would go back (status shows it).
+std::string RollbackPathOf(const MigrationRecord& m) {
+  const auto phase = ParsePhase(m.phase);
+  auto result = MigrationResult::FromJson(m.result);
+  if (!phase || !result.ok() || IsTerminal(*phase)) return RollbackPathName(RollbackPath::kNone);
+  if (*phase == Phase::kRollingBack && result->rollback_path) return *result->rollback_path;
+  return RollbackPathName(RollbackPathNow(*phase, *result, /*discard=*/false));
+}
+
+}  // namespace
+
 json RecordToJson(const MigrationRecord& m) {
   json queued = json::array();
   for (const auto& a : m.actions) queued.push_back(a.action);
@@ -42,7 +56,8 @@ json RecordToJson(const MigrationRecord& m) {
           {"owner", m.lease.owner},
           // The request the engine applies next, and every queued one in order.
           {"pending_action", m.actions.empty() ? "" : m.actions.front().action},
-          {"pending_actions", queued}};
+          {"pending_actions", queued},
+          {"rollback_path", RollbackPathOf(m)}};
 }
 
 Engine::Engine(StateStore& store, EnvFactory& envs, Clock& clock, EngineOptions opts)
@@ -151,6 +166,14 @@ Result<json> Engine::Events(const std::string& id) {
   return arr;
 }
 
+Result<json> Engine::PlanRollbackOf(const MigrationRecord& m, Phase p, bool discard) {
+  PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(m.spec));
+  PGSHIFT_ASSIGN_OR_RETURN(MigrationResult result, MigrationResult::FromJson(m.result));
+  // An env of its own: the worker's is not shared across threads.
+  PGSHIFT_ASSIGN_OR_RETURN(auto env, envs_.Make(m.id, spec));
+  return PlanRollback(*env, p, result, discard);
+}
+
 Result<json> Engine::Act(const std::string& id, const std::string& action, const json& body) {
   PGSHIFT_ASSIGN_OR_RETURN(MigrationRecord m, store_.Get(id));
   const auto parsed_phase = ParsePhase(m.phase);
@@ -161,6 +184,11 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
   }
   const Phase p = *parsed_phase;
   const MigrationState state = *parsed_state;
+  if (action == "rollback" && (p == Phase::kFinalize || p == Phase::kFinalized)) {
+    return FailedPrecondition("migration " + id + " is " + m.phase +
+                              ": the source is retired (or being retired) and its slots are "
+                              "dropped, so there is nothing to roll back to");
+  }
   if (IsTerminal(p)) {
     return FailedPrecondition("migration " + id + " is already " + m.phase +
                               "; nothing more can be done with it");
@@ -184,19 +212,31 @@ Result<json> Engine::Act(const std::string& id, const std::string& action, const
       return FailedPrecondition("cutover is already under way or done (phase " + m.phase + ")");
     }
   } else if (action == "rollback") {
-    PGSHIFT_RETURN_IF_ERROR(only({"discard_target_writes"}));
-    if (p == Phase::kFinalize) {
-      return FailedPrecondition("migration " + id +
-                                " is finalizing; rollback is no longer possible");
-    }
-    if (p == Phase::kRollingBack) {
-      return FailedPrecondition("migration " + id + " is already rolling back");
-    }
-    if (AfterSwitch(p) && !body.value("discard_target_writes", false)) {
+    PGSHIFT_RETURN_IF_ERROR(only({"discard_target_writes", "dry_run"}));
+    const bool discard = body.value("discard_target_writes", false);
+    const bool dry_run = body.value("dry_run", false);
+    // A rollback that failed on its way (the source could not apply the
+    // target's writes) may be told to go on without them.
+    if (p == Phase::kRollingBack && !dry_run && !(discard && state == MigrationState::kFailed)) {
       return FailedPrecondition(
-          "traffic already runs on the target (phase " + m.phase +
-          "); rolling back now discards every write made on the target since the switch. "
-          "Repeat with {\"discard_target_writes\":true} (CLI: --discard-target-writes) to confirm");
+          "migration " + id + " is already rolling back" +
+          (state == MigrationState::kFailed
+               ? "; it failed: " + m.error + " — retry, or repeat with discard_target_writes"
+               : ""));
+    }
+    if (dry_run || AfterSwitch(p)) {
+      PGSHIFT_ASSIGN_OR_RETURN(json plan, PlanRollbackOf(m, p, discard));
+      if (dry_run) return json{{"id", id}, {"dry_run", true}, {"rollback", plan}};
+      if (plan.value("needs_confirmation", false)) {
+        std::string why;
+        for (const auto& x : plan["would_lose"]) why += "; " + x.get<std::string>();
+        for (const auto& x : plan["obstacles"]) why += "; " + x.get<std::string>();
+        return FailedPrecondition(
+            "traffic already runs on the target (phase " + m.phase +
+            ") and the source cannot take its writes back: rolling back now loses" + why +
+            ". Repeat with {\"discard_target_writes\":true} (CLI: --discard-target-writes) to "
+            "confirm");
+      }
     }
   } else if (action == "finalize") {
     PGSHIFT_RETURN_IF_ERROR(only({}));

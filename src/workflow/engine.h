@@ -108,6 +108,8 @@ class Engine : public MigrationService {
   void RenewAll();
   void TakeOver();
   std::string NewId();
+  // PlanRollback (workflow/rollback_plan.h) for a stored migration.
+  Result<nlohmann::json> PlanRollbackOf(const MigrationRecord& m, Phase p, bool discard);
 
   StateStore& store_;
   EnvFactory& envs_;

@@ -295,7 +295,9 @@ TEST_F(EngineTest, CrashBeforeAnEffectAlsoResumes) {
   }
 }
 
+// Without reverse replication (engine_rollback_test.cc has it on).
 TEST_F(EngineTest, RollbackAfterSwitchNeedsExplicitDiscardAndRoutesBack) {
+  world_->capabilities.reverse_replication = false;
   std::string id = Create(Spec(true, false));
   Run(id);
   ASSERT_EQ(Get(id)["phase"], "verify");

@@ -9,6 +9,7 @@
 
 #include "common/faults.h"
 #include "workflow/defaults.h"
+#include "workflow/rollback_plan.h"
 
 namespace pgshift {
 namespace {
@@ -266,8 +267,20 @@ Status MigrationRunner::HandleAction(const OperatorAction& a) {
   }
   Consume(a);
   if (action == "rollback") {
+    const bool discard = body.value("discard_target_writes", false);
     if (phase_ != Phase::kRollingBack && !IsTerminal(phase_) && phase_ != Phase::kFinalize) {
+      if (discard && RollbackPathNow(phase_, result_, true) == RollbackPath::kDiscardTargetWrites) {
+        result_.rollback_path = RollbackPathName(RollbackPath::kDiscardTargetWrites);
+      }
       return StartRollback("rollback requested by operator (from " + phase + ")");
+    }
+    if (phase_ == Phase::kRollingBack && discard && state_ == MigrationState::kFailed) {
+      result_.rollback_path = RollbackPathName(RollbackPath::kDiscardTargetWrites);
+      consecutive_failures_ = 0;
+      SetState(MigrationState::kRunning);
+      m_.error.clear();
+      Note("warning", "rolling back without the target's writes, as the operator confirmed");
+      return Save();
     }
     Note("warning", "rollback request dropped: the migration is in phase " + phase);
   } else if (action == "override") {

@@ -83,6 +83,9 @@ class MigrationRunner {
   // phases/cdc.cc
   Status CdcPrepare();
   Status CdcRecreate();
+  // In cdc_prepare: result.reverse_replication_on, and findings naming what
+  // it could not carry.
+  void PlanReverseReplication();
   // Before finalize: every carried slot has advanced on the target (its
   // consumer reads there), or an operator overrode the finding naming it.
   bool CdcSettled();
@@ -127,6 +130,9 @@ class MigrationRunner {
   Status Finalize();
   // phases/rollback.cc
   Status RollingBack();
+  // The reverse_replication path, traffic held: the source applies every
+  // write the target committed, sequences and CDC slots follow.
+  Status ApplyTargetWrites();
   // Before switch: release held traffic onto the unfenced source, back to ready.
   Status AbortCutover(const std::string& why);
 

@@ -74,7 +74,8 @@ ProviderCapabilities LocalEnv::Capabilities() const {
                               .sessions_survive_promotion = true,
                               .promotes_within_hold = true,
                               .logical_slots_on_target = true,
-                              .failover_slot_sync = false};
+                              .failover_slot_sync = false,
+                              .reverse_replication = true};
 }
 
 Result<std::string> LocalEnv::SourceConninfo(const std::string& dbname) const {

@@ -17,6 +17,7 @@
 // Files: local_env.cc (connections, source, replica, retire),
 // local_cutover.cc (PrepareCutover, fence, final marker, promotion),
 // local_parity.cc (data parity), local_checks.cc (preflight / validate),
+// local_cdc.cc (logical slots), local_reverse.cc (reverse replication),
 // local_tablespaces.cc (tablespace copies and the guard against new ones).
 #pragma once
 
@@ -118,6 +119,14 @@ class LocalEnv : public MigrationEnv {
   Result<Lsn> EnsureTargetLogicalSlot(const LogicalSlot& slot) override;
   Result<std::vector<LogicalSlot>> TargetLogicalSlots() override;
 
+  // local_reverse.cc
+  Result<std::vector<checks::Finding>> ReverseReplicationFindings() override;
+  Status EnsureReverseReplication() override;
+  Result<ReverseReplicationState> InspectReverseReplication(bool mark) override;
+  Status DropReverseReplication() override;
+  Result<int> SyncSequencesToSource() override;
+  Result<Lsn> AdvanceSourceSlot(const std::string& slot, Lsn past) override;
+
   Endpoint SourceEndpoint() const override { return source_ep_; }
   Endpoint TargetEndpoint() const override { return {kTargetHost, spec_.target.port}; }
   Router& router() override { return *router_; }
@@ -175,6 +184,15 @@ class LocalEnv : public MigrationEnv {
   Result<std::vector<std::string>> TablespaceMappings();
   Result<std::vector<checks::Finding>> TablespaceFindings();
   Status GuardTablespaces();
+  // local_reverse.cc: the databases reverse replication covers (the
+  // target's, templates aside; a physical copy keeps the source's oids) and
+  // the name of a database's slot and subscription.
+  struct ReverseDb {
+    std::string oid;
+    std::string name;
+  };
+  Result<std::vector<ReverseDb>> ReverseDatabases();
+  std::string ReverseName(const std::string& db_oid) const;
 
   std::string id_;
   MigrationSpec spec_;

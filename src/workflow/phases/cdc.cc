@@ -4,13 +4,17 @@
 // their consumers and pauses them (phases/cutover.cc); here:
 //
 //   cdc_prepare   records each slot's position and consumer on the source,
+//                 decides whether reverse replication can carry the
+//                 target's writes back (PlanReverseReplication),
 //                 tops up the cutover's standby sessions and the router's
 //                 logins (PrepareAhead), then enters quiesce. Leaves
 //                 result.cdc_slots (state recorded).
 //   cdc_recreate  after promote and snapshot, before the switch (chained:
 //                 committed with switch): each slot created on the target
-//                 with the same name, plugin and two_phase. Leaves
-//                 result.cdc_slots (state recreated, recreated_lsn).
+//                 with the same name, plugin and two_phase, and reverse
+//                 replication set up. Leaves result.cdc_slots (state
+//                 recreated, recreated_lsn), result.reverse_replication_on
+//                 (and reverse_replication_off saying why not).
 // And verify's gate before finalize (CdcSettled): each carried slot has
 // advanced on the target (finding cdc_slot_advanced, blocking until then
 // or overridden).
@@ -24,6 +28,7 @@ Status MigrationRunner::CdcPrepare() {
   PGSHIFT_RETURN_IF_ERROR(RecordCdc(*env_, slots));
   const size_t n = slots.size();
   result_.cdc_slots = std::move(slots);
+  PlanReverseReplication();
   // Tops up what was opened when the standby got in sync (sessions that
   // arrived since, a database created since); the router answers once its
   // logins are open, so the hold does not start while they are made.
@@ -39,8 +44,57 @@ Status MigrationRunner::CdcRecreate() {
   PGSHIFT_RETURN_IF_ERROR(RecreateCdc(*env_, slots));
   const size_t n = slots.size();
   if (n > 0) result_.cdc_slots = std::move(slots);
+  if (result_.reverse_replication_on.value_or(false)) {
+    // Still before any client write: the subscription misses none of them.
+    Status st = env_->EnsureReverseReplication();
+    if (!st.ok()) {
+      // Not worth failing a cutover over: a rollback then needs the
+      // operator's consent to lose the target's writes.
+      result_.reverse_replication_on = false;
+      result_.reverse_replication_off = "could not be set up: " + st.message();
+      Event("warning", "reverse replication is off: " + st.message());
+      (void)env_->DropReverseReplication();
+    }
+  }
   return Transition(Phase::kSwitch,
                     std::to_string(n) + " logical slot(s) on the target; releasing traffic to it");
+}
+
+void MigrationRunner::PlanReverseReplication() {
+  std::string off;
+  std::vector<checks::Finding> found;
+  if (!spec_.options.reverse_replication) {
+    off = "turned off (options.reverse_replication)";
+  } else if (!env_->Capabilities().reverse_replication) {
+    off = "the provider has none";
+  } else if (auto f = env_->ReverseReplicationFindings(); !f.ok()) {
+    off = "cannot check what it would carry: " + f.status().message();
+  } else {
+    // Read on the standby just before the hold; what changes inside the
+    // hold is DDL, which the rollback's own check catches.
+    for (auto& x : *f) {
+      off += (off.empty() ? "" : "; ") + x.subject + ": " + x.message;
+      x.severity = checks::Severity::kWarning;  // a rollback asks; finalize does not wait
+      found.push_back(std::move(x));
+    }
+  }
+  if (found.empty()) {
+    found.push_back({.id = "reverse_replication",
+                     .severity = off.empty() ? checks::Severity::kOk : checks::Severity::kWarning,
+                     .message = off.empty() ? "writes on the target flow back to the source "
+                                              "until finalize: a rollback keeps them"
+                                            : "reverse replication is " + off,
+                     .remedy = off.empty() ? ""
+                                           : "a rollback after the switch loses the "
+                                             "target's writes (confirmation asked)"});
+  }
+  MergeFindings(found);
+  result_.reverse_replication_on = off.empty();
+  if (off.empty()) {
+    result_.reverse_replication_off.reset();
+  } else {
+    result_.reverse_replication_off = off;
+  }
 }
 
 bool MigrationRunner::CdcSettled() {
