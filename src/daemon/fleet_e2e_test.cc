@@ -1,8 +1,9 @@
-// Fleet end to end through a real pgshiftd (no PostgreSQL needed): a wave
-// whose first database has an unreachable source (a forced failure the
-// engine's validation reports) stops per the rule — the next database of the
-// wave is never started — and the stopped run with its reason is still there
-// after pgshiftd restarts on the same state. Takes a few seconds.
+// Fleet end to end through a real pgshiftd: a wave with a forced failure (a
+// database whose source is unreachable, refused by the engine's validation)
+// stops per the rule, so the next database of the wave never starts — once
+// with no PostgreSQL at all (and the stopped run survives a restart of
+// pgshiftd on the same state), once after a real migration of a small
+// PostgreSQL 15 cluster finalized first in the same wave (~15 s).
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -12,6 +13,7 @@
 #include "common/clock.h"
 #include "common/os.h"
 #include "common/process.h"
+#include "testing/pg_harness.h"
 
 namespace pgshift {
 namespace {
@@ -30,18 +32,13 @@ class FleetE2E : public ::testing::Test {
     auto port = FreePort();
     ASSERT_TRUE(port.ok());
     port_ = *port;
-    const std::string placement = "placement: {data_root: " + dir_ + "/pg, ports: 61300-61310}";
-    ASSERT_TRUE(WriteFileAtomic(dir_ + "/reg.yaml",
-                                "databases:\n"
-                                "  a-bad: {team: t, source: {host: 127.0.0.1, port: 1}, "
-                                "tags: [w1], " +
-                                    placement +
-                                    "}\n"
-                                    "  b-next: {team: t, source: {host: 127.0.0.1, port: 1}, "
-                                    "tags: [w1], " +
-                                    placement + "}\n")
-                    .ok());
-    StartPgshiftd();
+  }
+  // Writes the registry: `entries` are "name: {...}" lines under databases.
+  void Registry(const std::string& entries) {
+    ASSERT_TRUE(WriteFileAtomic(dir_ + "/reg.yaml", "databases:\n" + entries).ok());
+  }
+  std::string Placement(const std::string& root) const {
+    return "placement: {data_root: " + root + ", ports: 61300-61310}";
   }
   void TearDown() override {
     if (pid_ > 0) StopChild(pid_, SIGTERM, 10000);
@@ -74,6 +71,10 @@ class FleetE2E : public ::testing::Test {
 };
 
 TEST_F(FleetE2E, AForcedFailureStopsTheWave) {
+  const std::string bad = "{team: t, source: {host: 127.0.0.1, port: 1}, tags: [w1], " +
+                          Placement(dir_ + "/pg") + "}\n";
+  Registry("  a-bad: " + bad + "  b-next: " + bad);
+  StartPgshiftd();
   auto [plan_status, plan] = Call("POST", "/v1/fleet/plan", R"({"waves":["w1"]})");
   ASSERT_EQ(plan_status, 200) << plan.dump();
   ASSERT_EQ(plan["waves"][0]["databases"].size(), 2u);
@@ -107,6 +108,47 @@ TEST_F(FleetE2E, AForcedFailureStopsTheWave) {
   EXPECT_EQ(again["status"], "stopped");
   EXPECT_EQ(again["reason"], got["reason"]);
   EXPECT_EQ(again["databases"][1]["status"], "pending");
+}
+
+// A real migration finalizes in the wave, then a database with a bad source
+// fails and the stop rule keeps the last one from starting.
+TEST_F(FleetE2E, RealMigrationThenForcedFailureStopsTheWave) {
+  auto source = testing::TestCluster::Create({.name = "fleetsrc"});
+  ASSERT_TRUE(source.ok()) << source.status().ToString();
+  auto root = testing::MakePgOwnedTempDir("pgshift-fleet-targets");
+  ASSERT_TRUE(root.ok());
+  const std::string place = Placement(*root);
+  Registry(
+      "  a-good: {team: t, source: {host: 127.0.0.1, port: " + std::to_string((*source)->port()) +
+      ", dbname: postgres}, tags: [w1], " + place +
+      "}\n  b-bad: {team: t, source: {host: 127.0.0.1, port: 1}, tags: [w1], " + place +
+      "}\n  c-next: {team: t, source: {host: 127.0.0.1, port: 1}, tags: [w1], " + place + "}\n");
+  StartPgshiftd();
+  auto [st, run] = Call("POST", "/v1/fleet/runs",
+                        R"({"waves":["w1"],"wave_concurrency":1,"stop_after":1,)"
+                        R"("options":{"sustain_seconds":1,"verify_seconds":1}})");
+  ASSERT_EQ(st, 201) << run.dump();
+  const std::string id = run["id"];
+  json got;
+  const int64_t deadline = MonotonicMs() + 3 * kBoundMs / 2;
+  while (MonotonicMs() < deadline) {
+    got = Call("GET", "/v1/fleet/runs/" + id).second;
+    if (got.value("status", "") != "running") break;
+    DefaultClock().SleepMs(kPollMs);
+  }
+  ASSERT_EQ(got["status"], "stopped") << got.dump(2);
+  const json& dbs = got["report"]["databases"];
+  EXPECT_EQ(dbs[0]["status"], "succeeded") << dbs[0].dump(2);
+  EXPECT_EQ(dbs[0]["state"], "finalized");
+  EXPECT_TRUE(dbs[0]["hold_ms"].is_number()) << dbs[0].dump(2);
+  EXPECT_GE(dbs[0]["phases"].size(), 5u);
+  EXPECT_EQ(dbs[1]["status"], "failed");
+  EXPECT_EQ(dbs[2]["status"], "pending") << "c-next must never start";
+  auto [list_status, migrations] = Call("GET", "/v1/migrations");
+  EXPECT_EQ(migrations["migrations"].size(), 1u);
+  if (pid_ > 0) StopChild(pid_, SIGTERM, 10000);
+  pid_ = -1;
+  (void)RemoveTree(*root);
 }
 
 }  // namespace
