@@ -15,7 +15,6 @@
 // answers back; ticks are serialized among themselves.
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
