@@ -8,6 +8,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "api/http_server.h"
 #include "auth/authenticator.h"
+#include "fleet/starter.h"
 
 namespace pgshift::api {
 
@@ -49,7 +51,7 @@ const std::vector<Route>& RouteTable();
 
 class Handlers {
  public:
-  Handlers(MigrationService& svc, const ApiOptions& options) : svc_(svc), opts_(options) {}
+  Handlers(MigrationService& svc, const ApiOptions& options);
 
   void Healthz(Call& c);
   void Phases(Call& c);
@@ -64,6 +66,12 @@ class Handlers {
   void GetMigration(Call& c);
   void MigrationEvents(Call& c);
   void Act(Call& c);
+  void FleetPlan(Call& c);
+  void FleetCreate(Call& c);
+  void FleetList(Call& c);
+  void FleetGet(Call& c);
+  void FleetPause(Call& c);
+  void FleetResume(Call& c);
 
  private:
   struct Owner {
@@ -89,9 +97,13 @@ class Handlers {
                               const nlohmann::json& migrations,
                               const std::map<std::string, std::string>& links) const;
 
+  // The fleet runner, or a Status to answer with (not an operator, or no runner).
+  Result<fleet::FleetRunner*> FleetFor(const Call& c, const std::string& what) const;
+
   MigrationService& svc_;
   const ApiOptions& opts_;
-  std::mutex create_mu_;  // one by-name create at a time: one live migration per database
+  std::unique_ptr<fleet::ByNameStarter> own_starter_;  // when ApiOptions::starter is null
+  fleet::Starter* starter_ = nullptr;                  // null without inventory or audit
 };
 
 }  // namespace pgshift::api

@@ -16,6 +16,11 @@
 //   GET  /v1/migrations/{id}/events        200 {"events":[...]}
 //   POST /v1/migrations/{id}/{cutover|rollback|finalize|retry|drop_slot}  202 migration
 //   POST /v1/migrations/{id}/override      200 migration   (takes effect at once)
+//   POST /v1/fleet/plan                    200 plan        (a dry run; operators only)
+//   POST /v1/fleet/runs                    201 fleet run   (operators only, as every fleet route)
+//   GET  /v1/fleet/runs                    200 {"runs":[...]}
+//   GET  /v1/fleet/runs/{id}               200 fleet run with its report (fleet/report.h)
+//   POST /v1/fleet/runs/{id}/{pause|resume}  200 fleet run
 // Action bodies are JSON objects and may be empty ({}).
 // A migration is the engine's JSON (workflow/service.h) plus "database" and
 // "actions" (api/migration_view.h), passwords masked.
@@ -62,6 +67,10 @@ class Authenticator;
 namespace inventory {
 class Inventory;
 }
+namespace fleet {
+class FleetRunner;
+class Starter;
+}  // namespace fleet
 }  // namespace pgshift
 
 namespace pgshift::api {
@@ -84,6 +93,12 @@ struct ApiOptions {
   const inventory::Inventory* inventory = nullptr;
   // Null: no audit log and no by-name links.
   AuditStore* audit = nullptr;
+  // Null: the fleet routes answer 409 (no fleet runner).
+  fleet::FleetRunner* fleet = nullptr;
+  // Starts by-name migrations (shared with the fleet runner so both keep one
+  // live migration per database). Null: the server makes its own from
+  // `inventory` and `audit`.
+  fleet::Starter* starter = nullptr;
   TlsOptions tls;
   // Serves what no route matches (the web page at / and /ui/); true when it answered.
   std::function<bool(const httplib::Request&, httplib::Response&)> fallback;

@@ -37,6 +37,12 @@ const std::vector<Route>& RouteTable() {
       {"POST", "/v1/migrations/{id}/override", Access::kMember, &Handlers::Act},
       {"POST", "/v1/migrations/{id}/retry", Access::kMember, &Handlers::Act},
       {"POST", "/v1/migrations/{id}/drop_slot", Access::kMember, &Handlers::Act},
+      {"POST", "/v1/fleet/plan", Access::kMember, &Handlers::FleetPlan},
+      {"GET", "/v1/fleet/runs", Access::kMember, &Handlers::FleetList},
+      {"POST", "/v1/fleet/runs", Access::kMember, &Handlers::FleetCreate},
+      {"GET", "/v1/fleet/runs/{id}", Access::kMember, &Handlers::FleetGet},
+      {"POST", "/v1/fleet/runs/{id}/pause", Access::kMember, &Handlers::FleetPause},
+      {"POST", "/v1/fleet/runs/{id}/resume", Access::kMember, &Handlers::FleetResume},
   };
   return kRoutes;
 }

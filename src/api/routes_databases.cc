@@ -20,11 +20,6 @@ namespace {
 constexpr const char* kNoInventory =
     "pgshiftd has no inventory: start it with --registry FILE to serve databases by name";
 
-bool Live(const json& m) {
-  auto p = ParsePhase(m.value("phase", ""));
-  return p && !IsTerminal(*p);
-}
-
 }  // namespace
 
 json Handlers::DatabaseJson(const json& view, const Call& c, const json& migrations,
@@ -71,7 +66,9 @@ void Handlers::GetDatabase(Call& c) {
 }
 
 void Handlers::MigrateDatabase(Call& c) {
-  if (!opts_.inventory || !opts_.audit) return c.Fail(FailedPrecondition(kNoInventory));
+  if (!opts_.inventory || !opts_.audit || !starter_) {
+    return c.Fail(FailedPrecondition(kNoInventory));
+  }
   const std::string& name = c.params[0];
   auto body = ParseObjectBody(c.req.body, /*allow_empty=*/true, "{\"options\":{...}}");
   if (!body.ok()) return c.Fail(body.status());
@@ -89,33 +86,9 @@ void Handlers::MigrateDatabase(Call& c) {
   Status allowed = auth::RequireActOn(c.caller, name, db->team(), "migrating database " + name);
   if (!allowed.ok()) return c.Fail(allowed);
 
-  // One live migration per database, and no two targets on one port.
-  std::lock_guard<std::mutex> lock(create_mu_);
-  auto list = Wrapped(svc_.List(), "migrations");
-  if (!list.ok()) return c.Fail(list.status());
-  const auto links = Links();
-  std::set<int> ports;
-  for (const auto& m : (*list)["migrations"]) {
-    if (!Live(m)) continue;
-    const std::string id = m.value("id", "");
-    if (auto it = links.find(id); it != links.end() && it->second == name) {
-      return c.Fail(AlreadyExists("database " + name + " is already being migrated by " + id +
-                                  " (phase " + m.value("phase", "") + ", state " +
-                                  m.value("state", "") +
-                                  "); finalize or roll it back before starting another"));
-    }
-    const json spec = m.value("spec", json::object());
-    if (spec.contains("target") && spec["target"].is_object()) {
-      ports.insert(spec["target"].value("port", 0));
-    }
-  }
-  auto spec = opts_.inventory->BuildSpec(*db, options, ports);
-  if (!spec.ok()) return c.Fail(spec.status());
-  auto created = svc_.Create(*spec);
+  auto created = starter_->Start(name, options);
   if (!created.ok()) return c.Fail(created.status());
   const std::string id = created->value("id", "");
-  Status linked = opts_.audit->LinkDatabase(id, name);
-  if (!linked.ok()) return c.Fail(linked.Wrap("migration " + id + " was created but not linked"));
   Record(c, "migration.create", name, id,
          options.empty() ? "by name" : "by name, options " + options.dump());
   c.Reply(201, MigrationView(*created, name, true));

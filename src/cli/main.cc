@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/fleet_commands.h"
 #include "cli/local_commands.h"
 #include "cli/self_service.h"
 
@@ -30,10 +31,8 @@ void CatchSigintOnce() {
 int main(int argc, char** argv) {
   using namespace pgshift::cli;
   const std::vector<CommandRegistrar> kCommands = {
-      AddMigrationCommands,
-      AddSelfServiceCommands,
-      AddDemoCommand,
-      AddCheckCommand,
+      AddMigrationCommands, AddSelfServiceCommands, AddFleetCommands,
+      AddDemoCommand,       AddCheckCommand,
   };
   CliIo io;
   io.out = &std::cout;

@@ -16,6 +16,7 @@
 #include "api/web_assets.h"
 #include "common/faults.h"
 #include "daemon/api_setup.h"
+#include "fleet/runner.h"
 #include "provider/local/local_env.h"
 #include "provider/registry.h"
 #include "store/open_store.h"
@@ -43,7 +44,8 @@ int main(int argc, char** argv) {
   std::string webhook;
   pgshift::daemon::Flags flags;
   app.add_option("--state", state_path,
-                 "SQLite state file (created if missing, mode 0600; locked to this process)");
+                 "SQLite state file (created if missing, mode 0600; locked to this process); fleet "
+                 "runs go in <state>.fleet/");
   app.add_option("--store", store_url,
                  "State store: sqlite:/path (as --state) or postgresql://... shared by several "
                  "pgshiftd (docs/store.md); overrides --state");
@@ -110,10 +112,25 @@ int main(int argc, char** argv) {
     if (!n.ok()) return Fail(n.status().message(), 2);
     notifier = std::move(*n);
   }
+  // Fleet runs (with an inventory): their state next to the state file.
+  std::unique_ptr<pgshift::fleet::FileFleetStore> fleet_store;
+  std::unique_ptr<pgshift::fleet::ByNameStarter> starter;
+  std::unique_ptr<pgshift::fleet::FleetRunner> fleet;
+  if (setup->inventory) {
+    auto fs = pgshift::fleet::FileFleetStore::Open(state_path + ".fleet");
+    if (!fs.ok()) return Fail(fs.status().message(), 1);
+    fleet_store = std::move(*fs);
+    starter = std::make_unique<pgshift::fleet::ByNameStarter>(engine, *setup->inventory, st);
+    fleet = std::make_unique<pgshift::fleet::FleetRunner>(engine, *starter, *fleet_store,
+                                                          &setup->inventory->registry());
+    if (auto s = fleet->Load(); !s.ok()) return Fail(s.message(), 1);
+  }
   pgshift::api::ApiServer server(engine, host, port,
                                  {.auth = setup->auth.get(),
                                   .inventory = setup->inventory.get(),
                                   .audit = &st,
+                                  .fleet = fleet.get(),
+                                  .starter = starter.get(),
                                   .tls = setup->tls,
                                   .fallback = pgshift::api::ServeWebAsset});
   if (auto s = server.Start(); !s.ok()) return Fail(s.message(), 1);
@@ -142,12 +159,14 @@ int main(int argc, char** argv) {
   if (auto s = engine.ResumeAll(); !s.ok()) {
     spdlog::error("cannot resume migrations: {}", s.ToString());
   }
+  if (fleet) fleet->Start();
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   spdlog::info("pgshiftd stopping; unfinished migrations resume on the next start");
   if (notifier) notifier->Stop();
+  if (fleet) fleet->Stop();
   server.Stop();
   // Ends a running pg_basebackup (or other long provider work) so the
   // engine's workers can return; they resume on the next start.

@@ -1,0 +1,310 @@
+// Unit tests of the fleet: planning (waves, limits, windows), the runner's
+// limits, wave order, cutover windows, the stop rule and restarts — against
+// the fake migration service.
+#include <gtest/gtest.h>
+
+#include "fleet/plan.h"
+#include "fleet/report.h"
+#include "fleet/runner.h"
+#include "testing/fake_migration_service.h"
+
+namespace pgshift::fleet {
+namespace {
+
+using nlohmann::json;
+
+// 2026-12-05 was a Saturday; 03:00 UTC.
+constexpr int64_t kSaturday0300Ms = 1796439600000;
+constexpr int64_t kHourMs = 3600 * 1000;
+
+constexpr const char* kRegistry = R"(
+databases:
+  a1: {team: pay, source: {host: h}, tags: [canary]}
+  a2: {team: pay, source: {host: h}, tags: [canary]}
+  b1: {team: search, source: {host: h}, tags: [bulk]}
+  b2: {team: search, source: {host: h}, tags: [bulk], window: {days: [sat], start: "02:00", end: "05:00"}}
+  b3: {team: search, source: {host: h}, tags: [bulk]}
+  z:  {team: other, source: {host: h}}
+)";
+
+inventory::Registry TestRegistry() {
+  auto r = inventory::Registry::Parse(kRegistry, "/etc/reg.yaml", nullptr);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return *r;
+}
+
+class ManualClock : public Clock {
+ public:
+  int64_t NowMs() override { return now; }
+  void SleepMs(int64_t ms) override { now += ms; }
+  int64_t now = kSaturday0300Ms;
+};
+
+// Starts a migration in the fake named after the database.
+class FakeStarter : public Starter {
+ public:
+  explicit FakeStarter(api::FakeMigrationService& svc) : svc_(svc) {}
+  Result<json> Start(const std::string& db, const json& options) override {
+    started.push_back(db);
+    last_options = options;
+    if (db == fail_start) return Unavailable("source of " + db + " is unreachable");
+    return svc_.Create({{"name", db}});
+  }
+  std::vector<std::string> started;
+  json last_options;
+  std::string fail_start;
+
+ private:
+  api::FakeMigrationService& svc_;
+};
+
+json Migration(const std::string& id, const std::string& name, const std::string& phase,
+               const std::string& state) {
+  return {{"id", id},
+          {"name", name},
+          {"phase", phase},
+          {"state", state},
+          {"error", ""},
+          {"findings", json::array()},
+          {"result", json::object()},
+          {"spec", json::object()}};
+}
+
+std::vector<std::string> Names(const Wave& w) {
+  std::vector<std::string> out;
+  for (const auto& d : w.databases) out.push_back(d.name);
+  return out;
+}
+
+TEST(FleetPlan, WavesByTagInTheRequestedOrder) {
+  auto req = FleetRequest::FromJson({{"waves", {"canary", "bulk"}}});
+  ASSERT_TRUE(req.ok());
+  auto plan = BuildPlan(*req, TestRegistry());
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->waves.size(), 2u);
+  EXPECT_EQ(plan->waves[0].name, "canary");
+  EXPECT_EQ(Names(plan->waves[0]), (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_EQ(Names(plan->waves[1]), (std::vector<std::string>{"b1", "b2", "b3"}));
+  EXPECT_EQ(plan->unplanned, std::vector<std::string>{"z"});
+  ASSERT_TRUE(plan->waves[1].databases[1].window.has_value());
+  const std::string text = RenderPlanText(plan->ToJson());
+  EXPECT_NE(text.find("wave 1 (canary)"), std::string::npos) << text;
+  EXPECT_NE(text.find("window sat 02:00-05:00 UTC"), std::string::npos) << text;
+  EXPECT_NE(text.find("not planned (in no wave): z"), std::string::npos) << text;
+  // Round trip through JSON (the stored form).
+  auto back = FleetPlan::FromJson(plan->ToJson());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->ToJson(), plan->ToJson());
+}
+
+TEST(FleetPlan, ByTeamDefaultsToSortedValuesAndSelection) {
+  auto req = FleetRequest::FromJson({{"by", "team"}, {"databases", {"b1", "a2"}}});
+  ASSERT_TRUE(req.ok());
+  auto plan = BuildPlan(*req, TestRegistry());
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->waves.size(), 2u);
+  EXPECT_EQ(plan->waves[0].name, "pay");
+  EXPECT_EQ(Names(plan->waves[0]), std::vector<std::string>{"a2"});
+  EXPECT_EQ(plan->waves[1].name, "search");
+}
+
+TEST(FleetPlan, RefusesBadRequests) {
+  EXPECT_EQ(FleetRequest::FromJson({{"by", "size"}}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(FleetRequest::FromJson({{"max_concurrent", 0}}).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(FleetRequest::FromJson({{"stop_afterr", 1}}).status().code(), Code::kInvalidArgument);
+  auto req = FleetRequest::FromJson({{"databases", {"nope"}}});
+  ASSERT_TRUE(req.ok());
+  EXPECT_EQ(BuildPlan(*req, TestRegistry()).status().code(), Code::kNotFound);
+  auto none = FleetRequest::FromJson({{"waves", {"missing"}}});
+  EXPECT_EQ(BuildPlan(*none, TestRegistry()).status().code(), Code::kInvalidArgument);
+}
+
+TEST(FleetPlan, MaintenanceWindows) {
+  inventory::Window sat{{"sat"}, "02:00", "05:00", "UTC"};
+  EXPECT_TRUE(*WindowOpen(sat, kSaturday0300Ms));
+  EXPECT_FALSE(*WindowOpen(sat, kSaturday0300Ms + 3 * kHourMs));   // 06:00
+  EXPECT_FALSE(*WindowOpen(sat, kSaturday0300Ms + 24 * kHourMs));  // Sunday
+  inventory::Window offset{{"sat"}, "04:00", "05:00", "UTC+02:00"};
+  EXPECT_TRUE(*WindowOpen(offset, kSaturday0300Ms - kHourMs));  // 02:00 UTC = 04:00 local
+  // Spanning midnight: open late Friday and early Saturday.
+  inventory::Window night{{"fri"}, "23:00", "04:00", "UTC"};
+  EXPECT_TRUE(*WindowOpen(night, kSaturday0300Ms));
+  EXPECT_FALSE(*WindowOpen(night, kSaturday0300Ms + 2 * kHourMs));
+  inventory::Window named{{}, "02:00", "05:00", "Europe/Paris"};
+  EXPECT_EQ(WindowOpen(named, kSaturday0300Ms).status().code(), Code::kInvalidArgument);
+}
+
+class FleetRunnerTest : public ::testing::Test {
+ protected:
+  FleetRunnerTest() : registry_(TestRegistry()), starter_(svc_) {}
+  std::unique_ptr<FleetRunner> NewRunner() {
+    return std::make_unique<FleetRunner>(svc_, starter_, store_, &registry_, clock_);
+  }
+  // Moves the fake's migration of `db` to `phase`/`state`.
+  void Set(const std::string& db, const std::string& phase, const std::string& state) {
+    auto list = svc_.List();
+    for (const auto& m : *list) {
+      if (m["name"] == db) svc_.Put(Migration(m["id"], db, phase, state));
+    }
+  }
+  json Db(const json& run, const std::string& name) {
+    for (const auto& d : run["databases"]) {
+      if (d["name"] == name) return d;
+    }
+    return nullptr;
+  }
+
+  inventory::Registry registry_;
+  api::FakeMigrationService svc_;
+  FakeStarter starter_;
+  MemoryFleetStore store_;
+  ManualClock clock_;
+};
+
+TEST_F(FleetRunnerTest, WaveLimitAndWaveOrder) {
+  auto runner = NewRunner();
+  auto run = runner->Create(
+      {{"waves", {"canary", "bulk"}}, {"wave_concurrency", 1}, {"options", {{"verify_ms", 100}}}});
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  runner->Tick();
+  EXPECT_EQ(starter_.started, std::vector<std::string>{"a1"});
+  EXPECT_EQ(starter_.last_options["auto_cutover"], false);
+  EXPECT_EQ(starter_.last_options["auto_finalize"], true);
+  EXPECT_EQ(starter_.last_options["verify_ms"], 100);
+  runner->Tick();
+  EXPECT_EQ(starter_.started.size(), 1u) << "wave_concurrency 1";
+  Set("a1", "finalized", "finalized");
+  runner->Tick();
+  EXPECT_EQ(starter_.started, (std::vector<std::string>{"a1", "a2"}));
+  runner->Tick();
+  EXPECT_EQ(starter_.started.size(), 2u) << "wave bulk waits for canary to end";
+  Set("a2", "finalized", "finalized");
+  runner->Tick();
+  EXPECT_EQ(starter_.started, (std::vector<std::string>{"a1", "a2", "b1"}));
+}
+
+TEST_F(FleetRunnerTest, GlobalLimitAcrossRuns) {
+  auto runner = NewRunner();
+  ASSERT_TRUE(runner->Create({{"waves", {"canary"}}, {"wave_concurrency", 2}}).ok());
+  ASSERT_TRUE(
+      runner->Create({{"waves", {"bulk"}}, {"max_concurrent", 3}, {"wave_concurrency", 3}}).ok());
+  runner->Tick();
+  EXPECT_EQ(starter_.started, (std::vector<std::string>{"a1", "a2", "b1"}))
+      << "3 live at most across runs";
+}
+
+TEST_F(FleetRunnerTest, CutoverOnlyInsideTheWindowUnlessApproved) {
+  auto runner = NewRunner();
+  auto run = runner->Create({{"databases", {"b2"}}});
+  ASSERT_TRUE(run.ok());
+  const std::string id = (*run)["id"];
+  clock_.now = kSaturday0300Ms + 3 * kHourMs;  // 06:00: closed
+  runner->Tick();
+  Set("b2", "ready", "waiting");
+  runner->Tick();
+  EXPECT_FALSE(svc_.LastCall("Act").has_value());
+  auto got = runner->Get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_NE(Db(*got, "b2")["cutover"].get<std::string>().find("outside the maintenance window"),
+            std::string::npos)
+      << got->dump();
+  clock_.now = kSaturday0300Ms;  // 03:00: open
+  runner->Tick();
+  auto act = svc_.LastCall("Act");
+  ASSERT_TRUE(act.has_value());
+  EXPECT_EQ(act->action, "cutover");
+  EXPECT_EQ(Db(*runner->Get(id), "b2")["cutover"], "requested");
+}
+
+TEST_F(FleetRunnerTest, ApprovalCutsOverOutsideTheWindow) {
+  auto runner = NewRunner();
+  auto run = runner->Create({{"databases", {"b2"}}, {"approve_outside_window", true}});
+  ASSERT_TRUE(run.ok());
+  clock_.now = kSaturday0300Ms + 3 * kHourMs;
+  runner->Tick();
+  Set("b2", "ready", "waiting");
+  runner->Tick();
+  auto act = svc_.LastCall("Act");
+  ASSERT_TRUE(act.has_value());
+  EXPECT_EQ(act->action, "cutover");
+}
+
+TEST_F(FleetRunnerTest, StopRuleStartsNoNewMigrations) {
+  auto runner = NewRunner();
+  auto run = runner->Create({{"waves", {"bulk"}}, {"wave_concurrency", 2}, {"stop_after", 1}});
+  ASSERT_TRUE(run.ok());
+  const std::string id = (*run)["id"];
+  runner->Tick();
+  EXPECT_EQ(starter_.started, (std::vector<std::string>{"b1", "b2"}));
+  auto list = svc_.List();
+  json failed = Migration((*list)[0]["id"], "b1", "sync", "failed");
+  failed["error"] = "base backup failed: connection refused";
+  svc_.Put(failed);
+  Set("b2", "ready", "waiting");
+  runner->Tick();
+  runner->Tick();
+  EXPECT_EQ(starter_.started.size(), 2u) << "b3 must not start";
+  auto got = runner->Get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)["status"], "stopped");
+  EXPECT_NE((*got)["reason"].get<std::string>().find("b1 failed"), std::string::npos);
+  EXPECT_EQ(Db(*got, "b3")["status"], "pending");
+  EXPECT_NE(Db(*got, "b2")["cutover"].get<std::string>().find("stopped"), std::string::npos);
+  EXPECT_FALSE(svc_.LastCall("Act").has_value()) << "no cutover once the fleet stopped";
+  const json report = (*got)["report"];
+  EXPECT_EQ(report["summary"]["failed"], 1);
+  EXPECT_EQ(report["summary"]["pending"], 1);
+  EXPECT_EQ(Db(report, "b1")["error"], "base backup failed: connection refused");
+  const std::string text = RenderRunText(*got);
+  EXPECT_NE(text.find("stopped"), std::string::npos) << text;
+  EXPECT_EQ(runner->Resume(id).status().code(), Code::kFailedPrecondition);
+}
+
+TEST_F(FleetRunnerTest, FailedStartAndRollbackCount) {
+  auto runner = NewRunner();
+  starter_.fail_start = "b1";
+  auto run = runner->Create({{"waves", {"bulk"}}, {"wave_concurrency", 1}, {"stop_after", 2}});
+  ASSERT_TRUE(run.ok());
+  const std::string id = (*run)["id"];
+  runner->Tick();  // b1 fails to start: 1 of 2
+  runner->Tick();  // b2 starts
+  EXPECT_EQ(starter_.started, (std::vector<std::string>{"b1", "b2"}));
+  Set("b2", "rolled_back", "rolled_back");
+  runner->Tick();
+  EXPECT_EQ(starter_.started.size(), 2u);
+  auto got = runner->Get(id);
+  EXPECT_EQ((*got)["status"], "stopped");
+  EXPECT_EQ(Db((*got)["report"], "b2")["rolled_back"], true);
+}
+
+TEST_F(FleetRunnerTest, PauseResumeAndRestart) {
+  auto runner = NewRunner();
+  auto run = runner->Create({{"waves", {"canary"}}, {"wave_concurrency", 1}});
+  ASSERT_TRUE(run.ok());
+  const std::string id = (*run)["id"];
+  runner->Tick();
+  ASSERT_TRUE(runner->Pause(id).ok());
+  EXPECT_EQ(runner->Pause(id).status().code(), Code::kFailedPrecondition);
+  Set("a1", "finalized", "finalized");
+  runner->Tick();
+  EXPECT_EQ(starter_.started.size(), 1u) << "paused: nothing new starts";
+  // A new runner over the same store (pgshiftd restarted) sees the run.
+  runner.reset();
+  auto again = NewRunner();
+  ASSERT_TRUE(again->Load().ok());
+  auto got = again->Get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)["status"], "paused");
+  EXPECT_EQ(Db(*got, "a1")["status"], "succeeded");
+  ASSERT_TRUE(again->Resume(id).ok());
+  again->Tick();
+  EXPECT_EQ(starter_.started, (std::vector<std::string>{"a1", "a2"}));
+  Set("a2", "finalized", "finalized");
+  again->Tick();
+  EXPECT_EQ((*again->Get(id))["status"], "completed");
+  EXPECT_EQ(again->Get("f-nope").status().code(), Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace pgshift::fleet

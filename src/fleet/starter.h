@@ -1,0 +1,43 @@
+// ByNameStarter: creates the migration of one inventory database by name —
+// the spec from the registry, a target port no live migration uses, and the
+// link migration → database in the audit store. The API's
+// POST /v1/databases/{name}/migrations and the fleet runner both start
+// migrations through it, so both keep "one live migration per database".
+// Authorization is the caller's job. Thread-safe: creates are serialized.
+#pragma once
+
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/status.h"
+#include "inventory/inventory.h"
+#include "store/state_store.h"
+#include "workflow/service.h"
+
+namespace pgshift::fleet {
+
+class Starter {
+ public:
+  virtual ~Starter() = default;
+  // The created migration (the service's JSON). AlreadyExists when the
+  // database has a live migration.
+  virtual Result<nlohmann::json> Start(const std::string& database,
+                                       const nlohmann::json& options) = 0;
+};
+
+class ByNameStarter : public Starter {
+ public:
+  // Every argument must outlive the starter.
+  ByNameStarter(MigrationService& svc, const inventory::Inventory& inventory, AuditStore& audit)
+      : svc_(svc), inventory_(inventory), audit_(audit) {}
+  Result<nlohmann::json> Start(const std::string& database, const nlohmann::json& options) override;
+
+ private:
+  MigrationService& svc_;
+  const inventory::Inventory& inventory_;
+  AuditStore& audit_;
+  std::mutex mu_;
+};
+
+}  // namespace pgshift::fleet
