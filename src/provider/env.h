@@ -255,12 +255,6 @@ class MigrationEnv {
   virtual Endpoint TargetEndpoint() const = 0;
   virtual Router& router() = 0;
 
-  // The reverse replication's health after the switch, asked by every step
-  // of the health window. The default: not in use.
-  virtual Result<ReverseReplicationHealth> ReverseReplication() {
-    return ReverseReplicationHealth{};
-  }
-
   // Defaults to none beyond the contract (every field false).
   virtual ProviderCapabilities Capabilities() const { return {}; }
 

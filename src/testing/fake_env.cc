@@ -346,7 +346,6 @@ class FakeEnv : public MigrationEnv {
   Endpoint TargetEndpoint() const override { return w_->target_ep; }
   Router& router() override { return router_; }
   ProviderCapabilities Capabilities() const override { return w_->capabilities; }
-  Result<ReverseReplicationHealth> ReverseReplication() override { return w_->reverse; }
 
  private:
   // Source keeps writing until fenced; the replica catches up.

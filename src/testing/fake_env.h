@@ -81,7 +81,6 @@ struct FakeWorld {
   Traffic source_traffic, target_traffic;
   RouteStats route_stats;
   bool stats_fail = false;
-  ReverseReplicationHealth reverse;  // what ReverseReplication() reports
   // reverse replication: what it cannot carry (blocking findings), whether
   // it is in place, the target's write position (advanced by each marked
   // look) and whether the source stops applying it.

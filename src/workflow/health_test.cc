@@ -198,14 +198,22 @@ TEST_F(EngineTest, TrafficWithinToleranceFinalizesWithAMatchingReport) {
                                  "target matched the baseline"));
 }
 
-TEST_F(EngineTest, UnhealthyReverseReplicationRollsBack) {
-  world_->reverse = {.in_use = true, .healthy = false, .detail = "subscription worker down"};
+// The reverse stream broken after the switch (the source's apply worker
+// fails): an anomaly, and since a lossless rollback needs that stream, the
+// automatic rollback cannot finish: traffic stays on the target, nothing is
+// discarded, and the migration stops naming the apply failure for an
+// operator (who may roll back with discard_target_writes).
+TEST_F(EngineTest, UnhealthyReverseReplicationIsAnAnomalyAndNothingIsDiscarded) {
+  world_->reverse_apply_stuck = true;
   std::string id = Create(HealthSpec("rollback"));
   Run(id);
   json m = Get(id);
-  EXPECT_EQ(m["phase"], "rolled_back");
-  EXPECT_NE(m["result"]["verify_failure"].get<std::string>().find("subscription worker down"),
-            std::string::npos);
+  EXPECT_NE(m["phase"], "rolled_back") << m.dump();
+  EXPECT_NE(m["result"]["verify_failure"].get<std::string>().find("apply worker failing"),
+            std::string::npos)
+      << m.dump();
+  EXPECT_NE(FindingById(m, "post_cutover_anomaly"), nullptr);
+  EXPECT_EQ(world_->routed, world_->target_ep) << "traffic stays where the writes are";
 }
 
 TEST_F(EngineTest, UnreadableRouterStatsDoNotRollBack) {

@@ -86,6 +86,9 @@ class MigrationRunner {
   // In cdc_prepare: result.reverse_replication_on, and findings naming what
   // it could not carry.
   void PlanReverseReplication();
+  // The reverse stream as the health window judges it (phases/health.cc):
+  // not in use unless cdc_recreate set it up.
+  Result<ReverseReplicationHealth> ReverseHealth();
   // Before finalize: every carried slot has advanced on the target (its
   // consumer reads there), or an operator overrode the finding naming it.
   bool CdcSettled();

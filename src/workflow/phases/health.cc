@@ -57,7 +57,7 @@ void MigrationRunner::SampleBaseline() {
 
 Status MigrationRunner::WatchHealth() {
   if (!result_.health) result_.health = HealthReport{};
-  auto reverse = env_->ReverseReplication();
+  auto reverse = ReverseHealth();
   if (!reverse.ok()) {
     Log("warning", "could not look at the reverse replication: " + reverse.status().message());
   } else if (reverse->in_use && !reverse->healthy) {
@@ -102,6 +102,22 @@ Status MigrationRunner::WatchHealth() {
     return Status::OK();
   }
   return OnAnomaly(v.anomaly);
+}
+
+Result<ReverseReplicationHealth> MigrationRunner::ReverseHealth() {
+  ReverseReplicationHealth h;
+  if (!result_.reverse_replication_on.value_or(false)) return h;  // nothing to judge
+  h.in_use = true;
+  PGSHIFT_ASSIGN_OR_RETURN(ReverseReplicationState st,
+                           env_->InspectReverseReplication(/*mark=*/false));
+  if (!st.in_place) {
+    h.healthy = false;
+    h.detail = "the source's subscription or the target's publication or slot is gone";
+  } else if (!st.apply_error.empty()) {
+    h.healthy = false;
+    h.detail = st.apply_error;
+  }
+  return h;
 }
 
 Status MigrationRunner::OnAnomaly(const std::string& reason) {
