@@ -224,7 +224,10 @@ TEST_F(FaultsServerE2E, TargetKilledDuringSyncIsRestartedAndFinishes) {
   const std::string id = Create(Options(true, {{"sustain_seconds", 5}}));
   ASSERT_FALSE(id.empty());
   WaitForPhase(id, "sync");
-  ASSERT_TRUE(Target().Stop("immediate").ok());
+  // pg_ctl may report a failure when pgshiftd has already started the
+  // standby again before pg_ctl saw it gone; the event below proves the stop.
+  const Status stopped = Target().Stop("immediate");
+  if (!stopped.ok()) std::cerr << "pg_ctl stop -m immediate: " << stopped.ToString() << "\n";
 
   const std::string why = WaitForEvent(id, "the target is not running");
   EXPECT_NE(why.find("starting it again"), std::string::npos) << why;

@@ -112,6 +112,11 @@ class StateStore {
   // Lets `held` expire now so another pgshiftd may take the migration at
   // once; nothing when it already changed hands.
   virtual Status ReleaseLease(const std::string& id, const Lease& held) = 0;
+  // True when no other process can hold a lease of this store (the SQLite
+  // file is locked to this one): a lease not taken by this process is free
+  // at once, so a restarted pgshiftd resumes without waiting for expiry
+  // (inside a cutover's hold, before the router's hold lease lapses).
+  virtual bool SingleProcess() const { return false; }
 };
 
 // One audited act: who did what, when, to which database and migration,
@@ -168,6 +173,7 @@ class SqliteStateStore : public Store {
                              int64_t ttl_ms) override;
   Result<Lease> RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) override;
   Status ReleaseLease(const std::string& id, const Lease& held) override;
+  bool SingleProcess() const override { return true; }
 
   Status AppendAudit(const AuditEntry& e) override;
   Result<std::vector<AuditEntry>> ListAudit(int64_t limit) override;

@@ -229,7 +229,8 @@ void Engine::TakeOver() {
       if (slots_.count(m.id)) continue;
     }
     // The store's clock decides; this only skips leases renewed lately.
-    const bool renewed_lately = !m.lease.owner.empty() && m.lease.owner != opts_.owner &&
+    const bool renewed_lately = !store_.SingleProcess() && !m.lease.owner.empty() &&
+                                m.lease.owner != opts_.owner &&
                                 m.lease.expires_at_ms - now > opts_.lease_ttl_ms / 3;
     if (renewed_lately) continue;
     const int64_t asked = MonotonicMs();

@@ -94,6 +94,7 @@ class HookedStore : public StateStore {
   Status ReleaseLease(const std::string& id, const Lease& held) override {
     return inner_.ReleaseLease(id, held);
   }
+  bool SingleProcess() const override { return inner_.SingleProcess(); }
 
  private:
   Status Write(const std::string& op, const std::function<Status()>& write) {
