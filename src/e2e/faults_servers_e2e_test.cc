@@ -225,8 +225,9 @@ TEST_F(FaultsServerE2E, TargetKilledDuringSyncIsRestartedAndFinishes) {
   ASSERT_FALSE(id.empty());
   WaitForPhase(id, "sync");
   // pg_ctl may report a failure when pgshiftd has already started the
-  // standby again before pg_ctl saw it gone; the event below proves the stop.
-  const Status stopped = Target().Stop("immediate");
+  // standby again before pg_ctl saw it gone (it would wait for that one to
+  // stop too, so it waits 1 s at most); the event below proves the stop.
+  const Status stopped = Target().Stop("immediate", /*timeout_s=*/1);
   if (!stopped.ok()) std::cerr << "pg_ctl stop -m immediate: " << stopped.ToString() << "\n";
 
   const std::string why = WaitForEvent(id, "the target is not running");
