@@ -40,6 +40,10 @@ add_custom_target(pgshift_web DEPENDS ${WEB_BIN}/bundle.stamp)
 set_target_properties(pgshift_web PROPERTIES PGSHIFT_NODE_MODULES ${WEB_BIN}/node_modules)
 
 add_library(pgshift_web_assets web_assets.cc ${CMAKE_CURRENT_BINARY_DIR}/web_assets_data.cc)
+# Make generators attach a custom command to every target that needs its
+# output; without this order both targets ran npm ci and the bundle at once
+# and one deleted dist/ while the other embedded it.
+add_dependencies(pgshift_web_assets pgshift_web)
 target_link_libraries(pgshift_web_assets PUBLIC PkgConfig::HTTPLIB)
 pgshift_add_test(web_assets_test SOURCES web_assets_test.cc LIBS pgshift_web_assets LABELS unit)
 # The page's pure logic (timeline, formatters) under node's own test runner.
