@@ -1,4 +1,9 @@
 #include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
 
 #include "common/clock.h"
 #include "common/lsn.h"
@@ -42,6 +47,30 @@ TEST(Process, StopHookKillsTheProgramPromptly) {
   ASSERT_FALSE(checked.ok());
   EXPECT_EQ(checked.status().code(), Code::kAborted) << checked.status().ToString();
   EXPECT_NE(checked.status().message().find("stopped"), std::string::npos);
+}
+
+TEST(Process, KillGroupOnExitEndsWhatTheProgramLeftHoldingThePipe) {
+  const int64_t started = MonotonicMs();
+  // The shell exits at once; its background child keeps the output pipe.
+  auto r = DefaultRunner().Run(
+      {.argv = {"sh", "-c", "sleep 60 & echo $!; exit 4"}, .kill_group_on_exit = true});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 4);
+  EXPECT_LT(MonotonicMs() - started, 10000);
+  const pid_t orphan = std::stoi(r->output);
+  // Gone, or a zombie its new parent has yet to reap.
+  auto alive = [&] {
+    if (::kill(orphan, 0) != 0) return false;
+    std::ifstream stat("/proc/" + std::to_string(orphan) + "/stat");
+    std::string pid, comm, state;
+    stat >> pid >> comm >> state;
+    return state != "Z";
+  };
+  const int64_t deadline = MonotonicMs() + 5000;
+  while (alive() && MonotonicMs() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(alive()) << "the orphan " << orphan << " lives on";
 }
 
 TEST(Process, RunsAndCapturesOutputAndExitCode) {

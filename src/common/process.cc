@@ -114,7 +114,13 @@ Result<ProcessResult> SubprocessRunner::Run(const ProcessSpec& spec) {
   const int64_t deadline = spec.timeout_ms > 0 ? MonotonicMs() + spec.timeout_ms : 0;
   char buf[8192];
   bool open_pipe = true;
+  bool reaped = false;
+  int status = 0;
   while (open_pipe) {
+    if (spec.kill_group_on_exit && !reaped && waitpid(pid, &status, WNOHANG) == pid) {
+      reaped = true;
+      kill(-pid, SIGKILL);  // the pipe reaches EOF once the group is gone
+    }
     int wait_ms = spec.stop ? static_cast<int>(kStopPollMs) : 500;
     if (spec.stop && spec.stop()) {
       result.stopped = true;
@@ -145,8 +151,7 @@ Result<ProcessResult> SubprocessRunner::Run(const ProcessSpec& spec) {
     if (spec.on_output) spec.on_output(chunk);
   }
   close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (!reaped && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   result.exit_code = DecodeWait(status);
   return result;

@@ -31,6 +31,12 @@ struct ProcessSpec {
   // must be able to give up (pgshiftd shutting down) on a program that has
   // no deadline of its own, e.g. a rate-limited pg_basebackup.
   std::function<bool()> stop;
+  // Run only: once the program itself exits, kill what it left in its
+  // process group and stop reading. pg_basebackup's WAL streamer is a forked
+  // child: when the parent is killed (SIGKILL, the OOM killer) it lives on
+  // holding the output pipe, and Run would wait for it without end. Not for
+  // programs that leave a daemon in the group on purpose.
+  bool kill_group_on_exit = false;
   std::string output_file;  // Spawn only: append stdout/stderr here ("" = /dev/null)
 };
 

@@ -338,7 +338,8 @@ Status LocalEnv::CreateReplica(const std::string& slot, std::function<void(int)>
   PGSHIFT_RETURN_IF_ERROR(RunChecked(runner_, {.argv = argv,
                                                .run_as = spec_.target.os_user,
                                                .on_output = on_output,
-                                               .stop = [this] { return StopRequested(); }})
+                                               .stop = [this] { return StopRequested(); },
+                                               .kill_group_on_exit = true})
                               .status()
                               .Wrap("base backup from the source into " + partial));
   std::string auto_conf = partial + "/postgresql.auto.conf";
