@@ -54,16 +54,32 @@ void MakePair(const std::string& name, const std::string& extra_sql, Pair* p) {
   ASSERT_TRUE(p->replica->WaitCaughtUp(p->src->Conninfo()).ok());
 }
 
-TEST(DataParity, SnapshotAtPromotionMatchesWhileNewWritesLandOnTarget) {
-  Pair p;
-  MakePair("parity", "", &p);
+// A snapshot of the promoted replica, exported by `holder`'s open
+// transaction (it lives as long as that transaction).
+struct PromotionSnapshot {
+  std::unique_ptr<PgConn> holder;
+  std::string id;
+};
+
+// Promotes the replica and exports a snapshot on it at once, as the cutover
+// does before traffic reaches the target.
+void PromoteAndExportSnapshot(const Pair& p, PromotionSnapshot* out) {
   ASSERT_TRUE(p.replica->cluster().Promote().ok());
   auto holder = PgConn::Connect(p.replica->Conninfo());
   ASSERT_TRUE(holder.ok()) << holder.status().ToString();
-  ASSERT_TRUE((*holder)->Exec("begin isolation level repeatable read").ok());
-  auto snap = (*holder)->Query("select pg_export_snapshot() as id");
+  out->holder = std::move(*holder);
+  ASSERT_TRUE(out->holder->Exec("begin isolation level repeatable read").ok());
+  auto snap = out->holder->Query("select pg_export_snapshot() as id");
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
-  const std::string snapshot_id = snap->Str(0, "id");
+  out->id = snap->Str(0, "id");
+}
+
+TEST(DataParity, SnapshotAtPromotionMatchesWhileNewWritesLandOnTarget) {
+  Pair p;
+  MakePair("parity", "", &p);
+  PromotionSnapshot snap;
+  ASSERT_NO_FATAL_FAILURE(PromoteAndExportSnapshot(p, &snap));
+  const std::string& snapshot_id = snap.id;
 
   // Traffic released onto the target after the snapshot.
   ASSERT_TRUE(p.replica->cluster()
@@ -162,16 +178,11 @@ TEST(DataParity, UnloggedTableIsNamedAsDifferentBeforeAndAfterPromotion) {
 TEST(DataParity, TablesDroppedOrRewrittenOnTargetAfterSnapshotAreNotCompared) {
   Pair p;
   MakePair("parity-ddl", "", &p);
-  ASSERT_TRUE(p.replica->cluster().Promote().ok());
-  auto holder = PgConn::Connect(p.replica->Conninfo());
-  ASSERT_TRUE(holder.ok()) << holder.status().ToString();
-  ASSERT_TRUE((*holder)->Exec("begin isolation level repeatable read").ok());
-  auto snap = (*holder)->Query("select pg_export_snapshot() as id");
-  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  PromotionSnapshot snap;
+  ASSERT_NO_FATAL_FAILURE(PromoteAndExportSnapshot(p, &snap));
   ASSERT_TRUE(p.replica->cluster().Psql("drop table events; truncate accounts").ok());
 
-  auto r =
-      RunDataParity(p.src->Conninfo(), p.replica->Conninfo(), snap->Str(0, "id"), nullptr, nullptr);
+  auto r = RunDataParity(p.src->Conninfo(), p.replica->Conninfo(), snap.id, nullptr, nullptr);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_FALSE(AnyBlocking(*r)) << RenderFindingsTable(*r);
   for (const char* table : {"public.events", "public.accounts"}) {

@@ -16,35 +16,18 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
+#include <functional>
 
 #include "api/http_server.h"
 #include "common/clock.h"
 #include "common/os.h"
-#include "demo/sandbox.h"
 #include "e2e/faults_fixture.h"
 #include "e2e/faults_report.h"
-#include "load/ledger.h"
 #include "model/phase.h"
 #include "store/state_store.h"
 
-namespace pgshift {
+namespace pgshift::e2e {
 namespace {
-
-using json = nlohmann::json;
-using e2e::SetFaults;
-
-constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a performance assertion
-constexpr int kLedgerWriters = 2;
-constexpr int64_t kMinCommittedPerWriter = 50;
-constexpr size_t kLogTail = 6000;
-
-bool Terminal(const json& m) {
-  return m["phase"] == "finalized" || m["phase"] == "rolled_back" || m["state"] == "failed" ||
-         m["state"] == "blocked";
-}
 
 // The phase recorded when pgshiftd dies before `p`'s step: `p` itself, or
 // for a phase chained into the step before it, the phase that step began in.
@@ -61,75 +44,17 @@ struct CrashPoint {
   std::string note;          // why not
 };
 
-class FaultsE2E : public ::testing::Test {
+class FaultsE2E : public FaultsTest {
  protected:
-  void SetUp() override {
-    SetFaults("");
-    started_ms_ = MonotonicMs();
-    auto sb = demo::Sandbox::Start(
-        {.router = "proxy", .pgshiftd_path = PGSHIFTD_PATH, .proxy_path = PGSHIFT_PROXY_PATH});
-    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
-    sb_ = std::move(sb).value();
-  }
-  void TearDown() override {
-    if (HasFailure() && sb_) {
-      PrintTail("pgshiftd log", sb_->PgshiftdLog());
-      PrintTail("proxy log", sb_->dir() + "/proxy.log");
-    }
-    for (auto& w : writers_) w->Stop();
-    writers_.clear();
-    sb_.reset();
-    SetFaults("");
-  }
-  static void PrintTail(const std::string& heading, const std::string& path) {
-    auto text = ReadFile(path);
-    if (!text.ok()) return;
-    std::cerr << "---- " << heading << " ----\n"
-              << text->substr(text->size() > kLogTail ? text->size() - kLogTail : 0) << "\n";
-  }
-
-  json Options(bool auto_cutover) const {
-    return {{"auto_cutover", auto_cutover},
-            {"auto_finalize", true},
-            {"sustain_seconds", 1},
-            {"verify_seconds", 1},
-            {"poll_ms", 100}};
-  }
   // POST /v1/migrations. pgshiftd may die on its fault point before it
   // answers; the migration is then read from the state file.
-  std::string Create(const json& options) {
+  std::string CreateOrRead(const json& options) {
     auto r = sb_->Api("POST", "/v1/migrations", sb_->MigrationSpec(options).dump());
-    if (r.ok()) {
-      EXPECT_EQ((*r)["status"], 201) << (*r)["body"].dump();
-      return (*r)["body"].value("id", "");
-    }
+    if (r.ok()) return CreatedId(*r);
     auto all = OpenState();
     if (!all) return "";
     auto list = all->List();
     return list.ok() && list->size() == 1 ? list->front().id : "";
-  }
-  void StartWriters() {
-    for (int w = 1; w <= kLedgerWriters; ++w) {
-      writers_.push_back(std::make_unique<load::LedgerWriter>(sb_->AppConninfo(), w));
-      writers_.back()->Start();
-    }
-  }
-  // Stops the writers and checks every acknowledged row on `conninfo`.
-  void StopWritersAndCheck(const std::string& conninfo) {
-    for (auto& w : writers_) w->Stop();
-    for (auto& w : writers_) {
-      auto st = w->Stats();
-      EXPECT_EQ(st.failed, 0) << (st.errors.empty() ? "" : st.errors.front());
-      EXPECT_EQ(st.uncertain, 0) << (st.errors.empty() ? "" : st.errors.front());
-      EXPECT_GT(st.committed, kMinCommittedPerWriter);
-      auto check = load::CheckLedger(conninfo, w->writer_id(), w->Acknowledged());
-      ASSERT_TRUE(check.ok()) << check.status().ToString();
-      EXPECT_EQ(check->lost, 0);
-      EXPECT_EQ(check->duplicated, 0);
-      EXPECT_EQ(check->found, check->acknowledged);
-      lost_rows_ += check->lost;
-      duplicated_rows_ += check->duplicated;
-    }
   }
 
   // The state file, opened while pgshiftd is down.
@@ -138,9 +63,6 @@ class FaultsE2E : public ::testing::Test {
     EXPECT_TRUE(store.ok()) << store.status().ToString();
     return store.ok() ? std::move(store).value() : nullptr;
   }
-
-  bool WaitForPgshiftdToDie() { return e2e::WaitForPgshiftdToDie(*sb_, kMigrationBoundMs); }
-  void StartPgshiftd(const std::string& faults) { e2e::StartPgshiftd(*sb_, faults); }
 
   // Checks the state file after pgshiftd died before `p`'s step.
   void CheckRecordedAtCrash(const std::string& id, CrashPoint& point) {
@@ -173,57 +95,41 @@ class FaultsE2E : public ::testing::Test {
     points_.clear();
     for (const auto& p : phases) points_.push_back({.phase = p});
     EXPECT_TRUE(sb_->KillPgshiftd(SIGTERM).ok());
-    StartPgshiftd("crash:before_" + phases.front());
+    StartPgshiftd(*sb_, "crash:before_" + phases.front());
     const std::string id = trigger();
     EXPECT_FALSE(id.empty());
     for (size_t i = 0; i < points_.size() && !id.empty(); ++i) {
       CrashPoint& point = points_[i];
-      point.died = WaitForPgshiftdToDie();
+      point.died = WaitForPgshiftdToDie(*sb_, kMigrationBoundMs);
       EXPECT_TRUE(point.died) << "pgshiftd did not die before " << point.phase;
       if (!point.died) {
         point.note = "pgshiftd did not die there";
         break;
       }
       CheckRecordedAtCrash(id, point);
-      StartPgshiftd(i + 1 < points_.size() ? "crash:before_" + points_[i + 1].phase : "");
+      StartPgshiftd(*sb_, i + 1 < points_.size() ? "crash:before_" + points_[i + 1].phase : "");
       if (HasFatalFailure()) break;
     }
     return id;
   }
 
-  // Each phase `path` names has its transition in the events; each missing
-  // one counts as a lost event.
-  int MissingTransitions(const std::string& id, const std::vector<std::string>& path) {
-    auto events = sb_->Api("GET", "/v1/migrations/" + id + "/events");
-    EXPECT_TRUE(events.ok());
-    if (!events.ok()) return static_cast<int>(path.size());
-    int missing = 0;
-    for (const auto& p : path) {
-      bool found = false;
-      for (const auto& e : (*events)["body"]["events"]) found = found || e["phase"] == p;
-      EXPECT_TRUE(found) << "no transition event for " << p;
-      missing += !found;
-    }
-    return missing;
-  }
-
   // Adds this test's scenarios (its crash points) to the report.
-  void Report(const std::string& ending, const std::vector<std::string>& path, int missing_events) {
-    e2e::FaultsTotals& t = e2e::TheFaultsTotals();
-    const double seconds = (MonotonicMs() - started_ms_) / 1000.0;
+  // `path`'s transitions must all be in the events.
+  void Report(const std::string& id, const std::string& ending,
+              const std::vector<std::string>& path) {
+    missing_events_ += MissingTransitions(Events(id), path);
+    FaultsTotals& t = TheFaultsTotals();
     const bool clean = !HasFailure();
     for (const auto& p : points_) {
       t.AddScenario("crash:before_" + p.phase + " -> " + ending, clean && p.died && p.recorded_ok,
                     p.note);
     }
-    t.lost_rows += lost_rows_;
-    t.duplicated_rows += duplicated_rows_;
-    t.lost_events += missing_events;
+    AddLosses(t);
     char line[160];
     std::snprintf(line, sizeof line,
                   "  %zu crash point(s) in one sandbox, %.0f s; %zu phases, %d transition(s) "
                   "missing",
-                  points_.size(), seconds, path.size(), missing_events);
+                  points_.size(), Seconds(), path.size(), missing_events_);
     t.lines.push_back(line);
     t.Write();
   }
@@ -232,25 +138,19 @@ class FaultsE2E : public ::testing::Test {
   void CrashThroughToFinalized(const std::vector<std::string>& phases) {
     StartWriters();
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    const std::string id = CrashThrough(phases, [&] { return Create(Options(true)); });
+    const std::string id = CrashThrough(phases, [&] { return CreateOrRead(Options(true)); });
     ASSERT_FALSE(id.empty());
     auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     EXPECT_EQ((*m)["phase"], "finalized") << m->dump(2);
-    std::this_thread::sleep_for(std::chrono::seconds(1));  // writes go on, on the target
     StopWritersAndCheck(sb_->TargetConninfo());
     EXPECT_FALSE(sb_->source().Running()) << "the source is retired";
     std::vector<std::string> path;
     for (const auto& info : PhasesOf(PhaseBranch::kMain)) path.push_back(info.name);
-    Report("finalized", path, MissingTransitions(id, path));
+    Report(id, "finalized", path);
   }
 
-  std::unique_ptr<demo::Sandbox> sb_;
-  std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
   std::vector<CrashPoint> points_;
-  int64_t started_ms_ = 0;
-  int64_t lost_rows_ = 0;
-  int64_t duplicated_rows_ = 0;
 };
 
 // Inside the hold (traffic waits while pgshiftd is down): before the fence,
@@ -276,40 +176,31 @@ TEST_F(FaultsMatrixE2E, CrashAtEveryMainPhaseBoundaryStillFinishes) {
 // after recording rolling_back, before its step; the restart rolls back.
 TEST_F(FaultsMatrixE2E, CrashWhileRollingBackStillRollsBack) {
   StartWriters();
-  const std::string id = Create(Options(false));
+  const std::string id = CreateInReady(Options(false));
   ASSERT_FALSE(id.empty());
-  auto m = sb_->WaitFor(
-      id, [](const json& m) { return m["state"] == "waiting" || Terminal(m); }, kMigrationBoundMs);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  ASSERT_EQ((*m)["phase"], "ready");
   CrashThrough({"rolling_back"}, [&] {
-    auto r = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
-    EXPECT_TRUE(r.ok() && (*r)["status"] == 202) << (r.ok() ? (*r)["body"].dump() : "");
+    PostAction(id, "rollback");
     return id;
   });
-  m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ((*m)["phase"], "rolled_back") << m->dump(2);
   EXPECT_EQ((*m)["state"], "rolled_back");
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // writes go on, on the source
   StopWritersAndCheck(sb_->SourceConninfo());
   EXPECT_TRUE(sb_->source().Running());
   EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots"), "0\n");
   const std::vector<std::string> path = {"preflight", "provision",    "sync",       "validate",
                                          "ready",     "rolling_back", "rolled_back"};
-  Report("rolled_back", path, MissingTransitions(id, path));
+  Report(id, "rolled_back", path);
 }
 
 // Malformed and oversized bodies, invalid connection strings, unknown ids
 // and actions in the wrong state: each a 4xx naming the problem, and the
 // migration (waiting in ready) exactly as it was.
 TEST_F(FaultsE2E, BadRequestsGet4xxAndChangeNothing) {
-  const std::string id = Create(Options(false));
+  json ready;
+  const std::string id = CreateInReady(Options(false), &ready);
   ASSERT_FALSE(id.empty());
-  auto ready = sb_->WaitFor(
-      id, [](const json& m) { return m["state"] == "waiting" || Terminal(m); }, kMigrationBoundMs);
-  ASSERT_TRUE(ready.ok()) << ready.status().ToString();
-  ASSERT_EQ((*ready)["phase"], "ready");
   auto events_before = sb_->Api("GET", "/v1/migrations/" + id + "/events");
   ASSERT_TRUE(events_before.ok());
   const size_t n_events = (*events_before)["body"]["events"].size();
@@ -382,7 +273,7 @@ TEST_F(FaultsE2E, BadRequestsGet4xxAndChangeNothing) {
   ASSERT_TRUE(now.ok());
   const json& after = (*now)["body"];
   for (const char* key : {"phase", "state", "findings", "error", "pending_actions", "spec"}) {
-    EXPECT_EQ(after[key], (*ready)[key]) << key;
+    EXPECT_EQ(after[key], ready[key]) << key;
   }
   auto events = sb_->Api("GET", m + "/events");
   ASSERT_TRUE(events.ok());
@@ -394,10 +285,10 @@ TEST_F(FaultsE2E, BadRequestsGet4xxAndChangeNothing) {
   EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots"), "1\n")
       << "only the migration's own slot";
 
-  e2e::FaultsTotals& t = e2e::TheFaultsTotals();
+  FaultsTotals& t = TheFaultsTotals();
   t.AddScenario("bad requests (" + std::to_string(cases.size()) + " cases)", !HasFailure());
   t.Write();
 }
 
 }  // namespace
-}  // namespace pgshift
+}  // namespace pgshift::e2e

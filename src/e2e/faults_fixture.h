@@ -1,26 +1,32 @@
 // What the fault-matrix scenarios (faults_*_e2e_test.cc) share beyond
 // e2e_fixture.h: arming pgshiftd's fault points (common/faults.h) for the
-// pgshiftd a sandbox starts next, and waiting for one that kills itself.
+// pgshiftd a sandbox starts next, waiting for one that kills itself, and
+// FaultsTest, their fixture (short migrations, the ledger checked at the
+// end, what each scenario adds to the faults report).
 // Not thread-safe: used from the test's thread.
 #pragma once
 
-#include <dirent.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
+#include <functional>
 #include <string>
 #include <thread>
 
 #include "common/clock.h"
-#include "common/os.h"
 #include "demo/sandbox.h"
+#include "e2e/e2e_fixture.h"
+#include "e2e/faults_report.h"
+#include "load/ledger.h"
 
 namespace pgshift::e2e {
 
-inline constexpr int64_t kDeathPollMs = 20;
+inline constexpr int64_t kFaultsPollMs = 20;
+// How long the writers go on once a migration ended, before they are checked.
+inline constexpr int64_t kWritesGoOnMs = 1000;
 
 // PGSHIFT_FAULTS for the pgshiftd the sandbox starts next. The entry is put
 // into the environment once, before any thread of the test starts, and then
@@ -34,38 +40,19 @@ inline void SetFaults(const std::string& value) {
   std::snprintf(entry, sizeof entry, "PGSHIFT_FAULTS=%s", value.c_str());
 }
 
-// The pid of the sandbox's pgshiftd while it runs (a zombie, which the
-// sandbox has not reaped yet, does not count), else -1.
-inline pid_t LivePgshiftd(const demo::Sandbox& sb) {
-  const std::string state_arg = sb.dir() + "/state.db";
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return -1;
-  pid_t found = -1;
-  while (dirent* d = ::readdir(proc)) {
-    const pid_t pid = std::atoi(d->d_name);
-    if (pid <= 0) continue;
-    auto cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
-    if (!cmdline.ok() ||
-        cmdline->find(std::string("--state") + '\0' + state_arg) == std::string::npos) {
-      continue;
-    }
-    auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-    const size_t paren = stat.ok() ? stat->rfind(')') : std::string::npos;
-    if (paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z') {
-      found = pid;
-    }
-  }
-  ::closedir(proc);
-  return found;
+// Whether the sandbox's pgshiftd runs (a zombie, which the sandbox has not
+// reaped yet, does not count).
+inline bool PgshiftdAlive(const demo::Sandbox& sb) {
+  return !LiveProcessesWith({std::string("--state") + '\0' + sb.dir() + "/state.db"}).empty();
 }
 
 // Waits up to bound_ms until pgshiftd has killed itself, then lets the
 // sandbox reap it.
 inline bool WaitForPgshiftdToDie(demo::Sandbox& sb, int64_t bound_ms) {
   const int64_t deadline = MonotonicMs() + bound_ms;
-  while (LivePgshiftd(sb) > 0) {
+  while (PgshiftdAlive(sb)) {
     if (MonotonicMs() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(kDeathPollMs));
+    std::this_thread::sleep_for(std::chrono::milliseconds(kFaultsPollMs));
   }
   return sb.KillPgshiftd(SIGKILL).ok();
 }
@@ -78,5 +65,114 @@ inline void StartPgshiftd(demo::Sandbox& sb, const std::string& faults) {
   if (!faults.empty() && st.code() == Code::kUnavailable) return;
   ASSERT_TRUE(st.ok()) << st.ToString();
 }
+
+// A fault scenario: its pgshiftd starts with no fault armed (StartPgshiftd
+// arms one), and it adds its line and what it lost to the faults report.
+class FaultsTest : public SandboxTest {
+ protected:
+  void SetUp() override {
+    SetFaults("");
+    started_ms_ = MonotonicMs();
+    SandboxTest::SetUp();
+  }
+  void TearDown() override {
+    SandboxTest::TearDown();
+    SetFaults("");
+  }
+
+  // A short migration's options (1 s gates, 100 ms polls); `more` adds or
+  // overrides.
+  static json Options(bool auto_cutover, const json& more = json::object()) {
+    json o = {{"auto_cutover", auto_cutover},
+              {"auto_finalize", true},
+              {"sustain_seconds", 1},
+              {"verify_seconds", 1},
+              {"poll_ms", 100}};
+    for (const auto& [k, v] : more.items()) o[k] = v;
+    return o;
+  }
+
+  // Creates a migration with `options` and waits for it to wait in ready
+  // (the migration as it was then in `ready`, when given); its id, or ""
+  // when it did not get there (the failure recorded).
+  std::string CreateInReady(const json& options, json* ready = nullptr) {
+    const std::string id = Create(options);
+    if (id.empty()) return "";
+    auto m = sb_->WaitFor(id, WaitingOrTerminal, kMigrationBoundMs);
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    if (!m.ok()) return "";
+    EXPECT_EQ((*m)["phase"], "ready") << m->dump(2);
+    if ((*m)["phase"] != "ready") return "";
+    if (ready != nullptr) *ready = *m;
+    return id;
+  }
+
+  // Lets the writers go on (on `conninfo`) a moment, stops them and checks
+  // every acknowledged row there (ExpectWritersClean).
+  void StopWritersAndCheck(const std::string& conninfo, WritersCheck opts = {}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kWritesGoOnMs));
+    StopWriters();
+    ExpectWritersClean(conninfo, opts);
+  }
+
+  // `field` of the writers' stats, summed.
+  int64_t Sum(int64_t load::LedgerStats::*field) const {
+    int64_t n = 0;
+    for (const auto& w : writers_) n += w->Stats().*field;
+    return n;
+  }
+  int64_t Committed() const { return Sum(&load::LedgerStats::committed); }
+  // Writes that got an error (refused, or with an unknown outcome).
+  int64_t Refused() const {
+    return Sum(&load::LedgerStats::failed) + Sum(&load::LedgerStats::uncertain);
+  }
+
+  // Polls `pred` every kFaultsPollMs up to bound_ms; the ms it took, or -1.
+  static int64_t MsUntil(const std::function<bool()>& pred, int64_t bound_ms) {
+    const int64_t start = MonotonicMs();
+    while (!pred()) {
+      if (MonotonicMs() - start > bound_ms) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(kFaultsPollMs));
+    }
+    return MonotonicMs() - start;
+  }
+  // How long until `count` grows past what it is now, up to bound_ms; -1
+  // when it does not.
+  static int64_t MsUntilMore(const std::function<int64_t()>& count, int64_t bound_ms) {
+    const int64_t before = count();
+    return MsUntil([&] { return count() > before; }, bound_ms);
+  }
+
+  // GET on the proxy's admin API (/routes/app, say); null when it does not answer.
+  json ProxyGet(const std::string& path) const {
+    httplib::Client cli(sb_->RouterConfig().value("admin_url", ""));
+    cli.set_connection_timeout(std::chrono::seconds(2));
+    auto res = cli.Get(path.c_str());
+    if (!res || res->status != 200) return nullptr;
+    return json::parse(res->body, nullptr, false);
+  }
+
+  // The message of `id`'s first event that holds `needle`, or "".
+  std::string EventSaying(const std::string& id, const std::string& needle) const {
+    const json events = Events(id);
+    for (const auto& e : events.value("events", json::array())) {
+      const std::string m = e.value("message", "");
+      if (m.find(needle) != std::string::npos) return m;
+    }
+    return "";
+  }
+
+  double Seconds() const { return (MonotonicMs() - started_ms_) / 1000.0; }
+
+  // Adds the rows and events this test lost or doubled to the report's totals.
+  void AddLosses(FaultsTotals& t) const {
+    t.lost_rows += lost_rows_;
+    t.duplicated_rows += duplicated_rows_;
+    t.lost_events += missing_events_;
+  }
+
+  int64_t started_ms_ = 0;
+  int missing_events_ = 0;  // transitions missing from the events (MissingTransitions)
+};
 
 }  // namespace pgshift::e2e

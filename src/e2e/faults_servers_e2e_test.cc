@@ -14,7 +14,6 @@
 // the faults report (e2e/faults_report.h).
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <httplib.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -24,18 +23,14 @@
 
 #include "common/clock.h"
 #include "common/os.h"
-#include "e2e/e2e_fixture.h"
+#include "e2e/faults_fixture.h"
 #include "e2e/faults_report.h"
 #include "model/phase.h"
 #include "pg/conn.h"
 #include "testing/tcp_relay.h"
 
-namespace pgshift {
+namespace pgshift::e2e {
 namespace {
-
-using e2e::json;
-using e2e::kMigrationBoundMs;
-using e2e::Terminal;
 
 // Bounds are safety nets on a loaded machine, not performance claims.
 constexpr int64_t kFaultSeenBoundMs = 60000;
@@ -50,39 +45,10 @@ constexpr int64_t kSlowBackupKbps = 4096;
 // The state store's tmpfs: room for the state file, its WAL and the filler.
 constexpr const char* kStateFsSize = "size=16m";
 
-class FaultsServerE2E : public e2e::SandboxTest {
+class FaultsServerE2E : public FaultsTest {
  protected:
-  void SetUp() override {
-    started_ms_ = MonotonicMs();
-    SandboxTest::SetUp();
-  }
-
-  static json Options(bool auto_cutover, const json& more = json::object()) {
-    json o = {{"auto_cutover", auto_cutover},
-              {"auto_finalize", true},
-              {"sustain_seconds", 1},
-              {"verify_seconds", 1},
-              {"poll_ms", 100}};
-    for (const auto& [k, v] : more.items()) o[k] = v;
-    return o;
-  }
-
-  // POST /v1/migrations with `spec`; the new id.
-  std::string CreateSpec(const json& spec) {
-    auto r = sb_->Api("POST", "/v1/migrations", spec.dump());
-    EXPECT_TRUE(r.ok());
-    if (!r.ok()) return "";
-    EXPECT_EQ((*r)["status"], 201) << (*r)["body"].dump();
-    return (*r)["body"].value("id", "");
-  }
-
   json Get(const std::string& id) {
     auto r = sb_->Api("GET", "/v1/migrations/" + id);
-    return r.ok() ? (*r)["body"] : json::object();
-  }
-
-  json Events(const std::string& id) {
-    auto r = sb_->Api("GET", "/v1/migrations/" + id + "/events");
     return r.ok() ? (*r)["body"] : json::object();
   }
 
@@ -91,11 +57,8 @@ class FaultsServerE2E : public e2e::SandboxTest {
                            int64_t timeout_ms = kFaultSeenBoundMs) {
     const int64_t deadline = MonotonicMs() + timeout_ms;
     while (MonotonicMs() < deadline) {
-      const json events = Events(id);
-      for (const auto& e : events["events"]) {
-        const std::string m = e.value("message", "");
-        if (m.find(needle) != std::string::npos) return m;
-      }
+      const std::string said = EventSaying(id, needle);
+      if (!said.empty()) return said;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     ADD_FAILURE() << "no event saying '" << needle << "' within " << timeout_ms << " ms";
@@ -111,28 +74,12 @@ class FaultsServerE2E : public e2e::SandboxTest {
     return *m;
   }
 
-  // The proxy's route "app" as its admin API shows it.
-  json ProxyRoute() {
-    const std::string url = sb_->RouterConfig().value("admin_url", "");
-    httplib::Client cli(url);
-    cli.set_connection_timeout(2);
-    auto res = cli.Get("/routes/app");
-    if (!res || res->status != 200) return json::object();
-    return json::parse(res->body, nullptr, false);
-  }
-
-  int64_t Committed() {
-    int64_t n = 0;
-    for (auto& w : writers_) n += w->Stats().committed;
-    return n;
-  }
-
   // Traffic has not moved: the route leads to the source and is not held,
   // the source takes the application's logins (not fenced), and the
   // writers keep committing there without an error.
   void ExpectTrafficOnUnfencedSource(const std::string& when) {
     SCOPED_TRACE(when);
-    const json route = ProxyRoute();
+    const json route = ProxyGet("/routes/app");
     ASSERT_TRUE(route.contains("upstream")) << route.dump();
     EXPECT_EQ(route["upstream"]["port"], sb_->source().spec().port) << route.dump();
     EXPECT_FALSE(route.value("held", true)) << route.dump();
@@ -147,13 +94,8 @@ class FaultsServerE2E : public e2e::SandboxTest {
     }
   }
 
-  static bool WaitUntil(const std::function<bool()>& cond, int64_t timeout_ms = kFaultSeenBoundMs) {
-    const int64_t deadline = MonotonicMs() + timeout_ms;
-    while (!cond()) {
-      if (MonotonicMs() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return true;
+  static bool WaitUntil(const std::function<bool()>& cond) {
+    return MsUntil(cond, kFaultSeenBoundMs) >= 0;
   }
 
   // The target cluster, as pg_ctl sees it.
@@ -168,28 +110,21 @@ class FaultsServerE2E : public e2e::SandboxTest {
     auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     EXPECT_EQ((*m)["phase"], "finalized") << m->dump(2);
-    std::this_thread::sleep_for(std::chrono::seconds(1));  // writes go on, on the target
-    StopWriters();
-    ExpectWritersClean(sb_->TargetConninfo());
+    StopWritersAndCheck(sb_->TargetConninfo());
     std::vector<std::string> path;
     for (const auto& info : PhasesOf(PhaseBranch::kMain)) path.push_back(info.name);
-    missing_events_ += e2e::MissingTransitions(Events(id), path);
+    missing_events_ += MissingTransitions(Events(id), path);
   }
 
   void Report(const std::string& scenario) {
-    e2e::FaultsTotals& t = e2e::TheFaultsTotals();
+    FaultsTotals& t = TheFaultsTotals();
     t.AddScenario(scenario, !HasFailure());
-    t.lost_rows += lost_rows_;
-    t.duplicated_rows += duplicated_rows_;
-    t.lost_events += missing_events_;
+    AddLosses(t);
     char line[120];
-    std::snprintf(line, sizeof line, "  %.0f s", (MonotonicMs() - started_ms_) / 1000.0);
+    std::snprintf(line, sizeof line, "  %.0f s", Seconds());
     t.lines.back() += line;
     t.Write();
   }
-
-  int missing_events_ = 0;
-  int64_t started_ms_ = 0;
 };
 
 // The target's base backup is killed while it copies (kill -9, as the OOM
@@ -203,7 +138,7 @@ TEST_F(FaultsServerE2E, TargetKilledDuringProvisionRetriesAndFinishes) {
   const std::string partial = sb_->target_dir() + ".partial";
   std::vector<pid_t> backup;
   ASSERT_TRUE(WaitUntil([&] {
-    backup = e2e::LiveProcessesWith({"pg_basebackup", partial});
+    backup = LiveProcessesWith({"pg_basebackup", partial});
     return !backup.empty() && PathExists(partial);
   })) << "the base backup was never seen running";
   for (pid_t pid : backup) ::kill(pid, SIGKILL);
@@ -244,16 +179,11 @@ TEST_F(FaultsServerE2E, TargetKilledDuringSyncIsRestartedAndFinishes) {
 // the standby is started again, and a second cutover finishes.
 TEST_F(FaultsServerE2E, TargetKilledDuringDrainAbortsTheCutoverOntoTheSource) {
   StartWriters();
-  const std::string id = Create(Options(false, {{"drain_timeout_ms", 60000}}));
+  const std::string id = CreateInReady(Options(false, {{"drain_timeout_ms", 60000}}));
   ASSERT_FALSE(id.empty());
-  auto ready = sb_->WaitFor(
-      id, [](const json& m) { return m["state"] == "waiting" || Terminal(m); }, kMigrationBoundMs);
-  ASSERT_TRUE(ready.ok()) << ready.status().ToString();
-  ASSERT_EQ((*ready)["phase"], "ready") << ready->dump(2);
   ASSERT_TRUE(Target().Psql("select pg_wal_replay_pause()").ok());
 
-  auto r = sb_->Api("POST", "/v1/migrations/" + id + "/cutover", "{}");
-  ASSERT_TRUE(r.ok() && (*r)["status"] == 202) << (r.ok() ? (*r)["body"].dump() : "");
+  ASSERT_TRUE(PostAction(id, "cutover"));
   WaitForPhase(id, "drain");
   const int64_t killed_at = MonotonicMs();
   ASSERT_TRUE(Target().Stop("immediate").ok());
@@ -271,11 +201,9 @@ TEST_F(FaultsServerE2E, TargetKilledDuringDrainAbortsTheCutoverOntoTheSource) {
 
   // The standby comes back by itself; an operator's second cutover finishes.
   WaitForEvent(id, "the target was down and has been started again");
-  auto waiting = sb_->WaitFor(
-      id, [](const json& m) { return m["state"] == "waiting" || Terminal(m); }, kMigrationBoundMs);
+  auto waiting = sb_->WaitFor(id, WaitingOrTerminal, kMigrationBoundMs);
   ASSERT_TRUE(waiting.ok()) << waiting.status().ToString();
-  r = sb_->Api("POST", "/v1/migrations/" + id + "/cutover", "{}");
-  ASSERT_TRUE(r.ok() && (*r)["status"] == 202) << (r.ok() ? (*r)["body"].dump() : "");
+  ASSERT_TRUE(PostAction(id, "cutover"));
   ExpectFinalizedAndClean(id);
   Report("target killed during drain (in the hold) -> cutover aborted onto the source, finalized");
 }
@@ -310,8 +238,7 @@ TEST_F(FaultsServerE2E, SourceUnreachableMidSyncWaitsAndCarriesOn) {
   ExpectTrafficOnUnfencedSource("while pgshiftd cannot reach the source");
 
   ASSERT_TRUE(net.Restore().ok());
-  auto waiting = sb_->WaitFor(
-      id, [](const json& m) { return m["state"] == "waiting" || Terminal(m); }, kMigrationBoundMs);
+  auto waiting = sb_->WaitFor(id, WaitingOrTerminal, kMigrationBoundMs);
   ASSERT_TRUE(waiting.ok()) << waiting.status().ToString();
   EXPECT_EQ((*waiting)["phase"], "ready") << waiting->dump(2);
   EXPECT_EQ((*waiting).value("error", ""), "");
@@ -417,4 +344,4 @@ TEST_F(FaultsServerE2EDiskFull, StateStoreDiskFullRefusesToAdvanceThenResumes) {
 }
 
 }  // namespace
-}  // namespace pgshift
+}  // namespace pgshift::e2e
