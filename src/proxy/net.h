@@ -35,12 +35,13 @@ class BasicStream {
   BasicStream(Socket s, asio::ssl::context& ctx)
       : s_(std::move(s)), tls_ctx_(ctx), park_(s_.get_executor()) {}
 
-  // Reads wait in Asio's reactor with the read itself queued
-  // (async_read_some): the descriptor stays registered, edge-triggered, where
-  // async_wait re-arms it with an epoll_ctl per wait. Asio 1.22 still starts
-  // each read with a speculative recv (EAGAIN after every message), so the
-  // syscall count is the same either way. TLS streams receive the same way
-  // into TlsConn's input buffer (own_io).
+  // Plain streams wait for readability and then read what is there, instead of
+  // Asio's speculative read, a recv that fails with EAGAIN after every message.
+  // Asio re-arms the wait with an epoll_ctl, so the syscall count is the same;
+  // the wait only avoids reading a socket known to be empty. A read that
+  // filled the buffer may have left more behind: the next one tries at once.
+  // TLS streams follow the same rule with what OpenSSL holds: a read that left
+  // nothing in OpenSSL's buffer waits for the socket before the next.
   asio::awaitable<std::tuple<asio::error_code, size_t>> ReadSome(char* p, size_t n) {
     if (tls_on_) co_return co_await ReadTls(p, n);
     while (true) {
@@ -49,11 +50,29 @@ class BasicStream {
         if (closed_) co_return std::tuple{asio::error_code(asio::error::bad_descriptor), size_t{0}};
         continue;
       }
+      if (!drained_) {
+        asio::error_code ec;
+        size_t got = TryRead(p, n, ec);
+        if (ec != asio::error::would_block) {
+          drained_ = got < n;
+          co_return std::tuple{ec, got};
+        }
+        drained_ = true;
+      }
       const uint64_t parks = parks_;
-      auto [ec, got] = co_await s_.async_read_some(asio::buffer(p, n), kNoThrow);
+      auto [ec] = co_await socket().async_wait(Socket::wait_read, kNoThrow);
       if (ec == asio::error::operation_aborted && parks_ != parks) continue;  // parked meanwhile
-      co_return std::tuple{ec, got};
+      if (ec) co_return std::tuple{ec, size_t{0}};
+      drained_ = false;
     }
+  }
+  // Plain streams: reads what the socket holds now; would_block when it is empty.
+  size_t TryRead(char* p, size_t n, asio::error_code& ec) {
+    if (!nonblocking_) SetNonBlocking(ec);
+    if (ec) return 0;
+    size_t got = socket().read_some(asio::buffer(p, n), ec);
+    if (ec == asio::error::interrupted) ec = asio::error::would_block;
+    return got;
   }
   // Kernel splice: the kernel redirected bytes onto this socket, and a kernel
   // worker queues them shortly after. Nothing the proxy writes may overtake
@@ -137,7 +156,7 @@ class BasicStream {
       ::close(parked_fd_);
       closed_ = true;
     }
-    nonblocking_ = false;  // a fresh Asio socket: set it again before the first write
+    nonblocking_ = false;  // a fresh Asio socket: set it again before the first read
     drained_ = false;
     park_.cancel();
     return !ec;
@@ -163,7 +182,9 @@ class BasicStream {
       if (io == TlsConn::Io::kOk) break;
       if (io == TlsConn::Io::kClosed) co_return asio::error::eof;
       if (io == TlsConn::Io::kError) co_return tls_->error();
-      if (auto ec = co_await WaitTls(io)) co_return ec;
+      auto [ec] = co_await s_.async_wait(
+          io == TlsConn::Io::kWantRead ? Socket::wait_read : Socket::wait_write, kNoThrow);
+      if (ec) co_return ec;
     }
     tls_on_ = true;
     drained_ = false;
@@ -172,38 +193,28 @@ class BasicStream {
   TlsConn* tls_conn() { return tls_.get(); }
 
  private:
-  // After OpenSSL asked for more: own_io receives into its input buffer,
-  // else waits for the socket.
-  asio::awaitable<asio::error_code> WaitTls(TlsConn::Io want) {
-    if (want == TlsConn::Io::kWantRead && tls_->own_io()) {
-      auto [space, cap] = tls_->InputSpace();
-      auto [ec, got] = co_await s_.async_read_some(asio::buffer(space, cap), kNoThrow);
-      if (!ec) tls_->Received(got);
-      co_return ec;
-    }
-    auto [ec] = co_await s_.async_wait(
-        want == TlsConn::Io::kWantRead ? Socket::wait_read : Socket::wait_write, kNoThrow);
-    drained_ = false;
-    co_return ec;
-  }
-  // A read that left nothing buffered (drained_) goes to the socket before
-  // OpenSSL tries again.
   asio::awaitable<std::tuple<asio::error_code, size_t>> ReadTls(char* p, size_t n) {
     while (true) {
       if (closed_) co_return std::tuple{asio::error::bad_descriptor, size_t{0}};
-      TlsConn::Io io = TlsConn::Io::kWantRead;
       if (!drained_) {
         size_t got = 0;
-        io = tls_->Read(p, n, &got);
+        TlsConn::Io io = tls_->Read(p, n, &got);
         if (io == TlsConn::Io::kOk) {
           drained_ = !tls_->HasPending();
           co_return std::tuple{asio::error_code{}, got};
         }
         if (io == TlsConn::Io::kClosed) co_return std::tuple{asio::error::eof, size_t{0}};
         if (io == TlsConn::Io::kError) co_return std::tuple{tls_->error(), size_t{0}};
-        // kWantWrite: a TLS 1.3 key update answers first.
+        drained_ = true;
+        if (io == TlsConn::Io::kWantWrite) {  // a TLS 1.3 key update answers first
+          auto [ec] = co_await s_.async_wait(Socket::wait_write, kNoThrow);
+          if (ec) co_return std::tuple{ec, size_t{0}};
+          drained_ = false;
+          continue;
+        }
       }
-      if (auto ec = co_await WaitTls(io)) co_return std::tuple{ec, size_t{0}};
+      auto [ec] = co_await s_.async_wait(Socket::wait_read, kNoThrow);
+      if (ec) co_return std::tuple{ec, size_t{0}};
       drained_ = false;
     }
   }
@@ -255,7 +266,7 @@ class BasicStream {
   std::unique_ptr<TlsConn> tls_;
   bool tls_on_ = false;       // the handshake finished: reads and writes are TLS
   bool nonblocking_ = false;  // plain reads and writes never block the thread
-  bool drained_ = false;      // TLS: the last read left nothing buffered
+  bool drained_ = false;      // the last read emptied the socket
   uint64_t write_fence_ = 0;
   asio::steady_timer park_;  // a parked read waits on it; Unpark cancels it
   bool parked_ = false;

@@ -7,16 +7,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 namespace pgshift::proxy {
 namespace {
 
-// One recv takes this much when the socket holds it (the input buffer, or
-// OpenSSL's read-ahead buffer with kTLS): a burst of records costs one
-// syscall instead of two per record (header, then body). Four maximal records.
+// One recv takes this much when the socket holds it (OpenSSL's read-ahead
+// buffer): a burst of records costs one syscall instead of two per record
+// (header, then body). Four maximal records.
 constexpr size_t kReadAheadBytes = 4 * (16384 + 256);
 // TLS 1.3: AES-128-GCM first (AES-NI, the cheapest; kTLS offloads AES-GCM),
 // ChaCha20 for clients without AES hardware.
@@ -83,7 +82,7 @@ void TuneServerContext(SSL_CTX* ctx, KtlsMode ktls) {
   SSL_CTX_set_timeout(ctx, kSessionLifetimeSeconds);
 }
 
-TlsConn::TlsConn(SSL_CTX* ctx, int fd, bool server) : ssl_(SSL_new(ctx)), fd_(fd) {
+TlsConn::TlsConn(SSL_CTX* ctx, int fd, bool server) : ssl_(SSL_new(ctx)) {
   if (!ssl_) return;
   SSL* s = ssl_.get();
   SSL_set_ex_data(s, ConnIndex(), this);
@@ -92,74 +91,16 @@ TlsConn::TlsConn(SSL_CTX* ctx, int fd, bool server) : ssl_(SSL_new(ctx)), fd_(fd
   // plain end of stream (PostgreSQL clients often just close).
   SSL_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_set_options(s, SSL_OP_IGNORE_UNEXPECTED_EOF);
-  if ((SSL_CTX_get_options(ctx) & SSL_OP_ENABLE_KTLS) != 0) {
-    // kTLS needs OpenSSL's socket BIO.
-    SSL_set_read_ahead(s, 1);
-    SSL_set_default_read_buffer_len(s, kReadAheadBytes);
-    if (SSL_set_fd(s, fd) != 1) ssl_.reset();
-  } else {
-    // The input buffer does the read-ahead: OpenSSL takes a record's header,
-    // then its body, from memory.
-    static BIO_METHOD* const method = [] {
-      BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "pgshift own io");
-      if (m == nullptr) return m;
-      BIO_meth_set_read(m, &TlsConn::BioRead);
-      BIO_meth_set_write(m, &TlsConn::BioWrite);
-      BIO_meth_set_ctrl(m,
-                        [](BIO*, int cmd, long, void*) -> long { return cmd == BIO_CTRL_FLUSH; });
-      BIO_meth_set_create(m, [](BIO* b) {
-        BIO_set_init(b, 1);
-        return 1;
-      });
-      return m;
-    }();
-    BIO* bio = method ? BIO_new(method) : nullptr;
-    if (bio == nullptr) {
-      ssl_.reset();
-      return;
-    }
-    BIO_set_data(bio, this);
-    SSL_set_bio(s, bio, bio);  // one reference for both directions, owned by the SSL
-    in_ = std::make_unique<char[]>(kReadAheadBytes);
+  SSL_set_read_ahead(s, 1);
+  SSL_set_default_read_buffer_len(s, kReadAheadBytes);
+  if (SSL_set_fd(s, fd) != 1) {
+    ssl_.reset();
+    return;
   }
-  if (!ssl_) return;
   if (server)
     SSL_set_accept_state(s);
   else
     SSL_set_connect_state(s);
-}
-
-std::pair<char*, size_t> TlsConn::InputSpace() {
-  if (in_pos_ > 0) {
-    std::memmove(in_.get(), in_.get() + in_pos_, in_end_ - in_pos_);
-    in_end_ -= in_pos_;
-    in_pos_ = 0;
-  }
-  return {in_.get() + in_end_, kReadAheadBytes - in_end_};
-}
-
-int TlsConn::BioRead(BIO* b, char* p, int n) {
-  auto* c = static_cast<TlsConn*>(BIO_get_data(b));
-  BIO_clear_retry_flags(b);
-  size_t avail = c->in_end_ - c->in_pos_;
-  if (avail == 0) {  // the caller reads the socket (an end of stream never gets here)
-    BIO_set_retry_read(b);
-    return -1;
-  }
-  size_t k = std::min(avail, static_cast<size_t>(n));
-  std::memcpy(p, c->in_.get() + c->in_pos_, k);
-  c->in_pos_ += k;
-  if (c->in_pos_ == c->in_end_) c->in_pos_ = c->in_end_ = 0;
-  return static_cast<int>(k);
-}
-
-int TlsConn::BioWrite(BIO* b, const char* p, int n) {
-  auto* c = static_cast<TlsConn*>(BIO_get_data(b));
-  BIO_clear_retry_flags(b);
-  ssize_t r = ::send(c->fd_, p, static_cast<size_t>(n), MSG_NOSIGNAL);
-  if (r >= 0) return static_cast<int>(r);
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_write(b);
-  return -1;  // else errno says why (SSL_ERROR_SYSCALL)
 }
 
 void TlsConn::VerifyAfterHandshake() {

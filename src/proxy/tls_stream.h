@@ -9,13 +9,6 @@
 // trip) into one record and one send. With a socket BIO OpenSSL 3 can also
 // hand the record layer to the kernel (kTLS), which a memory BIO never can.
 //
-// Without kTLS the socket BIO's reads are replaced by the caller's own
-// (own_io): the caller receives ciphertext into InputSpace with Asio's
-// async_read_some and OpenSSL takes each record's header and body from
-// there, fewer BIO and socket calls per record (−14% proxy CPU per mTLS
-// transaction, bench/proxy/README.md). Writes go to the socket directly
-// either way.
-//
 // The calls never block and never suspend: they say what the socket must
 // become (readable, writable) before the caller tries again. Thread-compatible:
 // one session's thread uses it.
@@ -28,7 +21,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <utility>
 
 #include "common/status.h"
 #include "proxy/config.h"
@@ -48,9 +40,8 @@ class TlsConn {
  public:
   enum class Io { kOk, kWantRead, kWantWrite, kClosed, kError };
 
-  // An SSL on `fd` (already non-blocking) for the server or client side;
-  // own_io unless the context enables kTLS. Failure (out of memory) leaves
-  // ok() false.
+  // An SSL on `fd` (already non-blocking) for the server or client side.
+  // Failure (out of memory) leaves ok() false.
   TlsConn(SSL_CTX* ctx, int fd, bool server);
   ~TlsConn() = default;
   TlsConn(const TlsConn&) = delete;
@@ -71,15 +62,8 @@ class TlsConn {
   // Encrypts and sends from d; *done may be short of d.size() (kWantWrite):
   // the caller retries with the unsent rest, which begins with the same bytes.
   Io Write(std::string_view d, size_t* done);
-  // OpenSSL (or the input buffer) holds received bytes that the socket no longer shows.
-  bool HasPending() const { return in_end_ > in_pos_ || SSL_has_pending(ssl_.get()) == 1; }
-
-  // own_io: the caller reads the socket into InputSpace (all of it free once
-  // OpenSSL consumed what was there: it asks for more only then) and reports
-  // what it got with Received.
-  bool own_io() const { return in_ != nullptr; }
-  std::pair<char*, size_t> InputSpace();
-  void Received(size_t n) { in_end_ += n; }
+  // OpenSSL holds received bytes (decrypted or not) that the socket no longer shows.
+  bool HasPending() const { return SSL_has_pending(ssl_.get()) == 1; }
 
   // What failed (kError), as an Asio error code whose message is OpenSSL's.
   asio::error_code error() const { return error_; }
@@ -91,8 +75,6 @@ class TlsConn {
 
  private:
   Io Fail(int ret);
-  static int BioRead(BIO* b, char* p, int n);
-  static int BioWrite(BIO* b, const char* p, int n);
 
   struct SslFree {
     void operator()(SSL* s) const { SSL_free(s); }
@@ -100,10 +82,6 @@ class TlsConn {
   std::unique_ptr<SSL, SslFree> ssl_;
   int verify_error_ = 0;
   asio::error_code error_;
-  // own_io: ciphertext received, in_[in_pos_, in_end_) not yet given to OpenSSL.
-  int fd_;
-  std::unique_ptr<char[]> in_;
-  size_t in_pos_ = 0, in_end_ = 0;
 };
 
 }  // namespace pgshift::proxy
