@@ -85,7 +85,7 @@ else
 fi
 
 wait_port() {
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 1200); do  # 60 s: the proxy loads its BPF programs first (~27 s seen at load 60)
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
