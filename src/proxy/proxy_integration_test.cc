@@ -274,7 +274,11 @@ TEST(ProxyExecutable, RunsFromItsConfigFileAndKeepsRouteChanges) {
       waitpid(pid, &st, 0);
     }
   } reaper{*pid};
-  for (int i = 0; i < 100 && !PortOpen("127.0.0.1", *admin); i++) std::this_thread::sleep_for(50ms);
+  // Loading the splice's BPF programs took ~27 s at load 60: a safety net, not a claim.
+  for (int i = 0; i < 1200 && !PortOpen("127.0.0.1", *admin); i++) {
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(PortOpen("127.0.0.1", *admin)) << "pgshift-proxy never listened on its admin port";
   std::string conninfo = env->Conninfo();
   conninfo.replace(conninfo.find(std::to_string(env->proxy->port())),
                    std::to_string(env->proxy->port()).size(), std::to_string(*port));
