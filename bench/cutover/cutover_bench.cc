@@ -17,7 +17,8 @@
 // One more proxy run cuts over, lets pgbench write on the target, then rolls
 // back with reverse replication: rollback_max_latency_ms is the worst
 // latency of the transactions scheduled while rolling back (its hold),
-// beside the cutover's.
+// beside the cutover's (rollback_cutover_max_latency_ms: those scheduled in
+// the same run's cutover hold).
 //
 // One more proxy run carries a CDC consumer (pg_recvlogical, test_decoding,
 // through the proxy) across the cutover: the drain waits until it confirmed
@@ -81,7 +82,14 @@ struct RunResult {
   int64_t hold_ms = 0;
   int64_t rollback_hold_ms = 0;
   double rollback_max_latency_ms = 0;  // transactions scheduled while rolling back
+  // Transactions scheduled in the cutover's hold (quiesce to switch): the
+  // figure to read the rollback's against, from the same run.
+  double cutover_max_latency_ms = 0;
 };
+
+// The phases of the cutover's hold.
+constexpr const char* kHoldPhases[] = {"quiesce",  "drain",        "promote",
+                                       "snapshot", "cdc_recreate", "switch"};
 
 // The worst latency of the transactions scheduled to start in each phase
 // ("-" before the migration began), and the phases in the order entered.
@@ -250,6 +258,11 @@ RunResult RunOne(const RunSpec& run, const BenchSettings& b) {
       if (auto it = worst.find("rolling_back"); it != worst.end()) {
         out.rollback_max_latency_ms = it->second;
       }
+      for (const char* p : kHoldPhases) {
+        if (auto it = worst.find(p); it != worst.end()) {
+          out.cutover_max_latency_ms = std::max(out.cutover_max_latency_ms, it->second);
+        }
+      }
     }
   }
   std::printf(
@@ -279,6 +292,8 @@ int main(int argc, char** argv) {
   bool parity = true;
   bool mtls = true;
   bool cdc = true;
+  bool prepared = true;
+  bool rollback = true;
   std::vector<std::string> routers = {"direct", "proxy", "pgbouncer"};
   app.add_option("--rate", rate, "pgbench -R target tps");
   app.add_option("--clients", clients, "pgbench clients");
@@ -295,6 +310,11 @@ int main(int argc, char** argv) {
   app.add_option("--cdc", cdc,
                  "also run the proxy with a CDC consumer and report cdc_hold_extra_ms "
                  "(default true)");
+  app.add_option("--prepared", prepared,
+                 "also run the proxy with pgbench -M prepared (default true)");
+  app.add_option("--rollback", rollback,
+                 "also run the proxy with a rollback after writes on the target and report "
+                 "rollback_max_latency_ms (default true)");
   app.add_flag("--keep", keep, "keep each sandbox (pgbench logs, pgshiftd log) for inspection");
   CLI11_PARSE(app, argc, argv);
 
@@ -325,10 +345,13 @@ int main(int argc, char** argv) {
   for (const auto& router : routers) {
     if (router != "proxy")
       continue;  // direct has no cutover; PgBouncer's transaction pooling cannot carry -M prepared
-    auto r = pgshift::RunOne({.router = router, .protocol = "prepared"}, settings);
-    ok = ok && r.finalized;
-    line["prepared_failed_txns"] = r.failed;
-    line["prepared_max_latency_ms"] = r.max_latency_ms;
+    pgshift::RunResult r;
+    if (prepared) {
+      r = pgshift::RunOne({.router = router, .protocol = "prepared"}, settings);
+      ok = ok && r.finalized;
+      line["prepared_failed_txns"] = r.failed;
+      line["prepared_max_latency_ms"] = r.max_latency_ms;
+    }
     if (cdc) {
       // The plain proxy run again, with a CDC consumer: what carrying it adds to the hold.
       r = pgshift::RunOne({.router = router, .cdc = true}, settings);
@@ -339,11 +362,14 @@ int main(int argc, char** argv) {
     }
     // Cut over, write on the target, roll back: the rollback's hold as
     // clients see it, beside the cutover's.
-    r = pgshift::RunOne({.router = router, .rollback = true}, settings);
-    ok = ok && r.finalized;
-    line["rollback_max_latency_ms"] = r.rollback_max_latency_ms;
-    line["rollback_hold_ms"] = r.rollback_hold_ms;
-    line["rollback_failed_txns"] = r.failed;
+    if (rollback) {
+      r = pgshift::RunOne({.router = router, .rollback = true}, settings);
+      ok = ok && r.finalized;
+      line["rollback_cutover_max_latency_ms"] = r.cutover_max_latency_ms;
+      line["rollback_max_latency_ms"] = r.rollback_max_latency_ms;
+      line["rollback_hold_ms"] = r.rollback_hold_ms;
+      line["rollback_failed_txns"] = r.failed;
+    }
     if (!mtls) continue;
     // The product's default posture: clients with certificates, SCRAM upstream.
     r = pgshift::RunOne({.router = router, .client_tls = true}, settings);
@@ -374,6 +400,7 @@ int main(int argc, char** argv) {
                         "cdc_hold_extra_ms",
                         "proxy_cdc_failed_txns",
                         "rollback_max_latency_ms",
+                        "rollback_cutover_max_latency_ms",
                         "rollback_hold_ms",
                         "rollback_failed_txns",
                         "rate_tps",

@@ -72,6 +72,11 @@ Result<std::vector<Finding>> RunPreflight(PgConn& source, const TargetPlan& targ
   Append(params, CompareParams(src_settings, planned, counts.logical_slots));
   Append(params, SourceCapacity(src_settings, counts.used_slots, counts.active_senders));
   Append(out, std::move(params));
+  // Without the capacity a rollback after the switch loses the target's
+  // writes (and asks first): a warning, as for a table without a key.
+  PGSHIFT_ASSIGN_OR_RETURN(ReverseReplicationLoad reverse,
+                           ReadReverseReplicationLoad(source, /*own_prefix=*/""));
+  Append(out, ReverseReplicationCapacity(src_settings, reverse, Severity::kWarning));
 
   PGSHIFT_ASSIGN_OR_RETURN(auto installed, ReadInstalledExtensions(source));
   PGSHIFT_ASSIGN_OR_RETURN(ExtensionCatalog catalog, ScanInstallation(inst));

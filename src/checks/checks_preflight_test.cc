@@ -364,5 +364,31 @@ TEST(Validate, ReadsEachDatabasesExtensionsThroughTheSessionsItIsLent) {
   }
 }
 
+// Reverse replication subscribes the source in each of its databases: with
+// three of them (postgres and two more) two apply workers are too few.
+TEST(Preflight, NamesTheSettingTooLowForAReverseSubscriptionPerDatabase) {
+  auto src = MakeCluster("reverse_capacity", {{"max_logical_replication_workers", "2"}});
+  ASSERT_TRUE(src);
+  auto conn = Connect(src->Conninfo());
+  ASSERT_TRUE(conn);
+  for (const char* db : {"one", "two"}) {
+    ASSERT_TRUE(conn->Exec(std::string("create database ") + db).ok());
+  }
+  auto findings = RunPreflight(*conn, TargetPlan{});
+  ASSERT_TRUE(findings.ok()) << findings.status().ToString();
+  const Finding* workers =
+      Find(*findings, "reverse_replication", "source:max_logical_replication_workers");
+  ASSERT_NE(workers, nullptr) << Dump(*findings);
+  EXPECT_EQ(workers->severity, Severity::kWarning) << workers->ToJson().dump();
+  EXPECT_EQ(workers->threshold["min"], 3) << workers->ToJson().dump();
+  EXPECT_NE(workers->remedy.find("max_logical_replication_workers >= 3"), std::string::npos)
+      << workers->remedy;
+  const Finding* procs = Find(*findings, "reverse_replication", "source:max_worker_processes");
+  ASSERT_NE(procs, nullptr) << Dump(*findings);
+  EXPECT_EQ(procs->severity, Severity::kOk) << procs->ToJson().dump();
+  EXPECT_FALSE(AnyBlocking(*findings))
+      << "a rollback asks, the migration goes on: " << Dump(*findings);
+}
+
 }  // namespace
 }  // namespace pgshift::checks

@@ -134,9 +134,43 @@ TEST(SourceCapacity, NeedsAFreeSlotAndTwoFreeSenders) {
   EXPECT_EQ(Find(SourceCapacity(src, 0, 0), "source:wal_level")->severity, Severity::kBlocking);
 }
 
+TEST(ReverseReplicationCapacity, NamesEachSettingShortOfASubscriptionPerDatabase) {
+  Settings src = SourceSettings();
+  src["max_logical_replication_workers"] = Def("max_logical_replication_workers", "4", "integer");
+  // Five databases: the default four apply workers cannot serve them.
+  ReverseReplicationLoad load{
+      .databases = 5, .subscriptions = 0, .origins = 0, .background_workers = 1};
+  auto fs = ReverseReplicationCapacity(src, load, Severity::kWarning);
+  ASSERT_EQ(fs.size(), 3u);
+  const Finding* workers = Find(fs, "source:max_logical_replication_workers");
+  ASSERT_NE(workers, nullptr);
+  EXPECT_EQ(workers->id, "reverse_replication");
+  EXPECT_EQ(workers->severity, Severity::kWarning);
+  EXPECT_EQ(workers->threshold["min"], 5);
+  EXPECT_NE(workers->remedy.find("max_logical_replication_workers >= 5"), std::string::npos)
+      << workers->remedy;
+  EXPECT_EQ(Find(fs, "source:max_worker_processes")->severity, Severity::kOk);   // 8 >= 1 + 5
+  EXPECT_EQ(Find(fs, "source:max_replication_slots")->severity, Severity::kOk);  // 10 >= 0 + 5
+  // What the source runs already counts: two more subscriptions, seven
+  // origins, four background workers.
+  load = {.databases = 4, .subscriptions = 2, .origins = 7, .background_workers = 5};
+  fs = ReverseReplicationCapacity(src, load, Severity::kBlocking);
+  EXPECT_EQ(Find(fs, "source:max_logical_replication_workers")->severity, Severity::kBlocking);
+  const Finding* procs = Find(fs, "source:max_worker_processes");
+  EXPECT_EQ(procs->severity, Severity::kBlocking);
+  EXPECT_NE(procs->message.find("9 needed"), std::string::npos) << procs->message;
+  const Finding* origins = Find(fs, "source:max_replication_slots");
+  EXPECT_EQ(origins->severity, Severity::kBlocking);
+  EXPECT_NE(origins->remedy.find("max_replication_slots >= 11"), std::string::npos);
+  load = {.databases = 2, .subscriptions = 0, .origins = 0, .background_workers = 1};
+  for (const Finding& f : ReverseReplicationCapacity(src, load, Severity::kBlocking)) {
+    EXPECT_EQ(f.severity, Severity::kOk) << f.subject << ": " << f.message;
+  }
+}
+
 TEST(ExtensionVersions, InstallScriptsAndReachableUpdatesAreAvailable) {
   const std::vector<std::string> files = {
-      "hstore.control", "hstore--1.4.sql", "hstore--1.4--1.5.sql", "hstore--1.5--1.6.sql",
+      "hstore.control",        "hstore--1.4.sql", "hstore--1.4--1.5.sql", "hstore--1.5--1.6.sql",
       "hstore--1.2--1.3.sql",  // 1.2 has no install script: neither 1.2 nor 1.3 is reachable
       "hstore_plperl--1.0.sql"};
   auto v = ExtensionVersionsFromFiles("hstore", files);
@@ -171,14 +205,15 @@ TEST(CompareExtensions, MissingOrWrongVersionBlocks) {
 TEST(EvaluateSlots, InactiveRetainingSlotIsNamedLostBlocksSummaryHasOldest) {
   SlotSnapshot snap;
   snap.current_lsn = Lsn{100u << 20};
-  SlotInfo active{"replica", "physical", "", "", true, "reserved", std::nullopt,
-                  Lsn{99u << 20}, std::nullopt};
-  SlotInfo stale{"old_cdc", "logical", "pgoutput", "app", false, "extended", std::nullopt,
-                 Lsn{10u << 20}, Lsn{12u << 20}};
-  SlotInfo fresh{"new_cdc", "logical", "pgoutput", "app", false, "reserved", std::nullopt,
-                 Lsn{(100u << 20) - 100}, Lsn{100u << 20}};
-  SlotInfo lost{"gone", "logical", "pgoutput", "app", false, "lost", std::nullopt, std::nullopt,
-                std::nullopt};
+  SlotInfo active{"replica",    "physical",     "",          "", true, "reserved",
+                  std::nullopt, Lsn{99u << 20}, std::nullopt};
+  SlotInfo stale{"old_cdc",  "logical",    "pgoutput",     "app",         false,
+                 "extended", std::nullopt, Lsn{10u << 20}, Lsn{12u << 20}};
+  SlotInfo fresh{"new_cdc",      "logical",  "pgoutput",   "app",
+                 false,          "reserved", std::nullopt, Lsn{(100u << 20) - 100},
+                 Lsn{100u << 20}};
+  SlotInfo lost{"gone", "logical",    "pgoutput",   "app",       false,
+                "lost", std::nullopt, std::nullopt, std::nullopt};
   snap.slots = {active, stale, fresh, lost};
   auto fs = EvaluateSlots(snap, SlotThresholds{.inactive_retained_bytes = 1 << 20});
   const Finding* s = Find(fs, "old_cdc");
@@ -199,9 +234,10 @@ TEST(EvaluateSlots, InactiveRetainingSlotIsNamedLostBlocksSummaryHasOldest) {
 }
 
 TEST(Version, ArchitectureParsingAndMismatch) {
-  EXPECT_EQ(ArchitectureFromVersionString(
-                "PostgreSQL 15.18 (Debian 15.18-0+deb12u1) on x86_64-pc-linux-gnu, compiled by gcc"),
-            "x86_64");
+  EXPECT_EQ(
+      ArchitectureFromVersionString(
+          "PostgreSQL 15.18 (Debian 15.18-0+deb12u1) on x86_64-pc-linux-gnu, compiled by gcc"),
+      "x86_64");
   EXPECT_EQ(ArchitectureFromVersionString("PostgreSQL 15.4 on aarch64-unknown-linux-gnu, x"),
             "aarch64");
   EXPECT_EQ(ArchitectureFromVersionString("garbage"), "");

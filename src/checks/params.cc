@@ -352,4 +352,65 @@ std::vector<Finding> SourceCapacity(const Settings& source, int used_slots, int 
   return out;
 }
 
+Result<ReverseReplicationLoad> ReadReverseReplicationLoad(PgConn& source,
+                                                          const std::string& own_prefix) {
+  // Background workers are every backend_type but the server's own
+  // processes and client backends; parallel workers come and go.
+  PGSHIFT_ASSIGN_OR_RETURN(
+      Rows r,
+      source.Query(
+          "with own as (select oid from pg_subscription where $1 <> '' and "
+          "left(subname, length($1)) = $1) "
+          "select (select count(*) from pg_database where datallowconn and not datistemplate) "
+          "as dbs, (select count(*) from pg_subscription where subenabled and oid not in "
+          "(select oid from own)) as subs, (select count(*) from pg_replication_origin where "
+          "roname not in (select 'pg_' || oid from own)) as origins, (select count(*) from "
+          "pg_stat_activity where backend_type not in ('client backend', 'autovacuum launcher', "
+          "'autovacuum worker', 'background writer', 'checkpointer', 'walwriter', 'archiver', "
+          "'startup', 'walreceiver', 'walsender', 'parallel worker') and pid not in (select "
+          "pid from pg_stat_subscription where pid is not null and subid in (select oid from "
+          "own))) as workers",
+          {own_prefix}));
+  return ReverseReplicationLoad{.databases = static_cast<int>(r.Int(0, "dbs")),
+                                .subscriptions = static_cast<int>(r.Int(0, "subs")),
+                                .origins = static_cast<int>(r.Int(0, "origins")),
+                                .background_workers = static_cast<int>(r.Int(0, "workers"))};
+}
+
+std::vector<Finding> ReverseReplicationCapacity(const Settings& source,
+                                                const ReverseReplicationLoad& load,
+                                                Severity short_severity) {
+  struct Need {
+    const char* name;
+    int in_use;
+    const char* what;
+  };
+  const Need needs[] = {
+      {"max_logical_replication_workers", load.subscriptions, "an apply worker"},
+      {"max_worker_processes", load.background_workers, "a background worker"},
+      {"max_replication_slots", load.origins, "a replication origin"},
+  };
+  const std::string dbs = std::to_string(load.databases);
+  std::vector<Finding> out;
+  for (const Need& n : needs) {
+    const double have = NumberOr(source, n.name, 0);
+    const int need = n.in_use + load.databases;
+    const bool enough = have >= need;
+    Finding f = ParamFinding(
+        enough ? Severity::kOk : short_severity, std::string("source:") + n.name,
+        {{"source", have}, {"in_use", n.in_use}, {"databases", load.databases}}, {{"min", need}},
+        "reverse replication subscribes the source to the target in each of its " + dbs +
+            " database(s), " + n.what + " each: " + n.name + " = " + FormatNumber(have, true) +
+            (enough ? " >= " : " < ") + std::to_string(need) + " needed (" +
+            std::to_string(n.in_use) + " in use)",
+        enough ? ""
+               : std::string("set ") + n.name + " >= " + std::to_string(need) +
+                     " on the source (restart), or a rollback after the switch loses the "
+                     "target's writes");
+    f.id = "reverse_replication";
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 }  // namespace pgshift::checks

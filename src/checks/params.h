@@ -55,4 +55,29 @@ std::vector<Finding> CompareParams(const Settings& source, const Settings& targe
 // free WAL senders (a streaming base backup uses two). Subjects "source:<name>".
 std::vector<Finding> SourceCapacity(const Settings& source, int used_slots, int active_senders);
 
+// What reverse replication (a rollback that keeps the target's writes) asks
+// of the source: a subscription per database, each with an apply worker
+// (a background worker, under max_logical_replication_workers and
+// max_worker_processes) and a replication origin (at most
+// max_replication_slots of them on a subscriber). What the source already
+// uses, not counting the reverse subscriptions themselves.
+struct ReverseReplicationLoad {
+  int databases = 0;           // subscriptions to host
+  int subscriptions = 0;       // other enabled subscriptions (an apply worker each)
+  int origins = 0;             // other replication origins
+  int background_workers = 0;  // running now, but parallel workers and ours
+};
+
+// Reads the load on `source`. Subscriptions named with `own_prefix` (the
+// reverse ones, once created) and their origins and workers are left out;
+// "" leaves none out.
+Result<ReverseReplicationLoad> ReadReverseReplicationLoad(PgConn& source,
+                                                          const std::string& own_prefix);
+
+// One finding per setting, id "reverse_replication", subject
+// "source:<name>": ok, or `short_severity` naming the value it needs.
+std::vector<Finding> ReverseReplicationCapacity(const Settings& source,
+                                                const ReverseReplicationLoad& load,
+                                                Severity short_severity);
+
 }  // namespace pgshift::checks

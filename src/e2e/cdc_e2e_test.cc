@@ -27,8 +27,10 @@
 namespace pgshift {
 namespace {
 
+using e2e::Count;
 using e2e::kMigrationBoundMs;
 using e2e::Terminal;
+using e2e::WaitCount;
 using json = nlohmann::json;
 using load::CdcPlugin;
 
@@ -56,46 +58,17 @@ CdcTotals& Totals() {
   return totals;
 }
 
-class PrintTotals : public ::testing::Environment {
- public:
-  void TearDown() override {
-    const CdcTotals& t = Totals();
-    nlohmann::ordered_json line;
-    line["cutover_lost"] = t.cutover_lost;
-    line["cutover_duplicated"] = t.cutover_duplicated;
-    line["rollback_lost"] = t.rollback_lost;
-    line["rollback_duplicated"] = t.rollback_duplicated;
-    line["events"] = t.events;
-    line["slots_carried"] = t.slots_carried;
-    std::cout << "E2E cdc " << line.dump() << std::endl;
-  }
-};
-const ::testing::Environment* const kPrintTotals =
-    ::testing::AddGlobalTestEnvironment(new PrintTotals);
-
-// The integer column `n` of the first row of `sql` on `conninfo`.
-Result<int64_t> Count(const std::string& conninfo, const std::string& sql) {
-  PGSHIFT_ASSIGN_OR_RETURN(auto conn, PgConn::Connect(conninfo));
-  PGSHIFT_ASSIGN_OR_RETURN(Rows rows, conn->Query(sql));
-  if (rows.empty()) return NotFound("no row from: " + sql);
-  return rows.Int(0, "n");
-}
-
-// Waits until `sql` counts `want` on `conninfo`.
-Status WaitCount(const std::string& conninfo, const std::string& sql, int64_t want,
-                 int64_t timeout_ms) {
-  const int64_t deadline = MonotonicMs() + timeout_ms;
-  std::string last;
-  while (true) {
-    auto n = Count(conninfo, sql);
-    if (n.ok() && *n == want) return Status::OK();
-    last = n.ok() ? std::to_string(*n) : n.status().ToString();
-    if (MonotonicMs() > deadline) {
-      return Timeout("wanted " + std::to_string(want) + " from `" + sql + "`, last " + last);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-}
+const ::testing::Environment* const kPrintTotals = e2e::PrintAtExit("cdc", [] {
+  const CdcTotals& t = Totals();
+  nlohmann::ordered_json line;
+  line["cutover_lost"] = t.cutover_lost;
+  line["cutover_duplicated"] = t.cutover_duplicated;
+  line["rollback_lost"] = t.rollback_lost;
+  line["rollback_duplicated"] = t.rollback_duplicated;
+  line["events"] = t.events;
+  line["slots_carried"] = t.slots_carried;
+  return line;
+});
 
 std::string ActiveSlotsSql(const std::vector<std::string>& slots) {
   std::string in;

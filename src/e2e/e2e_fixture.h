@@ -2,7 +2,8 @@
 // sandbox (source with data, a router, a real pgshiftd process); the fixture
 // creates migrations over the REST API, runs ledger writers through the router
 // and proves them on a server, and when a test failed prints the tails of
-// pgshiftd's and the router's logs.
+// pgshiftd's and the router's logs. At its end: counting rows on a server,
+// waiting for a count, and the `E2E <name> {...}` line a binary prints last.
 // Not thread-safe: used from the test's thread (LedgerWriter runs its own).
 #pragma once
 
@@ -11,16 +12,21 @@
 #include <sys/types.h>
 
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/os.h"
 #include "demo/sandbox.h"
 #include "load/ledger.h"
+#include "pg/conn.h"
 
 namespace pgshift::e2e {
 
@@ -193,5 +199,53 @@ class SandboxTest : public ::testing::Test {
   int64_t lost_rows_ = 0;
   int64_t duplicated_rows_ = 0;
 };
+
+// The integer column `n` of the first row of `sql` on `conninfo`.
+inline Result<int64_t> Count(const std::string& conninfo, const std::string& sql) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto conn, PgConn::Connect(conninfo));
+  PGSHIFT_ASSIGN_OR_RETURN(Rows rows, conn->Query(sql));
+  if (rows.empty()) return NotFound("no row from: " + sql);
+  return rows.Int(0, "n");
+}
+
+// Waits until `sql` counts `want` on `conninfo` (at least `want` unless `exactly`).
+inline Status WaitCount(const std::string& conninfo, const std::string& sql, int64_t want,
+                        int64_t timeout_ms, bool exactly = true) {
+  const int64_t deadline = MonotonicMs() + timeout_ms;
+  while (true) {
+    auto n = Count(conninfo, sql);
+    if (n.ok() && (exactly ? *n == want : *n >= want)) return Status::OK();
+    if (MonotonicMs() > deadline) {
+      return Timeout(std::string("wanted ") + (exactly ? "" : "at least ") + std::to_string(want) +
+                     " from `" + sql + "`, last " +
+                     (n.ok() ? std::to_string(*n) : n.status().ToString()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+inline Status WaitAtLeast(const std::string& conninfo, const std::string& sql, int64_t want,
+                          int64_t timeout_ms) {
+  return WaitCount(conninfo, sql, want, timeout_ms, /*exactly=*/false);
+}
+
+// Prints `E2E <name> <line()>` once the binary's tests are over, after
+// gtest's own output, so that it is the last line (`make e2e-<name>`).
+class PrintLineAtExit : public ::testing::Environment {
+ public:
+  PrintLineAtExit(std::string name, std::function<nlohmann::ordered_json()> line)
+      : name_(std::move(name)), line_(std::move(line)) {}
+  void TearDown() override { std::cout << "E2E " << name_ << " " << line_().dump() << std::endl; }
+
+ private:
+  std::string name_;
+  std::function<nlohmann::ordered_json()> line_;
+};
+
+// Registers it; for a namespace-scope initializer.
+inline const ::testing::Environment* PrintAtExit(std::string name,
+                                                 std::function<nlohmann::ordered_json()> line) {
+  return ::testing::AddGlobalTestEnvironment(new PrintLineAtExit(std::move(name), std::move(line)));
+}
 
 }  // namespace pgshift::e2e

@@ -128,15 +128,6 @@ struct ProviderCapabilities {
   bool reverse_replication = false;
 };
 
-// The reverse stream (the promoted target replicating back to the fenced
-// source, so a rollback after writes loses none) as the post-cutover health
-// window sees it.
-struct ReverseReplicationHealth {
-  bool in_use = false;  // no reverse replication: nothing to judge
-  bool healthy = true;
-  std::string detail;  // when not healthy: what is wrong (for the anomaly's reason)
-};
-
 class MigrationEnv {
  public:
   virtual ~MigrationEnv() = default;
@@ -226,9 +217,10 @@ class MigrationEnv {
   // compared with the source: tables without a primary key or replica
   // identity (a FOR ALL TABLES publication would make the target refuse
   // their UPDATE and DELETE), large objects, unlogged tables, tables or
-  // columns the target has and the source lacks (DDL after the cutover).
-  // One blocking finding per obstacle, id "reverse_replication"; none: it
-  // can be used.
+  // columns the target has and the source lacks (DDL after the cutover),
+  // a source whose worker or slot settings cannot host a subscription per
+  // database. One blocking finding per obstacle, id "reverse_replication";
+  // none: it can be used.
   virtual Result<std::vector<checks::Finding>> ReverseReplicationFindings();
   // On the promoted target, before any client write is released: the
   // publication and a logical slot per database on the target, and on the
@@ -239,8 +231,9 @@ class MigrationEnv {
   // Drops the subscriptions on the source, then the slots and publications
   // on the target (each where it is reachable). Absent: OK.
   virtual Status DropReverseReplication();
-  // Sets each sequence on the source to at least the target's value
-  // (logical replication does not carry sequences); returns how many moved.
+  // Sets each sequence on the source to at least the target's value (at
+  // most, for a descending one): logical replication does not carry
+  // sequences. Returns how many moved.
   virtual Result<int> SyncSequencesToSource();
   // Advances the (inactive) logical slot `slot` on the source past every
   // change in its WAL so far, first padding the source's WAL (records no

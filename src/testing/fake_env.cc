@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/clock.h"
+
 namespace pgshift {
 namespace {
 
@@ -17,30 +19,37 @@ class FakeRouter : public Router {
     return Status::OK();
   }
   Result<HoldLease> HoldLeased(int64_t timeout_ms, int64_t lease_ms) override {
+    LapseIfExpired();
     PGSHIFT_RETURN_IF_ERROR(Hold(timeout_ms));
     if (!w_.router_leases) return HoldLease{};
     if (w_.hold_epoch == 0) w_.hold_epoch = ++w_.last_epoch;  // else joins the hold in place
+    lease_ms_ = lease_ms;
+    w_.lease_until_ms = MonotonicMs() + lease_ms;
     return HoldLease{.epoch = w_.hold_epoch, .lease_ms = lease_ms};
   }
   // On the renewer's thread: atomics only, no Note.
   Status RenewHold(uint64_t epoch) override {
-    if (w_.hold_epoch != epoch)
+    if (w_.hold_epoch != epoch || Expired())
       return FailedPrecondition("fake: hold " + std::to_string(epoch) + " lapsed");
+    w_.lease_until_ms = MonotonicMs() + lease_ms_;
     w_.renewals++;
     return Status::OK();
   }
   Status SwitchHeld(const Endpoint& to, uint64_t epoch) override {
+    LapseIfExpired();
     if (w_.hold_epoch != epoch)
       return FailedPrecondition("fake: hold " + std::to_string(epoch) + " lapsed");
     return SwitchTo(to);
   }
   Status Release() override {
+    LapseIfExpired();
     w_.held = false;
     w_.hold_epoch = 0;
     Note("Release");
     return Status::OK();
   }
   Status Repoint(const Endpoint& to) override {
+    LapseIfExpired();
     w_.routed = to;
     Note("Repoint");
     return Status::OK();
@@ -91,6 +100,14 @@ class FakeRouter : public Router {
   }
 
  private:
+  bool Expired() const {
+    return w_.leases_expire && w_.hold_epoch != 0 && MonotonicMs() > w_.lease_until_ms;
+  }
+  void LapseIfExpired() {
+    if (!Expired()) return;
+    w_.LapseHold();
+    ++w_.lapses;
+  }
   void Note(const std::string& call) {
     w_.calls.push_back(call);
     if (w_.crash_on == call) {
@@ -99,6 +116,7 @@ class FakeRouter : public Router {
     }
   }
   FakeWorld& w_;
+  std::atomic<int64_t> lease_ms_{0};  // of the hold in place
 };
 
 class FakeEnv : public MigrationEnv {

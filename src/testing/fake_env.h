@@ -64,6 +64,12 @@ struct FakeWorld {
     held = false;
     hold_epoch = 0;
   }
+  // Leases run on the real clock, as pgshift-proxy's do: a hold not renewed
+  // within its lease lapses (LapseHold) at the router's next call, and
+  // lapses counts those.
+  bool leases_expire = false;
+  std::atomic<int64_t> lease_until_ms{0};
+  int lapses = 0;
   bool hold_times_out = false;
   std::vector<int> held_backend_pids;  // what the router reports while held
   bool held_backends_fail = false;

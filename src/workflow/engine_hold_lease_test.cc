@@ -3,7 +3,14 @@
 // pgshiftd while the router still holds it, and a hold that lapsed while
 // pgshiftd was down aborts the cutover (retried) or, once the target was
 // promoted, rolls back. Deterministic: the lapse is the test's LapseHold().
+// Then a rollback's hold, on leases that expire on the real clock
+// (leases_expire): renewed while it lasts longer than its lease, joined by
+// a restarted pgshiftd, and taken again after a restart that found it
+// lapsed once the route was back on the still fenced source.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
 
 #include "testing/fake_env.h"
 #include "workflow/engine_test_util.h"
@@ -87,6 +94,105 @@ TEST_F(HoldLeaseTest, AHoldThatLapsedAfterPromotionRollsBackToTheSource) {
   EXPECT_EQ(world_->routed, world_->source_ep);
   EXPECT_FALSE(world_->fenced) << "the source takes traffic again";
   EXPECT_FALSE(world_->held);
+}
+
+// A lease short enough for a test, long enough for a loaded machine to
+// renew it every third; the rollback's hold outlasts it several times.
+constexpr int64_t kShortLeaseMs = 600;
+constexpr auto kLongerThanTheLease = std::chrono::milliseconds(3 * kShortLeaseMs);
+
+class RollbackHoldLeaseTest : public HoldLeaseTest {
+ protected:
+  void SetUp() override {
+    HoldLeaseTest::SetUp();
+    world_->leases_expire = true;
+  }
+  // Switched to the target and waiting in verify, the rollback asked for.
+  std::string SwitchedThenRollingBack() {
+    json spec = Spec(/*auto_cutover=*/true, /*auto_finalize=*/false);
+    spec["options"]["hold_lease_ms"] = kShortLeaseMs;
+    std::string id = Create(spec);
+    Run(id);
+    EXPECT_EQ(Get(id)["phase"], "verify");
+    EXPECT_EQ(world_->routed, world_->target_ep);
+    EXPECT_TRUE(engine_->Act(id, "rollback", json::object()).ok());
+    return id;
+  }
+  // Rolled back to the source, losslessly, with nothing held or fenced.
+  void ExpectRolledBack(const std::string& id) {
+    json m = Get(id);
+    EXPECT_EQ(m["phase"], "rolled_back") << m.dump(1);
+    EXPECT_EQ(m["result"]["rollback_path"], "reverse_replication");
+    EXPECT_EQ(world_->routed, world_->source_ep);
+    EXPECT_FALSE(world_->fenced);
+    EXPECT_FALSE(world_->held);
+    EXPECT_EQ(world_->hold_epoch.load(), 0u);
+  }
+};
+
+TEST_F(RollbackHoldLeaseTest, TheFakeLapsesAHoldNotRenewedWithinItsLease) {
+  auto env = FakeEnvFactory(world_).Make("m", MigrationSpec{});
+  ASSERT_TRUE(env.ok());
+  ASSERT_TRUE((*env)->router().HoldLeased(1000, kShortLeaseMs).ok());
+  std::this_thread::sleep_for(kLongerThanTheLease);
+  EXPECT_EQ((*env)->router().RenewHold(1).code(), Code::kFailedPrecondition);
+  EXPECT_TRUE((*env)->router().Release().ok());
+  EXPECT_EQ(world_->lapses, 1);
+}
+
+TEST_F(RollbackHoldLeaseTest, ARollbacksHoldLongerThanItsLeaseIsRenewedAndDoesNotLapse) {
+  std::string id = SwitchedThenRollingBack();
+  const int renewals_before = world_->renewals;
+  bool in_hold = false;
+  world_->on_call = [&](const std::string& call) {
+    if (call != "SyncSequencesToSource") return;
+    in_hold = world_->held;
+    std::this_thread::sleep_for(kLongerThanTheLease);  // a slow step inside the hold
+  };
+  Run(id);
+  ExpectRolledBack(id);
+  EXPECT_TRUE(in_hold);
+  EXPECT_EQ(world_->lapses, 0) << "the hold lapsed before the route went back";
+  EXPECT_GE(world_->renewals - renewals_before, 2);
+  EXPECT_EQ(world_->last_epoch, 2u) << "the cutover's hold, then the rollback's";
+  EXPECT_GE(Get(id)["result"]["rollback_hold_ms"].get<int64_t>(), 0);
+}
+
+TEST_F(RollbackHoldLeaseTest, ARestartedPgshiftdJoinsTheRollbacksHoldStillInPlace) {
+  std::string id = SwitchedThenRollingBack();
+  world_->crash_on = "SyncSequencesToSource";  // the target's writes applied, traffic held
+  EXPECT_THROW((void)engine_->RunUntilSettled(id), SimulatedCrash);
+  EXPECT_TRUE(world_->held);
+  EXPECT_EQ(Get(id)["phase"], "rolling_back");
+  engine_ = NewEngine();
+  Run(id);
+  ExpectRolledBack(id);
+  EXPECT_EQ(world_->lapses, 0);
+  EXPECT_EQ(world_->last_epoch, 2u) << "the restarted pgshiftd joined the rollback's hold";
+}
+
+TEST_F(RollbackHoldLeaseTest, ARestartAfterRoutingBackHoldsAgainUntilTheSourceIsUnfenced) {
+  std::string id = SwitchedThenRollingBack();
+  world_->crash_on = "Repoint";  // routed back to the source, still fenced
+  EXPECT_THROW((void)engine_->RunUntilSettled(id), SimulatedCrash);
+  EXPECT_EQ(world_->routed, world_->source_ep);
+  EXPECT_TRUE(world_->fenced);
+  engine_.reset();  // pgshiftd is down: nobody renews
+  std::this_thread::sleep_for(kLongerThanTheLease);
+  world_->calls.clear();
+  engine_ = NewEngine();
+  Run(id);
+  ExpectRolledBack(id);
+  EXPECT_EQ(world_->lapses, 1) << "the rollback's hold lapsed while pgshiftd was down";
+  EXPECT_EQ(world_->last_epoch, 3u) << "held again";
+  const auto& c = world_->calls;
+  auto pos = [&](const std::string& call) {
+    return std::find(c.begin(), c.end(), call) - c.begin();
+  };
+  EXPECT_LT(pos("Hold"), pos("UnfenceSource"));
+  EXPECT_LT(pos("UnfenceSource"), pos("Release"));
+  EXPECT_EQ(std::count(c.begin(), c.end(), "SyncSequencesToSource"), 0)
+      << "the target's writes were applied before the restart";
 }
 
 }  // namespace

@@ -35,6 +35,15 @@ inline constexpr int kAnomalyStreak = 2;
 inline constexpr int64_t kBaselineSampleMs = 1000;
 }  // namespace health_defaults
 
+// The reverse stream (the promoted target replicating back to the fenced
+// source, so a rollback after writes loses none) as the post-cutover health
+// window sees it.
+struct ReverseReplicationHealth {
+  bool in_use = false;  // no reverse replication: nothing to judge
+  bool healthy = true;
+  std::string detail;  // when not healthy: what is wrong (for the anomaly's reason)
+};
+
 // One reading of a router's counters, and when it was taken (epoch ms).
 struct RouterReading {
   RouteStats stats;

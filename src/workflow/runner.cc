@@ -381,8 +381,11 @@ MigrationRunner::Tick MigrationRunner::Step() {
   if (lost_) return Tick::kLost;
   commit_ = Status::OK();
   Tick t = StepPhase();
-  // Out of the hold (switched, aborted, rolling back): nothing more to renew.
-  if (!InHold(phase_)) renewer_.reset();
+  // Out of the hold (switched, aborted, rolled back, stopped for an
+  // operator): nothing more to renew. A rollback keeps renewing its hold
+  // between the attempts of its step.
+  const bool rolling_back = phase_ == Phase::kRollingBack && state_ == MigrationState::kRunning;
+  if (!InHold(phase_) && !rolling_back) renewer_.reset();
   // A chained phase is recorded with the step; events a step left waiting
   // for a Save that did not come are written now.
   if (!(unsaved_phase_ ? Save() : FlushEvents()).ok()) return AfterFailedCommit();
@@ -442,25 +445,32 @@ Status MigrationRunner::TakeHold() {
   return Status::OK();
 }
 
+Status MigrationRunner::AdoptHold() {
+  if (!result_.hold_epoch) return Status::OK();  // the router's hold has no lease
+  if (renewer_ && renewer_->lease().epoch == *result_.hold_epoch) return Status::OK();
+  const HoldLease lease{.epoch = *result_.hold_epoch, .lease_ms = spec_.options.hold_lease_ms};
+  renewer_.reset();
+  PGSHIFT_RETURN_IF_ERROR(env_->router().RenewHold(lease.epoch));
+  renewer_ = std::make_unique<HoldRenewer>(env_->router(), lease);
+  Event("info", "the router still holds traffic under hold " + std::to_string(lease.epoch) +
+                    ": renewing its lease again");
+  return Status::OK();
+}
+
 Status MigrationRunner::HoldIsOurs(const std::string& before) {
   if (!result_.hold_epoch) return Status::OK();  // the router's hold has no lease
-  const HoldLease lease{.epoch = *result_.hold_epoch, .lease_ms = spec_.options.hold_lease_ms};
-  Status st;
-  if (!renewer_ || renewer_->lease().epoch != lease.epoch) {
-    renewer_.reset();
-    st = env_->router().RenewHold(lease.epoch);
-    if (st.ok()) {
-      renewer_ = std::make_unique<HoldRenewer>(env_->router(), lease);
-      Event("info", "the router still holds traffic under hold " + std::to_string(lease.epoch) +
-                        ": renewing its lease again");
-    }
-  } else {
-    st = renewer_->Check();
-  }
+  const bool adopted = !renewer_ || renewer_->lease().epoch != *result_.hold_epoch;
+  Status st = adopted ? AdoptHold() : renewer_->Check();
   if (st.ok()) return st;
   renewer_.reset();
-  return Aborted("the router's hold on traffic is no longer this cutover's, so no " + before +
-                 ": " + st.message());
+  const char* whose = phase_ == Phase::kRollingBack ? "rollback's" : "cutover's";
+  return Aborted(std::string("the router's hold on traffic is no longer this ") + whose +
+                 ", so no " + before + ": " + st.message());
+}
+
+Status MigrationRunner::ReleaseHold() {
+  renewer_.reset();  // stops renewing first: a renewal after the release would find it gone
+  return env_->router().Release();
 }
 
 }  // namespace pgshift

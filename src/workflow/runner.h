@@ -108,6 +108,12 @@ class MigrationRunner {
   // not: the step fails and HandleFailure aborts the cutover (unfence,
   // release, back to ready) or, after the promotion, rolls back.
   Status HoldIsOurs(const std::string& before);
+  // pgshiftd restarted inside a leased hold (result.hold_epoch): renews it
+  // and keeps renewing it from here on. FailedPrecondition once the router
+  // no longer holds it (it lapsed or was released).
+  Status AdoptHold();
+  // Stops renewing the hold and releases traffic.
+  Status ReleaseHold();
   // PrepareCutover and the router's Prewarm: once when the standby gets in
   // sync (so their cost lands inside the sustained-lag window, well before
   // the hold) and again in cdc_prepare, where they only top up.
@@ -219,7 +225,8 @@ class MigrationRunner {
   std::optional<RouterReading> checkpoint_;
   int anomaly_streak_ = 0;
   // Renews the router's leased hold from quiesce until the migration leaves
-  // the hold (StepPhase drops it then). Last: it stops before env_ goes.
+  // the hold (Step drops it then), and a rollback's hold until its release.
+  // Last: it stops before env_ goes.
   std::unique_ptr<HoldRenewer> renewer_;
 };
 

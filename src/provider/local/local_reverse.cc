@@ -15,6 +15,7 @@
 #include <set>
 
 #include "checks/hazards.h"
+#include "checks/params.h"
 #include "checks/server_scan.h"
 #include "common/clock.h"
 #include "common/faults.h"
@@ -82,6 +83,22 @@ Result<std::vector<checks::Finding>> LocalEnv::ReverseReplicationFindings() {
                            "the target runs with wal_level " + facts.Str(0, "wl") +
                                ": it cannot publish its writes to the source",
                            "set wal_level = logical on the source (the target inherits it)"));
+  }
+  // A subscription per database must fit the source's settings, besides
+  // what it runs already: short, CREATE SUBSCRIPTION would succeed and its
+  // apply worker never start.
+  PGSHIFT_ASSIGN_OR_RETURN(
+      auto capacity,
+      OnSource<std::vector<checks::Finding>>(
+          [&](PgConn& c) -> Result<std::vector<checks::Finding>> {
+            PGSHIFT_ASSIGN_OR_RETURN(checks::Settings settings, checks::ReadSettings(c));
+            PGSHIFT_ASSIGN_OR_RETURN(checks::ReverseReplicationLoad load,
+                                     checks::ReadReverseReplicationLoad(c, ReverseName("")));
+            return checks::ReverseReplicationCapacity(settings, load, checks::Severity::kBlocking);
+          }));
+  for (const auto& f : capacity) {
+    if (f.severity != checks::Severity::kOk)
+      out.push_back(Obstacle(f.subject, f.message, f.remedy));
   }
   // The same scans as preflight's, on the target as it is now.
   PGSHIFT_ASSIGN_OR_RETURN(auto nopk, checks::CheckNoPrimaryKey(*t));
@@ -289,12 +306,15 @@ Result<int> LocalEnv::SyncSequencesToSource() {
     PGSHIFT_ASSIGN_OR_RETURN(auto sc, OpenSession(sci));
     // One statement per database: each sequence the source has behind the
     // target's (or never used) is set to the target's last value, as used.
+    // Behind is below for an ascending sequence and above for a descending
+    // one (increment < 0): its next value must be past every value used.
     PGSHIFT_ASSIGN_OR_RETURN(
         Rows set,
         sc->Query("select count(setval(format('%I.%I', t.s, t.q)::regclass, t.v, true)) as n "
                   "from json_to_recordset($1::json) as t(s text, q text, v bigint) "
                   "join pg_sequences p on p.schemaname = t.s and p.sequencename = t.q "
-                  "where p.last_value is null or p.last_value < t.v",
+                  "where p.last_value is null or (p.increment_by > 0 and p.last_value < t.v) "
+                  "or (p.increment_by < 0 and p.last_value > t.v)",
                   {seqs.Str(0, "j")}));
     moved += static_cast<int>(set.Int(0, "n"));
   }

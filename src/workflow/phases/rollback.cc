@@ -20,8 +20,9 @@
 //                 Then routes back to the source, unfences it, releases
 //                 traffic, tears reverse replication down, stops the target
 //                 and drops the slot. Each step checks the world first, so
-//                 a restart anywhere runs the rest again (the hold is taken
-//                 again while the route still points at the target). Leaves
+//                 a restart anywhere runs the rest again: the hold (leased,
+//                 renewed while it lasts, adopted by a restarted pgshiftd)
+//                 is joined or taken again until the source is unfenced. Leaves
 //                 result.rollback_from, rollback_path, rollback_hold_ms (and
 //                 the reverse path's rollback_target_lsn,
 //                 rollback_applied_lsn, rollback_sequences_synced),
@@ -116,25 +117,44 @@ Status MigrationRunner::RollingBack() {
             "could not move the CDC slots on the source ahead of the hold: " + early.message());
     }
   }
-  if (on_target) {
-    result_.rollback_hold_started_ms = clock_.NowMs();
-    Status held = router.Hold(spec_.options.hold_timeout_ms);
+  // pgshiftd restarted inside a leased hold (the cutover's, failed after
+  // the promotion, or this rollback's): renewed from here on, so that it
+  // does not lapse while the rest runs. Gone, there is nothing to keep.
+  const bool in_a_hold = InHold(result_.rollback_from.value_or(Phase::kVerify)) ||
+                         result_.rollback_hold_started_ms.has_value();
+  const bool adopted = in_a_hold && !renewer_ && AdoptHold().ok();
+  // The rollback holds traffic when it finds the route on the target. Found
+  // on the source after its own hold began (a restart after routing back),
+  // it holds again until the source is unfenced: a hold still in place is
+  // joined, and one that lapsed meanwhile does not leave clients facing
+  // the fence.
+  const bool holds = routed && (on_target || result_.rollback_hold_started_ms.has_value());
+  if (holds) {
+    if (on_target && !adopted) {
+      result_.rollback_hold_started_ms = clock_.NowMs();
+      PGSHIFT_RETURN_IF_ERROR(Save());  // before the hold: a restart knows it began
+    }
+    Status held = TakeHold();
     if (!held.ok()) {
-      if (reverse) return held.Wrap("holding traffic before applying the target's writes");
+      if (reverse && on_target) {
+        return held.Wrap("holding traffic before applying the target's writes");
+      }
       Event("warning", "could not hold traffic before routing back: " + held.message());
     }
-    if (reverse) {
+    if (reverse && on_target) {
       Status applied = ApplyTargetWrites();
+      // A hold that lapsed let writes reach the target after those applied.
+      if (applied.ok()) applied = HoldIsOurs("route back");
       if (!applied.ok()) {
         // Traffic goes on, on the target: the step is tried again later.
-        Status released = router.Release();
+        Status released = ReleaseHold();
         return released.ok() ? applied : applied.Wrap("release failed: " + released.message());
       }
       Note("info", "the source applied the target's writes up to " +
                        result_.rollback_applied_lsn->ToString() + "; " +
                        std::to_string(*result_.rollback_sequences_synced) +
                        " sequence(s) moved ahead of the target's");
-    } else if (after_switch && !cdc.empty()) {
+    } else if (on_target && after_switch && !cdc.empty()) {
       // The target's writes are dropped, but a consumer may know of target
       // positions past the source's end of WAL: move the slots past them.
       (void)router.PauseReplication();
@@ -167,8 +187,8 @@ Status MigrationRunner::RollingBack() {
     PGSHIFT_RETURN_IF_ERROR(env_->DropReverseReplication());
   }
   PGSHIFT_RETURN_IF_ERROR(env_->UnfenceSource());
-  PGSHIFT_RETURN_IF_ERROR(router.Release());
-  if (on_target && result_.rollback_hold_started_ms) {
+  PGSHIFT_RETURN_IF_ERROR(ReleaseHold());
+  if (holds && result_.rollback_hold_started_ms) {
     result_.rollback_hold_ms = clock_.NowMs() - *result_.rollback_hold_started_ms;
   }
   // Stop the standby first so it does not reconnect to the slot being dropped.
