@@ -227,6 +227,26 @@ std::string RenderTraffic(const json& baseline, const json& health, const std::s
   return out.str();
 }
 
+// Each instance of a route served by several (progress.route_instances), or "".
+std::string RenderRouteInstances(const json& progress, const json& result,
+                                 const std::string& indent) {
+  const json list = ArrayOf(progress.value("route_instances", json::array()), "route_instances");
+  if (list.empty()) return "";
+  std::vector<std::vector<std::string>> rows = {
+      {"INSTANCE", "REACHABLE", "UPSTREAM", "HELD", "NOTE"}};
+  for (const auto& i : list) {
+    const bool reachable = i.is_object() && i.value("reachable", false) == true;
+    const bool held = i.is_object() && i.value("held", false) == true;
+    rows.push_back({Str(i, "name"), reachable ? "yes" : "no",
+                    Str(i, "upstream").empty() ? "-" : Str(i, "upstream"),
+                    reachable ? (held ? "yes" : "no") : "-", Str(i, "error")});
+  }
+  std::string head;
+  if (HasNumber(result, "route_repoints"))
+    head = indent + Fixed(Num(result, "route_repoints"), 0) + " repointed by pgshiftd\n";
+  return head + Table(rows, indent);
+}
+
 }  // namespace
 
 std::string RenderStatus(const json& m, const json& events_json, const StatusViewOptions& opt) {
@@ -322,6 +342,9 @@ std::string RenderStatus(const json& m, const json& events_json, const StatusVie
   const std::string traffic =
       RenderTraffic(Obj(p, "baseline"), Obj(Obj(m, "result"), "health"), label_indent);
   if (!traffic.empty()) out << "\nTraffic through the router\n" << traffic;
+
+  const std::string instances = RenderRouteInstances(p, Obj(m, "result"), label_indent);
+  if (!instances.empty()) out << "\nRoute instances\n" << instances;
 
   const json cdc = ArrayOf(Obj(m, "result").value("cdc_slots", json::array()), "cdc_slots");
   if (!cdc.empty()) out << "\nCDC slots\n" << RenderCdcSlots(cdc, label_indent);

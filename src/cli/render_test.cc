@@ -173,6 +173,24 @@ TEST(RenderStatus, FinishedMigrationShowsResultAndAllPhasesDone) {
   ExpectLacks(v, "Next:");
 }
 
+TEST(RenderStatus, ShowsEachInstanceOfARouteServedBySeveral) {
+  json m = SyncingMigration();
+  m["phase"] = "verify";
+  m["progress"]["route_instances"] = {
+      {{"name", "http://10.0.0.1:6433"},
+       {"reachable", true},
+       {"upstream", "10.0.0.9:5433"},
+       {"held", false}},
+      {{"name", "http://10.0.0.2:6433"}, {"reachable", false}, {"error", "connection refused"}}};
+  m["result"] = {{"route_repoints", 1}};
+  std::string v = RenderStatus(m, nullptr);
+  ExpectContains(v, "Route instances");
+  ExpectContains(v, "1 repointed by pgshiftd");
+  ExpectContains(v, "INSTANCE");
+  ExpectContains(v, "http://10.0.0.1:6433  yes        10.0.0.9:5433  no");
+  ExpectContains(v, "http://10.0.0.2:6433  no         -              -     connection refused");
+}
+
 TEST(RenderStatus, FailedMigrationMarksPhaseAndShowsError) {
   json m = SyncingMigration();
   m["phase"] = "drain";

@@ -41,6 +41,28 @@ struct ParityProgress {
   }
 };
 
+// One instance of a route served by several pgshift-proxy instances
+// (router/multi_router.h), as pgshiftd last saw it after the switch.
+struct RouteInstanceStatus {
+  std::string name;  // the instance's admin_url
+  bool reachable = false;
+  std::optional<std::string> upstream;  // host:port, when reachable
+  std::optional<bool> held;             // when reachable
+  std::optional<std::string> error;     // why not reachable
+  nlohmann::json unknown = nlohmann::json::object();
+
+  bool operator==(const RouteInstanceStatus&) const = default;
+
+  template <typename Self, typename Visit>
+  static void Fields(Self& s, Visit& v) {
+    v("name", s.name);
+    v("reachable", s.reachable);
+    v("upstream", s.upstream);
+    v("held", s.held);
+    v("error", s.error);
+  }
+};
+
 // "progress": what the runner measures while the target is built and streams.
 struct MigrationProgress {
   std::optional<int> basebackup_pct;  // provision
@@ -64,6 +86,10 @@ struct MigrationProgress {
   // sync, validate: the route's traffic through the router before the
   // cutover, what verify compares the post-cutover traffic with.
   std::optional<TrafficSample> baseline;
+  // After the switch, a route of several instances: each one's view, as the
+  // last reconcile saw it (at route_seen_ms).
+  std::optional<std::vector<RouteInstanceStatus>> route_instances;
+  std::optional<int64_t> route_seen_ms;
   nlohmann::json unknown = nlohmann::json::object();
 
   // Wrong types of known keys are InvalidArgument naming the key.
@@ -87,6 +113,8 @@ struct MigrationProgress {
     v("sustain_ms", s.sustain_ms);
     v("parity", s.parity);
     v("baseline", s.baseline);
+    v("route_instances", s.route_instances);
+    v("route_seen_ms", s.route_seen_ms);
   }
 };
 
@@ -105,6 +133,8 @@ struct MigrationResult {
   // The router's hold (its epoch, HoldLease) when it has a lease: pgshiftd
   // renews it while in the hold and, restarted, finds out whether it still is.
   std::optional<uint64_t> hold_epoch;
+  // A route of several instances: each one's hold (HoldLease::instance_epochs).
+  std::optional<std::vector<uint64_t>> hold_instance_epochs;
   std::optional<int64_t> fence_ms;
   std::optional<int> fence_terminated;  // client sessions the fence ended
   std::optional<int> fence_exempted;    // idle sessions the router holds, left alive
@@ -119,6 +149,9 @@ struct MigrationResult {
   std::optional<bool> parity_blocked;     // it found differences nobody has overridden yet
   std::optional<int64_t> switched_at_ms;  // switch
   std::optional<int64_t> hold_ms;         // how long traffic was held
+  // Instances of the route pgshiftd repointed after the switch or a
+  // rollback's (down then, or restarted with an old route): Router::Reconcile.
+  std::optional<int> route_repoints;
   // verify: the post-cutover health window.
   std::optional<int64_t> verify_started_ms;
   std::optional<int> verify_probes;
@@ -158,6 +191,7 @@ struct MigrationResult {
     v("prewarm_ms", s.prewarm_ms);
     v("hold_started_ms", s.hold_started_ms);
     v("hold_epoch", s.hold_epoch);
+    v("hold_instance_epochs", s.hold_instance_epochs);
     v("fence_ms", s.fence_ms);
     v("fence_terminated", s.fence_terminated);
     v("fence_exempted", s.fence_exempted);
@@ -171,6 +205,7 @@ struct MigrationResult {
     v("parity_blocked", s.parity_blocked);
     v("switched_at_ms", s.switched_at_ms);
     v("hold_ms", s.hold_ms);
+    v("route_repoints", s.route_repoints);
     v("verify_started_ms", s.verify_started_ms);
     v("verify_probes", s.verify_probes);
     v("verified", s.verified);

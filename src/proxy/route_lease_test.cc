@@ -154,7 +154,7 @@ TEST(ProxyLease, AHoldNobodyRenewsIsReleasedAndItsHolderIsToldSo) {
   EXPECT_TRUE(lease->leased());
   for (int i = 0; i < 6; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kLeaseMs / 3));
-    ASSERT_TRUE(router.RenewHold(lease->epoch).ok());
+    ASSERT_TRUE(router.RenewHold(*lease).ok());
   }
   EXPECT_TRUE(route->held()) << "renewed for twice its lease";
   const auto start = std::chrono::steady_clock::now();
@@ -163,17 +163,17 @@ TEST(ProxyLease, AHoldNobodyRenewsIsReleasedAndItsHolderIsToldSo) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_FALSE(route->held());
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(kLeaseMs - 50));
-  Status st = router.RenewHold(lease->epoch);
+  Status st = router.RenewHold(*lease);
   EXPECT_EQ(st.code(), Code::kFailedPrecondition);
   EXPECT_NE(st.message().find("lapsed"), std::string::npos) << st.message();
-  st = router.SwitchHeld({"127.0.0.1", 2}, lease->epoch);
+  st = router.SwitchHeld({"127.0.0.1", 2}, *lease);
   EXPECT_EQ(st.code(), Code::kFailedPrecondition);
   EXPECT_EQ(route->target().upstream.port, 1) << "a switch under a lapsed hold moves nothing";
 
   // A hold that is renewed is switched.
   lease = router.HoldLeased(1000, kLeaseMs);
   ASSERT_TRUE(lease.ok());
-  ASSERT_TRUE(router.SwitchHeld({"127.0.0.1", 2}, lease->epoch).ok());
+  ASSERT_TRUE(router.SwitchHeld({"127.0.0.1", 2}, *lease).ok());
   EXPECT_EQ(route->target().upstream.port, 2);
   EXPECT_FALSE(route->held());
   EXPECT_EQ(route->hold_lapses.load(), 1);

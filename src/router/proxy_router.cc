@@ -72,9 +72,9 @@ Result<HoldLease> ProxyRouter::HoldLeased(int64_t timeout_ms, int64_t lease_ms) 
   return HoldLease{.epoch = j["hold_epoch"].get<uint64_t>(), .lease_ms = lease_ms};
 }
 
-Status ProxyRouter::RenewHold(uint64_t epoch) {
+Status ProxyRouter::RenewHold(const HoldLease& hold) {
   // Bounded by the admin timeout: a renewal that takes longer is late anyway.
-  auto r = Call("POST", "/routes/" + config_.route + "/renew", {{"epoch", epoch}},
+  auto r = Call("POST", "/routes/" + config_.route + "/renew", {{"epoch", hold.epoch}},
                 config_.admin_timeout_ms);
   return r.ok() ? Status::OK() : r.status();
 }
@@ -164,7 +164,9 @@ Result<int> ProxyRouter::PauseReplication() {
 
 Status ProxyRouter::SwitchTo(const Endpoint& to) { return Switch(to, 0); }
 
-Status ProxyRouter::SwitchHeld(const Endpoint& to, uint64_t epoch) { return Switch(to, epoch); }
+Status ProxyRouter::SwitchHeld(const Endpoint& to, const HoldLease& hold) {
+  return Switch(to, hold.epoch);
+}
 
 Status ProxyRouter::Switch(const Endpoint& to, uint64_t epoch) {
   PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json body, UpstreamBody(to, "switch"));
@@ -174,11 +176,17 @@ Status ProxyRouter::Switch(const Endpoint& to, uint64_t epoch) {
 }
 
 Result<Endpoint> ProxyRouter::Current() {
+  PGSHIFT_ASSIGN_OR_RETURN(RouteView v, View());
+  return v.upstream;
+}
+
+Result<RouteView> ProxyRouter::View() {
   PGSHIFT_ASSIGN_OR_RETURN(
       auto j, Call("GET", "/routes/" + config_.route, nullptr, config_.admin_timeout_ms));
   try {
-    return Endpoint{j.at("upstream").at("host").get<std::string>(),
-                    j.at("upstream").at("port").get<int>()};
+    return RouteView{.upstream = {j.at("upstream").at("host").get<std::string>(),
+                                  j.at("upstream").at("port").get<int>()},
+                     .held = j.value("held", false)};
   } catch (const std::exception& e) {
     return Internal(std::string("unexpected route JSON from the proxy: ") + e.what());
   }

@@ -7,7 +7,7 @@
 //   Release    → POST /routes/{route}/release
 //   SwitchHeld(e, n) → POST /routes/{route}/switch {"upstream": {...}, "epoch": n}
 //   Repoint(e) → PUT  /routes/{route} {"upstream": {"host","port"}}
-//   Current    → GET  /routes/{route}
+//   Current, View → GET  /routes/{route}
 //   Stats      → GET  /routes/{route}/stats
 //   Prewarm(e) → POST /routes/{route}/prewarm {"upstream": {"host","port"}}
 //   SwitchTo(e) → POST /routes/{route}/switch {"upstream": {"host","port"}}
@@ -46,15 +46,16 @@ class ProxyRouter : public Router {
   std::string Kind() const override { return "proxy"; }
   Status Hold(int64_t timeout_ms) override;
   Result<HoldLease> HoldLeased(int64_t timeout_ms, int64_t lease_ms) override;
-  Status RenewHold(uint64_t epoch) override;
+  Status RenewHold(const HoldLease& hold) override;
   Status Release() override;
   Status Repoint(const Endpoint& to) override;
   Result<Endpoint> Current() override;
+  Result<RouteView> View() override;
   Result<RouteStats> Stats() override;
   Result<HeldBackends> HeldBackendPids(const Endpoint& on) override;
   Status Prewarm(const Endpoint& to) override;
   Status SwitchTo(const Endpoint& to) override;
-  Status SwitchHeld(const Endpoint& to, uint64_t epoch) override;
+  Status SwitchHeld(const Endpoint& to, const HoldLease& hold) override;
   Result<std::vector<ReplicationSession>> ReplicationSessions(const Endpoint& on) override;
   Result<int> RequestReplicationFeedback() override;
   // Timeout when a paused session had not closed its server side within

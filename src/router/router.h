@@ -61,7 +61,40 @@ struct ReplicationSession {
 struct HoldLease {
   uint64_t epoch = 0;
   int64_t lease_ms = 0;
+  // A route served by several instances (multi_router.h): each instance's
+  // own hold, in the order the config lists them, 0 for one that was known
+  // down when the hold was taken; `epoch` is then derived from them. Empty
+  // for a router of one instance.
+  std::vector<uint64_t> instance_epochs;
   bool leased() const { return epoch != 0; }
+};
+
+// Where a route points and whether it is held, as the router reports it.
+struct RouteView {
+  Endpoint upstream;
+  bool held = false;
+};
+
+// One instance's view of a route served by several (multi_router.h), as
+// `pgshift migration status` shows it.
+struct RouteInstanceView {
+  std::string name;  // the instance's address (its admin_url)
+  bool reachable = false;
+  RouteView view;     // when reachable
+  std::string error;  // why not, when not
+};
+
+// An instance Reconcile repointed, and where it pointed before.
+struct RepointedInstance {
+  std::string name;
+  Endpoint from;
+};
+
+// What Reconcile saw and did: every instance's view afterwards, and the
+// instances it repointed.
+struct ReconcileReport {
+  std::vector<RouteInstanceView> instances;
+  std::vector<RepointedInstance> repointed;
 };
 
 // A router's traffic counters, cumulative since the router started (rates
@@ -103,12 +136,12 @@ class Router {
     PGSHIFT_RETURN_IF_ERROR(Hold(timeout_ms));
     return HoldLease{};
   }
-  // Renews hold `epoch`'s lease. FailedPrecondition, saying what became of
-  // it, once that hold is not in place (it lapsed or was released, or the
-  // router restarted); Unavailable when the router cannot be reached. Unlike
-  // every other call this one may run on another thread than the rest (the
+  // Renews `hold`'s lease. FailedPrecondition, saying what became of it,
+  // once that hold is not in place (it lapsed or was released, or the router
+  // restarted); Unavailable when the router cannot be reached. Unlike every
+  // other call this one may run on another thread than the rest (the
   // renewer's, workflow/hold_renewer.h). Nothing to renew by default.
-  virtual Status RenewHold(uint64_t epoch) { return Status::OK(); }
+  virtual Status RenewHold(const HoldLease& hold) { return Status::OK(); }
   // Lets held sessions go on (to wherever the route points now). Idempotent.
   virtual Status Release() = 0;
   // Points the route at `to`; sessions use it from their next transaction.
@@ -116,6 +149,18 @@ class Router {
   virtual Status Repoint(const Endpoint& to) = 0;
   // Where the route points now (read from the router, not remembered).
   virtual Result<Endpoint> Current() = 0;
+  // Current, and whether the route is held; a router that cannot tell says
+  // not held.
+  virtual Result<RouteView> View() {
+    PGSHIFT_ASSIGN_OR_RETURN(Endpoint upstream, Current());
+    return RouteView{.upstream = upstream};
+  }
+  // Outside a hold (after the switch, after a rollback): points every
+  // instance of the route that is reachable, not held and elsewhere than
+  // `desired` at `desired`, and reports each one's view. A router of one
+  // instance has nothing to reconcile (the switch moved it or failed) and
+  // reports nothing.
+  virtual Result<ReconcileReport> Reconcile(const Endpoint& desired) { return ReconcileReport{}; }
   virtual Result<RouteStats> Stats() = 0;
   // Called while held (after Hold succeeded): the backends on `on` that the
   // hold keeps at a boundary (see HeldBackends). The default is none, which
@@ -154,15 +199,17 @@ class Router {
     if (Status st = Repoint(to); !st.ok()) return st;
     return Release();
   }
-  // SwitchTo, only while hold `epoch` is in place: FailedPrecondition and
-  // nothing moved once it lapsed. Routers without a lease just switch.
-  virtual Status SwitchHeld(const Endpoint& to, uint64_t epoch) { return SwitchTo(to); }
+  // SwitchTo, only while `hold` is in place: FailedPrecondition and nothing
+  // moved once it lapsed. Routers without a lease just switch.
+  virtual Status SwitchHeld(const Endpoint& to, const HoldLease& hold) { return SwitchTo(to); }
 };
 
 // Builds a router from its JSON config:
 //   {"type":"pgbouncer","admin_conninfo":"host=.. port=.. dbname=pgbouncer user=..",
 //    "config_file":"/path/pgbouncer.ini","route":"app"}
 //   {"type":"proxy","admin_url":"http://127.0.0.1:6433","route":"app"}
+//   {"type":"proxy","route":"app","instances":[{"admin_url":"http://10.0.0.1:6433"},...]}
+//      (one route served by several pgshift-proxy instances: multi_router.h)
 //   {"type":"none"}   (no router: applications connect directly; cutover only fences)
 // Unknown types or fields are InvalidArgument naming the field.
 Result<std::unique_ptr<Router>> MakeRouter(const nlohmann::json& config);

@@ -1,6 +1,7 @@
 // MakeRouter: builds a Router from its JSON config (see router.h).
 #include <memory>
 
+#include "router/multi_router.h"
 #include "router/none_router.h"
 #include "router/pgbouncer_router.h"
 #include "router/proxy_router.h"
@@ -38,6 +39,8 @@ Result<std::unique_ptr<Router>> MakeRouter(const nlohmann::json& config) {
     return std::unique_ptr<Router>(std::make_unique<NoneRouter>());
   }
   if (type == "proxy") {
+    // One route, several pgshift-proxy instances: hold, switch and reconcile them all.
+    if (config.contains("instances")) return MakeMultiProxyRouter(config);
     return MakeProxyRouter(config);
   }
   return InvalidArgument("router config field \"type\" has unknown value \"" + type +

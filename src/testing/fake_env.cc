@@ -28,17 +28,17 @@ class FakeRouter : public Router {
     return HoldLease{.epoch = w_.hold_epoch, .lease_ms = lease_ms};
   }
   // On the renewer's thread: atomics only, no Note.
-  Status RenewHold(uint64_t epoch) override {
-    if (w_.hold_epoch != epoch || Expired())
-      return FailedPrecondition("fake: hold " + std::to_string(epoch) + " lapsed");
+  Status RenewHold(const HoldLease& hold) override {
+    if (w_.hold_epoch != hold.epoch || Expired())
+      return FailedPrecondition("fake: hold " + std::to_string(hold.epoch) + " lapsed");
     w_.lease_until_ms = MonotonicMs() + lease_ms_;
     w_.renewals++;
     return Status::OK();
   }
-  Status SwitchHeld(const Endpoint& to, uint64_t epoch) override {
+  Status SwitchHeld(const Endpoint& to, const HoldLease& hold) override {
     LapseIfExpired();
-    if (w_.hold_epoch != epoch)
-      return FailedPrecondition("fake: hold " + std::to_string(epoch) + " lapsed");
+    if (w_.hold_epoch != hold.epoch)
+      return FailedPrecondition("fake: hold " + std::to_string(hold.epoch) + " lapsed");
     return SwitchTo(to);
   }
   Status Release() override {

@@ -50,7 +50,7 @@ HoldRenewer::~HoldRenewer() {
 
 void HoldRenewer::RenewNow() {
   const int64_t sent = MonotonicMs();
-  Status st = router_.RenewHold(lease_.epoch);
+  Status st = router_.RenewHold(lease_);
   std::lock_guard<std::mutex> l(mu_);
   const bool was_lost = state_.lost();
   state_.Renewed(sent, st);

@@ -61,8 +61,8 @@ class CountingRouter : public Router {
   Status Repoint(const Endpoint&) override { return Status::OK(); }
   Result<Endpoint> Current() override { return Endpoint{}; }
   Result<RouteStats> Stats() override { return RouteStats{}; }
-  Status RenewHold(uint64_t epoch) override {
-    EXPECT_EQ(epoch, 7u);
+  Status RenewHold(const HoldLease& hold) override {
+    EXPECT_EQ(hold.epoch, 7u);
     renewals++;
     return gone ? FailedPrecondition("the proxy does not know it") : Status::OK();
   }

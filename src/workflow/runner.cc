@@ -210,6 +210,9 @@ void MigrationRunner::Enter(Phase next, const std::string& message) {
 }
 
 Status MigrationRunner::Transition(Phase next, const std::string& message) {
+  // The last reconcile of a route's instances, toward where traffic ends.
+  if (next == Phase::kFinalized) ReconcileRoute(env_->TargetEndpoint());
+  if (next == Phase::kRolledBack) ReconcileRoute(env_->SourceEndpoint());
   // The phase and its events in one commit.
   Enter(next, message);
   if (ChainsInto(next)) {
@@ -436,25 +439,33 @@ Status MigrationRunner::TakeHold() {
   renewer_.reset();
   PGSHIFT_ASSIGN_OR_RETURN(HoldLease lease, router.HoldLeased(spec_.options.hold_timeout_ms,
                                                               spec_.options.hold_lease_ms));
+  result_.hold_instance_epochs.reset();
   if (!lease.leased()) {
     result_.hold_epoch.reset();
     return Status::OK();
   }
   result_.hold_epoch = lease.epoch;
+  if (!lease.instance_epochs.empty()) result_.hold_instance_epochs = lease.instance_epochs;
   renewer_ = std::make_unique<HoldRenewer>(router, lease);
   return Status::OK();
 }
 
 Status MigrationRunner::AdoptHold() {
   if (!result_.hold_epoch) return Status::OK();  // the router's hold has no lease
-  if (renewer_ && renewer_->lease().epoch == *result_.hold_epoch) return Status::OK();
-  const HoldLease lease{.epoch = *result_.hold_epoch, .lease_ms = spec_.options.hold_lease_ms};
+  const HoldLease lease = RecordedHold();
+  if (renewer_ && renewer_->lease().epoch == lease.epoch) return Status::OK();
   renewer_.reset();
-  PGSHIFT_RETURN_IF_ERROR(env_->router().RenewHold(lease.epoch));
+  PGSHIFT_RETURN_IF_ERROR(env_->router().RenewHold(lease));
   renewer_ = std::make_unique<HoldRenewer>(env_->router(), lease);
   Event("info", "the router still holds traffic under hold " + std::to_string(lease.epoch) +
                     ": renewing its lease again");
   return Status::OK();
+}
+
+HoldLease MigrationRunner::RecordedHold() const {
+  return {.epoch = result_.hold_epoch.value_or(0),
+          .lease_ms = spec_.options.hold_lease_ms,
+          .instance_epochs = result_.hold_instance_epochs.value_or(std::vector<uint64_t>{})};
 }
 
 Status MigrationRunner::HoldIsOurs(const std::string& before) {

@@ -114,12 +114,22 @@ class MigrationRunner {
   Status AdoptHold();
   // Stops renewing the hold and releases traffic.
   Status ReleaseHold();
+  // The hold result.hold_epoch (and hold_instance_epochs) names.
+  HoldLease RecordedHold() const;
   // PrepareCutover and the router's Prewarm: once when the standby gets in
   // sync (so their cost lands inside the sustained-lag window, well before
   // the hold) and again in cdc_prepare, where they only top up.
   void PrepareAhead();
   // phases/verify.cc
   Status Verify();
+  // The route points at the target: every instance there (reconciled first)
+  // or, for a route of several instances, at least one of them.
+  Status RouteOnTarget();
+  // Router::Reconcile toward `desired`, recorded: progress.route_instances,
+  // an event and result.route_repoints per instance repointed. False for a
+  // router of one instance (nothing to reconcile) or when it failed;
+  // `changed` says whether it repointed one or saw them differently.
+  bool ReconcileRoute(const Endpoint& desired, bool* changed = nullptr);
   // Waits for the background parity check; false while it runs or blocks
   // (or its outcome could not be recorded).
   bool ParitySettled();

@@ -187,9 +187,9 @@ Status MigrationRunner::Snapshot() {
 Status MigrationRunner::Switch() {
   PGSHIFT_RETURN_IF_ERROR(HoldIsOurs("switch"));
   // Under the hold's epoch: a hold that lapsed since is not switched.
-  PGSHIFT_RETURN_IF_ERROR(
-      result_.hold_epoch ? env_->router().SwitchHeld(env_->TargetEndpoint(), *result_.hold_epoch)
-                         : env_->router().SwitchTo(env_->TargetEndpoint()));
+  PGSHIFT_RETURN_IF_ERROR(result_.hold_epoch
+                              ? env_->router().SwitchHeld(env_->TargetEndpoint(), RecordedHold())
+                              : env_->router().SwitchTo(env_->TargetEndpoint()));
   const int64_t now = clock_.NowMs();
   result_.switched_at_ms = now;
   const int64_t hold_ms = now - result_.hold_started_ms.value_or(now);

@@ -14,6 +14,17 @@
 //           back. Leaves result.verify_started_ms, verify_probes, health, verified,
 //           parity_done, parity_blocked, progress.parity and the
 //           data_parity findings.
+//
+// A route served by several router instances (router/multi_router.h) is
+// reconciled at every verify step until finalize, and once more when the
+// migration ends (Transition): each instance that routes elsewhere than
+// the migration's side (the target; the source after a rollback) and is
+// not held is repointed, with an event and result.route_repoints; each
+// instance's view is kept in progress.route_instances for the status.
+// After that pgshiftd no longer drives the migration: the proxies save a
+// switched route in their config, so only an instance down from the hold
+// until the end comes back on the old side, whose writes the fenced (or,
+// finalized, retired) source refuses; the status names it.
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -25,13 +36,7 @@ Status MigrationRunner::Verify() {
       PGSHIFT_RETURN_IF_ERROR(Save());
     }
     PGSHIFT_RETURN_IF_ERROR(env_->ProbeTargetWrite());
-    if (env_->router().Kind() != "none") {
-      PGSHIFT_ASSIGN_OR_RETURN(Endpoint cur, env_->router().Current());
-      if (!(cur == env_->TargetEndpoint())) {
-        return FailedPrecondition("the route points at " + cur.ToString() + ", not the target " +
-                                  env_->TargetEndpoint().ToString());
-      }
-    }
+    PGSHIFT_RETURN_IF_ERROR(RouteOnTarget());
     result_.verify_probes = result_.verify_probes.value_or(0) + 1;
     PGSHIFT_RETURN_IF_ERROR(WatchHealth());
     if (phase_ != Phase::kVerify) return Status::OK();  // an anomaly started the rollback
@@ -46,6 +51,11 @@ Status MigrationRunner::Verify() {
     CloseHealthWindow();
     PGSHIFT_RETURN_IF_ERROR(Save());
   }
+  // Until finalize, an instance of the route that comes back with an old
+  // route is repointed (in the window, RouteOnTarget did it).
+  bool changed = false;
+  ReconcileRoute(env_->TargetEndpoint(), &changed);
+  if (changed) PGSHIFT_RETURN_IF_ERROR(Save());
   if (!ParitySettled() || !CdcSettled()) {
     idle_ = true;
     return Status::OK();
@@ -57,6 +67,61 @@ Status MigrationRunner::Verify() {
     return WaitForOperator();
   }
   return Transition(Phase::kFinalize, "finalizing: dropping the source's slot and retiring it");
+}
+
+Status MigrationRunner::RouteOnTarget() {
+  if (env_->router().Kind() == "none") return Status::OK();
+  const Endpoint target = env_->TargetEndpoint();
+  if (!ReconcileRoute(target)) {
+    PGSHIFT_ASSIGN_OR_RETURN(Endpoint cur, env_->router().Current());
+    if (!(cur == target)) {
+      return FailedPrecondition("the route points at " + cur.ToString() + ", not the target " +
+                                target.ToString());
+    }
+    return Status::OK();
+  }
+  // Several instances: traffic is on the target once one of them routes
+  // there. The others are down, unreachable or could not be moved yet; each
+  // was reported and is tried again at the next step, and until then its
+  // clients can only fail against the fenced source.
+  std::string seen;
+  for (const auto& i : progress_.route_instances.value_or(std::vector<RouteInstanceStatus>{})) {
+    if (i.upstream == target.ToString()) return Status::OK();
+    seen += (seen.empty() ? "" : "; ") + i.name + ": " +
+            (i.reachable ? "routes to " + i.upstream.value_or("?") : i.error.value_or("?"));
+  }
+  return FailedPrecondition("no instance of the route points at the target " + target.ToString() +
+                            " (" + seen + ")");
+}
+
+bool MigrationRunner::ReconcileRoute(const Endpoint& desired, bool* changed) {
+  auto report = env_->router().Reconcile(desired);
+  if (!report.ok()) {
+    Log("warning", "could not reconcile the route's instances: " + report.status().message());
+    return false;
+  }
+  if (report->instances.empty()) return false;  // a router of one instance
+  std::vector<RouteInstanceStatus> seen;
+  for (const auto& v : report->instances) {
+    RouteInstanceStatus s{.name = v.name, .reachable = v.reachable};
+    if (v.reachable) {
+      s.upstream = v.view.upstream.ToString();
+      s.held = v.view.held;
+    }
+    if (!v.error.empty()) s.error = v.error;
+    seen.push_back(std::move(s));
+  }
+  if (changed != nullptr)
+    *changed = !report->repointed.empty() || progress_.route_instances != seen;
+  progress_.route_instances = std::move(seen);
+  progress_.route_seen_ms = clock_.NowMs();
+  for (const auto& r : report->repointed) {
+    result_.route_repoints = result_.route_repoints.value_or(0) + 1;
+    Note("warning", "router instance " + r.name + " routed to " + r.from.ToString() + ", not " +
+                        desired.ToString() +
+                        " (down at the switch, or restarted with an old route): repointed it");
+  }
+  return true;
 }
 
 bool MigrationRunner::ParitySettled() {
