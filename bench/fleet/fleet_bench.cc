@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "bench/fleet/fleet_env.h"
+#include "bench/fleet/parallel.h"
 #include "bench/fleet/resources.h"
 #include "common/clock.h"
 #include "load/ledger.h"
@@ -52,19 +53,6 @@ struct BenchFlags {
   int timeout_min = 120;
   FleetEnvOptions env;
 };
-
-// Runs `fn(i)` for i in [0, n) on `threads` threads.
-template <typename Fn>
-void ForEach(size_t n, int threads, Fn fn) {
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      for (size_t i = next++; i < n; i = next++) fn(i);
-    });
-  }
-  for (auto& t : pool) t.join();
-}
 
 // Samples pgshiftd's usage; keeps the last good one.
 struct PgshiftdSampler {

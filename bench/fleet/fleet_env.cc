@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bench/fleet/parallel.h"
 #include "bench/fleet/resources.h"
 #include "common/clock.h"
 #include "common/dev_certs.h"
@@ -309,40 +310,37 @@ Result<json> FleetEnv::Api(const std::string& method, const std::string& path,
   return json{{"status", res->status}, {"body", parsed.is_discarded() ? json(res->body) : parsed}};
 }
 
-void FleetEnv::StopClusters() {
+// Each data directory under src/ and targets/ (the targets' logs sit beside them).
+std::vector<std::string> FleetEnv::ClusterDirs() const {
   std::vector<std::string> dirs;
   std::error_code ec;
   for (const char* sub : {"/src", "/targets"}) {
     for (const auto& e : std::filesystem::directory_iterator(dir_ + sub, ec)) {
-      for (const std::string& d : {e.path().string(), e.path().string() + "/data"}) {
-        if (PathExists(d + "/postmaster.pid")) dirs.push_back(d);
-      }
+      if (e.is_directory(ec)) dirs.push_back(e.path().string());
     }
   }
-  std::mutex mu;
-  size_t next = 0;
-  auto work = [&] {
-    while (true) {
-      std::string d;
-      {
-        std::lock_guard lock(mu);
-        if (next >= dirs.size()) return;
-        d = dirs[next++];
-      }
+  return dirs;
+}
+
+void FleetEnv::StopClusters(const std::vector<std::string>& dirs) {
+  ForEach(dirs.size(), opts_.setup_threads, [&](size_t i) {
+    for (const std::string& d : {dirs[i], dirs[i] + "/data"}) {
+      if (!PathExists(d + "/postmaster.pid")) continue;
       (void)LocalCluster(ClusterSpec{.data_dir = d, .os_user = kOsUser}).Stop("immediate");
     }
-  };
-  std::vector<std::thread> threads;
-  for (int i = 0; i < std::max(1, opts_.setup_threads); ++i) threads.emplace_back(work);
-  for (auto& t : threads) t.join();
+  });
 }
 
 FleetEnv::~FleetEnv() {
   // pgshiftd first: it would start a stopped standby again.
   if (pgshiftd_pid_ > 0) StopChild(pgshiftd_pid_, SIGTERM, kStopGraceMs);
   if (proxy_pid_ > 0) StopChild(proxy_pid_, SIGTERM, kStopGraceMs);
-  StopClusters();
-  if (!opts_.keep && !dir_.empty()) (void)RemoveTree(dir_);
+  if (dir_.empty()) return;
+  const std::vector<std::string> dirs = ClusterDirs();
+  StopClusters(dirs);
+  if (opts_.keep) return;
+  ForEach(dirs.size(), opts_.setup_threads, [&](size_t i) { (void)RemoveTree(dirs[i]); });
+  (void)RemoveTree(dir_);
 }
 
 }  // namespace pgshift::bench

@@ -83,8 +83,10 @@ class FleetEnv {
   Result<FleetSource> MakeSource(int index);
   // "" while the host keeps the reserves, else what ran short.
   std::string ShortOf() const;
-  // Stops every cluster under dir_ (sources and targets), a few at a time.
-  void StopClusters();
+  // The directories under src/ and targets/ (the ones a cluster may run in).
+  std::vector<std::string> ClusterDirs() const;
+  // Stops every cluster running in `dirs`, a few at a time.
+  void StopClusters(const std::vector<std::string>& dirs);
 
   FleetEnvOptions opts_;
   std::string dir_;
