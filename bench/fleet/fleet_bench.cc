@@ -41,6 +41,7 @@ constexpr int64_t kProgressMs = 30000;  // a progress line
 constexpr int64_t kWarmupMs = 3000;     // writers running before the run starts
 constexpr int64_t kTailMs = 2000;       // writers running after the run ended
 constexpr int kStopThreads = 32;        // writers stopped at once
+constexpr int kInterruptedExit = 130;
 
 struct BenchFlags {
   int n = 400;
@@ -96,6 +97,7 @@ int Run(const BenchFlags& f) {
     std::fprintf(stderr, "bench-fleet: %s\n", st.ToString().c_str());
     return 1;
   }
+  if (g_interrupted) return kInterruptedExit;  // FleetEnv cleans up
   const int n = static_cast<int>(e.sources().size());
   const HostUsage after = ReadHostUsage(e.dir());
   std::printf("%d source clusters up in %.0f s (%.1f MB of MemAvailable each); %s\n", n,
@@ -121,6 +123,10 @@ int Run(const BenchFlags& f) {
         std::make_unique<load::LedgerWriter>(e.AppConninfo(e.sources()[i].name), i + 1, pause_us));
     writers.back()->Start();
   }
+  // Each sleeps up to 1/rate between commits: all at once, not in turn.
+  auto stop_writers = [&] {
+    ForEach(writers.size(), kStopThreads, [&](size_t i) { writers[i]->Stop(); });
+  };
   DefaultClock().SleepMs(kWarmupMs);
   int writing = 0;
   for (const auto& w : writers) writing += w->Stats().committed > 0;
@@ -175,10 +181,14 @@ int Run(const BenchFlags& f) {
     }
   }
   const double wall_s = (MonotonicMs() - run_start) / 1000.0;
-  if (g_interrupted) std::printf("interrupted: stopping and cleaning up\n");
+  if (g_interrupted) {
+    std::printf("interrupted: stopping and cleaning up %s\n", e.dir().c_str());
+    stop_writers();
+    return kInterruptedExit;  // FleetEnv cleans up
+  }
   if (status == "running") std::printf("fleet run still running at the deadline\n");
   DefaultClock().SleepMs(kTailMs);
-  ForEach(writers.size(), kStopThreads, [&](size_t i) { writers[i]->Stop(); });
+  stop_writers();
   pgshiftd.Sample();
 
   auto got = e.Api("GET", "/v1/fleet/runs/" + run_id);
