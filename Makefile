@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 
 .PHONY: setup build demo check unit e2e-cdc e2e-faults e2e-regress e2e-rollback e2e-web \
-	bench-proxy bench-cutover fuzz clean format
+	bench-proxy bench-cutover bench-fleet fuzz clean format
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,15 @@ e2e-rollback: build
 
 bench-cutover: build
 	@$(BUILD)/bench/cutover/cutover_bench
+
+# N small clusters (default 400; FLEET_ARGS="-n 50" runs it small) under a
+# light ledger load through one pgshift-proxy, migrated in waves by one
+# pgshiftd; bench/fleet/README.md. Last line: `BENCH fleet {...}`.
+FLEET_ARGS ?=
+bench-fleet: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target fleet_bench pgshiftd pgshift-proxy
+	@$(BUILD)/bench/fleet/fleet_bench $(FLEET_ARGS)
 
 bench-proxy: build
 	@BUILD=$(abspath $(BUILD)) bash bench/proxy/run.sh

@@ -21,7 +21,7 @@ Result<json> ByNameStarter::Start(const std::string& database, const json& optio
   PGSHIFT_ASSIGN_OR_RETURN(auto db, inventory_.Find(database, nullptr));
   // One live migration per database, and no two targets on one port.
   std::lock_guard<std::mutex> lock(mu_);
-  PGSHIFT_ASSIGN_OR_RETURN(json list, svc_.List());
+  PGSHIFT_ASSIGN_OR_RETURN(json list, svc_.ListLive());
   if (list.is_object()) list = list.value("migrations", json::array());
   PGSHIFT_ASSIGN_OR_RETURN(auto links, audit_.MigrationDatabases());
   std::set<int> ports;

@@ -301,6 +301,10 @@ Result<MigrationRecord> PgStateStore::Get(const std::string& id) {
 
 Result<std::vector<MigrationRecord>> PgStateStore::List() { return Select("", {}); }
 
+Result<std::vector<MigrationRecord>> PgStateStore::ListLive() {
+  return Select(LiveMigrationsWhere(), {});
+}
+
 Status PgStateStore::RequestAction(const std::string& id, const std::string& action,
                                    const json& body) {
   return WithConn([&](PgConn& c) -> Status {

@@ -45,6 +45,7 @@ class PgStateStore : public Store {
   Status Update(const MigrationRecord& m) override;
   Result<MigrationRecord> Get(const std::string& id) override;
   Result<std::vector<MigrationRecord>> List() override;
+  Result<std::vector<MigrationRecord>> ListLive() override;
   Status RequestAction(const std::string& id, const std::string& action,
                        const nlohmann::json& body) override;
   Status AppendEvent(const std::string& id, const MigrationEvent& e, int64_t fence) override;

@@ -10,9 +10,30 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "model/phase.h"
 #include "store/sqlite_stmt.h"
 
 namespace pgshift {
+
+std::string LiveMigrationsWhere() {
+  std::string terminal;
+  for (const auto& p : kPhaseTable) {
+    if (p.terminal) terminal += (terminal.empty() ? "'" : ", '") + std::string(p.name) + "'";
+  }
+  return "WHERE phase NOT IN (" + terminal + ")";
+}
+
+Result<std::vector<MigrationRecord>> StateStore::ListLive() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto all, List());
+  std::vector<MigrationRecord> live;
+  for (auto& m : all) {
+    bool terminal = false;
+    for (const auto& p : kPhaseTable) terminal = terminal || (p.terminal && m.phase == p.name);
+    if (!terminal) live.push_back(std::move(m));
+  }
+  return live;
+}
+
 namespace {
 
 using store_internal::Stmt;
@@ -371,6 +392,10 @@ Result<MigrationRecord> SqliteStateStore::Get(const std::string& id) {
 }
 
 Result<std::vector<MigrationRecord>> SqliteStateStore::List() { return Select("", {}); }
+
+Result<std::vector<MigrationRecord>> SqliteStateStore::ListLive() {
+  return Select(LiveMigrationsWhere(), {});
+}
 
 Status SqliteStateStore::RequestAction(const std::string& id, const std::string& action,
                                        const nlohmann::json& body) {

@@ -53,6 +53,36 @@ TEST(SqliteStateStore, RoundTripsAndSurvivesReopen) {
   (void)RemoveTree(*dir);
 }
 
+// ListLive leaves out the finalized and rolled-back migrations, in SQL and
+// in the base class's filter of List() (what a store without an override gets).
+TEST(SqliteStateStore, ListLiveLeavesOutTerminalPhases) {
+  auto store = SqliteStateStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  auto& s = **store;
+  const std::vector<std::pair<std::string, std::string>> phases = {{"m-a", "sync"},
+                                                                   {"m-b", "finalized"},
+                                                                   {"m-c", "rolling_back"},
+                                                                   {"m-d", "rolled_back"},
+                                                                   {"m-e", "verify"}};
+  for (const auto& [id, phase] : phases) {
+    MigrationRecord m = Sample(id);
+    m.phase = phase;
+    ASSERT_TRUE(s.Insert(m).ok());
+  }
+  auto ids = [](const std::vector<MigrationRecord>& v) {
+    std::vector<std::string> out;
+    for (const auto& m : v) out.push_back(m.id);
+    return out;
+  };
+  auto live = s.ListLive();
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  EXPECT_EQ(ids(*live), (std::vector<std::string>{"m-a", "m-c", "m-e"}));
+  auto filtered = s.StateStore::ListLive();
+  ASSERT_TRUE(filtered.ok());
+  EXPECT_EQ(ids(*filtered), ids(*live));
+  EXPECT_EQ(s.List()->size(), 5u);
+}
+
 TEST(SqliteStateStore, ActionsAreNotOverwrittenByEngineUpdates) {
   auto store = SqliteStateStore::Open(":memory:");
   ASSERT_TRUE(store.ok());

@@ -107,10 +107,9 @@ Status Engine::RunUntilSettled(const std::string& id, int max_steps) {
 
 Result<json> Engine::Create(const json& body) {
   PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(body));
-  PGSHIFT_ASSIGN_OR_RETURN(auto all, store_.List());
-  for (const auto& m : all) {
-    auto p = ParsePhase(m.phase);
-    if (p && !IsTerminal(*p) && m.spec["target"].value("data_dir", "") == spec.target.data_dir) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto live, store_.ListLive());
+  for (const auto& m : live) {
+    if (m.spec["target"].value("data_dir", "") == spec.target.data_dir) {
       return AlreadyExists("migration " + m.id + " (" + m.name + ") already uses target.data_dir " +
                            spec.target.data_dir);
     }
@@ -148,6 +147,13 @@ Result<json> Engine::List() {
   PGSHIFT_ASSIGN_OR_RETURN(auto all, store_.List());
   json arr = json::array();
   for (const auto& m : all) arr.push_back(RecordToJson(m));
+  return arr;
+}
+
+Result<json> Engine::ListLive() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto live, store_.ListLive());
+  json arr = json::array();
+  for (const auto& m : live) arr.push_back(RecordToJson(m));
   return arr;
 }
 

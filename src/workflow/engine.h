@@ -72,6 +72,7 @@ class Engine : public MigrationService {
   Result<nlohmann::json> Create(const nlohmann::json& spec) override;
   Result<nlohmann::json> Get(const std::string& id) override;
   Result<nlohmann::json> List() override;
+  Result<nlohmann::json> ListLive() override;
   Result<nlohmann::json> Events(const std::string& id) override;
   Result<nlohmann::json> Act(const std::string& id, const std::string& action,
                              const nlohmann::json& body) override;

@@ -214,7 +214,7 @@ void Engine::RenewAll() {
 }
 
 void Engine::TakeOver() {
-  auto all = store_.List();
+  auto all = store_.ListLive();
   if (!all.ok()) {
     spdlog::warn("engine: cannot list migrations to take over: {}", all.status().message());
     return;

@@ -25,6 +25,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "model/phase.h"
 
 namespace pgshift {
 
@@ -35,6 +36,20 @@ class MigrationService {
   virtual Result<nlohmann::json> Create(const nlohmann::json& spec) = 0;
   virtual Result<nlohmann::json> Get(const std::string& id) = 0;
   virtual Result<nlohmann::json> List() = 0;
+  // Only the migrations not in a terminal phase (a fleet's starter asks it
+  // for every database it starts). Default: List(), filtered.
+  virtual Result<nlohmann::json> ListLive() {
+    PGSHIFT_ASSIGN_OR_RETURN(nlohmann::json all, List());
+    if (all.is_object()) all = all.value("migrations", nlohmann::json::array());
+    nlohmann::json live = nlohmann::json::array();
+    for (auto& m : all) {
+      bool terminal = false;
+      for (const auto& p : kPhaseTable)
+        terminal = terminal || (p.terminal && m.value("phase", "") == p.name);
+      if (!terminal) live.push_back(std::move(m));
+    }
+    return live;
+  }
   // [{"at":"...","phase":"...","kind":"info|warning|error","message":"..."}]
   virtual Result<nlohmann::json> Events(const std::string& id) = 0;
   // action: cutover | rollback | finalize | override | drop_slot | retry
