@@ -143,6 +143,7 @@ Status Sandbox::StartProxy(int source_port) {
          {"database", opts_.route_database},
          {"upstream", {{"host", "127.0.0.1"}, {"port", source_port}}},
          {"hold_timeout_ms", 10000},
+         {"uncarriable", opts_.route_uncarriable},
          {"allow_plaintext", !opts_.client_tls}}}},
       {"policy",
        {{{"identity", "app-client"},

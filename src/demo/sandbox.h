@@ -37,6 +37,8 @@ struct SandboxOptions {
   // {"regression", {"*"}}; the migration then moves that database's traffic.
   std::string route_database = "app";
   std::vector<std::string> route_roles = {"app"};
+  // proxy router: the route's "uncarriable" ("end" | "wait"; proxy/config.h).
+  std::string route_uncarriable = "end";
   bool keep = false;
   std::string os_user = "postgres";
   // Self-service: pgshiftd gets an inventory (--registry) describing database

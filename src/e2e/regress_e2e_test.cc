@@ -6,10 +6,13 @@
 //   proxy   through pgshift-proxy in plain text (kernel splice);
 //   mtls    through pgshift-proxy with mutual TLS (the dev certificates);
 //   switch  through pgshift-proxy in plain text while pgshiftd migrates the
-//           cluster (auto cutover + finalize), started once kSwitchAfterTests
-//           tests have finished, and finalized before the suite ends; with
-//           PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP=1 the cutover is approved
-//           inside a busy parallel group (many sessions move in mid-test).
+//           cluster (finalized automatically), started once kSwitchAfterTests
+//           tests have finished, and finalized before the suite ends. The
+//           cutover is approved inside a busy parallel group, so many
+//           sessions move in mid-test, some holding temporary tables (the
+//           route's uncarriable: wait keeps them on the source until they
+//           drop them or end); with PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP=0
+//           the cutover runs on its own, which lands between groups.
 // The direct run must pass every test; a test that fails through the proxy
 // but not directly is a proxy-only failure, and there must be none.
 //
@@ -53,9 +56,10 @@ constexpr int kMaxConcurrentTests = 20;
 // The migration starts once this many tests have finished: the suite is
 // partway, and the rest (about 200 tests) outlasts a whole migration.
 constexpr int kSwitchAfterTests = 20;
-// PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP=1: the cutover is approved (no auto
-// cutover) kIntoGroupMs after a parallel group of at least kBusyGroupTests
-// tests has started, so the switch lands on many sessions in mid-test.
+// Unless PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP=0: the cutover is approved (no
+// auto cutover) kIntoGroupMs after a parallel group of at least
+// kBusyGroupTests tests has started, so the switch lands on many sessions in
+// mid-test.
 constexpr char kSwitchInGroupEnv[] = "PGSHIFT_E2E_REGRESS_SWITCH_IN_GROUP";
 constexpr int kBusyGroupTests = 10;
 constexpr int64_t kIntoGroupMs = 500;
@@ -200,7 +204,7 @@ std::string DiffOf(const std::string& diffs, const std::string& test) {
 struct Migrator {
   std::atomic<int> finished{0};  // tests pg_regress has reported
   std::atomic<bool> suite_done{false};
-  bool in_group = false;                   // kSwitchInGroupEnv
+  bool in_group = true;                    // unless kSwitchInGroupEnv is "0"
   std::atomic<bool> group_running{false};  // a busy parallel group is under way
   std::string error;                       // why it did not finalize
   json migration;
@@ -314,11 +318,11 @@ class RegressE2E : public ::testing::Test {
     return spec;
   }
 
-  // The proxy route's stats (GET /routes/app/stats on its admin API).
-  json RouteStats() const {
+  // GET `path` on the proxy's admin API; null when it fails.
+  json ProxyGet(const std::string& path) const {
     const std::string url = sb_->RouterConfig().value("admin_url", "");
     httplib::Client cli(url);
-    auto res = cli.Get("/routes/app/stats");
+    auto res = cli.Get(path);
     if (!res || res->status != 200) return json();
     return json::parse(res->body, nullptr, false);
   }
@@ -335,7 +339,8 @@ class RegressE2E : public ::testing::Test {
                                     .proxy_path = PGSHIFT_PROXY_PATH,
                                     .client_tls = mode == Mode::kMtls,
                                     .route_database = kDatabase,
-                                    .route_roles = {"*"}});
+                                    .route_roles = {"*"},
+                                    .route_uncarriable = "wait"});
     ASSERT_TRUE(sb.ok()) << sb.status().ToString();
     sb_ = std::move(sb).value();
     Status st = CreateRegressionDatabase(sb_->source());
@@ -345,7 +350,7 @@ class RegressE2E : public ::testing::Test {
 
     Migrator migrator;
     const char* in_group = std::getenv(kSwitchInGroupEnv);
-    migrator.in_group = in_group && std::string(in_group) == "1";
+    migrator.in_group = !(in_group && std::string(in_group) == "0");
     static const std::regex group_start(R"(^parallel group \((\d+) tests\))");
     if (mode == Mode::kSwitch) migrator.thread = std::thread([&] { migrator.Run(*sb_); });
     ModeResult result;
@@ -396,7 +401,7 @@ class RegressE2E : public ::testing::Test {
       }
     }
     if (mode == Mode::kDirect) return;
-    const json stats = RouteStats();
+    const json stats = ProxyGet("/routes/app/stats");
     std::cerr << "regress " << ModeName(mode) << ": route stats " << stats.dump() << std::endl;
     if (mode != Mode::kMtls) {
       EXPECT_GT(stats.value("splices", 0), 0) << "plain-text sessions must have been spliced";
@@ -406,6 +411,18 @@ class RegressE2E : public ::testing::Test {
       EXPECT_LT(migrator.finished_at_end, result.tests)
           << "the migration must end while the suite still runs";
       EXPECT_GT(stats.value("switched_sessions", 0), 0) << "sessions must have moved";
+      const json report = ProxyGet("/routes/app").value("last_switch", json());
+      std::cerr << "regress switch: switch report " << report.dump() << std::endl;
+      ASSERT_TRUE(report.is_object()) << "the proxy must report its switch";
+      EXPECT_GT(report.value("moved", 0), 0);
+      // pgshiftd put the report on the migration's timeline.
+      const std::string id = migrator.migration.value("id", "");
+      auto events = sb_->Api("GET", "/v1/migrations/" + id + "/events", "");
+      ASSERT_TRUE(events.ok()) << events.status().ToString();
+      bool recorded = false;
+      for (const auto& e : (*events)["body"].value("events", json::array()))
+        recorded = recorded || e.value("message", "").rfind("switch to ", 0) == 0;
+      EXPECT_TRUE(recorded) << "no switch report among the migration's events";
     }
   }
 

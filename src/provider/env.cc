@@ -23,6 +23,7 @@ Result<ReverseReplicationState> MigrationEnv::InspectReverseReplication(bool) {
 }
 Status MigrationEnv::DropReverseReplication() { return Status::OK(); }
 Result<int> MigrationEnv::SyncSequencesToSource() { return NoReverse(); }
+Result<int> MigrationEnv::AlignSequencesWithSource() { return 0; }
 Result<Lsn> MigrationEnv::AdvanceSourceSlot(const std::string&, Lsn) { return NoReverse(); }
 
 }  // namespace pgshift

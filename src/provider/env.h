@@ -235,6 +235,13 @@ class MigrationEnv {
   // most, for a descending one): logical replication does not carry
   // sequences. Returns how many moved.
   virtual Result<int> SyncSequencesToSource();
+  // On the promoted target, before any client write is let through: sets
+  // each sequence to the fenced source's value. A standby's sequences stand
+  // up to 32 values past the source's (a sequence's WAL record logs values
+  // ahead), so without it a sequence's next value on the target skips some
+  // that the source never handed out. Returns how many were set; providers
+  // without it set none.
+  virtual Result<int> AlignSequencesWithSource();
   // Advances the (inactive) logical slot `slot` on the source past every
   // change in its WAL so far, first padding the source's WAL (records no
   // decoder emits) until its flush position is past `past`; returns the

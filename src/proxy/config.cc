@@ -125,12 +125,17 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
       const auto& r = j["routes"][i];
       std::string where = "routes[" + std::to_string(i) + "]";
       PGSHIFT_RETURN_IF_ERROR(CheckKeys(
-          r, where, {"name", "database", "upstream", "allow_plaintext", "hold_timeout_ms"}));
+          r, where,
+          {"name", "database", "upstream", "allow_plaintext", "hold_timeout_ms", "uncarriable"}));
       RouteConfig rc;
       PGSHIFT_RETURN_IF_ERROR(Get(r, "name", where, &rc.name, true));
       PGSHIFT_RETURN_IF_ERROR(Get(r, "database", where, &rc.database, true));
       PGSHIFT_RETURN_IF_ERROR(Get(r, "allow_plaintext", where, &rc.allow_plaintext, false));
       PGSHIFT_RETURN_IF_ERROR(Get(r, "hold_timeout_ms", where, &rc.hold_timeout_ms, false));
+      if (r.contains("uncarriable")) {
+        PGSHIFT_ASSIGN_OR_RETURN(rc.uncarriable,
+                                 ParseUncarriableMode(r["uncarriable"], where + ".uncarriable"));
+      }
       if (!r.contains("upstream")) return InvalidArgument(where + " needs \"upstream\"");
       PGSHIFT_ASSIGN_OR_RETURN(rc.upstream, ParseUpstream(r["upstream"], where + ".upstream"));
       if (rc.name.empty() || rc.database.empty())
@@ -212,7 +217,8 @@ nlohmann::json ToJson(const ProxyConfig& c) {
                            {"database", r.database},
                            {"upstream", ToJson(r.upstream)},
                            {"allow_plaintext", r.allow_plaintext},
-                           {"hold_timeout_ms", r.hold_timeout_ms}});
+                           {"hold_timeout_ms", r.hold_timeout_ms},
+                           {"uncarriable", UncarriableModeName(r.uncarriable)}});
   j["policy"] = nlohmann::json::array();
   for (const auto& p : c.policy)
     j["policy"].push_back(
@@ -221,6 +227,16 @@ nlohmann::json ToJson(const ProxyConfig& c) {
   for (const auto& cr : c.credentials)
     j["credentials"].push_back({{"role", cr.role}, {"password", cr.password}});
   return j;
+}
+
+const char* UncarriableModeName(UncarriableMode m) {
+  return m == UncarriableMode::kWait ? "wait" : "end";
+}
+
+Result<UncarriableMode> ParseUncarriableMode(const nlohmann::json& v, const std::string& where) {
+  if (v == "end") return UncarriableMode::kEnd;
+  if (v == "wait") return UncarriableMode::kWait;
+  return InvalidArgument(where + " must be \"end\" or \"wait\", got " + v.dump());
 }
 
 Status SaveProxyConfig(const ProxyConfig& c) {

@@ -41,12 +41,31 @@ inline constexpr int64_t kMaxAdminWaitMs = 60000;
 // close their server connections (a message in flight finishes first).
 inline constexpr int64_t kDefaultReplicationPauseWaitMs = 5000;
 
+// What a switch does with a session holding state that cannot move to another
+// server (temporary tables, WITH HOLD cursors; session_carry.h):
+//   kEnd   it is ended at its move with a FATAL naming what it holds;
+//   kWait  a hold lets it run on on its server (the others wait) until it
+//          drops that state or disconnects, up to the hold's deadline; past
+//          it, it gets the same FATAL. The hold drains only then, so the
+//          pause of every session of the route grows by the wait.
+// kEnd is the default: the cost of state that cannot move then falls on the
+// one session holding it (a FATAL 57P01 it can reconnect on), not on every
+// client of the route, and a session that never drops its temporary tables
+// would stretch each cutover's pause to the hold's full bound and still be
+// ended. kWait suits routes whose sessions keep such state briefly (batch or
+// reporting jobs), where ending them loses work.
+enum class UncarriableMode { kEnd, kWait };
+const char* UncarriableModeName(UncarriableMode m);
+// "end" / "wait"; `where` names the field in errors.
+Result<UncarriableMode> ParseUncarriableMode(const nlohmann::json& v, const std::string& where);
+
 struct RouteConfig {
   std::string name;
   std::string database;  // the client's requested database selects the route
   UpstreamConfig upstream;
   bool allow_plaintext = false;  // accept clients without TLS (no identity, no policy)
   int64_t hold_timeout_ms = kDefaultHoldTimeoutMs;
+  UncarriableMode uncarriable = UncarriableMode::kEnd;
 };
 
 struct PolicyRule {

@@ -176,7 +176,8 @@ Status Proxy::StartAdmin() {
     if (!body.ok()) return ErrorReply(res, 400, body.status().message());
     std::string name = req.matches[1];
     for (const auto& [k, v] : body->items())
-      if (k != "upstream" && k != "database" && k != "allow_plaintext" && k != "hold_timeout_ms")
+      if (k != "upstream" && k != "database" && k != "allow_plaintext" && k != "hold_timeout_ms" &&
+          k != "uncarriable")
         return ErrorReply(res, 400, "unknown field \"" + k + "\" in route body");
     if (!body->contains("upstream")) return ErrorReply(res, 400, "body needs \"upstream\"");
     auto up = ParseUpstream((*body)["upstream"], "upstream");
@@ -189,6 +190,11 @@ Status Proxy::StartAdmin() {
       rc.database = body->value("database", std::string());
       rc.allow_plaintext = body->value("allow_plaintext", false);
       rc.hold_timeout_ms = body->value("hold_timeout_ms", kDefaultHoldTimeoutMs);
+      if (body->contains("uncarriable")) {
+        auto mode = ParseUncarriableMode((*body)["uncarriable"], "uncarriable");
+        if (!mode.ok()) return ErrorReply(res, 400, mode.status().message());
+        rc.uncarriable = *mode;
+      }
       if (rc.database.empty())
         return ErrorReply(res, 404,
                           "no route named \"" + name + "\" (to create one, give \"database\" too)");

@@ -54,6 +54,9 @@ bool Run(PgConn& c, const std::string& sql) {
   return ok;
 }
 
+// Run, under a name that a test body's Test::Run does not hide.
+bool RunSql(PgConn& c, const std::string& sql) { return Run(c, sql); }
+
 void GiveState(PgConn& c, int i, const Mix& m) {
   const std::string n = std::to_string(i);
   if (m.set) Run(c, "SET work_mem = '" + std::to_string(i + 1) + "MB'");
@@ -191,6 +194,99 @@ TEST(ProxyCarry, FiftySessionsKeepTheirStateAcrossASwitchUnderLoadOrEndNamingIt)
   EXPECT_EQ(route->ended_carry_failed.load(), 0);
   EXPECT_EQ(route->server_ended_sessions.load(), 0);
   EXPECT_GE(route->switched_sessions.load(), kSessions - temps - cursors);
+
+  // The switch's report says the same, and pgshiftd reads it through the router.
+  auto report = router->LastSwitch();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_TRUE(report->has_value());
+  const SwitchReport& r = **report;
+  EXPECT_EQ(r.to.port, env->b->port());
+  EXPECT_GE(r.sessions, kSessions + 1);
+  EXPECT_GE(r.moved, kSessions - temps - cursors);
+  EXPECT_EQ(r.carried.prepared_statements, sql_prepared);
+  EXPECT_EQ(r.carried.listen_channels, channels);
+  EXPECT_EQ(r.carried.advisory_locks, locks);
+  EXPECT_GE(r.carried.settings, 1);
+  EXPECT_GE(r.carried.protocol_statements, 1);
+  EXPECT_EQ(r.ended.temporary_tables, temps);
+  EXPECT_EQ(r.ended.holdable_cursors, cursors);
+  EXPECT_EQ(r.ended.carry_failed + r.ended.move_failed, 0);
+}
+
+// uncarriable: wait — a hold lets sessions holding temporary tables or WITH
+// HOLD cursors go on on the source: one that drops its table during the hold
+// and one that disconnects are not ended (the first moves afterwards); one
+// that keeps its table and one that keeps its cursor past the deadline get
+// the FATAL naming them. The other sessions wait as usual.
+TEST(ProxyCarry, UnderWaitAHoldKeepsSessionsWithTemporaryTablesOnTheSourceUntilTheyLetGo) {
+  auto env = MustEnv(true, /*plaintext=*/true, 0, UncarriableMode::kWait);
+  ASSERT_TRUE(env);
+  auto router = MakeRouterFor(*env);
+  ASSERT_TRUE(router);
+  auto route = env->proxy->shared().routes.Find("app");
+  auto connect = [&] {
+    auto c = PgConn::Connect(env->Conninfo(""));
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? std::move(*c) : nullptr;
+  };
+  auto drops = connect(), leaves = connect(), keeps = connect(), cursor = connect(),
+       plain = connect(), mentions = connect();
+  ASSERT_TRUE(drops && leaves && keeps && cursor && plain && mentions);
+  ASSERT_TRUE(RunSql(*drops, "CREATE TEMP TABLE t_drops (a int)"));
+  ASSERT_TRUE(RunSql(*leaves, "CREATE TEMP TABLE t_leaves (a int)"));
+  ASSERT_TRUE(RunSql(*keeps, "CREATE TEMP TABLE t_keeps (a int)"));
+  ASSERT_TRUE(RunSql(*cursor, "DECLARE c_keeps CURSOR WITH HOLD FOR SELECT 1"));
+  ASSERT_TRUE(RunSql(*plain, "SET work_mem = '7MB'"));
+  ASSERT_TRUE(RunSql(*mentions, "SELECT 'no temp table here'"));  // a keyword, no state
+  const std::string source_port = One(*drops, "select inet_server_port()");
+
+  constexpr int64_t kHoldMs = 4000;
+  const auto start = std::chrono::steady_clock::now();
+  auto hold = std::async(std::launch::async,
+                         [&] { return router->HoldLeased(kHoldMs, kDefaultHoldLeaseMs); });
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(route->uncarriable_sessions.load(), 4) << "the keyword-only session was let go";
+  // Held sessions wait; the ones holding a temporary table go on, on the source.
+  auto waits = std::async(std::launch::async, [&] { return One(*plain, "show work_mem"); });
+  EXPECT_EQ(waits.wait_for(300ms), std::future_status::timeout) << "a plain session is held";
+  ASSERT_TRUE(RunSql(*drops, "insert into t_drops values (1)"));
+  EXPECT_EQ(One(*drops, "select inet_server_port()"), source_port);
+  ASSERT_TRUE(RunSql(*drops, "DROP TABLE t_drops"));
+  leaves.reset();  // disconnects
+  auto held = hold.get();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  EXPECT_GE(waited, std::chrono::milliseconds(kHoldMs / 2)) << "it waited for the keepers";
+  EXPECT_LT(waited, std::chrono::milliseconds(kHoldMs + 1000));
+  ASSERT_TRUE(router->SwitchHeld({"127.0.0.1", env->b->port()}, held->epoch).ok());
+
+  EXPECT_EQ(waits.get(), "7MB");
+  EXPECT_EQ(One(*drops, "select inet_server_port()"), std::to_string(env->b->port()))
+      << "the session that dropped its table moved";
+  EXPECT_EQ(One(*mentions, "select inet_server_port()"), std::to_string(env->b->port()));
+  for (auto* ended : {keeps.get(), cursor.get()}) {
+    PGresult* r = PQexec(ended->raw(), "select 1");
+    EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+    const std::string msg = PQerrorMessage(ended->raw());
+    EXPECT_NE(msg.find("FATAL:  pgshift-proxy: terminating this session"), std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find(ended == keeps.get() ? "temporary table(s) \"t_keeps\""
+                                            : "WITH HOLD cursor(s) \"c_keeps\""),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("until the hold's deadline"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(route->uncarriable_waited.load(), 2);
+  EXPECT_EQ(route->ended_temporary_tables.load(), 1);
+  EXPECT_EQ(route->ended_holdable_cursors.load(), 1);
+  EXPECT_EQ(route->uncarriable_sessions.load(), 0);
+  auto report = router->LastSwitch();
+  ASSERT_TRUE(report.ok() && report->has_value());
+  EXPECT_EQ((*report)->waited_for, 2);
+  EXPECT_EQ((*report)->ended.temporary_tables, 1);
+  EXPECT_EQ((*report)->ended.holdable_cursors, 1);
+  EXPECT_GE((*report)->moved, 3);
 }
 
 }  // namespace

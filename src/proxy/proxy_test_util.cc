@@ -5,15 +5,15 @@
 
 #include <regex>
 
-#include "common/os.h"
 #include "common/dev_certs.h"
+#include "common/os.h"
 #include "router/proxy_router.h"
 
 namespace pgshift::proxy::testing {
 Status MakeCerts(const std::string& dir) { return MakeDevCerts(dir); }
 
 Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow_plaintext,
-                                                   int busy_poll_us) {
+                                                   int busy_poll_us, UncarriableMode uncarriable) {
   auto env = std::make_unique<ProxyEnv>();
   std::vector<pgshift::testing::TestCluster*> clusters;
   PGSHIFT_ASSIGN_OR_RETURN(env->a, pgshift::testing::TestCluster::Create({.name = "src"}));
@@ -59,7 +59,8 @@ Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow
          {"database", "app"},
          {"upstream", {{"host", "127.0.0.1"}, {"port", env->a->port()}}},
          {"allow_plaintext", allow_plaintext},
-         {"hold_timeout_ms", 5000}}}},
+         {"hold_timeout_ms", 5000},
+         {"uncarriable", UncarriableModeName(uncarriable)}}}},
       {"policy",
        {{{"identity", "app-client"}, {"databases", {"app"}}, {"roles", {"app", "md5user"}}},
         {{"identity", "other-client"}, {"databases", {"postgres"}}, {"roles", {"app"}}}}},
@@ -131,8 +132,9 @@ std::string One(PgConn& c, const std::string& sql) {
   return r->At(0, 0).value_or("");
 }
 
-std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext, int busy_poll_us) {
-  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us);
+std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext, int busy_poll_us,
+                                  UncarriableMode uncarriable) {
+  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us, uncarriable);
   EXPECT_TRUE(env.ok()) << env.status().ToString();
   return env.ok() ? std::move(*env) : nullptr;
 }

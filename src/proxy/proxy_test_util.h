@@ -34,8 +34,10 @@ struct ProxyEnv {
 
   // Clusters with role "app" (SCRAM password "secret", forced by pg_hba) owning
   // database "app" initialised by pgbench -i; a proxy route "app" → a.
-  static Result<std::unique_ptr<ProxyEnv>> Create(bool two_clusters, bool allow_plaintext = false,
-                                                  int busy_poll_us = 0);
+  // The route's "uncarriable" is `uncarriable`.
+  static Result<std::unique_ptr<ProxyEnv>> Create(
+      bool two_clusters, bool allow_plaintext = false, int busy_poll_us = 0,
+      UncarriableMode uncarriable = UncarriableMode::kEnd);
   ~ProxyEnv();
 
   // libpq conninfo through the proxy with the client certificate `client` ("" = none).
@@ -64,7 +66,8 @@ PgbenchSummary ParsePgbench(const ProcessResult& r);
 // Test conveniences; each records a gtest failure when its step fails.
 // The first column of the first row of `sql` ("" on error).
 std::string One(PgConn& c, const std::string& sql);
-std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext = false, int busy_poll_us = 0);
+std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext = false, int busy_poll_us = 0,
+                                  UncarriableMode uncarriable = UncarriableMode::kEnd);
 // A ProxyRouter for the env's route "app".
 std::unique_ptr<Router> MakeRouterFor(ProxyEnv& env);
 // A count(*) query on database "app" of `c`; -1 on error.

@@ -12,6 +12,10 @@ namespace {
 constexpr std::chrono::milliseconds kDrainPollInterval{2};
 // How many ended holds a route remembers, for holders that ask about theirs.
 constexpr size_t kEndedHoldsKept = 16;
+// Under uncarriable: wait, sessions still holding what cannot move are asked
+// to end this long before the hold's deadline (at most a fifth of the hold's
+// bound), so that their ends land inside it.
+constexpr int64_t kUncarriableEndGraceMs = 1000;
 
 // Epochs of every route of this process; the first is the wall clock in
 // microseconds, so a proxy that restarts does not hand out an epoch that a
@@ -40,6 +44,8 @@ bool Route::Repoint(const UpstreamConfig& upstream) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (cfg_.upstream == upstream) return false;
+    switches.Began(generation_ + 1, epoch_, cfg_.upstream, upstream);
+    switched_in_hold_ = held_.load();
     cfg_.upstream = upstream;
     generation_++;
   }
@@ -66,12 +72,25 @@ Result<uint64_t> Route::HoldLeased(int64_t timeout_ms, int64_t lease_ms) {
     held_.store(true);
   }
   TakeBackSpliced();
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  const bool wait_uncarriable = cfg_.uncarriable == UncarriableMode::kWait;
+  // Sessions that may hold what cannot move look now (session_carry_state.cc)
+  // rather than at their next tick.
+  if (wait_uncarriable && uncarriable_sessions.load() > 0) WakeWaiters();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  const auto end_uncarriable_at =
+      deadline - std::chrono::milliseconds(std::min(kUncarriableEndGraceMs, timeout_ms / 5));
+  bool asked_to_end = false;
   while (true) {
     // Spliced first: a session taken back inside a transaction counts itself
     // in `in_transaction` before it leaves `spliced_sessions`.
     int64_t spliced = spliced_sessions.load();
-    int64_t open = in_transaction.load() + spliced;
+    int64_t open = in_transaction.load() + spliced +
+                   (wait_uncarriable ? uncarriable_sessions.load() : int64_t{0});
+    if (wait_uncarriable && !asked_to_end && uncarriable_sessions.load() > 0 &&
+        std::chrono::steady_clock::now() >= end_uncarriable_at) {
+      asked_to_end = true;
+      for (auto& end : uncarriable_.Snapshot()) end();
+    }
     if (open <= 0) {
       std::lock_guard<std::mutex> l(mu_);
       if (releases_ != releases) {
@@ -89,10 +108,14 @@ Result<uint64_t> Route::HoldLeased(int64_t timeout_ms, int64_t lease_ms) {
         if (epoch_ == epoch) EndHoldLocked(HoldEnd::kTimedOut);
       }
       WakeWaiters();
+      const int64_t kept = wait_uncarriable ? uncarriable_sessions.load() : 0;
       return Timeout("hold on route \"" + name() + "\" released after " +
-                     std::to_string(timeout_ms) + " ms: " + std::to_string(open) +
-                     " session(s) still in a transaction; traffic continues on " +
-                     Where(target().upstream));
+                     std::to_string(timeout_ms) + " ms: " + std::to_string(open - kept) +
+                     " session(s) still in a transaction" +
+                     (kept > 0 ? ", " + std::to_string(kept) +
+                                     " still holding temporary tables or WITH HOLD cursors"
+                               : "") +
+                     "; traffic continues on " + Where(target().upstream));
     }
     std::this_thread::sleep_for(kDrainPollInterval);
   }
@@ -103,6 +126,8 @@ void Route::EndHoldLocked(HoldEnd how) {
   // route unheld also sees the new generation (both sequentially consistent).
   if (pinned_) generation_++;
   pinned_ = false;
+  if (held_.load() && !switched_in_hold_) switches.HoldEndedWithoutSwitch();
+  switched_in_hold_ = false;
   drained_ = false;
   releases_++;
   if (held_.load()) {
@@ -180,6 +205,8 @@ Result<bool> Route::RepointHeld(uint64_t epoch, const UpstreamConfig& upstream) 
     std::lock_guard<std::mutex> l(mu_);
     if (!held_.load() || epoch_ != epoch) return NotHeldLocked(epoch, "switch under");
     if (cfg_.upstream == upstream) return false;
+    switches.Began(generation_ + 1, epoch_, cfg_.upstream, upstream);
+    switched_in_hold_ = true;
     cfg_.upstream = upstream;
     generation_++;
   }
@@ -233,6 +260,16 @@ bool Route::PinBackends() {
   std::lock_guard<std::mutex> l(mu_);
   if (drained_) pinned_ = true;
   return drained_;
+}
+
+uint64_t Route::AddUncarriable(std::function<void()> end) {
+  uint64_t id = uncarriable_.Add(std::move(end));
+  uncarriable_sessions++;
+  return id;
+}
+
+void Route::RemoveUncarriable(uint64_t id) {
+  if (uncarriable_.Remove(id)) uncarriable_sessions--;
 }
 
 uint64_t Route::AddWaiter(std::function<void()> wake) { return waiters_.Add(std::move(wake)); }
@@ -324,6 +361,8 @@ nlohmann::json Route::ToJson() const {
           {"ended_holds", ended},
           {"allow_plaintext", c.allow_plaintext},
           {"hold_timeout_ms", c.hold_timeout_ms},
+          {"uncarriable", UncarriableModeName(c.uncarriable)},
+          {"last_switch", switches.LastJson()},
           {"stats", StatsJson()}};
 }
 

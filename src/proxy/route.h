@@ -32,6 +32,7 @@
 #include "proxy/config.h"
 #include "proxy/session_carry.h"
 #include "proxy/stats.h"
+#include "proxy/switch_log.h"
 
 namespace pgshift::proxy {
 
@@ -104,6 +105,7 @@ class Route {
   const std::string& database() const { return cfg_.database; }
   bool allow_plaintext() const { return cfg_.allow_plaintext; }
   int64_t hold_timeout_ms() const { return cfg_.hold_timeout_ms; }
+  UncarriableMode uncarriable() const { return cfg_.uncarriable; }
 
   struct Target {
     UpstreamConfig upstream;
@@ -124,6 +126,9 @@ class Route {
   // Holding a held route joins that hold: its epoch, its lease renewed and
   // set to `lease_ms`. Once drained the hold lasts `lease_ms` after its last
   // renewal. Aborted when the hold ended (a release) while it drained.
+  // Under uncarriable: wait it also waits for the sessions that hold state a
+  // move cannot carry (AddUncarriable) and, kUncarriableEndGraceMs before its
+  // deadline (at most a fifth of timeout_ms), asks those left to end.
   Result<uint64_t> HoldLeased(int64_t timeout_ms, int64_t lease_ms);
   Status Hold(int64_t timeout_ms) { return HoldLeased(timeout_ms, kDefaultHoldLeaseMs).status(); }
   // Extends hold `epoch` by its lease from now. FailedPrecondition saying
@@ -163,6 +168,16 @@ class Route {
   // that nobody followed with a repoint). False, and no pin, when the route
   // has no drained hold.
   bool PinBackends();
+
+  // Sessions holding (or that may hold: not probed yet) temporary tables or
+  // WITH HOLD cursors, counted in uncarriable_sessions. `end` asks one to end
+  // (posted to its thread): under uncarriable: wait a hold calls it for
+  // those left near its deadline; the session ends at its next boundary.
+  uint64_t AddUncarriable(std::function<void()> end);
+  void RemoveUncarriable(uint64_t id);
+
+  // The route's switch reports (switch_log.h); Repoint and RepointHeld begin one.
+  SwitchLog switches;
 
   // Wakers of sessions waiting at a boundary, called on Release.
   uint64_t AddWaiter(std::function<void()> wake);
@@ -273,8 +288,10 @@ class Route {
   mutable std::mutex mu_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> held_{false};
-  bool drained_ = false;   // guarded by mu_
-  bool pinned_ = false;    // guarded by mu_
+  bool drained_ = false;  // guarded by mu_
+  bool pinned_ = false;   // guarded by mu_
+  // Guarded by mu_: the hold in place repointed the route (its report began).
+  bool switched_in_hold_ = false;
   uint64_t releases_ = 0;  // guarded by mu_; tells Hold that its hold ended meanwhile
   uint64_t epoch_ = 0;     // guarded by mu_; the hold in place (0: none)
   int64_t lease_ms_ = 0;   // guarded by mu_
@@ -285,6 +302,7 @@ class Route {
   Registry<Spliced> spliced_;
   Registry<std::function<void(const UpstreamConfig&)>> members_;
   Registry<ReplicationMember> replication_;
+  Registry<std::function<void()>> uncarriable_;
 };
 
 // The rows of `scope` in `v` as a JSON object keyed by the rows' names.

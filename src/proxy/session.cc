@@ -71,9 +71,14 @@ void Session::Advance(SessionEvent e) {
     if (!busy(state_) && busy(*next)) route_->in_transaction++;
     if (waiting(state_) && !waiting(*next)) route_->held_sessions--;
     if (!waiting(state_) && waiting(*next)) route_->held_sessions++;
-    if (*next == SessionState::kIdle && state_ == SessionState::kAuthenticating) route_->sessions++;
-    if (*next == SessionState::kClosed && state_ != SessionState::kClosed && !pre_login(state_))
+    if (*next == SessionState::kIdle && state_ == SessionState::kAuthenticating) {
+      route_->sessions++;
+      route_->switches.Joined(generation_);
+    }
+    if (*next == SessionState::kClosed && state_ != SessionState::kClosed && !pre_login(state_)) {
       route_->sessions--;
+      route_->switches.Left(generation_);
+    }
   }
   // The first message of a transaction: a wait in a hold that follows is
   // part of its latency (BeginTransactionNow may step back to idle first).
@@ -109,6 +114,7 @@ void Session::Close() {
     member_id_ = 0;
   }
   LeaveCarryGate();
+  LeaveUncarriable();                        // a hold waiting for it stops waiting
   if (watch_timer_) watch_timer_->cancel();  // WatchForSwitch ends
   if (replication_id_ != 0) {
     route_->RemoveReplication(replication_id_);
@@ -334,8 +340,8 @@ asio::awaitable<void> Session::ServerPump(std::shared_ptr<ServerConn> sc) {
       co_return;
     }
     if (!capture_was && capture_inflight_) co_await FlushServer();
-    if (state_ == SessionState::kIdle && settings_dirty_ && !capture_inflight_ && !replication_ &&
-        !capture_failed_ && !fatal_at_boundary) {
+    if (state_ == SessionState::kIdle && settings_dirty_ && !capture_inflight_ &&
+        !probe_inflight_ && !replication_ && !capture_failed_ && !fatal_at_boundary) {
       StartCapture();
       co_await FlushServer();
     }

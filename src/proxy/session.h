@@ -81,8 +81,28 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> CarryState(ServerConn& c, const std::string& dest);
   // After the swap: counts what moved, keeps the marks for what the session still holds.
   void StateCarried();
-  // Ends the session with a FATAL naming why it cannot go on; bumps `counter`.
-  asio::awaitable<void> EndSession(std::atomic<int64_t>& counter, const std::string& message);
+  // Ends the session with a FATAL naming why it cannot go on; bumps `counter`
+  // and the report of the switch it was moving to (switch_log.h).
+  // `before_switch`: a hold ends it before its switch (EndKept).
+  asio::awaitable<void> EndSession(std::atomic<int64_t>& counter, EndReason why,
+                                   const std::string& message, bool before_switch = false);
+  // A move that cannot log in on the new server: counted, then Refuse.
+  asio::awaitable<void> MoveFailed(const std::string& message);
+  // State a move cannot carry (temporary tables, WITH HOLD cursors) under
+  // uncarriable: wait. NoteUncarriable registers a session whose statements
+  // may have created it (Route::AddUncarriable); while the route is held
+  // such a session goes on on its server (KeptOnSource), is probed at each
+  // boundary it reaches (ProbeInHold) and leaves the set once it holds none
+  // (LeaveUncarriable); asked to end near the hold's deadline, it ends at its
+  // next boundary (EndKept).
+  void NoteUncarriable();
+  bool KeptOnSource() const;
+  bool ProbeInHoldDue() const;
+  asio::awaitable<void> ProbeInHold();
+  // True when the session was ended (or is being ended); false when a last
+  // probe found it holds none of that state any more.
+  asio::awaitable<bool> EndKept();
+  void LeaveUncarriable();
   // True when a lost server connection costs the session nothing the proxy
   // does not restore: the proxy is moving it anyway (a hold or a repoint) and
   // it holds no state but what a move carries without its old server.
@@ -192,7 +212,17 @@ class Session : public std::enable_shared_from_this<Session> {
   bool watching_ = false;
   uint64_t watch_waiter_id_ = 0;
   std::shared_ptr<asio::steady_timer> watch_timer_;
-  bool eager_move_ = false;    // WatchForSwitch is moving the session: the client pump waits
+  bool eager_move_ = false;  // WatchForSwitch is moving the session: the client pump waits
+  // Under uncarriable: wait (NoteUncarriable): the session's place in the
+  // route's set, whether a hold asked it to end, whether a probe in the hold
+  // found such state (and what, for the FATAL), and the sync points sent when
+  // that probe looked (only a session that ran something since looks again).
+  uint64_t uncarriable_id_ = 0;
+  bool end_kept_ = false;
+  bool kept_ending_ = false;  // EndKept is ending it
+  uint32_t kept_kinds_ = 0;   // kStateTemporary | kStateHoldable as the probe found them
+  std::string kept_why_;
+  uint64_t probed_at_syncs_ = 0;
   bool server_ended_ = false;  // the server ended the session: its error went to the client
 
   // Kernel splice: the slot (-1: none), whether the kernel forwards now, the

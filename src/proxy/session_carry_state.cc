@@ -18,6 +18,8 @@ namespace {
 // A session holding state looks for a switch this often (a release wakes it
 // sooner).
 constexpr int kWatchMs = 100;
+// The kinds a move cannot carry.
+constexpr uint32_t kUncarriableKinds = kStateTemporary | kStateHoldable;
 // Sessions waiting for lock holders to move look again this often.
 constexpr int kGatePollMs = 5;
 // A session that cannot move is told so with the server's own code for a
@@ -36,6 +38,7 @@ void Session::NoteStateKeywords(std::string_view sql) {
   if (kinds == 0 || replication_) return;
   state_kinds_ |= kinds;
   if ((kinds & kStateAdvisory) && gate_id_ == 0) gate_id_ = route_->carry_gate.Add(generation_);
+  if (kinds & kUncarriableKinds) NoteUncarriable();
   if (watching_) return;
   // An idle session holding state moves right after a switch: a listener
   // that only waits for notifications would otherwise stay on the old server.
@@ -85,9 +88,13 @@ bool Session::MoveCoversLoss() const {
   return moving && state_kinds_ == 0 && !settings_dirty_;
 }
 
-asio::awaitable<void> Session::EndSession(std::atomic<int64_t>& counter,
-                                          const std::string& message) {
+asio::awaitable<void> Session::EndSession(std::atomic<int64_t>& counter, EndReason why,
+                                          const std::string& message, bool before_switch) {
   counter++;
+  if (before_switch)
+    route_->switches.EndedInHold(why);
+  else
+    route_->switches.Ended(route_->generation(), why);
   route_->errors++;
   spdlog::info("pgshift-proxy: {} ended: {}", Tag(), message);
   client_out_.Append(ErrorResponse("FATAL", kEndedState, message));
@@ -107,7 +114,7 @@ asio::awaitable<bool> Session::ProbeState(const std::string& dest) {
   if (closed_) co_return false;
   if (server_lost_ || probe_inflight_ || probe_failed_) {
     probe_inflight_ = false;
-    co_await EndSession(route_->ended_carry_failed,
+    co_await EndSession(route_->ended_carry_failed, EndReason::kCarryFailed,
                         prefix +
                             "what the session held on its previous server (prepared "
                             "statements, LISTEN, advisory locks, temporary tables) could not "
@@ -120,9 +127,12 @@ asio::awaitable<bool> Session::ProbeState(const std::string& dest) {
                                                : route_->ended_temporary_tables;
     if (!probe_.temp_tables.empty() && !probe_.holdable_cursors.empty())
       route_->ended_holdable_cursors++;
-    co_await EndSession(counter, prefix + "it holds " + why +
-                                     ", which cannot move to another server; reconnect to "
-                                     "continue");
+    co_await EndSession(
+        counter,
+        probe_.temp_tables.empty() ? EndReason::kHoldableCursors : EndReason::kTemporaryTables,
+        prefix + "it holds " + why +
+            ", which cannot move to another server; reconnect to "
+            "continue");
     co_return false;
   }
   co_return true;
@@ -138,7 +148,7 @@ asio::awaitable<bool> Session::CarryState(ServerConn& c, const std::string& dest
   if (!st.ok()) {
     c.stream.Close();
     co_await EndSession(
-        route_->ended_carry_failed,
+        route_->ended_carry_failed, EndReason::kCarryFailed,
         prefix + "re-creating its prepared statements or LISTEN there failed: " + st.message());
     co_return false;
   }
@@ -155,10 +165,106 @@ asio::awaitable<bool> Session::CarryState(ServerConn& c, const std::string& dest
   if (!missing.empty()) {
     c.stream.Close();
     co_await EndSession(
-        route_->ended_carry_failed,
+        route_->ended_carry_failed, EndReason::kCarryFailed,
         prefix + "its session advisory lock(s) could not be taken there (" + missing + ")");
     co_return false;
   }
+  co_return true;
+}
+
+void Session::NoteUncarriable() {
+  if (uncarriable_id_ != 0) return;
+  auto ex = client_.socket().get_executor();
+  std::weak_ptr<Session> weak = shared_from_this();
+  uncarriable_id_ = route_->AddUncarriable([ex, weak] {
+    asio::post(ex, [weak] {
+      auto s = weak.lock();
+      if (!s || s->closed_) return;
+      s->end_kept_ = true;
+      if (s->watch_timer_) s->watch_timer_->cancel();
+    });
+  });
+}
+
+void Session::LeaveUncarriable() {
+  if (uncarriable_id_ == 0) return;
+  route_->RemoveUncarriable(uncarriable_id_);
+  uncarriable_id_ = 0;
+  // It held what cannot move while a hold waited for it, and let go in time.
+  if (kept_kinds_ != 0 && !kept_ending_ && route_->held()) {
+    route_->uncarriable_waited++;
+    route_->switches.WaitedInHold();
+  }
+  kept_kinds_ = 0;
+  kept_why_.clear();
+}
+
+bool Session::KeptOnSource() const {
+  return uncarriable_id_ != 0 && !end_kept_ && !kept_ending_ &&
+         route_->uncarriable() == UncarriableMode::kWait && route_->generation() == generation_ &&
+         !server_lost_;
+}
+
+bool Session::ProbeInHoldDue() const {
+  return uncarriable_id_ != 0 && route_->uncarriable() == UncarriableMode::kWait &&
+         route_->held() && state_ == SessionState::kIdle && AtBoundary() && !probe_inflight_ &&
+         !capture_inflight_ && !server_lost_ && !closed_ && server_ &&
+         syncs_sent_ != probed_at_syncs_;
+}
+
+asio::awaitable<void> Session::ProbeInHold() {
+  StartProbe();
+  co_await FlushServer();
+  while (probe_inflight_ && !server_lost_ && !closed_) co_await WaitWake(kWatchMs);
+  probed_at_syncs_ = syncs_sent_;
+  if (closed_ || server_lost_ || probe_inflight_ || probe_failed_) {
+    probe_inflight_ = false;
+    probe_ = CarriedState{};
+    co_return;  // still counted: a hold goes on waiting, and ends it at its deadline
+  }
+  const std::string why = Uncarriable(probe_);
+  const uint32_t kinds = (probe_.temp_tables.empty() ? 0u : kStateTemporary) |
+                         (probe_.holdable_cursors.empty() ? 0u : kStateHoldable);
+  probe_ = CarriedState{};
+  if (kinds == 0) {
+    state_kinds_ &= ~kUncarriableKinds;
+    LeaveUncarriable();
+    co_return;
+  }
+  if (why != kept_why_)
+    spdlog::info("pgshift-proxy: {} holds {}: it goes on on its server while the route is held",
+                 Tag(), why);
+  kept_kinds_ = kinds;
+  kept_why_ = why;
+}
+
+asio::awaitable<bool> Session::EndKept() {
+  if (kept_ending_ || closed_) co_return true;
+  while (probe_inflight_ && !server_lost_ && !closed_) co_await WaitWake(kWatchMs);
+  if (ProbeInHoldDue()) co_await ProbeInHold();
+  if (kept_ending_ || closed_) co_return true;
+  if (uncarriable_id_ == 0) co_return false;  // it let go: held like any other session now
+  kept_ending_ = true;
+  const uint32_t kinds = kept_kinds_;
+  const std::string what = kept_why_;
+  LeaveUncarriable();
+  const std::string prefix =
+      "pgshift-proxy: terminating this session: its database is moving to another server and ";
+  const std::string wait = ": the switch waited for the session until the hold's deadline";
+  if (kinds == 0) {
+    co_await EndSession(
+        route_->ended_carry_failed, EndReason::kCarryFailed,
+        prefix + "what it held on its server could not be read" + wait + "; reconnect to continue",
+        /*before_switch=*/true);
+    co_return true;
+  }
+  if ((kinds & kStateTemporary) && (kinds & kStateHoldable)) route_->ended_holdable_cursors++;
+  const bool temp = kinds & kStateTemporary;
+  co_await EndSession(
+      temp ? route_->ended_temporary_tables : route_->ended_holdable_cursors,
+      temp ? EndReason::kTemporaryTables : EndReason::kHoldableCursors,
+      prefix + "it still holds " + what + ", which cannot move" + wait + "; reconnect to continue",
+      /*before_switch=*/true);
   co_return true;
 }
 
@@ -178,6 +284,7 @@ void Session::StateCarried() {
                    (probe_.channels.empty() ? 0u : kStateListen) |
                    (probe_.locks.empty() ? 0u : kStateAdvisory);
   }
+  LeaveUncarriable();  // it moved: it held none of it
   if (gate_id_ != 0) {
     if (probe_.locks.empty())
       LeaveCarryGate();
@@ -215,7 +322,22 @@ asio::awaitable<void> Session::WatchForSwitch() {
     timer->expires_after(std::chrono::milliseconds(kWatchMs));
     co_await timer->async_wait(kNoThrow);
     if (closed_) break;
-    if (route_->held() || route_->generation() == generation_) continue;
+    if (route_->held()) {
+      // Under uncarriable: wait: what the session holds, looked at again at
+      // each boundary it reaches; asked to end by the hold, it ends here.
+      if (uncarriable_id_ != 0) LeaveSplice();  // the hold takes it back anyway
+      if (end_kept_ && state_ == SessionState::kIdle && AtBoundary()) {
+        if (co_await EndKept()) {
+          Close();
+          break;
+        }
+        end_kept_ = false;
+      }
+      if (ProbeInHoldDue()) co_await ProbeInHold();
+      continue;
+    }
+    end_kept_ = false;  // the hold ended before the session reached a boundary
+    if (route_->generation() == generation_) continue;
     LeaveSplice();  // only now: it would keep an idle session out of kernel mode
     if (state_ != SessionState::kIdle) continue;
     eager_move_ = true;

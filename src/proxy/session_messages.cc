@@ -188,6 +188,8 @@ void Session::OnReadyForQuery(char status) {
   if (AtBoundary() && (state_ == SessionState::kActive || state_ == SessionState::kStreaming)) {
     CountTransaction();
     Advance(SessionEvent::kBoundaryReached);
+    // A session a hold waits for (uncarriable: wait) looks again at what it holds now.
+    if (uncarriable_id_ != 0 && watch_timer_ && route_->held()) watch_timer_->cancel();
   }
 }
 

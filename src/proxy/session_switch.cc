@@ -69,6 +69,12 @@ bool StillGood(ServerConn& c) {
 
 }  // namespace
 
+asio::awaitable<void> Session::MoveFailed(const std::string& message) {
+  route_->ended_move_failed++;
+  route_->switches.Ended(route_->generation(), EndReason::kMoveFailed);
+  co_await Refuse("08006", message);
+}
+
 asio::awaitable<void> Session::Prewarm(UpstreamConfig to) {
   if (closed_ || replication_ || prewarm_inflight_) co_return;
   // A login opened ahead that still fits is kept; one whose settings the
@@ -109,7 +115,10 @@ std::shared_ptr<ServerConn> Session::TakePrewarmed(const UpstreamConfig& to) {
 bool Session::BeginTransactionNow() {
   // Mark first, then look at the hold: Route::Hold does the reverse.
   Advance(SessionEvent::kClientBegins);
-  if (!route_->held() && route_->generation() == generation_ && !server_lost_ && !CarriersAhead())
+  // Under uncarriable: wait a session holding what cannot move goes on
+  // through a hold on its server; the hold waits for it (Route::HoldLeased).
+  if ((!route_->held() || KeptOnSource()) && route_->generation() == generation_ && !server_lost_ &&
+      !CarriersAhead())
     return true;
   Advance(SessionEvent::kBoundaryReached);
   return false;
@@ -129,6 +138,9 @@ asio::awaitable<void> Session::WaitForRelease() {
 
 asio::awaitable<bool> Session::EnterTransaction() {
   while (!closed_) {
+    // A hold asked this session to end (uncarriable: wait, past the wait).
+    if (end_kept_ && route_->held() && co_await EndKept()) co_return false;
+    end_kept_ = false;
     if (BeginTransactionNow()) co_return true;
     if (route_->held()) {
       Advance(SessionEvent::kHoldWait);
@@ -162,9 +174,9 @@ asio::awaitable<bool> Session::Migrate() {
   }
   if (closed_) co_return false;
   if (settings_dirty_ && !replication_) {
-    co_await Refuse("08006", "pgshift-proxy: cannot move this session to " + dest +
-                                 ": the session settings it changed could not be read from "
-                                 "its previous server; reconnect to continue");
+    co_await MoveFailed("pgshift-proxy: cannot move this session to " + dest +
+                        ": the session settings it changed could not be read from "
+                        "its previous server; reconnect to continue");
     co_return false;
   }
   if (!replication_ && !co_await ProbeState(dest)) co_return false;
@@ -181,15 +193,15 @@ asio::awaitable<bool> Session::Migrate() {
     lo = co_await ConnectUpstream(login);
   }
   if (!lo.conn) {
-    co_await Refuse(
-        "08006", "pgshift-proxy: cannot move this session to " + dest + ": " + lo.status.message());
+    co_await MoveFailed("pgshift-proxy: cannot move this session to " + dest + ": " +
+                        lo.status.message());
     co_return false;
   }
   if (!prewarmed) {
     Status st = co_await ApplySettings(*lo.conn, settings_);
     if (!st.ok()) {
-      co_await Refuse("08006", "pgshift-proxy: cannot move this session to " + dest +
-                                   ": re-applying its settings failed: " + st.message());
+      co_await MoveFailed("pgshift-proxy: cannot move this session to " + dest +
+                          ": re-applying its settings failed: " + st.message());
       co_return false;
     }
   }
@@ -201,6 +213,13 @@ asio::awaitable<bool> Session::Migrate() {
   DetachSplice();  // the slot holds the old server's socket
   auto old = server_;
   server_ = lo.conn;
+  route_->switches.Moved(generation_, target.generation,
+                         {.prewarmed = prewarmed,
+                          .settings = static_cast<int64_t>(settings_.size()),
+                          .protocol_statements = static_cast<int64_t>(statements_.size()),
+                          .prepared_statements = static_cast<int64_t>(probe_.prepared.size()),
+                          .listen_channels = static_cast<int64_t>(probe_.channels.size()),
+                          .advisory_locks = static_cast<int64_t>(probe_.locks.size())});
   generation_ = target.generation;
   server_lost_ = false;
   prepared_upstream_.clear();

@@ -74,6 +74,14 @@
         "Sessions ended at a move because they held temporary tables.")                           \
   ROUTE(ended_holdable_cursors, kCounter, "ended_holdable_cursors_total",                         \
         "Sessions ended at a move because they held WITH HOLD cursors.")                          \
+  ROUTE(uncarriable_sessions, kGauge, "uncarriable_sessions",                                     \
+        "Sessions holding (or that may hold: not probed yet) temporary tables or WITH HOLD "      \
+        "cursors.")                                                                               \
+  ROUTE(uncarriable_waited, kCounter, "uncarriable_waited_total",                                 \
+        "Sessions a hold waited for (uncarriable: wait) that dropped what could not move, or "    \
+        "disconnected, in time.")                                                                 \
+  ROUTE(ended_move_failed, kCounter, "ended_move_failed_total",                                   \
+        "Sessions ended at a move because the new server refused their login or settings.")       \
   ROUTE(ended_carry_failed, kCounter, "ended_carry_failed_total",                                 \
         "Sessions ended at a move because their state could not be read or re-created.")          \
   PROXY(refused, kCounter, "refused_total", "Connections refused (TLS, policy, route).")          \

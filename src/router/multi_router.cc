@@ -269,6 +269,24 @@ Result<Endpoint> MultiRouter::Current() {
   return *agreed;
 }
 
+Result<std::optional<SwitchReport>> MultiRouter::LastSwitch() {
+  std::vector<std::optional<SwitchReport>> each(instances_.size());
+  ForEach([&](size_t i) -> Status {
+    PGSHIFT_ASSIGN_OR_RETURN(each[i], instances_[i].router->LastSwitch());
+    return Status::OK();
+  });
+  std::optional<SwitchReport> sum;
+  for (const auto& r : each) {
+    if (!r) continue;
+    if (sum) {
+      sum->Add(*r);
+    } else {
+      sum = r;
+    }
+  }
+  return sum;
+}
+
 Result<RouteStats> MultiRouter::Stats() {
   std::vector<RouteStats> each(instances_.size());
   std::vector<Status> st = ForEach([&](size_t i) -> Status {

@@ -103,6 +103,9 @@ class MultiRouter : public Router {
   Status SwitchTo(const Endpoint& to) override;
   Status SwitchHeld(const Endpoint& to, const HoldLease& hold) override;
   Result<ReconcileReport> Reconcile(const Endpoint& desired) override;
+  // The instances' latest switch reports added up; instances that cannot be
+  // read or made none are left out (nullopt when none has one).
+  Result<std::optional<SwitchReport>> LastSwitch() override;
 
   size_t size() const { return instances_.size(); }
 

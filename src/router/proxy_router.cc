@@ -192,6 +192,42 @@ Result<RouteView> ProxyRouter::View() {
   }
 }
 
+Result<std::optional<SwitchReport>> ProxyRouter::LastSwitch() {
+  PGSHIFT_ASSIGN_OR_RETURN(
+      auto j, Call("GET", "/routes/" + config_.route, nullptr, config_.admin_timeout_ms));
+  // An older proxy has no switch reports.
+  const auto it = j.find("last_switch");
+  if (it == j.end() || it->is_null()) return std::optional<SwitchReport>();
+  try {
+    const auto& r = *it;
+    auto endpoint = [](const nlohmann::json& u) {
+      return Endpoint{u.at("host").get<std::string>(), u.at("port").get<int>()};
+    };
+    const auto& c = r.at("carried");
+    const auto& e = r.at("ended");
+    SwitchReport out{.from = endpoint(r.at("from")),
+                     .to = endpoint(r.at("to")),
+                     .at_ms = r.at("at_ms").get<int64_t>(),
+                     .sessions = r.at("sessions").get<int64_t>(),
+                     .moved = r.at("moved").get<int64_t>(),
+                     .prewarmed = r.at("prewarmed").get<int64_t>(),
+                     .pending = r.at("pending").get<int64_t>(),
+                     .waited_for = r.at("waited_for").get<int64_t>()};
+    out.carried = {.settings = c.at("settings").get<int64_t>(),
+                   .protocol_statements = c.at("protocol_statements").get<int64_t>(),
+                   .prepared_statements = c.at("prepared_statements").get<int64_t>(),
+                   .listen_channels = c.at("listen_channels").get<int64_t>(),
+                   .advisory_locks = c.at("advisory_locks").get<int64_t>()};
+    out.ended = {.temporary_tables = e.at("temporary_tables").get<int64_t>(),
+                 .holdable_cursors = e.at("holdable_cursors").get<int64_t>(),
+                 .carry_failed = e.at("carry_failed").get<int64_t>(),
+                 .move_failed = e.at("move_failed").get<int64_t>()};
+    return std::optional<SwitchReport>(out);
+  } catch (const std::exception& ex) {
+    return Internal(std::string("unexpected switch report from the proxy: ") + ex.what());
+  }
+}
+
 Result<RouteStats> ProxyRouter::Stats() {
   PGSHIFT_ASSIGN_OR_RETURN(auto j, Call("GET", "/routes/" + config_.route + "/stats", nullptr,
                                         config_.admin_timeout_ms));

@@ -16,6 +16,7 @@
 //   ReplicationSessions(e) → GET /routes/{route}/replication?upstream=host:port
 //   RequestReplicationFeedback → POST /routes/{route}/replication/feedback
 //   PauseReplication → POST /routes/{route}/replication/pause {"wait_ms": ...}
+//   LastSwitch → GET  /routes/{route} ("last_switch")
 // The proxy is the source of truth; nothing is cached here. Each call opens
 // its own HTTP client and reads only the immutable config, so calls may run
 // on several threads at once (RenewHold does, beside the cutover's calls) and
@@ -61,6 +62,7 @@ class ProxyRouter : public Router {
   // Timeout when a paused session had not closed its server side within
   // half of admin_timeout_ms.
   Result<int> PauseReplication() override;
+  Result<std::optional<SwitchReport>> LastSwitch() override;
 
  private:
   // POST /switch, under hold `epoch` unless 0.

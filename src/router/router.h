@@ -119,6 +119,45 @@ struct RouteStats {
   LatencyHistogram latency;
 };
 
+// What a router did at a switch (a repoint to a new server), for the
+// migration's timeline. pgshift-proxy moves each session at its next
+// transaction boundary (sessions holding state right away), so the counts
+// grow after the switch until `pending` is 0. A router made of several
+// instances sums theirs (Add).
+struct SwitchReport {
+  Endpoint from, to;
+  int64_t at_ms = 0;      // Unix ms of the repoint (Add keeps the earliest)
+  int64_t sessions = 0;   // on the route when it repointed
+  int64_t moved = 0;      // moved to `to` so far
+  int64_t prewarmed = 0;  // of those, the ones that took a login opened ahead (Prewarm)
+  int64_t pending = 0;    // not moved yet: each moves at its next transaction
+  // Sessions the switch's hold waited for because they held state that
+  // cannot move (the route's uncarriable: wait), and that let go of it in time.
+  int64_t waited_for = 0;
+  // What the moves carried, by kind.
+  struct Carried {
+    int64_t settings = 0;             // SET values
+    int64_t protocol_statements = 0;  // protocol-level named prepared statements
+    int64_t prepared_statements = 0;  // SQL PREPARE
+    int64_t listen_channels = 0;
+    int64_t advisory_locks = 0;
+  } carried;
+  // Sessions ended instead of moved, by reason (each got a FATAL naming it).
+  struct Ended {
+    int64_t temporary_tables = 0;
+    int64_t holdable_cursors = 0;
+    int64_t carry_failed = 0;  // what they held could not be read or re-created
+    int64_t move_failed = 0;   // the new server refused their login or settings
+    int64_t Total() const {
+      return temporary_tables + holdable_cursors + carry_failed + move_failed;
+    }
+  } ended;
+
+  void Add(const SwitchReport& other);
+  // One line for the migration's events ("12 of 14 session(s) moved ...").
+  std::string Summary() const;
+};
+
 class Router {
  public:
   virtual ~Router() = default;
@@ -202,6 +241,9 @@ class Router {
   // SwitchTo, only while `hold` is in place: FailedPrecondition and nothing
   // moved once it lapsed. Routers without a lease just switch.
   virtual Status SwitchHeld(const Endpoint& to, const HoldLease& hold) { return SwitchTo(to); }
+  // The report of the router's latest switch (SwitchReport), read now;
+  // nullopt when it has made none or keeps no such report (PgBouncer, none).
+  virtual Result<std::optional<SwitchReport>> LastSwitch() { return std::optional<SwitchReport>(); }
 };
 
 // Builds a router from its JSON config:

@@ -125,6 +125,7 @@ class LocalEnv : public MigrationEnv {
   Result<ReverseReplicationState> InspectReverseReplication(bool mark) override;
   Status DropReverseReplication() override;
   Result<int> SyncSequencesToSource() override;
+  Result<int> AlignSequencesWithSource() override;
   Result<Lsn> AdvanceSourceSlot(const std::string& slot, Lsn past) override;
 
   Endpoint SourceEndpoint() const override { return source_ep_; }
@@ -193,6 +194,10 @@ class LocalEnv : public MigrationEnv {
   };
   Result<std::vector<ReverseDb>> ReverseDatabases();
   std::string ReverseName(const std::string& db_oid) const;
+  // Sets the sequences of one side from the other's values in each database:
+  // onto the source those it has behind the target's (SyncSequencesToSource),
+  // onto the target those that differ from the source's (AlignSequencesWithSource).
+  Result<int> CopySequences(bool onto_source);
 
   std::string id_;
   MigrationSpec spec_;

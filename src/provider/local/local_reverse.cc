@@ -291,31 +291,40 @@ Status LocalEnv::DropReverseReplication() {
   return Status::OK();
 }
 
-Result<int> LocalEnv::SyncSequencesToSource() {
+Result<int> LocalEnv::SyncSequencesToSource() { return CopySequences(/*onto_source=*/true); }
+
+Result<int> LocalEnv::AlignSequencesWithSource() { return CopySequences(/*onto_source=*/false); }
+
+Result<int> LocalEnv::CopySequences(bool onto_source) {
   PGSHIFT_ASSIGN_OR_RETURN(auto dbs, ReverseDatabases());
   int moved = 0;
   for (const auto& db : dbs) {
     PGSHIFT_ASSIGN_OR_RETURN(std::string tci, TargetConninfo(db.name));
-    PGSHIFT_ASSIGN_OR_RETURN(auto tc, OpenSession(tci));
-    PGSHIFT_ASSIGN_OR_RETURN(
-        Rows seqs, tc->Query("select coalesce(json_agg(json_build_object('s', schemaname, 'q', "
-                             "sequencename, 'v', last_value)), '[]')::text as j from pg_sequences "
-                             "where last_value is not null"));
-    if (seqs.Str(0, "j") == "[]") continue;
     PGSHIFT_ASSIGN_OR_RETURN(std::string sci, SourceConninfo(db.name));
-    PGSHIFT_ASSIGN_OR_RETURN(auto sc, OpenSession(sci));
-    // One statement per database: each sequence the source has behind the
-    // target's (or never used) is set to the target's last value, as used.
-    // Behind is below for an ascending sequence and above for a descending
-    // one (increment < 0): its next value must be past every value used.
+    PGSHIFT_ASSIGN_OR_RETURN(auto from, OpenSession(onto_source ? tci : sci));
+    PGSHIFT_ASSIGN_OR_RETURN(
+        Rows seqs, from->Query("select coalesce(json_agg(json_build_object('s', schemaname, 'q', "
+                               "sequencename, 'v', last_value)), '[]')::text as j from "
+                               "pg_sequences where last_value is not null"));
+    if (seqs.Str(0, "j") == "[]") continue;
+    PGSHIFT_ASSIGN_OR_RETURN(auto onto, OpenSession(onto_source ? sci : tci));
+    // One statement per database: each sequence set to the other side's
+    // last value, as used. Onto the source only those behind (or never
+    // used): behind is below for an ascending sequence and above for a
+    // descending one (increment < 0), so its next value is past every value
+    // used. Onto the target every one that differs (it may be ahead).
+    const std::string which = onto_source ? "p.last_value is null or (p.increment_by > 0 and "
+                                            "p.last_value < t.v) or (p.increment_by < 0 and "
+                                            "p.last_value > t.v)"
+                                          : "p.last_value is distinct from t.v";
     PGSHIFT_ASSIGN_OR_RETURN(
         Rows set,
-        sc->Query("select count(setval(format('%I.%I', t.s, t.q)::regclass, t.v, true)) as n "
-                  "from json_to_recordset($1::json) as t(s text, q text, v bigint) "
-                  "join pg_sequences p on p.schemaname = t.s and p.sequencename = t.q "
-                  "where p.last_value is null or (p.increment_by > 0 and p.last_value < t.v) "
-                  "or (p.increment_by < 0 and p.last_value > t.v)",
-                  {seqs.Str(0, "j")}));
+        onto->Query("select count(setval(format('%I.%I', t.s, t.q)::regclass, t.v, true)) as n "
+                    "from json_to_recordset($1::json) as t(s text, q text, v bigint) "
+                    "join pg_sequences p on p.schemaname = t.s and p.sequencename = t.q "
+                    "where " +
+                        which,
+                    {seqs.Str(0, "j")}));
     moved += static_cast<int>(set.Int(0, "n"));
   }
   return moved;

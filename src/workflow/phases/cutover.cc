@@ -24,7 +24,8 @@
 //             progress.replay_lsn.
 //   promote   promotes the target (chained: committed with switch). Leaves
 //             result.timeline, promoted_at_ms.
-//   snapshot  exports the target's snapshot at the promotion point and
+//   snapshot  sets the target's sequences to the fenced source's values,
+//             exports the target's snapshot at the promotion point and
 //             starts the data parity check against the frozen source
 //             (chained: committed with switch). Leaves result.parity_started.
 //   (cdc_recreate runs between snapshot and switch: phases/cdc.cc)
@@ -33,6 +34,7 @@
 #include "common/faults.h"
 #include "workflow/cdc_slots.h"
 #include "workflow/defaults.h"
+#include "workflow/phases/switch_report.h"
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -165,6 +167,16 @@ Status MigrationRunner::Promote() {
 }
 
 Status MigrationRunner::Snapshot() {
+  // Sequences go on where the source's stopped, not past the values the
+  // standby's WAL logged ahead. Here, before the switch: once clients write
+  // on the target, setting a sequence back would hand out values twice. A
+  // skip is what a failover does anyway, so not worth failing the cutover.
+  if (auto aligned = env_->AlignSequencesWithSource(); !aligned.ok()) {
+    Event("warning",
+          "sequences on the target were not aligned with the source's, so their next "
+          "values may skip some: " +
+              aligned.status().message());
+  }
   if (spec_.options.parity) {
     Status st = env_->StartParityCheck();
     if (st.ok()) {
@@ -194,6 +206,10 @@ Status MigrationRunner::Switch() {
   result_.switched_at_ms = now;
   const int64_t hold_ms = now - result_.hold_started_ms.value_or(now);
   result_.hold_ms = hold_ms;
+  // What moved with the sessions and what was ended, on the timeline.
+  if (std::string report = SwitchReportEvent(env_->router(), clock_, env_->TargetEndpoint());
+      !report.empty())
+    Event("info", report);
   return Transition(Phase::kVerify, "traffic switched to the target " +
                                         env_->TargetEndpoint().ToString() + " after a " +
                                         std::to_string(hold_ms) + " ms hold");

@@ -36,6 +36,7 @@
 #include "common/faults.h"
 #include "workflow/cdc_slots.h"
 #include "workflow/defaults.h"
+#include "workflow/phases/switch_report.h"
 #include "workflow/rollback_plan.h"
 #include "workflow/runner.h"
 
@@ -190,6 +191,11 @@ Status MigrationRunner::RollingBack() {
   PGSHIFT_RETURN_IF_ERROR(ReleaseHold());
   if (holds && result_.rollback_hold_started_ms) {
     result_.rollback_hold_ms = clock_.NowMs() - *result_.rollback_hold_started_ms;
+  }
+  if (routed) {
+    if (std::string report = SwitchReportEvent(router, clock_, env_->SourceEndpoint());
+        !report.empty())
+      Event("info", "rollback " + report);
   }
   // Stop the standby first so it does not reconnect to the slot being dropped.
   PGSHIFT_RETURN_IF_ERROR(env_->StopTarget());
