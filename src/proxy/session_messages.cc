@@ -13,8 +13,14 @@ namespace {
 
 // The settings this session changed, plus the role when SET ROLE is active
 // (role is not listed in pg_settings).
+// session_authorization is not in pg_settings: a SET SESSION AUTHORIZATION
+// shows as a session user other than the one that logged in (which
+// pg_stat_activity keeps). It comes first, since setting it resets the role.
 constexpr const char* kCaptureSql =
-    "SELECT name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session' "
+    "SELECT 'session_authorization', session_user::text WHERE session_user <> "
+    "(SELECT usename FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()) "
+    "UNION ALL SELECT name, current_setting(name) FROM pg_catalog.pg_settings "
+    "WHERE source = 'session' "
     "UNION ALL SELECT 'role', current_user::text WHERE current_user <> session_user";
 
 // The statement name of a lone "DEALLOCATE [PREPARE] name" query, or "" (ALL is
