@@ -246,7 +246,7 @@ TEST_F(OpenApiContract, LiveAnswersValidateAgainstTheSchemas) {
   Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", "{}", 403, kTeamToken);
   Check("POST", "/v1/fleet/runs", "/v1/fleet/runs", R"({"by":"team","databases":["app"]})", 201);
   Check("POST", "/v1/fleet/runs", "/v1/fleet/runs", R"({"databases":["zz"]})", 404);
-  const std::string run = fleet_->List().at(0).at("id");
+  const std::string run = fleet_->List()->at(0).at("id");
   Check("POST", "/v1/fleet/runs/{id}/pause", "/v1/fleet/runs/" + run + "/pause", "", 200);
   Check("POST", "/v1/fleet/runs/{id}/pause", "/v1/fleet/runs/" + run + "/pause", "", 409);
   Check("POST", "/v1/fleet/runs/{id}/resume", "/v1/fleet/runs/" + run + "/resume", "", 200);
