@@ -242,7 +242,7 @@ TEST_F(OpenApiContract, LiveAnswersValidateAgainstTheSchemas) {
   Check("GET", "/metrics", "/metrics", "", 200);
   Check("GET", "/metrics", "/metrics", "", 403, kTeamToken);
   Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", R"({"by":"team"})", 200);
-  Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", R"({"by":"size"})", 400);
+  Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", R"({"by":"colour"})", 400);
   Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", "{}", 403, kTeamToken);
   Check("POST", "/v1/fleet/runs", "/v1/fleet/runs", R"({"by":"team","databases":["app"]})", 201);
   Check("POST", "/v1/fleet/runs", "/v1/fleet/runs", R"({"databases":["zz"]})", 404);
