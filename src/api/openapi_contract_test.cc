@@ -104,8 +104,8 @@ class OpenApiContract : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
     starter_ = std::make_unique<fleet::ByNameStarter>(svc_, *inventory_, *store_);
-    fleet_ = std::make_unique<fleet::FleetRunner>(svc_, *starter_, fleet_store_,
-                                                  &inventory_->registry());
+    fleet_ =
+        std::make_unique<fleet::FleetRunner>(svc_, *starter_, *store_, &inventory_->registry());
     server_ = std::make_unique<ApiServer>(svc_, "127.0.0.1", 0,
                                           ApiOptions{.auth = auth_.get(),
                                                      .inventory = inventory_.get(),
@@ -150,7 +150,6 @@ class OpenApiContract : public ::testing::Test {
   std::unique_ptr<inventory::Inventory> inventory_;
   std::unique_ptr<SqliteStateStore> store_;
   std::unique_ptr<fleet::ByNameStarter> starter_;
-  fleet::MemoryFleetStore fleet_store_;
   std::unique_ptr<fleet::FleetRunner> fleet_;
   std::unique_ptr<ApiServer> server_;
   std::set<std::string> served_ok_;
@@ -243,11 +242,11 @@ TEST_F(OpenApiContract, LiveAnswersValidateAgainstTheSchemas) {
   Check("GET", "/metrics", "/metrics", "", 200);
   Check("GET", "/metrics", "/metrics", "", 403, kTeamToken);
   Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", R"({"by":"team"})", 200);
-  Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", R"({"by":"size"})", 400);
+  Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", R"({"by":"colour"})", 400);
   Check("POST", "/v1/fleet/plan", "/v1/fleet/plan", "{}", 403, kTeamToken);
   Check("POST", "/v1/fleet/runs", "/v1/fleet/runs", R"({"by":"team","databases":["app"]})", 201);
   Check("POST", "/v1/fleet/runs", "/v1/fleet/runs", R"({"databases":["zz"]})", 404);
-  const std::string run = fleet_->List().at(0).at("id");
+  const std::string run = fleet_->List()->at(0).at("id");
   Check("POST", "/v1/fleet/runs/{id}/pause", "/v1/fleet/runs/" + run + "/pause", "", 200);
   Check("POST", "/v1/fleet/runs/{id}/pause", "/v1/fleet/runs/" + run + "/pause", "", 409);
   Check("POST", "/v1/fleet/runs/{id}/resume", "/v1/fleet/runs/" + run + "/resume", "", 200);

@@ -51,7 +51,9 @@ void Handlers::FleetCreate(Call& c) {
 void Handlers::FleetList(Call& c) {
   auto fleet = FleetFor(c, "listing fleet runs");
   if (!fleet.ok()) return c.Fail(fleet.status());
-  c.Reply(200, {{"runs", (*fleet)->List()}});
+  auto runs = (*fleet)->List();
+  if (!runs.ok()) return c.Fail(runs.status());
+  c.Reply(200, {{"runs", *runs}});
 }
 
 void Handlers::FleetGet(Call& c) {

@@ -21,8 +21,11 @@ struct RequestArgs {
   bool json_out = false;
 
   void AddFlags(CLI::App* c) {
-    c->add_option("--by", by, "What a wave is chosen by")->check(CLI::IsMember({"tag", "team"}));
-    c->add_option("--wave", waves, "A wave's tag or team value, in order (repeatable)");
+    c->add_option("--by", by, "What a wave is chosen by (size: each source's, measured now)")
+        ->check(CLI::IsMember({"tag", "team", "size"}));
+    c->add_option("--wave", waves,
+                  "A wave's tag or team value in order, or by size its upper bound like 10GB "
+                  "(repeatable)");
     c->add_option("--database", databases, "Only this database (repeatable)");
     c->add_option("--max-concurrent", max_concurrent, "Live migrations at most, overall");
     c->add_option("--wave-concurrency", wave_concurrency, "Live migrations at most in a wave");

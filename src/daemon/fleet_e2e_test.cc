@@ -110,8 +110,9 @@ TEST_F(FleetE2E, AForcedFailureStopsTheWave) {
   EXPECT_EQ(again["databases"][1]["status"], "pending");
 }
 
-// A real migration finalizes in the wave, then a database with a bad source
-// fails and the stop rule keeps the last one from starting.
+// A plan by size measures the real source; a real migration finalizes in
+// the wave, then a database with a bad source fails and the stop rule keeps
+// the last one from starting.
 TEST_F(FleetE2E, RealMigrationThenForcedFailureStopsTheWave) {
   auto source = testing::TestCluster::Create({.name = "fleetsrc"});
   ASSERT_TRUE(source.ok()) << source.status().ToString();
@@ -124,6 +125,15 @@ TEST_F(FleetE2E, RealMigrationThenForcedFailureStopsTheWave) {
       "}\n  b-bad: {team: t, source: {host: 127.0.0.1, port: 1}, tags: [w1], " + place +
       "}\n  c-next: {team: t, source: {host: 127.0.0.1, port: 1}, tags: [w1], " + place + "}\n");
   StartPgshiftd();
+  // By size: the real source is measured; the unreachable ones are left out, saying why.
+  auto [size_status, by_size] = Call("POST", "/v1/fleet/plan", R"({"by":"size"})");
+  ASSERT_EQ(size_status, 200) << by_size.dump();
+  ASSERT_EQ(by_size["waves"].size(), 1u) << by_size.dump(2);
+  EXPECT_EQ(by_size["waves"][0]["name"], "up to 1GB") << "a fresh cluster is small";
+  EXPECT_EQ(by_size["waves"][0]["databases"][0]["name"], "a-good");
+  EXPECT_GT(by_size["waves"][0]["databases"][0]["size_bytes"].get<int64_t>(), 1 << 20);
+  EXPECT_EQ(by_size["unplanned"], json({"b-bad", "c-next"}));
+  EXPECT_NE(by_size["notes"][0].get<std::string>().find("b-bad: size unknown"), std::string::npos);
   auto [st, run] = Call("POST", "/v1/fleet/runs",
                         R"({"waves":["w1"],"wave_concurrency":1,"stop_after":1,)"
                         R"("options":{"sustain_seconds":1,"verify_seconds":1}})");

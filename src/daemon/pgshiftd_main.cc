@@ -17,6 +17,7 @@
 #include "common/faults.h"
 #include "daemon/api_setup.h"
 #include "fleet/runner.h"
+#include "fleet/size.h"
 #include "provider/local/local_env.h"
 #include "provider/registry.h"
 #include "store/open_store.h"
@@ -44,8 +45,7 @@ int main(int argc, char** argv) {
   std::string webhook;
   pgshift::daemon::Flags flags;
   app.add_option("--state", state_path,
-                 "SQLite state file (created if missing, mode 0600; locked to this process); fleet "
-                 "runs go in <state>.fleet/");
+                 "SQLite state file (created if missing, mode 0600; locked to this process)");
   app.add_option("--store", store_url,
                  "State store: sqlite:/path (as --state) or postgresql://... shared by several "
                  "pgshiftd (docs/store.md); overrides --state");
@@ -53,8 +53,9 @@ int main(int argc, char** argv) {
                  "Migration steps run at once, at most (the worker pool)")
       ->check(CLI::PositiveNumber);
   app.add_option("--lease-ms", engine_opts.lease_ttl_ms,
-                 "How long a migration's lease lasts unless renewed: another pgshiftd takes a "
-                 "dead one's migrations over after it")
+                 "How long a migration's (and a fleet run's) lease lasts unless renewed: another "
+                 "pgshiftd takes a dead one's over after it; a cutover's hold lease defaults to 3 "
+                 "times it (at least 10 s), so a takeover inside a hold adopts it (docs/store.md)")
       ->check(CLI::Range(int64_t{300}, int64_t{3600000}));
   app.add_option("--listen", listen, "HOST:PORT for the REST API (port 0 = any free port)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
@@ -112,17 +113,29 @@ int main(int argc, char** argv) {
     if (!n.ok()) return Fail(n.status().message(), 2);
     notifier = std::move(*n);
   }
-  // Fleet runs (with an inventory): their state next to the state file.
-  std::unique_ptr<pgshift::fleet::FileFleetStore> fleet_store;
+  // Fleet runs (with an inventory) are in the store, leased like migrations.
   std::unique_ptr<pgshift::fleet::ByNameStarter> starter;
   std::unique_ptr<pgshift::fleet::FleetRunner> fleet;
   if (setup->inventory) {
-    auto fs = pgshift::fleet::FileFleetStore::Open(state_path + ".fleet");
-    if (!fs.ok()) return Fail(fs.status().message(), 1);
-    fleet_store = std::move(*fs);
+    // Runs of an older pgshiftd, kept next to its state file: moved into the store once.
+    const std::string legacy = state_path + ".fleet";
+    auto imported = pgshift::fleet::ImportFleetDir(legacy, st);
+    if (!imported.ok()) return Fail(imported.status().message(), 1);
+    if (*imported > 0) {
+      spdlog::info("fleet: {} run(s) imported from {} into the store ({} renamed to {}.imported)",
+                   *imported, legacy, legacy, legacy);
+    }
     starter = std::make_unique<pgshift::fleet::ByNameStarter>(engine, *setup->inventory, st);
-    fleet = std::make_unique<pgshift::fleet::FleetRunner>(engine, *starter, *fleet_store,
-                                                          &setup->inventory->registry());
+    fleet = std::make_unique<pgshift::fleet::FleetRunner>(
+        engine, *starter, st, &setup->inventory->registry(), pgshift::DefaultClock(),
+        pgshift::fleet::FleetRunnerOptions{
+            .owner = engine.owner(),
+            .lease_ttl_ms = engine_opts.lease_ttl_ms,
+            .sizes = [inv = setup->inventory.get()](
+                         const pgshift::inventory::DatabaseEntry& e) -> pgshift::Result<int64_t> {
+              PGSHIFT_ASSIGN_OR_RETURN(std::string conninfo, inv->SourceConninfo(e));
+              return pgshift::fleet::MeasureClusterSize(conninfo);
+            }});
     if (auto s = fleet->Load(); !s.ok()) return Fail(s.message(), 1);
   }
   pgshift::api::ApiServer server(engine, host, port,

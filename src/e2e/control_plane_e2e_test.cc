@@ -2,10 +2,12 @@
 // (docs/store.md). Real clusters (sources, targets and the store's own), a
 // pgshift-proxy per source with a ledger writer through it, real pgshiftd
 // processes.
-//   - Two pgshiftd drive six migrations; one is killed (SIGKILL) inside a
-//     cutover hold; the other takes its migrations over and finishes all
-//     six. From the event log (each event names its pgshiftd), no migration
-//     was driven by two at once; every ledger is clean.
+//   - Two pgshiftd with the default leases drive six migrations; one is
+//     killed (SIGKILL) inside a cutover hold; the other takes its migrations
+//     over, adopts the hold (no abort, no rollback: the default hold lease
+//     outlasts a takeover, docs/store.md) and finishes all six. From the
+//     event log (each event names its pgshiftd), no migration was driven by
+//     two at once; every ledger is clean.
 //   - A pgshiftd paused (SIGSTOP) past its lease loses its migration to the
 //     other; resumed (SIGCONT), it does not act on it again.
 //   - A second pgshiftd on the first one's SQLite state file refuses to start.
@@ -27,7 +29,8 @@
 namespace pgshift::e2e {
 namespace {
 
-// Short leases so a takeover comes quickly; the bound below is a safety net.
+// Short leases so a takeover comes quickly (the pause test); the bound below
+// is a safety net.
 constexpr int64_t kLeaseMs = 2000;
 constexpr int64_t kDeathBoundMs = 180000;
 constexpr int kLedgerWriterId = 1;
@@ -93,15 +96,17 @@ class ControlPlaneE2E : public ::testing::Test {
     store_.reset();
   }
 
-  // `n` sandboxes started at once, none with its pgshiftd yet.
-  void StartSandboxes(int n) {
+  // `n` sandboxes started at once, none with its pgshiftd yet; their
+  // pgshiftd get `lease_ms` (0: the default).
+  void StartSandboxes(int n, int64_t lease_ms) {
+    std::vector<std::string> args = {"--store", store_url_, "--workers", "4"};
+    if (lease_ms > 0) args.insert(args.end(), {"--lease-ms", std::to_string(lease_ms)});
     std::vector<std::future<Result<std::unique_ptr<demo::Sandbox>>>> starting;
     for (int i = 0; i < n; ++i) {
       starting.push_back(std::async(std::launch::async, [&] {
         return demo::Sandbox::Start({.pgshiftd_path = PGSHIFTD_PATH,
                                      .proxy_path = PGSHIFT_PROXY_PATH,
-                                     .pgshiftd_args = {"--store", store_url_, "--lease-ms",
-                                                       std::to_string(kLeaseMs), "--workers", "4"},
+                                     .pgshiftd_args = args,
                                      .start_pgshiftd = false});
       }));
     }
@@ -171,7 +176,7 @@ class ControlPlaneE2E : public ::testing::Test {
 
 TEST_F(ControlPlaneE2E, ASurvivorFinishesTheMigrationsOfAPgshiftdKilledInsideAHold) {
   constexpr size_t kMigrations = 6;
-  StartSandboxes(kMigrations);
+  StartSandboxes(kMigrations, /*lease_ms=*/0);
   ASSERT_EQ(sandboxes_.size(), kMigrations);
   // a (sandbox 0's) kills itself (SIGKILL) when one of its migrations
   // reaches drain: traffic is held and the source fenced.
@@ -212,16 +217,25 @@ TEST_F(ControlPlaneE2E, ASurvivorFinishesTheMigrationsOfAPgshiftdKilledInsideAHo
     } else {
       EXPECT_EQ(runs, (std::vector<std::string>{b})) << id << ": " << events.dump();
     }
+    bool in_hold = false, adopted = false;
     for (const auto& e : events) {
       const std::string msg = e.value("message", "");
-      if (msg.rfind("taken over from " + a, 0) == 0 && e["phase"] == "drain") ++taken_in_hold;
+      if (msg.rfind("taken over from " + a, 0) == 0 && e["phase"] == "drain") in_hold = true;
+      if (msg.find("still holds traffic under hold") != std::string::npos) adopted = true;
+      // An abort or a rollback would say the hold was no longer the cutover's.
+      EXPECT_EQ(msg.find("is no longer this cutover's"), std::string::npos) << id << ": " << msg;
+      EXPECT_EQ(msg.find("lapsed"), std::string::npos) << id << ": " << msg;
+    }
+    if (in_hold) {
+      ++taken_in_hold;
+      EXPECT_TRUE(adopted) << id << ": the survivor adopts the hold: " << events.dump();
     }
   }
   EXPECT_EQ(taken_in_hold, 1) << "a died with exactly one migration in the hold";
 }
 
 TEST_F(ControlPlaneE2E, APgshiftdPausedPastItsLeaseDoesNotActAgainOnWhatItLost) {
-  StartSandboxes(2);
+  StartSandboxes(2, kLeaseMs);
   ASSERT_EQ(sandboxes_.size(), 2u);
   const std::string a = StartPgshiftd(0);
   const std::string b = StartPgshiftd(1);

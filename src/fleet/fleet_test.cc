@@ -3,9 +3,15 @@
 // the fake migration service.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <thread>
+
+#include "common/os.h"
 #include "fleet/plan.h"
 #include "fleet/report.h"
 #include "fleet/runner.h"
+#include "fleet/tz.h"
+#include "store/state_store.h"
 #include "testing/fake_migration_service.h"
 
 namespace pgshift::fleet {
@@ -49,6 +55,16 @@ class FakeStarter : public Starter {
     last_options = options;
     if (db == fail_start) return Unavailable("source of " + db + " is unreachable");
     return svc_.Create({{"name", db}});
+  }
+  Result<std::string> LiveMigrationOf(const std::string& db) override {
+    auto list = svc_.List();
+    for (const auto& m : *list) {
+      const std::string state = m.value("state", "");
+      if (m["name"] == db && state != "finalized" && state != "rolled_back") {
+        return m["id"].get<std::string>();
+      }
+    }
+    return std::string();
   }
   std::vector<std::string> started;
   json last_options;
@@ -109,7 +125,9 @@ TEST(FleetPlan, ByTeamDefaultsToSortedValuesAndSelection) {
 }
 
 TEST(FleetPlan, RefusesBadRequests) {
-  EXPECT_EQ(FleetRequest::FromJson({{"by", "size"}}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(FleetRequest::FromJson({{"by", "colour"}}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(FleetRequest::FromJson({{"by", "size"}, {"waves", {"big"}}}).status().code(),
+            Code::kInvalidArgument);
   EXPECT_EQ(FleetRequest::FromJson({{"max_concurrent", 0}}).status().code(),
             Code::kInvalidArgument);
   EXPECT_EQ(FleetRequest::FromJson({{"stop_afterr", 1}}).status().code(), Code::kInvalidArgument);
@@ -118,6 +136,59 @@ TEST(FleetPlan, RefusesBadRequests) {
   EXPECT_EQ(BuildPlan(*req, TestRegistry()).status().code(), Code::kNotFound);
   auto none = FleetRequest::FromJson({{"waves", {"missing"}}});
   EXPECT_EQ(BuildPlan(*none, TestRegistry()).status().code(), Code::kInvalidArgument);
+}
+
+TEST(FleetPlan, Sizes) {
+  EXPECT_EQ(*ParseSize("10GB"), int64_t{10} << 30);
+  EXPECT_EQ(*ParseSize("1.5TB"), (int64_t{3} << 40) / 2);
+  EXPECT_EQ(*ParseSize("512MB"), int64_t{512} << 20);
+  EXPECT_EQ(*ParseSize("100kB"), 102400);
+  EXPECT_EQ(*ParseSize("4096"), 4096);
+  for (const char* bad : {"", "GB", "ten GB", "-1GB", "0", "1PB"}) {
+    EXPECT_FALSE(ParseSize(bad).ok()) << bad;
+  }
+  EXPECT_EQ(FormatSize(int64_t{10} << 30), "10GB");
+  EXPECT_EQ(FormatSize((int64_t{3} << 40) / 2), "1.5TB");
+  EXPECT_EQ(FormatSize(100), "100B");
+}
+
+TEST(FleetPlan, WavesBySizeSmallestFirstWithTheMeasuredSizes) {
+  const std::map<std::string, int64_t> measured = {{"a1", int64_t{40} << 30},
+                                                   {"a2", int64_t{200} << 20},
+                                                   {"b1", int64_t{5} << 30},
+                                                   {"b2", int64_t{300} << 20},
+                                                   {"b3", int64_t{3} << 40}};
+  const SizeOf sizes = [&](const inventory::DatabaseEntry& e) -> Result<int64_t> {
+    auto it = measured.find(e.name);
+    if (it == measured.end()) return Unavailable("connection refused");
+    return it->second;
+  };
+  auto req = FleetRequest::FromJson({{"by", "size"}, {"waves", {"100GB", "1GB"}}});
+  ASSERT_TRUE(req.ok()) << req.status().ToString();
+  auto plan = BuildPlan(*req, TestRegistry(), sizes);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->waves.size(), 2u);
+  EXPECT_EQ(plan->waves[0].name, "up to 1GB") << "bounds in ascending order";
+  EXPECT_EQ(Names(plan->waves[0]), (std::vector<std::string>{"a2", "b2"})) << "smallest first";
+  EXPECT_EQ(Names(plan->waves[1]), (std::vector<std::string>{"b1", "a1"}));
+  EXPECT_EQ(plan->waves[1].databases[1].size_bytes, int64_t{40} << 30);
+  EXPECT_EQ(plan->unplanned, (std::vector<std::string>{"b3", "z"}));
+  ASSERT_EQ(plan->notes.size(), 2u);
+  EXPECT_NE(plan->notes[0].find("b3: 3TB, above every wave's bound"), std::string::npos);
+  EXPECT_NE(plan->notes[1].find("z: size unknown (connection refused)"), std::string::npos);
+  const std::string text = RenderPlanText(plan->ToJson());
+  EXPECT_NE(text.find("wave 2 (up to 100GB)"), std::string::npos) << text;
+  EXPECT_NE(text.find("b1  team search  size 5GB"), std::string::npos) << text;
+  auto back = FleetPlan::FromJson(plan->ToJson());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->ToJson(), plan->ToJson()) << "sizes survive the stored form";
+  // The default bounds: a wave per decade that has a database.
+  auto all = BuildPlan(*FleetRequest::FromJson({{"by", "size"}}), TestRegistry(), sizes);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->waves.size(), 4u);
+  EXPECT_EQ(all->waves[3].name, "up to 10TB");
+  EXPECT_EQ(BuildPlan(*req, TestRegistry()).status().code(), Code::kFailedPrecondition)
+      << "no way to measure";
 }
 
 TEST(FleetPlan, MaintenanceWindows) {
@@ -131,15 +202,50 @@ TEST(FleetPlan, MaintenanceWindows) {
   inventory::Window night{{"fri"}, "23:00", "04:00", "UTC"};
   EXPECT_TRUE(*WindowOpen(night, kSaturday0300Ms));
   EXPECT_FALSE(*WindowOpen(night, kSaturday0300Ms + 2 * kHourMs));
-  inventory::Window named{{}, "02:00", "05:00", "Europe/Paris"};
-  EXPECT_EQ(WindowOpen(named, kSaturday0300Ms).status().code(), Code::kInvalidArgument);
+  inventory::Window unknown{{}, "02:00", "05:00", "Mars/Olympus_Mons"};
+  EXPECT_EQ(WindowOpen(unknown, kSaturday0300Ms).status().code(), Code::kInvalidArgument);
+  inventory::Window escape{{}, "02:00", "05:00", "../../etc/passwd"};
+  EXPECT_EQ(WindowOpen(escape, kSaturday0300Ms).status().code(), Code::kInvalidArgument);
+  // A named zone: 03:00 UTC on 2026-12-05 is 04:00 in Paris (CET, winter).
+  inventory::Window paris{{"sat"}, "04:00", "04:30", "Europe/Paris"};
+  EXPECT_TRUE(*WindowOpen(paris, kSaturday0300Ms));
+  EXPECT_FALSE(*WindowOpen(paris, kSaturday0300Ms + kHourMs));
+}
+
+TEST(TimeZones, OffsetsFromTheTzDatabaseAcrossDaylightSavingTime) {
+  constexpr int64_t kHourS = 3600;
+  // 2026-07-01 12:00 UTC: summer; 2026-12-05 03:00 UTC: winter.
+  constexpr int64_t kJuly2026 = 1782907200;
+  constexpr int64_t kDec2026 = kSaturday0300Ms / 1000;
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kJuly2026), 2 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kDec2026), 1 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("America/New_York", kJuly2026), -4 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("America/New_York", kDec2026), -5 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("Australia/Sydney", kJuly2026), 10 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("Australia/Sydney", kDec2026), 11 * kHourS) << "southern summer";
+  EXPECT_EQ(*ZoneOffsetSeconds("Asia/Kolkata", kJuly2026), 5 * kHourS + 30 * 60);
+  // The 2026 changes in Paris: 29 March 01:00 UTC and 25 October 01:00 UTC.
+  constexpr int64_t kSpring = 1774746000, kAutumn = 1792890000;
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kSpring - 1), 1 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kSpring), 2 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kAutumn - 1), 2 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kAutumn), 1 * kHourS);
+  // Past the table of a fat file (2037): the footer's rule.
+  constexpr int64_t kJuly2050 = 2540289600, kJan2050 = 2524651200;
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kJuly2050), 2 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("Europe/Paris", kJan2050), 1 * kHourS);
+  EXPECT_EQ(*ZoneOffsetSeconds("America/New_York", kJuly2050), -4 * kHourS);
 }
 
 class FleetRunnerTest : public ::testing::Test {
  protected:
-  FleetRunnerTest() : registry_(TestRegistry()), starter_(svc_) {}
-  std::unique_ptr<FleetRunner> NewRunner() {
-    return std::make_unique<FleetRunner>(svc_, starter_, store_, &registry_, clock_);
+  FleetRunnerTest() : registry_(TestRegistry()), starter_(svc_) {
+    auto s = SqliteStateStore::Open(":memory:");
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(*s);
+  }
+  std::unique_ptr<FleetRunner> NewRunner(FleetRunnerOptions opts = {}) {
+    return std::make_unique<FleetRunner>(svc_, starter_, *store_, &registry_, clock_, opts);
   }
   // Moves the fake's migration of `db` to `phase`/`state`.
   void Set(const std::string& db, const std::string& phase, const std::string& state) {
@@ -158,7 +264,7 @@ class FleetRunnerTest : public ::testing::Test {
   inventory::Registry registry_;
   api::FakeMigrationService svc_;
   FakeStarter starter_;
-  MemoryFleetStore store_;
+  std::unique_ptr<SqliteStateStore> store_;
   ManualClock clock_;
 };
 
@@ -304,6 +410,104 @@ TEST_F(FleetRunnerTest, PauseResumeAndRestart) {
   again->Tick();
   EXPECT_EQ((*again->Get(id))["status"], "completed");
   EXPECT_EQ(again->Get("f-nope").status().code(), Code::kNotFound);
+}
+
+TEST_F(FleetRunnerTest, ARunWhoseDriverDiedIsTakenOverAndItsDriverFencedOff) {
+  constexpr int64_t kShortLeaseMs = 300;
+  auto a = NewRunner({.owner = "pgshiftd-a", .lease_ttl_ms = kShortLeaseMs});
+  auto b = NewRunner({.owner = "pgshiftd-b", .lease_ttl_ms = kShortLeaseMs});
+  auto run = a->Create({{"waves", {"canary"}}, {"wave_concurrency", 1}});
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  const std::string id = (*run)["id"];
+  a->Tick();
+  EXPECT_EQ(starter_.started, std::vector<std::string>{"a1"});
+  b->Tick();
+  EXPECT_TRUE(b->Driven().empty()) << "a's lease stands";
+  EXPECT_EQ((*b->Get(id))["driver"], "pgshiftd-a") << "b shows the run a drives";
+
+  // a stops (as if killed: no renewal, no release); past its lease b takes over.
+  std::this_thread::sleep_for(std::chrono::milliseconds(kShortLeaseMs + 100));
+  b->Tick();
+  EXPECT_EQ(b->Driven(), std::vector<std::string>{id});
+  EXPECT_EQ(starter_.started, std::vector<std::string>{"a1"}) << "a1 runs on, not started again";
+  Set("a1", "finalized", "finalized");
+  b->Tick();
+  EXPECT_EQ(starter_.started, (std::vector<std::string>{"a1", "a2"}));
+
+  // a wakes up: its write is refused, and it lets the run go.
+  EXPECT_TRUE(IsLeaseLost(a->Pause(id).status()));
+  a->Tick();
+  EXPECT_TRUE(a->Driven().empty());
+  auto got = b->Get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)["status"], "running") << "nothing of a's late write landed";
+  EXPECT_EQ((*got)["driver"], "pgshiftd-b");
+  EXPECT_EQ(Db(*got, "a2")["status"], "running");
+}
+
+TEST_F(FleetRunnerTest, AStartInterruptedByTheDriversDeathIsAdoptedNotRepeated) {
+  auto a = NewRunner({.owner = "pgshiftd-a", .lease_ttl_ms = 300});
+  auto run = a->Create({{"databases", {"b1"}}});
+  ASSERT_TRUE(run.ok());
+  const std::string id = (*run)["id"];
+  // a saved b1 as starting, created its migration and died before recording it.
+  auto rec = store_->GetFleetRun(id);
+  ASSERT_TRUE(rec.ok());
+  rec->doc["databases"][0]["status"] = "starting";
+  ASSERT_TRUE(store_->UpdateFleetRun(*rec, 0).ok());
+  ASSERT_TRUE(svc_.Create({{"name", "b1"}}).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  auto b = NewRunner({.owner = "pgshiftd-b"});
+  b->Tick();
+  EXPECT_TRUE(starter_.started.empty()) << "b1's migration exists: adopted";
+  auto got = b->Get(id);
+  EXPECT_EQ(Db(*got, "b1")["status"], "running");
+  EXPECT_FALSE(Db(*got, "b1")["migration_id"].get<std::string>().empty());
+}
+
+TEST_F(FleetRunnerTest, APauseMadeOnAnotherPgshiftdIsAppliedByTheDriver) {
+  auto a = NewRunner({.owner = "pgshiftd-a"});
+  auto b = NewRunner({.owner = "pgshiftd-b"});
+  auto run = a->Create({{"waves", {"bulk"}}, {"wave_concurrency", 1}});
+  ASSERT_TRUE(run.ok());
+  const std::string id = (*run)["id"];
+  auto asked = b->Pause(id);
+  ASSERT_TRUE(asked.ok()) << asked.status().ToString();
+  EXPECT_EQ((*asked)["request"], "pause");
+  EXPECT_EQ((*asked)["status"], "running") << "not applied by b";
+  a->Tick();
+  EXPECT_TRUE(starter_.started.empty()) << "paused before its first start";
+  auto got = b->Get(id);
+  EXPECT_EQ((*got)["status"], "paused");
+  EXPECT_EQ((*got)["request"], "");
+  EXPECT_EQ(b->Pause(id).status().code(), Code::kFailedPrecondition);
+  ASSERT_TRUE(b->Resume(id).ok());
+  a->Tick();
+  EXPECT_EQ((*a->Get(id))["status"], "running");
+  EXPECT_EQ(starter_.started, std::vector<std::string>{"b1"});
+}
+
+TEST_F(FleetRunnerTest, RunsKeptAsFilesByAnOlderPgshiftdAreImportedOnce) {
+  auto dir = MakeTempDir("pgshift-fleet-import");
+  ASSERT_TRUE(dir.ok());
+  const std::string legacy = *dir + "/state.db.fleet";
+  auto plan = BuildPlan(*FleetRequest::FromJson({{"waves", {"canary"}}}), registry_);
+  ASSERT_TRUE(plan.ok());
+  FleetRun old = FleetRun::New("f-1-1", *plan, kSaturday0300Ms);
+  old.status = RunStatus::kPaused;
+  ASSERT_TRUE(std::filesystem::create_directory(legacy));
+  ASSERT_TRUE(WriteFileAtomic(legacy + "/f-1-1.json", old.ToJson().dump()).ok());
+  auto n = ImportFleetDir(legacy, *store_);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(*ImportFleetDir(legacy, *store_), 0) << "the directory was renamed";
+  auto runner = NewRunner();
+  ASSERT_TRUE(runner->Load().ok());
+  auto got = runner->Get("f-1-1");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["status"], "paused");
+  EXPECT_EQ(runner->Driven(), std::vector<std::string>{"f-1-1"});
+  (void)RemoveTree(*dir);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <set>
 #include <sstream>
 
+#include "fleet/tz.h"
+
 namespace pgshift::fleet {
 
 using nlohmann::json;
@@ -54,7 +56,9 @@ Result<int> Minutes(const std::string& hhmm) {
   }
 }
 
-Result<int> OffsetMinutes(const std::string& tz) {
+// The offset east of UTC of `tz` at `now_ms`: UTC, a fixed offset, or a
+// named zone of the tz database (tz.h).
+Result<int> OffsetMinutes(const std::string& tz, int64_t now_ms) {
   std::string rest = tz;
   if (rest.rfind("UTC", 0) == 0) rest = rest.substr(3);
   if (rest.empty()) return 0;
@@ -62,9 +66,12 @@ Result<int> OffsetMinutes(const std::string& tz) {
     auto m = Minutes(rest.substr(1));
     if (m.ok()) return rest[0] == '-' ? -*m : *m;
   }
-  return InvalidArgument("timezone '" + tz +
-                         "' is not supported (UTC or a fixed offset like UTC+02:00); the "
-                         "cutover waits for an approval");
+  auto named = ZoneOffsetSeconds(tz, now_ms / 1000);
+  if (!named.ok()) {
+    return InvalidArgument("timezone '" + tz + "': " + named.status().message() +
+                           "; the cutover waits for an approval");
+  }
+  return static_cast<int>(*named / 60);
 }
 
 }  // namespace
@@ -84,12 +91,20 @@ Result<FleetRequest> FleetRequest::FromJson(const json& j) {
   }
   FleetRequest r;
   if (j.contains("by")) {
-    if (!j["by"].is_string() || (j["by"] != "tag" && j["by"] != "team")) {
-      return InvalidArgument("'by' must be \"tag\" or \"team\"");
+    if (!j["by"].is_string() || (j["by"] != "tag" && j["by"] != "team" && j["by"] != "size")) {
+      return InvalidArgument("'by' must be \"tag\", \"team\" or \"size\"");
     }
     r.by = j["by"];
   }
   PGSHIFT_RETURN_IF_ERROR(ReadStrings(j, "waves", &r.waves));
+  if (r.by == "size") {
+    for (const auto& w : r.waves) {
+      if (auto b = ParseSize(w); !b.ok()) {
+        return InvalidArgument("'waves' by size are upper bounds like \"10GB\": " +
+                               b.status().message());
+      }
+    }
+  }
   PGSHIFT_RETURN_IF_ERROR(ReadStrings(j, "databases", &r.databases));
   PGSHIFT_RETURN_IF_ERROR(ReadLimit(j, "max_concurrent", 1, &r.max_concurrent));
   PGSHIFT_RETURN_IF_ERROR(ReadLimit(j, "wave_concurrency", 1, &r.wave_concurrency));
@@ -123,13 +138,15 @@ json FleetPlan::ToJson() const {
   for (const auto& wave : waves) {
     json dbs = json::array();
     for (const auto& d : wave.databases) {
-      dbs.push_back({{"name", d.name},
-                     {"team", d.team},
-                     {"window", d.window ? d.window->ToJson() : json(nullptr)}});
+      json x = {{"name", d.name},
+                {"team", d.team},
+                {"window", d.window ? d.window->ToJson() : json(nullptr)}};
+      if (d.size_bytes >= 0) x["size_bytes"] = d.size_bytes;
+      dbs.push_back(std::move(x));
     }
     w.push_back({{"name", wave.name}, {"databases", dbs}});
   }
-  return {{"request", request.ToJson()}, {"waves", w}, {"unplanned", unplanned}};
+  return {{"request", request.ToJson()}, {"waves", w}, {"unplanned", unplanned}, {"notes", notes}};
 }
 
 Result<FleetPlan> FleetPlan::FromJson(const json& j) {
@@ -138,7 +155,8 @@ Result<FleetPlan> FleetPlan::FromJson(const json& j) {
   for (const auto& w : j.value("waves", json::array())) {
     Wave wave{w.value("name", ""), {}};
     for (const auto& d : w.value("databases", json::array())) {
-      PlannedDatabase pd{d.value("name", ""), d.value("team", ""), std::nullopt};
+      PlannedDatabase pd{d.value("name", ""), d.value("team", ""), std::nullopt,
+                         d.value("size_bytes", int64_t{-1})};
       if (d.contains("window") && d["window"].is_object()) {
         const json& win = d["window"];
         inventory::Window x;
@@ -153,10 +171,55 @@ Result<FleetPlan> FleetPlan::FromJson(const json& j) {
     p.waves.push_back(std::move(wave));
   }
   p.unplanned = j.value("unplanned", std::vector<std::string>{});
+  p.notes = j.value("notes", std::vector<std::string>{});
   return p;
 }
 
-Result<FleetPlan> BuildPlan(const FleetRequest& request, const inventory::Registry& registry) {
+namespace {
+
+// Waves by size: each database measured, under the first bound not below it.
+Status PlanBySize(const std::vector<const inventory::DatabaseEntry*>& selected, const SizeOf& sizes,
+                  FleetPlan* plan) {
+  if (!sizes)
+    return FailedPrecondition("this pgshiftd cannot measure sources: plan by tag or team");
+  std::vector<std::string> names = plan->request.waves;
+  if (names.empty()) names.assign(std::begin(kDefaultSizeBounds), std::end(kDefaultSizeBounds));
+  std::vector<int64_t> bounds;
+  for (const auto& n : names) {
+    PGSHIFT_ASSIGN_OR_RETURN(int64_t b, ParseSize(n));
+    bounds.push_back(b);
+  }
+  std::sort(bounds.begin(), bounds.end());
+  bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
+  for (int64_t b : bounds) plan->waves.push_back({"up to " + FormatSize(b), {}});
+  for (const auto* e : selected) {
+    auto size = sizes(*e);
+    if (!size.ok()) {
+      plan->unplanned.push_back(e->name);
+      plan->notes.push_back(e->name + ": size unknown (" + size.status().message() + ")");
+      continue;
+    }
+    auto wave = std::lower_bound(bounds.begin(), bounds.end(), *size);
+    if (wave == bounds.end()) {
+      plan->unplanned.push_back(e->name);
+      plan->notes.push_back(e->name + ": " + FormatSize(*size) + ", above every wave's bound");
+      continue;
+    }
+    plan->waves[wave - bounds.begin()].databases.push_back({e->name, e->team, e->window, *size});
+  }
+  for (auto& w : plan->waves) {
+    std::stable_sort(w.databases.begin(), w.databases.end(),
+                     [](const PlannedDatabase& x, const PlannedDatabase& y) {
+                       return x.size_bytes < y.size_bytes;
+                     });
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<FleetPlan> BuildPlan(const FleetRequest& request, const inventory::Registry& registry,
+                            const SizeOf& sizes) {
   std::vector<const inventory::DatabaseEntry*> selected;
   if (request.databases.empty()) {
     for (const auto& [name, e] : registry.databases) selected.push_back(&e);
@@ -169,6 +232,14 @@ Result<FleetPlan> BuildPlan(const FleetRequest& request, const inventory::Regist
       selected.push_back(&it->second);
     }
   }
+  FleetPlan plan;
+  plan.request = request;
+  if (request.by == "size") {
+    PGSHIFT_RETURN_IF_ERROR(PlanBySize(selected, sizes, &plan));
+    std::erase_if(plan.waves, [](const Wave& w) { return w.databases.empty(); });
+    if (plan.waves.empty()) return InvalidArgument("no database falls in a wave by size");
+    return plan;
+  }
   std::vector<std::string> order = request.waves;
   if (order.empty()) {
     std::set<std::string> all;
@@ -177,8 +248,6 @@ Result<FleetPlan> BuildPlan(const FleetRequest& request, const inventory::Regist
     }
     order.assign(all.begin(), all.end());
   }
-  FleetPlan plan;
-  plan.request = request;
   for (const auto& value : order) plan.waves.push_back({value, {}});
   for (const auto* e : selected) {
     const auto keys = Keys(*e, request.by);
@@ -200,7 +269,7 @@ Result<FleetPlan> BuildPlan(const FleetRequest& request, const inventory::Regist
 }
 
 Result<bool> WindowOpen(const inventory::Window& w, int64_t now_ms) {
-  PGSHIFT_ASSIGN_OR_RETURN(int offset, OffsetMinutes(w.timezone));
+  PGSHIFT_ASSIGN_OR_RETURN(int offset, OffsetMinutes(w.timezone, now_ms));
   PGSHIFT_ASSIGN_OR_RETURN(int start, Minutes(w.start));
   PGSHIFT_ASSIGN_OR_RETURN(int end, Minutes(w.end));
   const int64_t local_min = now_ms / kMsPerMinute + offset;
@@ -218,6 +287,49 @@ Result<bool> WindowOpen(const inventory::Window& w, int64_t now_ms) {
   return (minute >= start && day_ok(day_index)) || (minute < end && day_ok(day_index - 1));
 }
 
+Result<int64_t> ParseSize(const std::string& text) {
+  static const std::pair<const char*, int64_t> kUnits[] = {{"TB", int64_t{1} << 40},
+                                                           {"GB", int64_t{1} << 30},
+                                                           {"MB", int64_t{1} << 20},
+                                                           {"kB", int64_t{1} << 10},
+                                                           {"B", 1}};
+  const auto bad = [&] {
+    return InvalidArgument("'" + text + "' is not a size (e.g. 512MB, 10GB, 1.5TB)");
+  };
+  int64_t unit = 1;
+  std::string number = text;
+  for (const auto& [suffix, mult] : kUnits) {
+    const std::string suf = suffix;
+    if (text.size() > suf.size() && text.compare(text.size() - suf.size(), suf.size(), suf) == 0) {
+      unit = mult;
+      number = text.substr(0, text.size() - suf.size());
+      break;
+    }
+  }
+  if (number.empty() || number.find_first_not_of("0123456789.") != std::string::npos) return bad();
+  try {
+    const double v = std::stod(number);
+    if (v <= 0) return bad();
+    return static_cast<int64_t>(v * static_cast<double>(unit));
+  } catch (const std::exception&) {
+    return bad();
+  }
+}
+
+std::string FormatSize(int64_t bytes) {
+  static const std::pair<const char*, int64_t> kUnits[] = {{"TB", int64_t{1} << 40},
+                                                           {"GB", int64_t{1} << 30},
+                                                           {"MB", int64_t{1} << 20},
+                                                           {"kB", int64_t{1} << 10}};
+  for (const auto& [suffix, mult] : kUnits) {
+    if (bytes < mult) continue;
+    std::ostringstream out;
+    out << static_cast<double>(bytes) / static_cast<double>(mult) << suffix;
+    return out.str();
+  }
+  return std::to_string(bytes) + "B";
+}
+
 std::string RenderPlanText(const json& plan) {
   std::ostringstream out;
   const json req = plan.value("request", json::object());
@@ -232,6 +344,7 @@ std::string RenderPlanText(const json& plan) {
     for (const auto& d : w.value("databases", json::array())) {
       out << "  " << d.value("name", "");
       if (!d.value("team", "").empty()) out << "  team " << d.value("team", "");
+      if (d.contains("size_bytes")) out << "  size " << FormatSize(d["size_bytes"]);
       if (d.contains("window") && d["window"].is_object()) {
         const json& win = d["window"];
         std::string days;
@@ -248,6 +361,9 @@ std::string RenderPlanText(const json& plan) {
   }
   for (const auto& u : plan.value("unplanned", json::array())) {
     out << "not planned (in no wave): " << u.get<std::string>() << "\n";
+  }
+  for (const auto& n : plan.value("notes", json::array())) {
+    out << "  " << n.get<std::string>() << "\n";
   }
   return out.str();
 }

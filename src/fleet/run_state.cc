@@ -1,7 +1,5 @@
 #include "fleet/run_state.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <filesystem>
 
@@ -52,6 +50,13 @@ bool IsDone(DbStatus s) {
 }
 
 bool CountsAgainstWave(DbStatus s) { return s == DbStatus::kFailed || s == DbStatus::kRolledBack; }
+
+bool IsLive(DbStatus s) { return s == DbStatus::kStarting || s == DbStatus::kRunning; }
+
+bool NeedsDriver(const FleetRun& r) {
+  if (r.status == RunStatus::kRunning || r.status == RunStatus::kPaused) return true;
+  return std::any_of(r.dbs.begin(), r.dbs.end(), [](const DbRun& d) { return IsLive(d.status); });
+}
 
 const char* RunStatusName(RunStatus s) {
   switch (s) {
@@ -126,53 +131,32 @@ Result<FleetRun> FleetRun::FromJson(const json& j) {
   return r;
 }
 
-Result<std::unique_ptr<FileFleetStore>> FileFleetStore::Open(const std::string& dir) {
+Result<int> ImportFleetDir(const std::string& dir, FleetRunStore& store) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Internal("cannot create the fleet state directory " + dir + ": " + ec.message());
-  ::chmod(dir.c_str(), 0700);
-  return std::unique_ptr<FileFleetStore>(new FileFleetStore(dir));
-}
-
-Status FileFleetStore::Save(const FleetRun& run) {
-  std::lock_guard lock(mu_);
-  return WriteFileAtomic(dir_ + "/" + run.id + ".json", run.ToJson().dump());
-}
-
-Result<std::vector<FleetRun>> FileFleetStore::LoadAll() {
-  std::lock_guard lock(mu_);
-  std::vector<FleetRun> runs;
-  std::error_code ec;
-  for (const auto& f : std::filesystem::directory_iterator(dir_, ec)) {
-    if (f.path().extension() != ".json") continue;
-    PGSHIFT_ASSIGN_OR_RETURN(std::string text, ReadFile(f.path().string()));
-    json j = json::parse(text, nullptr, false);
-    if (j.is_discarded()) return Internal("fleet run file " + f.path().string() + " is not JSON");
-    auto run = FleetRun::FromJson(j);
-    if (!run.ok()) return run.status().Wrap(f.path().string());
-    runs.push_back(std::move(*run));
+  if (!std::filesystem::is_directory(dir, ec)) return 0;
+  std::vector<std::filesystem::path> files;
+  for (const auto& f : std::filesystem::directory_iterator(dir, ec)) {
+    if (f.path().extension() == ".json") files.push_back(f.path());
   }
-  if (ec) return Internal("cannot list " + dir_ + ": " + ec.message());
-  std::sort(runs.begin(), runs.end(),
-            [](const FleetRun& a, const FleetRun& b) { return a.created_ms < b.created_ms; });
-  return runs;
-}
-
-Status MemoryFleetStore::Save(const FleetRun& run) {
-  std::lock_guard lock(mu_);
-  for (auto& r : runs_) {
-    if (r.id == run.id) {
-      r = run;
-      return Status::OK();
+  if (ec) return Internal("cannot list " + dir + ": " + ec.message());
+  int imported = 0;
+  for (const auto& path : files) {
+    PGSHIFT_ASSIGN_OR_RETURN(std::string text, ReadFile(path.string()));
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) return Internal("fleet run file " + path.string() + " is not JSON");
+    auto run = FleetRun::FromJson(j);
+    if (!run.ok()) return run.status().Wrap(path.string());
+    Status st = store.InsertFleetRun(
+        {.id = run->id, .created_at_ms = run->created_ms, .doc = run->ToJson()});
+    if (st.ok()) {
+      ++imported;
+    } else if (st.code() != Code::kAlreadyExists) {
+      return st.Wrap("importing " + path.string());
     }
   }
-  runs_.push_back(run);
-  return Status::OK();
-}
-
-Result<std::vector<FleetRun>> MemoryFleetStore::LoadAll() {
-  std::lock_guard lock(mu_);
-  return runs_;
+  std::filesystem::rename(dir, dir + ".imported", ec);
+  if (ec) return Internal("imported " + dir + " but cannot rename it: " + ec.message());
+  return imported;
 }
 
 }  // namespace pgshift::fleet

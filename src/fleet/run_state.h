@@ -1,18 +1,16 @@
 // FleetRun: the durable state of one fleet run (its plan, status and every
-// database's progress), and FleetStore, where runs are kept so status
-// survives a restart of pgshiftd. Value types are thread-compatible;
-// FileFleetStore is thread-safe.
+// database's progress), kept as a document in the state store
+// (store/fleet_run_store.h). Value types are thread-compatible.
 #pragma once
 
 #include <cstdint>
-#include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "fleet/plan.h"
+#include "store/fleet_run_store.h"
 
 namespace pgshift::fleet {
 
@@ -22,6 +20,8 @@ const char* DbStatusName(DbStatus s);
 bool IsDone(DbStatus s);
 // A failure or a rollback: what the stop rule counts.
 bool CountsAgainstWave(DbStatus s);
+// Starting or running: a migration in flight.
+bool IsLive(DbStatus s);
 
 // running → paused ↔ running; running → stopped (the stop rule) | completed
 enum class RunStatus { kRunning, kPaused, kStopped, kCompleted };
@@ -53,37 +53,14 @@ struct FleetRun {
   static Result<FleetRun> FromJson(const nlohmann::json& j);
 };
 
-class FleetStore {
- public:
-  virtual ~FleetStore() = default;
-  virtual Status Save(const FleetRun& run) = 0;
-  virtual Result<std::vector<FleetRun>> LoadAll() = 0;
-};
+// A run that still needs a driver: it may start migrations, or has some in
+// flight whose results it must record.
+bool NeedsDriver(const FleetRun& r);
 
-// One file per run, <dir>/<id>.json, replaced atomically (write, fsync,
-// rename) and private (0600: options may name secrets).
-class FileFleetStore : public FleetStore {
- public:
-  // Creates `dir` (0700) when missing.
-  static Result<std::unique_ptr<FileFleetStore>> Open(const std::string& dir);
-  Status Save(const FleetRun& run) override;
-  Result<std::vector<FleetRun>> LoadAll() override;
-
- private:
-  explicit FileFleetStore(std::string dir) : dir_(std::move(dir)) {}
-  std::string dir_;
-  std::mutex mu_;
-};
-
-// In memory (unit tests).
-class MemoryFleetStore : public FleetStore {
- public:
-  Status Save(const FleetRun& run) override;
-  Result<std::vector<FleetRun>> LoadAll() override;
-
- private:
-  std::mutex mu_;
-  std::vector<FleetRun> runs_;
-};
+// Fleet runs were kept as files, <state>.fleet/<id>.json, before they moved
+// into the state store. Imports each into `store` once (a run already there
+// is left alone), then renames the directory to <dir>.imported so it is not
+// read again. The number of runs imported; 0 when `dir` does not exist.
+Result<int> ImportFleetDir(const std::string& dir, FleetRunStore& store);
 
 }  // namespace pgshift::fleet

@@ -1,5 +1,7 @@
 #include "fleet/runner.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "fleet/report.h"
@@ -15,7 +17,22 @@ namespace {
 constexpr const char* kNoInventory =
     "pgshiftd has no inventory: start it with --registry FILE to plan fleet runs";
 
-bool Live(DbStatus s) { return s == DbStatus::kStarting || s == DbStatus::kRunning; }
+// A stored run as the API shows it: its document, who drives it and a
+// request waiting for that driver.
+Result<json> StoredRunJson(const FleetRunRecord& rec, FleetRun* run) {
+  PGSHIFT_ASSIGN_OR_RETURN(*run, FleetRun::FromJson(rec.doc));
+  json out = run->ToJson();
+  out["driver"] = rec.lease.owner;
+  out["request"] = rec.request;
+  return out;
+}
+
+// FailedPrecondition unless a run in `status` may become `to` (from `from`).
+Status CheckTransition(const std::string& id, RunStatus status, RunStatus from, RunStatus to) {
+  if (status == from) return Status::OK();
+  return FailedPrecondition("fleet run " + id + " is " + RunStatusName(status) + "; only a " +
+                            RunStatusName(from) + " run can become " + RunStatusName(to));
+}
 
 // Why the cutover of `d` must wait now, or "" when it may go.
 std::string CutoverHold(const FleetRun& run, const DbRun& d, int64_t now_ms) {
@@ -43,49 +60,20 @@ struct Observed {
 
 }  // namespace
 
-FleetRunner::FleetRunner(MigrationService& svc, Starter& starter, FleetStore& store,
-                         const inventory::Registry* registry, Clock& clock)
-    : svc_(svc), starter_(starter), store_(store), registry_(registry), clock_(clock) {}
+FleetRunner::FleetRunner(MigrationService& svc, Starter& starter, FleetRunStore& store,
+                         const inventory::Registry* registry, Clock& clock, FleetRunnerOptions opts)
+    : svc_(svc),
+      starter_(starter),
+      store_(store),
+      registry_(registry),
+      clock_(clock),
+      opts_(std::move(opts)) {}
 
 FleetRunner::~FleetRunner() { Stop(); }
 
 Status FleetRunner::Load() {
-  PGSHIFT_ASSIGN_OR_RETURN(auto runs, store_.LoadAll());
-  std::lock_guard lock(mu_);
-  for (auto& r : runs) {
-    // A create interrupted by the restart is tried again.
-    for (auto& d : r.dbs) {
-      if (d.status == DbStatus::kStarting) d.status = DbStatus::kPending;
-    }
-    runs_[r.id] = std::move(r);
-  }
-  next_id_ = static_cast<int64_t>(runs_.size());
-  return Status::OK();
-}
-
-void FleetRunner::Start(int64_t poll_ms) {
-  {
-    std::lock_guard lock(stop_mu_);
-    stopping_ = false;
-  }
-  thread_ = std::thread([this, poll_ms] {
-    std::unique_lock lock(stop_mu_);
-    while (!stopping_) {
-      lock.unlock();
-      Tick();
-      lock.lock();
-      stop_cv_.wait_for(lock, std::chrono::milliseconds(poll_ms), [this] { return stopping_; });
-    }
-  });
-}
-
-void FleetRunner::Stop() {
-  {
-    std::lock_guard lock(stop_mu_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  std::lock_guard tick(tick_mu_);
+  return TakeOver();
 }
 
 json FleetRunner::Options(const FleetRequest& r) {
@@ -98,96 +86,149 @@ json FleetRunner::Options(const FleetRequest& r) {
 Result<json> FleetRunner::Plan(const json& request) const {
   if (!registry_) return FailedPrecondition(kNoInventory);
   PGSHIFT_ASSIGN_OR_RETURN(auto req, FleetRequest::FromJson(request));
-  PGSHIFT_ASSIGN_OR_RETURN(auto plan, BuildPlan(req, *registry_));
+  PGSHIFT_ASSIGN_OR_RETURN(auto plan, BuildPlan(req, *registry_, opts_.sizes));
   return plan.ToJson();
 }
 
 Result<json> FleetRunner::Create(const json& request) {
   if (!registry_) return FailedPrecondition(kNoInventory);
   PGSHIFT_ASSIGN_OR_RETURN(auto req, FleetRequest::FromJson(request));
-  PGSHIFT_ASSIGN_OR_RETURN(auto plan, BuildPlan(req, *registry_));
-  std::lock_guard lock(mu_);
+  PGSHIFT_ASSIGN_OR_RETURN(auto plan, BuildPlan(req, *registry_, opts_.sizes));
   const int64_t now = clock_.NowMs();
-  std::string id;
-  do {
-    id = "f-" + std::to_string(now / 1000) + "-" + std::to_string(++next_id_);
-  } while (runs_.count(id));
-  FleetRun run = FleetRun::New(id, std::move(plan), now);
-  PGSHIFT_RETURN_IF_ERROR(SaveLocked(run));
-  runs_[id] = run;
-  return run.ToJson();
-}
-
-Result<json> FleetRunner::Get(const std::string& id) {
-  FleetRun copy;
-  {
-    std::lock_guard lock(mu_);
-    auto it = runs_.find(id);
-    if (it == runs_.end()) return NotFound("fleet run '" + id + "' not found");
-    copy = it->second;
+  FleetRun run = FleetRun::New("", std::move(plan), now);
+  // Ids are unique in the store: another pgshiftd may have made the same one.
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      run.id = "f-" + std::to_string(now / 1000) + "-" + std::to_string(++next_id_);
+    }
+    Status st = store_.InsertFleetRun({.id = run.id, .created_at_ms = now, .doc = run.ToJson()});
+    if (st.ok()) break;
+    if (st.code() != Code::kAlreadyExists) return st;
   }
-  json out = copy.ToJson();
-  out["report"] = BuildReport(copy, svc_);
+  const int64_t asked = MonotonicMs();
+  auto lease = store_.AcquireFleetLease(run.id, opts_.owner, opts_.lease_ttl_ms);
+  json out = run.ToJson();
+  // Not taken (another pgshiftd was faster): that one drives it.
+  if (lease.ok()) Adopt(std::move(run), *lease, asked);
   return out;
 }
 
-json FleetRunner::List() {
-  std::lock_guard lock(mu_);
+Result<json> FleetRunner::Get(const std::string& id) {
+  PGSHIFT_ASSIGN_OR_RETURN(auto rec, store_.GetFleetRun(id));
+  FleetRun run;
+  PGSHIFT_ASSIGN_OR_RETURN(json out, StoredRunJson(rec, &run));
+  out["report"] = BuildReport(run, svc_);
+  return out;
+}
+
+Result<json> FleetRunner::List() {
+  PGSHIFT_ASSIGN_OR_RETURN(auto records, store_.ListFleetRuns());
   json out = json::array();
-  for (const auto& [id, r] : runs_) out.push_back(r.ToJson());
-  std::sort(out.begin(), out.end(), [](const json& a, const json& b) {
-    return a.value("created_ms", int64_t{0}) < b.value("created_ms", int64_t{0});
-  });
+  for (const auto& rec : records) {
+    FleetRun run;
+    auto j = StoredRunJson(rec, &run);
+    if (j.ok()) out.push_back(std::move(*j));
+  }
   return out;
 }
 
 Result<json> FleetRunner::Pause(const std::string& id) {
-  return SetStatus(id, RunStatus::kRunning, RunStatus::kPaused);
+  return Request(id, RunStatus::kRunning, RunStatus::kPaused, kPauseRequest);
 }
 
 Result<json> FleetRunner::Resume(const std::string& id) {
-  return SetStatus(id, RunStatus::kPaused, RunStatus::kRunning);
+  return Request(id, RunStatus::kPaused, RunStatus::kRunning, kResumeRequest);
 }
 
-Result<json> FleetRunner::SetStatus(const std::string& id, RunStatus from, RunStatus to) {
+Result<json> FleetRunner::Request(const std::string& id, RunStatus from, RunStatus to,
+                                  const char* request) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = runs_.find(id);
+    if (it != runs_.end() && !it->second.lost) {
+      // Driven here: applied now.
+      PGSHIFT_RETURN_IF_ERROR(CheckTransition(id, it->second.run.status, from, to));
+    } else {
+      it = runs_.end();
+    }
+    if (it != runs_.end()) {
+      FleetRun next = it->second.run;
+      next.status = to;
+      Settle(next);
+      PGSHIFT_RETURN_IF_ERROR(SaveLocked(id, next));
+      it->second.run = next;
+      json out = next.ToJson();
+      out["driver"] = opts_.owner;
+      out["request"] = "";
+      return out;
+    }
+  }
+  // Driven elsewhere (or by nobody yet): left for the driver.
+  PGSHIFT_ASSIGN_OR_RETURN(auto rec, store_.GetFleetRun(id));
+  FleetRun run;
+  PGSHIFT_ASSIGN_OR_RETURN(json out, StoredRunJson(rec, &run));
+  PGSHIFT_RETURN_IF_ERROR(CheckTransition(id, run.status, from, to));
+  PGSHIFT_RETURN_IF_ERROR(store_.RequestFleetRun(id, request));
+  out["request"] = request;
+  return out;
+}
+
+Result<json> FleetRunner::SetStatus(const std::string& id, RunStatus from, RunStatus to,
+                                    int64_t applied_request) {
   std::lock_guard lock(mu_);
   auto it = runs_.find(id);
-  if (it == runs_.end()) return NotFound("fleet run '" + id + "' not found");
-  FleetRun& run = it->second;
-  if (run.status != from) {
-    return FailedPrecondition("fleet run " + id + " is " + RunStatusName(run.status) + "; only a " +
-                              RunStatusName(from) + " run can become " + RunStatusName(to));
-  }
+  if (it == runs_.end() || it->second.lost)
+    return NotFound("fleet run '" + id + "' not driven here");
+  FleetRun& run = it->second.run;
+  PGSHIFT_RETURN_IF_ERROR(CheckTransition(id, run.status, from, to));
   FleetRun next = run;
   next.status = to;
   Settle(next);
-  PGSHIFT_RETURN_IF_ERROR(SaveLocked(next));
+  PGSHIFT_RETURN_IF_ERROR(SaveLocked(id, next, applied_request));
   run = next;
   return run.ToJson();
 }
 
-Status FleetRunner::SaveLocked(FleetRun& run) {
+Status FleetRunner::SaveLocked(const std::string& id, FleetRun& run, int64_t applied_request) {
+  auto it = runs_.find(id);
+  if (it == runs_.end() || it->second.lost) {
+    return Aborted("fleet run " + id + " is no longer driven by " + opts_.owner);
+  }
   run.updated_ms = clock_.NowMs();
-  return store_.Save(run);
+  Status st = store_.UpdateFleetRun(
+      {.id = id, .created_at_ms = run.created_ms, .doc = run.ToJson(), .lease = it->second.lease},
+      applied_request);
+  if (IsLeaseLost(st)) {
+    spdlog::warn("fleet: {}; this pgshiftd stops driving it", st.message());
+    it->second.lost = true;
+  }
+  return st;
 }
 
 std::vector<std::string> FleetRunner::ActiveIds() {
   std::lock_guard lock(mu_);
   std::vector<std::string> ids;
-  for (const auto& [id, r] : runs_) {
-    const bool live =
-        std::any_of(r.dbs.begin(), r.dbs.end(), [](const DbRun& d) { return Live(d.status); });
-    if (r.status == RunStatus::kRunning || live) ids.push_back(id);
+  const int64_t now = MonotonicMs();
+  for (const auto& [id, h] : runs_) {
+    // A lease not known valid (no renewal lately, as after a pause): the
+    // run waits for the keeper, which may find it lost.
+    if (!h.lost && h.valid_until_ms > now) ids.push_back(id);
   }
   return ids;
 }
 
 void FleetRunner::Tick() {
   std::lock_guard tick(tick_mu_);
+  if (Status st = TakeOver(); !st.ok()) {
+    spdlog::warn("fleet: cannot read the fleet runs: {}", st.message());
+    return;
+  }
   for (const auto& id : ActiveIds()) {
     Poll(id);
     StartNext(id);
   }
+  Sweep();
 }
 
 void FleetRunner::Settle(FleetRun& run) {
@@ -219,7 +260,7 @@ void FleetRunner::Poll(const std::string& id) {
   FleetRun probe;
   {
     std::lock_guard lock(mu_);
-    probe = runs_.at(id);
+    probe = runs_.at(id).run;
   }
   // First every answer, so the stop rule sees this tick's failures before
   // any cutover of the same tick is requested.
@@ -264,7 +305,7 @@ void FleetRunner::Poll(const std::string& id) {
   }
   if (seen.empty()) return;
   std::lock_guard lock(mu_);
-  FleetRun next = runs_.at(id);
+  FleetRun next = runs_.at(id).run;
   for (const auto& o : seen) {
     DbRun& d = next.dbs[o.index];
     if (d.status != DbStatus::kRunning) continue;
@@ -274,7 +315,7 @@ void FleetRunner::Poll(const std::string& id) {
     if (IsDone(d.status)) d.ended_ms = clock_.NowMs();
   }
   Settle(next);
-  if (SaveLocked(next).ok()) runs_[id] = next;
+  if (SaveLocked(id, next).ok()) runs_.at(id).run = next;
 }
 
 void FleetRunner::StartNext(const std::string& id) {
@@ -282,13 +323,13 @@ void FleetRunner::StartNext(const std::string& id) {
   json options;
   {
     std::lock_guard lock(mu_);
-    FleetRun next = runs_.at(id);
+    FleetRun next = runs_.at(id).run;
     Settle(next);
     if (next.status == RunStatus::kRunning) {
       const FleetRequest& req = next.plan.request;
-      int live_all = 0;
-      for (const auto& [rid, r] : runs_) {
-        for (const auto& d : r.dbs) live_all += Live(d.status);
+      int live_all = others_live_;
+      for (const auto& [rid, h] : runs_) {
+        for (const auto& d : h.run.dbs) live_all += IsLive(d.status);
       }
       // The current wave: the first with a database not done.
       auto first = std::find_if(next.dbs.begin(), next.dbs.end(),
@@ -296,7 +337,7 @@ void FleetRunner::StartNext(const std::string& id) {
       if (first != next.dbs.end()) {
         const size_t wave = first->wave;
         int live_wave = 0;
-        for (const auto& d : next.dbs) live_wave += (d.wave == wave && Live(d.status));
+        for (const auto& d : next.dbs) live_wave += (d.wave == wave && IsLive(d.status));
         int room = std::min(req.max_concurrent - live_all, req.wave_concurrency - live_wave);
         for (size_t i = 0; i < next.dbs.size() && room > 0; ++i) {
           DbRun& d = next.dbs[i];
@@ -309,27 +350,27 @@ void FleetRunner::StartNext(const std::string& id) {
       }
       options = Options(req);
     }
-    if (!SaveLocked(next).ok()) return;
-    runs_[id] = next;
+    if (!SaveLocked(id, next).ok()) return;
+    runs_.at(id).run = next;
   }
   for (size_t i : picked) {
     std::string name;
     {
       std::lock_guard lock(mu_);
-      FleetRun& run = runs_.at(id);
+      FleetRun& run = runs_.at(id).run;
       if (run.status != RunStatus::kRunning) {
         // Stopped (an earlier start failed) or paused meanwhile: not started.
         FleetRun next = run;
         next.dbs[i].status = DbStatus::kPending;
         next.dbs[i].started_ms = 0;
-        if (SaveLocked(next).ok()) run = next;
+        if (SaveLocked(id, next).ok()) run = next;
         continue;
       }
       name = run.dbs[i].name;
     }
     auto created = starter_.Start(name, options);
     std::lock_guard lock(mu_);
-    FleetRun next = runs_.at(id);
+    FleetRun next = runs_.at(id).run;
     DbRun& d = next.dbs[i];
     if (created.ok()) {
       d.status = DbStatus::kRunning;
@@ -340,7 +381,7 @@ void FleetRunner::StartNext(const std::string& id) {
       d.ended_ms = clock_.NowMs();
     }
     Settle(next);
-    if (SaveLocked(next).ok()) runs_[id] = next;
+    if (SaveLocked(id, next).ok()) runs_.at(id).run = next;
   }
 }
 

@@ -6,6 +6,7 @@
 // Authorization is the caller's job. Thread-safe: creates are serialized.
 #pragma once
 
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +25,12 @@ class Starter {
   // database has a live migration.
   virtual Result<nlohmann::json> Start(const std::string& database,
                                        const nlohmann::json& options) = 0;
+  // The id of the database's live migration, "" when none (a fleet run taken
+  // over finds what its dead driver started but did not record).
+  virtual Result<std::string> LiveMigrationOf(const std::string& database) {
+    (void)database;
+    return std::string();
+  }
 };
 
 class ByNameStarter : public Starter {
@@ -32,8 +39,15 @@ class ByNameStarter : public Starter {
   ByNameStarter(MigrationService& svc, const inventory::Inventory& inventory, AuditStore& audit)
       : svc_(svc), inventory_(inventory), audit_(audit) {}
   Result<nlohmann::json> Start(const std::string& database, const nlohmann::json& options) override;
+  Result<std::string> LiveMigrationOf(const std::string& database) override;
 
  private:
+  // The live migrations (the service's JSON) and the links to databases.
+  struct LiveView {
+    nlohmann::json live = nlohmann::json::array();
+    std::map<std::string, std::string> links;
+  };
+  Result<LiveView> Live();
   MigrationService& svc_;
   const inventory::Inventory& inventory_;
   AuditStore& audit_;

@@ -207,6 +207,22 @@ Result<int> Inventory::PickPort(const DatabaseEntry& e, const std::set<int>& in_
       ":" + std::to_string(e.line) + "); widen the range");
 }
 
+Result<std::string> Inventory::SourceConninfo(const DatabaseEntry& e) const {
+  std::map<std::string, std::string> kv = {{"host", e.source.host},
+                                           {"port", std::to_string(e.source.port)},
+                                           {"user", e.source.user},
+                                           {"dbname", e.source.admin_dbname}};
+  if (!e.source.credential.empty()) {
+    auto pw = secrets_.Get(e.source.credential);
+    if (!pw) {
+      return FailedPrecondition("credential '" + e.source.credential + "' of database '" + e.name +
+                                "' is not in the secrets file");
+    }
+    kv["password"] = *pw;
+  }
+  return BuildConninfo(kv);
+}
+
 Result<json> Inventory::BuildSpec(const DatabaseView& db, const json& options,
                                   const std::set<int>& ports_in_use) const {
   if (!db.entry) {
@@ -229,18 +245,7 @@ Result<json> Inventory::BuildSpec(const DatabaseView& db, const json& options,
         db.name + "' is " + e.source.host + ":" + std::to_string(e.source.port) + " (" + where +
         "); update databases." + db.name + ".source to where the database lives now");
   }
-  std::map<std::string, std::string> kv = {{"host", e.source.host},
-                                           {"port", std::to_string(e.source.port)},
-                                           {"user", e.source.user},
-                                           {"dbname", e.source.admin_dbname}};
-  if (!e.source.credential.empty()) {
-    auto pw = secrets_.Get(e.source.credential);
-    if (!pw) {
-      return FailedPrecondition("credential '" + e.source.credential + "' of database '" + db.name +
-                                "' is not in the secrets file");
-    }
-    kv["password"] = *pw;
-  }
+  PGSHIFT_ASSIGN_OR_RETURN(std::string source, SourceConninfo(e));
   PGSHIFT_ASSIGN_OR_RETURN(json router, RouterSpec(db));
   PGSHIFT_ASSIGN_OR_RETURN(int port, PickPort(e, ports_in_use));
   json target = {{"provider", e.provider},
@@ -252,7 +257,7 @@ Result<json> Inventory::BuildSpec(const DatabaseView& db, const json& options,
   json opts = e.options;
   for (const auto& [k, v] : options.items()) opts[k] = v;
   return json{{"name", db.name},
-              {"source", {{"conninfo", BuildConninfo(kv)}}},
+              {"source", {{"conninfo", source}}},
               {"target", target},
               {"router", router},
               {"options", opts}};

@@ -83,6 +83,10 @@ class Inventory {
   Result<nlohmann::json> BuildSpec(const DatabaseView& db, const nlohmann::json& options,
                                    const std::set<int>& ports_in_use) const;
 
+  // The source's admin conninfo, with its secret (FailedPrecondition when
+  // the credential is missing).
+  Result<std::string> SourceConninfo(const DatabaseEntry& e) const;
+
   const Registry& registry() const { return registry_; }
   const Secrets& secrets() const { return secrets_; }
 

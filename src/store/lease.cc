@@ -24,8 +24,9 @@ Result<Lease> RenewedLease(const Lease& stored, const Lease& held, int64_t now_m
   return Lease{held.owner, held.token, now_ms + ttl_ms};
 }
 
-Status LeaseLost(const std::string& migration_id, const Lease& stored, int64_t writer_token) {
-  return Aborted((migration_id.empty() ? "the migration" : "migration " + migration_id) +
+Status LeaseLost(const std::string& migration_id, const Lease& stored, int64_t writer_token,
+                 const std::string& noun) {
+  return Aborted((migration_id.empty() ? "the " + noun : noun + " " + migration_id) +
                  " is now driven by " + (stored.owner.empty() ? "nobody" : stored.owner) +
                  " (lease token " + std::to_string(stored.token) + ", this writer held " +
                  std::to_string(writer_token) + "): write refused");

@@ -35,9 +35,21 @@ Result<Lease> NextLease(const Lease& stored, const std::string& owner, int64_t n
 // it expired and was taken; an expired lease nobody took is renewed.
 Result<Lease> RenewedLease(const Lease& stored, const Lease& held, int64_t now_ms, int64_t ttl_ms);
 
-// The refusal of a write (or renewal) whose token is no longer the stored one.
-Status LeaseLost(const std::string& migration_id, const Lease& stored, int64_t writer_token);
+// The refusal of a write (or renewal) whose token is no longer the stored one;
+// `noun` names what the lease is of.
+Status LeaseLost(const std::string& migration_id, const Lease& stored, int64_t writer_token,
+                 const std::string& noun = "migration");
 inline bool IsLeaseLost(const Status& st) { return st.code() == Code::kAborted; }
+
+// A table whose rows carry a lease (columns lease_owner, lease_token,
+// lease_expires): the stores share their lease code between migrations and
+// fleet runs.
+struct LeaseTable {
+  const char* table;
+  const char* noun;  // in messages
+};
+inline constexpr LeaseTable kMigrationLeases{"migrations", "migration"};
+inline constexpr LeaseTable kFleetRunLeases{"fleet_runs", "fleet run"};
 
 // This process's owner id: host name and pid, unique among live pgshiftd.
 std::string DefaultOwnerId();

@@ -176,6 +176,7 @@ INSERT INTO events (migration_id, at, phase, kind, message) VALUES ('m-old', 1, 
     ASSERT_TRUE(events.ok());
     ASSERT_EQ(events->size(), 1u + open);
     EXPECT_EQ((*events)[0].owner, "");
+    EXPECT_TRUE((*store)->ListFleetRuns().ok()) << "the fleet runs' table was added";
     auto l = (*store)->AcquireLease("m-old", "host:1", 60000);
     ASSERT_TRUE(l.ok()) << l.status().ToString();
     m->lease = *l;

@@ -6,11 +6,15 @@
 #include <map>
 
 #include "common/clock.h"
+#include "store/pg_store_util.h"
 
 namespace pgshift {
 namespace {
 
 using json = nlohmann::json;
+using store_internal::LeaseOf;
+using store_internal::ParseOr;
+using store_internal::Str;
 
 // Serializes schema migrations of pgshiftd starting at once (an arbitrary
 // constant: "pgshift" in ASCII).
@@ -69,20 +73,24 @@ CREATE TABLE pgshift.migration_databases (
   database text NOT NULL
 );
 )sql",
+    // 2: fleet runs (fleet_run_store.h), leased as migrations are.
+    R"sql(
+CREATE TABLE pgshift.fleet_runs (
+  id text PRIMARY KEY,
+  created_at bigint NOT NULL,
+  doc text NOT NULL,
+  request text NOT NULL DEFAULT '',
+  request_seq bigint NOT NULL DEFAULT 0,
+  lease_owner text NOT NULL DEFAULT '',
+  lease_token bigint NOT NULL DEFAULT 0,
+  lease_expires bigint NOT NULL DEFAULT 0
+);
+)sql",
 };
 
 constexpr int64_t kConnectBackoffBaseMs = 100;
 constexpr int64_t kConnectBackoffMaxMs = 2000;
 constexpr int kConnectTimeoutS = 5;
-// The server's clock, in epoch ms: lease expiry is judged by it alone.
-constexpr const char* kServerNowMs = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
-
-json ParseOr(const std::string& text, json fallback) {
-  auto j = json::parse(text, nullptr, false);
-  return j.is_discarded() ? fallback : j;
-}
-
-std::string Str(int64_t v) { return std::to_string(v); }
 
 std::vector<std::string> RecordParams(const MigrationRecord& m) {
   return {m.id,
@@ -96,10 +104,6 @@ std::vector<std::string> RecordParams(const MigrationRecord& m) {
           m.error,
           Str(m.created_at_ms),
           Str(m.updated_at_ms)};
-}
-
-Lease LeaseOf(const Rows& r, size_t row) {
-  return {r.Str(row, "lease_owner"), r.Int(row, "lease_token"), r.Int(row, "lease_expires")};
 }
 
 }  // namespace
@@ -379,45 +383,6 @@ Result<std::vector<MigrationEvent>> PgStateStore::Events(const std::string& id) 
       },
       /*read_only=*/true));
   return out;
-}
-
-Result<Lease> PgStateStore::ChangeLease(
-    const std::string& id, const std::function<Result<Lease>(const Lease&, int64_t)>& decide) {
-  Lease next;
-  PGSHIFT_RETURN_IF_ERROR(Transaction([&](PgConn& c) -> Status {
-    PGSHIFT_ASSIGN_OR_RETURN(
-        Rows r, c.Query(std::string("SELECT lease_owner, lease_token, lease_expires, ") +
-                            kServerNowMs + " AS now FROM pgshift.migrations WHERE id=$1 FOR UPDATE",
-                        {id}));
-    if (r.empty()) return NotFound("no migration with id '" + id + "'");
-    PGSHIFT_ASSIGN_OR_RETURN(next, decide(LeaseOf(r, 0), r.Int(0, "now")));
-    return c.Exec(
-        "UPDATE pgshift.migrations SET lease_owner=$2, lease_token=$3, lease_expires=$4 WHERE "
-        "id=$1",
-        {id, next.owner, Str(next.token), Str(next.expires_at_ms)});
-  }));
-  return next;
-}
-
-Result<Lease> PgStateStore::AcquireLease(const std::string& id, const std::string& owner,
-                                         int64_t ttl_ms) {
-  return ChangeLease(
-      id, [&](const Lease& stored, int64_t now) { return NextLease(stored, owner, now, ttl_ms); });
-}
-
-Result<Lease> PgStateStore::RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) {
-  return ChangeLease(id, [&](const Lease& stored, int64_t now) -> Result<Lease> {
-    auto renewed = RenewedLease(stored, held, now, ttl_ms);
-    if (!renewed.ok()) return LeaseLost(id, stored, held.token);
-    return renewed;
-  });
-}
-
-Status PgStateStore::ReleaseLease(const std::string& id, const Lease& held) {
-  return WithConn([&](PgConn& c) {
-    return c.Exec("UPDATE pgshift.migrations SET lease_expires=0 WHERE id=$1 AND lease_token=$2",
-                  {id, Str(held.token)});
-  });
 }
 
 Status PgStateStore::AppendAudit(const AuditEntry& e) {

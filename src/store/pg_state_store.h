@@ -62,6 +62,17 @@ class PgStateStore : public Store {
   Status LinkDatabase(const std::string& migration_id, const std::string& database) override;
   Result<std::map<std::string, std::string>> MigrationDatabases() override;
 
+  // pg_state_store_fleet.cc
+  Status InsertFleetRun(const FleetRunRecord& r) override;
+  Status UpdateFleetRun(const FleetRunRecord& r, int64_t applied_request) override;
+  Result<FleetRunRecord> GetFleetRun(const std::string& id) override;
+  Result<std::vector<FleetRunRecord>> ListFleetRuns() override;
+  Status RequestFleetRun(const std::string& id, const std::string& request) override;
+  Result<Lease> AcquireFleetLease(const std::string& id, const std::string& owner,
+                                  int64_t ttl_ms) override;
+  Result<Lease> RenewFleetLease(const std::string& id, const Lease& held, int64_t ttl_ms) override;
+  Status ReleaseFleetLease(const std::string& id, const Lease& held) override;
+
  private:
   explicit PgStateStore(Options opts) : opts_(std::move(opts)) {}
   using ConnFn = std::function<Status(PgConn&)>;
@@ -78,9 +89,18 @@ class PgStateStore : public Store {
   Status WhyNotWritten(PgConn& c, const std::string& id, int64_t token);
   Result<std::vector<MigrationRecord>> Select(const std::string& where,
                                               const std::vector<std::string>& args);
-  // `decide` maps the stored lease and the server's now to the new lease.
-  Result<Lease> ChangeLease(const std::string& id,
+  // `decide` maps the stored lease of row `id` of `t` and the server's now
+  // to the new lease.
+  Result<Lease> ChangeLease(const LeaseTable& t, const std::string& id,
                             const std::function<Result<Lease>(const Lease&, int64_t)>& decide);
+  // The lease operations, on the rows of `t`.
+  Result<Lease> AcquireIn(const LeaseTable& t, const std::string& id, const std::string& owner,
+                          int64_t ttl_ms);
+  Result<Lease> RenewIn(const LeaseTable& t, const std::string& id, const Lease& held,
+                        int64_t ttl_ms);
+  Status ReleaseIn(const LeaseTable& t, const std::string& id, const Lease& held);
+  Result<std::vector<FleetRunRecord>> SelectFleetRuns(const std::string& where,
+                                                      const std::vector<std::string>& args);
 
   Options opts_;
   std::string conninfo_;  // opts_.conninfo with the session timeouts

@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "store/fleet_run_store_test_util.h"
 #include "testing/pg_harness.h"
 
 namespace pgshift {
@@ -63,7 +64,7 @@ TEST_F(PgStateStoreTest, ConcurrentOpenersCreateTheSchemaOnce) {
   EXPECT_EQ(ok, 4);
   auto v = cluster_->Psql("select string_agg(version::text, ',') from pgshift.schema_version");
   ASSERT_TRUE(v.ok());
-  EXPECT_EQ(*v, "1\n");
+  EXPECT_EQ(*v, "2\n");
 }
 
 TEST_F(PgStateStoreTest, RecordsQueuesEventsAndAuditRoundTrip) {
@@ -160,6 +161,26 @@ TEST_F(PgStateStoreTest, TwoStoresShareLeasesAndALostLeaseIsFenced) {
   auto back = a->AcquireLease("m-1", "pgshiftd-a", 60000);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->token, 3);
+}
+
+TEST_F(PgStateStoreTest, TwoStoresShareFleetRunsLeasedAndFenced) {
+  auto a = Open();
+  auto b = Open();  // another pgshiftd's
+  ASSERT_TRUE(a && b);
+  testing::ExpectFleetRunStoreContract(*a, *b);
+}
+
+TEST_F(PgStateStoreTest, AStoreOfTheFirstVersionGainsFleetRuns) {
+  // Version 1 as an older pgshiftd left it: migrations, no fleet runs.
+  ASSERT_TRUE(Open());
+  ASSERT_TRUE(cluster_
+                  ->Psql("drop table pgshift.fleet_runs; update pgshift.schema_version set "
+                         "version = 1")
+                  .ok());
+  auto s = Open();
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->InsertFleetRun({.id = "f-1", .created_at_ms = 1}).ok());
+  EXPECT_EQ(*cluster_->Psql("select version from pgshift.schema_version"), "2\n");
 }
 
 TEST_F(PgStateStoreTest, AnUnreachableStoreIsUnavailableAfterTheRetries) {

@@ -100,6 +100,19 @@ ALTER TABLE migrations ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE migrations ADD COLUMN lease_expires INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 )sql",
+    // 3: fleet runs (fleet_run_store.h), leased as migrations are.
+    R"sql(
+CREATE TABLE fleet_runs (
+  id TEXT PRIMARY KEY,
+  created_at INTEGER NOT NULL,
+  doc TEXT NOT NULL,
+  request TEXT NOT NULL DEFAULT '',
+  request_seq INTEGER NOT NULL DEFAULT 0,
+  lease_owner TEXT NOT NULL DEFAULT '',
+  lease_token INTEGER NOT NULL DEFAULT 0,
+  lease_expires INTEGER NOT NULL DEFAULT 0
+);
+)sql",
 };
 
 // A state file written before the queue kept one pending request in the
@@ -275,23 +288,27 @@ Status SqliteStateStore::UpdateLocked(const MigrationRecord& m) {
   return Status::OK();
 }
 
-Result<Lease> SqliteStateStore::LeaseLocked(const std::string& id) {
-  Stmt s(db_, "SELECT lease_owner, lease_token, lease_expires FROM migrations WHERE id=?1");
+Result<Lease> SqliteStateStore::LeaseLocked(const LeaseTable& t, const std::string& id) {
+  Stmt s(db_, std::string("SELECT lease_owner, lease_token, lease_expires FROM ") + t.table +
+                  " WHERE id=?1");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
-  if (s.Step() != SQLITE_ROW) return NotFound("no migration with id '" + id + "'");
+  if (s.Step() != SQLITE_ROW)
+    return NotFound(std::string("no ") + t.noun + " with id '" + id + "'");
   return Lease{s.Text(0), s.Int(1), s.Int(2)};
 }
 
 Status SqliteStateStore::CheckFenceLocked(const std::string& id, int64_t token) {
   if (token == kNoFence) return Status::OK();
-  PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(id));
+  PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(kMigrationLeases, id));
   if (stored.token != token) return LeaseLost(id, stored, token);
   return Status::OK();
 }
 
-Status SqliteStateStore::WriteLeaseLocked(const std::string& id, const Lease& l) {
-  Stmt s(db_, "UPDATE migrations SET lease_owner=?2, lease_token=?3, lease_expires=?4 WHERE id=?1");
+Status SqliteStateStore::WriteLeaseLocked(const LeaseTable& t, const std::string& id,
+                                          const Lease& l) {
+  Stmt s(db_, std::string("UPDATE ") + t.table +
+                  " SET lease_owner=?2, lease_token=?3, lease_expires=?4 WHERE id=?1");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
   s.Bind(2, l.owner);
@@ -300,43 +317,58 @@ Status SqliteStateStore::WriteLeaseLocked(const std::string& id, const Lease& l)
   return s.Run();
 }
 
-Result<Lease> SqliteStateStore::AcquireLease(const std::string& id, const std::string& owner,
-                                             int64_t ttl_ms) {
+Result<Lease> SqliteStateStore::AcquireIn(const LeaseTable& t, const std::string& id,
+                                          const std::string& owner, int64_t ttl_ms) {
   std::lock_guard<std::mutex> lock(mu_);
   Lease next;
   PGSHIFT_RETURN_IF_ERROR(TransactionLocked([&]() -> Status {
-    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(id));
+    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(t, id));
     // The file lock proves the process that took a lease not through this
     // store gone: its lease is free.
     if (!live_owners_.count(stored.owner)) stored.expires_at_ms = 0;
     PGSHIFT_ASSIGN_OR_RETURN(next, NextLease(stored, owner, DefaultClock().NowMs(), ttl_ms));
-    return WriteLeaseLocked(id, next);
+    return WriteLeaseLocked(t, id, next);
   }));
   live_owners_.insert(owner);
   return next;
 }
 
-Result<Lease> SqliteStateStore::RenewLease(const std::string& id, const Lease& held,
-                                           int64_t ttl_ms) {
+Result<Lease> SqliteStateStore::RenewIn(const LeaseTable& t, const std::string& id,
+                                        const Lease& held, int64_t ttl_ms) {
   std::lock_guard<std::mutex> lock(mu_);
   Lease next;
   PGSHIFT_RETURN_IF_ERROR(TransactionLocked([&]() -> Status {
-    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(id));
+    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(t, id));
     auto renewed = RenewedLease(stored, held, DefaultClock().NowMs(), ttl_ms);
-    if (!renewed.ok()) return LeaseLost(id, stored, held.token);
+    if (!renewed.ok()) return LeaseLost(id, stored, held.token, t.noun);
     next = *renewed;
-    return WriteLeaseLocked(id, next);
+    return WriteLeaseLocked(t, id, next);
   }));
   return next;
 }
 
-Status SqliteStateStore::ReleaseLease(const std::string& id, const Lease& held) {
+Status SqliteStateStore::ReleaseIn(const LeaseTable& t, const std::string& id, const Lease& held) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "UPDATE migrations SET lease_expires=0 WHERE id=?1 AND lease_token=?2");
+  Stmt s(db_,
+         std::string("UPDATE ") + t.table + " SET lease_expires=0 WHERE id=?1 AND lease_token=?2");
   PGSHIFT_RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
   s.Bind(2, held.token);
   return s.Run();
+}
+
+Result<Lease> SqliteStateStore::AcquireLease(const std::string& id, const std::string& owner,
+                                             int64_t ttl_ms) {
+  return AcquireIn(kMigrationLeases, id, owner, ttl_ms);
+}
+
+Result<Lease> SqliteStateStore::RenewLease(const std::string& id, const Lease& held,
+                                           int64_t ttl_ms) {
+  return RenewIn(kMigrationLeases, id, held, ttl_ms);
+}
+
+Status SqliteStateStore::ReleaseLease(const std::string& id, const Lease& held) {
+  return ReleaseIn(kMigrationLeases, id, held);
 }
 
 Result<std::vector<MigrationRecord>> SqliteStateStore::Select(

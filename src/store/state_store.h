@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "store/fleet_run_store.h"
 #include "store/lease.h"
 
 struct sqlite3;
@@ -153,7 +154,7 @@ class AuditStore {
 };
 
 // A whole store: what pgshiftd opens (store/open_store.h).
-class Store : public StateStore, public AuditStore {};
+class Store : public StateStore, public AuditStore, public FleetRunStore {};
 
 // The file is made private (mode 0600) at open: specs may carry a password.
 // It is locked (flock) for the store's life: a second Open of the same file,
@@ -189,14 +190,31 @@ class SqliteStateStore : public Store {
   Status LinkDatabase(const std::string& migration_id, const std::string& database) override;
   Result<std::map<std::string, std::string>> MigrationDatabases() override;
 
+  // state_store_fleet.cc
+  Status InsertFleetRun(const FleetRunRecord& r) override;
+  Status UpdateFleetRun(const FleetRunRecord& r, int64_t applied_request) override;
+  Result<FleetRunRecord> GetFleetRun(const std::string& id) override;
+  Result<std::vector<FleetRunRecord>> ListFleetRuns() override;
+  Status RequestFleetRun(const std::string& id, const std::string& request) override;
+  Result<Lease> AcquireFleetLease(const std::string& id, const std::string& owner,
+                                  int64_t ttl_ms) override;
+  Result<Lease> RenewFleetLease(const std::string& id, const Lease& held, int64_t ttl_ms) override;
+  Status ReleaseFleetLease(const std::string& id, const Lease& held) override;
+
  private:
   Status UpdateLocked(const MigrationRecord& m);
   Status AppendEventLocked(const std::string& id, const MigrationEvent& e);
-  // The stored lease; NotFound for no such migration.
-  Result<Lease> LeaseLocked(const std::string& id);
-  // Aborted (LeaseLost) unless `token` is the stored one.
+  // The stored lease of row `id` of `t`; NotFound for no such row.
+  Result<Lease> LeaseLocked(const LeaseTable& t, const std::string& id);
+  // Aborted (LeaseLost) unless `token` is the migration's stored one.
   Status CheckFenceLocked(const std::string& id, int64_t token);
-  Status WriteLeaseLocked(const std::string& id, const Lease& l);
+  Status WriteLeaseLocked(const LeaseTable& t, const std::string& id, const Lease& l);
+  // The lease operations, on the rows of `t`.
+  Result<Lease> AcquireIn(const LeaseTable& t, const std::string& id, const std::string& owner,
+                          int64_t ttl_ms);
+  Result<Lease> RenewIn(const LeaseTable& t, const std::string& id, const Lease& held,
+                        int64_t ttl_ms);
+  Status ReleaseIn(const LeaseTable& t, const std::string& id, const Lease& held);
   // Brings the schema to the newest version (schema_version table).
   Status MigrateLocked();
   SqliteStateStore(sqlite3* db, int lock_fd) : db_(db), lock_fd_(lock_fd) {}

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "common/os.h"
+#include "store/fleet_run_store_test_util.h"
 
 namespace pgshift {
 namespace {
@@ -224,6 +225,28 @@ TEST(SqliteStateStore, AuditEntriesAndDatabaseLinksSurviveReopen) {
   auto links = (*store)->MigrationDatabases();
   ASSERT_TRUE(links.ok());
   EXPECT_EQ(links->at("m-1"), "app");
+  (void)RemoveTree(*dir);
+}
+
+TEST(SqliteStateStore, FleetRunsAreLeasedFencedAndSurviveReopen) {
+  auto dir = MakeTempDir("pgshift-fleet-store");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/state.db";
+  {
+    auto store = SqliteStateStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    testing::ExpectFleetRunStoreContract(**store, **store);
+  }
+  auto store = SqliteStateStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto runs = (*store)->ListFleetRuns();
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ((*runs)[0].doc["n"], 4);
+  // Restarted: the lease of the process before is free at once.
+  auto l = (*store)->AcquireFleetLease("f-1", "host:2", 60000);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  EXPECT_EQ(l->token, 3);
   (void)RemoveTree(*dir);
 }
 

@@ -107,6 +107,13 @@ Status Engine::RunUntilSettled(const std::string& id, int max_steps) {
 
 Result<json> Engine::Create(const json& body) {
   PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(body));
+  // The router's hold lease follows the store lease unless the request sets
+  // it, so another pgshiftd taking this migration over inside a hold finds
+  // the hold still standing (defaults.h).
+  const bool hold_lease_given = body.contains("options") && body["options"].is_object() &&
+                                body["options"].contains("hold_lease_ms");
+  if (!hold_lease_given)
+    spec.options.hold_lease_ms = workflow_defaults::HoldLeaseFor(opts_.lease_ttl_ms);
   PGSHIFT_ASSIGN_OR_RETURN(auto live, store_.ListLive());
   for (const auto& m : live) {
     if (m.spec["target"].value("data_dir", "") == spec.target.data_dir) {
@@ -134,6 +141,23 @@ Result<json> Engine::Create(const json& body) {
                                          {0, m.created_at_ms, m.phase, "info",
                                           "migration '" + m.name + "' created", opts_.owner},
                                          kNoFence));
+  if (!store_.SingleProcess() &&
+      workflow_defaults::HoldStandsAtLeastMs(spec.options.hold_lease_ms) <=
+          workflow_defaults::TakeoverBoundMs(opts_.lease_ttl_ms)) {
+    LogUnrecorded(
+        m.id,
+        store_.AppendEvent(
+            m.id,
+            {0, m.created_at_ms, m.phase, "warning",
+             "options.hold_lease_ms " + std::to_string(spec.options.hold_lease_ms) +
+                 " is too short for a takeover inside the cutover's hold (another pgshiftd "
+                 "takes over within " +
+                 std::to_string(workflow_defaults::TakeoverBoundMs(opts_.lease_ttl_ms)) +
+                 " ms): if this pgshiftd dies in the hold, the router releases traffic to the "
+                 "source and the cutover is aborted or rolled back",
+             opts_.owner},
+            kNoFence));
+  }
   if (autostart_) Launch(m.id);
   return RecordToJson(m);
 }

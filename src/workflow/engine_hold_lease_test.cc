@@ -55,7 +55,11 @@ TEST_F(HoldLeaseTest, TheCutoverSwitchesUnderItsLeasedHold) {
   json m = Get(id);
   EXPECT_EQ(m["phase"], "finalized");
   EXPECT_EQ(m["result"]["hold_epoch"], 1);
-  EXPECT_TRUE(HasEvent(id, "hold 1 with a lease of 10000 ms"));
+  // The hold lease follows the store lease (defaults.h) when the spec sets none.
+  EXPECT_TRUE(HasEvent(
+      id, "hold 1 with a lease of " +
+              std::to_string(workflow_defaults::HoldLeaseFor(workflow_defaults::kLeaseTtlMs)) +
+              " ms"));
   EXPECT_EQ(world_->routed, world_->target_ep);
   EXPECT_EQ(world_->hold_epoch.load(), 0u) << "the switch released it";
 }

@@ -1,9 +1,11 @@
 // pgshiftd's web page: sign-in with a bearer token, the team's databases and
-// their migrations, a migration's live view, the audit log. Hash routes:
-// #/ (databases), #/m/<id> (a migration), #/audit.
+// their migrations, a migration's live view, the audit log, and for
+// operators the fleet runs. Hash routes: #/ (databases), #/m/<id> (a
+// migration), #/audit, #/fleet, #/fleet/<id> (a run's report).
 import { ApiError, get, post, setUnauthenticatedHandler, token } from './api.js';
 import { confirmDialog } from './confirm.js';
 import { badge, fill, fmtDateTime, fmtWindow, h, phaseBadges } from './dom.js';
+import { mountFleetList, mountFleetRun } from './fleet.js';
 import { mountMigration } from './migration.js';
 import { poller } from './poll.js';
 import './style.css';
@@ -12,7 +14,8 @@ const kListPollMs = 5000;
 
 const app = { me: null, unmount: null, loginNotice: '' };
 const userBox = h('div.user');
-const nav = h('nav', h('a', { href: '#/' }, 'Databases'), h('a', { href: '#/audit' }, 'Audit'));
+const fleetLink = h('a', { href: '#/fleet' }, 'Fleet');
+const nav = h('nav', h('a', { href: '#/' }, 'Databases'), h('a', { href: '#/audit' }, 'Audit'), fleetLink);
 const banner = h('div.banner', { role: 'alert', hidden: true });
 const view = h('main');
 document.body.append(
@@ -48,6 +51,7 @@ setUnauthenticatedHandler((err) => {
 
 function renderUser() {
   nav.hidden = !app.me;
+  fleetLink.hidden = !app.me?.operator;
   if (!app.me) return fill(userBox);
   const { identity, team, operator } = app.me;
   fill(
@@ -209,8 +213,11 @@ async function route() {
   if (!app.me) return mountLogin(view);
   const hash = location.hash || '#/';
   const m = /^#\/m\/(.+)$/.exec(hash);
+  const run = /^#\/fleet\/(.+)$/.exec(hash);
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.getAttribute('href') === hash);
   if (m) app.unmount = mountMigration(view, decodeURIComponent(m[1]), showError);
+  else if (run) app.unmount = mountFleetRun(view, decodeURIComponent(run[1]), showError);
+  else if (hash === '#/fleet') app.unmount = mountFleetList(view, showError);
   else if (hash === '#/audit') app.unmount = mountAudit(view);
   else app.unmount = mountDatabases(view);
 }

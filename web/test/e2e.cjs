@@ -4,6 +4,10 @@
 // and sees `finalized`; a second team's identity gets no Migrate or action
 // button and is refused by the API. Screenshots go to E2E_OUT.
 //
+// E2E_MODE=fleet instead: an operator (E2E_TOKEN) opens the fleet pages and
+// checks the report of the fleet run E2E_FLEET_RUN (completed, E2E_DATABASE
+// succeeded, with its phase timings, cutover hold and no rollback).
+//
 // Environment: E2E_URL (pgshiftd), E2E_TOKEN (the owning team's token),
 // E2E_OTHER_TOKEN (another team's), E2E_DATABASE, E2E_OUT (screenshot dir),
 // E2E_SECRETS (JSON array of strings that must never reach the browser),
@@ -21,9 +25,11 @@ const env = (name, dflt) => {
 };
 const URL_ = env('E2E_URL').replace(/\/$/, '');
 const TOKEN = env('E2E_TOKEN');
-const OTHER_TOKEN = env('E2E_OTHER_TOKEN');
+const MODE = env('E2E_MODE', 'team');
+const OTHER_TOKEN = env('E2E_OTHER_TOKEN', '');
+const FLEET_RUN = env('E2E_FLEET_RUN', '');
 const DATABASE = env('E2E_DATABASE');
-const OUT = path.resolve(env('E2E_OUT'));
+const OUT = path.resolve(env('E2E_OUT'), env('E2E_MODE', 'team') === 'fleet' ? 'fleet' : '.');
 const SECRETS = JSON.parse(env('E2E_SECRETS', '[]')).filter((s) => s && s.length >= 4);
 const DEADLINE = Date.now() + Number(env('E2E_TIMEOUT_MS', '300000'));
 const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
@@ -212,6 +218,36 @@ async function otherTeamFlow(browser, id) {
   await page.context().close();
 }
 
+async function fleetFlow(browser) {
+  const page = await newPage(browser, 'operator');
+  await page.goto(`${URL_}/`);
+  const ok = await signIn(page, TOKEN);
+  check(ok.status() === 200, `whoami with the operator token answered ${ok.status()}`);
+  const link = page.locator('nav a[href="#/fleet"]');
+  await link.waitFor({ timeout: 10000 });
+  await link.click();
+  const row = page.locator(`tr[data-run="${FLEET_RUN}"]`);
+  await row.waitFor({ timeout: 10000 });
+  await screenshot(page, 'fleet-runs');
+  await row.locator('a').click();
+  await page.waitForURL(`**/#/fleet/${FLEET_RUN}`, { timeout: 5000 });
+  await page.locator('#fleet-status[data-status="completed"]').waitFor({ timeout: 15000 });
+  const db = page.locator(`table.fleet-report tr[data-database="${DATABASE}"]`);
+  await db.waitFor({ timeout: 10000 });
+  summary.fleet_status = await db.getAttribute('data-status');
+  summary.fleet_phases = await db.locator('ul.phases li').count();
+  summary.fleet_hold = (await db.locator('td.hold').textContent()).trim();
+  summary.fleet_rolled_back = (await db.locator('td.rolled-back').textContent()).trim();
+  check(summary.fleet_status === 'succeeded', `${DATABASE} is ${summary.fleet_status} in the report`);
+  check(summary.fleet_phases >= 8, `only ${summary.fleet_phases} phase timings shown`);
+  check(/\d/.test(summary.fleet_hold), `no cutover hold shown (${summary.fleet_hold})`);
+  check(summary.fleet_rolled_back === 'no', `rolled back shown as ${summary.fleet_rolled_back}`);
+  check((await db.locator(`a[href^="#/m/"]`).count()) === 1, 'no link to the migration');
+  await screenshot(page, 'fleet-report');
+  bodies.push(await page.content());
+  await page.context().close();
+}
+
 async function main() {
   fs.rmSync(OUT, { recursive: true, force: true });
   fs.mkdirSync(OUT, { recursive: true });
@@ -220,16 +256,22 @@ async function main() {
     args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
   });
   try {
-    const id = await ownerFlow(browser);
-    await otherTeamFlow(browser, id);
+    if (MODE === 'fleet') {
+      await fleetFlow(browser);
+    } else {
+      const id = await ownerFlow(browser);
+      await otherTeamFlow(browser, id);
+    }
   } catch (e) {
     problems.push(e.stack || String(e));
   } finally {
     await browser.close();
   }
   for (const s of SECRETS) for (const b of bodies) summary.secrets_leaked += b.split(s).length - 1;
-  check(summary.unauthenticated_status === 401, 'a bad token was not answered 401');
-  check(summary.wrong_team_status === 403, "the other team's Migrate was not answered 403");
+  if (MODE !== 'fleet') {
+    check(summary.unauthenticated_status === 401, 'a bad token was not answered 401');
+    check(summary.wrong_team_status === 403, "the other team's Migrate was not answered 403");
+  }
   check(summary.secrets_leaked === 0, 'a secret reached the browser');
   for (const p of problems) console.log(`PROBLEM: ${p}`);
   console.log(`E2E web ${JSON.stringify(summary)}`);
