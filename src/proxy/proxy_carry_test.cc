@@ -258,7 +258,7 @@ TEST(ProxyCarry, UnderWaitAHoldKeepsSessionsWithTemporaryTablesOnTheSourceUntilT
   ASSERT_TRUE(held.ok()) << held.status().ToString();
   EXPECT_GE(waited, std::chrono::milliseconds(kHoldMs / 2)) << "it waited for the keepers";
   EXPECT_LT(waited, std::chrono::milliseconds(kHoldMs + 1000));
-  ASSERT_TRUE(router->SwitchHeld({"127.0.0.1", env->b->port()}, held->epoch).ok());
+  ASSERT_TRUE(router->SwitchHeld({"127.0.0.1", env->b->port()}, *held).ok());
 
   EXPECT_EQ(waits.get(), "7MB");
   EXPECT_EQ(One(*drops, "select inet_server_port()"), std::to_string(env->b->port()))

@@ -139,7 +139,7 @@ TEST_F(RollbackHoldLeaseTest, TheFakeLapsesAHoldNotRenewedWithinItsLease) {
   ASSERT_TRUE(env.ok());
   ASSERT_TRUE((*env)->router().HoldLeased(1000, kShortLeaseMs).ok());
   std::this_thread::sleep_for(kLongerThanTheLease);
-  EXPECT_EQ((*env)->router().RenewHold(1).code(), Code::kFailedPrecondition);
+  EXPECT_EQ((*env)->router().RenewHold(HoldLease{.epoch = 1}).code(), Code::kFailedPrecondition);
   EXPECT_TRUE((*env)->router().Release().ok());
   EXPECT_EQ(world_->lapses, 1);
 }
