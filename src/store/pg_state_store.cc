@@ -259,10 +259,14 @@ Result<std::vector<MigrationRecord>> PgStateStore::Select(const std::string& whe
             "updated_at, lease_owner, lease_token, lease_expires FROM pgshift.migrations " +
                 where + " ORDER BY created_at, id",
             args);
-        auto actions = c.Query("SELECT migration_id, seq, action, body FROM pgshift.actions " +
-                                   (where.empty() ? std::string() : "WHERE migration_id = $1") +
-                                   " ORDER BY seq",
-                               args);
+        // The queues of the rows selected: the same filter, the same args.
+        auto actions = c.Query(
+            "SELECT migration_id, seq, action, body FROM pgshift.actions " +
+                (where.empty()
+                     ? std::string()
+                     : "WHERE migration_id IN (SELECT id FROM pgshift.migrations " + where + ")") +
+                " ORDER BY seq",
+            args);
         (void)c.Exec("COMMIT");
         PGSHIFT_RETURN_IF_ERROR(rows.status());
         PGSHIFT_RETURN_IF_ERROR(actions.status());

@@ -117,6 +117,27 @@ TEST_F(PgStateStoreTest, RecordsQueuesEventsAndAuditRoundTrip) {
   EXPECT_EQ(all->size(), 1u);
 }
 
+// ListLive filters in SQL, and the queued actions it returns are those of
+// the migrations it selected (its query takes no parameter).
+TEST_F(PgStateStoreTest, ListLiveLeavesOutTerminalPhasesWithTheirQueues) {
+  auto s = Open();
+  ASSERT_TRUE(s);
+  for (const auto& [id, phase] : std::vector<std::pair<std::string, std::string>>{
+           {"m-a", "sync"}, {"m-b", "finalized"}, {"m-c", "rolled_back"}, {"m-d", "verify"}}) {
+    MigrationRecord m = Sample(id);
+    m.phase = phase;
+    ASSERT_TRUE(s->Insert(m).ok());
+    ASSERT_TRUE(s->RequestAction(id, "retry", json::object()).ok());
+  }
+  auto live = s->ListLive();
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  ASSERT_EQ(live->size(), 2u);
+  EXPECT_EQ((*live)[0].id, "m-a");
+  EXPECT_EQ((*live)[1].id, "m-d");
+  for (const auto& m : *live) EXPECT_EQ(m.actions.size(), 1u) << m.id;
+  EXPECT_EQ(s->List()->size(), 4u);
+}
+
 TEST_F(PgStateStoreTest, TwoStoresShareLeasesAndALostLeaseIsFenced) {
   auto a = Open();
   auto b = Open();  // another pgshiftd's
