@@ -12,7 +12,7 @@ mkdir -p "$OUT/corpus"
   -I "$ROOT/src" \
   "$ROOT/src/proxy/fuzz/decoder_fuzz.cc" "$ROOT/src/proxy/protocol.cc" \
   "$ROOT/src/proxy/scram.cc" "$ROOT/src/common/status.cc" \
-  -lcrypto -o "$OUT/proxy_decoder_fuzz"
+  -lcrypto $(pkg-config --libs icu-uc) -o "$OUT/proxy_decoder_fuzz"
 # Seeds: a startup packet followed by a few typical messages.
 printf '\x00\x00\x00\x17\x00\x03\x00\x00user\x00app\x00\x00\x00Q\x00\x00\x00\x0dselect 1\x00' \
   > "$OUT/corpus/seed-startup-query"
