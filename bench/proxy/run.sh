@@ -33,6 +33,7 @@
 # CONNECT_ROUNDS rounds of CONNECT_DURATION s.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/bench/proxy/certs.sh"
 DURATION="${DURATION:-8}"
 SELECT_DURATION="${SELECT_DURATION:-3}"
 CLIENTS="${CLIENTS:-8}"
@@ -114,15 +115,9 @@ as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
 "$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U postgres bench >/dev/null 2>&1
 
 # Certificates for the mTLS phase.
+make_bench_certs "$WORK"
 (
   cd "$WORK"
-  K="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-  openssl req -x509 $K -keyout ca.key -out ca.crt -days 2 -subj /CN=bench-ca 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
-  openssl req $K -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
-  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
-  openssl req $K -keyout client.key -out client.csr -subj /CN=bench-client 2>/dev/null
-  openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 2>/dev/null
   cat server.crt server.key > server.pem  # HAProxy's crt: certificate and key in one file
   chmod 600 ./*.key server.pem
   chown postgres: ./*.key ./*.crt server.pem  # PgBouncer and HAProxy run as postgres

@@ -11,6 +11,7 @@
 #   PROXY_BIN=build/src/proxy/pgshift-proxy bash bench/proxy/tls_syscalls.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$ROOT/bench/proxy/certs.sh"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 PROXY_BIN="${PROXY_BIN:-$ROOT/build/src/proxy/pgshift-proxy}"
 CLIENTS="${CLIENTS:-8}"
@@ -34,17 +35,7 @@ printf "listen_addresses='127.0.0.1'\nport=$PGPORT\nunix_socket_directories='$WO
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
 "$PGBIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U postgres bench
 "$PGBIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PGPORT" -U postgres bench >/dev/null 2>&1
-(
-  cd "$WORK"
-  K="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-  openssl req -x509 $K -keyout ca.key -out ca.crt -days 2 -subj /CN=bench-ca 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
-  openssl req $K -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
-  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null
-  openssl req $K -keyout client.key -out client.csr -subj /CN=bench-client 2>/dev/null
-  openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 2>/dev/null
-  chmod 600 ./*.key
-)
+make_bench_certs "$WORK"
 cat > "$WORK/proxy.json" <<CONF
 {"listen":"127.0.0.1:$PROXY_PORT","admin_listen":"127.0.0.1:$ADMIN_PORT","threads":$THREADS,"kernel_splice":false,
  "tls":{"cert":"server.crt","key":"server.key","client_ca":"ca.crt"},
