@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <future>
 #include <map>
 #include <random>
 
@@ -26,20 +27,24 @@ std::string NewSuffix() {
 }
 
 Result<std::vector<RouteInfo>> ProxyRoutes(const RouterDef& r) {
-  httplib::Client http(r.admin_url);
+  if (r.admin_urls.size() != 1) {
+    return Internal("router '" + r.name + "': read one instance at a time");
+  }
+  const std::string& admin_url = r.admin_urls.front();
+  httplib::Client http(admin_url);
   if (!http.is_valid()) return InvalidArgument("router '" + r.name + "': bad admin_url");
   const time_t sec = kRouterReadTimeoutMs / 1000;
   http.set_connection_timeout(sec);
   http.set_read_timeout(sec);
   auto res = http.Get("/routes");
   if (!res) {
-    return Unavailable("router '" + r.name + "' (proxy at " + r.admin_url +
+    return Unavailable("router '" + r.name + "' (proxy at " + admin_url +
                        ") did not answer: " + httplib::to_string(res.error()));
   }
   json body = json::parse(res->body, nullptr, false);
   if (res->status != 200 || !body.is_array()) {
-    return Unavailable("router '" + r.name + "' answered GET /routes with HTTP " +
-                       std::to_string(res->status));
+    return Unavailable("router '" + r.name + "' (proxy at " + admin_url +
+                       ") answered GET /routes with HTTP " + std::to_string(res->status));
   }
   std::vector<RouteInfo> out;
   for (const auto& route : body) {
@@ -79,7 +84,52 @@ Result<std::vector<RouteInfo>> PgBouncerRoutes(const RouterDef& r, const Secrets
   return out;
 }
 
+// The route named `route` in `routes`, or null.
+const RouteInfo* FindRoute(const std::vector<RouteInfo>& routes, const std::string& route) {
+  for (const auto& r : routes) {
+    if (r.route == route) return &r;
+  }
+  return nullptr;
+}
+
+// Refuses a database whose route (on any instance that answered) no longer
+// points at the registry's source: the registry is stale, or an instance
+// was left behind.
+Status CheckRouteAtSource(const DatabaseView& db, const std::string& where) {
+  const SourceEndpoint& src = db.entry->source;
+  const std::string fix =
+      " (" + where + "); update databases." + db.name + ".source to where the database lives now";
+  const std::string registry_source = ", but the registry's source of '" + db.name + "' is " +
+                                      src.host + ":" + std::to_string(src.port);
+  const RouteInfo& r = *db.route;
+  if (r.host != src.host || r.port != src.port) {
+    return FailedPrecondition("route '" + r.route + "' of router '" + r.router + "' points at " +
+                              r.host + ":" + std::to_string(r.port) + registry_source + fix);
+  }
+  for (const auto& i : r.instances) {
+    if (!i.reachable || (i.host == src.host && i.port == src.port)) continue;
+    if (i.host.empty()) {
+      return FailedPrecondition("instance " + i.admin_url + " of router '" + r.router +
+                                "' has no route '" + r.route +
+                                "' (the other instances serve it); "
+                                "add the route there before migrating '" +
+                                db.name + "'");
+    }
+    return FailedPrecondition("route '" + r.route + "' on instance " + i.admin_url +
+                              " of router '" + r.router + "' points at " + i.host + ":" +
+                              std::to_string(i.port) + registry_source + fix);
+  }
+  return Status::OK();
+}
+
 }  // namespace
+
+json InstanceRoute::ToJson() const {
+  return {{"admin_url", admin_url},
+          {"reachable", reachable},
+          {"upstream", host.empty() ? json(nullptr) : json{{"host", host}, {"port", port}}},
+          {"error", error.empty() ? json(nullptr) : json(error)}};
+}
 
 Result<std::vector<RouteInfo>> LiveRouteSource::Routes(const RouterDef& router) {
   if (router.type == "proxy") return ProxyRoutes(router);
@@ -107,6 +157,11 @@ json DatabaseView::ToJson() const {
               {"name", route->router},
               {"route", route->route},
               {"upstream", {{"host", route->host}, {"port", route->port}}}};
+    if (!route->instances.empty()) {
+      json instances = json::array();
+      for (const auto& i : route->instances) instances.push_back(i.ToJson());
+      router["instances"] = instances;
+    }
   } else if (entry && !entry->router.empty()) {
     router["name"] = entry->router;
     router["route"] = entry->route.empty() ? entry->name : entry->route;
@@ -123,10 +178,58 @@ json DatabaseView::ToJson() const {
 Inventory::Inventory(Registry registry, Secrets secrets, RouteSource& routes)
     : registry_(std::move(registry)), secrets_(std::move(secrets)), routes_(routes) {}
 
+Result<std::vector<RouteInfo>> Inventory::ReadRouter(const RouterDef& def,
+                                                     std::vector<std::string>* warnings) const {
+  const std::vector<RouterDef> instances = def.Instances();
+  if (instances.size() == 1) return routes_.Routes(def);
+  std::vector<std::future<Result<std::vector<RouteInfo>>>> reads;
+  for (const auto& one : instances) {
+    reads.push_back(std::async(std::launch::async, [this, &one] { return routes_.Routes(one); }));
+  }
+  std::vector<Result<std::vector<RouteInfo>>> answers;
+  std::vector<InstanceRoute> states;
+  std::string failures;
+  for (size_t i = 0; i < reads.size(); ++i) {
+    answers.push_back(reads[i].get());
+    InstanceRoute state{.admin_url = def.admin_urls[i], .reachable = answers.back().ok()};
+    if (!state.reachable) {
+      state.error = answers.back().status().message();
+      failures += (failures.empty() ? "" : "; ") + state.error;
+    }
+    states.push_back(std::move(state));
+  }
+  std::vector<RouteInfo> merged;  // each route once, as the first instance to list it has it
+  for (const auto& answer : answers) {
+    if (!answer.ok()) continue;
+    for (const auto& r : *answer) {
+      if (!FindRoute(merged, r.route)) merged.push_back(r);
+    }
+  }
+  if (std::none_of(states.begin(), states.end(), [](const auto& s) { return s.reachable; })) {
+    return Unavailable("router '" + def.name + "': no instance answered: " + failures);
+  }
+  for (auto& route : merged) {
+    route.instances = states;
+    for (size_t i = 0; i < answers.size(); ++i) {
+      if (!answers[i].ok()) continue;
+      if (const RouteInfo* own = FindRoute(*answers[i], route.route)) {
+        route.instances[i].host = own->host;
+        route.instances[i].port = own->port;
+      }
+    }
+  }
+  if (warnings) {
+    for (const auto& s : states) {
+      if (!s.reachable) warnings->push_back(s.error + "; listed from the other instances");
+    }
+  }
+  return merged;
+}
+
 std::vector<DatabaseView> Inventory::List(std::vector<std::string>* warnings) const {
   std::vector<RouteInfo> all;
   for (const auto& r : registry_.routers) {
-    auto routes = routes_.Routes(r);
+    auto routes = ReadRouter(r, warnings);
     if (!routes.ok()) {
       if (warnings) warnings->push_back(routes.status().message());
       continue;
@@ -183,8 +286,14 @@ Result<json> Inventory::RouterSpec(const DatabaseView& db) const {
   if (!def) return Internal("router '" + db.router_name + "' is not in the registry");
   const std::string route =
       db.route ? db.route->route : (db.entry->route.empty() ? db.name : db.entry->route);
+  if (def->type == "proxy" && def->admin_urls.size() == 1) {
+    return json{{"type", "proxy"}, {"admin_url", def->admin_urls.front()}, {"route", route}};
+  }
   if (def->type == "proxy") {
-    return json{{"type", "proxy"}, {"admin_url", def->admin_url}, {"route", route}};
+    // Every instance of the deployment: the migration holds and switches them all.
+    json instances = json::array();
+    for (const auto& url : def->admin_urls) instances.push_back({{"admin_url", url}});
+    return json{{"type", "proxy"}, {"route", route}, {"instances", instances}};
   }
   std::string admin = def->admin_conninfo;
   if (auto pw = secrets_.Get(def->credential); !def->credential.empty() && pw) {
@@ -238,13 +347,7 @@ Result<json> Inventory::BuildSpec(const DatabaseView& db, const json& options,
                               ", field databases." + db.name +
                               ".placement: data_root and ports) for its new cluster");
   }
-  if (db.route && (db.route->host != e.source.host || db.route->port != e.source.port)) {
-    return FailedPrecondition(
-        "route '" + db.route->route + "' of router '" + db.route->router + "' points at " +
-        db.route->host + ":" + std::to_string(db.route->port) + ", but the registry's source of '" +
-        db.name + "' is " + e.source.host + ":" + std::to_string(e.source.port) + " (" + where +
-        "); update databases." + db.name + ".source to where the database lives now");
-  }
+  if (db.route) PGSHIFT_RETURN_IF_ERROR(CheckRouteAtSource(db, where));
   PGSHIFT_ASSIGN_OR_RETURN(std::string source, SourceConninfo(e));
   PGSHIFT_ASSIGN_OR_RETURN(json router, RouterSpec(db));
   PGSHIFT_ASSIGN_OR_RETURN(int port, PickPort(e, ports_in_use));

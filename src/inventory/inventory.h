@@ -8,6 +8,9 @@
 // migrated by name until the registry describes it). Routers are read on
 // every call (no cache: the route table is the truth and changes at every
 // cutover); one that cannot be read is reported as a warning, never an error.
+// A proxy router of several instances is read on each of them at once; one
+// instance answering is enough to list its routes, and each route says what
+// every instance made of it (its upstream, or why it could not be read).
 // Thread-safe: the registry is immutable and RouteSource implementations are
 // thread-safe.
 #pragma once
@@ -26,18 +29,32 @@ namespace pgshift::inventory {
 // Bound on each router read while listing.
 inline constexpr int64_t kRouterReadTimeoutMs = 2000;
 
+// One instance's view of a route, for routers of several instances.
+struct InstanceRoute {
+  std::string admin_url;
+  bool reachable = false;
+  std::string error;  // why it could not be read, when not reachable
+  std::string host;   // where its route points; "" when it has no such route
+  int port = 0;
+
+  nlohmann::json ToJson() const;
+};
+
 struct RouteInfo {
   std::string router;    // the RouterDef's name
   std::string type;      // proxy | pgbouncer
   std::string route;     // the proxy's route name / PgBouncer's [databases] entry
   std::string database;  // the database it serves
-  std::string host;      // where it points now
+  std::string host;      // where it points now (the first instance that answered)
   int port = 0;
+  std::vector<InstanceRoute> instances;  // every instance, when the router has several
 };
 
 class RouteSource {
  public:
   virtual ~RouteSource() = default;
+  // The routes of one router instance: `router` has at most one admin URL
+  // (the Inventory reads a router of several instances one by one).
   virtual Result<std::vector<RouteInfo>> Routes(const RouterDef& router) = 0;
 };
 
@@ -60,7 +77,9 @@ struct DatabaseView {
   // The owner team, "" when none.
   std::string team() const { return entry ? entry->team : ""; }
   // {"name","team","tags","window","provider","source":{"host","port","dbname"},
-  //  "router":{"type","name","route","upstream"}} — never a credential.
+  //  "router":{"type","name","route","upstream"}} — never a credential. A
+  // router of several instances adds "instances":[{"admin_url","reachable",
+  // "upstream","error"}].
   nlohmann::json ToJson() const;
 };
 
@@ -91,6 +110,10 @@ class Inventory {
   const Secrets& secrets() const { return secrets_; }
 
  private:
+  // Every route of `def`; a router of several instances is read on each
+  // at once, and fails only when none answers.
+  Result<std::vector<RouteInfo>> ReadRouter(const RouterDef& def,
+                                            std::vector<std::string>* warnings) const;
   Result<nlohmann::json> RouterSpec(const DatabaseView& db) const;
   Result<int> PickPort(const DatabaseEntry& e, const std::set<int>& in_use) const;
 

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <map>
+#include <set>
 
 #include "common/os.h"
 #include "inventory/registry.h"
@@ -106,6 +107,34 @@ TEST(RegistryTest, ErrorsNameFileLineAndField) {
       {"routers:\n  - name: r\n    type: haproxy\ndatabases: {}\n",
        "/etc/reg.yaml:3: field routers[0].type: must be proxy or pgbouncer"},
       {"databases:\n  app: [1,\n", "/etc/reg.yaml:"},
+      {"routers:\n  - name: r\n    type: proxy\ndatabases: {}\n",
+       "/etc/reg.yaml:2: field routers[0].admin_url: is required (or instances"},
+      {"routers:\n  - name: r\n    type: proxy\n    admin_url: 127.0.0.1:6433\ndatabases: {}\n",
+       "/etc/reg.yaml:4: field routers[0].admin_url: must start with http://"},
+      {"routers:\n  - name: r\n    type: proxy\n    admin_url: http://a:1\n"
+       "    instances: [{admin_url: 'http://b:1'}]\ndatabases: {}\n",
+       "/etc/reg.yaml:5: field routers[0].instances: and admin_url both given"},
+      {"routers:\n  - name: r\n    type: proxy\n    instances: []\ndatabases: {}\n",
+       "/etc/reg.yaml:4: field routers[0].instances: must be a non-empty list"},
+      {"routers:\n  - name: r\n    type: proxy\n    instances:\n      - admin_url: http://a:1\n"
+       "      - admin_url: http://a:1\ndatabases: {}\n",
+       "/etc/reg.yaml:6: field routers[0].instances[1].admin_url: lists http://a:1 again"},
+      {"routers:\n  - name: r\n    type: proxy\n    instances:\n      - admin_url: http://a:1\n"
+       "      - {admin_url: 'http://b:1', token: x}\ndatabases: {}\n",
+       "/etc/reg.yaml:6: field routers[0].instances[1].token: unknown field (allowed: admin_url)"},
+      {"routers:\n  - name: r\n    type: proxy\n    instances:\n      - url: http://a:1\n"
+       "databases: {}\n",
+       "/etc/reg.yaml:5: field routers[0].instances[0].url: unknown field"},
+      {"routers:\n  - name: r\n    type: proxy\n    instances:\n      - http://a:1\n"
+       "databases: {}\n",
+       "/etc/reg.yaml:5: field routers[0].instances[0]: must be a mapping"},
+      {"routers:\n  - name: r\n    type: proxy\n    instances:\n      - admin_url: ftp://a\n"
+       "databases: {}\n",
+       "/etc/reg.yaml:5: field routers[0].instances[0].admin_url: must start with http://"},
+      {"routers:\n  - name: r\n    type: pgbouncer\n    admin_conninfo: host=x\n"
+       "    config_file: /etc/pgbouncer.ini\n    instances: [{admin_url: 'http://a:1'}]\n"
+       "databases: {}\n",
+       "/etc/reg.yaml:6: field routers[0].instances: is for proxy routers"},
   };
   for (const auto& c : cases) {
     Status st = ParseError(c.text);
@@ -222,6 +251,146 @@ TEST_F(InventoryTest, RefusesWhatCannotBeMigratedByName) {
   auto s3 = inv_->BuildSpec(*moved, json::object(), {});
   EXPECT_EQ(s3.status().code(), Code::kFailedPrecondition);
   EXPECT_NE(s3.status().message().find("points at 127.0.0.1:7777"), std::string::npos);
+}
+
+constexpr const char* kUrlA = "http://10.0.1.1:6433";
+constexpr const char* kUrlB = "http://10.0.1.2:6433";
+
+constexpr const char* kPoolRegistry = R"(routers:
+  - name: pool
+    type: proxy
+    instances:
+      - admin_url: http://10.0.1.1:6433
+      - admin_url: http://10.0.1.2:6433
+databases:
+  app:
+    team: payments
+    source: {host: 127.0.0.1, port: 5432}
+    placement: {data_root: /srv/pg, ports: 1-3}
+)";
+
+// Answers per instance (the one admin URL of the def it is given).
+class InstanceRoutes : public RouteSource {
+ public:
+  Result<std::vector<RouteInfo>> Routes(const RouterDef& r) override {
+    EXPECT_EQ(r.admin_urls.size(), 1u);
+    const std::string url = r.admin_urls.empty() ? "" : r.admin_urls.front();
+    if (down.count(url)) return Unavailable("router '" + r.name + "' (proxy at " + url + ") down");
+    auto it = by_url.find(url);
+    return it == by_url.end() ? std::vector<RouteInfo>{} : it->second;
+  }
+  std::map<std::string, std::vector<RouteInfo>> by_url;
+  std::set<std::string> down;
+};
+
+class PoolInventoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = Registry::Parse(kPoolRegistry, "/etc/pgshift/reg.yaml", nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->routers.size(), 1u);
+    EXPECT_EQ(r->routers[0].admin_urls, (std::vector<std::string>{kUrlA, kUrlB}));
+    for (const char* url : {kUrlA, kUrlB}) {
+      routes_.by_url[url] = {{"pool", "proxy", "app", "app", "127.0.0.1", 5432},
+                             {"pool", "proxy", "billing", "billing", "127.0.0.1", 6000}};
+    }
+    inv_ = std::make_unique<Inventory>(*r, Secrets(), routes_);
+  }
+  InstanceRoutes routes_;
+  std::unique_ptr<Inventory> inv_;
+};
+
+TEST(RegistryTest, OneInstanceListIsOneAdminUrl) {
+  auto r = Registry::Parse(
+      "routers:\n  - {name: a, type: proxy, admin_url: 'http://x:1'}\n"
+      "  - {name: b, type: proxy, instances: [{admin_url: 'https://y:2'}]}\ndatabases: {}\n",
+      "reg.yaml", nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->routers[0].admin_urls, std::vector<std::string>{"http://x:1"});
+  EXPECT_EQ(r->routers[1].admin_urls, std::vector<std::string>{"https://y:2"});
+  EXPECT_EQ(r->routers[1].Instances().size(), 1u);
+}
+
+TEST_F(PoolInventoryTest, JoinsEveryInstancesView) {
+  routes_.by_url[kUrlB][1].port = 6001;  // instances disagree on billing
+  std::vector<std::string> warnings;
+  auto list = inv_->List(&warnings);
+  EXPECT_TRUE(warnings.empty()) << warnings[0];
+  ASSERT_EQ(list.size(), 2u);
+  json app = list[0].ToJson();
+  EXPECT_EQ(app["team"], "payments");
+  EXPECT_EQ(app["router"]["name"], "pool");
+  EXPECT_EQ(app["router"]["route"], "app");
+  const json up = {{"host", "127.0.0.1"}, {"port", 5432}};
+  EXPECT_EQ(
+      app["router"]["instances"],
+      (json{{{"admin_url", kUrlA}, {"reachable", true}, {"upstream", up}, {"error", nullptr}},
+            {{"admin_url", kUrlB}, {"reachable", true}, {"upstream", up}, {"error", nullptr}}}));
+  json billing = list[1].ToJson();
+  EXPECT_EQ(billing["router"]["instances"][1]["upstream"]["port"], 6001);
+  EXPECT_EQ(billing["router"]["upstream"]["port"], 6000);  // the first instance's
+}
+
+TEST_F(PoolInventoryTest, OneInstanceDownIsNamedInTheView) {
+  routes_.down.insert(kUrlA);
+  std::vector<std::string> warnings;
+  auto db = inv_->Find("app", &warnings);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find(kUrlA), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("listed from the other instances"), std::string::npos);
+  ASSERT_TRUE(db->route.has_value());
+  json router = db->ToJson()["router"];
+  EXPECT_EQ(router["type"], "proxy");
+  EXPECT_EQ(router["upstream"]["port"], 5432);
+  EXPECT_EQ(router["instances"][0]["reachable"], false);
+  EXPECT_TRUE(router["instances"][0]["upstream"].is_null());
+  EXPECT_NE(router["instances"][0]["error"].get<std::string>().find("down"), std::string::npos);
+  EXPECT_EQ(router["instances"][1]["reachable"], true);
+  // A migration by name may start: the instance down is left to the router's rules.
+  auto spec = inv_->BuildSpec(*db, json::object(), {});
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ((*spec)["router"]["instances"].size(), 2u);
+}
+
+TEST_F(PoolInventoryTest, EveryInstanceDownIsOneWarning) {
+  routes_.down = {kUrlA, kUrlB};
+  std::vector<std::string> warnings;
+  auto list = inv_->List(&warnings);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("router 'pool': no instance answered"), std::string::npos);
+  EXPECT_NE(warnings[0].find(kUrlB), std::string::npos);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_FALSE(list[0].route.has_value());
+}
+
+TEST_F(PoolInventoryTest, SpecListsEveryInstance) {
+  auto db = inv_->Find("app", nullptr);
+  ASSERT_TRUE(db.ok());
+  auto spec = inv_->BuildSpec(*db, json::object(), {});
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ((*spec)["router"],
+            (json{{"type", "proxy"},
+                  {"route", "app"},
+                  {"instances", {{{"admin_url", kUrlA}}, {{"admin_url", kUrlB}}}}}));
+}
+
+TEST_F(PoolInventoryTest, RefusesAnInstanceLeftElsewhere) {
+  routes_.by_url[kUrlB][0].port = 7777;
+  auto db = inv_->Find("app", nullptr);
+  ASSERT_TRUE(db.ok());
+  auto spec = inv_->BuildSpec(*db, json::object(), {});
+  EXPECT_EQ(spec.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(spec.status().message().find("route 'app' on instance " + std::string(kUrlB) +
+                                         " of router 'pool' points at 127.0.0.1:7777"),
+            std::string::npos)
+      << spec.status().message();
+  routes_.by_url[kUrlB].erase(routes_.by_url[kUrlB].begin());  // no route app there
+  db = inv_->Find("app", nullptr);
+  spec = inv_->BuildSpec(*db, json::object(), {});
+  EXPECT_EQ(spec.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(spec.status().message().find("has no route 'app'"), std::string::npos)
+      << spec.status().message();
 }
 
 }  // namespace

@@ -66,6 +66,7 @@ class Fields {
     return Status::OK();
   }
   Fields Child(const std::string& key) const { return Fields(doc_, At(key), obj_.at(key)); }
+  Fields Item(size_t i) const { return Fields(doc_, ptr_ + "/" + std::to_string(i), obj_.at(i)); }
   bool Has(const std::string& key) const { return obj_.contains(key); }
   const json& Get(const std::string& key) const { return obj_.at(key); }
   std::string At(const std::string& key) const { return ptr_ + "/" + PointerToken(key); }
@@ -162,17 +163,57 @@ Status CheckCredential(const Fields& f, const std::string& name, const Secrets* 
                  "names '" + name + "', which is not in the secrets file " + secrets->path());
 }
 
+bool IsHttpUrl(const std::string& s) {
+  return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0;
+}
+
+// instances: [{admin_url: ...}, ...], each URL once.
+Status ParseInstances(const Fields& f, std::vector<std::string>* urls) {
+  const json& list = f.Get("instances");
+  if (!list.is_array() || list.empty()) {
+    return f.Error("instances", "must be a non-empty list of {admin_url: http://...}");
+  }
+  std::set<std::string> seen;
+  for (size_t i = 0; i < list.size(); ++i) {
+    Fields inst = f.Child("instances").Item(i);
+    PGSHIFT_RETURN_IF_ERROR(inst.IsObject("admin_url"));
+    PGSHIFT_RETURN_IF_ERROR(inst.OnlyKnown({"admin_url"}));
+    std::string url;
+    PGSHIFT_RETURN_IF_ERROR(inst.Str("admin_url", &url, true));
+    if (!IsHttpUrl(url)) return inst.Error("admin_url", "must start with http:// or https://");
+    if (!seen.insert(url).second) {
+      return inst.Error("admin_url", "lists " + url + " again (each instance once)");
+    }
+    urls->push_back(std::move(url));
+  }
+  return Status::OK();
+}
+
 Result<RouterDef> ParseRouter(const Fields& f, const Secrets* secrets) {
   RouterDef r;
-  PGSHIFT_RETURN_IF_ERROR(f.IsObject("name, type, admin_url | admin_conninfo, config_file"));
   PGSHIFT_RETURN_IF_ERROR(
-      f.OnlyKnown({"name", "type", "admin_url", "admin_conninfo", "config_file", "credential"}));
+      f.IsObject("name, type, admin_url | instances | admin_conninfo, config_file"));
+  PGSHIFT_RETURN_IF_ERROR(f.OnlyKnown(
+      {"name", "type", "admin_url", "instances", "admin_conninfo", "config_file", "credential"}));
   PGSHIFT_RETURN_IF_ERROR(f.Str("name", &r.name, true));
   PGSHIFT_RETURN_IF_ERROR(f.Str("type", &r.type, true));
   if (r.type == "proxy") {
-    PGSHIFT_RETURN_IF_ERROR(f.Str("admin_url", &r.admin_url, true));
     if (f.Has("admin_conninfo") || f.Has("config_file") || f.Has("credential")) {
-      return f.Error("type", "a proxy router takes admin_url only");
+      return f.Error("type", "a proxy router takes admin_url or instances only");
+    }
+    if (f.Has("instances")) {
+      if (f.Has("admin_url")) {
+        return f.Error("instances", "and admin_url both given: list every instance in instances");
+      }
+      PGSHIFT_RETURN_IF_ERROR(ParseInstances(f, &r.admin_urls));
+    } else {
+      if (!f.Has("admin_url")) {
+        return f.Error("admin_url", "is required (or instances, for several proxies)");
+      }
+      std::string url;
+      PGSHIFT_RETURN_IF_ERROR(f.Str("admin_url", &url, true));
+      if (!IsHttpUrl(url)) return f.Error("admin_url", "must start with http:// or https://");
+      r.admin_urls.push_back(std::move(url));
     }
   } else if (r.type == "pgbouncer") {
     PGSHIFT_RETURN_IF_ERROR(f.Str("admin_conninfo", &r.admin_conninfo, true));
@@ -180,6 +221,7 @@ Result<RouterDef> ParseRouter(const Fields& f, const Secrets* secrets) {
     PGSHIFT_RETURN_IF_ERROR(f.Str("credential", &r.credential, false));
     PGSHIFT_RETURN_IF_ERROR(CheckCredential(f, r.credential, secrets));
     if (f.Has("admin_url")) return f.Error("admin_url", "is for proxy routers");
+    if (f.Has("instances")) return f.Error("instances", "is for proxy routers");
   } else {
     return f.Error("type", "must be proxy or pgbouncer");
   }
@@ -313,6 +355,17 @@ Result<std::pair<Registry, Secrets>> Registry::Load(const std::string& path,
   PGSHIFT_ASSIGN_OR_RETURN(Registry reg, Parse(text, path, &secrets));
   reg.secrets_path = secrets_path;
   return std::make_pair(std::move(reg), std::move(secrets));
+}
+
+std::vector<RouterDef> RouterDef::Instances() const {
+  if (admin_urls.size() <= 1) return {*this};
+  std::vector<RouterDef> out;
+  for (const auto& url : admin_urls) {
+    RouterDef one = *this;
+    one.admin_urls = {url};
+    out.push_back(std::move(one));
+  }
+  return out;
 }
 
 const RouterDef* Registry::FindRouter(const std::string& name) const {

@@ -6,6 +6,11 @@
 //     - name: edge
 //       type: proxy                # proxy: admin_url | pgbouncer: admin_conninfo, config_file
 //       admin_url: http://127.0.0.1:6433
+//     - name: pool                 # one pgshift-proxy deployment of several instances:
+//       type: proxy                # every instance's admin API (instead of admin_url);
+//       instances:                 # migrations hold and switch them all
+//         - admin_url: http://10.0.1.1:6433
+//         - admin_url: http://10.0.1.2:6433
 //   databases:
 //     app:
 //       team: payments             # the owner team (access file)
@@ -74,10 +79,16 @@ struct Window {
 struct RouterDef {
   std::string name;
   std::string type;  // proxy | pgbouncer
-  std::string admin_url;
+  // proxy: the admin API of every pgshift-proxy instance serving the routes
+  // (admin_url gives one, instances several); none for pgbouncer.
+  std::vector<std::string> admin_urls;
   std::string admin_conninfo;
   std::string config_file;
   std::string credential;  // pgbouncer admin password (secret name), optional
+
+  // One def per instance, each with one admin URL (a pgbouncer router is one
+  // instance): what a RouteSource reads.
+  std::vector<RouterDef> Instances() const;
 };
 
 struct DatabaseEntry {
