@@ -100,6 +100,20 @@ TEST_F(CliTest, CreateFromFlagsSendsSpecAndPrintsNextStep) {
   })"));
 }
 
+TEST_F(CliTest, CreateWithSeveralProxyInstances) {
+  auto args = CreateArgs();
+  args.insert(args.end(),
+              {"--router-type", "proxy", "--router-admin", "http://10.0.1.1:7433", "--router-admin",
+               "http://10.0.1.2:7433,http://10.0.1.3:7433", "--route", "orders"});
+  CliRun r = Cli(args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  auto call = svc_.LastCall("Create");
+  ASSERT_TRUE(call);
+  EXPECT_EQ(call->body["router"], json::parse(R"({"type": "proxy", "route": "orders",
+    "instances": [{"admin_url": "http://10.0.1.1:7433"}, {"admin_url": "http://10.0.1.2:7433"},
+                  {"admin_url": "http://10.0.1.3:7433"}]})"));
+}
+
 TEST_F(CliTest, CreateJsonPrintsServerJson) {
   auto args = CreateArgs();
   args.push_back("--json");

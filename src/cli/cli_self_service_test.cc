@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <set>
 #include <sstream>
 
 #include "api/api_test_util.h"
@@ -33,6 +34,11 @@ struct CliRun {
 #define EXPECT_HAS(text, part) \
   EXPECT_NE((text).find(part), std::string::npos) << "missing: " << (part) << "\nin:\n" << (text)
 
+constexpr const char* kRegistry =
+    "routers: [{name: edge, type: proxy, admin_url: 'http://127.0.0.1:1'}]\n"
+    "databases:\n  app:\n    team: payments\n    source: {host: 127.0.0.1, port: 5432}\n"
+    "    placement: {data_root: /srv/pg, ports: 61200-61250}\n    tags: [tier1]\n";
+
 class SelfServiceCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -46,13 +52,9 @@ class SelfServiceCliTest : public ::testing::Test {
     auto access = auth::AccessPolicy::Parse("teams: {payments: [bob], search: [carol]}\n", "a");
     ASSERT_TRUE(tokens.ok() && access.ok());
     auth_ = std::make_unique<auth::Authenticator>(*tokens, false, *access);
-    auto reg = inventory::Registry::Parse(
-        "routers: [{name: edge, type: proxy, admin_url: 'http://127.0.0.1:1'}]\n"
-        "databases:\n  app:\n    team: payments\n    source: {host: 127.0.0.1, port: 5432}\n"
-        "    placement: {data_root: /srv/pg, ports: 61200-61250}\n    tags: [tier1]\n",
-        "reg.yaml", nullptr);
+    auto reg = inventory::Registry::Parse(registry_, "reg.yaml", nullptr);
     ASSERT_TRUE(reg.ok()) << reg.status().ToString();
-    inventory_ = std::make_unique<inventory::Inventory>(*reg, inventory::Secrets(), routes_);
+    inventory_ = std::make_unique<inventory::Inventory>(*reg, inventory::Secrets(), *routes_);
     auto store = SqliteStateStore::Open(":memory:");
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
@@ -81,8 +83,10 @@ class SelfServiceCliTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string registry_ = kRegistry;
   api::ActingFakeService svc_;
-  api::OneRouteSource routes_;
+  api::OneRouteSource one_route_;
+  inventory::RouteSource* routes_ = &one_route_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<inventory::Inventory> inventory_;
   std::unique_ptr<SqliteStateStore> store_;
@@ -154,6 +158,59 @@ TEST_F(SelfServiceCliTest, DatabasesListShowAndMigrate) {
   EXPECT_HAS(audit.out, "bob");
   EXPECT_HAS(audit.out, "migration.create");
   EXPECT_HAS(audit.out, "by name, options");
+}
+
+// Route app on every instance of a router, but those in `down` (read before
+// any listing starts, so concurrent reads need no lock).
+class InstanceRoutes : public inventory::RouteSource {
+ public:
+  Result<std::vector<inventory::RouteInfo>> Routes(const inventory::RouterDef& r) override {
+    const std::string url = r.admin_urls.empty() ? "" : r.admin_urls.front();
+    if (down.count(url)) return Unavailable("router '" + r.name + "' (proxy at " + url + ") down");
+    return std::vector<inventory::RouteInfo>{{r.name, r.type, "app", "app", "127.0.0.1", 5432}};
+  }
+  std::set<std::string> down;
+};
+
+constexpr const char* kPoolUrlA = "http://10.0.1.1:6433";
+constexpr const char* kPoolUrlB = "http://10.0.1.2:6433";
+
+// The registry's router is one pgshift-proxy deployment of two instances.
+class PoolSelfServiceCliTest : public SelfServiceCliTest {
+ protected:
+  PoolSelfServiceCliTest() {
+    registry_ = std::string("routers:\n  - name: pool\n    type: proxy\n    instances:\n") +
+                "      - admin_url: " + kPoolUrlA + "\n      - admin_url: " + kPoolUrlB + "\n" +
+                "databases:\n  app:\n    team: payments\n"
+                "    source: {host: 127.0.0.1, port: 5432}\n"
+                "    placement: {data_root: /srv/pg, ports: 61200-61250}\n";
+    routes_ = &instance_routes_;
+  }
+  InstanceRoutes instance_routes_;
+};
+
+TEST_F(PoolSelfServiceCliTest, MigrateByNameHoldsEveryInstance) {
+  instance_routes_.down = {kPoolUrlB};
+  auto show = Cli({"--token", kBobToken, "databases", "show", "app", "--json"});
+  ASSERT_EQ(show.code, kExitOk) << show.err;
+  const json view = json::parse(show.out);
+  EXPECT_EQ(view["router"]["name"], "pool");
+  EXPECT_EQ(view["router"]["instances"][0]["reachable"], true);
+  EXPECT_EQ(view["router"]["instances"][1]["admin_url"], kPoolUrlB);
+  EXPECT_EQ(view["router"]["instances"][1]["reachable"], false);
+  ASSERT_EQ(view["warnings"].size(), 1u);
+  EXPECT_HAS(view["warnings"][0].get<std::string>(), kPoolUrlB);
+  auto human = Cli({"--token", kBobToken, "databases", "show", "app"});
+  EXPECT_HAS(human.out, std::string("unreachable: router 'pool' (proxy at ") + kPoolUrlB);
+
+  auto migrate = Cli({"--token", kBobToken, "migrate", "app"});
+  ASSERT_EQ(migrate.code, kExitOk) << migrate.err;
+  const json spec = svc_.LastCall("Create")->body;
+  EXPECT_EQ(spec["router"],
+            json({{"type", "proxy"},
+                  {"route", "app"},
+                  {"instances", {{{"admin_url", kPoolUrlA}}, {{"admin_url", kPoolUrlB}}}}}));
+  EXPECT_EQ(spec["name"], "app");
 }
 
 TEST(ParseOptionPairsTest, Types) {

@@ -265,8 +265,11 @@ void AddMigrationCommands(CLI::App& app, CliContext& ctx) {
       c->add_option("--target-setting", f.target_settings, "Target setting key=value (repeatable)"),
       c->add_option("--router-type", f.router_type, "Traffic router: pgbouncer, proxy or none")
           ->check(CLI::IsMember({"pgbouncer", "proxy", "none"})),
-      c->add_option("--router-admin", f.router_admin,
-                    "Router admin endpoint: PgBouncer admin conninfo, or the proxy's admin URL"),
+      c->add_option("--router-admin", f.router_admins,
+                    "Router admin endpoint: PgBouncer admin conninfo, or the proxy's admin URL "
+                    "(repeat it, or give a comma list, for every proxy instance of the route)")
+          ->expected(1)
+          ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll),
       c->add_option("--router-config", f.router_config,
                     "pgbouncer.ini to rewrite (pgbouncer only)"),
       c->add_option("--route", f.route, "Route (proxy) or database (pgbouncer) to switch"),

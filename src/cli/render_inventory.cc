@@ -98,9 +98,18 @@ std::string RenderDatabase(const json& db) {
       {"  team", Str(db, "team")},
       {"  source", Source(db)},
       {"  router", Router(db)},
-      {"  provider", Str(db, "provider")},
-      {"  tags", Join(db.value("tags", json::array()))},
   };
+  // Each instance of a router of several: where it points, or why it was not read.
+  for (const auto& i : db.value("router", json::object()).value("instances", json::array())) {
+    const json up = i.value("upstream", json());
+    const std::string state =
+        !i.value("reachable", false)
+            ? "unreachable: " + Str(i, "error")
+            : (up.is_object() ? Str(up, "host") + ":" + Str(up, "port") : "no such route");
+    rows.push_back({"    " + Str(i, "admin_url"), state});
+  }
+  rows.push_back({"  provider", Str(db, "provider")});
+  rows.push_back({"  tags", Join(db.value("tags", json::array()))});
   const json w = db.value("window", json());
   if (w.is_object()) {
     rows.push_back({"  window", Join(w.value("days", json::array())) + " " + Str(w, "start") + "-" +

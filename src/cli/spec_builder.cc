@@ -1,5 +1,6 @@
 #include "cli/spec_builder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/os.h"
@@ -28,9 +29,39 @@ bool IsUrl(const std::string& s) {
   return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0;
 }
 
+Status NotAProxyUrl(const std::string& got) {
+  return InvalidArgument(
+      "--router-type proxy needs --router-admin URL of the proxy's admin API "
+      "(e.g. http://127.0.0.1:7433; repeat it, or give a comma list, for every instance "
+      "serving the route), got '" +
+      got + "'");
+}
+
+// Every proxy admin URL given: each --router-admin may be a comma list.
+Result<std::vector<std::string>> ProxyAdminUrls(const std::vector<std::string>& flags) {
+  if (flags.empty()) return NotAProxyUrl("");
+  std::vector<std::string> urls;
+  for (const auto& flag : flags) {
+    size_t start = 0;
+    while (start <= flag.size()) {
+      const size_t comma = std::min(flag.find(',', start), flag.size());
+      std::string url = flag.substr(start, comma - start);
+      url.erase(0, url.find_first_not_of(" \t"));
+      url.erase(url.find_last_not_of(" \t") + 1);
+      if (!IsUrl(url)) return NotAProxyUrl(url);
+      if (std::find(urls.begin(), urls.end(), url) != urls.end()) {
+        return InvalidArgument("--router-admin lists " + url + " twice (each instance once)");
+      }
+      urls.push_back(std::move(url));
+      start = comma + 1;
+    }
+  }
+  return urls;
+}
+
 Result<json> BuildRouter(const CreateFlags& f) {
   if (f.router_type.empty()) {
-    if (!f.router_admin.empty() || !f.router_config.empty() || !f.route.empty()) {
+    if (!f.router_admins.empty() || !f.router_config.empty() || !f.route.empty()) {
       return InvalidArgument(
           "--router-admin, --router-config and --route need --router-type "
           "(pgbouncer, proxy or none)");
@@ -38,20 +69,26 @@ Result<json> BuildRouter(const CreateFlags& f) {
     return json(nullptr);
   }
   if (f.router_type == "none") {
-    if (!f.router_admin.empty() || !f.router_config.empty() || !f.route.empty()) {
+    if (!f.router_admins.empty() || !f.router_config.empty() || !f.route.empty()) {
       return InvalidArgument(
           "--router-type none takes no --router-admin, --router-config or --route");
     }
     return json{{"type", "none"}};
   }
   if (f.router_type == "pgbouncer") {
-    if (f.router_admin.empty()) {
+    if (f.router_admins.empty()) {
       return InvalidArgument(
           "--router-type pgbouncer needs --router-admin CONNINFO for PgBouncer's "
           "admin console (e.g. 'host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer')");
     }
-    PGSHIFT_RETURN_IF_ERROR(CheckConninfo("--router-admin", f.router_admin));
-    json r = {{"type", "pgbouncer"}, {"admin_conninfo", f.router_admin}};
+    if (f.router_admins.size() > 1) {
+      return InvalidArgument(
+          "--router-type pgbouncer takes one --router-admin (PgBouncer's admin console); "
+          "several are for proxy instances");
+    }
+    const std::string& admin = f.router_admins.front();
+    PGSHIFT_RETURN_IF_ERROR(CheckConninfo("--router-admin", admin));
+    json r = {{"type", "pgbouncer"}, {"admin_conninfo", admin}};
     if (!f.router_config.empty()) {
       if (f.router_config.front() != '/') {
         return InvalidArgument("--router-config '" + f.router_config +
@@ -63,18 +100,20 @@ Result<json> BuildRouter(const CreateFlags& f) {
     return r;
   }
   if (f.router_type == "proxy") {
-    if (f.router_admin.empty() || !IsUrl(f.router_admin)) {
-      return InvalidArgument(
-          "--router-type proxy needs --router-admin URL of the proxy's admin API "
-          "(e.g. http://127.0.0.1:7433), got '" +
-          f.router_admin + "'");
-    }
+    PGSHIFT_ASSIGN_OR_RETURN(std::vector<std::string> urls, ProxyAdminUrls(f.router_admins));
     if (!f.router_config.empty()) {
       return InvalidArgument(
           "--router-config is for --router-type pgbouncer; the proxy is "
           "configured through its admin API");
     }
-    json r = {{"type", "proxy"}, {"admin_url", f.router_admin}};
+    json r = {{"type", "proxy"}};
+    if (urls.size() == 1) {
+      r["admin_url"] = urls.front();
+    } else {
+      json instances = json::array();
+      for (const auto& url : urls) instances.push_back({{"admin_url", url}});
+      r["instances"] = instances;
+    }
     if (!f.route.empty()) r["route"] = f.route;
     return r;
   }

@@ -26,8 +26,10 @@ struct CreateFlags {
   std::string target_bin_dir;                // "" = server default
   std::vector<std::string> target_settings;  // "key=value"
   std::string router_type;                   // pgbouncer | proxy | none | "" (not given)
-  std::string router_admin;                  // conninfo (pgbouncer) or URL (proxy)
-  std::string router_config;                 // pgbouncer.ini (pgbouncer only)
+  // PgBouncer's admin conninfo (one), or the admin URL of every pgshift-proxy
+  // instance serving the route (--router-admin repeated or a comma list).
+  std::vector<std::string> router_admins;
+  std::string router_config;  // pgbouncer.ini (pgbouncer only)
   std::string route;
   std::optional<int64_t> lag_threshold_bytes;
   std::optional<double> sustain_seconds;
@@ -38,7 +40,9 @@ struct CreateFlags {
 };
 
 // The spec JSON; "options" holds only what was given. InvalidArgument names
-// every missing flag, or the flag whose value is wrong and why.
+// every missing flag, or the flag whose value is wrong and why. One proxy
+// admin URL gives {"type":"proxy","admin_url":...}; several give
+// {"type":"proxy","instances":[{"admin_url":...},...]} (router/multi_router.h).
 Result<nlohmann::json> BuildSpec(const CreateFlags& flags);
 
 // Reads a whole spec from a JSON file: it must parse, be an object, and any

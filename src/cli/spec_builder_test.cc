@@ -42,7 +42,7 @@ TEST(BuildSpec, EverythingGiven) {
   f.target_bin_dir = "/usr/lib/postgresql/15/bin";
   f.target_settings = {"max_connections=200", "shared_buffers=256MB", "search_path=a,b=c"};
   f.router_type = "pgbouncer";
-  f.router_admin = "host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer";
+  f.router_admins = {"host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer"};
   f.router_config = "/etc/pgbouncer/pgbouncer.ini";
   f.route = "orders";
   f.lag_threshold_bytes = 65536;
@@ -57,7 +57,7 @@ TEST(BuildSpec, EverythingGiven) {
       (*spec)["target"]["settings"],
       json({{"max_connections", "200"}, {"shared_buffers", "256MB"}, {"search_path", "a,b=c"}}));
   EXPECT_EQ((*spec)["router"], json({{"type", "pgbouncer"},
-                                     {"admin_conninfo", f.router_admin},
+                                     {"admin_conninfo", f.router_admins[0]},
                                      {"config_file", "/etc/pgbouncer/pgbouncer.ini"},
                                      {"route", "orders"}}));
   EXPECT_EQ((*spec)["options"], json({{"lag_threshold_bytes", 65536},
@@ -82,7 +82,7 @@ TEST(BuildSpec, SourceReplicationAddress) {
 TEST(BuildSpec, ProxyAndNoneRouters) {
   CreateFlags f = Minimal();
   f.router_type = "proxy";
-  f.router_admin = "http://127.0.0.1:7433";
+  f.router_admins = {"http://127.0.0.1:7433"};
   f.route = "orders";
   auto spec = BuildSpec(f);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
@@ -93,6 +93,36 @@ TEST(BuildSpec, ProxyAndNoneRouters) {
   spec = BuildSpec(f);
   ASSERT_TRUE(spec.ok());
   EXPECT_EQ((*spec)["router"], json({{"type", "none"}}));
+}
+
+TEST(BuildSpec, SeveralProxyInstances) {
+  CreateFlags f = Minimal();
+  f.router_type = "proxy";
+  f.route = "orders";
+  f.router_admins = {"http://10.0.1.1:7433", "http://10.0.1.2:7433, https://10.0.1.3:7433"};
+  auto spec = BuildSpec(f);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ((*spec)["router"], json::parse(R"({"type": "proxy", "route": "orders", "instances": [
+    {"admin_url": "http://10.0.1.1:7433"}, {"admin_url": "http://10.0.1.2:7433"},
+    {"admin_url": "https://10.0.1.3:7433"}]})"));
+  f.router_admins = {"http://10.0.1.1:7433,http://10.0.1.2:7433"};
+  spec = BuildSpec(f);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ((*spec)["router"]["instances"].size(), 2u);
+  f.router_admins = {"http://10.0.1.1:7433,"};
+  ExpectInvalid(BuildSpec(f), "--router-type proxy needs --router-admin URL");
+  f.router_admins = {"http://10.0.1.1:7433", "10.0.1.2:7433"};
+  ExpectInvalid(BuildSpec(f), "got '10.0.1.2:7433'");
+  f.router_admins = {"http://10.0.1.1:7433", "http://10.0.1.1:7433"};
+  ExpectInvalid(BuildSpec(f), "--router-admin lists http://10.0.1.1:7433 twice");
+  f = Minimal();
+  f.router_type = "pgbouncer";
+  f.router_admins = {"host=a port=6432", "host=b port=6432"};
+  ExpectInvalid(BuildSpec(f), "--router-type pgbouncer takes one --router-admin");
+  f.router_admins = {"host=a,b port=6432,6432 dbname=pgbouncer"};  // libpq's multi-host form
+  spec = BuildSpec(f);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ((*spec)["router"]["admin_conninfo"], f.router_admins[0]);
 }
 
 TEST(BuildSpec, MissingFlagsAreAllNamed) {
@@ -135,22 +165,22 @@ TEST(BuildSpec, BadValues) {
 
 TEST(BuildSpec, RouterCombinations) {
   CreateFlags f = Minimal();
-  f.router_admin = "host=x";
+  f.router_admins = {"host=x"};
   ExpectInvalid(BuildSpec(f), "need --router-type");
   f = Minimal();
   f.router_type = "pgbouncer";
   ExpectInvalid(BuildSpec(f), "--router-type pgbouncer needs --router-admin CONNINFO");
-  f.router_admin = "port=";
-  f.router_admin = "host=127.0.0.1 dbname";
+  f.router_admins = {"port="};
+  f.router_admins = {"host=127.0.0.1 dbname"};
   ExpectInvalid(BuildSpec(f), "--router-admin: bad connection string");
-  f.router_admin = "host=127.0.0.1 port=6432 dbname=pgbouncer";
+  f.router_admins = {"host=127.0.0.1 port=6432 dbname=pgbouncer"};
   f.router_config = "pgbouncer.ini";
   ExpectInvalid(BuildSpec(f), "--router-config 'pgbouncer.ini' must be an absolute path");
   f = Minimal();
   f.router_type = "proxy";
-  f.router_admin = "host=127.0.0.1";
+  f.router_admins = {"host=127.0.0.1"};
   ExpectInvalid(BuildSpec(f), "--router-type proxy needs --router-admin URL");
-  f.router_admin = "http://127.0.0.1:7433";
+  f.router_admins = {"http://127.0.0.1:7433"};
   f.router_config = "/etc/x.ini";
   ExpectInvalid(BuildSpec(f), "--router-config is for --router-type pgbouncer");
   f = Minimal();
