@@ -182,6 +182,24 @@ TEST_F(OpenApiContract, TheValidatorRefusesWhatTheSchemasForbid) {
   EXPECT_NE(errors[0].find("w.operator"), std::string::npos);
 }
 
+TEST_F(OpenApiContract, ADatabaseOnSeveralProxyInstancesValidates) {
+  inventory::RouteInfo route{"pool", "proxy", "app", "app", "127.0.0.1", 5432};
+  route.instances = {
+      {.admin_url = "http://10.0.1.1:6433", .reachable = true, .host = "127.0.0.1", .port = 5432},
+      {.admin_url = "http://10.0.1.2:6433", .error = "did not answer"}};
+  json view =
+      inventory::DatabaseView{.name = "app", .route = route, .router_name = "pool"}.ToJson();
+  view["migrations"] = json::array();
+  view["can_act"] = false;
+  ASSERT_EQ(view["router"]["instances"].size(), 2u);
+  std::vector<std::string> errors;
+  Validate(doc_, {{"$ref", "#/components/schemas/Database"}}, view, "db", &errors);
+  for (const auto& e : errors) ADD_FAILURE() << e << "\n" << view.dump();
+  view["router"]["instances"][1].erase("reachable");
+  Validate(doc_, {{"$ref", "#/components/schemas/Database"}}, view, "db", &errors);
+  EXPECT_EQ(errors.size(), 1u);  // the schema requires it
+}
+
 TEST_F(OpenApiContract, LiveAnswersValidateAgainstTheSchemas) {
   Check("GET", "/healthz", "/healthz", "", 200, nullptr);
   Check("GET", "/v1/phases", "/v1/phases", "", 200, nullptr);
