@@ -3,10 +3,12 @@
 #include "inventory/inventory.h"
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/stat.h>
 
 #include <map>
 #include <set>
+#include <thread>
 
 #include "common/os.h"
 #include "inventory/registry.h"
@@ -391,6 +393,47 @@ TEST_F(PoolInventoryTest, RefusesAnInstanceLeftElsewhere) {
   EXPECT_EQ(spec.status().code(), Code::kFailedPrecondition);
   EXPECT_NE(spec.status().message().find("has no route 'app'"), std::string::npos)
       << spec.status().message();
+}
+
+// LiveRouteSource over HTTP: one instance answers GET /routes as
+// pgshift-proxy's admin API does, the other's port refuses connections.
+TEST(LiveRouteSourceTest, ReadsEveryInstanceAndNamesTheOneDown) {
+  httplib::Server admin;
+  admin.Get("/routes", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(
+        R"([{"name":"app","database":"app","upstream":{"host":"127.0.0.1","port":5432}}])",
+        "application/json");
+  });
+  const int up_port = admin.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(up_port, 0);
+  std::thread serve([&] { admin.listen_after_bind(); });
+  auto down_port = FreePort();
+  ASSERT_TRUE(down_port.ok());
+  const std::string up = "http://127.0.0.1:" + std::to_string(up_port);
+  const std::string down = "http://127.0.0.1:" + std::to_string(*down_port);
+  auto reg = Registry::Parse(
+      "routers:\n  - name: pool\n    type: proxy\n    instances:\n"
+      "      - admin_url: " +
+          up + "\n      - admin_url: " + down + "\ndatabases: {}\n",
+      "reg.yaml", nullptr);
+  ASSERT_TRUE(reg.ok()) << reg.status().ToString();
+  Secrets secrets;
+  LiveRouteSource live(secrets);
+  Inventory inv(*reg, secrets, live);
+  std::vector<std::string> warnings;
+  auto list = inv.List(&warnings);
+  admin.stop();
+  serve.join();
+  ASSERT_EQ(list.size(), 1u);
+  ASSERT_TRUE(list[0].route.has_value());
+  EXPECT_EQ(list[0].route->port, 5432);
+  ASSERT_EQ(list[0].route->instances.size(), 2u);
+  EXPECT_TRUE(list[0].route->instances[0].reachable);
+  EXPECT_FALSE(list[0].route->instances[1].reachable);
+  EXPECT_NE(list[0].route->instances[1].error.find("proxy at " + down), std::string::npos)
+      << list[0].route->instances[1].error;
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find(down), std::string::npos) << warnings[0];
 }
 
 }  // namespace
