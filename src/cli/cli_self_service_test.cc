@@ -200,6 +200,9 @@ TEST_F(PoolSelfServiceCliTest, MigrateByNameHoldsEveryInstance) {
   EXPECT_EQ(view["router"]["instances"][1]["reachable"], false);
   ASSERT_EQ(view["warnings"].size(), 1u);
   EXPECT_HAS(view["warnings"][0].get<std::string>(), kPoolUrlB);
+  auto list = Cli({"--token", kBobToken, "databases", "list"});
+  EXPECT_HAS(list.out, "proxy pool/app (1/2 unreachable)");
+  EXPECT_HAS(list.out, std::string("warning: router 'pool' (proxy at ") + kPoolUrlB);
   auto human = Cli({"--token", kBobToken, "databases", "show", "app"});
   EXPECT_HAS(human.out, std::string("unreachable: router 'pool' (proxy at ") + kPoolUrlB);
 

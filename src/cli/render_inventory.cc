@@ -35,7 +35,15 @@ std::string Router(const json& db) {
   const json r = db.value("router", json::object());
   const std::string type = Str(r, "type");
   if (type == "none" || type == "-") return "none";
-  return type + " " + Str(r, "name") + "/" + Str(r, "route");
+  // A route on several instances: how many could not be read, if any.
+  const json instances = r.value("instances", json::array());
+  const auto down = std::count_if(instances.begin(), instances.end(),
+                                  [](const json& i) { return !i.value("reachable", false); });
+  const std::string unreachable =
+      down == 0
+          ? ""
+          : " (" + std::to_string(down) + "/" + std::to_string(instances.size()) + " unreachable)";
+  return type + " " + Str(r, "name") + "/" + Str(r, "route") + unreachable;
 }
 
 // The live migration (not finalized or rolled back), else the latest.
