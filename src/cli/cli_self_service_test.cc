@@ -205,6 +205,7 @@ TEST_F(PoolSelfServiceCliTest, MigrateByNameHoldsEveryInstance) {
   EXPECT_HAS(list.out, std::string("warning: router 'pool' (proxy at ") + kPoolUrlB);
   auto human = Cli({"--token", kBobToken, "databases", "show", "app"});
   EXPECT_HAS(human.out, std::string("unreachable: router 'pool' (proxy at ") + kPoolUrlB);
+  EXPECT_HAS(human.out, std::string("    ") + kPoolUrlA + "  127.0.0.1:5432\n");
 
   auto migrate = Cli({"--token", kBobToken, "migrate", "app"});
   ASSERT_EQ(migrate.code, kExitOk) << migrate.err;
