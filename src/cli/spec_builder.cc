@@ -5,6 +5,7 @@
 
 #include "common/os.h"
 #include "pg/conn.h"
+#include "router/proxy_router.h"
 
 namespace pgshift::cli {
 namespace {
@@ -23,10 +24,6 @@ Status CheckConninfo(const std::string& flag, const std::string& conninfo) {
 json Seconds(double s) {
   if (std::floor(s) == s && std::abs(s) < 1e15) return static_cast<int64_t>(s);
   return s;
-}
-
-bool IsUrl(const std::string& s) {
-  return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0;
 }
 
 Status NotAProxyUrl(const std::string& got) {
@@ -48,7 +45,7 @@ Result<std::vector<std::string>> ProxyAdminUrls(const std::vector<std::string>& 
       std::string url = flag.substr(start, comma - start);
       url.erase(0, url.find_first_not_of(" \t"));
       url.erase(url.find_last_not_of(" \t") + 1);
-      if (!IsUrl(url)) return NotAProxyUrl(url);
+      if (!IsProxyAdminUrl(url)) return NotAProxyUrl(url);
       if (std::find(urls.begin(), urls.end(), url) != urls.end()) {
         return InvalidArgument("--router-admin lists " + url + " twice (each instance once)");
       }

@@ -6,6 +6,7 @@
 
 #include "auth/config_doc.h"
 #include "common/os.h"
+#include "router/proxy_router.h"
 
 namespace pgshift::inventory {
 namespace {
@@ -163,10 +164,6 @@ Status CheckCredential(const Fields& f, const std::string& name, const Secrets* 
                  "names '" + name + "', which is not in the secrets file " + secrets->path());
 }
 
-bool IsHttpUrl(const std::string& s) {
-  return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0;
-}
-
 // instances: [{admin_url: ...}, ...], each URL once.
 Status ParseInstances(const Fields& f, std::vector<std::string>* urls) {
   const json& list = f.Get("instances");
@@ -180,7 +177,8 @@ Status ParseInstances(const Fields& f, std::vector<std::string>* urls) {
     PGSHIFT_RETURN_IF_ERROR(inst.OnlyKnown({"admin_url"}));
     std::string url;
     PGSHIFT_RETURN_IF_ERROR(inst.Str("admin_url", &url, true));
-    if (!IsHttpUrl(url)) return inst.Error("admin_url", "must start with http:// or https://");
+    if (!IsProxyAdminUrl(url))
+      return inst.Error("admin_url", "must start with http:// or https://");
     if (!seen.insert(url).second) {
       return inst.Error("admin_url", "lists " + url + " again (each instance once)");
     }
@@ -212,7 +210,7 @@ Result<RouterDef> ParseRouter(const Fields& f, const Secrets* secrets) {
       }
       std::string url;
       PGSHIFT_RETURN_IF_ERROR(f.Str("admin_url", &url, true));
-      if (!IsHttpUrl(url)) return f.Error("admin_url", "must start with http:// or https://");
+      if (!IsProxyAdminUrl(url)) return f.Error("admin_url", "must start with http:// or https://");
       r.admin_urls.push_back(std::move(url));
     }
   } else if (r.type == "pgbouncer") {

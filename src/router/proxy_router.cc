@@ -277,6 +277,10 @@ Result<HeldBackends> ProxyRouter::HeldBackendPids(const Endpoint& on) {
   return held;
 }
 
+bool IsProxyAdminUrl(std::string_view url) {
+  return url.starts_with("http://") || url.starts_with("https://");
+}
+
 Result<std::unique_ptr<Router>> MakeProxyRouter(const nlohmann::json& cfg) {
   if (!cfg.is_object()) return InvalidArgument("proxy router config must be a JSON object");
   ProxyRouterConfig c;
@@ -297,7 +301,7 @@ Result<std::unique_ptr<Router>> MakeProxyRouter(const nlohmann::json& cfg) {
     return InvalidArgument("proxy router config has type " + cfg["type"].dump());
   if (c.admin_url.empty()) return InvalidArgument("proxy router config needs \"admin_url\"");
   if (c.route.empty()) return InvalidArgument("proxy router config needs \"route\"");
-  if (c.admin_url.rfind("http://", 0) != 0 && c.admin_url.rfind("https://", 0) != 0)
+  if (!IsProxyAdminUrl(c.admin_url))
     return InvalidArgument("proxy router admin_url must start with http:// or https://, got \"" +
                            c.admin_url + "\"");
   if (c.admin_timeout_ms <= 0) return InvalidArgument("proxy router admin_timeout_ms must be > 0");

@@ -26,6 +26,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -77,5 +78,9 @@ class ProxyRouter : public Router {
 // {"type":"proxy","admin_url":"http://127.0.0.1:6433","route":"app"}
 // (optional "admin_timeout_ms"); unknown or missing fields are InvalidArgument naming them.
 Result<std::unique_ptr<Router>> MakeProxyRouter(const nlohmann::json& cfg);
+
+// An admin URL the proxy router accepts: http:// or https://. The registry and
+// the CLI refuse any other at once rather than at the migration's hold.
+bool IsProxyAdminUrl(std::string_view url);
 
 }  // namespace pgshift
