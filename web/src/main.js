@@ -157,7 +157,7 @@ function mountDatabases(root) {
           h('td', h('strong', db.name)),
           h('td', db.team ?? ''),
           h('td', h('code', whereText(db))),
-          h('td', db.router ? `${db.router.type}${db.router.route ? ` → ${db.router.route}` : ''}` : ''),
+          h('td', db.router ? routerText(db.router) : ''),
           h('td', db.provider ?? ''),
           h('td', (db.tags || []).map((t) => h('span.tag', t))),
           h('td', fmtWindow(db.window)),
@@ -168,6 +168,16 @@ function mountDatabases(root) {
     );
   }, showError);
   return () => p.stop();
+}
+
+// "proxy → app", and for a route on several proxy instances how many there
+// are and how many could not be read.
+function routerText(r) {
+  const base = `${r.type}${r.route ? ` → ${r.route}` : ''}`;
+  const instances = r.instances || [];
+  if (instances.length < 2) return base;
+  const down = instances.filter((i) => !i.reachable).length;
+  return `${base} (${instances.length} instances${down ? `, ${down} unreachable` : ''})`;
 }
 
 function mountAudit(root) {
