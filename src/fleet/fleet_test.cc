@@ -3,7 +3,9 @@
 // the fake migration service.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "common/os.h"
@@ -184,6 +186,42 @@ TEST(FleetPlan, WavesBySizeSmallestFirstWithTheMeasuredSizes) {
   EXPECT_EQ(all->waves[3].name, "up to 10TB");
   EXPECT_EQ(BuildPlan(*req, TestRegistry()).status().code(), Code::kFailedPrecondition)
       << "no way to measure";
+}
+
+TEST(FleetPlan, SourcesAreMeasuredAtOnceUpToTheBound) {
+  // More databases than the bound; each measure waits until the bound's
+  // worth have started (or all have), so measures one at a time would see
+  // one in flight (and wait out the safety timeout).
+  constexpr int kDatabases = kSizeConcurrency + 3;
+  constexpr auto kSafety = std::chrono::seconds(10);
+  std::string yaml = "databases:\n";
+  for (int i = 0; i < kDatabases; ++i) {
+    yaml += "  d" + std::to_string(i) + ": {team: t, source: {host: h}}\n";
+  }
+  auto registry = inventory::Registry::Parse(yaml, "/etc/reg.yaml", nullptr);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::mutex mu;
+  std::condition_variable cv;
+  int started = 0, in_flight = 0, max_in_flight = 0;
+  const SizeOf sizes = [&](const inventory::DatabaseEntry& e) -> Result<int64_t> {
+    std::unique_lock lock(mu);
+    ++started;
+    max_in_flight = std::max(max_in_flight, ++in_flight);
+    cv.notify_all();
+    cv.wait_for(lock, kSafety, [&] { return started >= kSizeConcurrency; });
+    --in_flight;
+    if (e.name == "d1") return Unavailable("connection refused");
+    return int64_t{1} << 20;
+  };
+  auto plan = BuildPlan(*FleetRequest::FromJson({{"by", "size"}}), *registry, sizes);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(started, kDatabases);
+  EXPECT_EQ(max_in_flight, kSizeConcurrency);
+  ASSERT_EQ(plan->waves.size(), 1u);
+  EXPECT_EQ(plan->waves[0].databases.size(), kDatabases - 1u);
+  EXPECT_EQ(plan->unplanned, std::vector<std::string>{"d1"});
+  ASSERT_EQ(plan->notes.size(), 1u);
+  EXPECT_NE(plan->notes[0].find("d1: size unknown (connection refused)"), std::string::npos);
 }
 
 TEST(FleetPlan, MaintenanceWindows) {
