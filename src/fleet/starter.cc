@@ -34,10 +34,10 @@ Result<std::string> ByNameStarter::StartedWith(const std::string& key) {
 
 Result<json> ByNameStarter::Start(const std::string& database, const json& options,
                                   const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
   PGSHIFT_ASSIGN_OR_RETURN(std::string made, StartedWith(key));
   if (!made.empty()) return svc_.Get(made);
   PGSHIFT_ASSIGN_OR_RETURN(auto db, inventory_.Find(database, nullptr));
+  std::lock_guard<std::mutex> lock(mu_);
   // One live migration per database (the store checks it again in the
   // create's commit, for every pgshiftd), and no two targets on one port.
   PGSHIFT_ASSIGN_OR_RETURN(LiveView v, Live());
