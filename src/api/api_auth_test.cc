@@ -57,6 +57,7 @@ class ApiAuthTest : public ::testing::Test {
     auto store = SqliteStateStore::Open(":memory:");
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
+    svc_.link_store = store_.get();
     StartServer({});
   }
   void StartServer(TlsOptions tls) {

@@ -103,6 +103,7 @@ class OpenApiContract : public ::testing::Test {
     auto store = SqliteStateStore::Open(":memory:");
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
+    svc_.link_store = store_.get();
     starter_ = std::make_unique<fleet::ByNameStarter>(svc_, *inventory_, *store_);
     fleet_ =
         std::make_unique<fleet::FleetRunner>(svc_, *starter_, *store_, &inventory_->registry());

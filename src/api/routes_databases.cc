@@ -86,7 +86,7 @@ void Handlers::MigrateDatabase(Call& c) {
   Status allowed = auth::RequireActOn(c.caller, name, db->team(), "migrating database " + name);
   if (!allowed.ok()) return c.Fail(allowed);
 
-  auto created = starter_->Start(name, options);
+  auto created = starter_->Start(name, options, /*key=*/"");
   if (!created.ok()) return c.Fail(created.status());
   const std::string id = created->value("id", "");
   Record(c, "migration.create", name, id,

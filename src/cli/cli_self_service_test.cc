@@ -58,6 +58,7 @@ class SelfServiceCliTest : public ::testing::Test {
     auto store = SqliteStateStore::Open(":memory:");
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
+    svc_.link_store = store_.get();
     server_ = std::make_unique<api::ApiServer>(
         svc_, "127.0.0.1", 0,
         api::ApiOptions{.auth = auth_.get(), .inventory = inventory_.get(), .audit = store_.get()});

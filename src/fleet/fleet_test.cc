@@ -3,7 +3,9 @@
 // the fake migration service.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "common/os.h"
@@ -46,27 +48,22 @@ class ManualClock : public Clock {
   int64_t now = kSaturday0300Ms;
 };
 
-// Starts a migration in the fake named after the database.
+// Starts a migration in the fake named after the database, idempotent by
+// key as ByNameStarter is.
 class FakeStarter : public Starter {
  public:
   explicit FakeStarter(api::FakeMigrationService& svc) : svc_(svc) {}
-  Result<json> Start(const std::string& db, const json& options) override {
+  Result<json> Start(const std::string& db, const json& options, const std::string& key) override {
+    if (auto made = svc_.MigrationWithKey(key); !made.empty()) return svc_.Get(made);
     started.push_back(db);
     last_options = options;
     if (db == fail_start) return Unavailable("source of " + db + " is unreachable");
-    return svc_.Create({{"name", db}});
+    return svc_.CreateLinked({{"name", db}}, {.database = db, .key = key});
   }
-  Result<std::string> LiveMigrationOf(const std::string& db) override {
-    auto list = svc_.List();
-    for (const auto& m : *list) {
-      const std::string state = m.value("state", "");
-      if (m["name"] == db && state != "finalized" && state != "rolled_back") {
-        return m["id"].get<std::string>();
-      }
-    }
-    return std::string();
+  Result<std::string> StartedWith(const std::string& key) override {
+    return svc_.MigrationWithKey(key);
   }
-  std::vector<std::string> started;
+  std::vector<std::string> started;  // the starts that created a migration (or failed)
   json last_options;
   std::string fail_start;
 
@@ -189,6 +186,42 @@ TEST(FleetPlan, WavesBySizeSmallestFirstWithTheMeasuredSizes) {
   EXPECT_EQ(all->waves[3].name, "up to 10TB");
   EXPECT_EQ(BuildPlan(*req, TestRegistry()).status().code(), Code::kFailedPrecondition)
       << "no way to measure";
+}
+
+TEST(FleetPlan, SourcesAreMeasuredAtOnceUpToTheBound) {
+  // More databases than the bound; each measure waits until the bound's
+  // worth have started (or all have), so measures one at a time would see
+  // one in flight (and wait out the safety timeout).
+  constexpr int kDatabases = kSizeConcurrency + 3;
+  constexpr auto kSafety = std::chrono::seconds(10);
+  std::string yaml = "databases:\n";
+  for (int i = 0; i < kDatabases; ++i) {
+    yaml += "  d" + std::to_string(i) + ": {team: t, source: {host: h}}\n";
+  }
+  auto registry = inventory::Registry::Parse(yaml, "/etc/reg.yaml", nullptr);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::mutex mu;
+  std::condition_variable cv;
+  int started = 0, in_flight = 0, max_in_flight = 0;
+  const SizeOf sizes = [&](const inventory::DatabaseEntry& e) -> Result<int64_t> {
+    std::unique_lock lock(mu);
+    ++started;
+    max_in_flight = std::max(max_in_flight, ++in_flight);
+    cv.notify_all();
+    cv.wait_for(lock, kSafety, [&] { return started >= kSizeConcurrency; });
+    --in_flight;
+    if (e.name == "d1") return Unavailable("connection refused");
+    return int64_t{1} << 20;
+  };
+  auto plan = BuildPlan(*FleetRequest::FromJson({{"by", "size"}}), *registry, sizes);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(started, kDatabases);
+  EXPECT_EQ(max_in_flight, kSizeConcurrency);
+  ASSERT_EQ(plan->waves.size(), 1u);
+  EXPECT_EQ(plan->waves[0].databases.size(), kDatabases - 1u);
+  EXPECT_EQ(plan->unplanned, std::vector<std::string>{"d1"});
+  ASSERT_EQ(plan->notes.size(), 1u);
+  EXPECT_NE(plan->notes[0].find("d1: size unknown (connection refused)"), std::string::npos);
 }
 
 TEST(FleetPlan, MaintenanceWindows) {
@@ -445,24 +478,78 @@ TEST_F(FleetRunnerTest, ARunWhoseDriverDiedIsTakenOverAndItsDriverFencedOff) {
   EXPECT_EQ(Db(*got, "a2")["status"], "running");
 }
 
-TEST_F(FleetRunnerTest, AStartInterruptedByTheDriversDeathIsAdoptedNotRepeated) {
-  auto a = NewRunner({.owner = "pgshiftd-a", .lease_ttl_ms = 300});
-  auto run = a->Create({{"databases", {"b1"}}});
-  ASSERT_TRUE(run.ok());
-  const std::string id = (*run)["id"];
-  // a saved b1 as starting, created its migration and died before recording it.
-  auto rec = store_->GetFleetRun(id);
-  ASSERT_TRUE(rec.ok());
-  rec->doc["databases"][0]["status"] = "starting";
-  ASSERT_TRUE(store_->UpdateFleetRun(*rec, 0).ok());
-  ASSERT_TRUE(svc_.Create({{"name", "b1"}}).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+// A run whose driver saved `db` as starting, then died: the migration
+// `made` exists (created with the run's key in the same commit), or not.
+class InterruptedStartTest : public FleetRunnerTest {
+ protected:
+  std::string DieWhileStarting(const std::string& db, bool made) {
+    auto a = NewRunner({.owner = "pgshiftd-a", .lease_ttl_ms = kDeadLeaseMs});
+    auto run = a->Create({{"databases", {db}}});
+    EXPECT_TRUE(run.ok());
+    const std::string id = (*run)["id"];
+    auto rec = store_->GetFleetRun(id);
+    EXPECT_TRUE(rec.ok());
+    rec->doc["databases"][0]["status"] = "starting";
+    EXPECT_TRUE(store_->UpdateFleetRun(*rec, 0).ok());
+    if (made) {
+      migration_ = svc_.CreateLinked({{"name", db}}, {.database = db, .key = StartKey(id, db)})
+                       ->value("id", "");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(kDeadLeaseMs + 100));
+    return id;
+  }
+  static constexpr int64_t kDeadLeaseMs = 300;
+  std::string migration_;
+};
+
+TEST_F(InterruptedStartTest, AStartInterruptedByTheDriversDeathIsAdoptedNotRepeated) {
+  const std::string id = DieWhileStarting("b1", /*made=*/true);
   auto b = NewRunner({.owner = "pgshiftd-b"});
   b->Tick();
   EXPECT_TRUE(starter_.started.empty()) << "b1's migration exists: adopted";
   auto got = b->Get(id);
   EXPECT_EQ(Db(*got, "b1")["status"], "running");
-  EXPECT_FALSE(Db(*got, "b1")["migration_id"].get<std::string>().empty());
+  EXPECT_EQ(Db(*got, "b1")["migration_id"], migration_);
+  b->Tick();
+  EXPECT_TRUE(starter_.started.empty());
+  EXPECT_EQ(svc_.List()->size(), 1u) << "one migration of b1";
+}
+
+TEST_F(InterruptedStartTest, AMigrationThatEndedBeforeTheTakeoverIsRecordedNotRepeated) {
+  // Not live any more: a search among live migrations missed it and started
+  // the database again.
+  const std::string id = DieWhileStarting("b1", /*made=*/true);
+  Set("b1", "finalized", "finalized");
+  auto b = NewRunner({.owner = "pgshiftd-b"});
+  b->Tick();
+  b->Tick();
+  EXPECT_TRUE(starter_.started.empty());
+  auto got = b->Get(id);
+  EXPECT_EQ(Db(*got, "b1")["status"], "succeeded");
+  EXPECT_EQ(Db(*got, "b1")["migration_id"], migration_);
+  EXPECT_EQ((*got)["status"], "completed");
+  EXPECT_EQ(svc_.List()->size(), 1u);
+}
+
+TEST_F(InterruptedStartTest, AStartThatNeverHappenedIsMadeOnce) {
+  const std::string id = DieWhileStarting("b1", /*made=*/false);
+  auto b = NewRunner({.owner = "pgshiftd-b"});
+  b->Tick();
+  EXPECT_EQ(starter_.started, std::vector<std::string>{"b1"});
+  b->Tick();
+  EXPECT_EQ(starter_.started, std::vector<std::string>{"b1"});
+  EXPECT_EQ(Db(*b->Get(id), "b1")["status"], "running");
+  EXPECT_EQ(svc_.List()->size(), 1u);
+}
+
+TEST_F(InterruptedStartTest, APausedRunRecordsAMadeStartButMakesNone) {
+  const std::string made = DieWhileStarting("b1", /*made=*/true);
+  auto b = NewRunner({.owner = "pgshiftd-b"});
+  ASSERT_TRUE(b->Load().ok());
+  ASSERT_TRUE(b->Pause(made).ok());
+  b->Tick();
+  EXPECT_EQ(Db(*b->Get(made), "b1")["status"], "running");
+  EXPECT_TRUE(starter_.started.empty());
 }
 
 TEST_F(FleetRunnerTest, APauseMadeOnAnotherPgshiftdIsAppliedByTheDriver) {

@@ -1,9 +1,11 @@
 #include "fleet/plan.h"
 
 #include <algorithm>
+#include <atomic>
 #include <ctime>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "fleet/tz.h"
 
@@ -177,6 +179,22 @@ Result<FleetPlan> FleetPlan::FromJson(const json& j) {
 
 namespace {
 
+// The size of each of `selected`, measured kSizeConcurrency at a time.
+std::vector<Result<int64_t>> MeasureAll(
+    const std::vector<const inventory::DatabaseEntry*>& selected, const SizeOf& sizes) {
+  std::vector<Result<int64_t>> out(selected.size(), Internal("not measured"));
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  const size_t threads = std::min<size_t>(kSizeConcurrency, selected.size());
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (size_t i = next++; i < selected.size(); i = next++) out[i] = sizes(*selected[i]);
+    });
+  }
+  for (auto& t : pool) t.join();
+  return out;
+}
+
 // Waves by size: each database measured, under the first bound not below it.
 Status PlanBySize(const std::vector<const inventory::DatabaseEntry*>& selected, const SizeOf& sizes,
                   FleetPlan* plan) {
@@ -192,8 +210,10 @@ Status PlanBySize(const std::vector<const inventory::DatabaseEntry*>& selected, 
   std::sort(bounds.begin(), bounds.end());
   bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
   for (int64_t b : bounds) plan->waves.push_back({"up to " + FormatSize(b), {}});
-  for (const auto* e : selected) {
-    auto size = sizes(*e);
+  const std::vector<Result<int64_t>> measured = MeasureAll(selected, sizes);
+  for (size_t i = 0; i < selected.size(); ++i) {
+    const inventory::DatabaseEntry* e = selected[i];
+    const Result<int64_t>& size = measured[i];
     if (!size.ok()) {
       plan->unplanned.push_back(e->name);
       plan->notes.push_back(e->name + ": size unknown (" + size.status().message() + ")");

@@ -47,7 +47,12 @@ inline constexpr int kMaxConcurrencyLimit = 256;
 inline constexpr const char* kDefaultSizeBounds[] = {"1GB", "10GB", "100GB", "1TB", "10TB"};
 
 // A database's size in bytes (by size); an error when it cannot be measured.
+// Called for several databases at once (must be thread-safe).
 using SizeOf = std::function<Result<int64_t>(const inventory::DatabaseEntry&)>;
+// Sources measured at once by a plan by size: a source that does not answer
+// costs its connect timeout (size.h), and one at a time a plan over many
+// unreachable sources took minutes.
+inline constexpr int kSizeConcurrency = 8;
 
 // "512MB", "10GB", "1.5TB", "100kB" or plain bytes; units of 1024 as in
 // PostgreSQL's pg_size_pretty. InvalidArgument otherwise.

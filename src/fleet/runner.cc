@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/faults.h"
 #include "fleet/report.h"
 #include "model/phase.h"
 #include "model/state.h"
@@ -318,8 +319,11 @@ void FleetRunner::Poll(const std::string& id) {
   if (SaveLocked(id, next).ok()) runs_.at(id).run = next;
 }
 
+std::string StartKey(const std::string& run_id, const std::string& database) {
+  return run_id + "/" + database;
+}
+
 void FleetRunner::StartNext(const std::string& id) {
-  std::vector<size_t> picked;
   json options;
   {
     std::lock_guard lock(mu_);
@@ -344,37 +348,47 @@ void FleetRunner::StartNext(const std::string& id) {
           if (d.wave != wave || d.status != DbStatus::kPending) continue;
           d.status = DbStatus::kStarting;
           d.started_ms = clock_.NowMs();
-          picked.push_back(i);
           --room;
         }
       }
-      options = Options(req);
     }
+    options = Options(next.plan.request);
     if (!SaveLocked(id, next).ok()) return;
     runs_.at(id).run = next;
   }
-  for (size_t i : picked) {
+  // Every database starting: those just picked, and those a dead driver
+  // (or a save that failed) left starting, whose migration may exist.
+  for (size_t i : Starting(id)) {
     std::string name;
+    bool running;
     {
       std::lock_guard lock(mu_);
-      FleetRun& run = runs_.at(id).run;
-      if (run.status != RunStatus::kRunning) {
-        // Stopped (an earlier start failed) or paused meanwhile: not started.
-        FleetRun next = run;
-        next.dbs[i].status = DbStatus::kPending;
-        next.dbs[i].started_ms = 0;
-        if (SaveLocked(id, next).ok()) run = next;
-        continue;
-      }
+      const FleetRun& run = runs_.at(id).run;
       name = run.dbs[i].name;
+      // Stopped (an earlier start failed) or paused meanwhile: only a
+      // migration made already is recorded, none is created.
+      running = run.status == RunStatus::kRunning;
     }
-    auto created = starter_.Start(name, options);
+    const std::string key = StartKey(id, name);
+    Result<json> created = json::object();
+    if (running) {
+      created = starter_.Start(name, options, key);
+      // The crash this key is for: made, not yet recorded in the run.
+      if (created.ok()) (void)FaultPoint("fleet_started_unrecorded");
+    } else {
+      auto made = starter_.StartedWith(key);
+      if (!made.ok()) continue;  // asked again next tick
+      if (!made->empty()) created = json{{"id", *made}};
+    }
     std::lock_guard lock(mu_);
     FleetRun next = runs_.at(id).run;
     DbRun& d = next.dbs[i];
-    if (created.ok()) {
+    if (created.ok() && created->contains("id")) {
       d.status = DbStatus::kRunning;
       d.migration_id = created->value("id", "");
+    } else if (created.ok()) {
+      d.status = DbStatus::kPending;
+      d.started_ms = 0;
     } else {
       d.status = DbStatus::kFailed;
       d.error = "not started: " + created.status().message();
@@ -383,6 +397,16 @@ void FleetRunner::StartNext(const std::string& id) {
     Settle(next);
     if (SaveLocked(id, next).ok()) runs_.at(id).run = next;
   }
+}
+
+std::vector<size_t> FleetRunner::Starting(const std::string& id) {
+  std::lock_guard lock(mu_);
+  std::vector<size_t> out;
+  const FleetRun& run = runs_.at(id).run;
+  for (size_t i = 0; i < run.dbs.size(); ++i) {
+    if (run.dbs[i].status == DbStatus::kStarting) out.push_back(i);
+  }
+  return out;
 }
 
 }  // namespace pgshift::fleet

@@ -47,6 +47,10 @@ inline constexpr int64_t kDefaultFleetPollMs = 1000;
 inline constexpr const char* kPauseRequest = "pause";
 inline constexpr const char* kResumeRequest = "resume";
 
+// The idempotency key of the start of `database` in fleet run `run_id`
+// (Starter::Start): a driver that takes the run over asks with the same key.
+std::string StartKey(const std::string& run_id, const std::string& database);
+
 struct FleetRunnerOptions {
   // This pgshiftd's name in the runs' leases (the engine's owner id).
   std::string owner = DefaultOwnerId();
@@ -117,8 +121,11 @@ class FleetRunner {
   // Reads the run's live migrations, requests the cutovers that may go and
   // applies the stop rule.
   void Poll(const std::string& id);
-  // Starts what the limits allow in the current wave.
+  // Starts what the limits allow in the current wave, and settles every
+  // database left starting (StartKey makes a repeated start idempotent).
   void StartNext(const std::string& id);
+  // The databases of driven run `id` in status starting.
+  std::vector<size_t> Starting(const std::string& id);
   // Recomputes the run's status from its databases (under mu_).
   void Settle(FleetRun& run);
   // Saves `run` as the driven run `id` under its lease (under mu_); a lost

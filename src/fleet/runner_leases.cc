@@ -130,18 +130,8 @@ Status FleetRunner::TakeOver() {
 }
 
 void FleetRunner::Adopt(FleetRun run, const Lease& lease, int64_t asked_at_ms) {
-  // A create interrupted by the death of the last driver: the migration may
-  // exist already (it is adopted then), or is created again.
-  for (auto& d : run.dbs) {
-    if (d.status != DbStatus::kStarting) continue;
-    auto live = starter_.LiveMigrationOf(d.name);
-    if (live.ok() && !live->empty()) {
-      d.status = DbStatus::kRunning;
-      d.migration_id = *live;
-    } else {
-      d.status = DbStatus::kPending;
-    }
-  }
+  // A database left starting by the last driver keeps that status: the
+  // next StartNext finds the migration made with its key, or makes it.
   std::lock_guard lock(mu_);
   const std::string id = run.id;
   runs_[id] = Held{.run = std::move(run),

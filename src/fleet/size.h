@@ -10,7 +10,8 @@
 
 namespace pgshift::fleet {
 
-// A bounded connect: a fleet plan measures every source in turn.
+// A bounded connect: a source that does not answer delays a plan by size
+// by this much (sources are measured kSizeConcurrency at a time, plan.h).
 inline constexpr int kSizeConnectTimeoutS = 5;
 
 Result<int64_t> MeasureClusterSize(const std::string& conninfo);

@@ -28,27 +28,24 @@ Result<ByNameStarter::LiveView> ByNameStarter::Live() {
   return v;
 }
 
-Result<std::string> ByNameStarter::LiveMigrationOf(const std::string& database) {
-  PGSHIFT_ASSIGN_OR_RETURN(LiveView v, Live());
-  for (const auto& m : v.live) {
-    const std::string id = m.value("id", "");
-    if (auto it = v.links.find(id); it != v.links.end() && it->second == database) return id;
-  }
-  return std::string();
+Result<std::string> ByNameStarter::StartedWith(const std::string& key) {
+  return audit_.MigrationWithKey(key);
 }
 
-Result<json> ByNameStarter::Start(const std::string& database, const json& options) {
+Result<json> ByNameStarter::Start(const std::string& database, const json& options,
+                                  const std::string& key) {
+  PGSHIFT_ASSIGN_OR_RETURN(std::string made, StartedWith(key));
+  if (!made.empty()) return svc_.Get(made);
   PGSHIFT_ASSIGN_OR_RETURN(auto db, inventory_.Find(database, nullptr));
-  // One live migration per database, and no two targets on one port.
   std::lock_guard<std::mutex> lock(mu_);
+  // One live migration per database (the store checks it again in the
+  // create's commit, for every pgshiftd), and no two targets on one port.
   PGSHIFT_ASSIGN_OR_RETURN(LiveView v, Live());
   std::set<int> ports;
   for (const auto& m : v.live) {
     const std::string id = m.value("id", "");
     if (auto it = v.links.find(id); it != v.links.end() && it->second == database) {
-      return AlreadyExists("database " + database + " is already being migrated by " + id +
-                           " (phase " + m.value("phase", "") + ", state " + m.value("state", "") +
-                           "); finalize or roll it back before starting another");
+      return AlreadyMigrating(database, id, m.value("phase", ""), m.value("state", ""));
     }
     const json spec = m.value("spec", json::object());
     if (spec.contains("target") && spec["target"].is_object()) {
@@ -56,10 +53,12 @@ Result<json> ByNameStarter::Start(const std::string& database, const json& optio
     }
   }
   PGSHIFT_ASSIGN_OR_RETURN(json spec, inventory_.BuildSpec(db, options, ports));
-  PGSHIFT_ASSIGN_OR_RETURN(json created, svc_.Create(spec));
-  const std::string id = created.value("id", "");
-  Status linked = audit_.LinkDatabase(id, database);
-  if (!linked.ok()) return linked.Wrap("migration " + id + " was created but not linked");
+  auto created = svc_.CreateLinked(spec, {.database = database, .key = key});
+  if (created.status().code() == Code::kAlreadyExists && !key.empty()) {
+    // Made with this key meanwhile (by a driver thought dead): that one.
+    PGSHIFT_ASSIGN_OR_RETURN(made, StartedWith(key));
+    if (!made.empty()) return svc_.Get(made);
+  }
   return created;
 }
 

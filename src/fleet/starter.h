@@ -1,6 +1,7 @@
 // ByNameStarter: creates the migration of one inventory database by name —
 // the spec from the registry, a target port no live migration uses, and the
-// link migration → database in the audit store. The API's
+// link migration → database, written with the migration (store/state_store.h
+// MigrationLink). The API's
 // POST /v1/databases/{name}/migrations and the fleet runner both start
 // migrations through it, so both keep "one live migration per database".
 // Authorization is the caller's job. Thread-safe: creates are serialized.
@@ -22,15 +23,15 @@ class Starter {
  public:
   virtual ~Starter() = default;
   // The created migration (the service's JSON). AlreadyExists when the
-  // database has a live migration.
-  virtual Result<nlohmann::json> Start(const std::string& database,
-                                       const nlohmann::json& options) = 0;
-  // The id of the database's live migration, "" when none (a fleet run taken
-  // over finds what its dead driver started but did not record).
-  virtual Result<std::string> LiveMigrationOf(const std::string& database) {
-    (void)database;
-    return std::string();
-  }
+  // database has a live migration. `key` is an idempotency key ("" for
+  // none), recorded in the commit that creates the migration: a start with
+  // a key used before creates nothing and returns the migration made with
+  // it, whatever its phase.
+  virtual Result<nlohmann::json> Start(const std::string& database, const nlohmann::json& options,
+                                       const std::string& key) = 0;
+  // The id of the migration started with `key`, "" when none was (a fleet
+  // run taken over asks about a start its dead driver may have made).
+  virtual Result<std::string> StartedWith(const std::string& key) = 0;
 };
 
 class ByNameStarter : public Starter {
@@ -38,8 +39,9 @@ class ByNameStarter : public Starter {
   // Every argument must outlive the starter.
   ByNameStarter(MigrationService& svc, const inventory::Inventory& inventory, AuditStore& audit)
       : svc_(svc), inventory_(inventory), audit_(audit) {}
-  Result<nlohmann::json> Start(const std::string& database, const nlohmann::json& options) override;
-  Result<std::string> LiveMigrationOf(const std::string& database) override;
+  Result<nlohmann::json> Start(const std::string& database, const nlohmann::json& options,
+                               const std::string& key) override;
+  Result<std::string> StartedWith(const std::string& key) override;
 
  private:
   // The live migrations (the service's JSON) and the links to databases.

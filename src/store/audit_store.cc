@@ -1,5 +1,6 @@
 // SqliteStateStore's AuditStore half: the audit table and the
-// migration → database links (schema in state_store.cc).
+// migration → database links with their idempotency keys (schema in
+// state_store.cc).
 #include "store/sqlite_stmt.h"
 #include "store/state_store.h"
 
@@ -46,6 +47,50 @@ Status SqliteStateStore::LinkDatabase(const std::string& migration_id,
   s.Bind(1, migration_id);
   s.Bind(2, database);
   return s.Run();
+}
+
+Status SqliteStateStore::LinkLocked(const std::string& id, const MigrationLink& link) {
+  if (link.database.empty() && link.key.empty()) return Status::OK();
+  if (!link.key.empty()) {
+    Stmt used(db_, "SELECT migration_id FROM migration_databases WHERE start_key=?1");
+    PGSHIFT_RETURN_IF_ERROR(used.status());
+    used.Bind(1, link.key);
+    if (used.Step() == SQLITE_ROW) {
+      return AlreadyExists("migration " + used.Text(0) + " was created with key " + link.key);
+    }
+  }
+  if (!link.database.empty()) {
+    // Inside the insert's BEGIN IMMEDIATE: no other writer between the
+    // check and the link.
+    Stmt live(db_, "SELECT id, phase, state FROM migrations " + LiveMigrationsWhere() +
+                       " AND id != ?2 AND id IN (SELECT migration_id FROM migration_databases "
+                       "WHERE database=?1)");
+    PGSHIFT_RETURN_IF_ERROR(live.status());
+    live.Bind(1, link.database);
+    live.Bind(2, id);
+    if (live.Step() == SQLITE_ROW) {
+      return AlreadyMigrating(link.database, live.Text(0), live.Text(1), live.Text(2));
+    }
+  }
+  Stmt s(db_,
+         "INSERT INTO migration_databases (migration_id, database, start_key) VALUES (?1,?2,?3)");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  s.Bind(2, link.database);
+  s.Bind(3, link.key);
+  return s.Run();
+}
+
+Result<std::string> SqliteStateStore::MigrationWithKey(const std::string& key) {
+  if (key.empty()) return std::string();
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, "SELECT migration_id FROM migration_databases WHERE start_key=?1");
+  PGSHIFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, key);
+  const int rc = s.Step();
+  if (rc == SQLITE_ROW) return s.Text(0);
+  if (rc != SQLITE_DONE) return Internal(std::string("state store: ") + sqlite3_errmsg(db_));
+  return std::string();
 }
 
 Result<std::map<std::string, std::string>> SqliteStateStore::MigrationDatabases() {

@@ -177,6 +177,7 @@ INSERT INTO events (migration_id, at, phase, kind, message) VALUES ('m-old', 1, 
     ASSERT_EQ(events->size(), 1u + open);
     EXPECT_EQ((*events)[0].owner, "");
     EXPECT_TRUE((*store)->ListFleetRuns().ok()) << "the fleet runs' table was added";
+    EXPECT_TRUE((*store)->MigrationWithKey("f-1/app").ok()) << "the links gained their keys";
     auto l = (*store)->AcquireLease("m-old", "host:1", 60000);
     ASSERT_TRUE(l.ok()) << l.status().ToString();
     m->lease = *l;

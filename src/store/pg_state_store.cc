@@ -86,6 +86,15 @@ CREATE TABLE pgshift.fleet_runs (
   lease_expires bigint NOT NULL DEFAULT 0
 );
 )sql",
+    // 3: idempotency keys of creates (MigrationLink), links by database.
+    R"sql(
+ALTER TABLE pgshift.migration_databases ADD COLUMN IF NOT EXISTS start_key text NOT NULL
+  DEFAULT '';
+CREATE UNIQUE INDEX IF NOT EXISTS migration_databases_by_key
+  ON pgshift.migration_databases (start_key) WHERE start_key <> '';
+CREATE INDEX IF NOT EXISTS migration_databases_by_database
+  ON pgshift.migration_databases (database);
+)sql",
 };
 
 constexpr int64_t kConnectBackoffBaseMs = 100;
@@ -206,8 +215,10 @@ Status PgStateStore::Migrate() {
   });
 }
 
-Status PgStateStore::Insert(const MigrationRecord& m) {
-  return WithConn([&](PgConn& c) -> Status {
+Status PgStateStore::Insert(const MigrationRecord& m) { return InsertLinked(m, {}); }
+
+Status PgStateStore::InsertLinked(const MigrationRecord& m, const MigrationLink& link) {
+  return Transaction([&](PgConn& c) -> Status {
     PGSHIFT_ASSIGN_OR_RETURN(
         Rows r, c.Query("INSERT INTO pgshift.migrations (id, name, spec, phase, state, progress, "
                         "result, findings, error, created_at, updated_at) VALUES "
@@ -215,7 +226,7 @@ Status PgStateStore::Insert(const MigrationRecord& m) {
                         "RETURNING id",
                         RecordParams(m)));
     if (r.empty()) return AlreadyExists("a migration with id '" + m.id + "' already exists");
-    return Status::OK();
+    return LinkOn(c, m.id, link);
   });
 }
 
@@ -383,58 +394,6 @@ Result<std::vector<MigrationEvent>> PgStateStore::Events(const std::string& id) 
           out.push_back({r.Int(i, "seq"), r.Int(i, "at"), r.Str(i, "phase"), r.Str(i, "kind"),
                          r.Str(i, "message"), r.Str(i, "owner")});
         }
-        return Status::OK();
-      },
-      /*read_only=*/true));
-  return out;
-}
-
-Status PgStateStore::AppendAudit(const AuditEntry& e) {
-  return WithConn([&](PgConn& c) {
-    return c.Exec(
-        "INSERT INTO pgshift.audit (at, identity, action, database, migration, detail) VALUES "
-        "($1,$2,$3,$4,$5,$6)",
-        {Str(e.at_ms), e.identity, e.action, e.database, e.migration, e.detail});
-  });
-}
-
-Result<std::vector<AuditEntry>> PgStateStore::ListAudit(int64_t limit) {
-  std::vector<AuditEntry> out;
-  PGSHIFT_RETURN_IF_ERROR(WithConn(
-      [&](PgConn& c) -> Status {
-        PGSHIFT_ASSIGN_OR_RETURN(
-            Rows r, c.Query("SELECT * FROM (SELECT seq, at, identity, action, database, "
-                            "migration, detail FROM pgshift.audit ORDER BY seq DESC LIMIT $1) n "
-                            "ORDER BY seq",
-                            {Str(limit)}));
-        out.clear();
-        for (size_t i = 0; i < r.size(); ++i) {
-          out.push_back({r.Int(i, "seq"), r.Int(i, "at"), r.Str(i, "identity"), r.Str(i, "action"),
-                         r.Str(i, "database"), r.Str(i, "migration"), r.Str(i, "detail")});
-        }
-        return Status::OK();
-      },
-      /*read_only=*/true));
-  return out;
-}
-
-Status PgStateStore::LinkDatabase(const std::string& migration_id, const std::string& database) {
-  return WithConn([&](PgConn& c) {
-    return c.Exec(
-        "INSERT INTO pgshift.migration_databases (migration_id, database) VALUES ($1,$2) "
-        "ON CONFLICT (migration_id) DO UPDATE SET database = EXCLUDED.database",
-        {migration_id, database});
-  });
-}
-
-Result<std::map<std::string, std::string>> PgStateStore::MigrationDatabases() {
-  std::map<std::string, std::string> out;
-  PGSHIFT_RETURN_IF_ERROR(WithConn(
-      [&](PgConn& c) -> Status {
-        PGSHIFT_ASSIGN_OR_RETURN(
-            Rows r, c.Query("SELECT migration_id, database FROM pgshift.migration_databases"));
-        out.clear();
-        for (size_t i = 0; i < r.size(); ++i) out[r.Str(i, "migration_id")] = r.Str(i, "database");
         return Status::OK();
       },
       /*read_only=*/true));

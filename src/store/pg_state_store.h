@@ -42,6 +42,7 @@ class PgStateStore : public Store {
   ~PgStateStore() override = default;
 
   Status Insert(const MigrationRecord& m) override;
+  Status InsertLinked(const MigrationRecord& m, const MigrationLink& link) override;
   Status Update(const MigrationRecord& m) override;
   Result<MigrationRecord> Get(const std::string& id) override;
   Result<std::vector<MigrationRecord>> List() override;
@@ -57,10 +58,12 @@ class PgStateStore : public Store {
   Result<Lease> RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) override;
   Status ReleaseLease(const std::string& id, const Lease& held) override;
 
+  // pg_audit_store.cc
   Status AppendAudit(const AuditEntry& e) override;
   Result<std::vector<AuditEntry>> ListAudit(int64_t limit) override;
   Status LinkDatabase(const std::string& migration_id, const std::string& database) override;
   Result<std::map<std::string, std::string>> MigrationDatabases() override;
+  Result<std::string> MigrationWithKey(const std::string& key) override;
 
   // pg_state_store_fleet.cc
   Status InsertFleetRun(const FleetRunRecord& r) override;
@@ -85,6 +88,10 @@ class PgStateStore : public Store {
   void Give(std::unique_ptr<PgConn> c);
   Status Migrate();
   Status UpdateOn(PgConn& c, const MigrationRecord& m);
+  // Inside an insert's transaction: refuses `link` (AlreadyExists) when its
+  // key was used or its database has a live migration, then records it for
+  // migration `id` (pg_audit_store.cc).
+  Status LinkOn(PgConn& c, const std::string& id, const MigrationLink& link);
   // NotFound, or LeaseLost when the stored token is not `token`.
   Status WhyNotWritten(PgConn& c, const std::string& id, int64_t token);
   Result<std::vector<MigrationRecord>> Select(const std::string& where,

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "store/fleet_run_store_test_util.h"
+#include "store/state_store_test_util.h"
 #include "testing/pg_harness.h"
 
 namespace pgshift {
@@ -15,17 +16,7 @@ namespace {
 
 using json = nlohmann::json;
 
-MigrationRecord Sample(const std::string& id) {
-  MigrationRecord m;
-  m.id = id;
-  m.name = "app";
-  m.spec = {{"name", "app"}};
-  m.phase = "sync";
-  m.state = "running";
-  m.created_at_ms = 1;
-  m.updated_at_ms = 2;
-  return m;
-}
+using testing::Sample;
 
 class PgStateStoreTest : public ::testing::Test {
  protected:
@@ -64,7 +55,7 @@ TEST_F(PgStateStoreTest, ConcurrentOpenersCreateTheSchemaOnce) {
   EXPECT_EQ(ok, 4);
   auto v = cluster_->Psql("select string_agg(version::text, ',') from pgshift.schema_version");
   ASSERT_TRUE(v.ok());
-  EXPECT_EQ(*v, "2\n");
+  EXPECT_EQ(*v, "3\n");
 }
 
 TEST_F(PgStateStoreTest, RecordsQueuesEventsAndAuditRoundTrip) {
@@ -191,17 +182,63 @@ TEST_F(PgStateStoreTest, TwoStoresShareFleetRunsLeasedAndFenced) {
   testing::ExpectFleetRunStoreContract(*a, *b);
 }
 
-TEST_F(PgStateStoreTest, AStoreOfTheFirstVersionGainsFleetRuns) {
-  // Version 1 as an older pgshiftd left it: migrations, no fleet runs.
+TEST_F(PgStateStoreTest, AStoreOfTheFirstVersionGainsFleetRunsAndStartKeys) {
+  // Version 1 as an older pgshiftd left it: migrations, no fleet runs, links
+  // without keys.
   ASSERT_TRUE(Open());
   ASSERT_TRUE(cluster_
-                  ->Psql("drop table pgshift.fleet_runs; update pgshift.schema_version set "
-                         "version = 1")
+                  ->Psql("drop table pgshift.fleet_runs; drop index "
+                         "pgshift.migration_databases_by_key, "
+                         "pgshift.migration_databases_by_database; alter table "
+                         "pgshift.migration_databases drop column start_key; update "
+                         "pgshift.schema_version set version = 1")
                   .ok());
   auto s = Open();
   ASSERT_TRUE(s);
   EXPECT_TRUE(s->InsertFleetRun({.id = "f-1", .created_at_ms = 1}).ok());
-  EXPECT_EQ(*cluster_->Psql("select version from pgshift.schema_version"), "2\n");
+  EXPECT_TRUE(s->InsertLinked(Sample("m-1"), {.database = "app", .key = "f-1/app"}).ok());
+  EXPECT_EQ(*cluster_->Psql("select version from pgshift.schema_version"), "3\n");
+}
+
+TEST_F(PgStateStoreTest, TwoStoresShareLinkedInserts) {
+  auto a = Open();
+  auto b = Open();  // another pgshiftd's
+  ASSERT_TRUE(a && b);
+  testing::ExpectLinkedInsertContract(*a, *b);
+}
+
+// Inserts racing from two pgshiftd: the check and the link are one commit
+// under a lock per database, so exactly one start of a database wins,
+// whether the racers share a key (a driver thought dead and its successor)
+// or not (two operators).
+TEST_F(PgStateStoreTest, RacingLinkedInsertsOfOneDatabaseLeaveOne) {
+  auto a = Open();
+  auto b = Open();
+  ASSERT_TRUE(a && b);
+  constexpr int kRacers = 8;
+  for (const bool same_key : {true, false}) {
+    const std::string db = same_key ? "app" : "billing";
+    std::atomic<int> won{0}, refused{0};
+    std::vector<std::thread> racers;
+    for (int i = 0; i < kRacers; ++i) {
+      racers.emplace_back([&, i] {
+        Store& s = i % 2 ? static_cast<Store&>(*a) : *b;
+        const std::string key = same_key ? "f-1/" + db : "k-" + std::to_string(i);
+        Status st = s.InsertLinked(Sample(db + "-" + std::to_string(i)), {db, key});
+        if (st.ok()) ++won;
+        if (st.code() == Code::kAlreadyExists) ++refused;
+      });
+    }
+    for (auto& t : racers) t.join();
+    EXPECT_EQ(won, 1) << db;
+    EXPECT_EQ(refused, kRacers - 1) << db;
+    auto links = a->MigrationDatabases();
+    ASSERT_TRUE(links.ok()) << links.status().ToString();
+    int linked = 0;
+    for (const auto& [id, linked_db] : *links) linked += linked_db == db;
+    EXPECT_EQ(linked, 1) << db;
+    EXPECT_EQ(a->List()->size(), same_key ? 1u : 2u) << "the refused inserts left nothing";
+  }
 }
 
 TEST_F(PgStateStoreTest, AnUnreachableStoreIsUnavailableAfterTheRetries) {

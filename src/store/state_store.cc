@@ -23,6 +23,13 @@ std::string LiveMigrationsWhere() {
   return "WHERE phase NOT IN (" + terminal + ")";
 }
 
+Status AlreadyMigrating(const std::string& database, const std::string& id,
+                        const std::string& phase, const std::string& state) {
+  return AlreadyExists("database " + database + " is already being migrated by " + id + " (phase " +
+                       phase + ", state " + state +
+                       "); finalize or roll it back before starting another");
+}
+
 Result<std::vector<MigrationRecord>> StateStore::ListLive() {
   PGSHIFT_ASSIGN_OR_RETURN(auto all, List());
   std::vector<MigrationRecord> live;
@@ -112,6 +119,13 @@ CREATE TABLE fleet_runs (
   lease_token INTEGER NOT NULL DEFAULT 0,
   lease_expires INTEGER NOT NULL DEFAULT 0
 );
+)sql",
+    // 4: idempotency keys of creates (MigrationLink), links by database.
+    R"sql(
+ALTER TABLE migration_databases ADD COLUMN start_key TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX migration_databases_by_key ON migration_databases(start_key)
+  WHERE start_key != '';
+CREATE INDEX migration_databases_by_database ON migration_databases(database);
 )sql",
 };
 
@@ -253,17 +267,21 @@ void BindRecord(Stmt& s, const MigrationRecord& m) {
 
 }  // namespace
 
-Status SqliteStateStore::Insert(const MigrationRecord& m) {
+Status SqliteStateStore::Insert(const MigrationRecord& m) { return InsertLinked(m, {}); }
+
+Status SqliteStateStore::InsertLinked(const MigrationRecord& m, const MigrationLink& link) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_,
-         "INSERT INTO migrations (id, name, spec, phase, state, progress, result, findings, "
-         "error, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
-  PGSHIFT_RETURN_IF_ERROR(s.status());
-  BindRecord(s, m);
-  if (s.Step() != SQLITE_DONE) {
-    return AlreadyExists("a migration with id '" + m.id + "' already exists");
-  }
-  return Status::OK();
+  return TransactionLocked([&]() -> Status {
+    Stmt s(db_,
+           "INSERT INTO migrations (id, name, spec, phase, state, progress, result, findings, "
+           "error, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
+    PGSHIFT_RETURN_IF_ERROR(s.status());
+    BindRecord(s, m);
+    if (s.Step() != SQLITE_DONE) {
+      return AlreadyExists("a migration with id '" + m.id + "' already exists");
+    }
+    return LinkLocked(m.id, link);
+  });
 }
 
 Status SqliteStateStore::Update(const MigrationRecord& m) {
@@ -286,89 +304,6 @@ Status SqliteStateStore::UpdateLocked(const MigrationRecord& m) {
     return NotFound("no migration with id '" + m.id + "'");
   }
   return Status::OK();
-}
-
-Result<Lease> SqliteStateStore::LeaseLocked(const LeaseTable& t, const std::string& id) {
-  Stmt s(db_, std::string("SELECT lease_owner, lease_token, lease_expires FROM ") + t.table +
-                  " WHERE id=?1");
-  PGSHIFT_RETURN_IF_ERROR(s.status());
-  s.Bind(1, id);
-  if (s.Step() != SQLITE_ROW)
-    return NotFound(std::string("no ") + t.noun + " with id '" + id + "'");
-  return Lease{s.Text(0), s.Int(1), s.Int(2)};
-}
-
-Status SqliteStateStore::CheckFenceLocked(const std::string& id, int64_t token) {
-  if (token == kNoFence) return Status::OK();
-  PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(kMigrationLeases, id));
-  if (stored.token != token) return LeaseLost(id, stored, token);
-  return Status::OK();
-}
-
-Status SqliteStateStore::WriteLeaseLocked(const LeaseTable& t, const std::string& id,
-                                          const Lease& l) {
-  Stmt s(db_, std::string("UPDATE ") + t.table +
-                  " SET lease_owner=?2, lease_token=?3, lease_expires=?4 WHERE id=?1");
-  PGSHIFT_RETURN_IF_ERROR(s.status());
-  s.Bind(1, id);
-  s.Bind(2, l.owner);
-  s.Bind(3, l.token);
-  s.Bind(4, l.expires_at_ms);
-  return s.Run();
-}
-
-Result<Lease> SqliteStateStore::AcquireIn(const LeaseTable& t, const std::string& id,
-                                          const std::string& owner, int64_t ttl_ms) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Lease next;
-  PGSHIFT_RETURN_IF_ERROR(TransactionLocked([&]() -> Status {
-    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(t, id));
-    // The file lock proves the process that took a lease not through this
-    // store gone: its lease is free.
-    if (!live_owners_.count(stored.owner)) stored.expires_at_ms = 0;
-    PGSHIFT_ASSIGN_OR_RETURN(next, NextLease(stored, owner, DefaultClock().NowMs(), ttl_ms));
-    return WriteLeaseLocked(t, id, next);
-  }));
-  live_owners_.insert(owner);
-  return next;
-}
-
-Result<Lease> SqliteStateStore::RenewIn(const LeaseTable& t, const std::string& id,
-                                        const Lease& held, int64_t ttl_ms) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Lease next;
-  PGSHIFT_RETURN_IF_ERROR(TransactionLocked([&]() -> Status {
-    PGSHIFT_ASSIGN_OR_RETURN(Lease stored, LeaseLocked(t, id));
-    auto renewed = RenewedLease(stored, held, DefaultClock().NowMs(), ttl_ms);
-    if (!renewed.ok()) return LeaseLost(id, stored, held.token, t.noun);
-    next = *renewed;
-    return WriteLeaseLocked(t, id, next);
-  }));
-  return next;
-}
-
-Status SqliteStateStore::ReleaseIn(const LeaseTable& t, const std::string& id, const Lease& held) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_,
-         std::string("UPDATE ") + t.table + " SET lease_expires=0 WHERE id=?1 AND lease_token=?2");
-  PGSHIFT_RETURN_IF_ERROR(s.status());
-  s.Bind(1, id);
-  s.Bind(2, held.token);
-  return s.Run();
-}
-
-Result<Lease> SqliteStateStore::AcquireLease(const std::string& id, const std::string& owner,
-                                             int64_t ttl_ms) {
-  return AcquireIn(kMigrationLeases, id, owner, ttl_ms);
-}
-
-Result<Lease> SqliteStateStore::RenewLease(const std::string& id, const Lease& held,
-                                           int64_t ttl_ms) {
-  return RenewIn(kMigrationLeases, id, held, ttl_ms);
-}
-
-Status SqliteStateStore::ReleaseLease(const std::string& id, const Lease& held) {
-  return ReleaseIn(kMigrationLeases, id, held);
 }
 
 Result<std::vector<MigrationRecord>> SqliteStateStore::Select(

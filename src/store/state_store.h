@@ -78,11 +78,33 @@ inline constexpr int64_t kNoFence = -1;
 // "WHERE phase NOT IN (<the terminal phases>)": ListLive's filter in SQL.
 std::string LiveMigrationsWhere();
 
+// What a migration is created for, written in the commit that inserts it:
+// a creator that dies right after the insert leaves nothing half-recorded
+// (before, the link followed in a commit of its own, and a fleet run taken
+// over between the two started its database a second time).
+struct MigrationLink {
+  // The inventory database it migrates ("" for none). One live migration
+  // per database, across every pgshiftd on the store: an insert for a
+  // database that has one is refused (AlreadyExists).
+  std::string database;
+  // The creator's idempotency key ("" for none): an insert with a key used
+  // before is refused (AlreadyExists), and AuditStore::MigrationWithKey
+  // finds the migration made with it.
+  std::string key;
+};
+
+// The refusal of a second live migration of `database` (the store's and
+// the by-name starter's words).
+Status AlreadyMigrating(const std::string& database, const std::string& id,
+                        const std::string& phase, const std::string& state);
+
 class StateStore {
  public:
   virtual ~StateStore() = default;
   // A new migration starts with no lease (token 0).
   virtual Status Insert(const MigrationRecord& m) = 0;
+  // Insert, with `link` (MigrationLink) checked and recorded in the same commit.
+  virtual Status InsertLinked(const MigrationRecord& m, const MigrationLink& link) = 0;
   // Writes everything but the queued actions and the lease; Aborted when the
   // stored lease token is no longer m.lease.token.
   virtual Status Update(const MigrationRecord& m) = 0;
@@ -147,10 +169,14 @@ class AuditStore {
   virtual Status AppendAudit(const AuditEntry& e) = 0;
   // Oldest first; at most `limit` of the newest.
   virtual Result<std::vector<AuditEntry>> ListAudit(int64_t limit) = 0;
-  // Records that `migration_id` migrates `database` (the by-name form).
+  // Records that `migration_id` migrates `database` (a link made after the
+  // insert; StateStore::InsertLinked makes it with the insert).
   virtual Status LinkDatabase(const std::string& migration_id, const std::string& database) = 0;
   // migration id → database, for every linked migration.
   virtual Result<std::map<std::string, std::string>> MigrationDatabases() = 0;
+  // The migration inserted with idempotency key `key` (MigrationLink), ""
+  // when none was.
+  virtual Result<std::string> MigrationWithKey(const std::string& key) = 0;
 };
 
 // A whole store: what pgshiftd opens (store/open_store.h).
@@ -169,6 +195,7 @@ class SqliteStateStore : public Store {
   ~SqliteStateStore() override;
 
   Status Insert(const MigrationRecord& m) override;
+  Status InsertLinked(const MigrationRecord& m, const MigrationLink& link) override;
   Status Update(const MigrationRecord& m) override;
   Result<MigrationRecord> Get(const std::string& id) override;
   Result<std::vector<MigrationRecord>> List() override;
@@ -179,16 +206,19 @@ class SqliteStateStore : public Store {
   Status UpdateWithEvents(const MigrationRecord& m, const std::vector<MigrationEvent>& events,
                           const std::vector<int64_t>& applied_actions) override;
   Result<std::vector<MigrationEvent>> Events(const std::string& id) override;
+  // state_store_lease.cc
   Result<Lease> AcquireLease(const std::string& id, const std::string& owner,
                              int64_t ttl_ms) override;
   Result<Lease> RenewLease(const std::string& id, const Lease& held, int64_t ttl_ms) override;
   Status ReleaseLease(const std::string& id, const Lease& held) override;
   bool SingleProcess() const override { return true; }
 
+  // audit_store.cc
   Status AppendAudit(const AuditEntry& e) override;
   Result<std::vector<AuditEntry>> ListAudit(int64_t limit) override;
   Status LinkDatabase(const std::string& migration_id, const std::string& database) override;
   Result<std::map<std::string, std::string>> MigrationDatabases() override;
+  Result<std::string> MigrationWithKey(const std::string& key) override;
 
   // state_store_fleet.cc
   Status InsertFleetRun(const FleetRunRecord& r) override;
@@ -203,6 +233,9 @@ class SqliteStateStore : public Store {
 
  private:
   Status UpdateLocked(const MigrationRecord& m);
+  // Refuses `link` (AlreadyExists) when its key was used or its database
+  // has a live migration; then records it for migration `id` (audit_store.cc).
+  Status LinkLocked(const std::string& id, const MigrationLink& link);
   Status AppendEventLocked(const std::string& id, const MigrationEvent& e);
   // The stored lease of row `id` of `t`; NotFound for no such row.
   Result<Lease> LeaseLocked(const LeaseTable& t, const std::string& id);

@@ -6,23 +6,14 @@
 
 #include "common/os.h"
 #include "store/fleet_run_store_test_util.h"
+#include "store/state_store_test_util.h"
 
 namespace pgshift {
 namespace {
 
 using json = nlohmann::json;
 
-MigrationRecord Sample(const std::string& id) {
-  MigrationRecord m;
-  m.id = id;
-  m.name = "app";
-  m.spec = {{"name", "app"}};
-  m.phase = "sync";
-  m.state = "running";
-  m.created_at_ms = 1;
-  m.updated_at_ms = 2;
-  return m;
-}
+using testing::Sample;
 
 TEST(SqliteStateStore, RoundTripsAndSurvivesReopen) {
   auto dir = MakeTempDir("pgshift-store");
@@ -225,6 +216,21 @@ TEST(SqliteStateStore, AuditEntriesAndDatabaseLinksSurviveReopen) {
   auto links = (*store)->MigrationDatabases();
   ASSERT_TRUE(links.ok());
   EXPECT_EQ(links->at("m-1"), "app");
+  (void)RemoveTree(*dir);
+}
+
+TEST(SqliteStateStore, ALinkedInsertIsOnePerKeyAndOneLivePerDatabase) {
+  auto dir = MakeTempDir("pgshift-link-store");
+  ASSERT_TRUE(dir.ok());
+  const std::string path = *dir + "/state.db";
+  {
+    auto store = SqliteStateStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    testing::ExpectLinkedInsertContract(**store, **store);
+  }
+  auto store = SqliteStateStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(*(*store)->MigrationWithKey("f-1/app"), "m-1") << "kept across a restart";
   (void)RemoveTree(*dir);
 }
 

@@ -4,6 +4,10 @@
 // exercise success and refusal paths:
 //   Create: needs spec.name (InvalidArgument), unique name (AlreadyExists);
 //           new migrations start at phase "preflight", state "running".
+//   CreateLinked: as a store keeps a MigrationLink — a key used before or a
+//           database with a live migration is AlreadyExists; each link is
+//           also recorded in `link_store` when set (where the by-name
+//           starter reads links).
 //   cutover:  needs phase "ready" (FailedPrecondition otherwise) → "quiesce".
 //   rollback: after "switch" needs {"discard_target_writes":true} → "rolling_back".
 //   finalize: needs phase "verify" → "finalize".
@@ -62,6 +66,34 @@ class FakeMigrationService : public MigrationService {
                         {"pending_action", ""}};
     migrations_[id] = m;
     order_.push_back(id);
+    return m;
+  }
+
+  Result<nlohmann::json> CreateLinked(const nlohmann::json& spec,
+                                      const MigrationLink& link) override {
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [id, l] : links_) {
+        if (!link.key.empty() && l.key == link.key) {
+          return AlreadyExists("migration " + id + " was created with key " + link.key);
+        }
+        const nlohmann::json& m = migrations_[id];
+        auto phase = ParsePhase(m.value("phase", ""));
+        if (!link.database.empty() && l.database == link.database && phase && !IsTerminal(*phase)) {
+          return AlreadyMigrating(link.database, id, m.value("phase", ""), m.value("state", ""));
+        }
+      }
+    }
+    auto m = Create(spec);
+    if (!m.ok()) return m;
+    const std::string id = (*m)["id"];
+    {
+      std::lock_guard lock(mu_);
+      links_[id] = link;
+    }
+    if (link_store && !link.database.empty()) {
+      PGSHIFT_RETURN_IF_ERROR(link_store->LinkDatabase(id, link.database));
+    }
     return m;
   }
 
@@ -148,6 +180,15 @@ class FakeMigrationService : public MigrationService {
   }
 
   // Test controls.
+  AuditStore* link_store = nullptr;  // see CreateLinked
+  // The migration CreateLinked made with `key`, "" when none.
+  std::string MigrationWithKey(const std::string& key) const {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, l] : links_) {
+      if (!key.empty() && l.key == key) return id;
+    }
+    return "";
+  }
   void Put(const nlohmann::json& migration) {
     std::lock_guard lock(mu_);
     std::string id = migration.at("id");
@@ -210,6 +251,7 @@ class FakeMigrationService : public MigrationService {
   mutable std::mutex mu_;
   int next_id_ = 0;
   std::map<std::string, nlohmann::json> migrations_;
+  std::map<std::string, MigrationLink> links_;
   std::vector<std::string> order_;
   std::map<std::string, nlohmann::json> events_;
   std::map<std::string, std::deque<nlohmann::json>> scripted_;

@@ -105,7 +105,9 @@ Status Engine::RunUntilSettled(const std::string& id, int max_steps) {
                  " steps (phase " + (runner ? runner->record().phase : rec.phase) + ")");
 }
 
-Result<json> Engine::Create(const json& body) {
+Result<json> Engine::Create(const json& body) { return CreateLinked(body, {}); }
+
+Result<json> Engine::CreateLinked(const json& body, const MigrationLink& link) {
   PGSHIFT_ASSIGN_OR_RETURN(MigrationSpec spec, MigrationSpec::FromJson(body));
   // The router's hold lease follows the store lease unless the request sets
   // it, so another pgshiftd taking this migration over inside a hold finds
@@ -136,7 +138,7 @@ Result<json> Engine::Create(const json& body) {
   m.phase = PhaseName(Phase::kPreflight);
   m.state = StateName(MigrationState::kRunning);
   m.created_at_ms = m.updated_at_ms = clock_.NowMs();
-  PGSHIFT_RETURN_IF_ERROR(store_.Insert(m));
+  PGSHIFT_RETURN_IF_ERROR(store_.InsertLinked(m, link));
   LogUnrecorded(m.id, store_.AppendEvent(m.id,
                                          {0, m.created_at_ms, m.phase, "info",
                                           "migration '" + m.name + "' created", opts_.owner},

@@ -70,6 +70,8 @@ class Engine : public MigrationService {
   Status RunUntilSettled(const std::string& id, int max_steps = kMaxSettleSteps);
 
   Result<nlohmann::json> Create(const nlohmann::json& spec) override;
+  Result<nlohmann::json> CreateLinked(const nlohmann::json& spec,
+                                      const MigrationLink& link) override;
   Result<nlohmann::json> Get(const std::string& id) override;
   Result<nlohmann::json> List() override;
   Result<nlohmann::json> ListLive() override;

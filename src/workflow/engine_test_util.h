@@ -61,6 +61,9 @@ class HookedStore : public StateStore {
   Status Insert(const MigrationRecord& m) override {
     return Write("insert", [&] { return inner_.Insert(m); });
   }
+  Status InsertLinked(const MigrationRecord& m, const MigrationLink& link) override {
+    return Write("insert", [&] { return inner_.InsertLinked(m, link); });
+  }
   Status Update(const MigrationRecord& m) override {
     return Write("update", [&] { return inner_.Update(m); });
   }

@@ -26,6 +26,7 @@
 
 #include "common/status.h"
 #include "model/phase.h"
+#include "store/state_store.h"
 
 namespace pgshift {
 
@@ -34,6 +35,11 @@ class MigrationService {
   virtual ~MigrationService() = default;
   // Validates the spec completely before anything is stored or created.
   virtual Result<nlohmann::json> Create(const nlohmann::json& spec) = 0;
+  // Create, with `link` (store/state_store.h) checked and recorded in the
+  // commit that stores the migration: AlreadyExists when its key was used
+  // or its database has a live migration.
+  virtual Result<nlohmann::json> CreateLinked(const nlohmann::json& spec,
+                                              const MigrationLink& link) = 0;
   virtual Result<nlohmann::json> Get(const std::string& id) = 0;
   virtual Result<nlohmann::json> List() = 0;
   // Only the migrations not in a terminal phase (a fleet's starter asks it
