@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "common/clock.h"
@@ -101,6 +102,19 @@ TEST(Os, FreePortIsBindable) {
   ASSERT_TRUE(p.ok());
   EXPECT_GT(*p, 1024);
   EXPECT_FALSE(PortOpen("127.0.0.1", *p));
+}
+
+// Two servers given ports one after the other, before either binds, must
+// not get the same one; and no port comes from the ephemeral range that
+// outgoing connections take their source ports from.
+TEST(Os, FreePortNeverRepeatsAndStaysBelowTheEphemeralRange) {
+  std::set<int> seen;
+  for (int i = 0; i < 200; ++i) {
+    auto p = FreePort();
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    EXPECT_TRUE(seen.insert(*p).second) << "port " << *p << " handed out twice";
+    EXPECT_LT(*p, 32768);
+  }
 }
 
 }  // namespace

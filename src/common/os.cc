@@ -15,6 +15,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -145,21 +148,52 @@ Status RemoveTree(const std::string& path) {
   return Status::OK();
 }
 
-Result<int> FreePort() {
+namespace {
+
+// Ports tried by FreePort: above the well-known services, below the
+// ephemeral range.
+constexpr int kFirstTestPort = 20000;
+constexpr int kLastTestPort = 32767;
+constexpr int kFreePortAttempts = 200;
+
+// True when `port` (0: any) binds on 127.0.0.1; the bound port in *bound.
+bool BindsOnLoopback(int port, int* bound) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return Internal(std::string("socket: ") + strerror(errno));
+  if (fd < 0) return false;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return Internal(std::string("bind: ") + strerror(errno));
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (ok) {
+    socklen_t len = sizeof addr;
+    ok = getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+    *bound = ntohs(addr.sin_port);
   }
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
-  return static_cast<int>(ntohs(addr.sin_port));
+  return ok;
+}
+
+}  // namespace
+
+Result<int> FreePort() {
+  static std::mutex mu;
+  static std::set<int> given;
+  static std::mt19937 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  std::uniform_int_distribution<int> pick(kFirstTestPort, kLastTestPort);
+  int bound = 0;
+  for (int i = 0; i < kFreePortAttempts; ++i) {
+    const int port = pick(rng);
+    if (given.count(port) == 0 && BindsOnLoopback(port, &bound)) {
+      given.insert(port);
+      return port;
+    }
+  }
+  // The range is crowded: any port the kernel has free.
+  if (!BindsOnLoopback(0, &bound)) return Internal(std::string("bind: ") + strerror(errno));
+  given.insert(bound);
+  return bound;
 }
 
 bool PortOpen(const std::string& host, int port) {

@@ -34,7 +34,12 @@ Status ChownRecursive(const std::string& path, const std::string& owner);
 Result<std::string> MakeTempDir(const std::string& prefix);
 Status RemoveTree(const std::string& path);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago, and not handed out
+// before by this process. Taken at random below the kernel's ephemeral range
+// (ip_local_port_range, 32768+ here): a port bind(0) picked there can be
+// taken by any outgoing connection's source port before the server that was
+// meant to bind it starts, which on a busy machine made servers fail to
+// start. Thread-safe.
 Result<int> FreePort();
 // True when something accepts TCP connections on host:port.
 bool PortOpen(const std::string& host, int port);
