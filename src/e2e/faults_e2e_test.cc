@@ -4,8 +4,10 @@
 // before the commit that records leaving it: crash:after_<phase>), is
 // started again, and the migration still ends where it should (finalized,
 // or rolled_back for the rollback branch) with every acknowledged ledger
-// row, written through pgshift-proxy all along, on the new primary exactly
-// once and every phase's transition in the events. And bad requests: each a
+// row, written through pgshift-proxy all along (beside pgbench), on the new
+// primary exactly once and in a CDC consumer's stream (pg_recvlogical
+// through the proxy, its slot carried across) exactly once, no pgbench
+// transaction failed, and every phase's transition in the events. And bad requests: each a
 // 4xx with a clear message and no change of state.
 //
 // One sandbox per test; the crash points of a test are those of one
@@ -154,18 +156,19 @@ class FaultsE2E : public FaultsTest {
       t.AddScenario("crash:" + p.name + " -> " + ending, clean && p.died && p.recorded_ok, p.note);
     }
     AddLosses(t);
-    char line[160];
+    char line[200];
     std::snprintf(line, sizeof line,
                   "  %zu crash point(s) in one sandbox, %.0f s; %zu phases, %d transition(s) "
-                  "missing",
-                  points_.size(), Seconds(), path.size(), missing_events_);
+                  "missing; CDC: %lld row(s) lost, %lld duplicated",
+                  points_.size(), Seconds(), path.size(), missing_events_,
+                  static_cast<long long>(cdc_lost_), static_cast<long long>(cdc_duplicated_));
     t.lines.push_back(line);
     t.Write();
   }
 
   // An automatic migration crashing at each of the fault points `names` finishes.
   void CrashThroughToFinalized(const std::vector<std::string>& names) {
-    StartWriters();
+    StartFullLoad();
     std::this_thread::sleep_for(std::chrono::seconds(1));
     const std::string id = CrashThrough(names, [&] { return CreateOrRead(Options(true)); });
     ASSERT_FALSE(id.empty());
@@ -214,7 +217,7 @@ TEST_F(FaultsMatrixE2E, CrashAfterEveryMainPhaseStepStillFinishes) {
 // the slot and stopped the target, before recording rolled_back. Each
 // restart goes on, and the migration is rolled back.
 TEST_F(FaultsMatrixE2E, CrashWhileRollingBackStillRollsBack) {
-  StartWriters();
+  StartFullLoad();
   const std::string id = CreateInReady(Options(false));
   ASSERT_FALSE(id.empty());
   std::vector<std::string> points = {"after_ready"};
@@ -226,7 +229,9 @@ TEST_F(FaultsMatrixE2E, CrashWhileRollingBackStillRollsBack) {
     // pgshiftd may die applying the request before it answers: it was
     // queued first, and the restart applies it.
     auto r = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
-    if (r.ok()) EXPECT_EQ((*r)["status"], 202) << (*r)["body"].dump();
+    if (r.ok()) {
+      EXPECT_EQ((*r)["status"], 202) << (*r)["body"].dump();
+    }
     return id;
   });
   auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
@@ -235,7 +240,11 @@ TEST_F(FaultsMatrixE2E, CrashWhileRollingBackStillRollsBack) {
   EXPECT_EQ((*m)["state"], "rolled_back");
   StopWritersAndCheck(sb_->SourceConninfo());
   EXPECT_TRUE(sb_->source().Running());
-  EXPECT_EQ(*sb_->source().Psql("select count(*) from pg_replication_slots"), "0\n");
+  EXPECT_EQ(*sb_->source().Psql(std::string("select count(*) from pg_replication_slots where "
+                                            "slot_name <> '") +
+                                kFaultsCdcSlot + "'"),
+            "0\n")
+      << "the migration's slot is dropped; the consumer's stays";
   const std::vector<std::string> path = {"preflight", "provision",    "sync",       "validate",
                                          "ready",     "rolling_back", "rolled_back"};
   Report(id, "rolled_back", path);
