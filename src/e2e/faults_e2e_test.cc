@@ -182,6 +182,46 @@ class FaultsE2E : public FaultsTest {
     Report(id, "finalized", path);
   }
 
+  // Asks `id`, waiting in `from`, to roll back: pgshiftd dies applying the
+  // request (after_<from>: recorded still in `from`, the request still
+  // queued), then before and after the rollback's step; the migration ends
+  // rolled back by `path` with the load clean on the source.
+  void CrashThroughRollbackToRolledBack(const std::string& id, Phase from,
+                                        const std::string& path) {
+    std::vector<std::string> points = {std::string(kAfter) + PhaseName(from)};
+    for (std::string_view prefix : {kBefore, kAfter}) {
+      for (const auto& p : PointsOnBranch(PhaseBranch::kRollback, prefix)) points.push_back(p);
+    }
+    ASSERT_EQ(points.size(), 3u);
+    CrashThrough(points, [&] {
+      // pgshiftd may die applying the request before it answers: it was
+      // queued first, and the restart applies it.
+      auto r = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
+      if (r.ok()) {
+        EXPECT_EQ((*r)["status"], 202) << (*r)["body"].dump();
+      }
+      return id;
+    });
+    auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ((*m)["phase"], "rolled_back") << m->dump(2);
+    EXPECT_EQ((*m)["state"], "rolled_back");
+    EXPECT_EQ((*m)["result"].value("rollback_path", ""), path) << (*m)["result"].dump();
+    StopWritersAndCheck(sb_->SourceConninfo());
+    EXPECT_TRUE(sb_->source().Running());
+    EXPECT_EQ(*sb_->source().Psql(std::string("select count(*) from pg_replication_slots where "
+                                              "slot_name <> '") +
+                                  kFaultsCdcSlot + "'"),
+              "0\n")
+        << "the migration's slot is dropped; the consumer's stays";
+    std::vector<std::string> phases;
+    for (const auto& info : PhasesOf(PhaseBranch::kMain)) {
+      if (PhaseOrder(info.phase) <= PhaseOrder(from)) phases.push_back(info.name);
+    }
+    for (const auto& info : PhasesOf(PhaseBranch::kRollback)) phases.push_back(info.name);
+    Report(id, "rolled_back", phases);
+  }
+
   std::vector<CrashPoint> points_;
 };
 
@@ -220,34 +260,24 @@ TEST_F(FaultsMatrixE2E, CrashWhileRollingBackStillRollsBack) {
   StartFullLoad();
   const std::string id = CreateInReady(Options(false));
   ASSERT_FALSE(id.empty());
-  std::vector<std::string> points = {"after_ready"};
-  for (std::string_view prefix : {kBefore, kAfter}) {
-    for (const auto& p : PointsOnBranch(PhaseBranch::kRollback, prefix)) points.push_back(p);
-  }
-  ASSERT_EQ(points.size(), 3u);
-  CrashThrough(points, [&] {
-    // pgshiftd may die applying the request before it answers: it was
-    // queued first, and the restart applies it.
-    auto r = sb_->Api("POST", "/v1/migrations/" + id + "/rollback", "{}");
-    if (r.ok()) {
-      EXPECT_EQ((*r)["status"], 202) << (*r)["body"].dump();
-    }
-    return id;
-  });
-  auto m = sb_->WaitFor(id, Terminal, kMigrationBoundMs);
+  CrashThroughRollbackToRolledBack(id, Phase::kReady, "source_untouched");
+}
+
+// The same after the switch, waiting in verify with traffic on the target:
+// the rollback holds traffic, the source applies the target's writes
+// (reverse replication), the CDC slots move back, and nothing written on
+// the target in the meantime is lost, whatever the crash.
+TEST_F(FaultsMatrixE2E, CrashWhileRollingBackAfterTheSwitchStillRollsBack) {
+  // pgbench_history has no primary key: with a replica identity the target
+  // can publish its rows back.
+  ASSERT_TRUE(sb_->source().Psql("alter table pgbench_history replica identity full", "app").ok());
+  StartFullLoad();
+  const std::string id = Create(Options(true, {{"auto_finalize", false}}));
+  ASSERT_FALSE(id.empty());
+  auto m = sb_->WaitFor(id, WaitingOrTerminal, kMigrationBoundMs);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  EXPECT_EQ((*m)["phase"], "rolled_back") << m->dump(2);
-  EXPECT_EQ((*m)["state"], "rolled_back");
-  StopWritersAndCheck(sb_->SourceConninfo());
-  EXPECT_TRUE(sb_->source().Running());
-  EXPECT_EQ(*sb_->source().Psql(std::string("select count(*) from pg_replication_slots where "
-                                            "slot_name <> '") +
-                                kFaultsCdcSlot + "'"),
-            "0\n")
-      << "the migration's slot is dropped; the consumer's stays";
-  const std::vector<std::string> path = {"preflight", "provision",    "sync",       "validate",
-                                         "ready",     "rolling_back", "rolled_back"};
-  Report(id, "rolled_back", path);
+  ASSERT_EQ((*m)["phase"], "verify") << m->dump(2);
+  CrashThroughRollbackToRolledBack(id, Phase::kVerify, "reverse_replication");
 }
 
 // Malformed and oversized bodies, invalid connection strings, unknown ids
