@@ -7,8 +7,8 @@
 // row, written through pgshift-proxy all along (beside pgbench), on the new
 // primary exactly once and in a CDC consumer's stream (pg_recvlogical
 // through the proxy, its slot carried across) exactly once, no pgbench
-// transaction failed, and every phase's transition in the events. And bad requests: each a
-// 4xx with a clear message and no change of state.
+// transaction failed, and every phase's transition in the events. And bad
+// requests: each a 4xx with a clear message and no change of state.
 //
 // One sandbox per test; the crash points of a test are those of one
 // migration, in phase order: the pgshiftd started after a crash is armed

@@ -101,14 +101,17 @@ class FaultsTest : public SandboxTest {
   }
 
   // The ledger writers (StartWriters) with, through pgshift-proxy as well,
-  // pgbench and a pg_recvlogical consumer of a logical slot on the source,
-  // which a migration carries to the target. StopWritersAndCheck checks them.
-  void StartFullLoad() {
-    Status st = sb_->CreateCdcSlot(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    consumer_ = sb_->CdcConsumerFor(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
-    st = consumer_->Start();
-    ASSERT_TRUE(st.ok()) << st.ToString();
+  // pgbench and (with `cdc`) a pg_recvlogical consumer of a logical slot on
+  // the source, which a migration carries to the target.
+  // StopWritersAndCheck checks them.
+  void StartFullLoad(bool cdc = true) {
+    if (cdc) {
+      Status st = sb_->CreateCdcSlot(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      consumer_ = sb_->CdcConsumerFor(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
+      st = consumer_->Start();
+      ASSERT_TRUE(st.ok()) << st.ToString();
+    }
     StartWriters();
     pgbench_ = std::make_unique<load::PgbenchLoad>(
         load::PgbenchOptions{.conninfo = sb_->AppConninfo(),
