@@ -1,8 +1,9 @@
 // What the fault-matrix scenarios (faults_*_e2e_test.cc) share beyond
 // e2e_fixture.h: arming pgshiftd's fault points (common/faults.h) for the
 // pgshiftd a sandbox starts next, waiting for one that kills itself, and
-// FaultsTest, their fixture (short migrations, the ledger checked at the
-// end, what each scenario adds to the faults report).
+// FaultsTest, their fixture (short migrations, the load through
+// pgshift-proxy checked at the end, what each scenario adds to the faults
+// report).
 // Not thread-safe: used from the test's thread.
 #pragma once
 
@@ -13,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -20,13 +23,23 @@
 #include "demo/sandbox.h"
 #include "e2e/e2e_fixture.h"
 #include "e2e/faults_report.h"
+#include "load/cdc_consumer.h"
 #include "load/ledger.h"
+#include "load/pgbench_load.h"
 
 namespace pgshift::e2e {
 
 inline constexpr int64_t kFaultsPollMs = 20;
 // How long the writers go on once a migration ended, before they are checked.
 inline constexpr int64_t kWritesGoOnMs = 1000;
+// The full load's CDC consumer (StartFullLoad): its slot, and how long it may
+// take to receive every acknowledged row (pg_recvlogical reconnects every
+// 5 s; the rest is catching up).
+inline constexpr char kFaultsCdcSlot[] = "faults_cdc";
+inline constexpr int64_t kFaultsCdcDeliverMs = 60000;
+// The full load's pgbench: load, not a benchmark.
+inline constexpr int kFaultsPgbenchClients = 2;
+inline constexpr int kFaultsPgbenchRate = 50;  // tps
 
 // PGSHIFT_FAULTS for the pgshiftd the sandbox starts next. The entry is put
 // into the environment once, before any thread of the test starts, and then
@@ -76,8 +89,37 @@ class FaultsTest : public SandboxTest {
     SandboxTest::SetUp();
   }
   void TearDown() override {
+    if (HasFailure() && consumer_) {
+      std::cerr << "---- pg_recvlogical ----\n";
+      for (const auto& line : consumer_->Log().last_lines) std::cerr << line << "\n";
+    }
+    if (pgbench_) pgbench_->Stop();
+    pgbench_.reset();
+    consumer_.reset();
     SandboxTest::TearDown();
     SetFaults("");
+  }
+
+  // The ledger writers (StartWriters) with, through pgshift-proxy as well,
+  // pgbench and (with `cdc`) a pg_recvlogical consumer of a logical slot on
+  // the source, which a migration carries to the target.
+  // StopWritersAndCheck checks them.
+  void StartFullLoad(bool cdc = true) {
+    if (cdc) {
+      Status st = sb_->CreateCdcSlot(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      consumer_ = sb_->CdcConsumerFor(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
+      st = consumer_->Start();
+      ASSERT_TRUE(st.ok()) << st.ToString();
+    }
+    StartWriters();
+    pgbench_ = std::make_unique<load::PgbenchLoad>(
+        load::PgbenchOptions{.conninfo = sb_->AppConninfo(),
+                             .clients = kFaultsPgbenchClients,
+                             .threads = 1,
+                             .rate = kFaultsPgbenchRate,
+                             .log_dir = sb_->dir() + "/pgbench-logs"});
+    pgbench_->Start();
   }
 
   // A short migration's options (1 s gates, 100 ms polls); `more` adds or
@@ -108,11 +150,40 @@ class FaultsTest : public SandboxTest {
   }
 
   // Lets the writers go on (on `conninfo`) a moment, stops them and checks
-  // every acknowledged row there (ExpectWritersClean).
+  // every acknowledged row there (ExpectWritersClean); with the full load,
+  // also that pgbench saw no failure and that every acknowledged row reached
+  // the CDC consumer exactly once.
   void StopWritersAndCheck(const std::string& conninfo, WritersCheck opts = {}) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kWritesGoOnMs));
     StopWriters();
+    if (pgbench_) pgbench_->Stop();
     ExpectWritersClean(conninfo, opts);
+    if (pgbench_) {
+      const load::PgbenchStats pb = pgbench_->Stats();
+      if (!opts.allow_errors) {
+        EXPECT_EQ(pb.failed, 0) << (pb.errors.empty() ? "" : pb.errors[0]);
+      }
+      EXPECT_GT(pb.transactions, 0);
+    }
+    if (consumer_) ExpectDeliveredOnce(*consumer_);
+  }
+
+  // Every row a writer saw acknowledged reached `consumer` exactly once (a
+  // re-delivery of the same row after a reconnect counts as duplicated too).
+  void ExpectDeliveredOnce(load::CdcConsumer& consumer) {
+    for (const auto& w : writers_) {
+      const auto acked = w->Acknowledged();
+      Status st = consumer.WaitDelivered(w->writer_id(), acked, kFaultsCdcDeliverMs);
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      auto got = consumer.Changes();
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      const load::CdcCheck c = load::CheckCdc(*got, w->writer_id(), acked);
+      EXPECT_EQ(c.lost, 0) << "writer " << w->writer_id();
+      EXPECT_EQ(c.duplicated, 0) << "writer " << w->writer_id() << ": " << c.replayed
+                                 << " of them replayed";
+      cdc_lost_ += c.lost;
+      cdc_duplicated_ += c.duplicated;
+    }
   }
 
   // `field` of the writers' stats, summed.
@@ -168,11 +239,17 @@ class FaultsTest : public SandboxTest {
   void AddLosses(FaultsTotals& t) const {
     t.lost_rows += lost_rows_;
     t.duplicated_rows += duplicated_rows_;
-    t.lost_events += missing_events_;
+    t.lost_events += missing_events_ + cdc_lost_;
+    t.duplicated_events += cdc_duplicated_;
   }
 
   int64_t started_ms_ = 0;
   int missing_events_ = 0;  // transitions missing from the events (MissingTransitions)
+  // Ledger rows the CDC consumer never received, or received more than once.
+  int64_t cdc_lost_ = 0;
+  int64_t cdc_duplicated_ = 0;
+  std::unique_ptr<load::CdcConsumer> consumer_;  // the full load's (StartFullLoad)
+  std::unique_ptr<load::PgbenchLoad> pgbench_;
 };
 
 }  // namespace pgshift::e2e

@@ -23,7 +23,10 @@ struct FaultsTotals {
   int passed = 0;
   int64_t lost_rows = 0;
   int64_t duplicated_rows = 0;
-  int lost_events = 0;
+  // Migration events (a phase's transition) missing, and ledger rows a CDC
+  // consumer did not receive; rows it received twice.
+  int64_t lost_events = 0;
+  int64_t duplicated_events = 0;
   std::vector<std::string> lines;
 
   // One scenario's outcome; `note` says why it failed.
@@ -44,7 +47,8 @@ struct FaultsTotals {
                                   {"passed", passed},
                                   {"lost_rows", lost_rows},
                                   {"duplicated_rows", duplicated_rows},
-                                  {"lost_events", lost_events}}
+                                  {"lost_events", lost_events},
+                                  {"duplicated_events", duplicated_events}}
                .dump()
         << "\n";
   }

@@ -1,5 +1,6 @@
 // Server, network and disk faults under a migration, with real clusters, a
-// real pgshiftd process and ledger writers through pgshift-proxy all along:
+// real pgshiftd process and the full load through pgshift-proxy all along
+// (ledger writers, pgbench and a CDC consumer: FaultsTest::StartFullLoad):
 //   - the target killed while the base backup runs, while it streams, and
 //     inside the cutover's hold before promotion: the migration retries or
 //     stops with its reason recorded, traffic never moves, and the source
@@ -132,7 +133,7 @@ class FaultsServerE2E : public FaultsTest {
 // reason, the next attempt discards the partial copy and starts over, and
 // the migration finishes; traffic stayed on the unfenced source meanwhile.
 TEST_F(FaultsServerE2E, TargetKilledDuringProvisionRetriesAndFinishes) {
-  StartWriters();
+  StartFullLoad();
   const std::string id = Create(Options(true, {{"basebackup_max_rate_kbps", kSlowBackupKbps}}));
   ASSERT_FALSE(id.empty());
   const std::string partial = sb_->target_dir() + ".partial";
@@ -155,7 +156,7 @@ TEST_F(FaultsServerE2E, TargetKilledDuringProvisionRetriesAndFinishes) {
 // sync step records why it failed, starts it again (its slot kept the WAL
 // it missed), and the migration finishes.
 TEST_F(FaultsServerE2E, TargetKilledDuringSyncIsRestartedAndFinishes) {
-  StartWriters();
+  StartFullLoad();
   const std::string id = Create(Options(true, {{"sustain_seconds", 5}}));
   ASSERT_FALSE(id.empty());
   WaitForPhase(id, "sync");
@@ -178,7 +179,7 @@ TEST_F(FaultsServerE2E, TargetKilledDuringSyncIsRestartedAndFinishes) {
 // cutover is aborted at once, traffic is released onto the unfenced source,
 // the standby is started again, and a second cutover finishes.
 TEST_F(FaultsServerE2E, TargetKilledDuringDrainAbortsTheCutoverOntoTheSource) {
-  StartWriters();
+  StartFullLoad();
   const std::string id = CreateInReady(Options(false, {{"drain_timeout_ms", 60000}}));
   ASSERT_FALSE(id.empty());
   ASSERT_TRUE(Target().Psql("select pg_wal_replay_pause()").ok());
@@ -216,7 +217,10 @@ TEST_F(FaultsServerE2E, SourceUnreachableMidSyncWaitsAndCarriesOn) {
   auto relay = testing::TcpRelay::Start("127.0.0.1", sb_->source().spec().port);
   ASSERT_TRUE(relay.ok()) << relay.status().ToString();
   testing::TcpRelay& net = **relay;
-  StartWriters();
+  // No CDC consumer: pgshiftd knows the source by the relay's port, the
+  // proxy by its own, so preflight would take the consumer for one that
+  // bypasses the router.
+  StartFullLoad(/*cdc=*/false);
   json spec = sb_->MigrationSpec(Options(false, {{"sustain_seconds", 3}}));
   const std::string direct = spec["source"]["conninfo"];
   auto via_relay = WithConninfo(direct, {{"port", std::to_string(net.port())}});
@@ -254,7 +258,7 @@ TEST_F(FaultsServerE2E, NetworkCutBetweenSourceAndTargetHoldsSyncUntilRestored) 
   auto relay = testing::TcpRelay::Start("127.0.0.1", sb_->source().spec().port);
   ASSERT_TRUE(relay.ok()) << relay.status().ToString();
   testing::TcpRelay& net = **relay;
-  StartWriters();
+  StartFullLoad();
   json spec = sb_->MigrationSpec(Options(true, {{"sustain_seconds", 3}}));
   spec["source"]["replication_conninfo"] = "host=127.0.0.1 port=" + std::to_string(net.port());
   const std::string id = CreateSpec(spec);
@@ -321,7 +325,7 @@ class FaultsServerE2EDiskFull : public FaultsServerE2E {
 // move on (the phase it shows is the last one committed), its log says it
 // cannot record the state, and once there is space the migration finishes.
 TEST_F(FaultsServerE2EDiskFull, StateStoreDiskFullRefusesToAdvanceThenResumes) {
-  StartWriters();
+  StartFullLoad();
   const std::string id = Create(Options(true, {{"sustain_seconds", 3}}));
   ASSERT_FALSE(id.empty());
   WaitForPhase(id, "sync");

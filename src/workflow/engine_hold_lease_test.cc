@@ -2,7 +2,8 @@
 // router_leases): renewed under its epoch, adopted again by a restarted
 // pgshiftd while the router still holds it, and a hold that lapsed while
 // pgshiftd was down aborts the cutover (retried) or, once the target was
-// promoted, rolls back. Deterministic: the lapse is the test's LapseHold().
+// promoted, rolls back; one that the switch released before pgshiftd died
+// goes on on the target. Deterministic: the lapse is the test's LapseHold().
 // Then a rollback's hold, on leases that expire on the real clock
 // (leases_expire): renewed while it lasts longer than its lease, joined by
 // a restarted pgshiftd, and taken again after a restart that found it
@@ -98,6 +99,25 @@ TEST_F(HoldLeaseTest, AHoldThatLapsedAfterPromotionRollsBackToTheSource) {
   EXPECT_EQ(world_->routed, world_->source_ep);
   EXPECT_FALSE(world_->fenced) << "the source takes traffic again";
   EXPECT_FALSE(world_->held);
+}
+
+// pgshiftd dies after the switch released the hold onto the target, before
+// recording it: the restart finds the hold gone and the route on the target,
+// and goes on (a rollback would discard what clients wrote there since).
+TEST_F(HoldLeaseTest, ARestartAfterTheSwitchBeforeItsRecordGoesOnOnTheTarget) {
+  world_->crash_on = "Release";  // the switch's, after its effect
+  std::string id = Create(Spec());
+  EXPECT_THROW((void)engine_->RunUntilSettled(id), SimulatedCrash);
+  EXPECT_EQ(Get(id)["phase"], "switch");
+  EXPECT_EQ(world_->routed, world_->target_ep);
+  engine_ = NewEngine();
+  Run(id);
+  json m = Get(id);
+  EXPECT_EQ(m["phase"], "finalized") << m.dump(2);
+  EXPECT_TRUE(HasEvent(id, "the switch was made before this pgshiftd took over"));
+  EXPECT_FALSE(HasEvent(id, "rolling back"));
+  EXPECT_EQ(world_->routed, world_->target_ep);
+  EXPECT_EQ(world_->timeline, 2) << "promoted once";
 }
 
 // A lease short enough for a test, long enough for a loaded machine to

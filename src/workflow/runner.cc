@@ -213,6 +213,10 @@ Status MigrationRunner::Transition(Phase next, const std::string& message) {
   // The last reconcile of a route's instances, toward where traffic ends.
   if (next == Phase::kFinalized) ReconcileRoute(env_->TargetEndpoint());
   if (next == Phase::kRolledBack) ReconcileRoute(env_->SourceEndpoint());
+  // Tests arm these by name (common/faults.h): the step's effects are done,
+  // the commit that records leaving the phase (for a chained next phase, a
+  // later step's) is not.
+  PGSHIFT_RETURN_IF_ERROR(FaultPoint(std::string("after_") + PhaseName(phase_)));
   // The phase and its events in one commit.
   Enter(next, message);
   if (ChainsInto(next)) {

@@ -197,11 +197,22 @@ Status MigrationRunner::Snapshot() {
 }
 
 Status MigrationRunner::Switch() {
-  PGSHIFT_RETURN_IF_ERROR(HoldIsOurs("switch"));
-  // Under the hold's epoch: a hold that lapsed since is not switched.
-  PGSHIFT_RETURN_IF_ERROR(result_.hold_epoch
-                              ? env_->router().SwitchHeld(env_->TargetEndpoint(), RecordedHold())
-                              : env_->router().SwitchTo(env_->TargetEndpoint()));
+  if (Status ours = HoldIsOurs("switch"); !ours.ok()) {
+    // A pgshiftd that died after the switch, before recording it, finds the
+    // hold released and the route on the target: only a switch under this
+    // hold moves it there (a lapse before it releases to the source).
+    // Clients write on the target now, and a rollback would discard that.
+    auto view = env_->router().View();
+    if (!view.ok() || view->held || !(view->upstream == env_->TargetEndpoint())) return ours;
+    Event("warning",
+          "the route already points at the target and is not held: the switch was "
+          "made before this pgshiftd took over, and is recorded now");
+  } else {
+    // Under the hold's epoch: a hold that lapsed since is not switched.
+    PGSHIFT_RETURN_IF_ERROR(result_.hold_epoch
+                                ? env_->router().SwitchHeld(env_->TargetEndpoint(), RecordedHold())
+                                : env_->router().SwitchTo(env_->TargetEndpoint()));
+  }
   const int64_t now = clock_.NowMs();
   result_.switched_at_ms = now;
   const int64_t hold_ms = now - result_.hold_started_ms.value_or(now);

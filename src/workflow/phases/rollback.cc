@@ -173,12 +173,17 @@ Status MigrationRunner::RollingBack() {
   }
   if (routed) {
     PGSHIFT_RETURN_IF_ERROR(router.Repoint(env_->SourceEndpoint()));
-    // Streaming CDC consumers never reach a boundary on their own: end their
-    // sessions so they reconnect (after the release) to the source's slots.
+    // Streaming CDC consumers never reach a boundary on their own: those on
+    // the target are ended so they reconnect (after the release) to the
+    // source's slots. Those on the source stay: a reconnect would replay to
+    // them what they had not confirmed yet.
     if (!cdc.empty() && !reverse) {
-      auto paused = router.PauseReplication();
-      if (!paused.ok()) {
-        Event("warning", "could not pause the CDC consumers: " + paused.status().message());
+      auto streaming = router.ReplicationSessions(env_->TargetEndpoint());
+      if (!streaming.ok() || !streaming->empty()) {
+        auto paused = router.PauseReplication();
+        if (!paused.ok()) {
+          Event("warning", "could not pause the CDC consumers: " + paused.status().message());
+        }
       }
     }
   }
