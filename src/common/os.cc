@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <sys/socket.h>
@@ -194,6 +195,22 @@ Result<int> FreePort() {
   if (!BindsOnLoopback(0, &bound)) return Internal(std::string("bind: ") + strerror(errno));
   given.insert(bound);
   return bound;
+}
+
+std::vector<std::string> HostAddresses(const std::string& host) {
+  std::vector<std::string> out;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (host.empty() || getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0) return out;
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    char buf[NI_MAXHOST];
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) == 0)
+      out.emplace_back(buf);
+  }
+  freeaddrinfo(res);
+  return out;
 }
 
 bool PortOpen(const std::string& host, int port) {

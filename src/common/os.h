@@ -41,6 +41,9 @@ Status RemoveTree(const std::string& path);
 // meant to bind it starts, which on a busy machine made servers fail to
 // start. Thread-safe.
 Result<int> FreePort();
+// The numeric addresses `host` resolves to (getaddrinfo; an IP literal is
+// itself); none when it does not resolve.
+std::vector<std::string> HostAddresses(const std::string& host);
 // True when something accepts TCP connections on host:port.
 bool PortOpen(const std::string& host, int port);
 

@@ -230,6 +230,20 @@ TEST_F(FaultsServerE2E, SourceUnreachableMidSyncWaitsAndCarriesOn) {
       "host=127.0.0.1 port=" + std::to_string(sb_->source().spec().port);
   const std::string id = CreateSpec(spec);
   ASSERT_FALSE(id.empty());
+  // The route's upstream is the source's own port, not the relay's: the
+  // preflight check that the route serves this source is overridden.
+  auto blocked = sb_->WaitFor(
+      id, [](const json& m) { return m["state"] == "blocked" || Terminal(m); }, kMigrationBoundMs);
+  ASSERT_TRUE(blocked.ok()) << blocked.status().ToString();
+  ASSERT_NE((*blocked).value("error", "").find("route_serves_another_server"), std::string::npos)
+      << blocked->dump(2);
+  auto overridden = sb_->Api("POST", "/v1/migrations/" + id + "/override",
+                             json{{"finding", "route_serves_another_server"},
+                                  {"subject", "route"},
+                                  {"reason", "the proxy reaches the source without the relay"}}
+                                 .dump());
+  ASSERT_TRUE(overridden.ok()) << overridden.status().ToString();
+  ASSERT_EQ((*overridden)["status"], 200) << (*overridden)["body"].dump();
   WaitForPhase(id, "sync");
 
   net.Cut();

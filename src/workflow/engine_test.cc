@@ -6,6 +6,7 @@
 #include "store/state_store.h"
 #include "testing/fake_env.h"
 #include "workflow/engine_test_util.h"
+#include "workflow/route_check.h"
 
 namespace pgshift {
 namespace {
@@ -648,6 +649,37 @@ TEST_F(EngineTest, CdcConsumerAroundTheRouterBlocksAtPreflightUntilOverridden) {
   Run(id);
   EXPECT_EQ(Get(id)["phase"], "finalized");
   EXPECT_EQ(world_->target_logical_slots.size(), 1u);
+}
+
+// A route that sends its clients to another server than the source: the
+// cutover would move them onto a copy of the wrong database.
+TEST_F(EngineTest, ARouteServingAnotherServerBlocksAtPreflightUntilOverridden) {
+  world_->routed = {"127.0.0.1", 6543};
+  std::string id = Create(Spec());
+  Run(id);
+  json m = Get(id);
+  ASSERT_EQ(m["phase"], "preflight");
+  EXPECT_EQ(m["state"], "blocked");
+  EXPECT_NE(m["error"].get<std::string>().find("route_serves_another_server"), std::string::npos)
+      << m["error"];
+  EXPECT_FALSE(world_->held);
+  ASSERT_TRUE(engine_
+                  ->Act(id, "override",
+                        {{"finding", "route_serves_another_server"},
+                         {"subject", "route"},
+                         {"reason", "the proxy reaches the source through a relay"}})
+                  .ok());
+  Run(id);
+  EXPECT_EQ(Get(id)["phase"], "finalized");
+  EXPECT_EQ(world_->routed, world_->target_ep);
+}
+
+TEST(RouteCheck, SameServerByAddressAndPort) {
+  EXPECT_TRUE(SameServer({"127.0.0.1", 5432}, {"127.0.0.1", 5432}));
+  EXPECT_TRUE(SameServer({"localhost", 5432}, {"127.0.0.1", 5432}));
+  EXPECT_FALSE(SameServer({"localhost", 5432}, {"127.0.0.1", 5433}));
+  EXPECT_FALSE(SameServer({"127.0.0.2", 5432}, {"127.0.0.1", 5432}));
+  EXPECT_FALSE(SameServer({"no-such-host.invalid", 5432}, {"127.0.0.1", 5432}));
 }
 
 TEST_F(EngineTest, CrashAroundCdcRecreateResumesWithEachSlotOnce) {

@@ -2,7 +2,8 @@
 //
 //   preflight  connects to the source and checks it (version, wal_level,
 //              sender and slot capacity, disk, hazards such as unlogged
-//              tables, prepared transactions, inactive slots). Leaves the
+//              tables, prepared transactions, inactive slots) and that the
+//              router's route serves it (route_check.h). Leaves the
 //              findings; blocking ones stop the migration (state blocked)
 //              until fixed, overridden with a reason, or rolled back.
 //   provision  creates the physical slot on the source, takes the base
@@ -13,6 +14,7 @@
 // Each step is idempotent: it looks at the world, does what is missing,
 // records the outcome and transitions.
 #include "workflow/cdc_slots.h"
+#include "workflow/route_check.h"
 #include "workflow/runner.h"
 
 namespace pgshift {
@@ -21,6 +23,7 @@ Status MigrationRunner::Preflight() {
   PGSHIFT_ASSIGN_OR_RETURN(auto findings, env_->PreflightFindings());
   PGSHIFT_ASSIGN_OR_RETURN(auto cdc, PlanCdc(*env_));
   for (auto& f : CdcFindings(cdc, spec_.options.cdc_drain_timeout_ms)) findings.push_back(f);
+  if (auto route = RouteFinding(*env_)) findings.push_back(std::move(*route));
   result_.cdc_slots = std::move(cdc);
   ReplaceFindings(findings);
   std::string blocking = BlockingSummary(m_.findings);
