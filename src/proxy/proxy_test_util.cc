@@ -13,7 +13,8 @@ namespace pgshift::proxy::testing {
 Status MakeCerts(const std::string& dir) { return MakeDevCerts(dir); }
 
 Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow_plaintext,
-                                                   int busy_poll_us, UncarriableMode uncarriable) {
+                                                   int busy_poll_us, UncarriableMode uncarriable,
+                                                   bool upstream_pool) {
   auto env = std::make_unique<ProxyEnv>();
   std::vector<pgshift::testing::TestCluster*> clusters;
   PGSHIFT_ASSIGN_OR_RETURN(env->a, pgshift::testing::TestCluster::Create({.name = "src"}));
@@ -67,6 +68,7 @@ Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow
       {"credentials",
        {{{"role", "app"}, {"password", "secret"}},
         {{"role", "md5user"}, {"password", "md5secret"}}}}};
+  if (!upstream_pool) cfg["upstream_pool"] = {{"max_idle", 0}};
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(env->certs + "/proxy.json", cfg.dump(2)));
   PGSHIFT_ASSIGN_OR_RETURN(env->config, LoadProxyConfig(env->certs + "/proxy.json"));
   env->proxy = std::make_unique<Proxy>(env->config);
@@ -133,8 +135,8 @@ std::string One(PgConn& c, const std::string& sql) {
 }
 
 std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext, int busy_poll_us,
-                                  UncarriableMode uncarriable) {
-  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us, uncarriable);
+                                  UncarriableMode uncarriable, bool upstream_pool) {
+  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us, uncarriable, upstream_pool);
   EXPECT_TRUE(env.ok()) << env.status().ToString();
   return env.ok() ? std::move(*env) : nullptr;
 }

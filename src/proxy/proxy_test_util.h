@@ -34,10 +34,11 @@ struct ProxyEnv {
 
   // Clusters with role "app" (SCRAM password "secret", forced by pg_hba) owning
   // database "app" initialised by pgbench -i; a proxy route "app" → a.
-  // The route's "uncarriable" is `uncarriable`.
+  // The route's "uncarriable" is `uncarriable`; `upstream_pool` false turns
+  // the pool off (a client's end then ends its backend).
   static Result<std::unique_ptr<ProxyEnv>> Create(
       bool two_clusters, bool allow_plaintext = false, int busy_poll_us = 0,
-      UncarriableMode uncarriable = UncarriableMode::kEnd);
+      UncarriableMode uncarriable = UncarriableMode::kEnd, bool upstream_pool = true);
   ~ProxyEnv();
 
   // libpq conninfo through the proxy with the client certificate `client` ("" = none).
@@ -67,7 +68,8 @@ PgbenchSummary ParsePgbench(const ProcessResult& r);
 // The first column of the first row of `sql` ("" on error).
 std::string One(PgConn& c, const std::string& sql);
 std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext = false, int busy_poll_us = 0,
-                                  UncarriableMode uncarriable = UncarriableMode::kEnd);
+                                  UncarriableMode uncarriable = UncarriableMode::kEnd,
+                                  bool upstream_pool = true);
 // A ProxyRouter for the env's route "app".
 std::unique_ptr<Router> MakeRouterFor(ProxyEnv& env);
 // A count(*) query on database "app" of `c`; -1 on error.
