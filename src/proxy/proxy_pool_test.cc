@@ -129,6 +129,27 @@ TEST(ProxyPool, APlaintextSessionThatTheKernelForwardedParksItsBackendToo) {
   EXPECT_EQ(env->proxy->shared().pool_hits.load(), 3);
 }
 
+// TLS to the server: the parked backend's TLS state goes with it to the
+// event loop of the session that takes it.
+TEST(ProxyPool, ABackendBehindUpstreamTlsIsParkedAndTakenWithItsTls) {
+  auto env = MustEnv(false);
+  ASSERT_TRUE(env);
+  ASSERT_TRUE(UseServerTls(*env, *env->a).ok());
+  const std::string ssl = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
+  std::string pid;
+  for (int round = 0; round < 4; ++round) {
+    auto c = MustConnect(env->Conninfo());
+    ASSERT_TRUE(c);
+    if (round == 0) pid = One(*c, "select pg_backend_pid()");
+    EXPECT_EQ(One(*c, "select pg_backend_pid()"), pid) << round;
+    EXPECT_EQ(One(*c, ssl), "t");
+    EXPECT_EQ(One(*c, "select length(repeat('x', 100000))"), "100000");
+    c.reset();
+    ASSERT_TRUE(Eventually([&] { return Idle(*env) == 1; })) << round;
+  }
+  EXPECT_EQ(env->proxy->shared().pool_hits.load(), 3);
+}
+
 TEST(ProxyPool, AClientThatLeavesInsideATransactionEndsItsBackendAndItRollsBack) {
   auto env = MustEnv(false);
   ASSERT_TRUE(env);

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <chrono>
+#include <filesystem>
 #include <regex>
+#include <thread>
 
 #include "common/dev_certs.h"
 #include "common/os.h"
@@ -90,6 +93,32 @@ std::string ProxyEnv::Conninfo(const std::string& client, const std::string& db,
   std::string ca = client == "evil-client" ? "ca.crt" : "ca.crt";
   return s + " sslmode=verify-full sslrootcert=" + certs + "/" + ca + " sslcert=" + certs + "/" +
          client + ".crt sslkey=" + certs + "/" + client + ".key";
+}
+
+std::string TlsUpstreamJson(const ProxyEnv& env, pgshift::testing::TestCluster& c) {
+  return R"({"upstream":{"host":"127.0.0.1","port":)" + std::to_string(c.port()) +
+         R"(,"tls":true,"ca":")" + env.certs + R"(/ca.crt"}})";
+}
+
+Status UseServerTls(ProxyEnv& env, pgshift::testing::TestCluster& c) {
+  for (const char* f : {"server.crt", "server.key"}) {
+    PGSHIFT_ASSIGN_OR_RETURN(std::string content, ReadFile(env.certs + "/" + f));
+    PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(c.dir() + "/" + f, content));
+    PGSHIFT_RETURN_IF_ERROR(ChownRecursive(c.dir() + "/" + f, "postgres"));
+  }
+  std::filesystem::permissions(c.dir() + "/server.key", std::filesystem::perms::owner_read |
+                                                            std::filesystem::perms::owner_write);
+  PGSHIFT_RETURN_IF_ERROR(
+      c.Psql("ALTER SYSTEM SET ssl_cert_file = '" + c.dir() + "/server.crt'").status());
+  PGSHIFT_RETURN_IF_ERROR(
+      c.Psql("ALTER SYSTEM SET ssl_key_file = '" + c.dir() + "/server.key'").status());
+  PGSHIFT_RETURN_IF_ERROR(c.Psql("ALTER SYSTEM SET ssl = on").status());
+  PGSHIFT_RETURN_IF_ERROR(c.Psql("SELECT pg_reload_conf()").status());
+  // The reload reaches the postmaster asynchronously.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto [code, body] = Admin(env.AdminUrl(), "PUT", "/routes/app", TlsUpstreamJson(env, c));
+  if (code != 200) return Internal("PUT /routes/app: " + std::to_string(code) + " " + body);
+  return Status::OK();
 }
 
 Result<ProcessResult> Psql(const std::string& conninfo, const std::string& sql) {

@@ -50,6 +50,13 @@ struct ProxyEnv {
   }
 };
 
+// Turns TLS on in cluster `c` with the test CA's server certificate (SAN
+// 127.0.0.1) and points the env's route "app" at it with upstream TLS,
+// verified with the test CA.
+Status UseServerTls(ProxyEnv& env, pgshift::testing::TestCluster& c);
+// The admin API's body (PUT /routes/app) for that upstream.
+std::string TlsUpstreamJson(const ProxyEnv& env, pgshift::testing::TestCluster& c);
+
 // Runs psql -X -At -c sql with `conninfo`; returns exit code and output.
 Result<ProcessResult> Psql(const std::string& conninfo, const std::string& sql);
 
