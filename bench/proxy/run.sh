@@ -31,6 +31,16 @@
 # mtls_proxy_cpu_us is the median over the -S rounds of the proxy's CPU per mTLS
 # transaction; the *_connect_rate are median connections per second with -C over
 # CONNECT_ROUNDS rounds of CONNECT_DURATION s.
+# The CPU budget of the mTLS and PgBouncer-TLS -S rounds (printed per round):
+# CPU us per transaction of pgbench, of the PostgreSQL server (the postmaster,
+# its live processes and those it reaped) and of the proxy or PgBouncer, and
+# the forwarder's in its own rounds (the floor of a user-space relay). The
+# last line adds their medians (mtls_cpu_pgbench_us, mtls_cpu_server_us,
+# pgbouncer_tls_cpu_pgbench_us, pgbouncer_tls_cpu_server_us,
+# pgbouncer_tls_cpu_us, forwarder_cpu_us) and mtls_ceiling_vs_pgbouncer_tls:
+# the mTLS/PgBouncer-TLS tps ratio if the proxy's CPU fell to the forwarder's
+# with everything else the same (the CPU-bound machine then serves the same
+# CPU per second over fewer us per transaction), median over rounds.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 . "$ROOT/bench/proxy/certs.sh"
@@ -48,6 +58,9 @@ PROXY_BIN="${PROXY_BIN:-$BUILD/src/proxy/pgshift-proxy}"
 # tps of 1 (5 interleaved rounds, load ~18), at the same CPU per transaction.
 PROXY_THREADS="${PROXY_THREADS:-$(nproc)}"
 BUSY_POLL_US="${BUSY_POLL_US:-}"  # "" = the proxy's default
+# The proxy's upstream pool (max_idle; 0 = off, "" = the proxy's default): an
+# A/B of -C with and without it.
+POOL_MAX_IDLE="${POOL_MAX_IDLE:-}"
 # How PgBouncer, HAProxy and the C forwarder reach PostgreSQL: unix (its
 # socket directory) or tcp. pgshift-proxy uses TCP (PROXY_UPSTREAM): its
 # kernel splice works on TCP sockets only. KERNEL_SPLICE=false measures the
@@ -75,6 +88,9 @@ cleanup() {
   # runuser does not pass the signal on: stop PgBouncer and HAProxy by their config paths.
   pkill -f -- "$WORK/(pgbouncer(-tls)?.ini|haproxy.cfg)" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  if [ -n "${PG_CGROUP:-}" ]; then  # empty once the server's processes are gone
+    for _ in $(seq 1 50); do rmdir "$PG_CGROUP" 2>/dev/null && break; sleep 0.1; done
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -124,9 +140,10 @@ make_bench_certs "$WORK"
 )
 
 BUSY_POLL_KEY=""; [ -n "$BUSY_POLL_US" ] && BUSY_POLL_KEY="\"busy_poll_us\":$BUSY_POLL_US,"
+POOL_KEY=""; [ -n "$POOL_MAX_IDLE" ] && POOL_KEY="\"upstream_pool\":{\"max_idle\":$POOL_MAX_IDLE},"
 PROXY_UP_HOST=127.0.0.1; [ "$PROXY_UPSTREAM" = unix ] && PROXY_UP_HOST="$WORK"
 cat > "$WORK/proxy.json" <<CONF
-{"listen":"127.0.0.1:$PROXY_PORT","admin_listen":"127.0.0.1:$ADMIN_PORT","threads":$PROXY_THREADS,$BUSY_POLL_KEY
+{"listen":"127.0.0.1:$PROXY_PORT","admin_listen":"127.0.0.1:$ADMIN_PORT","threads":$PROXY_THREADS,$BUSY_POLL_KEY$POOL_KEY
  "kernel_splice":$KERNEL_SPLICE,
  "tls":{"cert":"server.crt","key":"server.key","client_ca":"ca.crt"},
  "routes":[{"name":"bench","database":"bench","upstream":{"host":"$PROXY_UP_HOST","port":$PGPORT},
@@ -142,6 +159,7 @@ cc -O2 -o "$WORK/forwarder" "$ROOT/bench/proxy/forwarder.c"
 if [ "$UPSTREAM" = unix ]; then FWD_UP="$WORK/.s.PGSQL.$PGPORT"; else FWD_UP="$PGPORT"; fi
 "$WORK/forwarder" "$FORWARDER_PORT" "$FWD_UP" > "$WORK/forwarder.log" 2>&1 &
 PIDS+=($!)
+FORWARDER_PID=$!
 # The kernel splice works on TCP sockets only: it reaches PostgreSQL over TCP.
 SPLICE_TARGET=()
 if [ -x "$SPLICE_BIN" ]; then
@@ -214,10 +232,41 @@ echo "bench: $(grep -o 'listening.*' "$WORK/proxy.log" | head -1)" >&2
 
 proxy_cpu_ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
 TICKS=$(getconf CLK_TCK)
+# The CPU budget's parties (see the header): PgBouncer runs under runuser,
+# found by its exact command line.
+BOUNCER_TLS_PID=$(pgrep -xf "pgbouncer $WORK/pgbouncer-tls.ini" | head -1)
+[ -n "$BOUNCER_TLS_PID" ] || { echo "bench: cannot find PgBouncer (TLS)'s pid" >&2; exit 1; }
+PG_POSTMASTER=$(head -1 "$WORK/pg/postmaster.pid")
+pid_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The server's CPU: a cpuacct cgroup of the postmaster (its backends are
+# forked into it) where the machine lets us make one; else the postmaster,
+# what it reaped and its live processes from /proc (backends that exit
+# between two samples can go missing there: an estimate from below).
+PG_CGROUP=/sys/fs/cgroup/cpuacct/pgshift-bench-$$
+if mkdir "$PG_CGROUP" 2>/dev/null && echo "$PG_POSTMASTER" > "$PG_CGROUP/cgroup.procs" 2>/dev/null; then
+  echo "bench: server CPU from cgroup $PG_CGROUP" >&2
+else
+  rmdir "$PG_CGROUP" 2>/dev/null || true; PG_CGROUP=""
+  echo "bench: server CPU from /proc (no cpuacct cgroup)" >&2
+fi
+server_cpu_ticks() {
+  if [ -n "$PG_CGROUP" ]; then
+    awk -v t="$TICKS" '{print $1 / 1e9 * t}' "$PG_CGROUP/cpuacct.usage"; return
+  fi
+  { awk '{print $14 + $15 + $16 + $17}' "/proc/$PG_POSTMASTER/stat"
+    for c in $(pgrep -P "$PG_POSTMASTER"); do pid_cpu_ticks "$c"; done
+  } | awk '{s += $1} END {print s}'
+}
+middle_pid() {  # the relay a target's transactions pass through, if any
+  case $1 in proxy*) echo "$PROXY_PID" ;; pgbouncer-tls*) echo "$BOUNCER_TLS_PID" ;;
+    forwarder*) echo "$FORWARDER_PID" ;; esac
+}
 
 # run NAME PORT MODE(select|tpcb|connect) SECONDS [mtls] [clients] → prints
-# "tps p50_us proxy_cpu_us_per_txn"; connect is -S with a new connection per
-# transaction (-C), its tps the connection rate.
+# "tps p50_us proxy_cpu_us_per_txn pgbench_us server_us middle_us" (the last
+# three: CPU per transaction of pgbench, the server, and the target's relay);
+# connect is -S with a new connection per transaction (-C), its tps the
+# connection rate.
 run() {
   local name=$1 port=$2 mode=$3 seconds=$4 tls=${5:-} clients=${6:-$CLIENTS}
   local dir="$WORK/log-$name-$mode-$clients"; mkdir -p "$dir"
@@ -227,14 +276,19 @@ run() {
   [ "$mode" = connect ] && args+=(-S -C)
   local env=(PGSSLMODE=disable)
   [ -n "$tls" ] && env=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK/ca.crt" PGSSLCERT="$WORK/client.crt" PGSSLKEY="$WORK/client.key")
-  local out c0 c1
-  c0=$(proxy_cpu_ticks)
-  out=$(env "${env[@]}" "$PGBIN/pgbench" "${args[@]}" bench 2>&1) || { echo "bench: pgbench $name $mode failed:" >&2; echo "$out" >&2; return 1; }
-  c1=$(proxy_cpu_ticks)
+  local out c0 c1 s0 s1 m0 m1 mid TIMEFORMAT='%3U %3S'
+  mid=$(middle_pid "$name")
+  c0=$(proxy_cpu_ticks); s0=$(server_cpu_ticks); m0=$(pid_cpu_ticks "${mid:-0}")
+  { time out=$(env "${env[@]}" "$PGBIN/pgbench" "${args[@]}" bench 2>&1) ; } 2> "$dir/time" || { echo "bench: pgbench $name $mode failed:" >&2; echo "$out" >&2; return 1; }
+  c1=$(proxy_cpu_ticks); s1=$(server_cpu_ticks); m1=$(pid_cpu_ticks "${mid:-0}")
   local tps; tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   local p50; p50=$(cat "$dir"/tx* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   local cpu; cpu=$(python3 -c "print(round(($c1 - $c0) / $TICKS * 1e6 / ($tps * $seconds), 1))")
-  echo "$tps $p50 $cpu"
+  local budget; budget=$(python3 -c "
+u, s = map(float, open('$dir/time').read().split()); n = $tps * $seconds
+print(round((u + s) * 1e6 / n, 1), round(($s1 - $s0) / $TICKS * 1e6 / n, 1),
+      round(($m1 - $m0) / $TICKS * 1e6 / n, 1))")
+  echo "$tps $p50 $cpu $budget"
 }
 
 declare -A TPS P50 SEL CPU CONN
@@ -250,15 +304,23 @@ phase_cpu() {  # stderr: the proxy's CPU per transaction, for phases through it
   case $1 in proxy*) printf ' proxy_cpu=%5.1f us/txn' "$2" >&2 ;; esac
   echo >&2
 }
+declare -A BPG BSRV BMID
+budget() {  # NAME PGBENCH SERVER MIDDLE: stderr and BPG/BSRV/BMID, for the budget's targets
+  case $1 in proxy-mtls | pgbouncer-tls | forwarder) ;; *) return 0 ;; esac
+  printf 'bench:   cpu us/txn %-13s pgbench=%5.1f server=%5.1f relay=%5.1f sum=%5.1f\n' "$1" "$2" \
+    "$3" "$4" "$(python3 -c "print($2 + $3 + $4)")" >&2
+  BPG[$1]="${BPG[$1]:-} $2"; BSRV[$1]="${BSRV[$1]:-} $3"; BMID[$1]="${BMID[$1]:-} $4"
+}
 # A discarded warm-up, so the first round's direct run does not meet cold caches.
 run warmup "$PGPORT" select 2 > /dev/null
 for round in $(seq 1 "$ROUNDS"); do
   for spec in "${SELECT_TARGETS[@]}"; do
     name=${spec%%:*}; port=${spec##*:}
-    read -r t p c < <(run "$name-r$round" "$port" select "$SELECT_DURATION" "$(tls_of "$name")")
+    read -r t p c bp bs bm < <(run "$name-r$round" "$port" select "$SELECT_DURATION" "$(tls_of "$name")")
     printf 'bench: %-13s %-7s tps=%10.1f p50=%6d us (round %d, load %s)' "$name" select "$t" "$p" \
       "$round" "$(cut -d' ' -f1 /proc/loadavg)" >&2
     phase_cpu "$name" "$c"
+    budget "$name" "$bp" "$bs" "$bm"
     SEL[$name]="${SEL[$name]:-} $t"
     CPU[$name]="${CPU[$name]:-} $c"
   done
@@ -268,7 +330,7 @@ done
 for round in $(seq 1 "$CONNECT_ROUNDS"); do
   for spec in "direct:$PGPORT" "proxy-mtls:$PROXY_PORT" "pgbouncer-tls:$BOUNCER_TLS_PORT"; do
     name=${spec%%:*}; port=${spec##*:}
-    read -r t p c < <(run "$name-c$round" "$port" connect "$CONNECT_DURATION" "$(tls_of "$name")")
+    read -r t p c _ < <(run "$name-c$round" "$port" connect "$CONNECT_DURATION" "$(tls_of "$name")")
     printf 'bench: %-13s %-7s conn/s=%7.1f p50=%6d us (round %d, load %s)' "$name" connect "$t" \
       "$p" "$round" "$(cut -d' ' -f1 /proc/loadavg)" >&2
     phase_cpu "$name" "$c"
@@ -277,7 +339,7 @@ for round in $(seq 1 "$CONNECT_ROUNDS"); do
 done
 for spec in "${TARGETS[@]}"; do
   name=${spec%%:*}; port=${spec##*:}
-  read -r t p c < <(run "$name" "$port" tpcb "$DURATION")
+  read -r t p c _ < <(run "$name" "$port" tpcb "$DURATION")
   TPS[$name-tpcb]=$t; P50[$name-tpcb]=$p
   printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us' "$name" tpcb "$t" "$p" >&2
   phase_cpu "$name" "$c"
@@ -285,12 +347,17 @@ done
 # Per-hop latency without queueing: one client, -S, direct vs proxy.
 for spec in "direct:$PGPORT" "proxy:$PROXY_PORT"; do
   name=${spec%%:*}; port=${spec##*:}
-  read -r t p c < <(run "$name" "$port" select "$DURATION" "" 1)
+  read -r t p c _ < <(run "$name" "$port" select "$DURATION" "" 1)
   P50[$name-single]=$p
   printf 'bench: %-10s %-6s tps=%10.1f p50=%6d us (1 client)' "$name" select "$t" "$p" >&2
   phase_cpu "$name" "$c"
 done
 
+# What the upstream pool did (the -C phase's logins mostly).
+curl -s "http://127.0.0.1:$ADMIN_PORT/stats" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("bench: proxy upstream pool: " + " ".join(f"{k[5:]}={v}" for k, v in s.items() if k.startswith("pool_")))' >&2 || true
 # How often the proxy's sessions went to kernel mode (0: user space only).
 SPLICES=$(curl -s "http://127.0.0.1:$ADMIN_PORT/routes/bench/stats" |
   python3 -c 'import json,sys; print(json.load(sys.stdin).get("splices", 0))' 2>/dev/null || echo 0)
@@ -300,12 +367,15 @@ python3 - "${SEL[direct]}" "${SEL[proxy]}" "${SEL[pgbouncer]}" "${SEL[haproxy]}"
   "${SEL[proxy-mtls]}" "${SEL[forwarder]}" "${P50[direct-single]}" "${P50[proxy-single]}" \
   "${TPS[direct-tpcb]}" "${TPS[proxy-tpcb]}" "${TPS[pgbouncer-tpcb]}" "${TPS[haproxy-tpcb]}" \
   "${SEL[splice]:-}" "${SEL[pgbouncer-tls]}" "${SEL[haproxy-tls]}" "${CPU[proxy-mtls]}" \
-  "${CONN[proxy-mtls]}" "${CONN[pgbouncer-tls]}" "${CONN[direct]}" <<'PY'
+  "${CONN[proxy-mtls]}" "${CONN[pgbouncer-tls]}" "${CONN[direct]}" \
+  "${BPG[proxy-mtls]}" "${BSRV[proxy-mtls]}" "${BMID[proxy-mtls]}" \
+  "${BPG[pgbouncer-tls]}" "${BSRV[pgbouncer-tls]}" "${BMID[pgbouncer-tls]}" "${BMID[forwarder]}" <<'PY'
 import json, statistics, sys
 d, p, b, h, m, f = ([float(x) for x in a.split()] for a in sys.argv[1:7])
 p50d, p50p, dt, pt, bt, ht = map(float, sys.argv[7:13])
 sp = [float(x) for x in sys.argv[13].split()]
 bs, hs, mcpu, mc, bc, dc = ([float(x) for x in a.split()] for a in sys.argv[14:20])
+mpg, msrv, mmid, bpg, bsrv, bmid, fmid = ([float(x) for x in a.split()] for a in sys.argv[20:27])
 def med(num, den):  # median over rounds of the per-round ratio
     return round(statistics.median(x / y for x, y in zip(num, den)), 3)
 def show(name, num, den):
@@ -322,6 +392,10 @@ print(f"bench: -C conn/s median: mtls={statistics.median(mc):.1f} "
       f"pgbouncer-tls={statistics.median(bc):.1f} direct={statistics.median(dc):.1f}", file=sys.stderr)
 if sp:
     show("splice/direct", sp, d)
+# The ceiling: each mTLS round's tps if the proxy cost the forwarder's CPU of
+# the same round, against that round's PgBouncer TLS.
+ceil = [mt * (g + s + x) / (g + s + fl) for mt, g, s, x, fl in zip(m, mpg, msrv, mmid, fmid)]
+show("ceiling mtls (relay at the forwarder's CPU)/pgbouncer-tls", ceil, bs)
 print(f"bench: tpcb ratios: proxy/direct={pt/dt:.3f} proxy/pgbouncer={pt/bt:.3f} proxy/haproxy={pt/ht:.3f}",
       file=sys.stderr)
 print("BENCH proxy " + json.dumps({
@@ -340,5 +414,12 @@ print("BENCH proxy " + json.dumps({
     "mtls_connect_rate": round(statistics.median(mc), 1),
     "pgbouncer_tls_connect_rate": round(statistics.median(bc), 1),
     "mtls_connect_vs_pgbouncer_tls": med(mc, bc),
+    "mtls_cpu_pgbench_us": round(statistics.median(mpg), 1),
+    "mtls_cpu_server_us": round(statistics.median(msrv), 1),
+    "pgbouncer_tls_cpu_pgbench_us": round(statistics.median(bpg), 1),
+    "pgbouncer_tls_cpu_server_us": round(statistics.median(bsrv), 1),
+    "pgbouncer_tls_cpu_us": round(statistics.median(bmid), 1),
+    "forwarder_cpu_us": round(statistics.median(fmid), 1),
+    "mtls_ceiling_vs_pgbouncer_tls": med(ceil, bs),
 }, separators=(",", ":")))
 PY

@@ -86,7 +86,7 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
   PGSHIFT_RETURN_IF_ERROR(CheckKeys(
       j, "the top level",
       {"listen", "admin_listen", "threads", "busy_poll_us", "kernel_splice", "retire_delay_ms",
-       "retire_interval_ms", "ktls", "tls", "routes", "policy", "credentials"}));
+       "retire_interval_ms", "ktls", "upstream_pool", "tls", "routes", "policy", "credentials"}));
   ProxyConfig c;
   std::string listen = "127.0.0.1:6432", admin = "127.0.0.1:6433";
   PGSHIFT_RETURN_IF_ERROR(Get(j, "listen", "config", &listen, false));
@@ -107,6 +107,18 @@ Result<ProxyConfig> ParseProxyConfig(const nlohmann::json& j, const std::string&
   if (ktls != "auto" && ktls != "off")
     return InvalidArgument("ktls must be \"auto\" or \"off\", got \"" + ktls + "\"");
   c.ktls = ktls == "auto" ? KtlsMode::kAuto : KtlsMode::kOff;
+  if (j.contains("upstream_pool")) {
+    const auto& u = j["upstream_pool"];
+    PGSHIFT_RETURN_IF_ERROR(
+        CheckKeys(u, "upstream_pool", {"max_idle", "max_idle_per_key", "idle_timeout_ms"}));
+    PGSHIFT_RETURN_IF_ERROR(GetBounded(u, "max_idle", kMaxPoolIdle, "backends from 0 (off)",
+                                       &c.upstream_pool.max_idle));
+    PGSHIFT_RETURN_IF_ERROR(GetBounded(u, "max_idle_per_key", kMaxPoolIdle, "backends from 0 (off)",
+                                       &c.upstream_pool.max_idle_per_key));
+    PGSHIFT_RETURN_IF_ERROR(GetBounded(u, "idle_timeout_ms", kMaxPoolIdleTimeoutMs,
+                                       "milliseconds from 0 (no timeout)",
+                                       &c.upstream_pool.idle_timeout_ms));
+  }
   if (j.contains("tls")) {
     const auto& t = j["tls"];
     PGSHIFT_RETURN_IF_ERROR(CheckKeys(t, "tls", {"cert", "key", "client_ca"}));
@@ -209,6 +221,9 @@ nlohmann::json ToJson(const ProxyConfig& c) {
   j["retire_delay_ms"] = c.retire_delay_ms;
   j["retire_interval_ms"] = c.retire_interval_ms;
   j["ktls"] = c.ktls == KtlsMode::kAuto ? "auto" : "off";
+  j["upstream_pool"] = {{"max_idle", c.upstream_pool.max_idle},
+                        {"max_idle_per_key", c.upstream_pool.max_idle_per_key},
+                        {"idle_timeout_ms", c.upstream_pool.idle_timeout_ms}};
   if (c.has_tls)
     j["tls"] = {{"cert", c.tls.cert}, {"key", c.tls.key}, {"client_ca", c.tls.client_ca}};
   j["routes"] = nlohmann::json::array();

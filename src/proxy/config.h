@@ -109,6 +109,31 @@ inline constexpr int kMaxRetireIntervalMs = 10000;
 // kernel has it (CONFIG_TLS, probed at start-up); "off" keeps it in user space.
 enum class KtlsMode { kAuto, kOff };
 
+// The upstream pool (upstream_pool.h): backends whose client ended cleanly
+// between transactions are reset with DISCARD ALL and kept for the next
+// client with the same route, user, database and startup parameters, as
+// PgBouncer keeps its server connections. On by default: a data access
+// layer's clients expect to connect at the cost of their own TLS handshake,
+// not of a new PostgreSQL backend (fork, login, cold caches: on the
+// benchmark VM the backend is most of a new connection's cost). The caps
+// stay well below PostgreSQL's default max_connections (100) so parked
+// backends never crowd out live clients; per key, enough for a few dozen
+// clients that reconnect at once. An idle backend closes after a minute, as
+// a client pool's idle timeout would, so a quiet route gives its server
+// slots back. max_idle 0 turns the pool off.
+inline constexpr int kDefaultPoolMaxIdle = 32;
+inline constexpr int kDefaultPoolMaxIdlePerKey = 16;
+inline constexpr int kDefaultPoolIdleTimeoutMs = 60000;
+inline constexpr int kMaxPoolIdle = 10000;
+inline constexpr int kMaxPoolIdleTimeoutMs = 86400000;
+
+struct UpstreamPoolConfig {
+  int max_idle = kDefaultPoolMaxIdle;  // parked backends in all; 0 = off
+  int max_idle_per_key = kDefaultPoolMaxIdlePerKey;
+  int idle_timeout_ms = kDefaultPoolIdleTimeoutMs;
+  bool enabled() const { return max_idle > 0 && max_idle_per_key > 0; }
+};
+
 struct ProxyConfig {
   std::string listen_host = "127.0.0.1";
   int listen_port = 6432;
@@ -131,6 +156,7 @@ struct ProxyConfig {
   // at once, and each backend's exit costs the old server's host CPU.
   int retire_interval_ms = kDefaultRetireIntervalMs;
   KtlsMode ktls = KtlsMode::kAuto;
+  UpstreamPoolConfig upstream_pool;
   bool has_tls = false;
   TlsConfig tls;
   std::vector<RouteConfig> routes;

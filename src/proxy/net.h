@@ -161,6 +161,28 @@ class BasicStream {
     park_.cancel();
     return !ec;
   }
+  // Hands the connection to another owner (the upstream pool, between two
+  // clients): the socket leaves this event loop and its descriptor is
+  // returned (-1 on failure), its TLS state moved to *tls. Nothing may wait
+  // on the socket. The stream is closed afterwards.
+  int Detach(std::unique_ptr<TlsConn>* tls) {
+    if (parked_ || closed_) return -1;
+    closed_ = true;
+    asio::error_code ec;
+    int fd = s_.release(ec);
+    if (ec) return -1;
+    *tls = std::move(tls_);
+    tls_on_ = false;
+    return fd;
+  }
+  // On a stream made from a detached descriptor: its TLS state (null: plain).
+  void AdoptTls(std::unique_ptr<TlsConn> tls) {
+    asio::error_code ec;
+    SetNonBlocking(ec);
+    tls_ = std::move(tls);
+    tls_on_ = tls_ != nullptr;
+    drained_ = false;
+  }
   int native_fd() { return parked_ ? parked_fd_ : socket().native_handle(); }
   Socket& socket() { return s_; }
   bool tls() const { return tls_on_; }

@@ -37,6 +37,39 @@ std::shared_ptr<CancelTarget> CancelRegistry::Find(uint32_t pid, uint32_t key) c
   return it == targets_.end() ? nullptr : it->second;
 }
 
+void ProxyShared::CountPoolEvent(PoolEvent e, int64_t idle) {
+  pool_idle = idle;
+  switch (e) {
+    case PoolEvent::kHit:
+      pool_hits++;
+      break;
+    case PoolEvent::kMiss:
+      pool_misses++;
+      break;
+    case PoolEvent::kParked:
+      pool_parked++;
+      break;
+    case PoolEvent::kDroppedUnclean:
+      pool_dropped_unclean++;
+      break;
+    case PoolEvent::kDroppedRoute:
+      pool_dropped_route++;
+      break;
+    case PoolEvent::kDroppedResetFailed:
+      pool_dropped_reset_failed++;
+      break;
+    case PoolEvent::kDroppedFull:
+      pool_dropped_full++;
+      break;
+    case PoolEvent::kDroppedDead:
+      pool_dropped_dead++;
+      break;
+    case PoolEvent::kDroppedIdleTimeout:
+      pool_dropped_idle_timeout++;
+      break;
+  }
+}
+
 std::vector<uint32_t> CancelRegistry::UpstreamPidsOn(const std::string& host, int port) const {
   std::vector<uint32_t> pids;
   std::lock_guard<std::mutex> l(mu_);
@@ -73,6 +106,13 @@ asio::awaitable<void> AcceptLoop(tcp::acceptor& acceptor,
     asio::co_spawn(
         ctx, [session]() -> asio::awaitable<void> { co_await session->Run(); }, asio::detached);
   }
+}
+
+// A route whose hold and repoint flush its parked backends.
+std::shared_ptr<Route> NewRoute(ProxyShared& sh, const RouteConfig& rc) {
+  auto r = std::make_shared<Route>(rc);
+  r->SetParkedFlush([&sh, name = rc.name] { sh.pool.FlushRoute(name); });
+  return r;
 }
 
 // Runs one event-loop thread. Most of the proxy's CPU goes to the kernel
@@ -126,7 +166,7 @@ Proxy::~Proxy() { Stop(); }
 Status Proxy::Start() {
   ProxyShared& sh = *shared_;
   std::string ktls_note = "no TLS listener";
-  for (const auto& rc : sh.config.routes) sh.routes.Add(std::make_shared<Route>(rc));
+  for (const auto& rc : sh.config.routes) sh.routes.Add(NewRoute(sh, rc));
   try {
     if (sh.config.has_tls) {
       auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
@@ -213,6 +253,7 @@ Status Proxy::Start() {
 void Proxy::WatchLeases() {
   std::unique_lock<std::mutex> l(lease_mu_);
   while (!lease_cv_.wait_for(l, kLeaseCheckInterval, [this] { return stopping_; })) {
+    shared_->pool.Expire();
     for (const auto& r : shared_->routes.List()) {
       auto lapsed = r->ExpireLease();
       if (!lapsed) continue;
@@ -247,6 +288,7 @@ void Proxy::Stop() {
   threads_.clear();
   acceptor_.reset();
   contexts_.clear();  // destroys the sessions' coroutines, closing their sockets
+  shared_->pool.Clear();
   started_ = false;
 }
 
@@ -282,7 +324,7 @@ Status Proxy::AddRoute(const RouteConfig& route) {
   if (shared_->routes.Find(route.name)) return AlreadyExists("route \"" + route.name + "\" exists");
   if (shared_->routes.FindByDatabase(route.database))
     return AlreadyExists("database \"" + route.database + "\" is already served by a route");
-  shared_->routes.Add(std::make_shared<Route>(route));
+  shared_->routes.Add(NewRoute(*shared_, route));
   return SaveRoutes();
 }
 

@@ -300,27 +300,8 @@ TEST(ProxyUpstream, TlsToTheServerIsVerifiedAndLargeResultsAndCopyStreamThrough)
   auto env = MustEnv(false);
   ASSERT_TRUE(env);
   // Give the server the test CA's server certificate (SAN 127.0.0.1) and turn TLS on.
-  for (const char* f : {"server.crt", "server.key"}) {
-    auto content = ReadFile(env->certs + "/" + f);
-    ASSERT_TRUE(content.ok());
-    ASSERT_TRUE(WriteFileAtomic(env->a->dir() + "/" + f, *content).ok());
-  }
-  ASSERT_TRUE(ChownRecursive(env->a->dir() + "/server.key", "postgres").ok());
-  ASSERT_TRUE(ChownRecursive(env->a->dir() + "/server.crt", "postgres").ok());
-  std::filesystem::permissions(
-      env->a->dir() + "/server.key",
-      std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-  ASSERT_TRUE(
-      env->a->Psql("ALTER SYSTEM SET ssl_cert_file = '" + env->a->dir() + "/server.crt'").ok());
-  ASSERT_TRUE(
-      env->a->Psql("ALTER SYSTEM SET ssl_key_file = '" + env->a->dir() + "/server.key'").ok());
-  ASSERT_TRUE(env->a->Psql("ALTER SYSTEM SET ssl = on").ok());
-  ASSERT_TRUE(env->a->Psql("SELECT pg_reload_conf()").ok());
-  std::this_thread::sleep_for(300ms);
-  std::string up = R"({"upstream":{"host":"127.0.0.1","port":)" + std::to_string(env->a->port()) +
-                   R"(,"tls":true,"ca":")" + env->certs + R"(/ca.crt"}})";
-  auto [code, body] = Admin(env->AdminUrl(), "PUT", "/routes/app", up);
-  ASSERT_EQ(code, 200) << body;
+  ASSERT_TRUE(UseServerTls(*env, *env->a).ok());
+  const std::string up = TlsUpstreamJson(*env, *env->a);
   auto r = Psql(env->Conninfo(), "select ssl from pg_stat_ssl where pid = pg_backend_pid()");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->output, "t\n") << r->output;

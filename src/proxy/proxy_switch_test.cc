@@ -123,8 +123,11 @@ INSTANTIATE_TEST_SUITE_P(Modes, ProxySwitchUnderLoad,
 // comes back to the proxy for everything the proxy must see: errors, results
 // larger than one segment, COPY, SET (captured for a switch), named
 // statements, a cancel, and a client that goes away while spliced.
+// The upstream pool is off: the client's end must end its backend (with the
+// pool it is parked: proxy_pool_test.cc).
 TEST(ProxySplice, PlainSessionsRunSplicedAndComeBackForWhatTheProxyMustSee) {
-  auto env = MustEnv(true, /*plaintext=*/true);
+  auto env = MustEnv(true, /*plaintext=*/true, /*busy_poll_us=*/0, UncarriableMode::kEnd,
+                     /*upstream_pool=*/false);
   ASSERT_TRUE(env);
   ASSERT_NE(env->proxy->shared().splicer, nullptr) << "the kernel splice did not load (root?)";
   auto route = env->proxy->shared().routes.Find("app");

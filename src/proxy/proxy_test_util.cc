@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <chrono>
+#include <filesystem>
 #include <regex>
+#include <thread>
 
 #include "common/dev_certs.h"
 #include "common/os.h"
@@ -13,7 +16,8 @@ namespace pgshift::proxy::testing {
 Status MakeCerts(const std::string& dir) { return MakeDevCerts(dir); }
 
 Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow_plaintext,
-                                                   int busy_poll_us, UncarriableMode uncarriable) {
+                                                   int busy_poll_us, UncarriableMode uncarriable,
+                                                   bool upstream_pool) {
   auto env = std::make_unique<ProxyEnv>();
   std::vector<pgshift::testing::TestCluster*> clusters;
   PGSHIFT_ASSIGN_OR_RETURN(env->a, pgshift::testing::TestCluster::Create({.name = "src"}));
@@ -67,6 +71,7 @@ Result<std::unique_ptr<ProxyEnv>> ProxyEnv::Create(bool two_clusters, bool allow
       {"credentials",
        {{{"role", "app"}, {"password", "secret"}},
         {{"role", "md5user"}, {"password", "md5secret"}}}}};
+  if (!upstream_pool) cfg["upstream_pool"] = {{"max_idle", 0}};
   PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(env->certs + "/proxy.json", cfg.dump(2)));
   PGSHIFT_ASSIGN_OR_RETURN(env->config, LoadProxyConfig(env->certs + "/proxy.json"));
   env->proxy = std::make_unique<Proxy>(env->config);
@@ -88,6 +93,32 @@ std::string ProxyEnv::Conninfo(const std::string& client, const std::string& db,
   std::string ca = client == "evil-client" ? "ca.crt" : "ca.crt";
   return s + " sslmode=verify-full sslrootcert=" + certs + "/" + ca + " sslcert=" + certs + "/" +
          client + ".crt sslkey=" + certs + "/" + client + ".key";
+}
+
+std::string TlsUpstreamJson(const ProxyEnv& env, pgshift::testing::TestCluster& c) {
+  return R"({"upstream":{"host":"127.0.0.1","port":)" + std::to_string(c.port()) +
+         R"(,"tls":true,"ca":")" + env.certs + R"(/ca.crt"}})";
+}
+
+Status UseServerTls(ProxyEnv& env, pgshift::testing::TestCluster& c) {
+  for (const char* f : {"server.crt", "server.key"}) {
+    PGSHIFT_ASSIGN_OR_RETURN(std::string content, ReadFile(env.certs + "/" + f));
+    PGSHIFT_RETURN_IF_ERROR(WriteFileAtomic(c.dir() + "/" + f, content));
+    PGSHIFT_RETURN_IF_ERROR(ChownRecursive(c.dir() + "/" + f, "postgres"));
+  }
+  std::filesystem::permissions(c.dir() + "/server.key", std::filesystem::perms::owner_read |
+                                                            std::filesystem::perms::owner_write);
+  PGSHIFT_RETURN_IF_ERROR(
+      c.Psql("ALTER SYSTEM SET ssl_cert_file = '" + c.dir() + "/server.crt'").status());
+  PGSHIFT_RETURN_IF_ERROR(
+      c.Psql("ALTER SYSTEM SET ssl_key_file = '" + c.dir() + "/server.key'").status());
+  PGSHIFT_RETURN_IF_ERROR(c.Psql("ALTER SYSTEM SET ssl = on").status());
+  PGSHIFT_RETURN_IF_ERROR(c.Psql("SELECT pg_reload_conf()").status());
+  // The reload reaches the postmaster asynchronously.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto [code, body] = Admin(env.AdminUrl(), "PUT", "/routes/app", TlsUpstreamJson(env, c));
+  if (code != 200) return Internal("PUT /routes/app: " + std::to_string(code) + " " + body);
+  return Status::OK();
 }
 
 Result<ProcessResult> Psql(const std::string& conninfo, const std::string& sql) {
@@ -133,8 +164,8 @@ std::string One(PgConn& c, const std::string& sql) {
 }
 
 std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext, int busy_poll_us,
-                                  UncarriableMode uncarriable) {
-  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us, uncarriable);
+                                  UncarriableMode uncarriable, bool upstream_pool) {
+  auto env = ProxyEnv::Create(two, plaintext, busy_poll_us, uncarriable, upstream_pool);
   EXPECT_TRUE(env.ok()) << env.status().ToString();
   return env.ok() ? std::move(*env) : nullptr;
 }

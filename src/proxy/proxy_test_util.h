@@ -34,10 +34,11 @@ struct ProxyEnv {
 
   // Clusters with role "app" (SCRAM password "secret", forced by pg_hba) owning
   // database "app" initialised by pgbench -i; a proxy route "app" → a.
-  // The route's "uncarriable" is `uncarriable`.
+  // The route's "uncarriable" is `uncarriable`; `upstream_pool` false turns
+  // the pool off (a client's end then ends its backend).
   static Result<std::unique_ptr<ProxyEnv>> Create(
       bool two_clusters, bool allow_plaintext = false, int busy_poll_us = 0,
-      UncarriableMode uncarriable = UncarriableMode::kEnd);
+      UncarriableMode uncarriable = UncarriableMode::kEnd, bool upstream_pool = true);
   ~ProxyEnv();
 
   // libpq conninfo through the proxy with the client certificate `client` ("" = none).
@@ -48,6 +49,13 @@ struct ProxyEnv {
     return UpstreamConfig{.host = "127.0.0.1", .port = c.port()};
   }
 };
+
+// Turns TLS on in cluster `c` with the test CA's server certificate (SAN
+// 127.0.0.1) and points the env's route "app" at it with upstream TLS,
+// verified with the test CA.
+Status UseServerTls(ProxyEnv& env, pgshift::testing::TestCluster& c);
+// The admin API's body (PUT /routes/app) for that upstream.
+std::string TlsUpstreamJson(const ProxyEnv& env, pgshift::testing::TestCluster& c);
 
 // Runs psql -X -At -c sql with `conninfo`; returns exit code and output.
 Result<ProcessResult> Psql(const std::string& conninfo, const std::string& sql);
@@ -67,7 +75,8 @@ PgbenchSummary ParsePgbench(const ProcessResult& r);
 // The first column of the first row of `sql` ("" on error).
 std::string One(PgConn& c, const std::string& sql);
 std::unique_ptr<ProxyEnv> MustEnv(bool two, bool plaintext = false, int busy_poll_us = 0,
-                                  UncarriableMode uncarriable = UncarriableMode::kEnd);
+                                  UncarriableMode uncarriable = UncarriableMode::kEnd,
+                                  bool upstream_pool = true);
 // A ProxyRouter for the env's route "app".
 std::unique_ptr<Router> MakeRouterFor(ProxyEnv& env);
 // A count(*) query on database "app" of `c`; -1 on error.

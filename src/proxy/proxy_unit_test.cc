@@ -468,7 +468,17 @@ TEST(Stats, JsonAndMetricsComeFromTheOneListAndKeepEveryKnownName) {
                                {"tls_resumed", 0},
                                {"ktls_sessions", 0},
                                {"protocol_errors", 0},
-                               {"bad_startup_packets", 0}}));
+                               {"bad_startup_packets", 0},
+                               {"pool_hits", 0},
+                               {"pool_misses", 0},
+                               {"pool_parked", 0},
+                               {"pool_idle", 0},
+                               {"pool_dropped_unclean", 0},
+                               {"pool_dropped_route", 0},
+                               {"pool_dropped_reset_failed", 0},
+                               {"pool_dropped_full", 0},
+                               {"pool_dropped_dead", 0},
+                               {"pool_dropped_idle_timeout", 0}}));
 
   const std::string text = proxy.MetricsText();
   for (const char* name :

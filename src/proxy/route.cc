@@ -52,6 +52,7 @@ bool Route::Repoint(const UpstreamConfig& upstream) {
   // A spliced session would not see the new generation before its next
   // transaction: the kernel would carry that one to the old server.
   TakeBackSpliced();
+  FlushParked();
   return true;
 }
 
@@ -72,6 +73,7 @@ Result<uint64_t> Route::HoldLeased(int64_t timeout_ms, int64_t lease_ms) {
     held_.store(true);
   }
   TakeBackSpliced();
+  FlushParked();
   const bool wait_uncarriable = cfg_.uncarriable == UncarriableMode::kWait;
   // Sessions that may hold what cannot move look now (session_carry_state.cc)
   // rather than at their next tick.
@@ -211,6 +213,7 @@ Result<bool> Route::RepointHeld(uint64_t epoch, const UpstreamConfig& upstream) 
     generation_++;
   }
   TakeBackSpliced();
+  FlushParked();
   return true;
 }
 

@@ -169,6 +169,12 @@ class Route {
   // has no drained hold.
   bool PinBackends();
 
+  // The upstream pool's flush of this route's parked backends
+  // (upstream_pool.h): HoldLeased calls it once the route is held, Repoint
+  // and RepointHeld once the generation moved, so no parked backend outlives
+  // a hold or serves a client after a switch. Set before sessions use the route.
+  void SetParkedFlush(std::function<void()> flush) { flush_parked_ = std::move(flush); }
+
   // Sessions holding (or that may hold: not probed yet) temporary tables or
   // WITH HOLD cursors, counted in uncarriable_sessions. `end` asks one to end
   // (posted to its thread): under uncarriable: wait a hold calls it for
@@ -303,6 +309,10 @@ class Route {
   Registry<std::function<void(const UpstreamConfig&)>> members_;
   Registry<ReplicationMember> replication_;
   Registry<std::function<void()>> uncarriable_;
+  std::function<void()> flush_parked_;
+  void FlushParked() {
+    if (flush_parked_) flush_parked_();
+  }
 };
 
 // The rows of `scope` in `v` as a JSON object keyed by the rows' names.

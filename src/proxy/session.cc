@@ -102,7 +102,7 @@ void Session::Close() {
   DetachSplice();  // before the sockets close, with the kernel's counts accounted
   if (state_ != SessionState::kClosed) Advance(SessionEvent::kClose);
   closed_ = true;
-  if (server_) server_->stream.Close();
+  ReleaseServer();
   pause_done_.reset();  // after the server connection closed
   client_.Close();
   if (cancel_target_) {
@@ -203,7 +203,9 @@ asio::awaitable<void> Session::ClientPump() {
         break;
       }
       if (h.type == 'X') {
-        server_->outbox.Append(TerminateMessage());
+        co_await SettleForPark();
+        park_ = CanPark();
+        if (!park_) server_->outbox.Append(TerminateMessage());
         stop = true;
         break;
       }

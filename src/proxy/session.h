@@ -149,6 +149,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void EndReplicationStream();
   asio::awaitable<void> DeliverEnd();  // until client_out_ is written out (or failed)
   void FlushClientSoon();              // from a handler that is not a coroutine
+  // The upstream pool (session_pool.cc). CanPark: the client is leaving
+  // (Terminate) with its backend idle at a transaction boundary, on the
+  // route's current upstream, and nothing of the proxy's is in flight on it.
+  // ReleaseServer, from Close: hands such a backend to ResetAndPark (else it
+  // closes). TakePooled: a parked backend for this session's login, or null.
+  bool CanPark() const;
+  // At the client's Terminate: lets a capture or probe of the proxy's own
+  // (after a SET, say) finish first, briefly, so its backend can be parked.
+  asio::awaitable<void> SettleForPark();
+  void ReleaseServer();
+  std::shared_ptr<ServerConn> TakePooled(const Route::Target& target);
+  PoolKey PoolKeyFor(const UpstreamConfig& upstream, uint64_t generation) const;
   void Advance(SessionEvent e);
   // At the boundary that ends a transaction: its latency and failure.
   void CountTransaction();
@@ -168,6 +180,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool replication_ = false;
 
   std::shared_ptr<ServerConn> server_;
+  bool park_ = false;             // the client left cleanly: the backend goes to the pool
+  bool server_released_ = false;  // ReleaseServer ran
   uint64_t generation_ = 0;
   bool server_lost_ = false;
 

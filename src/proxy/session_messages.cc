@@ -200,6 +200,8 @@ void Session::OnReadyForQuery(char status) {
 }
 
 bool Session::OnServerMessage(const Message& m) {
+  // What a client that takes this backend from the pool is told at its login.
+  if (m.type == 'S' && server_) NoteParameterStatus(m.body, &server_->parameters);
   if (probe_inflight_) {
     OnProbeMessage(m);
     return false;

@@ -132,21 +132,24 @@ asio::awaitable<bool> Session::Startup() {
 
   Route::Target target = route_->target();
   generation_ = target.generation;
-  // A named argument: GCC 12 mishandles brace-initialised temporaries in co_await.
-  UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
-  LoginOutcome lo = co_await ConnectUpstream(login);
-  if (!lo.conn) {
-    route_->errors++;
-    if (!lo.server_error.empty()) {
-      client_out_.Append(lo.server_error);
-      co_await FlushClient();
-    } else {
-      co_await Refuse("08006", "pgshift-proxy: cannot log in to the upstream of route \"" +
-                                   route_->name() + "\": " + lo.status.message());
+  server_ = TakePooled(target);
+  if (!server_) {
+    // A named argument: GCC 12 mishandles brace-initialised temporaries in co_await.
+    UpstreamLogin login{target.upstream, startup_params_, credential_, &shared_.upstream_tls};
+    LoginOutcome lo = co_await ConnectUpstream(login);
+    if (!lo.conn) {
+      route_->errors++;
+      if (!lo.server_error.empty()) {
+        client_out_.Append(lo.server_error);
+        co_await FlushClient();
+      } else {
+        co_await Refuse("08006", "pgshift-proxy: cannot log in to the upstream of route \"" +
+                                     route_->name() + "\": " + lo.status.message());
+      }
+      co_return false;
     }
-    co_return false;
+    server_ = lo.conn;
   }
-  server_ = lo.conn;
   cancel_target_ = std::make_shared<CancelTarget>();
   cancel_target_->upstream = server_->upstream;
   cancel_target_->pid = server_->backend_pid;

@@ -19,6 +19,7 @@
 #include "proxy/route.h"
 #include "proxy/splice/splicer.h"
 #include "proxy/stats.h"
+#include "proxy/upstream_pool.h"
 
 namespace pgshift::proxy {
 
@@ -81,6 +82,10 @@ struct ProxyShared {
   std::unique_ptr<Splicer> splicer;  // null: kernel splice off or unavailable
   // The proxy-wide rows of stats.h (PGSHIFT_PROXY_STATS), one atomic each.
   PGSHIFT_PROXY_STATS(PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE, PGSHIFT_STAT_NONE, PGSHIFT_STAT_ATOMIC)
+  // Backends between clients (upstream_pool.h), counted in the pool_* rows.
+  UpstreamPool pool{config.upstream_pool,
+                    [this](PoolEvent e, int64_t idle) { CountPoolEvent(e, idle); }};
+  void CountPoolEvent(PoolEvent e, int64_t idle);
 
   // Every proxy-wide row of stats.h (the route rows are 0).
   StatValues Stats() const {

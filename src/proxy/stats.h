@@ -93,7 +93,26 @@
         "Client TLS sessions whose record layer the kernel took over (kTLS send or receive).")   \
   PROXY(protocol_errors, kCounter, "protocol_errors_total", "Malformed client messages.")      \
   PROXY(bad_startup_packets, kCounter, "bad_startup_packets_total",                               \
-        "Malformed startup packets (logged and closed without a reply, as PostgreSQL does).")
+        "Malformed startup packets (logged and closed without a reply, as PostgreSQL does).")   \
+  PROXY(pool_hits, kCounter, "upstream_pool_hits_total",                                          \
+        "Client logins that took a parked upstream backend instead of logging in.")               \
+  PROXY(pool_misses, kCounter, "upstream_pool_misses_total",                                      \
+        "Client logins that found no parked backend for their key and logged in upstream.")       \
+  PROXY(pool_parked, kCounter, "upstream_pool_parked_total",                                      \
+        "Backends reset with DISCARD ALL and parked after their client ended cleanly.")           \
+  PROXY(pool_idle, kGauge, "upstream_pool_idle", "Backends parked in the upstream pool now.")     \
+  PROXY(pool_dropped_unclean, kCounter, "upstream_pool_dropped_unclean_total",                    \
+        "Backends closed because their session did not end cleanly between transactions.")       \
+  PROXY(pool_dropped_route, kCounter, "upstream_pool_dropped_route_total",                        \
+        "Backends closed or not parked because their route was held or switched.")                \
+  PROXY(pool_dropped_reset_failed, kCounter, "upstream_pool_dropped_reset_failed_total",          \
+        "Backends closed because DISCARD ALL failed on them.")                                    \
+  PROXY(pool_dropped_full, kCounter, "upstream_pool_dropped_full_total",                          \
+        "Backends closed because the pool was at its cap (in all or for their key).")             \
+  PROXY(pool_dropped_dead, kCounter, "upstream_pool_dropped_dead_total",                          \
+        "Parked backends found closed (or sending) when a client came for them.")                 \
+  PROXY(pool_dropped_idle_timeout, kCounter, "upstream_pool_dropped_idle_timeout_total",          \
+        "Parked backends closed after the pool's idle timeout.")
 // clang-format on
 
 // Row helpers for the consumers: ignore a row, declare its atomic.

@@ -137,11 +137,9 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login,
       case 'E':
         *server_error = storage;
         co_return Unavailable("upstream " + endpoint + " refused the login: " + ErrorText(m.body));
-      case 'S': {
-        std::string_view k, v;
-        if (r.ReadCString(&k) && r.ReadCString(&v)) c.parameters.emplace_back(k, v);
+      case 'S':
+        NoteParameterStatus(m.body, &c.parameters);
         break;
-      }
       case 'K': {
         int32_t pid = 0, key = 0;
         if (!r.ReadInt32(&pid) || !r.ReadInt32(&key))
@@ -163,6 +161,21 @@ asio::awaitable<Status> Login(ServerConn& c, const UpstreamLogin& login,
 }
 
 }  // namespace
+
+bool NoteParameterStatus(std::string_view body,
+                         std::vector<std::pair<std::string, std::string>>* params) {
+  BodyReader r(body);
+  std::string_view k, v;
+  if (!r.ReadCString(&k) || !r.ReadCString(&v)) return false;
+  for (auto& [name, value] : *params) {
+    if (name == k) {
+      value = v;
+      return true;
+    }
+  }
+  params->emplace_back(k, v);
+  return true;
+}
 
 asio::awaitable<Result<GenericSocket>> ConnectSocket(const UpstreamConfig& upstream,
                                                      int timeout_ms) {
@@ -290,6 +303,8 @@ asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(Serve
           row.emplace_back();
       }
       rows.push_back(std::move(row));
+    } else if (m.type == 'S') {
+      NoteParameterStatus(m.body, &c.parameters);
     } else if (m.type == 'E') {
       error = Internal(ErrorText(m.body));
     } else if (m.type == 'Z') {

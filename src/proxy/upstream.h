@@ -25,11 +25,19 @@ struct ServerConn {
   UpstreamStream stream;
   Outbox outbox;
   UpstreamConfig upstream;
-  std::vector<std::pair<std::string, std::string>> parameters;  // ParameterStatus at login
+  // ParameterStatus values as the server last sent them (the login's, then
+  // each report after it that reaches the proxy): what a client that takes
+  // this backend from the pool is told at its login.
+  std::vector<std::pair<std::string, std::string>> parameters;
   uint32_t backend_pid = 0;
   uint32_t backend_key = 0;
   std::string leftover;  // bytes read after the login's ReadyForQuery
 };
+
+// Records a ParameterStatus message body in `params` (replacing the value
+// of a name seen before). False when the body is malformed.
+bool NoteParameterStatus(std::string_view body,
+                         std::vector<std::pair<std::string, std::string>>* params);
 
 // Where to connect: host "/dir" is a Unix-domain socket directory (libpq's rule:
 // the socket is /dir/.s.PGSQL.<port>); anything else is resolved for TCP.
@@ -59,6 +67,7 @@ asio::awaitable<LoginOutcome> ConnectUpstream(UpstreamLogin login);
 
 // Runs one simple query on a logged-in connection, reading until
 // ReadyForQuery. Rows come back as text. An ErrorResponse is an error Status.
+// ParameterStatus reports update c.parameters.
 asio::awaitable<Result<std::vector<std::vector<std::string>>>> SimpleQuery(ServerConn& c,
                                                                            std::string sql);
 
