@@ -40,7 +40,11 @@
 # pgbouncer_tls_cpu_us, forwarder_cpu_us) and mtls_ceiling_vs_pgbouncer_tls:
 # the mTLS/PgBouncer-TLS tps ratio if the proxy's CPU fell to the forwarder's
 # with everything else the same (the CPU-bound machine then serves the same
-# CPU per second over fewer us per transaction), median over rounds.
+# CPU per second over fewer us per transaction), median over rounds;
+# mtls_ceiling_vs_direct the same against direct plaintext, and
+# mtls_free_relay_vs_pgbouncer_tls the bound for any relay: the mTLS rounds
+# as if the proxy cost no CPU at all (pgbench's TLS and the server remain).
+# The direct rounds' budget is printed too (pgbench and server, no relay).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 . "$ROOT/bench/proxy/certs.sh"
@@ -306,7 +310,7 @@ phase_cpu() {  # stderr: the proxy's CPU per transaction, for phases through it
 }
 declare -A BPG BSRV BMID
 budget() {  # NAME PGBENCH SERVER MIDDLE: stderr and BPG/BSRV/BMID, for the budget's targets
-  case $1 in proxy-mtls | pgbouncer-tls | forwarder) ;; *) return 0 ;; esac
+  case $1 in proxy-mtls | pgbouncer-tls | forwarder | direct) ;; *) return 0 ;; esac
   printf 'bench:   cpu us/txn %-13s pgbench=%5.1f server=%5.1f relay=%5.1f sum=%5.1f\n' "$1" "$2" \
     "$3" "$4" "$(python3 -c "print($2 + $3 + $4)")" >&2
   BPG[$1]="${BPG[$1]:-} $2"; BSRV[$1]="${BSRV[$1]:-} $3"; BMID[$1]="${BMID[$1]:-} $4"
@@ -396,6 +400,10 @@ if sp:
 # the same round, against that round's PgBouncer TLS.
 ceil = [mt * (g + s + x) / (g + s + fl) for mt, g, s, x, fl in zip(m, mpg, msrv, mmid, fmid)]
 show("ceiling mtls (relay at the forwarder's CPU)/pgbouncer-tls", ceil, bs)
+show("ceiling mtls (relay at the forwarder's CPU)/direct", ceil, d)
+# The bound for any relay at all: mTLS rounds as if the proxy cost no CPU.
+free = [mt * (g + s + x) / (g + s) for mt, g, s, x in zip(m, mpg, msrv, mmid)]
+show("bound mtls (relay at 0 CPU)/pgbouncer-tls", free, bs)
 print(f"bench: tpcb ratios: proxy/direct={pt/dt:.3f} proxy/pgbouncer={pt/bt:.3f} proxy/haproxy={pt/ht:.3f}",
       file=sys.stderr)
 print("BENCH proxy " + json.dumps({
@@ -421,5 +429,7 @@ print("BENCH proxy " + json.dumps({
     "pgbouncer_tls_cpu_us": round(statistics.median(bmid), 1),
     "forwarder_cpu_us": round(statistics.median(fmid), 1),
     "mtls_ceiling_vs_pgbouncer_tls": med(ceil, bs),
+    "mtls_ceiling_vs_direct": med(ceil, d),
+    "mtls_free_relay_vs_pgbouncer_tls": med(free, bs),
 }, separators=(",", ":")))
 PY
