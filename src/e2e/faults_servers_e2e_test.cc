@@ -244,6 +244,12 @@ TEST_F(FaultsServerE2E, SourceUnreachableMidSyncWaitsAndCarriesOn) {
                                  .dump());
   ASSERT_TRUE(overridden.ok()) << overridden.status().ToString();
   ASSERT_EQ((*overridden)["status"], 200) << (*overridden)["body"].dump();
+  // The override is queued; until pgshiftd applies it the migration still
+  // reads blocked in preflight.
+  auto past = sb_->WaitFor(
+      id, [](const json& m) { return m["phase"] != "preflight" || m["state"] == "failed"; },
+      kMigrationBoundMs);
+  ASSERT_TRUE(past.ok()) << past.status().ToString();
   WaitForPhase(id, "sync");
 
   net.Cut();
