@@ -25,7 +25,9 @@
 #include "common/clock.h"
 #include "common/os.h"
 #include "demo/sandbox.h"
+#include "load/cdc_consumer.h"
 #include "load/ledger.h"
+#include "load/pgbench_load.h"
 #include "pg/conn.h"
 
 namespace pgshift::e2e {
@@ -36,6 +38,9 @@ inline constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a per
 inline constexpr size_t kPgshiftdLogTail = 6000;
 inline constexpr size_t kRouterLogTail = 4000;
 inline constexpr int kLedgerWriters = 2;
+// StartFullLoad's pgbench: load, not a benchmark.
+inline constexpr int kPgbenchClients = 2;
+inline constexpr int kPgbenchRate = 50;  // tps
 inline constexpr int64_t kMinCommittedPerWriter = 50;
 
 inline bool Terminal(const json& m) {
@@ -120,8 +125,35 @@ class SandboxTest : public ::testing::Test {
       PrintTail("pgshiftd log", sb_->PgshiftdLog(), kPgshiftdLogTail);
       PrintTail("proxy log", sb_->dir() + "/proxy.log", kRouterLogTail);
     }
+    if (HasFailure() && consumer_) {
+      std::cerr << "---- pg_recvlogical ----\n";
+      for (const auto& line : consumer_->Log().last_lines) std::cerr << line << "\n";
+    }
+    if (pgbench_) pgbench_->Stop();
+    pgbench_.reset();
+    consumer_.reset();
     writers_.clear();
     sb_.reset();
+  }
+
+  // Load through the router: the ledger writers (StartWriters), pgbench
+  // and, given a `cdc_slot`, a pg_recvlogical consumer of that logical slot
+  // on the source (which a migration carries to the target).
+  Status StartRoutedLoad(const std::string& cdc_slot) {
+    if (!cdc_slot.empty()) {
+      PGSHIFT_RETURN_IF_ERROR(sb_->CreateCdcSlot(cdc_slot, load::CdcPlugin::kTestDecoding));
+      consumer_ = sb_->CdcConsumerFor(cdc_slot, load::CdcPlugin::kTestDecoding);
+      PGSHIFT_RETURN_IF_ERROR(consumer_->Start());
+    }
+    StartWriters();
+    pgbench_ = std::make_unique<load::PgbenchLoad>(
+        load::PgbenchOptions{.conninfo = sb_->AppConninfo(),
+                             .clients = kPgbenchClients,
+                             .threads = 1,
+                             .rate = kPgbenchRate,
+                             .log_dir = sb_->dir() + "/pgbench-logs"});
+    pgbench_->Start();
+    return Status::OK();
   }
 
   // POST /v1/migrations with `spec`; the new id.
@@ -194,6 +226,8 @@ class SandboxTest : public ::testing::Test {
 
   std::unique_ptr<demo::Sandbox> sb_;
   std::vector<std::unique_ptr<load::LedgerWriter>> writers_;
+  std::unique_ptr<load::CdcConsumer> consumer_;  // StartRoutedLoad's, given a slot
+  std::unique_ptr<load::PgbenchLoad> pgbench_;
   std::string first_error_;  // the first error a writer saw, "" when none
   // What ExpectWritersClean found missing or twice, for the faults report.
   int64_t lost_rows_ = 0;

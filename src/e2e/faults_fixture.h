@@ -37,9 +37,6 @@ inline constexpr int64_t kWritesGoOnMs = 1000;
 // 5 s; the rest is catching up).
 inline constexpr char kFaultsCdcSlot[] = "faults_cdc";
 inline constexpr int64_t kFaultsCdcDeliverMs = 60000;
-// The full load's pgbench: load, not a benchmark.
-inline constexpr int kFaultsPgbenchClients = 2;
-inline constexpr int kFaultsPgbenchRate = 50;  // tps
 
 // PGSHIFT_FAULTS for the pgshiftd the sandbox starts next. The entry is put
 // into the environment once, before any thread of the test starts, and then
@@ -89,13 +86,6 @@ class FaultsTest : public SandboxTest {
     SandboxTest::SetUp();
   }
   void TearDown() override {
-    if (HasFailure() && consumer_) {
-      std::cerr << "---- pg_recvlogical ----\n";
-      for (const auto& line : consumer_->Log().last_lines) std::cerr << line << "\n";
-    }
-    if (pgbench_) pgbench_->Stop();
-    pgbench_.reset();
-    consumer_.reset();
     SandboxTest::TearDown();
     SetFaults("");
   }
@@ -105,21 +95,8 @@ class FaultsTest : public SandboxTest {
   // the source, which a migration carries to the target.
   // StopWritersAndCheck checks them.
   void StartFullLoad(bool cdc = true) {
-    if (cdc) {
-      Status st = sb_->CreateCdcSlot(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
-      ASSERT_TRUE(st.ok()) << st.ToString();
-      consumer_ = sb_->CdcConsumerFor(kFaultsCdcSlot, load::CdcPlugin::kTestDecoding);
-      st = consumer_->Start();
-      ASSERT_TRUE(st.ok()) << st.ToString();
-    }
-    StartWriters();
-    pgbench_ = std::make_unique<load::PgbenchLoad>(
-        load::PgbenchOptions{.conninfo = sb_->AppConninfo(),
-                             .clients = kFaultsPgbenchClients,
-                             .threads = 1,
-                             .rate = kFaultsPgbenchRate,
-                             .log_dir = sb_->dir() + "/pgbench-logs"});
-    pgbench_->Start();
+    Status st = StartRoutedLoad(cdc ? kFaultsCdcSlot : "");
+    ASSERT_TRUE(st.ok()) << st.ToString();
   }
 
   // A short migration's options (1 s gates, 100 ms polls); `more` adds or
@@ -248,8 +225,6 @@ class FaultsTest : public SandboxTest {
   // Ledger rows the CDC consumer never received, or received more than once.
   int64_t cdc_lost_ = 0;
   int64_t cdc_duplicated_ = 0;
-  std::unique_ptr<load::CdcConsumer> consumer_;  // the full load's (StartFullLoad)
-  std::unique_ptr<load::PgbenchLoad> pgbench_;
 };
 
 }  // namespace pgshift::e2e

@@ -122,8 +122,6 @@ class MigrationE2E : public e2e::SandboxTest {
     EXPECT_EQ(*slots, "0\n");
     EXPECT_EQ(pgbench_->Stats().aborted_clients, 0);
   }
-
-  std::unique_ptr<load::PgbenchLoad> pgbench_;
 };
 
 TEST_F(MigrationE2E, UnderWriteLoadThroughPgBouncerNothingIsLostOrFails) {

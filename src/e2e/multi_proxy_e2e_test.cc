@@ -165,7 +165,9 @@ TEST_F(MultiProxyE2E, InstanceKilledInTheHoldIsRepointedAfterTheSwitchNothingLos
   ASSERT_TRUE(switched.ok()) << switched.status().ToString();
   ASSERT_EQ((*switched)["phase"], "verify") << switched->dump(2);
   for (int i = 0; i < kInstances; i++) {
-    if (i != kKilled) EXPECT_EQ(UpstreamPort(i), sb_->target_port()) << "instance " << i;
+    if (i != kKilled) {
+      EXPECT_EQ(UpstreamPort(i), sb_->target_port()) << "instance " << i;
+    }
   }
   // The status shows the dead instance as unreachable. It comes back once
   // the health window has closed, so that its clients' errors against the

@@ -31,8 +31,6 @@ inline constexpr int64_t kDeliverTimeoutMs = 60000;
 inline constexpr int64_t kApplyTimeoutMs = 30000;
 inline constexpr int64_t kRollbackBoundMs = 60000;
 inline constexpr auto kWritesOnSource = std::chrono::seconds(1);
-inline constexpr int kPgbenchClients = 2;
-inline constexpr int kPgbenchRate = 50;  // tps: load, not a benchmark
 inline constexpr char kLedgerCount[] = "select count(*) as n from pgshift_ledger";
 
 // What the binary's tests measured, summed over those that ran.
@@ -78,38 +76,12 @@ inline bool RolledBackOrFailed(const json& m) {
 
 class RollbackE2E : public SandboxTest {
  protected:
-  void TearDown() override {
-    if (HasFailure() && consumer_) {
-      std::cerr << "---- pg_recvlogical ----\n";
-      for (const auto& line : consumer_->Log().last_lines) std::cerr << line << "\n";
-    }
-    if (pgbench_) pgbench_->Stop();
-    pgbench_.reset();
-    consumer_.reset();
-    SandboxTest::TearDown();
-  }
-
   std::string Admin(const std::string& db = "app") const {
     return sb_->SourceConninfo(db, "postgres");
   }
 
   // Load through the router: the ledger writers, pgbench and the consumer.
-  Status StartLoad(bool cdc) {
-    if (cdc) {
-      PGSHIFT_RETURN_IF_ERROR(sb_->CreateCdcSlot(kCdcSlotName, load::CdcPlugin::kTestDecoding));
-      consumer_ = sb_->CdcConsumerFor(kCdcSlotName, load::CdcPlugin::kTestDecoding);
-      PGSHIFT_RETURN_IF_ERROR(consumer_->Start());
-    }
-    StartWriters();
-    pgbench_ = std::make_unique<load::PgbenchLoad>(
-        load::PgbenchOptions{.conninfo = sb_->AppConninfo(),
-                             .clients = kPgbenchClients,
-                             .threads = 1,
-                             .rate = kPgbenchRate,
-                             .log_dir = sb_->dir() + "/pgbench-logs"});
-    pgbench_->Start();
-    return Status::OK();
-  }
+  Status StartLoad(bool cdc) { return StartRoutedLoad(cdc ? kCdcSlotName : ""); }
 
   json Options() const {
     return {{"auto_cutover", true},
@@ -203,9 +175,6 @@ class RollbackE2E : public SandboxTest {
     unsetenv(kFaultsEnv);
     return st;
   }
-
-  std::unique_ptr<load::CdcConsumer> consumer_;
-  std::unique_ptr<load::PgbenchLoad> pgbench_;
 };
 
 }  // namespace pgshift::e2e
