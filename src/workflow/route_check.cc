@@ -1,5 +1,9 @@
 #include "workflow/route_check.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "common/os.h"
 
 namespace pgshift {
@@ -7,10 +11,9 @@ namespace pgshift {
 bool SameServer(const Endpoint& a, const Endpoint& b) {
   if (a == b) return true;
   if (a.port != b.port) return false;
+  const std::vector<std::string> theirs = HostAddresses(b.host);
   for (const auto& x : HostAddresses(a.host)) {
-    for (const auto& y : HostAddresses(b.host)) {
-      if (x == y) return true;
-    }
+    if (std::find(theirs.begin(), theirs.end(), x) != theirs.end()) return true;
   }
   return false;
 }
