@@ -34,7 +34,6 @@ using e2e::WaitCount;
 using json = nlohmann::json;
 using load::CdcPlugin;
 
-constexpr char kFaultsEnv[] = "PGSHIFT_FAULTS";
 // pg_recvlogical retries every 5 s; the rest is catching up.
 constexpr int64_t kDeliverTimeoutMs = 60000;
 constexpr int64_t kSlotActiveTimeoutMs = 30000;
@@ -124,15 +123,6 @@ class CdcE2E : public e2e::SandboxTest {
     PGSHIFT_RETURN_IF_ERROR(AddConsumer("orders_json", CdcPlugin::kWal2Json));
     StartWriters();
     return Status::OK();
-  }
-
-  // pgshiftd again, with `faults` armed (PGSHIFT_FAULTS) or none.
-  Status RestartPgshiftd(const std::string& faults) {
-    PGSHIFT_RETURN_IF_ERROR(sb_->KillPgshiftd(SIGTERM));
-    if (!faults.empty()) setenv(kFaultsEnv, faults.c_str(), 1);
-    Status st = sb_->StartPgshiftd();
-    unsetenv(kFaultsEnv);
-    return st;
   }
 
   json Options(bool auto_cutover) const {

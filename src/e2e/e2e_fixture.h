@@ -13,6 +13,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -38,6 +39,8 @@ inline constexpr int64_t kMigrationBoundMs = 240000;  // safety bound, not a per
 inline constexpr size_t kPgshiftdLogTail = 6000;
 inline constexpr size_t kRouterLogTail = 4000;
 inline constexpr int kLedgerWriters = 2;
+// What a pgshiftd armed with test fault points reads (common/faults.h).
+inline constexpr char kFaultsEnv[] = "PGSHIFT_FAULTS";
 // StartFullLoad's pgbench: load, not a benchmark.
 inline constexpr int kPgbenchClients = 2;
 inline constexpr int kPgbenchRate = 50;  // tps
@@ -134,6 +137,16 @@ class SandboxTest : public ::testing::Test {
     consumer_.reset();
     writers_.clear();
     sb_.reset();
+  }
+
+  // Stops pgshiftd (SIGTERM) and starts it again, armed with `faults`
+  // (PGSHIFT_FAULTS, e.g. "crash:rollback_applied") when given.
+  Status RestartPgshiftd(const std::string& faults) {
+    PGSHIFT_RETURN_IF_ERROR(sb_->KillPgshiftd(SIGTERM));
+    if (!faults.empty()) setenv(kFaultsEnv, faults.c_str(), 1);
+    Status st = sb_->StartPgshiftd();
+    unsetenv(kFaultsEnv);
+    return st;
   }
 
   // Load through the router: the ledger writers (StartWriters), pgbench

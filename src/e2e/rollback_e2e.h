@@ -25,7 +25,6 @@
 
 namespace pgshift::e2e {
 
-inline constexpr char kFaultsEnv[] = "PGSHIFT_FAULTS";
 inline constexpr char kCdcSlotName[] = "ledger_cdc";
 inline constexpr int64_t kDeliverTimeoutMs = 60000;
 inline constexpr int64_t kApplyTimeoutMs = 30000;
@@ -166,14 +165,6 @@ class RollbackE2E : public SandboxTest {
                        " / 1000.0)");
     EXPECT_TRUE(n.ok()) << n.status().ToString();
     return n.ok() ? *n : 0;
-  }
-
-  Status RestartPgshiftd(const std::string& faults) {
-    PGSHIFT_RETURN_IF_ERROR(sb_->KillPgshiftd(SIGTERM));
-    if (!faults.empty()) setenv(kFaultsEnv, faults.c_str(), 1);
-    Status st = sb_->StartPgshiftd();
-    unsetenv(kFaultsEnv);
-    return st;
   }
 };
 
